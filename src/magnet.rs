@@ -1,0 +1,1 @@
+//! Magnet links (BEP 9) and BEP 46 mutable URLs. Being built.

@@ -1,0 +1,1 @@
+//! Info dictionaries (BEP 3, BEP 47). Being built.
