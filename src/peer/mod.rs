@@ -1,1 +1,24 @@
 //! The peer wire protocol (BEP 3) and its extensions (BEP 10, 9, 11).
+//!
+//! One file per layer:
+//! - [`wire`]: the handshake, message framing ([`wire::Message::check`] then
+//!   [`wire::Message::parse`]) and the piece [`wire::Bitfield`] (BEP 3, BEP 5 `port`).
+//! - [`conn`]: a framed TCP connection: dial or accept, exchange handshakes,
+//!   then read and write messages, optionally from two tasks after
+//!   [`conn::PeerConn::split`].
+//! - [`extension`]: the extension protocol handshake (BEP 10).
+//! - [`ut_metadata`]: fetching and serving the info dictionary (BEP 9).
+//! - [`pex`]: peer exchange (BEP 11).
+//!
+//! Errors are [`wire::WireError`]; any error other than I/O or a timeout is a
+//! protocol violation by that peer and should close that one connection.
+
+pub mod conn;
+pub mod extension;
+pub mod pex;
+pub mod ut_metadata;
+pub mod wire;
+
+pub use conn::{PeerConn, PeerReader, PeerWriter};
+pub use extension::ExtHandshake;
+pub use wire::{BLOCK_SIZE, Bitfield, BlockRequest, Handshake, Message, WireError};

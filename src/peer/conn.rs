@@ -1,0 +1,287 @@
+//! A framed peer connection over TCP (BEP 3): dial or accept, exchange the
+//! 68-byte handshakes, then read and write [`Message`]s.
+//!
+//! Reading keeps one `BytesMut` buffer per connection: [`Message::check`]
+//! decides whether a whole frame is buffered, and only then is the frame split
+//! off (no copy) and parsed, so `piece` data arrives as a slice of the read
+//! buffer. Writing goes through a `BufWriter`; call `flush` after a batch.
+//! [`PeerConn::split`] gives a [`PeerReader`] and a [`PeerWriter`] that two
+//! tasks can own, so a slow write never stalls reading and vice versa.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::hash::InfoHash;
+use crate::peer::wire::{DEFAULT_MAX_MESSAGE_LEN, Handshake, Message, WireError};
+
+/// Initial capacity of the read buffer: a couple of blocks.
+const READ_BUF: usize = 64 * 1024;
+
+/// The reading half of a peer connection.
+#[derive(Debug)]
+pub struct PeerReader {
+    /// The socket's read half.
+    half: OwnedReadHalf,
+    /// Bytes received but not yet parsed (at most one partial frame after a
+    /// message is returned, plus whatever else the last read brought).
+    buf: BytesMut,
+    /// Largest accepted length prefix, in bytes.
+    max_message_len: u32,
+    /// The remote address, for logs.
+    peer_addr: SocketAddr,
+}
+
+/// The writing half of a peer connection.
+#[derive(Debug)]
+pub struct PeerWriter {
+    /// The socket's write half, buffered so small messages coalesce.
+    half: BufWriter<OwnedWriteHalf>,
+    /// Reused encoding buffer.
+    scratch: BytesMut,
+    /// The remote address, for logs.
+    peer_addr: SocketAddr,
+}
+
+/// A peer connection after the handshake: both halves together. Use it
+/// directly from one task, or [`PeerConn::split`] it.
+#[derive(Debug)]
+pub struct PeerConn {
+    reader: PeerReader,
+    writer: PeerWriter,
+}
+
+impl PeerConn {
+    fn new(stream: TcpStream) -> Result<PeerConn, WireError> {
+        let peer_addr = stream.peer_addr()?;
+        // requests and small control messages should not wait for Nagle
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        Ok(PeerConn {
+            reader: PeerReader {
+                half: r,
+                buf: BytesMut::with_capacity(READ_BUF),
+                max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+                peer_addr,
+            },
+            writer: PeerWriter {
+                half: BufWriter::new(w),
+                scratch: BytesMut::new(),
+                peer_addr,
+            },
+        })
+    }
+
+    /// Dials `addr`, sends our handshake ([`Handshake::new`]: extension
+    /// protocol and DHT bits set) and reads the peer's. The whole exchange
+    /// must finish within `timeout`.
+    ///
+    /// Errors: [`WireError::Timeout`], [`WireError::Io`] (refused, reset),
+    /// [`WireError::UnexpectedEof`], [`WireError::BadHandshake`],
+    /// [`WireError::InfoHashMismatch`] when the peer answers for another
+    /// torrent.
+    pub async fn connect(
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        peer_id: [u8; 20],
+        timeout: Duration,
+    ) -> Result<(PeerConn, Handshake), WireError> {
+        let steps = async {
+            let stream = TcpStream::connect(addr).await?;
+            let mut conn = PeerConn::new(stream)?;
+            conn.writer
+                .half
+                .write_all(&Handshake::new(info_hash, peer_id).encode())
+                .await?;
+            conn.writer.flush().await?;
+            conn.reader.fill(Handshake::LEN, "handshake").await?;
+            let mut raw = [0u8; Handshake::LEN];
+            conn.reader.buf.copy_to_slice(&mut raw);
+            let theirs = Handshake::decode(&raw)?;
+            if theirs.info_hash != info_hash {
+                return Err(WireError::InfoHashMismatch {
+                    expected: info_hash,
+                    got: theirs.info_hash,
+                });
+            }
+            Ok((conn, theirs))
+        };
+        tokio::time::timeout(timeout, steps)
+            .await
+            .map_err(|_| WireError::Timeout("connect and handshake"))?
+    }
+
+    /// Answers an incoming connection: reads the peer's handshake up to the
+    /// info-hash, answers with ours only when `lookup(info_hash)` is true,
+    /// then reads the peer's id (some clients send it only after our
+    /// handshake). Must finish within `timeout`.
+    ///
+    /// Errors: [`WireError::UnknownInfoHash`] (nothing was sent),
+    /// [`WireError::BadHandshake`], [`WireError::Timeout`],
+    /// [`WireError::UnexpectedEof`], [`WireError::Io`].
+    pub async fn accept(
+        stream: TcpStream,
+        lookup: impl Fn(&InfoHash) -> bool,
+        our_peer_id: [u8; 20],
+        timeout: Duration,
+    ) -> Result<(PeerConn, Handshake), WireError> {
+        let steps = async {
+            let mut conn = PeerConn::new(stream)?;
+            // the protocol string first: refuse non-BitTorrent (or MSE
+            // encrypted) streams as early as possible
+            conn.reader.fill(20, "handshake").await?;
+            if !Handshake::is_protocol_prefix(&conn.reader.buf[..20]) {
+                return Err(WireError::BadHandshake);
+            }
+            conn.reader.fill(48, "handshake").await?;
+            let mut info_hash = [0u8; 20];
+            info_hash.copy_from_slice(&conn.reader.buf[28..48]);
+            let info_hash = InfoHash(info_hash);
+            if !lookup(&info_hash) {
+                return Err(WireError::UnknownInfoHash(info_hash));
+            }
+            conn.writer
+                .half
+                .write_all(&Handshake::new(info_hash, our_peer_id).encode())
+                .await?;
+            conn.writer.flush().await?;
+            conn.reader.fill(Handshake::LEN, "handshake").await?;
+            let mut raw = [0u8; Handshake::LEN];
+            conn.reader.buf.copy_to_slice(&mut raw);
+            let theirs = Handshake::decode(&raw)?;
+            Ok((conn, theirs))
+        };
+        tokio::time::timeout(timeout, steps)
+            .await
+            .map_err(|_| WireError::Timeout("handshake"))?
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.reader.peer_addr
+    }
+
+    /// Sets the largest accepted message length (bytes, excluding the 4-byte
+    /// prefix); see [`crate::peer::wire::max_message_len_for`].
+    pub fn set_max_message_len(&mut self, max: u32) {
+        self.reader.set_max_message_len(max);
+    }
+
+    /// See [`PeerReader::read_message`].
+    pub async fn read_message(&mut self) -> Result<Option<Message>, WireError> {
+        self.reader.read_message().await
+    }
+
+    /// See [`PeerWriter::write_message`].
+    pub async fn write_message(&mut self, msg: &Message) -> Result<(), WireError> {
+        self.writer.write_message(msg).await
+    }
+
+    /// See [`PeerWriter::send`].
+    pub async fn send(&mut self, msg: &Message) -> Result<(), WireError> {
+        self.writer.send(msg).await
+    }
+
+    /// See [`PeerWriter::flush`].
+    pub async fn flush(&mut self) -> Result<(), WireError> {
+        self.writer.flush().await
+    }
+
+    /// The two halves, for a reading task and a writing task. Bytes the peer
+    /// sent right after its handshake stay in the reader.
+    pub fn split(self) -> (PeerReader, PeerWriter) {
+        (self.reader, self.writer)
+    }
+}
+
+impl PeerReader {
+    /// Reads until the buffer holds at least `n` bytes.
+    async fn fill(&mut self, n: usize, what: &'static str) -> Result<(), WireError> {
+        while self.buf.len() < n {
+            self.buf.reserve(n - self.buf.len());
+            if self.half.read_buf(&mut self.buf).await? == 0 {
+                return Err(WireError::UnexpectedEof(what));
+            }
+        }
+        Ok(())
+    }
+
+    /// The next message, `Ok(None)` when the peer closed the connection
+    /// between messages.
+    ///
+    /// Errors: [`WireError::UnexpectedEof`] when it closed in the middle of
+    /// one, [`WireError::TooLong`], [`WireError::Malformed`],
+    /// [`WireError::Io`]. Cancel-safe (usable in `tokio::select!`): bytes
+    /// already read stay buffered.
+    pub async fn read_message(&mut self) -> Result<Option<Message>, WireError> {
+        loop {
+            if let Some(n) = Message::check(&self.buf, self.max_message_len)? {
+                let frame = self.buf.split_to(n).freeze();
+                return Message::parse(frame).map(Some);
+            }
+            // room for the rest of the frame when its length is known
+            let want = match self.buf.get(..4) {
+                Some(p) => 4 + u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize,
+                None => 4,
+            };
+            self.buf
+                .reserve(want.saturating_sub(self.buf.len()).max(4096));
+            if self.half.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(WireError::UnexpectedEof("message"))
+                };
+            }
+        }
+    }
+
+    /// Sets the largest accepted message length (bytes, excluding the 4-byte
+    /// prefix). Default [`DEFAULT_MAX_MESSAGE_LEN`].
+    pub fn set_max_message_len(&mut self, max: u32) {
+        self.max_message_len = max;
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+}
+
+impl PeerWriter {
+    /// Queues `msg` in the write buffer; it is sent when the buffer fills or
+    /// on [`PeerWriter::flush`]. Errors: [`WireError::Io`].
+    pub async fn write_message(&mut self, msg: &Message) -> Result<(), WireError> {
+        self.scratch.clear();
+        msg.encode_into(&mut self.scratch);
+        self.half.write_all(&self.scratch).await?;
+        Ok(())
+    }
+
+    /// Writes everything buffered to the socket. Errors: [`WireError::Io`].
+    pub async fn flush(&mut self) -> Result<(), WireError> {
+        self.half.flush().await?;
+        Ok(())
+    }
+
+    /// [`PeerWriter::write_message`] then [`PeerWriter::flush`].
+    pub async fn send(&mut self, msg: &Message) -> Result<(), WireError> {
+        self.write_message(msg).await?;
+        self.flush().await
+    }
+
+    /// Flushes, then closes our sending direction (TCP FIN).
+    pub async fn shutdown(&mut self) -> Result<(), WireError> {
+        self.half.shutdown().await?;
+        Ok(())
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+}
