@@ -6,12 +6,38 @@
 //! metadata ([`peer::ut_metadata`]) → file tree ([`metainfo`]) → reads
 //! ([`archive`]) → piece requests ([`picker`], [`peer`]) → verified pieces →
 //! [`storage`] → reads and uploads.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), btfs::client::Error> {
+//! let client = btfs::Client::builder()
+//!     .bootstrap(vec!["127.0.0.1:6881".into()])
+//!     .start()
+//!     .await?;
+//! let archive = client
+//!     .lookup("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567", Default::default())
+//!     .await?;
+//! for entry in archive.read_dir("")? {
+//!     println!("{} {}", entry.name, entry.size);
+//! }
+//! client.stop().await;
+//! # Ok(()) }
+//! ```
 
+pub mod archive;
 pub mod bencode;
+pub mod client;
 pub mod dht;
+pub mod fuse;
 pub mod hash;
+pub mod keypair;
 pub mod magnet;
 pub mod metainfo;
 pub mod peer;
+pub mod picker;
+pub mod publish;
+pub mod storage;
+pub mod swarm;
 
+pub use archive::Archive;
+pub use client::{Client, LookupOptions};
 pub use hash::{InfoHash, PeerId};

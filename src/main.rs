@@ -1,1 +1,453 @@
-fn main() {}
+//! `btfs-mount`: mount a magnet link or BEP 46 mutable URL as a directory.
+//! A thin adapter over [`btfs::Client`] and [`btfs::fuse`].
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use btfs::client::{Client, LookupOptions};
+use btfs::swarm::StorageKind;
+
+/// Environment variable naming the pipe fd on which a background child
+/// reports that the mount is ready.
+const READY_FD_ENV: &str = "BTFS_MOUNT_READY_FD";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "btfs-mount",
+    version,
+    about = "Mount a BitTorrent magnet link (or BEP 46 mutable URL) as a read-only directory, trackerless, through the mainline DHT",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    mount: MountArgs,
+}
+
+/// Flags shared by every command that runs a node.
+#[derive(Args, Debug, Clone)]
+struct NetArgs {
+    /// DHT bootstrap node HOST:PORT (repeatable). Default: the public mainline routers.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    bootstrap: Vec<String>,
+    /// UDP port of our DHT node (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    dht_port: u16,
+    /// TCP port for peer connections (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Do not use the DHT (peers only from --peer and the magnet's x.pe).
+    #[arg(long)]
+    no_dht: bool,
+    /// Cache directory; data lives under DIR/<info-hash>/.
+    /// Default: $XDG_CACHE_HOME/btfs-mount or ~/.cache/btfs-mount.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// More logging (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Args, Debug, Clone)]
+struct MountArgs {
+    /// magnet:?xt=urn:btih:<info-hash> (BEP 9) or magnet:?xs=urn:btpk:<key> (BEP 46).
+    url: Option<String>,
+    /// Where to mount (an existing empty directory).
+    mountpoint: Option<PathBuf>,
+    #[command(flatten)]
+    net: NetArgs,
+    /// A peer to try (repeatable), in addition to those found.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// Seconds to wait for the metadata before giving up.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Seconds a read may wait for data before failing with EIO.
+    #[arg(long, default_value_t = 60)]
+    read_timeout: u64,
+    /// Do not upload to peers or announce on the DHT.
+    #[arg(long)]
+    no_seed: bool,
+    /// Download the whole torrent in the background (lowest priority).
+    #[arg(long)]
+    prefetch: bool,
+    /// Stay in the foreground (Ctrl-C or SIGTERM unmounts and exits).
+    #[arg(short, long)]
+    foreground: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// DHT debugging commands.
+    #[command(subcommand)]
+    Dht(DhtCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DhtCommand {
+    /// Print each peer of an info-hash found on the DHT as a HOST:PORT line.
+    GetPeers {
+        /// 40 hex characters.
+        info_hash: String,
+        #[command(flatten)]
+        net: NetArgs,
+        /// Seconds to search.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Print the BEP 44 mutable item of a public key: its seq and value.
+    Get {
+        /// 64 hex characters (ed25519 public key).
+        public_key: String,
+        /// Salt, in hex.
+        #[arg(long, default_value = "")]
+        salt: String,
+        #[command(flatten)]
+        net: NetArgs,
+        /// Seconds to search.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = match &cli.command {
+        Some(Command::Dht(DhtCommand::GetPeers { net, .. } | DhtCommand::Get { net, .. })) => {
+            net.verbose
+        }
+        None => cli.mount.net.verbose,
+    };
+    init_logging(verbose);
+    let result = match cli.command {
+        Some(Command::Dht(cmd)) => run_async(dht_command(cmd)),
+        None => mount_main(cli.mount),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("btfs-mount: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,btfs=info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
+async fn start_client(
+    net: &NetArgs,
+    read_timeout: Duration,
+    prefetch: bool,
+) -> anyhow::Result<Client> {
+    let mut b = Client::builder()
+        .dht(!net.no_dht)
+        .dht_port(net.dht_port)
+        .peer_port(net.port)
+        .read_timeout(read_timeout)
+        .prefetch(prefetch);
+    if !net.bootstrap.is_empty() {
+        b = b.bootstrap(net.bootstrap.clone());
+    }
+    if let Some(dir) = &net.cache_dir {
+        b = b.storage(StorageKind::Files(dir.clone()));
+    }
+    b.start().await.context("cannot start the client")
+}
+
+fn mount_main(args: MountArgs) -> anyhow::Result<()> {
+    let (Some(url), Some(mountpoint)) = (args.url.clone(), args.mountpoint.clone()) else {
+        bail!("usage: btfs-mount [OPTIONS] <URL> <MOUNTPOINT> (see --help)");
+    };
+    // Check the URL before anything else: a malformed one mounts nothing.
+    btfs::magnet::parse(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mountpoint = prepare_mountpoint(&mountpoint)?;
+    if !args.foreground && std::env::var_os(READY_FD_ENV).is_none() {
+        return spawn_background();
+    }
+    run_async(mount_foreground(args, url, mountpoint))
+}
+
+/// Checks the mountpoint; clears a stale mount left by a crashed process
+/// ("Transport endpoint is not connected").
+fn prepare_mountpoint(mp: &Path) -> anyhow::Result<PathBuf> {
+    match std::fs::metadata(mp) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            eprintln!(
+                "btfs-mount: {} is a stale mount; unmounting it",
+                mp.display()
+            );
+            let ok = std::process::Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(mp)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(mp)
+                    .status();
+            }
+        }
+        Err(e) => bail!("mountpoint {}: {e}", mp.display()),
+        Ok(md) if !md.is_dir() => bail!("mountpoint {} is not a directory", mp.display()),
+        Ok(_) => {}
+    }
+    let mp = std::fs::canonicalize(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    Ok(mp)
+}
+
+/// Re-runs this command as a detached child that mounts and reports
+/// readiness on a pipe; returns once the tree is mounted (exit 0) or with
+/// the child's failure.
+fn spawn_background() -> anyhow::Result<()> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    let (rfd, wfd) = (fds[0], fds[1]);
+    let exe = std::env::current_exe().context("cannot find our own executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(READY_FD_ENV, wfd.to_string())
+        .stdin(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            // Keep the write end open across exec.
+            let flags = libc::fcntl(wfd, libc::F_GETFD);
+            libc::fcntl(wfd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the background process")?;
+    // SAFETY: we own wfd; close our copy so EOF arrives when the child exits.
+    unsafe { libc::close(wfd) };
+    // SAFETY: rfd is a valid fd we own.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(rfd) };
+    let mut msg = String::new();
+    let _ = pipe.read_to_string(&mut msg);
+    if msg.starts_with("ready") {
+        return Ok(());
+    }
+    let status = child.wait()?;
+    bail!(
+        "the mount did not come up ({})",
+        status
+            .code()
+            .map_or("killed".to_string(), |c| format!("exit status {c}"))
+    )
+}
+
+async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut peers = Vec::new();
+    for p in &args.peers {
+        let mut addrs = tokio::net::lookup_host(p.as_str())
+            .await
+            .with_context(|| format!("--peer {p}: not a HOST:PORT"))?;
+        peers.extend(addrs.next());
+    }
+    let client = start_client(
+        &args.net,
+        Duration::from_secs(args.read_timeout),
+        args.prefetch,
+    )
+    .await?;
+    let progress: Arc<dyn Fn(&btfs::client::Progress) + Send + Sync> = Arc::new(move |p| {
+        let by: Vec<String> = p
+            .swarm
+            .by_source
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        eprint!(
+            "\rbtfs-mount: {} DHT nodes, {} peers found ({}), {} connected, {} metadata bytes   ",
+            p.dht_nodes,
+            p.swarm.peers_known,
+            if by.is_empty() {
+                "-".into()
+            } else {
+                by.join(", ")
+            },
+            p.swarm.peers_connected,
+            p.swarm.metadata_bytes
+        );
+    });
+    let opts = LookupOptions {
+        timeout: Duration::from_secs(args.timeout),
+        seed: !args.no_seed,
+        peers,
+        progress: Some(progress),
+    };
+    let archive = match client.lookup(&url, opts).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!();
+            client.stop().await;
+            bail!("{e}");
+        }
+    };
+    eprintln!(
+        "\nbtfs-mount: {} ({} files, {} bytes) resolved in {:.2} s; mounting on {}",
+        archive.info().name,
+        archive.info().files.iter().filter(|f| !f.pad).count(),
+        archive.info().total_length,
+        started.elapsed().as_secs_f64(),
+        mountpoint.display()
+    );
+    let session = btfs::fuse::spawn_mount(
+        archive.clone(),
+        &mountpoint,
+        tokio::runtime::Handle::current(),
+    )
+    .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    // The tree is visible once the mountpoint lists.
+    let mp = mountpoint.clone();
+    tokio::task::spawn_blocking(move || std::fs::read_dir(&mp).map(|d| d.count()))
+        .await?
+        .with_context(|| format!("the mount on {} does not answer", mountpoint.display()))?;
+    report_ready(&archive);
+    wait_for_unmount(session, &mountpoint).await;
+    client.stop().await;
+    Ok(())
+}
+
+/// Tells a waiting parent that the mount is up, then detaches from its
+/// stderr (logs go to `<cache>/<info-hash>/log`... or nowhere).
+fn report_ready(archive: &btfs::Archive) {
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+    else {
+        return;
+    };
+    // SAFETY: the parent passed us this fd; we own it from here on.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = f.write_all(b"ready\n");
+    drop(f);
+    let _ = archive;
+    // Detach from the terminal: stdout and stderr to /dev/null.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto the standard fds.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}
+
+/// Returns when the filesystem is unmounted (by `fusermount3 -u`), or
+/// unmounts on SIGINT/SIGTERM.
+async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    let mut hup = signal(SignalKind::hangup()).expect("signal handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if session.guard.is_finished() {
+                    tracing::info!("{} was unmounted", mountpoint.display());
+                    return;
+                }
+            }
+        }
+    }
+    tracing::info!("unmounting {}", mountpoint.display());
+    let _ = tokio::task::spawn_blocking(move || session.umount_and_join()).await;
+}
+
+async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {
+    match cmd {
+        DhtCommand::GetPeers {
+            info_hash,
+            net,
+            timeout,
+        } => {
+            let ih = btfs::InfoHash::from_hex(&info_hash)
+                .ok_or_else(|| anyhow::anyhow!("info-hash must be 40 hex characters"))?;
+            let client = start_client(&net, Duration::from_secs(60), false).await?;
+            let dht = client.dht().context("the DHT is off (--no-dht)")?.clone();
+            dht.bootstrap().await;
+            let mut seen = std::collections::HashSet::<SocketAddr>::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+            let mut rx = dht.get_peers(ih);
+            let mut out = std::io::stdout();
+            while let Ok(Some(batch)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                for p in batch {
+                    if seen.insert(p) {
+                        writeln!(out, "{p}")?;
+                        out.flush()?;
+                    }
+                }
+            }
+            client.stop().await;
+            if seen.is_empty() {
+                bail!("no peers found for {ih}");
+            }
+            Ok(())
+        }
+        DhtCommand::Get {
+            public_key,
+            salt,
+            net,
+            timeout,
+        } => {
+            let mut pk = [0u8; 32];
+            hex::decode_to_slice(&public_key, &mut pk)
+                .map_err(|_| anyhow::anyhow!("public key must be 64 hex characters"))?;
+            let salt = hex::decode(&salt).map_err(|_| anyhow::anyhow!("--salt must be hex"))?;
+            let client = start_client(&net, Duration::from_secs(60), false).await?;
+            let dht = client.dht().context("the DHT is off (--no-dht)")?.clone();
+            dht.bootstrap().await;
+            let item =
+                tokio::time::timeout(Duration::from_secs(timeout), dht.get_mutable(pk, &salt))
+                    .await
+                    .ok()
+                    .flatten();
+            client.stop().await;
+            let item =
+                item.ok_or_else(|| anyhow::anyhow!("no item with a valid signature found"))?;
+            println!("seq {}", item.seq);
+            println!("{}", btfs::dht::format_value(&item.value));
+            Ok(())
+        }
+    }
+}

@@ -16,6 +16,7 @@
 pub mod conn;
 pub mod extension;
 pub mod pex;
+pub mod session;
 pub mod ut_metadata;
 pub mod wire;
 

@@ -1,0 +1,745 @@
+//! One peer connection's life: handshakes, metadata exchange, requests,
+//! uploads (BEP 3 message flow, BEP 10 extension handshake, BEP 9).
+//!
+//! A reader task turns the socket into [`Message`]s; the session loop owns
+//! the writer and reacts to: messages, its waker (the picker has new wants),
+//! newly verified pieces (HAVE), a 1 s tick (timeouts, keep-alives), and the
+//! swarm's shutdown. Any protocol violation ends this connection only.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::peer::conn::{PeerConn, PeerWriter};
+use crate::peer::extension::{ExtHandshake, UT_METADATA_ID};
+use crate::peer::ut_metadata::{self, MetadataAssembler, MetadataMsg};
+use crate::peer::wire::{BlockRequest, Handshake, Message};
+use crate::picker::{BlockOutcome, Req};
+use crate::swarm::{PeerSource, Swarm};
+
+/// A peer that sends nothing for this long is dropped (BEP 3 suggests
+/// keep-alives every 2 minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
+/// Outstanding requests with no block arriving for this long: the peer is
+/// snubbing us; its requests go back to the picker and it is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most blocks we queue for upload to one peer.
+const MAX_UPLOAD_QUEUE: usize = 512;
+
+/// Runs a connected, handshaken peer until it closes, misbehaves or the
+/// swarm stops. `addr` is the peer's address (for bans and logs).
+pub async fn run(
+    swarm: Arc<Swarm>,
+    conn: PeerConn,
+    theirs: Handshake,
+    addr: SocketAddr,
+    source: PeerSource,
+) {
+    let Some((id, waker)) = swarm.register_conn(addr, source) else {
+        tracing::debug!(
+            "{}: not keeping {addr}: connection limit or banned",
+            swarm.info_hash
+        );
+        swarm.dial_failed(addr);
+        return;
+    };
+    tracing::info!("{}: connected to {addr} (from {source})", swarm.info_hash);
+    let mut s = Session::new(swarm.clone(), id, addr);
+    let (mut reader, writer) = conn.split();
+    let (tx, rx) = mpsc::channel(256);
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let r = reader.read_message().await;
+            let end = !matches!(r, Ok(Some(_)));
+            if tx.send(r).await.is_err() || end {
+                break;
+            }
+        }
+    });
+    let result = s
+        .run_loop(writer, rx, waker, theirs.supports_extensions())
+        .await;
+    reader_task.abort();
+    match result {
+        Ok(()) => tracing::debug!("{}: {addr} closed", swarm.info_hash),
+        Err(why) => tracing::info!("{}: dropping {addr}: {why}", swarm.info_hash),
+    }
+    swarm.unregister_conn(id, s.we_unchoke);
+}
+
+struct Session {
+    swarm: Arc<Swarm>,
+    id: u64,
+    addr: SocketAddr,
+    // Their state toward us.
+    peer_choking: bool,
+    peer_interested: bool,
+    /// Their pieces; before the metadata is known, a raw bitfield and HAVEs.
+    peer_bitfield: Option<Bytes>,
+    peer_have: HashSet<u32>,
+    peer_pieces: Option<Vec<bool>>,
+    // Our state toward them.
+    we_interested: bool,
+    we_unchoke: bool,
+    /// Their extension ids (BEP 10 `m`).
+    their_ut_metadata: Option<u8>,
+    their_metadata_size: Option<u64>,
+    assembler: Option<MetadataAssembler>,
+    /// Blocks requested from them, oldest first.
+    outstanding: VecDeque<Req>,
+    /// Target number of outstanding requests (grows with the measured rate).
+    depth: usize,
+    /// Their `reqq` (BEP 10): most requests they queue.
+    their_reqq: usize,
+    last_block: Instant,
+    last_recv: Instant,
+    last_sent: Instant,
+    /// Bytes received since `rate_since` (for the request depth).
+    rate_bytes: u64,
+    rate_since: Instant,
+    /// Blocks they asked us for.
+    uploads: VecDeque<BlockRequest>,
+    bad_blocks: u32,
+    sent_bitfield_or_have: bool,
+}
+
+impl Session {
+    fn new(swarm: Arc<Swarm>, id: u64, addr: SocketAddr) -> Session {
+        let now = Instant::now();
+        Session {
+            swarm,
+            id,
+            addr,
+            peer_choking: true,
+            peer_interested: false,
+            peer_bitfield: None,
+            peer_have: HashSet::new(),
+            peer_pieces: None,
+            we_interested: false,
+            we_unchoke: false,
+            their_ut_metadata: None,
+            their_metadata_size: None,
+            assembler: None,
+            outstanding: VecDeque::new(),
+            depth: 64,
+            their_reqq: 250,
+            last_block: now,
+            last_recv: now,
+            last_sent: now,
+            rate_bytes: 0,
+            rate_since: now,
+            uploads: VecDeque::new(),
+            bad_blocks: 0,
+            sent_bitfield_or_have: false,
+        }
+    }
+
+    async fn run_loop(
+        &mut self,
+        mut w: PeerWriter,
+        mut rx: mpsc::Receiver<Result<Option<Message>, crate::peer::wire::WireError>>,
+        waker: Arc<tokio::sync::Notify>,
+        extensions: bool,
+    ) -> Result<(), String> {
+        let mut shutdown = self.swarm.shutdown.subscribe();
+        let mut haves = self.swarm.have_tx.subscribe();
+        // Our bitfield first (BEP 3: only right after the handshake).
+        if let Some(bf) = self.our_bitfield() {
+            send(&mut w, &Message::Bitfield(bf)).await?;
+            self.sent_bitfield_or_have = true;
+        }
+        if extensions {
+            let hs = self.our_ext_handshake();
+            send(
+                &mut w,
+                &Message::Extended {
+                    id: 0,
+                    payload: Bytes::from(hs.encode()),
+                },
+            )
+            .await?;
+        }
+        self.after_metadata(&mut w).await?;
+        w.flush().await.map_err(|e| e.to_string())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                m = rx.recv() => {
+                    match m {
+                        Some(Ok(Some(msg))) => {
+                            self.last_recv = Instant::now();
+                            self.on_message(&mut w, msg).await?;
+                            // Drain what is already buffered before writing.
+                            while let Ok(m) = rx.try_recv() {
+                                match m {
+                                    Ok(Some(msg)) => self.on_message(&mut w, msg).await?,
+                                    Ok(None) => return Ok(()),
+                                    Err(e) => return Err(format!("protocol error: {e}")),
+                                }
+                            }
+                        }
+                        Some(Ok(None)) | None => return Ok(()),
+                        Some(Err(e)) => return Err(format!("protocol error: {e}")),
+                    }
+                }
+                _ = waker.notified() => {
+                    self.after_metadata(&mut w).await?;
+                }
+                h = haves.recv() => {
+                    match h {
+                        Ok(i) => {
+                            send(&mut w, &Message::Have(i)).await?;
+                            self.sent_bitfield_or_have = true;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return Ok(()),
+                    }
+                }
+                _ = tick.tick() => {
+                    self.on_tick(&mut w).await?;
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+            self.fill_requests(&mut w).await?;
+            self.serve_uploads(&mut w).await?;
+            w.flush().await.map_err(|e| e.to_string())?;
+        }
+    }
+
+    fn our_bitfield(&self) -> Option<Bytes> {
+        let st = self.swarm.lock();
+        let p = st.picker.as_ref()?;
+        (p.have_count() > 0).then(|| Bytes::from(p.bitfield()))
+    }
+
+    fn our_ext_handshake(&self) -> ExtHandshake {
+        let mut hs = ExtHandshake::default();
+        hs.m.insert("ut_metadata".into(), UT_METADATA_ID);
+        hs.metadata_size = self.swarm.loaded().map(|l| l.info.raw.len() as u64);
+        hs.listen_port = Some(self.swarm.cfg.listen_port).filter(|&p| p != 0);
+        hs.client = Some(concat!("btfs-mount ", env!("CARGO_PKG_VERSION")).into());
+        hs.reqq = Some(MAX_UPLOAD_QUEUE as u32);
+        hs.yourip = Some(self.addr.ip());
+        hs
+    }
+
+    /// Once the metadata is known: parse their bitfield, send interest.
+    async fn after_metadata(&mut self, w: &mut PeerWriter) -> Result<(), String> {
+        let Some(loaded) = self.swarm.loaded() else {
+            return self.request_metadata(w).await;
+        };
+        self.assembler = None;
+        let n = loaded.info.num_pieces();
+        if self.peer_pieces.is_none() {
+            let mut pieces = vec![false; n as usize];
+            if let Some(bf) = self.peer_bitfield.take() {
+                if bf.len() != n.div_ceil(8) as usize {
+                    return Err(format!("bitfield of {} bytes for {n} pieces", bf.len()));
+                }
+                for (i, p) in pieces.iter_mut().enumerate() {
+                    *p = bf[i / 8] & (0x80 >> (i % 8)) != 0;
+                }
+                if (n as usize..bf.len() * 8).any(|i| bf[i / 8] & (0x80 >> (i % 8)) != 0) {
+                    return Err("bitfield has spare bits set".into());
+                }
+            }
+            for &i in &self.peer_have {
+                if i >= n {
+                    return Err(format!("HAVE for piece {i} of {n}"));
+                }
+                pieces[i as usize] = true;
+            }
+            self.peer_have.clear();
+            self.peer_pieces = Some(pieces);
+        }
+        self.update_interest(w).await
+    }
+
+    async fn update_interest(&mut self, w: &mut PeerWriter) -> Result<(), String> {
+        let Some(pieces) = &self.peer_pieces else {
+            return Ok(());
+        };
+        let want = {
+            let st = self.swarm.lock();
+            st.picker.as_ref().is_some_and(|p| {
+                let has = |i: u32| pieces.get(i as usize).copied().unwrap_or(false);
+                p.interesting(&has)
+            })
+        };
+        if want && !self.we_interested {
+            self.we_interested = true;
+            send(w, &Message::Interested).await?;
+        } else if !want && self.we_interested && self.outstanding.is_empty() {
+            self.we_interested = false;
+            send(w, &Message::NotInterested).await?;
+        }
+        Ok(())
+    }
+
+    async fn request_metadata(&mut self, w: &mut PeerWriter) -> Result<(), String> {
+        let (Some(id), Some(size)) = (self.their_ut_metadata, self.their_metadata_size) else {
+            return Ok(());
+        };
+        if self.assembler.is_none() {
+            if size > self.swarm.cfg.max_metadata_size {
+                return Err(format!(
+                    "metadata of {size} bytes exceeds the limit of {}",
+                    self.swarm.cfg.max_metadata_size
+                ));
+            }
+            let a =
+                MetadataAssembler::new(self.swarm.info_hash, size).map_err(|e| e.to_string())?;
+            self.assembler = Some(a);
+            // Ask for every piece at once: the info dictionary is small.
+            let pieces = size.div_ceil(ut_metadata::METADATA_PIECE as u64) as u32;
+            for piece in 0..pieces {
+                let payload = MetadataMsg::Request { piece }.encode();
+                send(
+                    w,
+                    &Message::Extended {
+                        id,
+                        payload: Bytes::from(payload),
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, w: &mut PeerWriter, msg: Message) -> Result<(), String> {
+        match msg {
+            Message::KeepAlive => {}
+            Message::Choke => {
+                self.peer_choking = true;
+                // BEP 3: a choke discards every outstanding request.
+                self.outstanding.clear();
+                if let Some(p) = self.swarm.lock().picker.as_mut() {
+                    p.release(self.id);
+                }
+                self.swarm.wake_peers();
+            }
+            Message::Unchoke => {
+                self.peer_choking = false;
+                self.last_block = Instant::now();
+            }
+            Message::Interested => {
+                self.peer_interested = true;
+                if !self.we_unchoke
+                    && self.swarm.cfg.seed
+                    && self.swarm.loaded().is_some()
+                    && self.swarm.take_unchoke_slot()
+                {
+                    self.we_unchoke = true;
+                    send(w, &Message::Unchoke).await?;
+                }
+            }
+            Message::NotInterested => {
+                self.peer_interested = false;
+                if self.we_unchoke {
+                    self.we_unchoke = false;
+                    self.swarm.release_unchoke_slot();
+                    self.uploads.clear();
+                    send(w, &Message::Choke).await?;
+                }
+            }
+            Message::Have(i) => {
+                match &mut self.peer_pieces {
+                    Some(p) => {
+                        let slot = p
+                            .get_mut(i as usize)
+                            .ok_or_else(|| format!("HAVE for piece {i} out of range"))?;
+                        *slot = true;
+                    }
+                    None => {
+                        if self.peer_have.len() < 1 << 20 {
+                            self.peer_have.insert(i);
+                        }
+                    }
+                }
+                self.update_interest(w).await?;
+            }
+            Message::Bitfield(bf) => {
+                if self.peer_pieces.is_some() || self.peer_bitfield.is_some() {
+                    return Err("second bitfield".into());
+                }
+                self.peer_bitfield = Some(bf);
+                if self.swarm.loaded().is_some() {
+                    self.after_metadata(w).await?;
+                }
+            }
+            Message::Request(r) => {
+                if !self.we_unchoke {
+                    return Ok(()); // BEP 3: requests while choked are dropped
+                }
+                let ok = {
+                    let st = self.swarm.lock();
+                    st.picker.as_ref().is_some_and(|p| {
+                        p.has(r.index)
+                            && r.length > 0
+                            && r.length <= 128 * 1024
+                            && r.begin as u64 + r.length as u64 <= p.piece_size(r.index) as u64
+                    })
+                };
+                if !ok {
+                    return Err(format!(
+                        "request for a block we cannot serve (piece {}, offset {}, {} bytes)",
+                        r.index, r.begin, r.length
+                    ));
+                }
+                if self.uploads.len() < MAX_UPLOAD_QUEUE {
+                    self.uploads.push_back(r);
+                }
+            }
+            Message::Cancel(r) => {
+                self.uploads.retain(|u| *u != r);
+            }
+            Message::Piece { index, begin, data } => {
+                self.on_piece(index, begin, data)?;
+            }
+            Message::Port(_) => {}
+            Message::Extended { id, payload } => self.on_extended(w, id, payload).await?,
+            Message::Unknown { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_piece(&mut self, index: u32, begin: u32, data: Bytes) -> Result<(), String> {
+        let len = data.len() as u32;
+        if let Some(pos) = self
+            .outstanding
+            .iter()
+            .position(|r| r.index == index && r.begin == begin && r.length == len)
+        {
+            self.outstanding.remove(pos);
+        }
+        self.last_block = Instant::now();
+        self.rate_bytes += len as u64;
+        let outcome = {
+            let mut st = self.swarm.lock();
+            match st.picker.as_mut() {
+                Some(p) => p.on_block(self.id, index, begin, &data),
+                None => BlockOutcome::Unrequested,
+            }
+        };
+        match outcome {
+            BlockOutcome::Stored | BlockOutcome::Duplicate => {}
+            BlockOutcome::Complete {
+                index,
+                data,
+                contributors,
+            } => self.swarm.complete_piece(index, data, contributors),
+            BlockOutcome::Unrequested => {
+                self.bad_blocks += 1;
+                tracing::debug!(
+                    "{}: {} sent a block we did not request (piece {index}, offset {begin}, {len} bytes)",
+                    self.swarm.info_hash,
+                    self.addr
+                );
+                if self.bad_blocks > 16 {
+                    return Err("too many blocks we never requested".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_extended(
+        &mut self,
+        w: &mut PeerWriter,
+        id: u8,
+        payload: Bytes,
+    ) -> Result<(), String> {
+        if id == 0 {
+            let hs =
+                ExtHandshake::decode(&payload).map_err(|e| format!("extension handshake: {e}"))?;
+            self.their_ut_metadata = hs.m.get("ut_metadata").copied().filter(|&i| i != 0);
+            self.their_metadata_size = hs.metadata_size;
+            if let Some(q) = hs.reqq {
+                self.their_reqq = (q as usize).clamp(1, 2000);
+            }
+            if let Some(p) = hs.listen_port.filter(|&p| p != 0) {
+                // Their listen port (we may have seen an ephemeral one).
+                let a = SocketAddr::new(self.addr.ip(), p);
+                if a != self.addr {
+                    self.swarm.add_peers([a], PeerSource::Incoming);
+                }
+            }
+            if self.swarm.loaded().is_none() {
+                self.request_metadata(w).await?;
+            }
+            return Ok(());
+        }
+        if id == UT_METADATA_ID {
+            let msg = MetadataMsg::decode(&payload).map_err(|e| format!("ut_metadata: {e}"))?;
+            match msg {
+                MetadataMsg::Request { piece } => {
+                    let Some(their_id) = self.their_ut_metadata else {
+                        return Ok(());
+                    };
+                    let reply = match self.swarm.loaded() {
+                        Some(l) => ut_metadata::data_response(&l.info.raw, piece)
+                            .unwrap_or(MetadataMsg::Reject { piece }),
+                        None => MetadataMsg::Reject { piece },
+                    };
+                    send(
+                        w,
+                        &Message::Extended {
+                            id: their_id,
+                            payload: Bytes::from(reply.encode()),
+                        },
+                    )
+                    .await?;
+                }
+                MetadataMsg::Data {
+                    piece,
+                    total_size,
+                    data,
+                } => {
+                    if self.swarm.loaded().is_some() {
+                        return Ok(());
+                    }
+                    let Some(a) = self.assembler.as_mut() else {
+                        return Ok(());
+                    };
+                    if Some(total_size) != self.their_metadata_size {
+                        return Err(format!(
+                            "ut_metadata total_size {total_size} differs from the handshake's {:?}",
+                            self.their_metadata_size
+                        ));
+                    }
+                    self.swarm
+                        .counters
+                        .metadata_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    a.add(piece, data)
+                        .map_err(|e| format!("ut_metadata: {e}"))?;
+                    if a.is_complete() {
+                        let mut a = self.assembler.take().expect("present");
+                        match a.finish() {
+                            Ok(raw) => {
+                                tracing::info!(
+                                    "{}: metadata ({} bytes) received from {}",
+                                    self.swarm.info_hash,
+                                    raw.len(),
+                                    self.addr
+                                );
+                                let swarm = self.swarm.clone();
+                                let r =
+                                    tokio::task::spawn_blocking(move || swarm.set_metadata(&raw))
+                                        .await
+                                        .map_err(|e| e.to_string())?;
+                                if let Err(e) = r {
+                                    tracing::error!("{}: {e}", self.swarm.info_hash);
+                                    return Err(e);
+                                }
+                                self.after_metadata(w).await?;
+                            }
+                            Err(e) => {
+                                self.swarm.ban(
+                                    self.addr,
+                                    "sent metadata that does not match the info-hash",
+                                );
+                                return Err(format!("metadata: {e}"));
+                            }
+                        }
+                    }
+                }
+                MetadataMsg::Reject { piece } => {
+                    tracing::debug!(
+                        "{}: {} rejected metadata piece {piece}",
+                        self.swarm.info_hash,
+                        self.addr
+                    );
+                    self.assembler = None;
+                    self.their_ut_metadata = None; // try other peers
+                }
+                MetadataMsg::Unknown { msg_type } => {
+                    tracing::debug!(
+                        "{}: unknown ut_metadata msg_type {msg_type}",
+                        self.swarm.info_hash
+                    );
+                }
+            }
+        }
+        // Other extensions (ut_pex arrives with its own module) are ignored.
+        Ok(())
+    }
+
+    async fn fill_requests(&mut self, w: &mut PeerWriter) -> Result<(), String> {
+        if self.peer_choking || self.swarm.loaded().is_none() {
+            return Ok(());
+        }
+        // Cancel what nobody waits for any more.
+        let stale: Vec<Req> = {
+            let mut st = self.swarm.lock();
+            let Some(p) = st.picker.as_mut() else {
+                return Ok(());
+            };
+            p.drop_unwanted();
+            let (keep, stale): (Vec<Req>, Vec<Req>) = self
+                .outstanding
+                .drain(..)
+                .partition(|r| p.is_outstanding(r) && !p.has(r.index));
+            self.outstanding = keep.into();
+            stale
+        };
+        for r in stale {
+            send(w, &Message::Cancel(to_block(r))).await?;
+        }
+        let want = self
+            .depth
+            .min(self.their_reqq)
+            .saturating_sub(self.outstanding.len());
+        if want == 0 {
+            return Ok(());
+        }
+        let Some(pieces) = &self.peer_pieces else {
+            return Ok(());
+        };
+        let reqs = {
+            let mut st = self.swarm.lock();
+            let Some(p) = st.picker.as_mut() else {
+                return Ok(());
+            };
+            let has = |i: u32| pieces.get(i as usize).copied().unwrap_or(false);
+            p.pick(self.id, &has, want)
+        };
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        if !self.we_interested {
+            self.we_interested = true;
+            send(w, &Message::Interested).await?;
+        }
+        if self.outstanding.is_empty() {
+            self.last_block = Instant::now();
+        }
+        for r in reqs {
+            send(w, &Message::Request(to_block(r))).await?;
+            self.outstanding.push_back(r);
+        }
+        Ok(())
+    }
+
+    async fn serve_uploads(&mut self, w: &mut PeerWriter) -> Result<(), String> {
+        // Serve a bounded batch per loop turn so downloads are not starved.
+        for _ in 0..16 {
+            let Some(r) = self.uploads.pop_front() else {
+                return Ok(());
+            };
+            let Some(l) = self.swarm.loaded() else {
+                return Ok(());
+            };
+            let storage = l.storage.clone();
+            let offset = r.index as u64 * l.info.piece_length + r.begin as u64;
+            let len = r.length as usize;
+            let data = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                storage.read_at(offset, &mut buf).map(|_| buf)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read piece {} for upload: {e}", r.index))?;
+            self.swarm
+                .counters
+                .uploaded
+                .fetch_add(len as u64, Ordering::Relaxed);
+            send(
+                w,
+                &Message::Piece {
+                    index: r.index,
+                    begin: r.begin,
+                    data: Bytes::from(data),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self, w: &mut PeerWriter) -> Result<(), String> {
+        let now = Instant::now();
+        if now.duration_since(self.last_recv) > IDLE_TIMEOUT {
+            return Err("idle for too long".into());
+        }
+        if !self.outstanding.is_empty() && now.duration_since(self.last_block) > REQUEST_TIMEOUT {
+            return Err(format!(
+                "{} requests unanswered for {} s",
+                self.outstanding.len(),
+                REQUEST_TIMEOUT.as_secs()
+            ));
+        }
+        // Request depth from the measured rate: enough blocks in flight to
+        // cover ~1 s of transfer at the current rate (at least 16, at most
+        // their reqq and 1000).
+        let secs = now.duration_since(self.rate_since).as_secs_f64();
+        if secs >= 1.0 {
+            let rate = self.rate_bytes as f64 / secs;
+            let blocks = (rate / crate::picker::BLOCK as f64) as usize;
+            self.depth = blocks.clamp(64, 1000);
+            self.rate_bytes = 0;
+            self.rate_since = now;
+        }
+        if now.duration_since(self.last_sent) > Duration::from_secs(90) {
+            send(w, &Message::KeepAlive).await?;
+            self.last_sent = now;
+        }
+        // A peer that has nothing we want and wants nothing from us, once we
+        // are complete: both seeders, close.
+        let complete = self
+            .swarm
+            .lock()
+            .picker
+            .as_ref()
+            .is_some_and(|p| p.is_complete());
+        if complete
+            && self
+                .peer_pieces
+                .as_ref()
+                .is_some_and(|p| p.iter().all(|&h| h))
+        {
+            return Err("both sides are seeders".into());
+        }
+        let _ = self.sent_bitfield_or_have;
+        Ok(())
+    }
+}
+
+fn to_block(r: Req) -> BlockRequest {
+    BlockRequest {
+        index: r.index,
+        begin: r.begin,
+        length: r.length,
+    }
+}
+
+async fn send(w: &mut PeerWriter, m: &Message) -> Result<(), String> {
+    w.write_message(m).await.map_err(|e| format!("write: {e}"))
+}
+
+/// Dials `addr`, handshakes for the swarm's info-hash, and runs the session.
+pub async fn dial(swarm: Arc<Swarm>, addr: SocketAddr, source: PeerSource) {
+    let r = crate::peer::conn::PeerConn::connect(
+        addr,
+        swarm.info_hash,
+        swarm.cfg.peer_id.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    match r {
+        Ok((conn, hs)) => run(swarm, conn, hs, addr, source).await,
+        Err(e) => {
+            tracing::debug!(
+                "{}: cannot connect to {addr} ({source}): {e}",
+                swarm.info_hash
+            );
+            swarm.dial_failed(addr);
+        }
+    }
+}

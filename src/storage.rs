@@ -1,0 +1,269 @@
+//! Where verified pieces live (BEP 3 piece space mapped onto files).
+//!
+//! A torrent's content is one byte space of `total_length` bytes cut into
+//! pieces; files are consecutive ranges of it (BEP 3, "info dictionary").
+//! [`Storage`] reads and writes that space by absolute offset (u64, so files
+//! over 4 GiB work). Two implementations:
+//! - [`FileStorage`], the default: each file of the torrent is a sparse file
+//!   under `<cache-dir>/<info-hash>/files/` with its sanitized path, written
+//!   with positional I/O (no seeks, safe from many threads). BEP 47 pad files
+//!   are never stored: they read as zeros. Beside them, `info` holds the raw
+//!   info dictionary (a second mount needs no metadata exchange) and `have`
+//!   the bitfield of pieces verified so far (resume). Pieces listed in `have`
+//!   are hashed again on load, so a corrupt or truncated cache file is never
+//!   served.
+//! - [`MemStorage`]: pieces in memory, for embedding and tests.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::metainfo::Info;
+
+/// Byte-addressed storage of one torrent's piece space.
+///
+/// Offsets are absolute in the torrent (0 ..= `total_length`). Callers only
+/// write whole verified pieces and only read ranges of pieces they hold.
+pub trait Storage: Send + Sync + 'static {
+    /// Writes the verified piece `index` (`data.len()` = that piece's size).
+    /// Errors: the underlying I/O error (ENOSPC on a full disk).
+    fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()>;
+    /// Fills `buf` from absolute offset `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// The persisted bitfield of verified pieces (BEP 3 layout), if any.
+    fn load_have(&self) -> Option<Vec<u8>>;
+    /// Persists the bitfield of verified pieces.
+    fn save_have(&self, bitfield: &[u8]) -> io::Result<()>;
+    /// Forgets a piece whose stored bytes turned out to be wrong.
+    fn discard_piece(&self, _index: u32) {}
+}
+
+/// One stored file: its range in the piece space and where it lives.
+#[derive(Debug, Clone)]
+struct Extent {
+    offset: u64,
+    length: u64,
+    /// `None` for BEP 47 pad files (zeros, never stored).
+    path: Option<PathBuf>,
+}
+
+/// File-backed storage under `<cache-dir>/<info-hash>/`.
+pub struct FileStorage {
+    /// `<cache-dir>/<info-hash>`.
+    root: PathBuf,
+    extents: Vec<Extent>,
+    piece_length: u64,
+    total_length: u64,
+    /// Open files, by extent index; bounded so huge torrents don't exhaust fds.
+    open: Mutex<lru::LruCache<usize, Arc<File>>>,
+}
+
+impl FileStorage {
+    /// Prepares storage for `info` under `dir` (= `<cache-dir>/<info-hash>`),
+    /// creating the directory and writing the raw info dictionary to `info`.
+    /// Files are created lazily, on the first write that touches them.
+    pub fn open(dir: &Path, info: &Info) -> io::Result<FileStorage> {
+        fs::create_dir_all(dir.join("files"))?;
+        let info_path = dir.join("info");
+        if fs::read(&info_path).ok().as_deref() != Some(&info.raw[..]) {
+            write_atomic(&info_path, &info.raw)?;
+        }
+        let extents = info
+            .files
+            .iter()
+            .map(|f| Extent {
+                offset: f.offset,
+                length: f.length,
+                path: (!f.pad && f.symlink.is_none()).then(|| {
+                    let mut p = dir.join("files");
+                    for c in &f.path {
+                        p.push(c);
+                    }
+                    p
+                }),
+            })
+            .collect();
+        Ok(FileStorage {
+            root: dir.to_path_buf(),
+            extents,
+            piece_length: info.piece_length,
+            total_length: info.total_length,
+            open: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(64).unwrap())),
+        })
+    }
+
+    /// The directory this storage lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn file(&self, idx: usize, create: bool) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(&idx) {
+            return Ok(f.clone());
+        }
+        let ext = &self.extents[idx];
+        let path = ext.path.as_ref().expect("pad extents are never opened");
+        let f = if create {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            if f.metadata()?.len() != ext.length {
+                f.set_len(ext.length)?;
+            }
+            f
+        } else {
+            OpenOptions::new().read(true).write(true).open(path)?
+        };
+        let f = Arc::new(f);
+        open.put(idx, f.clone());
+        Ok(f)
+    }
+
+    /// Calls `each(extent index, offset in file, range in buf)` for every
+    /// extent that `[offset, offset + len)` touches.
+    fn split(
+        &self,
+        offset: u64,
+        len: usize,
+        mut each: impl FnMut(usize, u64, std::ops::Range<usize>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|&e| e <= self.total_length)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past the end"))?;
+        // First extent whose end is past `offset`.
+        let mut i = self
+            .extents
+            .partition_point(|e| e.offset + e.length <= offset);
+        let mut pos = offset;
+        while pos < end && i < self.extents.len() {
+            let e = &self.extents[i];
+            let s = pos.max(e.offset);
+            let t = end.min(e.offset + e.length);
+            if s < t {
+                each(
+                    i,
+                    s - e.offset,
+                    (s - offset) as usize..(t - offset) as usize,
+                )?;
+                pos = t;
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Storage for FileStorage {
+    fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()> {
+        let offset = index as u64 * self.piece_length;
+        self.split(offset, data.len(), |i, at, r| {
+            if self.extents[i].path.is_none() {
+                return Ok(()); // pad file
+            }
+            self.file(i, true)?.write_all_at(&data[r], at)
+        })
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.split(offset, buf.len(), |i, at, r| {
+            if self.extents[i].path.is_none() {
+                buf[r].fill(0);
+                return Ok(());
+            }
+            self.file(i, false)?.read_exact_at(&mut buf[r], at)
+        })
+    }
+
+    fn load_have(&self) -> Option<Vec<u8>> {
+        fs::read(self.root.join("have")).ok()
+    }
+
+    fn save_have(&self, bitfield: &[u8]) -> io::Result<()> {
+        write_atomic(&self.root.join("have"), bitfield)
+    }
+}
+
+/// Writes `path` through a temporary file and a rename, so a crash leaves
+/// either the old or the new content.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data)?;
+    fs::rename(&tmp, path)
+}
+
+/// Pieces kept in memory (no persistence). For embedding and tests.
+pub struct MemStorage {
+    piece_length: u64,
+    total_length: u64,
+    pieces: Mutex<HashMap<u32, Arc<[u8]>>>,
+}
+
+impl MemStorage {
+    /// Empty storage for `info`'s piece space.
+    pub fn new(info: &Info) -> MemStorage {
+        MemStorage {
+            piece_length: info.piece_length,
+            total_length: info.total_length,
+            pieces: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Storage for MemStorage {
+    fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()> {
+        self.pieces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(index, data.into());
+        Ok(())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if offset + buf.len() as u64 > self.total_length {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range past the end",
+            ));
+        }
+        let pieces = self.pieces.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let index = (pos / self.piece_length) as u32;
+            let within = (pos % self.piece_length) as usize;
+            let piece = pieces.get(&index).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("piece {index} not stored"))
+            })?;
+            let n = (piece.len() - within).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&piece[within..within + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn load_have(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn save_have(&self, _bitfield: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn discard_piece(&self, index: u32) {
+        self.pieces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&index);
+    }
+}

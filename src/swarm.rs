@@ -1,0 +1,727 @@
+//! One torrent's swarm: peer candidates and connections, metadata, pieces.
+//!
+//! A [`Swarm`] exists per info-hash. Before the info dictionary is known it
+//! gathers peers (DHT, LSD, PEX, the magnet's `x.pe`, the command line) and
+//! asks them for the metadata (BEP 9); after, the same connections download
+//! the pieces that reads wait on ([`crate::picker`]), verify them (SHA-1,
+//! off the network tasks), store them ([`crate::storage`]) and serve them to
+//! other peers (seeding).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha1::Digest;
+use tokio::sync::{Notify, broadcast, watch};
+
+use crate::metainfo::Info;
+use crate::picker::Picker;
+use crate::storage::{FileStorage, MemStorage, Storage};
+use crate::{InfoHash, PeerId};
+
+/// Where a peer address came from (logged, and counted in the progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerSource {
+    Dht,
+    Lsd,
+    Pex,
+    /// `x.pe` in the magnet link.
+    Magnet,
+    /// `--peer` on the command line or `LookupOptions::peers`.
+    Cli,
+    /// It connected to us.
+    Incoming,
+}
+
+impl fmt::Display for PeerSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PeerSource::Dht => "dht",
+            PeerSource::Lsd => "lsd",
+            PeerSource::Pex => "pex",
+            PeerSource::Magnet => "magnet",
+            PeerSource::Cli => "cli",
+            PeerSource::Incoming => "incoming",
+        })
+    }
+}
+
+/// Where verified pieces are kept.
+#[derive(Debug, Clone)]
+pub enum StorageKind {
+    /// Files under `<dir>/<info-hash>/` (see [`FileStorage`]).
+    Files(PathBuf),
+    /// In memory only ([`MemStorage`]).
+    Memory,
+}
+
+/// Settings of one swarm.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    pub peer_id: PeerId,
+    /// Our TCP listen port, advertised in the extension handshake (BEP 10 `p`).
+    pub listen_port: u16,
+    /// Upload to peers and announce (false: `--no-seed`).
+    pub seed: bool,
+    /// Download every piece at the lowest priority (`--prefetch`).
+    pub prefetch: bool,
+    /// How long a read waits for its pieces before failing.
+    pub read_timeout: Duration,
+    /// Most peer connections at once.
+    pub max_peers: usize,
+    /// Memory for partial pieces other than those reads wait on, in bytes.
+    pub max_partial_bytes: u64,
+    /// Largest info dictionary accepted over BEP 9, in bytes.
+    pub max_metadata_size: u64,
+    pub storage: StorageKind,
+}
+
+/// The loaded torrent: info dictionary and its storage.
+pub struct Loaded {
+    pub info: Arc<Info>,
+    pub storage: Arc<dyn Storage>,
+}
+
+/// A peer address we may connect to.
+struct Candidate {
+    source: PeerSource,
+    failures: u32,
+    next_try: Instant,
+    connected: bool,
+    banned: bool,
+    hash_failures: u32,
+}
+
+/// Mutable swarm state, under one lock (held briefly, never across I/O).
+pub(crate) struct State {
+    candidates: HashMap<SocketAddr, Candidate>,
+    /// Live connections: id → (address, waker).
+    pub(crate) conns: HashMap<u64, (SocketAddr, Arc<Notify>)>,
+    /// Set once the info dictionary is known.
+    pub(crate) picker: Option<Picker>,
+    /// Why the metadata was refused, if it was (the lookup fails with it).
+    pub(crate) metadata_error: Option<String>,
+    next_conn: u64,
+    unchoked: usize,
+}
+
+/// Counters shown in the progress line and logs.
+#[derive(Default)]
+pub struct Counters {
+    pub downloaded: AtomicU64,
+    pub uploaded: AtomicU64,
+    pub metadata_bytes: AtomicU64,
+    pub hash_failures: AtomicU64,
+}
+
+/// A snapshot of a swarm for progress output.
+#[derive(Debug, Clone, Default)]
+pub struct SwarmStats {
+    pub peers_known: usize,
+    pub peers_connected: usize,
+    pub by_source: Vec<(String, usize)>,
+    pub metadata_bytes: u64,
+    pub pieces_have: u32,
+    pub pieces_total: u32,
+    pub downloaded: u64,
+    pub uploaded: u64,
+}
+
+/// One torrent's swarm. Shared by its peer tasks, readers and the client.
+pub struct Swarm {
+    pub info_hash: InfoHash,
+    pub cfg: SwarmConfig,
+    loaded: OnceLock<Loaded>,
+    state: Mutex<State>,
+    /// Fires when the metadata is set or refused.
+    pub(crate) metadata_ready: Notify,
+    /// Fires (notify_waiters) each time a piece is verified or lost.
+    piece_event: Notify,
+    /// Newly verified pieces, for HAVE messages.
+    pub(crate) have_tx: broadcast::Sender<u32>,
+    /// Set to true to stop every task of this swarm.
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Fires when new peer candidates arrive.
+    pub(crate) candidates_changed: Notify,
+    pub counters: Counters,
+}
+
+impl Swarm {
+    /// A swarm with no metadata yet.
+    pub fn new(info_hash: InfoHash, cfg: SwarmConfig) -> Arc<Swarm> {
+        Arc::new(Swarm {
+            info_hash,
+            cfg,
+            loaded: OnceLock::new(),
+            state: Mutex::new(State {
+                candidates: HashMap::new(),
+                conns: HashMap::new(),
+                picker: None,
+                metadata_error: None,
+                next_conn: 1,
+                unchoked: 0,
+            }),
+            metadata_ready: Notify::new(),
+            piece_event: Notify::new(),
+            have_tx: broadcast::channel(1024).0,
+            shutdown: watch::channel(false).0,
+            candidates_changed: Notify::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The torrent, once its info dictionary is known.
+    pub fn loaded(&self) -> Option<&Loaded> {
+        self.loaded.get()
+    }
+
+    /// The metadata refusal, if the info dictionary was refused.
+    pub fn metadata_error(&self) -> Option<String> {
+        self.lock().metadata_error.clone()
+    }
+
+    /// Whether `stop` was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Stops every task of this swarm and saves the resume bitfield.
+    pub fn stop(&self) {
+        self.shutdown.send_replace(true);
+        self.save_resume();
+        self.piece_event.notify_waiters();
+        self.metadata_ready.notify_waiters();
+    }
+
+    fn save_resume(&self) {
+        if let Some(l) = self.loaded() {
+            let bf = self.lock().picker.as_ref().map(|p| p.bitfield());
+            if let Some(bf) = bf
+                && let Err(e) = l.storage.save_have(&bf)
+            {
+                tracing::warn!("{}: cannot save resume data: {e}", self.info_hash);
+            }
+        }
+    }
+
+    /// Sets the info dictionary (from BEP 9, or from the cache), opens the
+    /// storage and re-verifies the pieces it claims to hold. Runs blocking
+    /// I/O: call from a blocking context. Errors: parse errors of the info
+    /// dictionary, storage errors; both are also kept for the lookup.
+    pub fn set_metadata(self: &Arc<Self>, raw: &[u8]) -> Result<(), String> {
+        if self.loaded.get().is_some() {
+            return Ok(());
+        }
+        let res = self.load(raw);
+        match res {
+            Ok(loaded) => {
+                let n = loaded.info.num_pieces();
+                let info = loaded.info.clone();
+                let storage = loaded.storage.clone();
+                let mut picker = Picker::new(
+                    info.piece_length,
+                    info.total_length,
+                    n,
+                    self.cfg.max_partial_bytes,
+                );
+                picker.set_prefetch(self.cfg.prefetch);
+                // Resume: trust nothing, hash every piece the cache claims.
+                if let Some(bf) = storage.load_have() {
+                    let mut buf = Vec::new();
+                    let mut ok = 0u32;
+                    for i in 0..n {
+                        if bf
+                            .get(i as usize / 8)
+                            .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+                        {
+                            let size = picker.piece_size(i) as usize;
+                            buf.resize(size, 0);
+                            let good = storage
+                                .read_at(i as u64 * info.piece_length, &mut buf)
+                                .is_ok()
+                                && sha1::Sha1::digest(&buf)[..] == info.piece_hash(i)[..];
+                            if good {
+                                picker.set_have(i);
+                                ok += 1;
+                            } else {
+                                tracing::warn!(
+                                    "{}: cached piece {i} is missing or corrupt; it will be fetched again",
+                                    self.info_hash
+                                );
+                            }
+                        }
+                    }
+                    tracing::info!(
+                        "{}: {ok} of {n} pieces verified from the cache",
+                        self.info_hash
+                    );
+                }
+                let mut st = self.lock();
+                st.picker = Some(picker);
+                drop(st);
+                let _ = self.loaded.set(loaded);
+                self.metadata_ready.notify_waiters();
+                for (_, w) in self.lock().conns.values() {
+                    w.notify_one();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.lock().metadata_error = Some(e.clone());
+                self.metadata_ready.notify_waiters();
+                Err(e)
+            }
+        }
+    }
+
+    fn load(&self, raw: &[u8]) -> Result<Loaded, String> {
+        if InfoHash::of_info(raw) != self.info_hash {
+            return Err("info dictionary does not match the info-hash".into());
+        }
+        let info = Info::from_bytes(raw).map_err(|e| format!("metadata refused: {e}"))?;
+        let info = Arc::new(info);
+        let storage: Arc<dyn Storage> = match &self.cfg.storage {
+            StorageKind::Files(dir) => Arc::new(
+                FileStorage::open(&dir.join(self.info_hash.to_hex()), &info)
+                    .map_err(|e| format!("cannot open the cache in {}: {e}", dir.display()))?,
+            ),
+            StorageKind::Memory => Arc::new(MemStorage::new(&info)),
+        };
+        Ok(Loaded { info, storage })
+    }
+
+    /// Waits until the metadata is known (Ok) or refused (Err), or `timeout`.
+    pub async fn wait_metadata(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.metadata_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.loaded.get().is_some() {
+                return Ok(());
+            }
+            if let Some(e) = self.metadata_error() {
+                return Err(e);
+            }
+            if self.is_stopped() {
+                return Err("stopped".into());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let s = self.stats();
+                return Err(format!(
+                    "metadata not found within {} s ({} peers known, {} connected, {} metadata bytes received)",
+                    timeout.as_secs(),
+                    s.peers_known,
+                    s.peers_connected,
+                    s.metadata_bytes
+                ));
+            }
+        }
+    }
+
+    /// Adds peer candidates from `source`; returns how many were new.
+    pub fn add_peers(
+        &self,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        source: PeerSource,
+    ) -> usize {
+        let mut st = self.lock();
+        let mut new = 0;
+        for a in addrs {
+            if a.port() == 0 || a.ip().is_unspecified() {
+                continue;
+            }
+            if st.candidates.len() >= 2000 && !st.candidates.contains_key(&a) {
+                break;
+            }
+            st.candidates.entry(a).or_insert_with(|| {
+                new += 1;
+                tracing::debug!("{}: peer {a} from {source}", self.info_hash);
+                Candidate {
+                    source,
+                    failures: 0,
+                    next_try: Instant::now(),
+                    connected: false,
+                    banned: false,
+                    hash_failures: 0,
+                }
+            });
+        }
+        drop(st);
+        if new > 0 {
+            self.candidates_changed.notify_one();
+        }
+        new
+    }
+
+    /// Candidates to dial now (not connected, not banned, backoff elapsed),
+    /// at most as many as free connection slots; marks them connected.
+    pub(crate) fn take_dial_candidates(&self) -> Vec<(SocketAddr, PeerSource)> {
+        let mut st = self.lock();
+        let free = self.cfg.max_peers.saturating_sub(st.conns.len());
+        let now = Instant::now();
+        let mut out: Vec<(SocketAddr, PeerSource)> = st
+            .candidates
+            .iter()
+            .filter(|(_, c)| !c.connected && !c.banned && c.next_try <= now)
+            .map(|(a, c)| (*a, c.source))
+            .take(free)
+            .collect();
+        out.sort_by_key(|(a, _)| *a);
+        for (a, _) in &out {
+            if let Some(c) = st.candidates.get_mut(a) {
+                c.connected = true;
+            }
+        }
+        out
+    }
+
+    /// A dial failed: back off exponentially (2 s, 4 s, ... up to 5 min).
+    pub(crate) fn dial_failed(&self, addr: SocketAddr) {
+        let mut st = self.lock();
+        if let Some(c) = st.candidates.get_mut(&addr) {
+            c.connected = false;
+            c.failures += 1;
+            let secs = 2u64.saturating_pow(c.failures.min(8)).min(300);
+            c.next_try = Instant::now() + Duration::from_secs(secs);
+        }
+    }
+
+    /// Registers a live connection; returns its id and waker, or None when
+    /// the connection limit is reached or the address is banned.
+    pub(crate) fn register_conn(
+        &self,
+        addr: SocketAddr,
+        source: PeerSource,
+    ) -> Option<(u64, Arc<Notify>)> {
+        let mut st = self.lock();
+        if st.conns.len() >= self.cfg.max_peers {
+            return None;
+        }
+        if st.conns.values().any(|(a, _)| *a == addr) {
+            return None;
+        }
+        let c = st.candidates.entry(addr).or_insert_with(|| Candidate {
+            source,
+            failures: 0,
+            next_try: Instant::now(),
+            connected: true,
+            banned: false,
+            hash_failures: 0,
+        });
+        if c.banned {
+            return None;
+        }
+        c.connected = true;
+        c.failures = 0;
+        let id = st.next_conn;
+        st.next_conn += 1;
+        let waker = Arc::new(Notify::new());
+        st.conns.insert(id, (addr, waker.clone()));
+        Some((id, waker))
+    }
+
+    /// A connection ended: its requests go back to the picker.
+    pub(crate) fn unregister_conn(&self, id: u64, was_unchoked: bool) {
+        let mut st = self.lock();
+        if let Some((addr, _)) = st.conns.remove(&id) {
+            if let Some(c) = st.candidates.get_mut(&addr) {
+                c.connected = false;
+                c.next_try = Instant::now() + Duration::from_secs(5);
+            }
+        }
+        if was_unchoked {
+            st.unchoked = st.unchoked.saturating_sub(1);
+        }
+        if let Some(p) = st.picker.as_mut() {
+            p.release(id);
+        }
+        drop(st);
+        self.wake_peers();
+        self.candidates_changed.notify_one();
+    }
+
+    /// Takes an upload slot for a peer that is interested; false when all 16
+    /// slots are taken.
+    pub(crate) fn take_unchoke_slot(&self) -> bool {
+        let mut st = self.lock();
+        if st.unchoked >= 16 {
+            return false;
+        }
+        st.unchoked += 1;
+        true
+    }
+
+    pub(crate) fn release_unchoke_slot(&self) {
+        let mut st = self.lock();
+        st.unchoked = st.unchoked.saturating_sub(1);
+    }
+
+    /// Bans a peer address (bad data, wrong metadata).
+    pub(crate) fn ban(&self, addr: SocketAddr, why: &str) {
+        tracing::warn!("{}: banning peer {addr}: {why}", self.info_hash);
+        if let Some(c) = self.lock().candidates.get_mut(&addr) {
+            c.banned = true;
+        }
+    }
+
+    /// Wakes every peer task so it re-runs the picker.
+    pub fn wake_peers(&self) {
+        for (_, w) in self.lock().conns.values() {
+            w.notify_one();
+        }
+    }
+
+    /// Verifies a completed piece off the network task, stores it, and
+    /// announces it. On a hash failure the piece is fetched again and the
+    /// peers that sent it are penalised (banned after 3 failures).
+    pub(crate) fn complete_piece(
+        self: &Arc<Self>,
+        index: u32,
+        data: Vec<u8>,
+        contributors: Vec<u64>,
+    ) {
+        let swarm = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(loaded) = swarm.loaded() else { return };
+            let ok = sha1::Sha1::digest(&data)[..] == loaded.info.piece_hash(index)[..];
+            if !ok {
+                swarm.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
+                let mut st = swarm.lock();
+                if let Some(p) = st.picker.as_mut() {
+                    p.verify_failed(index);
+                }
+                let addrs: Vec<SocketAddr> = contributors
+                    .iter()
+                    .filter_map(|id| st.conns.get(id).map(|(a, _)| *a))
+                    .collect();
+                let mut to_ban = Vec::new();
+                for a in addrs {
+                    if let Some(c) = st.candidates.get_mut(&a) {
+                        c.hash_failures += 1;
+                        if c.hash_failures >= 3 {
+                            to_ban.push(a);
+                        }
+                    }
+                }
+                drop(st);
+                tracing::warn!(
+                    "{}: piece {index} failed its SHA-1 check; fetching it again",
+                    swarm.info_hash
+                );
+                for a in to_ban {
+                    swarm.ban(a, "sent 3 pieces that failed their hash check");
+                }
+                swarm.wake_peers();
+                return;
+            }
+            if let Err(e) = loaded.storage.write_piece(index, &data) {
+                tracing::error!(
+                    "{}: cannot store piece {index}: {e}; reads of it will fail",
+                    swarm.info_hash
+                );
+                if let Some(p) = swarm.lock().picker.as_mut() {
+                    p.verify_failed(index);
+                }
+                swarm.piece_event.notify_waiters();
+                return;
+            }
+            swarm
+                .counters
+                .downloaded
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let complete = {
+                let mut st = swarm.lock();
+                let p = st.picker.as_mut().expect("loaded implies picker");
+                p.set_have(index);
+                p.is_complete()
+            };
+            let _ = swarm.have_tx.send(index);
+            swarm.piece_event.notify_waiters();
+            if complete {
+                tracing::info!("{}: all pieces verified", swarm.info_hash);
+                swarm.save_resume();
+            } else if index % 64 == 0 {
+                swarm.save_resume();
+            }
+            swarm.wake_peers();
+        });
+    }
+
+    /// Reads `len` bytes at absolute offset `offset` of the piece space,
+    /// waiting for missing pieces (they become urgent) up to the read
+    /// timeout. Errors: `TimedOut` with the reason logged, storage errors.
+    pub async fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let Some(loaded) = self.loaded() else {
+            return Err(io::Error::other("no metadata"));
+        };
+        let total = loaded.info.total_length;
+        if offset >= total || len == 0 {
+            return Ok(Vec::new());
+        }
+        let len = (len as u64).min(total - offset) as usize;
+        let pl = loaded.info.piece_length;
+        let first = (offset / pl) as u32;
+        let last = ((offset + len as u64 - 1) / pl) as u32;
+        for attempt in 0..2 {
+            self.wait_pieces(first, last).await?;
+            let storage = loaded.storage.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                storage.read_at(offset, &mut buf).map(|_| buf)
+            })
+            .await
+            .map_err(io::Error::other)?;
+            match res {
+                Ok(buf) => return Ok(buf),
+                Err(e) if attempt == 0 => {
+                    tracing::warn!(
+                        "{}: stored pieces {first}..={last} unreadable ({e}); fetching them again",
+                        self.info_hash
+                    );
+                    let mut st = self.lock();
+                    if let Some(p) = st.picker.as_mut() {
+                        for i in first..=last {
+                            p.unset_have(i);
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Waits until pieces `first..=last` are all verified.
+    async fn wait_pieces(&self, first: u32, last: u32) -> io::Result<()> {
+        let missing: Vec<u32> = {
+            let mut st = self.lock();
+            let p = st
+                .picker
+                .as_mut()
+                .ok_or_else(|| io::Error::other("no metadata"))?;
+            let m: Vec<u32> = (first..=last).filter(|&i| !p.has(i)).collect();
+            for &i in &m {
+                p.add_urgent(i);
+            }
+            m
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.wake_peers();
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.cfg.read_timeout;
+        let result = loop {
+            let notified = self.piece_event.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let still: Vec<u32> = {
+                let st = self.lock();
+                let p = st.picker.as_ref().expect("loaded");
+                missing.iter().copied().filter(|&i| !p.has(i)).collect()
+            };
+            if still.is_empty() {
+                break Ok(());
+            }
+            if self.is_stopped() {
+                break Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the mount is stopping",
+                ));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let s = self.stats();
+                tracing::error!(
+                    "{}: read failed after {:.1} s: pieces {:?} not received ({} peers connected, {} known); \
+                     the read returns EIO (see --read-timeout)",
+                    self.info_hash,
+                    started.elapsed().as_secs_f64(),
+                    still,
+                    s.peers_connected,
+                    s.peers_known
+                );
+                break Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("pieces {still:?} not received within the read timeout"),
+                ));
+            }
+        };
+        let mut st = self.lock();
+        if let Some(p) = st.picker.as_mut() {
+            for &i in &missing {
+                p.remove_urgent(i);
+            }
+        }
+        result
+    }
+
+    /// Sets the readahead window (absolute byte range) of a file handle.
+    pub fn set_readahead(&self, handle: u64, start: u64, end: u64) {
+        let Some(l) = self.loaded() else { return };
+        let pl = l.info.piece_length;
+        let (s, e) = if end > start {
+            ((start / pl) as u32, end.div_ceil(pl) as u32)
+        } else {
+            (0, 0)
+        };
+        let changed = {
+            let mut st = self.lock();
+            match st.picker.as_mut() {
+                Some(p) => {
+                    p.set_readahead(handle, s, e);
+                    true
+                }
+                None => false,
+            }
+        };
+        if changed {
+            self.wake_peers();
+        }
+    }
+
+    /// Whether every piece in absolute byte range `[start, end)` is verified.
+    pub fn has_range(&self, start: u64, end: u64) -> bool {
+        let Some(l) = self.loaded() else { return false };
+        if end <= start {
+            return true;
+        }
+        let pl = l.info.piece_length;
+        let st = self.lock();
+        let Some(p) = st.picker.as_ref() else {
+            return false;
+        };
+        ((start / pl) as u32..end.div_ceil(pl) as u32).all(|i| p.has(i))
+    }
+
+    /// A snapshot for progress output.
+    pub fn stats(&self) -> SwarmStats {
+        let st = self.lock();
+        let mut by: HashMap<PeerSource, usize> = HashMap::new();
+        for c in st.candidates.values() {
+            *by.entry(c.source).or_default() += 1;
+        }
+        let mut by_source: Vec<(String, usize)> =
+            by.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
+        by_source.sort();
+        SwarmStats {
+            peers_known: st.candidates.len(),
+            peers_connected: st.conns.len(),
+            by_source,
+            metadata_bytes: self.counters.metadata_bytes.load(Ordering::Relaxed),
+            pieces_have: st.picker.as_ref().map_or(0, |p| p.have_count()),
+            pieces_total: st.picker.as_ref().map_or(0, |p| p.num_pieces()),
+            downloaded: self.counters.downloaded.load(Ordering::Relaxed),
+            uploaded: self.counters.uploaded.load(Ordering::Relaxed),
+        }
+    }
+}
