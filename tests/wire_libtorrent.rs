@@ -25,7 +25,7 @@ use tokio::time::timeout;
 use btfs::bencode;
 use btfs::peer::PeerConn;
 use btfs::peer::extension::{self, ExtHandshake, UT_METADATA_ID};
-use btfs::peer::ut_metadata::{MetadataAssembler, MetadataMsg};
+use btfs::peer::ut_metadata::{self, MetadataAssembler, MetadataMsg};
 use btfs::peer::wire::{BLOCK_SIZE, Bitfield, BlockRequest, Handshake, Message, WireError};
 use btfs::{InfoHash, PeerId};
 
@@ -46,7 +46,11 @@ fn in_own_netns(test_name: &str) -> bool {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{test_name}: needs root for unshare --net --mount");
         }
-        eprintln!("\n***** SKIP {test_name}: not root, cannot unshare a network namespace *****\n");
+        // straight to the process's stderr, past the test harness's capture
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n***** SKIP {test_name}: not root, cannot unshare a network namespace *****\n"
+        );
         return false;
     }
     let exe = std::env::current_exe().expect("current_exe");
@@ -140,6 +144,14 @@ impl Seeder {
         stdin.flush().unwrap();
     }
 
+    /// Asks the script whether the magnet torrent `ih` has its metadata.
+    fn has_metadata(&mut self, ih: InfoHash) -> bool {
+        self.command(&format!("has_metadata {}", ih.to_hex()));
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.contains("true")
+    }
+
     fn piece_len(&self, index: u32) -> u32 {
         if index + 1 == self.num_pieces {
             (self.total_size - u64::from(index) * u64::from(self.piece_length)) as u32
@@ -161,7 +173,6 @@ impl Drop for Seeder {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = &self.stdout;
     }
 }
 
@@ -278,6 +289,34 @@ fn libtorrent_seed_serves_metadata_and_pieces() {
             }
         }
         let raw_info = asm.finish().expect("metadata hashes to the info-hash");
+        // a piece past the end is rejected (BEP 9 msg_type 2)
+        let past_end = asm.num_pieces();
+        conn.send(&Message::Extended {
+            id: their_ut_metadata,
+            payload: Bytes::from(MetadataMsg::Request { piece: past_end }.encode()),
+        })
+        .await
+        .unwrap();
+        loop {
+            let msg = timeout(STEP, conn.read_message())
+                .await
+                .expect("reject in time")
+                .unwrap()
+                .expect("connection open");
+            match msg {
+                Message::Extended {
+                    id: UT_METADATA_ID,
+                    payload,
+                } => {
+                    assert_eq!(
+                        MetadataMsg::decode(&payload).unwrap(),
+                        MetadataMsg::Reject { piece: past_end }
+                    );
+                    break;
+                }
+                other => note(other, &mut bitfield, &mut choked),
+            }
+        }
         assert_eq!(InfoHash::of_info(&raw_info), seeder.info_hash);
         let info = bencode::decode(&raw_info, bencode::Limits::default()).unwrap();
         assert_eq!(
@@ -471,6 +510,113 @@ fn libtorrent_dials_us_and_we_accept() {
         assert!(theirs.id_of(extension::UT_METADATA).is_some());
         let bits = Bitfield::from_bytes(&bitfield.unwrap(), seeder.num_pieces).unwrap();
         assert!(bits.all());
+    });
+}
+
+/// The serving side of BEP 9: libtorrent knows only an info-hash, dials us,
+/// and fetches the info dictionary from our `data_response` answers; it
+/// must then report having the metadata (it checked the SHA-1 itself).
+#[test]
+fn libtorrent_fetches_metadata_from_us() {
+    if !in_own_netns("libtorrent_fetches_metadata_from_us") {
+        return;
+    }
+    let mut seeder = Seeder::start();
+    // a single-file info dictionary of about 40 KB (3 metadata pieces)
+    let num_pieces: i64 = 2000;
+    let mut piece_hashes = vec![0u8; 20 * num_pieces as usize];
+    getrandom::fill(&mut piece_hashes).unwrap();
+    let raw_info = bencode::Owned::dict()
+        .insert("length", num_pieces * 16384 - 1000)
+        .insert("name", "served-by-btfs.bin")
+        .insert("piece length", 16384)
+        .insert("pieces", piece_hashes)
+        .encode();
+    let ih = InfoHash::of_info(&raw_info);
+    let rt = runtime();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let magnet = format!("magnet {} {port}", ih.to_hex());
+    seeder.command(&magnet);
+    let started = Instant::now();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last_connect = Instant::now();
+        let mut conn = loop {
+            assert!(Instant::now() < deadline, "libtorrent never connected");
+            let Ok(accepted) = timeout(Duration::from_secs(3), listener.accept()).await else {
+                if last_connect.elapsed() > Duration::from_secs(5) {
+                    seeder.command(&magnet);
+                    last_connect = Instant::now();
+                }
+                continue;
+            };
+            let (stream, from) = accepted.unwrap();
+            match PeerConn::accept(stream, |h| *h == ih, PeerId::generate().0, STEP).await {
+                Ok((conn, hs)) => {
+                    assert!(hs.supports_extensions());
+                    break conn;
+                }
+                Err(e) => eprintln!("refused a connection from {from}: {e}"),
+            }
+        };
+        eprintln!("libtorrent connected after {:?}", started.elapsed());
+        let mut ours = ExtHandshake::ours();
+        ours.metadata_size = Some(raw_info.len() as u64);
+        conn.send(&Message::Extended {
+            id: 0,
+            payload: Bytes::from(ours.encode()),
+        })
+        .await
+        .unwrap();
+        let mut their_ut_metadata = None;
+        let mut served = std::collections::BTreeSet::new();
+        let total = raw_info.len().div_ceil(16384) as u32;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "libtorrent never got the metadata"
+            );
+            if served.len() as u32 == total && seeder.has_metadata(ih) {
+                break;
+            }
+            let msg = match timeout(Duration::from_millis(200), conn.read_message()).await {
+                Err(_) => continue,
+                Ok(msg) => msg.unwrap().expect("connection open"),
+            };
+            match msg {
+                Message::Extended { id: 0, payload } => {
+                    let theirs = ExtHandshake::decode(&payload).unwrap();
+                    their_ut_metadata = theirs.id_of(extension::UT_METADATA);
+                }
+                Message::Extended {
+                    id: UT_METADATA_ID,
+                    payload,
+                } => {
+                    let MetadataMsg::Request { piece } = MetadataMsg::decode(&payload).unwrap()
+                    else {
+                        panic!("libtorrent sent us something else than a request");
+                    };
+                    let answer = ut_metadata::data_response(&raw_info, piece)
+                        .unwrap_or(MetadataMsg::Reject { piece });
+                    let id = their_ut_metadata.expect("their handshake came first");
+                    conn.send(&Message::Extended {
+                        id,
+                        payload: Bytes::from(answer.encode()),
+                    })
+                    .await
+                    .unwrap();
+                    served.insert(piece);
+                }
+                _ => {}
+            }
+        }
+        eprintln!(
+            "libtorrent has the metadata we served ({} bytes, {} pieces) after {:?}",
+            raw_info.len(),
+            total,
+            started.elapsed()
+        );
     });
 }
 

@@ -13,6 +13,10 @@ then prints one JSON line:
 Piece hashes are computed here with hashlib over the file bytes and checked
 against libtorrent's own. Then it reads stdin line by line:
   "connect PORT"  -> handle.connect_peer(("127.0.0.1", PORT))
+  "magnet HEX PORT" -> adds a torrent by info-hash only (metadata unknown)
+                     and makes it dial 127.0.0.1:PORT, to fetch the
+                     metadata from us over ut_metadata (BEP 9)
+  "has_metadata HEX" -> prints {"has_metadata": bool} for that torrent
   "status"        -> prints a JSON line with the torrent's peer count
 and exits when stdin closes.
 """
@@ -112,10 +116,21 @@ def main():
         "piece_sha1": piece_sha1,
     }), flush=True)
 
+    magnets = {}
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["connect"] and len(words) == 2:
             h.connect_peer(("127.0.0.1", int(words[1])))
+        elif words[:1] == ["magnet"] and len(words) == 3:
+            if words[1] not in magnets:
+                p = lt.parse_magnet_uri("magnet:?xt=urn:btih:" + words[1])
+                p.save_path = os.path.join(workdir, "magnet-" + words[1])
+                magnets[words[1]] = ses.add_torrent(p)
+            magnets[words[1]].connect_peer(("127.0.0.1", int(words[2])))
+        elif words[:1] == ["has_metadata"] and len(words) == 2:
+            m = magnets.get(words[1])
+            print(json.dumps({"has_metadata": bool(m and m.status().has_metadata)}),
+                  flush=True)
         elif words[:1] == ["status"]:
             st = h.status()
             print(json.dumps({"num_peers": st.num_peers,
