@@ -1,0 +1,142 @@
+#!/usr/bin/python3
+"""A libtorrent 2.0 seeder on loopback, for the peer wire integration test.
+
+Usage: lt_wire_seed.py WORKDIR [PIECE_SIZE] [--hybrid]
+
+Creates a few files of random bytes under WORKDIR/content (plus 250 small
+files with long names so the info dictionary is about 40 KB), makes a torrent
+of them with lt.create_torrent (v1 only unless --hybrid), seeds it from a
+session listening on 127.0.0.1 (ephemeral port, no DHT/LSD/UPnP/NAT-PMP),
+then prints one JSON line:
+  {"port", "info_hash" (v1, hex), "piece_length", "num_pieces",
+   "total_size", "info_size", "piece_sha1" [hex per piece]}
+Piece hashes are computed here with hashlib over the file bytes and checked
+against libtorrent's own. Then it reads stdin line by line:
+  "connect PORT"  -> handle.connect_peer(("127.0.0.1", PORT))
+  "magnet HEX PORT" -> adds a torrent by info-hash only (metadata unknown)
+                     and makes it dial 127.0.0.1:PORT, to fetch the
+                     metadata from us over ut_metadata (BEP 9)
+  "has_metadata HEX" -> prints {"has_metadata": bool} for that torrent
+  "status"        -> prints a JSON line with the torrent's peer count
+and exits when stdin closes.
+"""
+import hashlib
+import json
+import os
+import sys
+import time
+
+import libtorrent as lt
+
+
+def fail(msg):
+    print(json.dumps({"error": msg}), flush=True)
+    sys.exit(1)
+
+
+def main():
+    if len(sys.argv) < 2:
+        fail("usage: lt_wire_seed.py WORKDIR [PIECE_SIZE] [--hybrid]")
+    workdir = sys.argv[1]
+    args = sys.argv[2:]
+    hybrid = "--hybrid" in args
+    args = [a for a in args if a != "--hybrid"]
+    piece_size = int(args[0]) if args else 32768
+
+    content = os.path.join(workdir, "content")
+    os.makedirs(content, exist_ok=True)
+    # a few files; sizes chosen so files straddle piece boundaries
+    for name, size in [("a.bin", 100_000), ("b/c.bin", 250_000), ("d.txt", 5_000)]:
+        path = os.path.join(content, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(os.urandom(size))
+    # many small files with long names, so the info dictionary spans several
+    # 16 KiB ut_metadata pieces (about 40 KB)
+    for i in range(250):
+        path = os.path.join(content, "many", "small-file-%04d-" % i + "x" * 100)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(os.urandom(1 + i * 7 % 300))
+
+    fs = lt.file_storage()
+    lt.add_files(fs, content)
+    flags = 0 if hybrid else lt.create_torrent.v1_only
+    ct = lt.create_torrent(fs, piece_size, flags=flags)
+    ct.set_creator("btfs wire test")
+    lt.set_piece_hashes(ct, workdir)
+    ti = lt.torrent_info(ct.generate())
+    fs = ti.files()
+
+    # piece hashes computed independently (pad files are zeros)
+    data = bytearray()
+    for i in range(fs.num_files()):
+        if fs.file_flags(i) & lt.file_storage.flag_pad_file:
+            data += bytes(fs.file_size(i))
+        else:
+            with open(os.path.join(workdir, fs.file_path(i)), "rb") as f:
+                data += f.read()
+    pl = ti.piece_length()
+    piece_sha1 = [hashlib.sha1(data[i * pl:(i + 1) * pl]).hexdigest()
+                  for i in range(ti.num_pieces())]
+    for i, h in enumerate(piece_sha1):
+        theirs = ti.hash_for_piece(i)
+        theirs = theirs.hex() if isinstance(theirs, bytes) else str(theirs)
+        if theirs != h:
+            fail("piece %d: libtorrent says %s, hashlib %s" % (i, theirs, h))
+    info_section = ti.info_section()
+    info_hash = ti.info_hashes().v1.to_bytes().hex()
+    if hashlib.sha1(info_section).hexdigest() != info_hash:
+        fail("info-hash mismatch")
+
+    ses = lt.session({
+        "listen_interfaces": "127.0.0.1:0",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": lt.alert.category_t.error_notification
+                      | lt.alert.category_t.status_notification,
+    })
+    h = ses.add_torrent({"ti": ti, "save_path": workdir})
+    deadline = time.time() + 30
+    while h.status().state != lt.torrent_status.seeding or ses.listen_port() == 0:
+        if time.time() > deadline:
+            fail("not seeding after 30 s: %s" % h.status().state)
+        time.sleep(0.05)
+
+    print(json.dumps({
+        "port": ses.listen_port(),
+        "info_hash": info_hash,
+        "piece_length": pl,
+        "num_pieces": ti.num_pieces(),
+        "total_size": ti.total_size(),
+        "info_size": len(info_section),
+        "piece_sha1": piece_sha1,
+    }), flush=True)
+
+    magnets = {}
+    for line in sys.stdin:
+        words = line.split()
+        if words[:1] == ["connect"] and len(words) == 2:
+            h.connect_peer(("127.0.0.1", int(words[1])))
+        elif words[:1] == ["magnet"] and len(words) == 3:
+            if words[1] not in magnets:
+                p = lt.parse_magnet_uri("magnet:?xt=urn:btih:" + words[1])
+                p.save_path = os.path.join(workdir, "magnet-" + words[1])
+                magnets[words[1]] = ses.add_torrent(p)
+            magnets[words[1]].connect_peer(("127.0.0.1", int(words[2])))
+        elif words[:1] == ["has_metadata"] and len(words) == 2:
+            m = magnets.get(words[1])
+            print(json.dumps({"has_metadata": bool(m and m.status().has_metadata)}),
+                  flush=True)
+        elif words[:1] == ["status"]:
+            st = h.status()
+            print(json.dumps({"num_peers": st.num_peers,
+                              "total_upload": st.total_payload_upload}), flush=True)
+        ses.pop_alerts()
+
+
+if __name__ == "__main__":
+    main()
