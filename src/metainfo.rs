@@ -1,1 +1,0 @@
-//! Info dictionaries (BEP 3, BEP 47). Being built.

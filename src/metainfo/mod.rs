@@ -1,0 +1,734 @@
+//! Info dictionaries: BEP 3 (single- and multi-file), BEP 47 (pad files and
+//! the `attr` flags `p`, `l`, `x`, `h`, `symlink path`), and enough of BEP 52
+//! to recognise v2 and hybrid torrents.
+//!
+//! [`Info::from_bytes`] takes the raw info dictionary, exactly what BEP 9
+//! delivers, and returns the file layout with every path sanitized. The
+//! expected behaviour on libtorrent's test torrents is recorded in
+//! `shared/torrents/EXPECTATIONS.md` and checked by `tests/conformance.rs`.
+//!
+//! Rules, in the order they are applied:
+//! 1. The info-hash is the SHA-1 of the bytes as given, never a re-encoding.
+//! 2. Decoding is lenient (unsorted keys are fine, the first of duplicate
+//!    keys wins) and bounded: nesting depth 100, 3,000,000 tokens. When
+//!    `meta version` is present the dictionary must be canonical bencoding
+//!    (BEP 52); a version above 2 is refused.
+//! 3. `meta version` 2 without `pieces` is a v2-only torrent: refused with
+//!    [`MetainfoError::V2Only`]. With `pieces` it is a hybrid: loaded through
+//!    its v1 keys, after checking that the `file tree` describes the same
+//!    files at the same piece-aligned offsets.
+//! 4. `name.utf-8` is preferred over `name`, `path.utf-8` over `path`.
+//! 5. Limits, checked before anything is allocated per piece or per file:
+//!    `piece length` in 1..=2^30 bytes ([`MAX_PIECE_LENGTH`]; for hybrids a
+//!    power of two of at least 16 KiB), at most [`MAX_PIECES`] pieces, at
+//!    most [`MAX_PATH_DEPTH`] elements in a path, each file at most
+//!    [`MAX_FILE_LENGTH`] bytes, sizes summed with overflow checks.
+//! 6. Paths are sanitized one element at a time by [`sanitize::component`]
+//!    (current libtorrent's rewrite). A single-file torrent whose name is
+//!    empty after sanitizing is refused; a multi-file one is named after its
+//!    hex info-hash.
+//! 7. Pad files (`attr` containing `p`, or a path element containing
+//!    `_____padding_file_`) are flagged [`FileEntry::pad`]; they may lack a
+//!    `path` (then they get `<name>/.pad/<length>`, libtorrent says
+//!    `.pad/<length>`). They take space in the piece layout and belong to no
+//!    namespace: they are not de-duplicated and must not be shown.
+//! 8. Symlinks (`attr` containing `l` with a `symlink path`) have size 0.
+//!    Their target is sanitized with the same function and rooted at the
+//!    torrent's directory, so it can never point outside it. A symlink
+//!    without `symlink path` becomes an empty regular file (as in
+//!    libtorrent). In a single-file torrent `l` and `p` are ignored.
+//! 9. After sanitizing, no two entries share a path and no file has the path
+//!    of a directory: later entries are renamed `bar.1.txt`, `bar.2.txt`, ...
+//!    Names are compared **case-sensitively** (Linux file systems are; a
+//!    torrent with `A.txt` and `a.txt` keeps both). The total number of
+//!    names tried is bounded by [`MAX_RENAME_PROBES`]; beyond it the torrent
+//!    is refused, as current libtorrent refuses `duplicate_files2`.
+
+pub mod create;
+pub mod sanitize;
+mod v2;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+pub use create::{build_info, choose_piece_length};
+
+use crate::bencode::{self, Kind, Limits, Value};
+use crate::hash::InfoHash;
+
+/// Most pieces a torrent may have (libtorrent's loading limit).
+pub const MAX_PIECES: u64 = 2_097_152;
+/// Largest accepted `piece length`, in bytes (2^30, libtorrent's limit).
+pub const MAX_PIECE_LENGTH: u64 = 1 << 30;
+/// Most elements in a `path` or `symlink path` list (libtorrent: 100).
+pub const MAX_PATH_DEPTH: usize = 100;
+/// Largest accepted file, in bytes: just under (2^30 - 1) blocks of 16 KiB,
+/// about 16 TiB (libtorrent refuses a file of (2^30 - 1) x 16 KiB).
+pub const MAX_FILE_LENGTH: u64 = ((1 << 30) - 1) * 16384 - 1;
+/// Total candidate names tried while renaming duplicates before giving up
+/// (libtorrent: 500).
+pub const MAX_RENAME_PROBES: u32 = 500;
+
+/// A parsed v1 (or hybrid, through its v1 part) info dictionary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// SHA-1 of [`Info::raw`].
+    pub info_hash: InfoHash,
+    /// The exact bytes of the info dictionary (served to peers by BEP 9).
+    pub raw: Vec<u8>,
+    /// The torrent's name, sanitized: one safe path component (the hex
+    /// info-hash when a multi-file torrent's name sanitizes to nothing).
+    pub name: String,
+    /// Bytes per piece (the last piece may be shorter).
+    pub piece_length: u64,
+    /// SHA-1 of each piece, in order.
+    pub pieces: Vec<[u8; 20]>,
+    /// Sum of all file lengths, pad files included, in bytes.
+    pub total_length: u64,
+    /// Every entry in the order of the info dictionary, pad files included.
+    pub files: Vec<FileEntry>,
+    /// True for a `files` list (even with one file), false for `length`.
+    pub multi_file: bool,
+    /// `private` is 1 (BEP 27).
+    pub private: bool,
+}
+
+/// One entry of the torrent: a file, a pad file or a symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Sanitized, de-duplicated components. Multi-file torrents start with the
+    /// torrent name (`["temp", "foo", "bar.txt"]`); a single-file torrent is
+    /// `["temp"]`. No component is empty, `.`, `..`, or holds `/` or NUL.
+    pub path: Vec<String>,
+    /// Size in bytes (0 for symlinks).
+    pub length: u64,
+    /// Byte offset of the entry's first byte in the torrent's piece space.
+    pub offset: u64,
+    /// A BEP 47 pad file: zeros that only align the next file; never shown.
+    pub pad: bool,
+    /// For a symlink, the sanitized target as components from the directory
+    /// that holds the torrent root (it starts with the torrent name, like
+    /// libtorrent shows it: `["temp", "a", "b", "bar"]`). Never outside the
+    /// torrent; it may name a path the torrent does not contain.
+    pub symlink: Option<Vec<String>>,
+    /// `attr` contains `x`.
+    pub executable: bool,
+    /// `attr` contains `h`.
+    pub hidden: bool,
+}
+
+/// Why an info dictionary (or a .torrent file) is refused. Messages name the
+/// field and the problem, e.g. "info dictionary: `piece length` must be a
+/// positive integer, got -1".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetainfoError {
+    /// The bytes are not acceptable bencoding (including the depth and token
+    /// limits).
+    #[error("info dictionary: not valid bencoding: {0}")]
+    Bencode(#[from] bencode::Error),
+    /// The metadata decodes but is not a dictionary.
+    #[error("info dictionary: the metadata is not a dictionary")]
+    NotADictionary,
+    /// A .torrent file without a usable `info` (only from
+    /// [`Info::from_torrent_file`] and [`info_span`]).
+    #[error("torrent file: {0}")]
+    TorrentFile(&'static str),
+    /// A field is missing, has the wrong type, or a bad value.
+    #[error("info dictionary: `{field}` {problem}")]
+    Field { field: String, problem: String },
+    /// `meta version` is present but the dictionary is not canonical.
+    #[error(
+        "info dictionary: not canonical bencoding (unsorted or duplicate keys, or numbers with \
+         leading zeros), which BEP 52 requires once `meta version` is present"
+    )]
+    NotCanonical,
+    /// `meta version` 2 without v1 `pieces`.
+    #[error("v2-only torrents (BEP 52) are not supported")]
+    V2Only,
+    /// A hybrid whose `files` and `file tree` describe different files.
+    #[error("info dictionary: `files` and `file tree` disagree (v1 and v2 metadata): {0}")]
+    V1V2Mismatch(String),
+    /// Renaming duplicate names would take more than [`MAX_RENAME_PROBES`].
+    #[error(
+        "info dictionary: `files` has too many duplicate file names (more than {0} renames needed)"
+    )]
+    TooManyDuplicates(u32),
+}
+
+impl MetainfoError {
+    /// The info dictionary field the error is about, when there is one
+    /// (`"piece length"`, `"files[2].path"`, `"file tree"`, ...).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            MetainfoError::Field { field, .. } => Some(field),
+            MetainfoError::V2Only | MetainfoError::V1V2Mismatch(_) => Some("file tree"),
+            MetainfoError::TooManyDuplicates(_) => Some("files"),
+            MetainfoError::NotCanonical => Some("meta version"),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn field_err(field: impl Into<String>, problem: impl Into<String>) -> MetainfoError {
+    MetainfoError::Field {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// "an integer", "a byte string", "a list", "a dictionary".
+pub(crate) fn type_name(v: &Value<'_>) -> &'static str {
+    match v.kind {
+        Kind::Int(_) => "an integer",
+        Kind::Bytes(_) => "a byte string",
+        Kind::List(_) => "a list",
+        Kind::Dict(_) => "a dictionary",
+    }
+}
+
+/// The byte range of the `info` value inside a .torrent file (the bytes a
+/// BEP 9 peer serves). Bytes after the top-level dictionary are ignored.
+///
+/// Errors: [`MetainfoError::Bencode`] when the file does not decode (within
+/// the default limits), [`MetainfoError::TorrentFile`] when it is not a
+/// dictionary or has no `info`.
+pub fn info_span(torrent: &[u8]) -> Result<Range<usize>, MetainfoError> {
+    let (top, _) = bencode::decode_prefix(torrent, Limits::default())?;
+    if top.as_dict().is_none() {
+        return Err(MetainfoError::TorrentFile("not a dictionary"));
+    }
+    let info = top
+        .get(b"info")
+        .ok_or(MetainfoError::TorrentFile("no `info` key"))?;
+    let start = info.raw.as_ptr() as usize - torrent.as_ptr() as usize;
+    Ok(start..start + info.raw.len())
+}
+
+/// What `attr` says (BEP 47).
+#[derive(Default, Clone, Copy)]
+struct Attr {
+    pad: bool,
+    symlink: bool,
+    executable: bool,
+    hidden: bool,
+}
+
+fn attr_of(file: &Value<'_>) -> Attr {
+    let a = file.get(b"attr").and_then(Value::as_bytes).unwrap_or(b"");
+    Attr {
+        pad: a.contains(&b'p'),
+        symlink: a.contains(&b'l'),
+        executable: a.contains(&b'x'),
+        hidden: a.contains(&b'h'),
+    }
+}
+
+/// Reads a length field: a non-negative integer of at most
+/// [`MAX_FILE_LENGTH`] bytes.
+fn length_of(v: Option<&Value<'_>>, field: &str) -> Result<u64, MetainfoError> {
+    let v = v.ok_or_else(|| field_err(field, "is missing"))?;
+    let n = v
+        .as_int()
+        .ok_or_else(|| field_err(field, format!("must be an integer, got {}", type_name(v))))?;
+    if n < 0 {
+        return Err(field_err(field, format!("must not be negative, got {n}")));
+    }
+    if n as u64 > MAX_FILE_LENGTH {
+        return Err(field_err(
+            field,
+            format!("is {n} bytes, more than the limit of {MAX_FILE_LENGTH} bytes per file"),
+        ));
+    }
+    Ok(n as u64)
+}
+
+/// Reads a list of path elements (`path`, `symlink path`): at most
+/// [`MAX_PATH_DEPTH`] byte strings.
+fn elements<'a>(v: &Value<'a>, field: &str) -> Result<Vec<&'a [u8]>, MetainfoError> {
+    let list = v
+        .as_list()
+        .ok_or_else(|| field_err(field, format!("must be a list, got {}", type_name(v))))?;
+    if list.len() > MAX_PATH_DEPTH {
+        return Err(field_err(
+            field,
+            format!(
+                "has {} elements, more than the limit of {MAX_PATH_DEPTH}",
+                list.len()
+            ),
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.as_bytes().ok_or_else(|| {
+                field_err(
+                    field,
+                    format!("element {i} must be a byte string, got {}", type_name(e)),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A v1 entry before the torrent name is prepended and before de-duplication.
+struct Entry {
+    /// Components under the torrent root (empty for a single-file torrent).
+    rel: Vec<String>,
+    length: u64,
+    offset: u64,
+    attr: Attr,
+    /// Target components under the torrent root.
+    symlink: Option<Vec<String>>,
+}
+
+impl Info {
+    /// Parses a raw info dictionary as received by BEP 9 (`ut_metadata`).
+    /// See the module docs for the rules.
+    ///
+    /// Errors: [`MetainfoError`]; nothing in the input can make it panic,
+    /// recurse without bound or allocate per piece or per file beyond what
+    /// the input itself holds.
+    pub fn from_bytes(raw: &[u8]) -> Result<Info, MetainfoError> {
+        let info = bencode::decode(raw, Limits::default())?;
+        if info.as_dict().is_none() {
+            return Err(MetainfoError::NotADictionary);
+        }
+        let info_hash = InfoHash::of_info(raw);
+
+        // BEP 52: `meta version`, strict bencoding, v2-only refusal.
+        let meta_version = match info.get(b"meta version") {
+            None => None,
+            Some(v) => match v.as_int() {
+                Some(n @ 1..=2) => Some(n),
+                Some(n) if n > 2 => {
+                    return Err(field_err(
+                        "meta version",
+                        format!("is {n}, an unknown version (only 1 and 2 exist)"),
+                    ));
+                }
+                _ => {
+                    return Err(field_err(
+                        "meta version",
+                        format!("must be 1 or 2, got {v:?}"),
+                    ));
+                }
+            },
+        };
+        if meta_version.is_some() && !info.is_canonical() {
+            return Err(MetainfoError::NotCanonical);
+        }
+        let is_v2 = meta_version == Some(2);
+        if is_v2 && info.get(b"pieces").is_none() {
+            return Err(MetainfoError::V2Only);
+        }
+
+        // name
+        let name_v = info
+            .get(b"name.utf-8")
+            .filter(|v| v.as_bytes().is_some())
+            .or_else(|| info.get(b"name"))
+            .ok_or_else(|| field_err("name", "is missing"))?;
+        let name_raw = name_v.as_bytes().ok_or_else(|| {
+            field_err(
+                "name",
+                format!("must be a byte string, got {}", type_name(name_v)),
+            )
+        })?;
+        let files_v = info.get(b"files");
+        let multi_file = files_v.is_some();
+        let filtered = sanitize::filter(name_raw);
+        let name = match filtered.as_str() {
+            "" | "." | ".." if multi_file => info_hash.to_hex(),
+            "" | "." | ".." => {
+                return Err(field_err(
+                    "name",
+                    format!(
+                        "is empty after sanitizing (was {})",
+                        bencode::Printable(name_raw)
+                    ),
+                ));
+            }
+            _ => filtered,
+        };
+
+        // piece length
+        let pl_v = info
+            .get(b"piece length")
+            .ok_or_else(|| field_err("piece length", "is missing"))?;
+        let pl = pl_v.as_int().ok_or_else(|| {
+            field_err(
+                "piece length",
+                format!("must be a positive integer, got {}", type_name(pl_v)),
+            )
+        })?;
+        if pl <= 0 {
+            return Err(field_err(
+                "piece length",
+                format!("must be a positive integer, got {pl}"),
+            ));
+        }
+        let piece_length = pl as u64;
+        if piece_length > MAX_PIECE_LENGTH {
+            return Err(field_err(
+                "piece length",
+                format!("is {piece_length} bytes, more than the limit of {MAX_PIECE_LENGTH}"),
+            ));
+        }
+        if is_v2 && (!piece_length.is_power_of_two() || piece_length < 16384) {
+            return Err(field_err(
+                "piece length",
+                format!(
+                    "must be a power of two of at least 16384 when `meta version` is 2, got {piece_length}"
+                ),
+            ));
+        }
+
+        // files
+        let mut entries = match files_v {
+            Some(fv) => multi_file_entries(fv)?,
+            None => {
+                let attr = attr_of(&info);
+                vec![Entry {
+                    rel: Vec::new(),
+                    length: length_of(info.get(b"length"), "length")?,
+                    offset: 0,
+                    attr: Attr {
+                        pad: false,
+                        symlink: false,
+                        ..attr
+                    },
+                    symlink: None,
+                }]
+            }
+        };
+        let mut total: u64 = 0;
+        for e in &mut entries {
+            e.offset = total;
+            total = total
+                .checked_add(e.length)
+                .ok_or_else(|| field_err("files", "lengths add up to more than 2^64 bytes"))?;
+        }
+        if total == 0 {
+            return Err(field_err(
+                "length",
+                "adds up to 0 bytes: the torrent has no content",
+            ));
+        }
+
+        // pieces: count checked before anything is allocated per piece
+        let num_pieces = total.div_ceil(piece_length);
+        if num_pieces > MAX_PIECES {
+            return Err(field_err(
+                "pieces",
+                format!(
+                    "too many pieces: {total} bytes in pieces of {piece_length} bytes need \
+                     {num_pieces}, more than the limit of {MAX_PIECES}"
+                ),
+            ));
+        }
+        let pieces_v = info
+            .get(b"pieces")
+            .ok_or_else(|| field_err("pieces", "is missing"))?;
+        let pieces_raw = pieces_v.as_bytes().ok_or_else(|| {
+            field_err(
+                "pieces",
+                format!("must be a byte string, got {}", type_name(pieces_v)),
+            )
+        })?;
+        if pieces_raw.len() % 20 != 0 {
+            return Err(field_err(
+                "pieces",
+                format!("is {} bytes, not a multiple of 20", pieces_raw.len()),
+            ));
+        }
+        if (pieces_raw.len() / 20) as u64 != num_pieces {
+            return Err(field_err(
+                "pieces",
+                format!(
+                    "holds {} hashes, but {total} bytes in pieces of {piece_length} bytes need {num_pieces}",
+                    pieces_raw.len() / 20
+                ),
+            ));
+        }
+
+        if is_v2 {
+            let tree = info
+                .get(b"file tree")
+                .ok_or_else(|| field_err("file tree", "is missing although `meta version` is 2"))?;
+            let v2_files = v2::files(tree)?;
+            check_hybrid(&entries, &v2_files, multi_file, &name, piece_length, total)?;
+        }
+
+        let mut files: Vec<FileEntry> = entries
+            .into_iter()
+            .map(|e| {
+                let mut path = Vec::with_capacity(e.rel.len() + 1);
+                path.push(name.clone());
+                path.extend(e.rel);
+                FileEntry {
+                    path,
+                    length: e.length,
+                    offset: e.offset,
+                    pad: e.attr.pad,
+                    symlink: e.symlink.map(|t| {
+                        let mut full = Vec::with_capacity(t.len() + 1);
+                        full.push(name.clone());
+                        full.extend(t);
+                        full
+                    }),
+                    executable: e.attr.executable,
+                    hidden: e.attr.hidden,
+                }
+            })
+            .collect();
+        if multi_file {
+            dedup(&mut files)?;
+        }
+
+        let pieces = pieces_raw
+            .chunks_exact(20)
+            .map(|c| c.try_into().expect("chunks of 20"))
+            .collect();
+        Ok(Info {
+            info_hash,
+            raw: raw.to_vec(),
+            name,
+            piece_length,
+            pieces,
+            total_length: total,
+            files,
+            multi_file,
+            private: info.get(b"private").and_then(Value::as_int) == Some(1),
+        })
+    }
+
+    /// Parses the `info` dictionary of a whole .torrent file: its raw bytes
+    /// are cut out with [`info_span`] and given to [`Info::from_bytes`], so
+    /// the info-hash is that of the bytes in the file. Outer keys (announce,
+    /// nodes, piece layers, ...) are ignored.
+    pub fn from_torrent_file(buf: &[u8]) -> Result<Info, MetainfoError> {
+        let span = info_span(buf)?;
+        Info::from_bytes(&buf[span])
+    }
+
+    /// Number of pieces.
+    pub fn num_pieces(&self) -> u32 {
+        self.pieces.len() as u32
+    }
+
+    /// Size of piece `index` in bytes: [`Info::piece_length`], except the last
+    /// piece, which holds the remainder. 0 for an index out of range.
+    pub fn piece_size(&self, index: u32) -> u64 {
+        let n = self.num_pieces();
+        if index >= n {
+            0
+        } else if index + 1 == n {
+            self.total_length - self.piece_length * u64::from(n - 1)
+        } else {
+            self.piece_length
+        }
+    }
+
+    /// SHA-1 of piece `index`; all zeros for an index out of range.
+    pub fn piece_hash(&self, index: u32) -> [u8; 20] {
+        self.pieces.get(index as usize).copied().unwrap_or([0; 20])
+    }
+
+    /// The pieces overlapping entry `file` (an index into
+    /// [`Info::files`]); empty for a 0-byte entry or an index out of range.
+    pub fn file_pieces(&self, file: usize) -> Range<u32> {
+        match self.files.get(file) {
+            Some(f) if f.length > 0 => {
+                let first = f.offset / self.piece_length;
+                let end = (f.offset + f.length).div_ceil(self.piece_length);
+                first as u32..end as u32
+            }
+            _ => 0..0,
+        }
+    }
+}
+
+/// Reads a `files` list into entries (relative paths, no offsets yet).
+fn multi_file_entries(fv: &Value<'_>) -> Result<Vec<Entry>, MetainfoError> {
+    let list = fv
+        .as_list()
+        .ok_or_else(|| field_err("files", format!("must be a list, got {}", type_name(fv))))?;
+    if list.is_empty() {
+        return Err(field_err("files", "is empty: no files in the torrent"));
+    }
+    let mut entries = Vec::with_capacity(list.len());
+    for (i, f) in list.iter().enumerate() {
+        let field = |k: &str| format!("files[{i}].{k}");
+        if f.as_dict().is_none() {
+            return Err(field_err(
+                format!("files[{i}]"),
+                format!("must be a dictionary, got {}", type_name(f)),
+            ));
+        }
+        let mut attr = attr_of(f);
+        let path_v = f
+            .get(b"path.utf-8")
+            .filter(|v| v.as_list().is_some())
+            .or_else(|| f.get(b"path"));
+        let raw_path = match path_v {
+            Some(pv) => elements(pv, &field("path"))?,
+            None => Vec::new(),
+        };
+        // symlinks take no room in the piece space; `length` is optional
+        let symlink_v = if attr.symlink && !attr.pad {
+            f.get(b"symlink path")
+        } else {
+            None
+        };
+        let length = if attr.symlink && !attr.pad {
+            0
+        } else {
+            length_of(f.get(b"length"), &field("length"))?
+        };
+        let symlink = match symlink_v {
+            Some(sv) => Some(
+                elements(sv, &field("symlink path"))?
+                    .into_iter()
+                    .filter_map(sanitize::component)
+                    .collect::<Vec<_>>(),
+            ),
+            None => None,
+        };
+        attr.symlink = symlink.is_some();
+        let rel = if !raw_path.is_empty() {
+            sanitize::path(raw_path)
+        } else if attr.pad {
+            vec![".pad".to_string(), length.to_string()]
+        } else {
+            return Err(field_err(
+                field("path"),
+                "is missing or empty (only pad files may omit it)",
+            ));
+        };
+        if rel.iter().any(|c| c.contains("_____padding_file_")) {
+            attr.pad = true;
+        }
+        let symlink = if attr.pad { None } else { symlink };
+        entries.push(Entry {
+            rel,
+            length,
+            offset: 0,
+            attr,
+            symlink,
+        });
+    }
+    Ok(entries)
+}
+
+/// Checks a hybrid's v1 entries against its `file tree`: the same non-pad
+/// files, in the same order, with the same paths, sizes and symlink targets,
+/// each non-empty file starting on the piece boundary BEP 52 puts it on,
+/// and no v1 bytes beyond the last file's padded end.
+fn check_hybrid(
+    v1: &[Entry],
+    v2: &[v2::V2File],
+    multi_file: bool,
+    name: &str,
+    piece_length: u64,
+    total: u64,
+) -> Result<(), MetainfoError> {
+    let mismatch = |m: String| Err(MetainfoError::V1V2Mismatch(m));
+    let real: Vec<&Entry> = v1.iter().filter(|e| !e.attr.pad).collect();
+    if real.len() != v2.len() {
+        return mismatch(format!(
+            "{} files in `files`, {} in `file tree`",
+            real.len(),
+            v2.len()
+        ));
+    }
+    let mut v2_offset: u64 = 0;
+    for (e, f) in real.iter().zip(v2) {
+        let v1_path: Vec<String> = if multi_file {
+            e.rel.clone()
+        } else {
+            vec![name.to_string()]
+        };
+        let shown = f.path.join("/");
+        if v1_path != f.path {
+            return mismatch(format!(
+                "file '{}' in `files` is '{shown}' in `file tree`",
+                v1_path.join("/")
+            ));
+        }
+        if e.length != f.length {
+            return mismatch(format!(
+                "file '{shown}' is {} bytes in `files`, {} in `file tree`",
+                e.length, f.length
+            ));
+        }
+        if e.symlink != f.symlink {
+            return mismatch(format!("file '{shown}' has different symlink targets"));
+        }
+        if f.length > 0 {
+            if e.offset != v2_offset {
+                return mismatch(format!(
+                    "file '{shown}' starts at byte {} in `files`, but v2 aligns it to {v2_offset}",
+                    e.offset
+                ));
+            }
+            v2_offset = v2_offset
+                .checked_add(f.length)
+                .map(|end| end.div_ceil(piece_length) * piece_length)
+                .ok_or_else(|| field_err("file tree", "lengths overflow"))?;
+        }
+    }
+    if total > v2_offset {
+        return mismatch(format!(
+            "`files` holds {total} bytes, more than the {v2_offset} the `file tree` needs"
+        ));
+    }
+    Ok(())
+}
+
+/// Renames later entries whose path is already taken by a file, a symlink
+/// or a directory (pad files are skipped). Case-sensitive. Bounded by
+/// [`MAX_RENAME_PROBES`] candidate names in total.
+fn dedup(files: &mut [FileEntry]) -> Result<(), MetainfoError> {
+    // (parent directory node, name) -> node; node 0 is the directory holding
+    // the torrent root. Files get nodes too, so they collide with each other.
+    let mut nodes: HashMap<(usize, String), usize> = HashMap::new();
+    let mut next_id = 1;
+    // every directory first, so a file never takes a directory's name
+    let mut parents = Vec::with_capacity(files.len());
+    for f in files.iter() {
+        let mut parent = 0;
+        if !f.pad {
+            for comp in &f.path[..f.path.len() - 1] {
+                parent = *nodes.entry((parent, comp.clone())).or_insert_with(|| {
+                    next_id += 1;
+                    next_id - 1
+                });
+            }
+        }
+        parents.push(parent);
+    }
+    let mut probes = 0u32;
+    for (f, &parent) in files.iter_mut().zip(&parents) {
+        if f.pad {
+            continue;
+        }
+        let leaf = f.path.last().expect("paths are never empty").clone();
+        let mut candidate = leaf.clone();
+        let mut n = 0u32;
+        while nodes.contains_key(&(parent, candidate.clone())) {
+            probes += 1;
+            if probes > MAX_RENAME_PROBES {
+                return Err(MetainfoError::TooManyDuplicates(MAX_RENAME_PROBES));
+            }
+            n += 1;
+            candidate = sanitize::with_counter(&leaf, n);
+        }
+        nodes.insert((parent, candidate.clone()), next_id);
+        next_id += 1;
+        *f.path.last_mut().expect("paths are never empty") = candidate;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
