@@ -10,8 +10,10 @@
 pub mod bencode;
 pub mod dht;
 pub mod hash;
+pub mod keypair;
 pub mod magnet;
 pub mod metainfo;
 pub mod peer;
 
 pub use hash::{InfoHash, PeerId};
+pub use keypair::Keypair;
