@@ -41,3 +41,4 @@ pub mod swarm;
 pub use archive::Archive;
 pub use client::{Client, LookupOptions};
 pub use hash::{InfoHash, PeerId};
+pub use keypair::Keypair;

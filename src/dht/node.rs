@@ -1,0 +1,598 @@
+//! The node task: owns the UDP socket, answers queries (server side of BEP 5,
+//! 43 and 44), matches responses to our pending queries, times them out, and
+//! keeps the routing table, storage and token secrets fresh.
+//!
+//! Other tasks (lookups, the public API) talk to it through [`Cmd`]s and read
+//! the shared [`State`] under a short-lived lock; nothing awaits while holding
+//! it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::id::{bep42_id, bep42_valid, is_exempt, random_id};
+use super::krpc::{self, Body, DecodeError, Id, Message, NodeInfo, Query, Response};
+use super::routing::{Insert, K, QUESTIONABLE_AFTER, RoutingTable};
+use super::storage::{ItemStore, MAX_VALUES, PeerStore, Tokens};
+use super::DhtConfig;
+
+/// Pending outgoing queries, at most (memory bound).
+pub const MAX_PENDING: usize = 4096;
+/// Name of the state file in [`DhtConfig::state_dir`].
+pub const STATE_FILE: &str = "dht_nodes";
+/// Distinct voters needed before we believe an external IP (BEP 42).
+const IP_VOTES_NEEDED: usize = 3;
+/// Votes remembered.
+const MAX_VOTES: usize = 50;
+/// Period of housekeeping (expiry, token rotation, bucket refresh).
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// Period of saving the routing table.
+const SAVE_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// Why a query to another node got no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    #[error("no response within the request timeout")]
+    Timeout,
+    #[error("remote error {code}: {message}")]
+    Remote { code: i64, message: String },
+    #[error("too many pending queries")]
+    Busy,
+    #[error("the DHT node has shut down")]
+    Closed,
+}
+
+/// Requests to the node task.
+pub enum Cmd {
+    /// Send `query` to `addr`; answer on `reply` (if any) with the response,
+    /// an error reply, or a timeout.
+    Query {
+        addr: SocketAddr,
+        query: Query,
+        reply: Option<oneshot::Sender<Result<Response, RpcError>>>,
+    },
+    /// Save state and stop; acknowledge on the sender.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counters read by [`super::Dht::stats`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub queries_in: AtomicU64,
+    pub queries_out: AtomicU64,
+    pub responses_in: AtomicU64,
+    pub errors_in: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub dropped_datagrams: AtomicU64,
+    pub pending: AtomicUsize,
+}
+
+/// State shared between the node task and lookups.
+#[derive(Debug)]
+pub struct State {
+    pub table: RoutingTable,
+    pub peers: PeerStore,
+    pub items: ItemStore,
+    pub tokens: Tokens,
+    /// BEP 42 votes: (voter IP, the IP it says we have), newest last.
+    votes: VecDeque<(IpAddr, IpAddr)>,
+    pub external_ip: Option<IpAddr>,
+    /// Nodes to contact when the table is thin: resolved bootstrap routers
+    /// and nodes saved by a previous run.
+    pub seeds: Vec<SocketAddr>,
+}
+
+/// Everything the node task and the handles share.
+#[derive(Debug)]
+pub struct Shared {
+    pub cfg: DhtConfig,
+    pub local_addr: SocketAddr,
+    pub state: Mutex<State>,
+    pub counters: Counters,
+}
+
+impl Shared {
+    /// Locks the state (a poisoned lock is still usable: the state has no
+    /// invariant a panic elsewhere could break halfway).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads the state file: our previous id and previously good nodes.
+/// Format, one item a line: `id <40 hex>` and `node <40 hex> <ip:port>`.
+pub fn load_state(dir: &Path) -> (Option<Id>, Vec<NodeInfo>) {
+    let Ok(text) = std::fs::read_to_string(dir.join(STATE_FILE)) else {
+        return (None, Vec::new());
+    };
+    let mut id = None;
+    let mut nodes = Vec::new();
+    let parse_id = |s: &str| -> Option<Id> {
+        let mut out = [0u8; 20];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(out)
+    };
+    for line in text.lines().take(10_000) {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next(), w.next()) {
+            (Some("id"), Some(h), None) => id = parse_id(h),
+            (Some("node"), Some(h), Some(a)) => {
+                if let (Some(nid), Ok(addr)) = (parse_id(h), a.parse::<SocketAddr>()) {
+                    nodes.push(NodeInfo { id: nid, addr });
+                }
+            }
+            _ => {}
+        }
+    }
+    (id, nodes)
+}
+
+/// Writes the state file atomically (temporary file, then rename).
+pub fn save_state(dir: &Path, id: &Id, nodes: &[NodeInfo]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut text = format!("# btfs DHT routing table\nid {}\n", hex::encode(id));
+    for n in nodes {
+        text.push_str(&format!("node {} {}\n", hex::encode(n.id), n.addr));
+    }
+    let tmp: PathBuf = dir.join(format!("{STATE_FILE}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, dir.join(STATE_FILE))
+}
+
+impl State {
+    /// A fresh state around `own` with `seeds` to bootstrap from.
+    pub fn new(own: Id, seeds: Vec<SocketAddr>) -> State {
+        State {
+            table: RoutingTable::new(own),
+            peers: PeerStore::default(),
+            items: ItemStore::default(),
+            tokens: Tokens::default(),
+            votes: VecDeque::new(),
+            external_ip: None,
+            seeds,
+        }
+    }
+
+    /// Records `voter`'s claim that our address is `ip` (BEP 42). When enough
+    /// distinct voters agree on a public address our id is not valid for, we
+    /// take a new id and rebuild the table around it.
+    fn vote(&mut self, voter: IpAddr, ip: IpAddr) {
+        self.votes.retain(|(v, _)| *v != voter);
+        if self.votes.len() >= MAX_VOTES {
+            self.votes.pop_front();
+        }
+        self.votes.push_back((voter, ip));
+        let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+        for (_, v) in &self.votes {
+            *counts.entry(*v).or_default() += 1;
+        }
+        let Some((best, n)) = counts.into_iter().max_by_key(|(_, n)| *n) else {
+            return;
+        };
+        if n < IP_VOTES_NEEDED || self.external_ip == Some(best) {
+            return;
+        }
+        self.external_ip = Some(best);
+        let own = self.table.own_id();
+        if !is_exempt(&best) && !bep42_valid(&own, &best) {
+            let mut r = [0u8; 1];
+            getrandom::fill(&mut r).expect("OS random source");
+            let new_id = bep42_id(&best, r[0]);
+            tracing::info!(ip = %best, id = %hex::encode(new_id), "DHT: external IP changed; new BEP 42 node id");
+            let old = std::mem::replace(&mut self.table, RoutingTable::new(new_id));
+            let now = Instant::now();
+            for n in old.good_nodes() {
+                self.table.heard_from(n, true, now);
+            }
+        }
+    }
+}
+
+/// The node task. Runs until [`Cmd::Shutdown`] or until every sender is
+/// dropped; saves the routing table on the way out.
+pub async fn run(
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Cmd>,
+    weak_tx: mpsc::WeakSender<Cmd>,
+) {
+    let mut node = Node {
+        socket,
+        shared,
+        pending: HashMap::new(),
+        next_tid: u32::from_be_bytes(random_id()[..4].try_into().expect("4 bytes")),
+    };
+    let mut buf = vec![0u8; 65536];
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_housekeeping = Instant::now();
+    let mut last_save = Instant::now();
+    let ack = loop {
+        tokio::select! {
+            r = node.socket.recv_from(&mut buf) => match r {
+                Ok((n, from)) => node.datagram(&buf[..n], from).await,
+                Err(e) => {
+                    tracing::debug!("DHT: recv error: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            cmd = rx.recv() => match cmd {
+                Some(Cmd::Query { addr, query, reply }) => node.send_query(addr, query, reply).await,
+                Some(Cmd::Shutdown(ack)) => break Some(ack),
+                None => break None,
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                node.expire_pending(now);
+                if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
+                    last_housekeeping = now;
+                    node.housekeeping(now, &weak_tx).await;
+                }
+                if now.duration_since(last_save) >= SAVE_EVERY {
+                    last_save = now;
+                    node.save();
+                }
+            }
+        }
+    };
+    node.save();
+    for (_, p) in node.pending.drain() {
+        if let Some(r) = p.reply {
+            let _ = r.send(Err(RpcError::Closed));
+        }
+    }
+    node.shared.counters.pending.store(0, Ordering::Relaxed);
+    drop(node);
+    if let Some(ack) = ack {
+        let _ = ack.send(());
+    }
+}
+
+struct Pending {
+    addr: SocketAddr,
+    deadline: Instant,
+    reply: Option<oneshot::Sender<Result<Response, RpcError>>>,
+}
+
+struct Node {
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    pending: HashMap<[u8; 4], Pending>,
+    next_tid: u32,
+}
+
+impl Node {
+    fn save(&self) {
+        let Some(dir) = &self.shared.cfg.state_dir else {
+            return;
+        };
+        let (id, nodes) = {
+            let st = self.shared.lock();
+            let mut nodes = st.table.good_nodes();
+            if nodes.is_empty() {
+                nodes = st.table.all_nodes();
+            }
+            (st.table.own_id(), nodes)
+        };
+        if let Err(e) = save_state(dir, &id, &nodes) {
+            tracing::warn!("DHT: cannot save routing table in {}: {e}", dir.display());
+        }
+    }
+
+    async fn send(&self, msg: &Message, to: SocketAddr) {
+        let bytes = msg.encode();
+        if let Err(e) = self.socket.send_to(&bytes, to).await {
+            tracing::debug!("DHT: send to {to} failed: {e}");
+        }
+    }
+
+    async fn send_query(
+        &mut self,
+        addr: SocketAddr,
+        query: Query,
+        reply: Option<oneshot::Sender<Result<Response, RpcError>>>,
+    ) {
+        if self.pending.len() >= MAX_PENDING {
+            if let Some(r) = reply {
+                let _ = r.send(Err(RpcError::Busy));
+            }
+            return;
+        }
+        let tid = loop {
+            self.next_tid = self.next_tid.wrapping_add(1);
+            let t = self.next_tid.to_be_bytes();
+            if !self.pending.contains_key(&t) {
+                break t;
+            }
+        };
+        let own = self.shared.lock().table.own_id();
+        let msg = Message {
+            tid: tid.to_vec(),
+            body: Body::Query { id: own, query },
+            ip: None,
+            read_only: self.shared.cfg.read_only,
+        };
+        self.send(&msg, addr).await;
+        self.shared
+            .counters
+            .queries_out
+            .fetch_add(1, Ordering::Relaxed);
+        self.pending.insert(
+            tid,
+            Pending {
+                addr,
+                deadline: Instant::now() + self.shared.cfg.request_timeout,
+                reply,
+            },
+        );
+        self.shared
+            .counters
+            .pending
+            .store(self.pending.len(), Ordering::Relaxed);
+    }
+
+    fn expire_pending(&mut self, now: Instant) {
+        let expired: Vec<[u8; 4]> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let mut st = self.shared.lock();
+        for t in expired {
+            if let Some(p) = self.pending.remove(&t) {
+                st.table.failed(&p.addr);
+                self.shared.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                if let Some(r) = p.reply {
+                    let _ = r.send(Err(RpcError::Timeout));
+                }
+            }
+        }
+        self.shared
+            .counters
+            .pending
+            .store(self.pending.len(), Ordering::Relaxed);
+    }
+
+    async fn housekeeping(&mut self, now: Instant, weak_tx: &mpsc::WeakSender<Cmd>) {
+        let (targets, questionable) = {
+            let mut st = self.shared.lock();
+            st.tokens.maybe_rotate(now);
+            st.peers.expire(now);
+            st.items.expire(now);
+            let targets = if st.table.is_empty() {
+                Vec::new()
+            } else {
+                st.table.stale_targets(QUESTIONABLE_AFTER, now)
+            };
+            (targets, st.table.questionable(now))
+        };
+        // Ping a few questionable nodes so they become good or get replaced.
+        for addr in questionable.into_iter().take(K) {
+            self.send_query(addr, Query::Ping, None).await;
+        }
+        if targets.is_empty() {
+            return;
+        }
+        if let Some(tx) = weak_tx.upgrade() {
+            let inner = Arc::new(super::Inner {
+                shared: self.shared.clone(),
+                cmd: tx,
+            });
+            tokio::spawn(async move {
+                for t in targets {
+                    let mut l = super::lookup::Lookup::new(&inner, t, Query::FindNode { target: t }, false);
+                    while l.next().await.is_some() {}
+                }
+            });
+        }
+    }
+
+    async fn datagram(&mut self, buf: &[u8], from: SocketAddr) {
+        let shared = self.shared.clone();
+        let c = &shared.counters;
+        if buf.len() > krpc::MAX_DATAGRAM {
+            c.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let msg = match krpc::decode(buf) {
+            Ok(m) => m,
+            Err(DecodeError::Malformed(why)) => {
+                tracing::trace!("DHT: dropped datagram from {from}: {why}");
+                c.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(DecodeError::Reply { tid, code, message }) => {
+                c.queries_in.fetch_add(1, Ordering::Relaxed);
+                if !self.shared.cfg.read_only {
+                    let reply = Message {
+                        tid,
+                        body: Body::Error {
+                            code,
+                            message: message.into(),
+                        },
+                        ip: Some(from),
+                        read_only: false,
+                    };
+                    self.send(&reply, from).await;
+                }
+                return;
+            }
+        };
+        match msg.body {
+            Body::Query { id, query } => {
+                c.queries_in.fetch_add(1, Ordering::Relaxed);
+                // BEP 43: a read-only node does not answer queries.
+                if self.shared.cfg.read_only {
+                    return;
+                }
+                let (body, ping) = self.answer(from, id, query, msg.read_only);
+                let reply = Message {
+                    tid: msg.tid,
+                    body,
+                    ip: Some(from),
+                    read_only: false,
+                };
+                self.send(&reply, from).await;
+                for addr in ping {
+                    self.send_query(addr, Query::Ping, None).await;
+                }
+            }
+            Body::Response(r) => {
+                let Some(p) = self.take_pending(&msg.tid, from) else {
+                    c.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                c.responses_in.fetch_add(1, Ordering::Relaxed);
+                let ping = {
+                    let mut st = self.shared.lock();
+                    if let Some(ip) = msg.ip {
+                        st.vote(from.ip(), ip.ip());
+                    }
+                    let mut ping = Vec::new();
+                    if self.id_acceptable(&r.id, &from) && !msg.read_only {
+                        let info = NodeInfo { id: r.id, addr: from };
+                        if let Insert::Full { ping: p } =
+                            st.table.heard_from(info, true, Instant::now())
+                        {
+                            ping = p;
+                        }
+                    }
+                    ping
+                };
+                if let Some(reply) = p.reply {
+                    let _ = reply.send(Ok(r));
+                }
+                for addr in ping {
+                    self.send_query(addr, Query::Ping, None).await;
+                }
+            }
+            Body::Error { code, message } => {
+                let Some(p) = self.take_pending(&msg.tid, from) else {
+                    c.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                c.errors_in.fetch_add(1, Ordering::Relaxed);
+                if let Some(reply) = p.reply {
+                    let _ = reply.send(Err(RpcError::Remote { code, message }));
+                }
+            }
+        }
+    }
+
+    /// Removes and returns the pending query with this tid, if it was sent to
+    /// `from` (a reply from elsewhere is ignored).
+    fn take_pending(&mut self, tid: &[u8], from: SocketAddr) -> Option<Pending> {
+        let t: [u8; 4] = tid.try_into().ok()?;
+        if self.pending.get(&t)?.addr != from {
+            return None;
+        }
+        let p = self.pending.remove(&t);
+        self.shared
+            .counters
+            .pending
+            .store(self.pending.len(), Ordering::Relaxed);
+        p
+    }
+
+    /// BEP 42: ids of nodes at public addresses must match their IP.
+    fn id_acceptable(&self, id: &Id, from: &SocketAddr) -> bool {
+        !self.shared.cfg.enforce_node_id || bep42_valid(id, &from.ip())
+    }
+
+    /// Serves one query; returns the reply body and nodes to ping.
+    fn answer(
+        &self,
+        from: SocketAddr,
+        id: Id,
+        query: Query,
+        read_only: bool,
+    ) -> (Body, Vec<SocketAddr>) {
+        let now = Instant::now();
+        let mut st = self.shared.lock();
+        let own = st.table.own_id();
+        let mut ping = Vec::new();
+        // BEP 43: read-only nodes are answered but not added.
+        if !read_only && self.id_acceptable(&id, &from) {
+            if let Insert::Full { ping: p } =
+                st.table.heard_from(NodeInfo { id, addr: from }, false, now)
+            {
+                ping = p;
+            }
+        }
+        let mut r = Response {
+            id: own,
+            ..Default::default()
+        };
+        let err = |code: i64, message: &str| Body::Error {
+            code,
+            message: message.into(),
+        };
+        let body = match query {
+            Query::Ping => Body::Response(r),
+            Query::FindNode { target } => {
+                r.nodes = st.table.closest(&target, K);
+                Body::Response(r)
+            }
+            Query::GetPeers { info_hash } => {
+                r.token = Some(st.tokens.issue(&from.ip()));
+                r.values = st.peers.get(&info_hash, MAX_VALUES, now);
+                r.nodes = st.table.closest(&info_hash, K);
+                Body::Response(r)
+            }
+            Query::AnnouncePeer {
+                info_hash,
+                port,
+                implied_port,
+                token,
+            } => {
+                if !st.tokens.check(&token, &from.ip()) {
+                    err(203, "invalid token")
+                } else {
+                    let port = if implied_port { from.port() } else { port };
+                    st.peers
+                        .announce(info_hash, SocketAddr::new(from.ip(), port), now);
+                    Body::Response(r)
+                }
+            }
+            Query::Get { target, seq } => {
+                r.token = Some(st.tokens.issue(&from.ip()));
+                r.nodes = st.table.closest(&target, K);
+                if let Some(item) = st.items.get(&target, now) {
+                    match &item.mutable {
+                        None => r.v = Some(item.v.clone()),
+                        Some(m) => {
+                            r.k = Some(m.k);
+                            r.seq = Some(m.seq);
+                            if seq.is_none_or(|s| m.seq > s) {
+                                r.v = Some(item.v.clone());
+                                r.sig = Some(m.sig);
+                            }
+                        }
+                    }
+                }
+                Body::Response(r)
+            }
+            Query::Put(p) => {
+                if !st.tokens.check(&p.token, &from.ip()) {
+                    err(203, "invalid token")
+                } else {
+                    match st.items.put(&p, now) {
+                        Ok(_) => Body::Response(r),
+                        Err((code, message)) => err(code, message),
+                    }
+                }
+            }
+        };
+        (body, ping)
+    }
+}
