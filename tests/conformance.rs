@@ -329,3 +329,67 @@ fn info_of_py_agrees_with_the_data() {
     }
     assert_eq!(checked, 12);
 }
+
+/// Hostile variations of every info dict (bytes changed, truncated, digits
+/// bumped) are refused or loaded, never a panic, and whatever loads keeps
+/// every path inside the torrent.
+#[test]
+fn mutated_info_dicts_never_panic() {
+    let dir = torrents_dir();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut tried = 0;
+    for row in rows() {
+        let Some((start, end)) = row.span else {
+            continue;
+        };
+        let buf = std::fs::read(dir.join(&row.file)).unwrap();
+        let raw = &buf[start..end];
+        if raw.len() > 20_000 {
+            continue; // the big ones only add time
+        }
+        for _ in 0..60 {
+            let mut m = raw.to_vec();
+            match next() % 4 {
+                0 => {
+                    let i = (next() as usize) % m.len();
+                    m[i] = next() as u8;
+                }
+                1 => m.truncate((next() as usize) % m.len()),
+                2 => {
+                    // bump a digit: lengths, counts and string sizes change
+                    let digits: Vec<usize> =
+                        (0..m.len()).filter(|&i| m[i].is_ascii_digit()).collect();
+                    if let Some(&i) = digits.get((next() as usize) % digits.len().max(1)) {
+                        m[i] = b'0' + (next() % 10) as u8;
+                    }
+                }
+                _ => {
+                    let i = (next() as usize) % m.len();
+                    let bytes: &[&[u8]] = &[b"..", b"/", b"\\", b"\0", b"l", b"d", b"e", b"i-1e"];
+                    let ins = bytes[(next() as usize) % bytes.len()];
+                    m.splice(i..i, ins.iter().copied());
+                }
+            }
+            tried += 1;
+            if let Ok(info) = Info::from_bytes(&m) {
+                for f in &info.files {
+                    for c in f.path.iter().chain(f.symlink.iter().flatten()) {
+                        assert!(
+                            !c.is_empty() && c != "." && c != ".." && !c.contains('/'),
+                            "{}: bad component {c:?}",
+                            row.file
+                        );
+                    }
+                    assert_eq!(f.path[0], info.name);
+                }
+            }
+        }
+    }
+    assert!(tried > 5000);
+}

@@ -687,7 +687,7 @@ fn check_hybrid(
             }
             v2_offset = v2_offset
                 .checked_add(f.length)
-                .map(|end| end.div_ceil(piece_length) * piece_length)
+                .and_then(|end| end.div_ceil(piece_length).checked_mul(piece_length))
                 .ok_or_else(|| field_err("file tree", "lengths overflow"))?;
         }
     }
