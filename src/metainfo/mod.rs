@@ -442,8 +442,8 @@ impl Info {
             return Err(field_err(
                 "pieces",
                 format!(
-                    "too many pieces: {total} bytes in pieces of {piece_length} bytes need \
-                     {num_pieces}, more than the limit of {MAX_PIECES}"
+                    "would need too many pieces: {total} bytes in pieces of {piece_length} \
+                     bytes make {num_pieces}, more than the limit of {MAX_PIECES}"
                 ),
             ));
         }

@@ -307,7 +307,7 @@ fn piece_count_checked_before_allocating() {
         .insert("pieces", vec![0u8; 20])
         .encode();
     let e = err(&raw);
-    assert!(e.contains("`pieces` too many pieces"), "{e}");
+    assert!(e.contains("`pieces` would need too many pieces"), "{e}");
     // many huge files: the count is computed from the lengths, not allocated
     let big = MAX_FILE_LENGTH as i64;
     let files: Vec<Owned> = (0..50)
@@ -320,7 +320,7 @@ fn piece_count_checked_before_allocating() {
         .insert("files", Owned::List(files))
         .encode();
     let e = err(&raw);
-    assert!(e.contains("`pieces` too many pieces"), "{e}");
+    assert!(e.contains("`pieces` would need too many pieces"), "{e}");
     // hash count must match
     let raw = Owned::dict()
         .insert("name", "x")
