@@ -65,7 +65,10 @@ fn wait_lt_tables(lt: &mut LtNodes, min: i64) {
             if n >= min {
                 break;
             }
-            assert!(Instant::now() < end, "libtorrent node {i} knows only {n} nodes");
+            assert!(
+                Instant::now() < end,
+                "libtorrent node {i} knows only {n} nodes"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -119,7 +122,10 @@ fn dht_lt_bootstrap_and_peers() {
             let t0 = Instant::now();
             while let Some(batch) = rx.recv().await {
                 if batch.contains(&want) {
-                    eprintln!("found libtorrent's peer after {:?} of the lookup", t0.elapsed());
+                    eprintln!(
+                        "found libtorrent's peer after {:?} of the lookup",
+                        t0.elapsed()
+                    );
                     found = true;
                     break;
                 }

@@ -121,6 +121,17 @@ fn dht_wire_robustness() {
         assert!(r.windows(13).any(|w| w == b"invalid token"), "{r:?}");
         assert_eq!(d.stats().queries_in, 7, "4 pings, 204, 203, bad token");
         d.shutdown().await;
+        // BEP 43: a read-only node answers no query.
+        let ro = Dht::start(DhtConfig {
+            read_only: true,
+            ..cfg(vec![])
+        })
+        .await
+        .unwrap();
+        let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+        assert!(exchange(&sock, ro.local_addr(), ping).await.is_none());
+        assert_eq!(ro.stats().queries_in, 1);
+        ro.shutdown().await;
     });
 }
 
@@ -159,7 +170,12 @@ fn dht_local_peers_and_items() {
         assert!(nodes[2].put_mutable(v2.clone()).await.unwrap() >= 3);
         let got = nodes[10].get_mutable(kp.public_key(), b"s").await.unwrap();
         assert_eq!(got, v2);
-        assert!(nodes[10].get_mutable(kp.public_key(), b"other").await.is_none());
+        assert!(
+            nodes[10]
+                .get_mutable(kp.public_key(), b"other")
+                .await
+                .is_none()
+        );
         // An older seq is now refused everywhere: 302.
         match nodes[5].put_mutable(v1).await {
             Err(DhtError::Rejected { code: 302, .. }) => {}
@@ -174,7 +190,9 @@ fn dht_local_peers_and_items() {
         );
         let big = format!("1000:{}", "x".repeat(1000)).into_bytes();
         assert!(matches!(
-            nodes[0].put_mutable(MutableItem::sign(&kp, b"", 1, &big)).await,
+            nodes[0]
+                .put_mutable(MutableItem::sign(&kp, b"", 1, &big))
+                .await,
             Err(DhtError::ValueTooLarge(_))
         ));
         assert_eq!(
@@ -226,6 +244,44 @@ fn dht_restart_from_saved_nodes() {
         d.shutdown().await;
         for n in &nodes {
             n.shutdown().await;
+        }
+    });
+}
+
+#[test]
+fn dht_ipv6_loopback() {
+    if !enter_netns("dht_ipv6_loopback") {
+        return;
+    }
+    runtime().block_on(async {
+        let v6 = |bootstrap: Vec<String>| DhtConfig {
+            bind: "[::1]:0".parse().unwrap(),
+            ..cfg(bootstrap)
+        };
+        let Ok(first) = Dht::start(v6(vec![])).await else {
+            eprintln!("SKIP dht_ipv6_loopback: no ::1 in this namespace");
+            return;
+        };
+        let boot = vec![first.local_addr().to_string()];
+        let mut nodes = vec![first];
+        for _ in 0..5 {
+            nodes.push(Dht::start(v6(boot.clone())).await.unwrap());
+        }
+        for d in nodes.iter().rev() {
+            d.bootstrap().await;
+        }
+        assert!(nodes[5].stats().nodes >= 5, "{:?}", nodes[5].stats());
+        let ih = InfoHash([0x66; 20]);
+        assert!(nodes[2].announce_peer(ih, Some(6666)).await >= 3);
+        let mut rx = nodes[4].get_peers(ih);
+        let mut got = Vec::new();
+        while let Some(b) = rx.recv().await {
+            got.extend(b);
+        }
+        let want: SocketAddr = "[::1]:6666".parse().unwrap();
+        assert!(got.contains(&want), "{got:?}");
+        for d in &nodes {
+            d.shutdown().await;
         }
     });
 }
