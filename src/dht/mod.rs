@@ -288,7 +288,7 @@ impl Dht {
     /// peers (no repeats) arrive on the channel as nodes answer, the ones
     /// stored on our own node first; the channel closes when the lookup ends
     /// (at most [`DhtConfig::lookup_timeout`]). Dropping the receiver stops
-    /// the lookup.
+    /// the lookup. Must be called inside a tokio runtime (it spawns a task).
     pub fn get_peers(&self, info_hash: InfoHash) -> mpsc::Receiver<Vec<SocketAddr>> {
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
