@@ -298,31 +298,27 @@ impl Picker {
     }
 
     /// Records a received block from `conn`. Copies it into the piece buffer.
+    ///
+    /// A block of an in-progress piece is kept whoever it was requested
+    /// from (it is verified with the whole piece anyway): a peer may still
+    /// deliver requests we released after a choke or cancelled.
     pub fn on_block(&mut self, conn: ConnId, index: u32, begin: u32, data: &[u8]) -> BlockOutcome {
-        let size = self.piece_size_checked(index);
-        let Some(part) = self.partial.get_mut(&index) else {
-            return if self.has(index) || self.verifying.contains(&index) {
-                BlockOutcome::Duplicate
-            } else {
-                BlockOutcome::Unrequested
-            };
-        };
-        let Some(size) = size else {
+        let Some(size) = self.piece_size_checked(index) else {
             return BlockOutcome::Unrequested;
+        };
+        let Some(part) = self.partial.get_mut(&index) else {
+            // Had, being verified, or dropped as no longer wanted.
+            return BlockOutcome::Duplicate;
         };
         if begin % BLOCK != 0 {
             return BlockOutcome::Unrequested;
         }
         let b = (begin / BLOCK) as usize;
-        let expected = block_req(index, b, size).length;
-        if b >= part.blocks.len() || data.len() as u32 != expected {
+        if b >= part.blocks.len() || data.len() as u32 != block_req(index, b, size).length {
             return BlockOutcome::Unrequested;
         }
-        match &part.blocks[b] {
-            BlockState::Received => return BlockOutcome::Duplicate,
-            BlockState::Requested(by) if by.contains(&conn) => {}
-            // Requested from someone else or not at all: not ours to send.
-            _ => return BlockOutcome::Unrequested,
+        if matches!(part.blocks[b], BlockState::Received) {
+            return BlockOutcome::Duplicate;
         }
         part.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
         part.blocks[b] = BlockState::Received;
@@ -455,16 +451,12 @@ mod tests {
         p.add_urgent(0);
         let reqs = p.pick(1, &|_| true, 100);
         assert_eq!(reqs.len(), 2);
-        assert_eq!(
-            p.on_block(2, 0, 0, &[0; BLOCK as usize]),
-            BlockOutcome::Unrequested
-        );
+        assert_eq!(p.on_block(1, 9, 0, &[0; 16384]), BlockOutcome::Unrequested);
+        assert_eq!(p.on_block(1, 1, 0, &[0; 16384]), BlockOutcome::Duplicate);
         assert_eq!(p.on_block(1, 0, 5, &[0; 10]), BlockOutcome::Unrequested);
         assert_eq!(p.on_block(1, 0, 0, &[1; 10]), BlockOutcome::Unrequested);
-        assert_eq!(
-            p.on_block(1, 0, 0, &[1; BLOCK as usize]),
-            BlockOutcome::Stored
-        );
+        // kept even from a peer it was not requested from
+        assert_eq!(p.on_block(2, 0, 0, &[1; 16384]), BlockOutcome::Stored);
         assert_eq!(
             p.on_block(1, 0, 0, &[1; BLOCK as usize]),
             BlockOutcome::Duplicate
@@ -478,7 +470,7 @@ mod tests {
                 assert_eq!(index, 0);
                 assert_eq!(&data[..BLOCK as usize], &[1; BLOCK as usize][..]);
                 assert_eq!(&data[BLOCK as usize..], &[2; BLOCK as usize][..]);
-                assert_eq!(contributors, vec![1]);
+                assert_eq!(contributors, vec![2, 1]);
             }
             o => panic!("{o:?}"),
         }

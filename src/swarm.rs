@@ -95,6 +95,8 @@ struct Candidate {
     connected: bool,
     banned: bool,
     hash_failures: u32,
+    /// False for the ephemeral address of an incoming connection.
+    dialable: bool,
 }
 
 /// Mutable swarm state, under one lock (held briefly, never across I/O).
@@ -353,6 +355,7 @@ impl Swarm {
                     connected: false,
                     banned: false,
                     hash_failures: 0,
+                    dialable: true,
                 }
             });
         }
@@ -372,7 +375,7 @@ impl Swarm {
         let mut out: Vec<(SocketAddr, PeerSource)> = st
             .candidates
             .iter()
-            .filter(|(_, c)| !c.connected && !c.banned && c.next_try <= now)
+            .filter(|(_, c)| c.dialable && !c.connected && !c.banned && c.next_try <= now)
             .map(|(a, c)| (*a, c.source))
             .take(free)
             .collect();
@@ -417,6 +420,7 @@ impl Swarm {
             connected: true,
             banned: false,
             hash_failures: 0,
+            dialable: source != PeerSource::Incoming,
         });
         if c.banned {
             return None;

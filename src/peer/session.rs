@@ -104,8 +104,11 @@ struct Session {
     rate_since: Instant,
     /// Blocks they asked us for.
     uploads: VecDeque<BlockRequest>,
+    /// Blocks with a bad index, offset or size (a protocol violation).
     bad_blocks: u32,
-    sent_bitfield_or_have: bool,
+    /// Blocks we had not asked this peer for (tolerated up to a bound).
+    stray_blocks: u32,
+    got_bitfield: bool,
 }
 
 impl Session {
@@ -135,7 +138,8 @@ impl Session {
             rate_since: now,
             uploads: VecDeque::new(),
             bad_blocks: 0,
-            sent_bitfield_or_have: false,
+            stray_blocks: 0,
+            got_bitfield: false,
         }
     }
 
@@ -151,7 +155,6 @@ impl Session {
         // Our bitfield first (BEP 3: only right after the handshake).
         if let Some(bf) = self.our_bitfield() {
             send(&mut w, &Message::Bitfield(bf)).await?;
-            self.sent_bitfield_or_have = true;
         }
         if extensions {
             let hs = self.our_ext_handshake();
@@ -194,7 +197,6 @@ impl Session {
                     match h {
                         Ok(i) => {
                             send(&mut w, &Message::Have(i)).await?;
-                            self.sent_bitfield_or_have = true;
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(_) => return Ok(()),
@@ -365,12 +367,21 @@ impl Session {
                 self.update_interest(w).await?;
             }
             Message::Bitfield(bf) => {
-                if self.peer_pieces.is_some() || self.peer_bitfield.is_some() {
+                if self.got_bitfield {
                     return Err("second bitfield".into());
                 }
-                self.peer_bitfield = Some(bf);
-                if self.swarm.loaded().is_some() {
-                    self.after_metadata(w).await?;
+                self.got_bitfield = true;
+                match (&mut self.peer_pieces, self.swarm.loaded()) {
+                    (Some(pieces), Some(l)) => {
+                        let n = l.info.num_pieces();
+                        let bits = crate::peer::wire::Bitfield::from_bytes(&bf, n)
+                            .map_err(|e| format!("bitfield: {e}"))?;
+                        for (i, p) in pieces.iter_mut().enumerate() {
+                            *p |= bits.get(i as u32);
+                        }
+                        self.update_interest(w).await?;
+                    }
+                    _ => self.peer_bitfield = Some(bf),
                 }
             }
             Message::Request(r) => {
@@ -411,12 +422,22 @@ impl Session {
 
     fn on_piece(&mut self, index: u32, begin: u32, data: Bytes) -> Result<(), String> {
         let len = data.len() as u32;
-        if let Some(pos) = self
+        match self
             .outstanding
             .iter()
             .position(|r| r.index == index && r.begin == begin && r.length == len)
         {
-            self.outstanding.remove(pos);
+            Some(pos) => {
+                self.outstanding.remove(pos);
+            }
+            None => {
+                // Cancelled or released requests may still arrive; a flood
+                // of blocks nobody asked for is an attack on our memory.
+                self.stray_blocks += 1;
+                if self.stray_blocks > 4096 {
+                    return Err("too many blocks we never requested".into());
+                }
+            }
         }
         self.last_block = Instant::now();
         self.rate_bytes += len as u64;
@@ -437,12 +458,12 @@ impl Session {
             BlockOutcome::Unrequested => {
                 self.bad_blocks += 1;
                 tracing::debug!(
-                    "{}: {} sent a block we did not request (piece {index}, offset {begin}, {len} bytes)",
+                    "{}: {} sent a block with a bad index, offset or size (piece {index}, offset {begin}, {len} bytes)",
                     self.swarm.info_hash,
                     self.addr
                 );
                 if self.bad_blocks > 16 {
-                    return Err("too many blocks we never requested".into());
+                    return Err("too many blocks with a bad index, offset or size".into());
                 }
             }
         }
@@ -706,7 +727,6 @@ impl Session {
         {
             return Err("both sides are seeders".into());
         }
-        let _ = self.sent_bitfield_or_have;
         Ok(())
     }
 }
