@@ -632,12 +632,17 @@ fn mount_follows_the_publisher_and_open_files_keep_their_version() {
     let (_nodes, addrs) = local_dht();
     let big1 = random_bytes(6 << 20, 1);
     let big2 = random_bytes(6 << 20, 2);
+    // The same 1 MiB in both torrents: at least 15 of its 64 KiB pieces are
+    // identical whatever order libtorrent gives the files (small files that
+    // differ may come first and shift it by a few bytes).
+    let shared = random_bytes(1 << 20, 3);
     let mut magnets = Vec::new();
     let mut seeders = Vec::new();
     for (v, big) in [("v1", &big1), ("v2", &big2)] {
         let site = tmp.path().join(v).join("site");
         std::fs::create_dir_all(&site).unwrap();
         std::fs::write(site.join("version.txt"), format!("{v}\n")).unwrap();
+        std::fs::write(site.join("a-shared.bin"), &shared).unwrap();
         std::fs::write(site.join("big.bin"), big).unwrap();
         std::fs::write(site.join(format!("only-in-{v}.txt")), v).unwrap();
         let mut s = seeder(&site, &addrs[0]);
@@ -670,6 +675,10 @@ fn mount_follows_the_publisher_and_open_files_keep_their_version() {
         m.log_text()
     );
     assert!(ls(&mnt.join("site")).contains("only-in-v1.txt"));
+    assert_eq!(
+        sha256(&cat(&mnt.join("site/a-shared.bin")).unwrap()),
+        sha256(&shared)
+    );
 
     // Open v1's big file and read its first 64 KiB.
     let mut f = std::fs::File::open(mnt.join("site/big.bin")).unwrap();
@@ -710,6 +719,24 @@ fn mount_follows_the_publisher_and_open_files_keep_their_version() {
         sha256(&big2)
     );
     assert!(m.log_text().contains("switching from"), "{}", m.log_text());
+    // The pieces v1 already had were copied, not fetched again.
+    let log = m.log_text();
+    let copied = log.lines().find_map(|l| {
+        l.split(" pieces copied from ")
+            .next()?
+            .rsplit(' ')
+            .next()?
+            .parse::<u32>()
+            .ok()
+    });
+    assert!(
+        copied.is_some_and(|n| n >= 15),
+        "no piece copy logged:\n{log}"
+    );
+    assert_eq!(
+        sha256(&cat(&mnt.join("site/a-shared.bin")).unwrap()),
+        sha256(&shared)
+    );
 
     // The file opened before the switch still reads v1, to the end.
     f.seek(SeekFrom::Start(65536)).unwrap();
