@@ -174,6 +174,19 @@ fn ino_of(generation: u32, id: usize) -> INodeNo {
     }
 }
 
+/// The (generation, node) of inode `ino` when version `current` is shown:
+/// the inverse of [`ino_of`]. `None` for inode 0 and for the never-issued
+/// per-version root inodes `g << 32 | 1`.
+fn split_ino(ino: INodeNo, current: u32) -> Option<(u32, usize)> {
+    let ino = u64::from(ino);
+    if ino == ROOT {
+        return Some((current, 0));
+    }
+    let low = ino & 0xffff_ffff;
+    let id = (low as usize).checked_sub(1).filter(|i| *i > 0)?;
+    Some(((ino >> 32) as u32, id))
+}
+
 /// A mounted archive (or mutable URL: a sequence of archives).
 pub struct ArchiveFs {
     shared: Arc<Shared>,
@@ -230,24 +243,17 @@ impl ArchiveFs {
     /// The version and node of inode `ino`: the root is the current
     /// version's node 0. `None` for an unknown inode or a dropped version.
     fn node(&self, ino: INodeNo) -> Option<(u32, Archive, SystemTime, usize)> {
-        let ino = u64::from(ino);
         let v = self.shared.read();
-        let (generation, id) = if ino == ROOT {
-            (v.current, 0)
-        } else {
-            let low = ino & 0xffff_ffff;
-            (
-                (ino >> 32) as u32,
-                (low as usize).checked_sub(1).filter(|i| *i > 0)?,
-            )
-        };
+        let (generation, id) = split_ino(ino, v.current)?;
         let ver = v.by_gen.get(&generation)?;
         (id < ver.archive.tree().nodes.len())
             .then(|| (generation, ver.archive.clone(), ver.mtime, id))
     }
 
-    fn ttl(&self, generation_root_child: bool) -> Duration {
-        if generation_root_child && self.shared.retire.is_some() {
+    /// Entry and attribute TTL: short for the root and its entries on a
+    /// mutable mount (they change with each version), else a day.
+    fn ttl(&self, root_or_root_entry: bool) -> Duration {
+        if root_or_root_entry && self.shared.retire.is_some() {
             ROOT_TTL_MUTABLE
         } else {
             TTL
@@ -548,5 +554,29 @@ fn raise_readahead(mountpoint: &Path) {
     let path = format!("/sys/class/bdi/{maj}:{min}/read_ahead_kb");
     if let Err(e) = std::fs::write(&path, "1024") {
         tracing::debug!("cannot raise readahead ({path}): {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inodes_of_versions_never_collide_and_round_trip() {
+        // Version 0 keeps the plain `node + 1` numbering.
+        assert_eq!(ino_of(0, 5), INodeNo(6));
+        // The root is inode 1 in every version and shows the current one.
+        assert_eq!(ino_of(7, 0), INodeNo(ROOT));
+        assert_eq!(split_ino(INodeNo(ROOT), 3), Some((3, 0)));
+        let mut seen = std::collections::HashSet::new();
+        for g in [0u32, 1, 2, u32::MAX] {
+            for id in [1usize, 2, 1000, u32::MAX as usize - 1] {
+                let ino = ino_of(g, id);
+                assert!(seen.insert(u64::from(ino)), "collision at {g} {id}");
+                assert_eq!(split_ino(ino, 0), Some((g, id)));
+            }
+        }
+        assert_eq!(split_ino(INodeNo(0), 0), None);
+        assert_eq!(split_ino(INodeNo(1 << 32 | 1), 0), None);
     }
 }

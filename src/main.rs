@@ -531,14 +531,27 @@ async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {
             let client = start_client(&net, Duration::from_secs(60), false).await?;
             let dht = client.dht().context("the DHT is off (--no-dht)")?.clone();
             dht.bootstrap().await;
-            let item =
-                tokio::time::timeout(Duration::from_secs(timeout), dht.get_mutable(pk, &salt))
-                    .await
-                    .ok()
-                    .flatten();
+            let report = tokio::time::timeout(
+                Duration::from_secs(timeout),
+                dht.get_mutable_report(pk, &salt),
+            )
+            .await
+            .ok();
             client.stop().await;
-            let item =
-                item.ok_or_else(|| anyhow::anyhow!("no item with a valid signature found"))?;
+            let report = report.ok_or_else(|| {
+                anyhow::anyhow!("the DHT lookup did not finish within {timeout} s")
+            })?;
+            let item = match report.item {
+                Some(i) => i,
+                None if report.refused > 0 => bail!(
+                    "{} items found, none with a valid signature for this key and salt",
+                    report.refused
+                ),
+                None => bail!(
+                    "no item found for this key and salt ({} DHT nodes answered)",
+                    report.answered
+                ),
+            };
             println!("seq {}", item.seq);
             println!("{}", btfs::dht::format_value(&item.value));
             Ok(())
