@@ -342,6 +342,19 @@ async fn copy_shared_pieces(old: &Archive, new: &Archive) -> usize {
     copied
 }
 
+/// The `seq` in a memo file (one decimal number), if readable.
+fn read_seq_memo(path: &std::path::Path) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Writes `seq` to a memo file, creating its directory.
+fn write_seq_memo(path: &std::path::Path, seq: i64) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    crate::storage::write_atomic(path, format!("{seq}\n").as_bytes())
+}
+
 /// Byte range `[start, end)` of piece `index` in the torrent's piece space.
 fn piece_range(info: &crate::metainfo::Info, index: u32) -> (u64, u64) {
     let start = u64::from(index) * info.piece_length;
@@ -468,11 +481,24 @@ impl Client {
         Ok(Archive::new(swarm))
     }
 
-    /// Waits (at most `limit`) for the first DHT bootstrap to finish, so a
-    /// lookup right after [`ClientBuilder::start`] has nodes to ask.
+    /// Waits (at most `limit`) until the DHT has nodes to ask: the first
+    /// bootstrap finished, or at least one node answered (a lookup from a
+    /// thin routing table also asks the bootstrap nodes).
     pub async fn wait_bootstrapped(&self, limit: Duration) {
+        let Some(dht) = &self.inner.dht else { return };
         let mut rx = self.inner.bootstrapped.subscribe();
-        let _ = tokio::time::timeout(limit, rx.wait_for(|b| *b)).await;
+        let ready = async {
+            loop {
+                if *rx.borrow_and_update() || dht.stats().nodes > 0 {
+                    return;
+                }
+                tokio::select! {
+                    _ = rx.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, ready).await;
     }
 
     fn dht_for(&self, what: &str) -> Result<&Dht, Error> {
@@ -556,7 +582,10 @@ impl Client {
     /// The sequence number is 1 + the highest valid `seq` found on the DHT
     /// for the key and salt (1 when none), so a `seq` is never reused with
     /// another value; the signature covers salt, seq and value (BEP 44,
-    /// "signature verification"). When nodes refuse the item because they
+    /// "signature verification"). With file storage the last `seq` this
+    /// machine published for a key and salt is also remembered (in
+    /// `<cache>/bep46/<target hex>`), so a DHT lookup that misses the
+    /// newest item still gets a higher `seq`. When nodes refuse the item because they
     /// hold a newer one (error 302), the DHT is asked again, up to 3 times.
     ///
     /// Errors: [`Error::Publish`] for a target that is not a magnet link or
@@ -583,10 +612,12 @@ impl Client {
             public_key: keypair.public_key(),
             salt: salt.to_vec(),
         };
+        let memo = self.seq_memo_path(&url);
         let mut last = None;
         for _ in 0..3 {
             let report = dht.get_mutable_report(keypair.public_key(), salt).await;
-            let previous_seq = report.item.as_ref().map(|i| i.seq);
+            let remembered = memo.as_ref().and_then(|p| read_seq_memo(p));
+            let previous_seq = report.item.as_ref().map(|i| i.seq).max(remembered);
             let seq = match previous_seq {
                 None => 1,
                 Some(s) => s.checked_add(1).ok_or_else(|| {
@@ -596,6 +627,11 @@ impl Client {
             let item = MutableItem::sign(keypair, salt, seq, &value);
             match dht.put_mutable(item.clone()).await {
                 Ok(nodes) => {
+                    if let Some(p) = &memo
+                        && let Err(e) = write_seq_memo(p, seq)
+                    {
+                        tracing::warn!("cannot remember seq {seq} in {}: {e}", p.display());
+                    }
                     tracing::info!(
                         "{}: seq {seq} -> {info_hash} stored on {nodes} DHT nodes",
                         url.to_url()
@@ -621,6 +657,17 @@ impl Client {
             "{}; the DHT holds a newer item than the ones we can see",
             last.map_or_else(String::new, |e| e.to_string())
         )))
+    }
+
+    /// Where the last published `seq` of `url`'s key and salt is kept
+    /// (file storage only).
+    fn seq_memo_path(&self, url: &MutableUrl) -> Option<PathBuf> {
+        match &self.inner.cfg.storage {
+            StorageKind::Files(dir) => Some(dir.join("bep46").join(hex::encode(
+                crate::dht::mutable_target(&url.public_key, &url.salt),
+            ))),
+            StorageKind::Memory => None,
+        }
     }
 
     /// Stores `item` again (BEP 44 items expire, typically after 2 hours,
