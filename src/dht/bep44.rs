@@ -107,7 +107,9 @@ mod tests {
             salt: vec![],
             seq: 1,
             value: v.to_vec(),
-            signature: h("305ac8aeb6c9c151fa120f120ea2cfb923564e11552d06a5d856091e5e853cff1260d3f39e4999684aa92eb73ffd136e6f4f3ecbfda0ce53a1608ecd7ae21f01"),
+            signature: h(
+                "305ac8aeb6c9c151fa120f120ea2cfb923564e11552d06a5d856091e5e853cff1260d3f39e4999684aa92eb73ffd136e6f4f3ecbfda0ce53a1608ecd7ae21f01",
+            ),
         };
         assert!(item.verify());
         assert_eq!(
@@ -121,7 +123,9 @@ mod tests {
         );
         let salted = MutableItem {
             salt: b"foobar".to_vec(),
-            signature: h("6834284b6b24c3204eb2fea824d82f88883a3d95e8b4a21b8c0ded553d17d17ddf9a8a7104b1258f30bed3787e6cb896fca78c58f8e03b5f18f14951a87d9a08"),
+            signature: h(
+                "6834284b6b24c3204eb2fea824d82f88883a3d95e8b4a21b8c0ded553d17d17ddf9a8a7104b1258f30bed3787e6cb896fca78c58f8e03b5f18f14951a87d9a08",
+            ),
             ..item.clone()
         };
         assert!(salted.verify());
@@ -130,8 +134,20 @@ mod tests {
             "411eba73b6f087ca51a3795d9c8c938d365e32c1"
         );
         // Signatures do not transfer between salts or sequence numbers.
-        assert!(!MutableItem { seq: 2, ..item.clone() }.verify());
-        assert!(!MutableItem { salt: vec![], ..salted.clone() }.verify());
+        assert!(
+            !MutableItem {
+                seq: 2,
+                ..item.clone()
+            }
+            .verify()
+        );
+        assert!(
+            !MutableItem {
+                salt: vec![],
+                ..salted.clone()
+            }
+            .verify()
+        );
         // Test 3: immutable.
         assert_eq!(
             hex::encode(immutable_target(v)),

@@ -79,7 +79,9 @@ pub fn is_exempt(ip: &IpAddr) -> bool {
                 || v6.is_unspecified()
                 || (s & 0xfe00) == 0xfc00
                 || (s & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_exempt(&IpAddr::V4(v4)))
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_exempt(&IpAddr::V4(v4)))
         }
     }
 }

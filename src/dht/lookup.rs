@@ -175,27 +175,24 @@ impl Lookup {
                 self.inflight.abort_all();
                 return None;
             }
-            let joined = match tokio::time::timeout_at(self.deadline, self.inflight.join_next()).await
-            {
-                Err(_) => {
-                    self.inflight.abort_all();
-                    self.seeds.clear();
-                    return None;
-                }
-                Ok(None) => return None,
-                Ok(Some(Err(_))) => continue,
-                Ok(Some(Ok(a))) => a,
-            };
+            let joined =
+                match tokio::time::timeout_at(self.deadline, self.inflight.join_next()).await {
+                    Err(_) => {
+                        self.inflight.abort_all();
+                        self.seeds.clear();
+                        return None;
+                    }
+                    Ok(None) => return None,
+                    Ok(Some(Err(_))) => continue,
+                    Ok(Some(Ok(a))) => a,
+                };
             let (key, addr, res) = joined;
             match res {
                 Ok(resp) => {
                     if let Some(k) = key {
                         self.cands.remove(&k);
                     }
-                    let info = NodeInfo {
-                        id: resp.id,
-                        addr,
-                    };
+                    let info = NodeInfo { id: resp.id, addr };
                     let nkey = (distance(&resp.id, &self.target), addr);
                     self.cands.insert(
                         nkey,

@@ -188,7 +188,7 @@ impl Inner {
         self.cmd
             .send(Cmd::Query {
                 addr,
-                query,
+                query: Box::new(query),
                 reply: Some(tx),
             })
             .await
@@ -205,7 +205,9 @@ impl Inner {
 async fn resolve(hosts: &[String], limit: Duration) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for h in hosts {
-        if let Ok(Ok(addrs)) = tokio::time::timeout(limit, tokio::net::lookup_host(h.as_str())).await {
+        if let Ok(Ok(addrs)) =
+            tokio::time::timeout(limit, tokio::net::lookup_host(h.as_str())).await
+        {
             out.extend(addrs);
         } else {
             tracing::debug!("DHT: cannot resolve bootstrap node {h}");
@@ -300,18 +302,19 @@ impl Dht {
     /// peers (no repeats) arrive on the channel as nodes answer, the ones
     /// stored on our own node first; the channel closes when the lookup ends
     /// (at most [`DhtConfig::lookup_timeout`]). Dropping the receiver stops
-    /// the lookup.
+    /// the lookup. Must be called inside a tokio runtime (it spawns a task).
     pub fn get_peers(&self, info_hash: InfoHash) -> mpsc::Receiver<Vec<SocketAddr>> {
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let ih = info_hash.0;
             let mut seen = HashSet::new();
-            let local = inner
-                .shared
-                .lock()
-                .peers
-                .get(&ih, storage::MAX_PEERS_PER_TORRENT, Instant::now());
+            let local =
+                inner
+                    .shared
+                    .lock()
+                    .peers
+                    .get(&ih, storage::MAX_PEERS_PER_TORRENT, Instant::now());
             let local: Vec<SocketAddr> = local.into_iter().filter(|p| seen.insert(*p)).collect();
             if !local.is_empty() && tx.send(local).await.is_err() {
                 return;
@@ -385,7 +388,10 @@ impl Dht {
             .items
             .get(&target, Instant::now())
             .cloned();
-        if let Some(m) = local.as_ref().and_then(|i| i.mutable.clone().map(|m| (i.v.clone(), m))) {
+        if let Some(m) = local
+            .as_ref()
+            .and_then(|i| i.mutable.clone().map(|m| (i.v.clone(), m)))
+        {
             let (v, m) = m;
             let item = MutableItem {
                 public_key: m.k,

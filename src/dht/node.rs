@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use super::DhtConfig;
 use super::id::{bep42_id, bep42_valid, is_exempt, random_id};
 use super::krpc::{self, Body, DecodeError, Id, Message, NodeInfo, Query, Response};
 use super::routing::{Insert, K, QUESTIONABLE_AFTER, RoutingTable};
 use super::storage::{ItemStore, MAX_VALUES, PeerStore, Tokens};
-use super::DhtConfig;
 
 /// Pending outgoing queries, at most (memory bound).
 pub const MAX_PENDING: usize = 4096;
@@ -54,7 +54,7 @@ pub enum Cmd {
     /// an error reply, or a timeout.
     Query {
         addr: SocketAddr,
-        query: Query,
+        query: Box<Query>,
         reply: Option<oneshot::Sender<Result<Response, RpcError>>>,
     },
     /// Save state and stop; acknowledge on the sender.
@@ -223,7 +223,7 @@ pub async fn run(
                 }
             },
             cmd = rx.recv() => match cmd {
-                Some(Cmd::Query { addr, query, reply }) => node.send_query(addr, query, reply).await,
+                Some(Cmd::Query { addr, query, reply }) => node.send_query(addr, *query, reply).await,
                 Some(Cmd::Shutdown(ack)) => break Some(ack),
                 None => break None,
             },
@@ -351,7 +351,10 @@ impl Node {
         for t in expired {
             if let Some(p) = self.pending.remove(&t) {
                 st.table.failed(&p.addr);
-                self.shared.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .timeouts
+                    .fetch_add(1, Ordering::Relaxed);
                 if let Some(r) = p.reply {
                     let _ = r.send(Err(RpcError::Timeout));
                 }
@@ -390,7 +393,8 @@ impl Node {
             });
             tokio::spawn(async move {
                 for t in targets {
-                    let mut l = super::lookup::Lookup::new(&inner, t, Query::FindNode { target: t }, false);
+                    let mut l =
+                        super::lookup::Lookup::new(&inner, t, Query::FindNode { target: t }, false);
                     while l.next().await.is_some() {}
                 }
             });
@@ -460,7 +464,10 @@ impl Node {
                     }
                     let mut ping = Vec::new();
                     if self.id_acceptable(&r.id, &from) && !msg.read_only {
-                        let info = NodeInfo { id: r.id, addr: from };
+                        let info = NodeInfo {
+                            id: r.id,
+                            addr: from,
+                        };
                         if let Insert::Full { ping: p } =
                             st.table.heard_from(info, true, Instant::now())
                         {
@@ -594,5 +601,57 @@ impl Node {
             }
         };
         (body, ping)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bep42_votes_change_our_id() {
+        let mut st = State::new([0; 20], Vec::new());
+        let public: IpAddr = "124.31.75.21".parse().unwrap();
+        st.table.heard_from(
+            NodeInfo {
+                id: [9; 20],
+                addr: "10.0.0.9:1".parse().unwrap(),
+            },
+            true,
+            Instant::now(),
+        );
+        st.vote("10.0.0.1".parse().unwrap(), public);
+        st.vote("10.0.0.1".parse().unwrap(), public); // same voter twice
+        assert_eq!(st.external_ip, None);
+        st.vote("10.0.0.2".parse().unwrap(), public);
+        st.vote("10.0.0.3".parse().unwrap(), public);
+        assert_eq!(st.external_ip, Some(public));
+        let id = st.table.own_id();
+        assert!(bep42_valid(&id, &public));
+        assert_eq!(st.table.len(), 1, "good nodes kept across the id change");
+        // A private address voted in does not change the id.
+        for v in ["10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7"] {
+            st.vote(v.parse().unwrap(), "192.168.1.2".parse().unwrap());
+        }
+        assert_eq!(st.table.own_id(), id);
+    }
+
+    #[test]
+    fn state_file_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = vec![
+            NodeInfo {
+                id: [1; 20],
+                addr: "127.0.0.1:5".parse().unwrap(),
+            },
+            NodeInfo {
+                id: [2; 20],
+                addr: "[::1]:6".parse().unwrap(),
+            },
+        ];
+        save_state(dir.path(), &[7; 20], &nodes).unwrap();
+        assert_eq!(load_state(dir.path()), (Some([7; 20]), nodes));
+        std::fs::write(dir.path().join(STATE_FILE), "garbage\nnode zz 1.2.3.4:5\n").unwrap();
+        assert_eq!(load_state(dir.path()), (None, vec![]));
     }
 }

@@ -196,11 +196,7 @@ impl RoutingTable {
             if !responded {
                 return Insert::Rejected;
             }
-            if let Some(pos) = b
-                .nodes
-                .iter()
-                .position(|e| e.state(now) == NodeState::Bad)
-            {
+            if let Some(pos) = b.nodes.iter().position(|e| e.state(now) == NodeState::Bad) {
                 b.nodes[pos] = entry;
                 b.last_changed = now;
                 return Insert::Added;
@@ -278,7 +274,7 @@ impl RoutingTable {
             .filter(|e| e.state(now) != NodeState::Bad)
             .map(|e| (distance(&e.info.id, target), e.info))
             .collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all.sort_unstable_by_key(|a| a.0);
         all.into_iter().take(n).map(|(_, i)| i).collect()
     }
 
@@ -350,14 +346,20 @@ mod tests {
             let mut id = [0u8; 20];
             id[0] = 0x80;
             id[19] = i;
-            assert_eq!(t.heard_from(node(id, 1000 + i as u16), true, now), Insert::Added);
+            assert_eq!(
+                t.heard_from(node(id, 1000 + i as u16), true, now),
+                Insert::Added
+            );
         }
         assert_eq!(t.bucket_count(), 1);
         for i in 0..8u8 {
             let mut id = [0u8; 20];
             id[0] = 0x40;
             id[19] = i;
-            assert_eq!(t.heard_from(node(id, 2000 + i as u16), true, now), Insert::Added);
+            assert_eq!(
+                t.heard_from(node(id, 2000 + i as u16), true, now),
+                Insert::Added
+            );
         }
         assert_eq!(t.bucket_count(), 2);
         assert_eq!(t.len(), 16);
@@ -414,7 +416,10 @@ mod tests {
         t.failed(&n.addr);
         assert_eq!(t.len(), 1);
         t.failed(&n.addr);
-        assert!(t.closest(&[0; 20], 8).is_empty(), "bad nodes are not offered");
+        assert!(
+            t.closest(&[0; 20], 8).is_empty(),
+            "bad nodes are not offered"
+        );
         let later = now + QUESTIONABLE_AFTER;
         assert_eq!(t.stale_targets(QUESTIONABLE_AFTER, later).len(), 1);
         assert!(t.stale_targets(QUESTIONABLE_AFTER, later).is_empty());

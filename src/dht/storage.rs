@@ -357,7 +357,10 @@ mod tests {
         let i3 = MutableItem::sign(&kp, b"salt", 3, b"3:new");
         assert_eq!(st.put(&put_of(&i3, Some(1)), now).unwrap_err().0, 301);
         assert!(st.put(&put_of(&i3, Some(2)), now).is_ok());
-        assert_eq!(st.get(&target, now).unwrap().mutable.as_ref().unwrap().seq, 3);
+        assert_eq!(
+            st.get(&target, now).unwrap().mutable.as_ref().unwrap().seq,
+            3
+        );
         // 206: a signature that doesn't match the value.
         let mut forged = put_of(&MutableItem::sign(&kp, b"salt", 4, b"1:a"), None);
         forged.v = b"1:b".to_vec();

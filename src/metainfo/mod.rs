@@ -30,13 +30,19 @@
 //! 7. Pad files (`attr` containing `p`, or a path element containing
 //!    `_____padding_file_`) are flagged [`FileEntry::pad`]; they may lack a
 //!    `path` (then they get `<name>/.pad/<length>`, libtorrent says
-//!    `.pad/<length>`). They take space in the piece layout and belong to no
-//!    namespace: they are not de-duplicated and must not be shown.
+//!    `.pad/<length>`). In a hybrid every pad file is named
+//!    `<name>/.pad/<length>` (BEP 52; as libtorrent shows them). They take
+//!    space in the piece layout and belong to no namespace: they are not
+//!    de-duplicated and must not be shown.
 //! 8. Symlinks (`attr` containing `l` with a `symlink path`) have size 0.
 //!    Their target is sanitized with the same function and rooted at the
-//!    torrent's directory, so it can never point outside it. A symlink
-//!    without `symlink path` becomes an empty regular file (as in
-//!    libtorrent). In a single-file torrent `l` and `p` are ignored.
+//!    directory holding the torrent root (it starts with the torrent name).
+//!    As in libtorrent, a target that names nothing in the torrent is tried
+//!    relative to the link's directory, may go through other symlinks, and
+//!    otherwise is replaced by the link's own path (an inert loop): a target
+//!    can never point outside the torrent. A symlink without `symlink path`
+//!    becomes an empty regular file (as in libtorrent). In a single-file
+//!    torrent `l` and `p` are ignored.
 //! 9. After sanitizing, no two entries share a path and no file has the path
 //!    of a directory: later entries are renamed `bar.1.txt`, `bar.2.txt`, ...
 //!    Names are compared **case-sensitively** (Linux file systems are; a
@@ -415,14 +421,29 @@ impl Info {
             ));
         }
 
+        // a hybrid's two descriptions must agree (checked before `pieces`:
+        // a misaligned v1 layout usually also has the wrong piece count)
+        if is_v2 {
+            let tree = info
+                .get(b"file tree")
+                .ok_or_else(|| field_err("file tree", "is missing although `meta version` is 2"))?;
+            let v2_files = v2::files(tree)?;
+            check_hybrid(&entries, &v2_files, multi_file, &name, piece_length, total)?;
+            // BEP 52: the v1 pad files of a hybrid are implied by the v2
+            // layout; name them `.pad/<length>` whatever `path` said
+            for e in entries.iter_mut().filter(|e| e.attr.pad) {
+                e.rel = vec![".pad".to_string(), e.length.to_string()];
+            }
+        }
+
         // pieces: count checked before anything is allocated per piece
         let num_pieces = total.div_ceil(piece_length);
         if num_pieces > MAX_PIECES {
             return Err(field_err(
                 "pieces",
                 format!(
-                    "too many pieces: {total} bytes in pieces of {piece_length} bytes need \
-                     {num_pieces}, more than the limit of {MAX_PIECES}"
+                    "would need too many pieces: {total} bytes in pieces of {piece_length} \
+                     bytes make {num_pieces}, more than the limit of {MAX_PIECES}"
                 ),
             ));
         }
@@ -451,14 +472,6 @@ impl Info {
             ));
         }
 
-        if is_v2 {
-            let tree = info
-                .get(b"file tree")
-                .ok_or_else(|| field_err("file tree", "is missing although `meta version` is 2"))?;
-            let v2_files = v2::files(tree)?;
-            check_hybrid(&entries, &v2_files, multi_file, &name, piece_length, total)?;
-        }
-
         let mut files: Vec<FileEntry> = entries
             .into_iter()
             .map(|e| {
@@ -482,7 +495,8 @@ impl Info {
             })
             .collect();
         if multi_file {
-            dedup(&mut files)?;
+            let tree = dedup(&mut files)?;
+            settle_symlinks(&mut files, &tree);
         }
 
         let pieces = pieces_raw
@@ -673,7 +687,7 @@ fn check_hybrid(
             }
             v2_offset = v2_offset
                 .checked_add(f.length)
-                .map(|end| end.div_ceil(piece_length) * piece_length)
+                .and_then(|end| end.div_ceil(piece_length).checked_mul(piece_length))
                 .ok_or_else(|| field_err("file tree", "lengths overflow"))?;
         }
     }
@@ -685,37 +699,73 @@ fn check_hybrid(
     Ok(())
 }
 
+/// The names of a multi-file torrent as a tree, for de-duplication and for
+/// resolving symlink targets without hashing whole paths.
+struct Tree {
+    /// (parent node, name) -> node. Node 0 is the directory that holds the
+    /// torrent root; directories, files and symlinks all have nodes.
+    children: HashMap<(usize, String), usize>,
+    /// For each node, the index in `files` of the symlink it is, if any.
+    link_of: Vec<Option<usize>>,
+}
+
+impl Tree {
+    fn node(&mut self, parent: usize, name: String, link: Option<usize>) -> usize {
+        let id = self.link_of.len();
+        self.link_of.push(link);
+        self.children.insert((parent, name), id);
+        id
+    }
+
+    /// Finds `path` (components from node 0), following symlinks met on the
+    /// way as directories. `budget` bounds the links followed in total.
+    fn lookup(&self, path: &[String], files: &[FileEntry], budget: &mut u32) -> Option<usize> {
+        let mut node = 0;
+        for (i, comp) in path.iter().enumerate() {
+            node = *self.children.get(&(node, comp.clone()))?;
+            if let Some(link) = self.link_of[node] {
+                if i + 1 < path.len() {
+                    *budget = budget.checked_sub(1)?;
+                    let target = files[link].symlink.as_ref()?;
+                    node = self.lookup(target, files, budget)?;
+                }
+            }
+        }
+        Some(node)
+    }
+}
+
 /// Renames later entries whose path is already taken by a file, a symlink
 /// or a directory (pad files are skipped). Case-sensitive. Bounded by
-/// [`MAX_RENAME_PROBES`] candidate names in total.
-fn dedup(files: &mut [FileEntry]) -> Result<(), MetainfoError> {
-    // (parent directory node, name) -> node; node 0 is the directory holding
-    // the torrent root. Files get nodes too, so they collide with each other.
-    let mut nodes: HashMap<(usize, String), usize> = HashMap::new();
-    let mut next_id = 1;
+/// [`MAX_RENAME_PROBES`] candidate names in total. Returns the name tree.
+fn dedup(files: &mut [FileEntry]) -> Result<Tree, MetainfoError> {
+    let mut tree = Tree {
+        children: HashMap::new(),
+        link_of: vec![None],
+    };
     // every directory first, so a file never takes a directory's name
     let mut parents = Vec::with_capacity(files.len());
     for f in files.iter() {
         let mut parent = 0;
         if !f.pad {
             for comp in &f.path[..f.path.len() - 1] {
-                parent = *nodes.entry((parent, comp.clone())).or_insert_with(|| {
-                    next_id += 1;
-                    next_id - 1
-                });
+                parent = match tree.children.get(&(parent, comp.clone())) {
+                    Some(&id) => id,
+                    None => tree.node(parent, comp.clone(), None),
+                };
             }
         }
         parents.push(parent);
     }
     let mut probes = 0u32;
-    for (f, &parent) in files.iter_mut().zip(&parents) {
+    for (i, (f, &parent)) in files.iter_mut().zip(&parents).enumerate() {
         if f.pad {
             continue;
         }
         let leaf = f.path.last().expect("paths are never empty").clone();
         let mut candidate = leaf.clone();
         let mut n = 0u32;
-        while nodes.contains_key(&(parent, candidate.clone())) {
+        while tree.children.contains_key(&(parent, candidate.clone())) {
             probes += 1;
             if probes > MAX_RENAME_PROBES {
                 return Err(MetainfoError::TooManyDuplicates(MAX_RENAME_PROBES));
@@ -723,11 +773,51 @@ fn dedup(files: &mut [FileEntry]) -> Result<(), MetainfoError> {
             n += 1;
             candidate = sanitize::with_counter(&leaf, n);
         }
-        nodes.insert((parent, candidate.clone()), next_id);
-        next_id += 1;
+        tree.node(parent, candidate.clone(), f.symlink.is_some().then_some(i));
         *f.path.last_mut().expect("paths are never empty") = candidate;
     }
-    Ok(())
+    Ok(tree)
+}
+
+/// Links followed in total while validating one symlink target.
+const MAX_LINK_HOPS: u32 = 40;
+
+/// Settles symlink targets like libtorrent: a target is read from the
+/// torrent root; if nothing is there, it is read relative to the link's own
+/// directory (older torrents); a target reached through other symlinks
+/// counts. A target that names nothing in the torrent is replaced by the
+/// link's own path (an inert self-loop), so every link stays inside.
+/// Two passes, so a link may go through a link listed after it.
+fn settle_symlinks(files: &mut [FileEntry], tree: &Tree) {
+    let links: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].symlink.is_some())
+        .collect();
+    let mut unresolved = Vec::new();
+    for pass in 0..2 {
+        unresolved.clear();
+        for &i in &links {
+            let target = files[i].symlink.clone().expect("a symlink");
+            let mut budget = MAX_LINK_HOPS;
+            if tree.lookup(&target, files, &mut budget).is_some() {
+                continue;
+            }
+            // relative to the link's directory: parent + target minus the name
+            let mut relative = files[i].path[..files[i].path.len() - 1].to_vec();
+            relative.extend_from_slice(&target[1..]);
+            let mut budget = MAX_LINK_HOPS;
+            if tree.lookup(&relative, files, &mut budget).is_some() {
+                files[i].symlink = Some(relative);
+                continue;
+            }
+            unresolved.push(i);
+        }
+        if pass == 0 && unresolved.is_empty() {
+            break;
+        }
+    }
+    for &i in &unresolved {
+        files[i].symlink = Some(files[i].path.clone());
+    }
 }
 
 #[cfg(test)]

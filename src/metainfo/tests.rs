@@ -211,6 +211,13 @@ fn symlinks_are_confined_and_sanitized_like_paths() {
         let t = info.files[1].symlink.clone().unwrap();
         assert_eq!(t[0], "t", "{target:?}");
         assert!(t.iter().all(|c| c != ".." && c != "." && !c.contains('/')));
+        // none of these exists in the torrent: the link points to itself;
+        // an empty target names the torrent's root directory
+        if target.is_empty() {
+            assert_eq!(t, ["t"]);
+        } else {
+            assert_eq!(t, info.files[1].path, "{target:?}");
+        }
     }
     // a symlink without `symlink path` is an empty regular file
     let raw = multi(
@@ -300,7 +307,7 @@ fn piece_count_checked_before_allocating() {
         .insert("pieces", vec![0u8; 20])
         .encode();
     let e = err(&raw);
-    assert!(e.contains("`pieces` too many pieces"), "{e}");
+    assert!(e.contains("`pieces` would need too many pieces"), "{e}");
     // many huge files: the count is computed from the lengths, not allocated
     let big = MAX_FILE_LENGTH as i64;
     let files: Vec<Owned> = (0..50)
@@ -313,7 +320,7 @@ fn piece_count_checked_before_allocating() {
         .insert("files", Owned::List(files))
         .encode();
     let e = err(&raw);
-    assert!(e.contains("`pieces` too many pieces"), "{e}");
+    assert!(e.contains("`pieces` would need too many pieces"), "{e}");
     // hash count must match
     let raw = Owned::dict()
         .insert("name", "x")
@@ -424,5 +431,52 @@ fn v2_rules() {
     assert_eq!(
         Info::from_bytes(leading_zero).unwrap_err(),
         MetainfoError::NotCanonical
+    );
+}
+
+#[test]
+fn symlink_targets_settled_like_libtorrent() {
+    let link = |path: &[&[u8]], target: &[&[u8]]| {
+        Owned::dict()
+            .insert("attr", "l")
+            .insert(
+                "path",
+                Owned::List(path.iter().map(|p| Owned::from(*p)).collect()),
+            )
+            .insert(
+                "symlink path",
+                Owned::List(target.iter().map(|p| Owned::from(*p)).collect()),
+            )
+    };
+    let raw = multi(
+        b"t",
+        vec![
+            // through `v/cur`, a link listed later that only resolves relative
+            link(&[b"top"], &[b"v", b"cur", b"file"]),
+            file(&[b"v", b"A", b"file"], 3),
+            link(&[b"v", b"cur"], &[b"A"]),
+            link(&[b"v", b"rooted"], &[b"v", b"A", b"file"]),
+            link(&[b"dangling"], &[b"nowhere"]),
+            link(&[b"loop1"], &[b"loop2", b"x"]),
+            link(&[b"loop2"], &[b"loop1", b"x"]),
+        ],
+    );
+    let info = Info::from_bytes(&raw).unwrap();
+    let targets: Vec<Option<String>> = info
+        .files
+        .iter()
+        .map(|f| f.symlink.as_ref().map(|t| t.join("/")))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            Some("t/v/cur/file".into()),
+            None,
+            Some("t/v/A".into()),
+            Some("t/v/A/file".into()),
+            Some("t/dangling".into()),
+            Some("t/loop1".into()),
+            Some("t/loop2".into()),
+        ]
     );
 }

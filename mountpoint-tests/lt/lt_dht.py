@@ -1,0 +1,329 @@
+#!/usr/bin/python3
+"""libtorrent DHT nodes for btfs's DHT tests, driven over stdin/stdout.
+
+Usage: lt_dht.py --nodes N --base-port P --bootstrap HOST:PORT[,HOST:PORT...]
+
+Starts N libtorrent sessions on 127.0.0.1:P..P+N-1 with the DHT on, every
+session bootstrapping from the given nodes and from each other (settings that
+keep libtorrent on loopback: see shared/README.md). Then reads one JSON
+command per line on stdin and answers with JSON lines on stdout:
+
+  {"cmd":"announce","node":i,"ih":HEX40}               -> {"event":"announced","port":P}
+      (adds a torrent without metadata; libtorrent announces it with port P)
+  {"cmd":"get_peers","node":i,"ih":HEX40}              -> {"event":"peers","peers":["ip:port",...]}
+  {"cmd":"get_mutable","node":i,"pk":HEX64,"salt":HEX} -> {"event":"mutable","found":bool,"seq":n,
+        "value_hex":HEX of the bencoded v,"sig_valid":bool,"message":str}
+  {"cmd":"put_mutable","node":i,"seed":HEX64,"value":STR,"salt":HEX}
+                                                       -> {"event":"put","num_success":n,"seq":n}
+  {"cmd":"raw_put","addr":"ip:port","seed":HEX64,"salt":HEX,"seq":n,"v_hex":HEX,"cas":n|null,
+        "sig_hex":HEX|null}                            -> {"event":"raw_put","reply":{...}}
+      (raw KRPC get + put to one node, signed with python3-cryptography, so
+       any bencoded value, e.g. a BEP 46 {ih: ...}, can be stored)
+  {"cmd":"nodes","node":i}                             -> {"event":"nodes","count":n}
+  {"cmd":"quit"}
+
+Exits when stdin closes, on "quit", or on SIGTERM; asks the kernel to send
+it SIGTERM when its parent dies, so no orphan is left.
+"""
+import argparse
+import ctypes
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+import libtorrent as lt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+
+
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def die_with_parent():
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:
+            sys.exit(0)
+    except OSError:
+        pass
+
+
+# --- bencode (enough for KRPC) ---------------------------------------------
+def benc(x):
+    if isinstance(x, int):
+        return b"i%de" % x
+    if isinstance(x, str):
+        x = x.encode()
+    if isinstance(x, bytes):
+        return b"%d:%s" % (len(x), x)
+    if isinstance(x, list):
+        return b"l" + b"".join(benc(i) for i in x) + b"e"
+    if isinstance(x, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in x.items())
+        return b"d" + b"".join(benc(k) + benc(v) for k, v in items) + b"e"
+    if isinstance(x, Raw):
+        return x.b
+    raise TypeError(type(x))
+
+
+class Raw:
+    def __init__(self, b):
+        self.b = b
+
+
+def bdec(b, i=0):
+    c = b[i:i + 1]
+    if c == b"i":
+        j = b.index(b"e", i)
+        return int(b[i + 1:j]), j + 1
+    if c == b"l":
+        i += 1
+        out_ = []
+        while b[i:i + 1] != b"e":
+            v, i = bdec(b, i)
+            out_.append(v)
+        return out_, i + 1
+    if c == b"d":
+        i += 1
+        d = {}
+        while b[i:i + 1] != b"e":
+            k, i = bdec(b, i)
+            v, i = bdec(b, i)
+            d[k] = v
+        return d, i + 1
+    j = b.index(b":", i)
+    n = int(b[i:j])
+    return b[j + 1:j + 1 + n], j + 1 + n
+
+
+def to_json(x):
+    if isinstance(x, bytes):
+        try:
+            s = x.decode()
+            if s.isprintable():
+                return s
+        except UnicodeDecodeError:
+            pass
+        return "hex:" + x.hex()
+    if isinstance(x, list):
+        return [to_json(i) for i in x]
+    if isinstance(x, dict):
+        return {to_json(k): to_json(v) for k, v in x.items()}
+    return x
+
+
+# --- keys ------------------------------------------------------------------
+def keys(seed_hex):
+    seed = bytes.fromhex(seed_hex)
+    sk = Ed25519PrivateKey.from_private_bytes(seed)
+    pk = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    # libtorrent's 64-byte secret key: SHA-512(seed), clamped (ref10 layout).
+    h = bytearray(hashlib.sha512(seed).digest())
+    h[0] &= 248
+    h[31] &= 63
+    h[31] |= 64
+    return sk, pk, bytes(h)
+
+
+def signed_buffer(salt, seq, v):
+    b = b""
+    if salt:
+        b += b"4:salt" + benc(salt)
+    return b + b"3:seqi%de1:v" % seq + v
+
+
+def verify(pk, sig, buf):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    try:
+        Ed25519PublicKey.from_public_bytes(pk).verify(sig, buf)
+        return True
+    except Exception:
+        return False
+
+
+# --- libtorrent sessions ---------------------------------------------------
+def make_session(port, bootstrap):
+    s = {
+        "listen_interfaces": "127.0.0.1:%d" % port,
+        "enable_dht": True,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "dht_bootstrap_nodes": bootstrap,
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False,
+        "dht_prefer_verified_node_ids": False,
+        "dht_ignore_dark_internet": False,
+        "allow_multiple_connections_per_ip": True,
+        "dht_announce_interval": 5,
+        "alert_mask": lt.alert.category_t.all_categories,
+    }
+    return lt.session(s)
+
+
+def wait_alert(ses, kind, timeout, pred=lambda a: True):
+    end = time.time() + timeout
+    found = None
+    while time.time() < end:
+        ses.wait_for_alert(200)
+        for a in ses.pop_alerts():
+            if isinstance(a, kind) and pred(a):
+                found = a
+                if not isinstance(a, lt.dht_mutable_item_alert) or a.authoritative:
+                    return a
+    return found
+
+
+def raw_put(cmd):
+    host, port = cmd["addr"].rsplit(":", 1)
+    addr = (host, int(port))
+    sk, pk, _ = keys(cmd["seed"])
+    salt = bytes.fromhex(cmd.get("salt") or "")
+    v = bytes.fromhex(cmd["v_hex"])
+    seq = int(cmd["seq"])
+    my_id = os.urandom(20)
+    target = hashlib.sha1(pk + salt).digest()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(3)
+    sock.bind(("127.0.0.1", 0))
+
+    def rpc(tid, q, a):
+        sock.sendto(benc({"t": tid, "y": "q", "q": q, "a": a}), addr)
+        data, _ = sock.recvfrom(4096)
+        return bdec(data)[0]
+
+    r = rpc(b"g1", "get", {"id": my_id, "target": target})
+    token = r[b"r"][b"token"]
+    sig = sk.sign(signed_buffer(salt, seq, v))
+    if cmd.get("sig_hex"):
+        sig = bytes.fromhex(cmd["sig_hex"])
+    a = {"id": my_id, "k": pk, "seq": seq, "sig": sig, "token": token, "v": Raw(v)}
+    if salt:
+        a["salt"] = salt
+    if cmd.get("cas") is not None:
+        a["cas"] = int(cmd["cas"])
+    r = rpc(b"p1", "put", a)
+    sock.close()
+    return to_json(r)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--base-port", type=int, required=True)
+    ap.add_argument("--bootstrap", default="")
+    args = ap.parse_args()
+    die_with_parent()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+    ports = [args.base_port + i for i in range(args.nodes)]
+    boot = [b for b in args.bootstrap.split(",") if b]
+    boot += ["127.0.0.1:%d" % p for p in ports]
+    sessions = []
+    for i, p in enumerate(ports):
+        others = [b for b in boot if b != "127.0.0.1:%d" % p]
+        ses = make_session(p, ",".join(others))
+        sessions.append(ses)
+    for ses in sessions:
+        for b in boot:
+            h, pt = b.rsplit(":", 1)
+            ses.add_dht_node((h, int(pt)))
+    out({"event": "ready", "ports": ports})
+
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            cmd = json.loads(line)
+            c = cmd["cmd"]
+            ses = sessions[cmd.get("node", 0)]
+            if c == "quit":
+                break
+            elif c == "announce":
+                # The binding cannot build dht_announce's flags, so add a
+                # magnet-style torrent: libtorrent announces it to the DHT
+                # every dht_announce_interval with its listen port.
+                atp = lt.add_torrent_params()
+                atp.info_hashes = lt.info_hash_t(lt.sha1_hash(bytes.fromhex(cmd["ih"])))
+                atp.save_path = tempfile.mkdtemp(prefix="lt_dht_")
+                ses.add_torrent(atp)
+                out({"event": "announced", "port": ses.listen_port()})
+            elif c == "get_peers":
+                ih = bytes.fromhex(cmd["ih"])
+                ses.pop_alerts()
+                ses.dht_get_peers(lt.sha1_hash(ih))
+                a = wait_alert(ses, lt.dht_get_peers_reply_alert, 30,
+                               lambda a: a.info_hash.to_bytes() == ih)
+                peers = ["%s:%d" % p for p in a.peers()] if a else []
+                out({"event": "peers", "peers": peers})
+            elif c == "get_mutable":
+                pk = bytes.fromhex(cmd["pk"])
+                salt = bytes.fromhex(cmd.get("salt") or "")
+                ses.pop_alerts()
+                ses.dht_get_mutable_item(pk, salt)
+                a = wait_alert(ses, lt.dht_mutable_item_alert, 30)
+                res = {"event": "mutable", "found": False}
+                if a is not None and a.seq > 0:
+                    res["found"] = True
+                    res["seq"] = a.seq
+                    res["authoritative"] = a.authoritative
+                    res["message"] = a.message()
+                    sig = a.signature
+                    sig = sig.encode("latin-1") if isinstance(sig, str) else bytes(sig)
+                    try:
+                        item = a.item
+                        v = benc(item.encode("latin-1") if isinstance(item, str) else item)
+                        res["value_from"] = "item"
+                    except Exception as e:
+                        # The binding cannot convert a dictionary value; read
+                        # it from the alert's message, where libtorrent shows
+                        # {'key': 'value'} with binary strings in hex. The
+                        # signature check below catches a wrong reading.
+                        res["item_error"] = repr(e)
+                        pairs = re.findall(r"'([^']*)': '([^']*)'", a.message())
+                        d = {}
+                        for k, val in pairs:
+                            try:
+                                d[k.encode()] = bytes.fromhex(val)
+                            except ValueError:
+                                d[k.encode()] = val.encode()
+                        v = benc(d)
+                        res["value_from"] = "message"
+                    res["value_hex"] = v.hex()
+                    res["sig_valid"] = verify(pk, sig, signed_buffer(salt, a.seq, v))
+                out(res)
+            elif c == "put_mutable":
+                _, pk, sk64 = keys(cmd["seed"])
+                salt = bytes.fromhex(cmd.get("salt") or "")
+                ses.pop_alerts()
+                ses.dht_put_mutable_item(sk64, pk, cmd["value"], salt)
+                a = wait_alert(ses, lt.dht_put_alert, 60)
+                out({"event": "put", "num_success": a.num_success if a else -1,
+                     "seq": a.seq if a else -1})
+            elif c == "raw_put":
+                out({"event": "raw_put", "reply": raw_put(cmd)})
+            elif c == "nodes":
+                ses.post_dht_stats()
+                a = wait_alert(ses, lt.dht_stats_alert, 5)
+                n = sum(b["num_nodes"] for b in a.routing_table) if a else -1
+                out({"event": "nodes", "count": n})
+            else:
+                out({"event": "error", "error": "unknown command %s" % c})
+        except Exception as e:
+            out({"event": "error", "error": repr(e)})
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

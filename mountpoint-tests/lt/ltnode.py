@@ -1,0 +1,509 @@
+#!/usr/bin/python3
+"""ltnode: one libtorrent (python3-libtorrent 2.0.8) peer for btfs-mount's tests.
+
+A real, independent BitTorrent peer that end-to-end tests start as a child
+process. It is driven by flags and reports what happens as JSON lines on
+stdout (one object per line, flushed at once); human-readable logs go to
+stderr. It stays on loopback (or on an address given with --listen-ip inside
+a test's own network namespace) and never contacts public DHT routers: with
+the DHT on, --bootstrap is required.
+
+It stops cleanly on SIGTERM or SIGINT, and when its stdin is a pipe that
+closes (so a test that dies leaves no orphan behind). With stdin a terminal
+or /dev/null the stdin watch is off.
+
+Roles (at most one of them; none gives a bare DHT node):
+  --seed DIR                      make a v1 torrent of DIR (a directory or a
+                                  single file) and seed it from DIR's parent
+  --seed-torrent F.torrent --save DIR   seed an existing torrent from DIR
+  --fetch MAGNET|F.torrent --save DIR   download; report `finished` once every
+                                  piece is had (checked piece by piece)
+
+Events (each line has "event"; other fields as listed):
+  ready        port (TCP and UDP listen port), dht_port, node_id (40 hex or null)
+  torrent      info_hash (40 hex, v1), magnet, name, files [{path, size}],
+               piece_length (bytes), num_pieces, total_size (bytes),
+               torrent_file (path or null)
+  seeding      info_hash                      (a seeder has checked all pieces)
+  progress     info_hash, state, progress (0..1), total_done, total_wanted
+               (bytes), num_peers, download_rate, upload_rate (bytes/s),
+               total_upload (payload bytes); at most once a second, on change
+  finished     info_hash, seconds (since the torrent was added)
+  dht_nodes    count (live nodes in the routing table); every 2 s with the DHT on
+  dht_announce info_hash, ip, port          (another node announced to us)
+  peer_connected / peer_disconnected   addr ("ip:port"), info_hash
+  error        message
+  exit         reason
+
+Settings that keep libtorrent on loopback and make DHT discovery fast are in
+`session_settings` below; mountpoint-tests/README.md explains them.
+"""
+
+import argparse
+import json
+import os
+import signal
+import stat
+import sys
+import threading
+import time
+import warnings
+
+import libtorrent as lt
+
+# Several handy accessors (dht_state, status) are deprecated in 2.0 but work.
+warnings.simplefilter("ignore", DeprecationWarning)
+
+START = time.monotonic()
+
+
+def emit(event, **fields):
+    """Write one JSON event line on stdout and flush it."""
+    line = json.dumps({"event": event, **fields}, sort_keys=False)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def log(message):
+    """Write one log line on stderr, stamped with seconds since start."""
+    sys.stderr.write(f"ltnode[{os.getpid()}] {time.monotonic() - START:7.3f} {message}\n")
+    sys.stderr.flush()
+
+
+class Stop:
+    """Set by a signal or by stdin closing; the main loop polls it."""
+
+    def __init__(self):
+        self.reason = None
+
+    def set(self, reason):
+        if self.reason is None:
+            self.reason = reason
+
+
+def watch_stdin(stop):
+    """Stop when stdin, if it is a pipe or socket, reaches end of file."""
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return
+
+    def run():
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        stop.set("stdin closed")
+
+    threading.Thread(target=run, daemon=True, name="stdin-watch").start()
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--listen-ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--listen-port", type=int, default=0, help="TCP+UDP port; 0 picks a free one")
+    dht = p.add_mutually_exclusive_group()
+    dht.add_argument("--dht", dest="dht", action="store_true", help="enable the DHT (needs --bootstrap)")
+    dht.add_argument("--no-dht", dest="dht", action="store_false", help="disable the DHT (default)")
+    p.set_defaults(dht=False)
+    p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
+                   help="DHT node to join through (pinged, so it enters the routing table); "
+                        "repeatable; required with --dht")
+    p.add_argument("--router", action="append", default=[], metavar="HOST:PORT",
+                   help="DHT router (dht_bootstrap_nodes: used to start lookups, never "
+                        "put in the routing table); repeatable")
+    p.add_argument("--lsd", action="store_true", help="enable local service discovery (BEP 14)")
+    p.add_argument("--announce-interval", type=int, default=2, metavar="S",
+                   help="dht_announce_interval in seconds (default 2)")
+    role = p.add_mutually_exclusive_group()
+    role.add_argument("--seed", metavar="DIR", help="create a v1 torrent of DIR and seed it")
+    role.add_argument("--seed-torrent", metavar="FILE", help="seed FILE.torrent from --save")
+    role.add_argument("--fetch", metavar="MAGNET_OR_TORRENT", help="download a magnet or .torrent into --save")
+    p.add_argument("--save", metavar="DIR", help="save path for --seed-torrent and --fetch")
+    p.add_argument("--piece-size", type=int, default=0, help="piece length for --seed (bytes, power of 2)")
+    p.add_argument("--write-torrent", metavar="FILE", help="with --seed: also write the .torrent here")
+    p.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
+                   help="dial this peer now and every 2 s until a peer is connected; repeatable")
+    p.add_argument("--upload-only", action="store_true", help="upload mode: never download")
+    p.add_argument("--no-utp", action="store_true", help="TCP only (libtorrent dials uTP first otherwise)")
+    p.add_argument("--no-encryption", action="store_true", help="plaintext only (no MSE handshake)")
+    p.add_argument("--verbose", action="store_true", help="log DHT and peer traffic on stderr")
+    args = p.parse_args(argv)
+    if args.dht and not args.bootstrap:
+        p.error("--dht needs at least one --bootstrap HOST:PORT (never the public routers)")
+    if (args.seed_torrent or args.fetch) and not args.save:
+        p.error("--seed-torrent and --fetch need --save DIR")
+    args.bootstrap = [parse_hostport(p, s) for s in args.bootstrap]
+    args.router = [parse_hostport(p, s) for s in args.router]
+    args.connect = [parse_hostport(p, s) for s in args.connect]
+    return args
+
+
+def parse_hostport(parser, text):
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        parser.error(f"not HOST:PORT: {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def session_settings(args):
+    """The settings_pack for this node (see mountpoint-tests/README.md)."""
+    cat = lt.alert.category_t
+    mask = (cat.error_notification | cat.status_notification | cat.storage_notification
+            | cat.dht_notification | cat.connect_notification | cat.peer_notification)
+    if args.verbose:
+        mask |= cat.dht_log_notification | cat.peer_log_notification
+    s = {
+        "listen_interfaces": f"{args.listen_ip}:{args.listen_port}",
+        "outgoing_interfaces": "",
+        "enable_lsd": bool(args.lsd),
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        # The DHT starts once the listen port is known (see start_dht).
+        "enable_dht": False,
+        # Never empty, even with the DHT off (the default is the public
+        # routers); start_dht sets the real list.
+        "dht_bootstrap_nodes": routers(args, 0),
+        # Every node of a test shares one IP: relax the anti-sybil rules.
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False,
+        "dht_prefer_verified_node_ids": False,
+        "dht_ignore_dark_internet": False,
+        "allow_multiple_connections_per_ip": True,
+        # Announce every few seconds instead of every 15 minutes.
+        "dht_announce_interval": max(1, args.announce_interval),
+        # Look up torrents at once and often; tests have few nodes.
+        "dht_aggressive_lookups": True,
+        "dht_max_fail_count": 100,
+        "alert_mask": mask,
+        "alert_queue_size": 100000,
+        "user_agent": "ltnode/libtorrent-" + lt.__version__,
+        # Small swarms on one machine: no rate limits, connect quickly.
+        "connection_speed": 100,
+        "min_reconnect_time": 1,
+        "peer_connect_timeout": 3,
+        "unchoke_slots_limit": -1,
+        "auto_manage_startup": 1,
+        "auto_manage_interval": 1,
+        "active_downloads": -1,
+        "active_seeds": -1,
+        "active_limit": -1,
+        "seeding_outgoing_connections": True,
+    }
+    if args.no_utp:
+        s["enable_outgoing_utp"] = False
+        s["enable_incoming_utp"] = False
+    if args.no_encryption:
+        s["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
+        s["in_enc_policy"] = int(lt.enc_policy.pe_disabled)
+    return s
+
+
+def routers(args, own_port):
+    """The dht_bootstrap_nodes value: the --router list, else this node itself.
+
+    libtorrent never puts a router into its routing table, so --bootstrap
+    nodes are not routers: they are pinged with add_dht_node and become
+    ordinary routing-table entries. A router list is still needed (an empty
+    one means the public routers), and an unanswered router stalls every
+    lookup that includes it for seconds, so the default router is this very
+    node: it answers at once and is never a routing-table candidate anyway.
+    """
+    if args.router:
+        return ",".join(f"{h}:{p}" for h, p in args.router)
+    return f"{args.listen_ip}:{own_port or 1}"
+
+
+def start_dht(ses, args, port):
+    """Turn the DHT on now that this node's UDP port is known."""
+    ses.apply_settings({"dht_bootstrap_nodes": routers(args, port), "enable_dht": True})
+    for node in args.bootstrap:
+        ses.add_dht_node(node)
+
+
+def make_torrent(path, piece_size):
+    """Build a v1 torrent_info of `path` (a directory or a file)."""
+    path = os.path.abspath(path)
+    fs = lt.file_storage()
+    lt.add_files(fs, path)
+    if fs.num_files() == 0:
+        raise ValueError(f"no files under {path}")
+    ct = lt.create_torrent(fs, piece_size, lt.create_torrent.v1_only)
+    ct.set_creator("btfs-mount ltnode")
+    lt.set_piece_hashes(ct, os.path.dirname(path))
+    data = lt.bencode(ct.generate())
+    return lt.torrent_info(lt.bdecode(data)), data
+
+
+def torrent_event(ti, torrent_file=None):
+    fs = ti.files()
+    files = []
+    for i in range(fs.num_files()):
+        if fs.file_flags(i) & lt.file_storage.flag_pad_file:
+            continue
+        files.append({"path": fs.file_path(i), "size": fs.file_size(i)})
+    emit("torrent",
+         info_hash=str(ti.info_hashes().v1),
+         magnet=lt.make_magnet_uri(ti),
+         name=ti.name(),
+         files=files,
+         piece_length=ti.piece_length(),
+         num_pieces=ti.num_pieces(),
+         total_size=ti.total_size(),
+         torrent_file=torrent_file)
+
+
+def node_id(ses):
+    """The DHT node id as 40 hex digits, or None while the DHT is not up."""
+    try:
+        state = ses.dht_state() or {}
+    except Exception:  # noqa: BLE001 - binding differences; the id is informative only
+        return None
+    ids = state.get(b"node-id") or []
+    if isinstance(ids, bytes):
+        ids = [ids]
+    for raw in ids:
+        if len(raw) >= 20:
+            return raw[:20].hex()
+    return None
+
+
+def wait_listening(ses, args, stop, timeout=10.0):
+    """Wait for the TCP and UDP listen sockets; return the port or None."""
+    tcp = udp = False
+    deadline = time.monotonic() + timeout
+    while not (tcp and udp) and time.monotonic() < deadline and stop.reason is None:
+        ses.wait_for_alert(200)
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.listen_succeeded_alert):
+                log(a.message())
+                if a.socket_type == lt.socket_type_t.tcp:
+                    tcp = True
+                elif a.socket_type in (lt.socket_type_t.udp, lt.socket_type_t.utp):
+                    udp = True
+            elif isinstance(a, lt.listen_failed_alert):
+                emit("error", message=a.message())
+                return None
+    if not (tcp and udp):
+        emit("error", message="listen sockets not open within %.0f s" % timeout)
+        return None
+    return ses.listen_port()
+
+
+class Torrent:
+    """The one torrent this node seeds or fetches, and what it reported."""
+
+    def __init__(self, handle, role, ti=None):
+        self.handle = handle
+        self.role = role
+        self.ti = ti
+        self.info_hash = str(handle.info_hashes().v1)
+        self.added = time.monotonic()
+        self.reported_torrent = ti is not None
+        self.done = False
+        self.last_progress = None
+        self.last_progress_time = 0.0
+
+    def all_pieces_had(self):
+        st = self.handle.status()
+        ti = self.handle.torrent_file()
+        if ti is None or not st.has_metadata:
+            return False
+        n = ti.num_pieces()
+        return n > 0 and all(self.handle.have_piece(i) for i in range(n))
+
+    def check_done(self):
+        """Report `seeding` or `finished` once every piece is had."""
+        if self.done:
+            return
+        st = self.handle.status()
+        if st.state in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data):
+            return
+        if not self.all_pieces_had():
+            return
+        self.done = True
+        if self.role == "fetch":
+            emit("finished", info_hash=self.info_hash,
+                 seconds=round(time.monotonic() - self.added, 3))
+        else:
+            emit("seeding", info_hash=self.info_hash)
+        # libtorrent does not announce while checking files: announce now
+        # instead of one dht_announce_interval later (a no-op without DHT).
+        self.handle.force_dht_announce()
+
+    def report_progress(self, force=False):
+        now = time.monotonic()
+        if not force and now - self.last_progress_time < 1.0:
+            return
+        st = self.handle.status()
+        key = (str(st.state), st.total_done, st.num_peers, st.total_payload_upload)
+        if key == self.last_progress and not force:
+            return
+        self.last_progress = key
+        self.last_progress_time = now
+        emit("progress", info_hash=self.info_hash, state=str(st.state).rsplit(".", 1)[-1],
+             progress=round(st.progress, 4), total_done=st.total_done,
+             total_wanted=st.total_wanted, num_peers=st.num_peers,
+             download_rate=st.download_payload_rate, upload_rate=st.upload_payload_rate,
+             total_upload=st.total_payload_upload)
+
+    def connected_peers(self):
+        n = 0
+        for p in self.handle.get_peer_info():
+            if not p.flags & (lt.peer_info.connecting | lt.peer_info.handshake):
+                n += 1
+        return n
+
+
+def add_torrent(ses, args):
+    """Add the torrent of this node's role; returns a Torrent or None."""
+    flags_on = lt.torrent_flags.upload_mode if args.upload_only else 0
+    if args.seed:
+        src = os.path.abspath(args.seed)
+        log(f"hashing {src}")
+        ti, data = make_torrent(src, args.piece_size)
+        if args.write_torrent:
+            with open(args.write_torrent, "wb") as f:
+                f.write(data)
+        atp = lt.add_torrent_params()
+        atp.ti = ti
+        atp.save_path = os.path.dirname(src)
+        role = "seed"
+    elif args.seed_torrent:
+        ti = lt.torrent_info(args.seed_torrent)
+        atp = lt.add_torrent_params()
+        atp.ti = ti
+        atp.save_path = os.path.abspath(args.save)
+        role = "seed"
+    elif args.fetch:
+        os.makedirs(args.save, exist_ok=True)
+        if args.fetch.startswith("magnet:"):
+            atp = lt.parse_magnet_uri(args.fetch)
+            ti = None
+        else:
+            ti = lt.torrent_info(args.fetch)
+            atp = lt.add_torrent_params()
+            atp.ti = ti
+        atp.save_path = os.path.abspath(args.save)
+        role = "fetch"
+    else:
+        return None
+    atp.flags = (atp.flags | flags_on) & ~lt.torrent_flags.paused & ~lt.torrent_flags.auto_managed
+    handle = ses.add_torrent(atp)
+    t = Torrent(handle, role, ti)
+    if ti is not None:
+        torrent_event(ti, os.path.abspath(args.write_torrent) if args.write_torrent else None)
+    log(f"added {role} torrent {t.info_hash}")
+    return t
+
+
+def handle_alert(a, t, args):
+    """Turn one libtorrent alert into events or log lines."""
+    if isinstance(a, lt.metadata_received_alert) and t is not None and not t.reported_torrent:
+        t.reported_torrent = True
+        torrent_event(a.handle.torrent_file())
+    elif isinstance(a, (lt.torrent_error_alert, lt.file_error_alert, lt.metadata_failed_alert,
+                        lt.listen_failed_alert, lt.hash_failed_alert)):
+        emit("error", message=a.message())
+    elif isinstance(a, lt.dht_announce_alert):
+        emit("dht_announce", info_hash=str(a.info_hash), ip=str(a.ip), port=a.port)
+    elif isinstance(a, lt.peer_connect_alert):
+        emit("peer_connected", addr=f"{a.endpoint[0]}:{a.endpoint[1]}",
+             info_hash=str(a.handle.info_hashes().v1))
+    elif isinstance(a, lt.peer_disconnected_alert):
+        emit("peer_disconnected", addr=f"{a.endpoint[0]}:{a.endpoint[1]}",
+             info_hash=str(a.handle.info_hashes().v1), reason=a.message())
+    elif isinstance(a, (lt.dht_log_alert, lt.dht_pkt_alert, lt.peer_log_alert)):
+        if args.verbose:
+            log(a.message())
+        return
+    if isinstance(a, lt.dht_stats_alert):
+        return
+    log(f"{type(a).__name__}: {a.message()}")
+
+
+def main(argv):
+    args = parse_args(argv)
+    stop = Stop()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set("SIGTERM"))
+    signal.signal(signal.SIGINT, lambda *_: stop.set("SIGINT"))
+    watch_stdin(stop)
+
+    ses = lt.session(session_settings(args))
+    port = wait_listening(ses, args, stop)
+    if port is None:
+        return 2
+    nid = None
+    if args.dht:
+        start_dht(ses, args, port)
+        deadline = time.monotonic() + 3.0
+        while nid is None and time.monotonic() < deadline:
+            nid = node_id(ses)
+            if nid is None:
+                time.sleep(0.05)
+    emit("ready", port=port, dht_port=port if args.dht else None, node_id=nid)
+    log(f"listening on {args.listen_ip}:{port}, dht={'on' if args.dht else 'off'}")
+
+    try:
+        t = add_torrent(ses, args)
+    except Exception as e:  # noqa: BLE001 - reported as an event, then exit 1
+        emit("error", message=f"cannot add torrent: {type(e).__name__}: {e}")
+        return 1
+
+    last_connect = 0.0
+    last_dht_stats = 0.0
+    last_ping = 0.0
+    last_nodes_event = 0.0
+    dht_nodes = 0
+    while stop.reason is None:
+        now = time.monotonic()
+        # Ping the --bootstrap nodes at once, then every 2 s while the
+        # routing table has fewer nodes than were given.
+        if args.dht and now - last_ping >= 2.0 and dht_nodes < len(args.bootstrap):
+            last_ping = now
+            for node in args.bootstrap:
+                ses.add_dht_node(node)
+        # Routing table size: every 0.25 s while it is empty, then every 2 s.
+        if args.dht and now - last_dht_stats >= (2.0 if dht_nodes else 0.25):
+            last_dht_stats = now
+            ses.post_dht_stats()
+        ses.wait_for_alert(250)
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.dht_stats_alert):
+                count = sum(b["num_nodes"] for b in a.routing_table)
+                if count and not dht_nodes and t is not None:
+                    # The first announce went nowhere (empty table); announce
+                    # now rather than one dht_announce_interval later.
+                    log("routing table no longer empty: force_dht_announce")
+                    t.handle.force_dht_announce()
+                if count != dht_nodes or now - last_nodes_event >= 2.0:
+                    last_nodes_event = now
+                    emit("dht_nodes", count=count)
+                dht_nodes = count
+            handle_alert(a, t, args)
+        now = time.monotonic()
+        if t is not None:
+            if args.connect and now - last_connect >= 2.0 and t.connected_peers() == 0:
+                last_connect = now
+                for host, p in args.connect:
+                    log(f"connect_peer {host}:{p}")
+                    t.handle.connect_peer((host, p))
+            t.check_done()
+            t.report_progress()
+
+    log(f"stopping: {stop.reason}")
+    emit("exit", reason=stop.reason)
+    ses.pause()
+    del ses
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BrokenPipeError:
+        sys.exit(0)
