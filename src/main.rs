@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use btfs::client::{Client, LookupOptions};
+use btfs::client::{Client, LookupOptions, Version};
+use btfs::keypair::Keypair;
 use btfs::swarm::StorageKind;
 
 /// Environment variable naming the pipe fd on which a background child
@@ -83,6 +84,10 @@ struct MountArgs {
     /// Stay in the foreground (Ctrl-C or SIGTERM unmounts and exits).
     #[arg(short, long)]
     foreground: bool,
+    /// For a mutable URL (BEP 46): seconds between checks for a newer
+    /// version; the mount switches to it atomically. 0: never check.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    refresh: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,7 +95,42 @@ enum Command {
     /// DHT debugging commands.
     #[command(subcommand)]
     Dht(DhtCommand),
+    /// Create an ed25519 key for publishing mutable URLs (BEP 46): writes
+    /// its secret seed (64 hex characters) to a new file with mode 0600 and
+    /// prints the public key and the mutable URL.
+    Keygen {
+        /// The key file to create; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Salt (hex) to show in the printed mutable URL.
+        #[arg(long, value_name = "HEX", default_value = "")]
+        salt: String,
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
+    },
+    /// Publish a torrent under a key as a BEP 46 mutable item: prints the
+    /// mutable URL, then keeps the item alive on the DHT (puts it again
+    /// every 30 minutes) until Ctrl-C, unless --once.
+    Publish {
+        /// magnet:?xt=urn:btih:<info-hash>, or a 40-hex info-hash.
+        target: String,
+        /// Key file from `btfs-mount keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Salt in hex (at most 64 bytes): several URLs under one key.
+        #[arg(long, value_name = "HEX", default_value = "")]
+        salt: String,
+        /// Put the item once and exit.
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        net: NetArgs,
+    },
 }
+
+/// How often `publish` puts its item again (BEP 44 items expire after
+/// about 2 hours on most nodes).
+const REPUBLISH_EVERY: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Subcommand, Debug)]
 enum DhtCommand {
@@ -125,11 +165,21 @@ fn main() -> ExitCode {
         Some(Command::Dht(DhtCommand::GetPeers { net, .. } | DhtCommand::Get { net, .. })) => {
             net.verbose
         }
+        Some(Command::Publish { net, .. }) => net.verbose,
+        Some(Command::Keygen { verbose, .. }) => *verbose,
         None => cli.mount.net.verbose,
     };
     init_logging(verbose);
     let result = match cli.command {
         Some(Command::Dht(cmd)) => run_async(dht_command(cmd)),
+        Some(Command::Keygen { out, salt, .. }) => keygen(&out, &salt),
+        Some(Command::Publish {
+            target,
+            key,
+            salt,
+            once,
+            net,
+        }) => run_async(publish(target, key, salt, once, net)),
         None => mount_main(cli.mount),
     };
     match result {
@@ -312,14 +362,37 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
         peers,
         progress: Some(progress),
     };
-    let archive = match client.lookup(&url, opts).await {
-        Ok(a) => a,
+    let mutable = match btfs::magnet::parse(&url) {
+        Ok(btfs::magnet::Url::Mutable(m)) => Some(m),
+        _ => None,
+    };
+    let follow_opts = LookupOptions {
+        progress: None,
+        ..opts.clone()
+    };
+    let looked_up = match &mutable {
+        Some(m) => client.lookup_mutable(m, opts).await,
+        None => client
+            .lookup(&url, opts)
+            .await
+            .map(|archive| Version { seq: 0, archive }),
+    };
+    let version = match looked_up {
+        Ok(v) => v,
         Err(e) => {
             eprintln!();
             client.stop().await;
             bail!("{e}");
         }
     };
+    let archive = version.archive.clone();
+    if mutable.is_some() {
+        eprintln!(
+            "\nbtfs-mount: {url} is at seq {}: {}",
+            version.seq,
+            archive.magnet()
+        );
+    }
     eprintln!(
         "\nbtfs-mount: {} ({} files, {} bytes) resolved in {:.2} s; mounting on {}",
         archive.info().name,
@@ -328,11 +401,32 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
         started.elapsed().as_secs_f64(),
         mountpoint.display()
     );
-    let session = btfs::fuse::spawn_mount(
-        archive.clone(),
-        &mountpoint,
-        tokio::runtime::Handle::current(),
-    )
+    let rt = tokio::runtime::Handle::current();
+    let session = match &mutable {
+        None => btfs::fuse::spawn_mount(archive.clone(), &mountpoint, rt),
+        Some(m) => {
+            let c = client.clone();
+            let retire: btfs::fuse::Retire = Arc::new(move |a: &btfs::Archive| c.close(a));
+            btfs::fuse::spawn_mount_mutable(archive.clone(), &mountpoint, rt, retire).map(
+                |(session, switcher)| {
+                    if args.refresh > 0 {
+                        let mut updates = client.follow(
+                            m.clone(),
+                            &version,
+                            follow_opts,
+                            Duration::from_secs(args.refresh),
+                        );
+                        tokio::spawn(async move {
+                            while let Some(v) = updates.recv().await {
+                                switcher.switch(v.archive);
+                            }
+                        });
+                    }
+                    session
+                },
+            )
+        }
+    }
     .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     // The tree is visible once the mountpoint lists.
     let mp = mountpoint.clone();
@@ -437,17 +531,111 @@ async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {
             let client = start_client(&net, Duration::from_secs(60), false).await?;
             let dht = client.dht().context("the DHT is off (--no-dht)")?.clone();
             dht.bootstrap().await;
-            let item =
-                tokio::time::timeout(Duration::from_secs(timeout), dht.get_mutable(pk, &salt))
-                    .await
-                    .ok()
-                    .flatten();
+            let report = tokio::time::timeout(
+                Duration::from_secs(timeout),
+                dht.get_mutable_report(pk, &salt),
+            )
+            .await
+            .ok();
             client.stop().await;
-            let item =
-                item.ok_or_else(|| anyhow::anyhow!("no item with a valid signature found"))?;
+            let report = report.ok_or_else(|| {
+                anyhow::anyhow!("the DHT lookup did not finish within {timeout} s")
+            })?;
+            let item = match report.item {
+                Some(i) => i,
+                None if report.refused > 0 => bail!(
+                    "{} items found, none with a valid signature for this key and salt",
+                    report.refused
+                ),
+                None => bail!(
+                    "no item found for this key and salt ({} DHT nodes answered)",
+                    report.answered
+                ),
+            };
             println!("seq {}", item.seq);
             println!("{}", btfs::dht::format_value(&item.value));
             Ok(())
         }
     }
+}
+
+/// `btfs-mount keygen --out FILE`: a new key in a new 0600 file.
+fn keygen(out: &Path, salt: &str) -> anyhow::Result<()> {
+    let salt = parse_salt(salt)?;
+    let kp = Keypair::generate();
+    kp.to_file(out)?;
+    let url = btfs::magnet::MutableUrl {
+        public_key: kp.public_key(),
+        salt,
+    };
+    eprintln!("btfs-mount: secret key written to {}", out.display());
+    println!("public key  {}", hex::encode(kp.public_key()));
+    println!("mutable URL {}", url.to_url());
+    Ok(())
+}
+
+/// A `--salt` argument: hex, at most 64 bytes.
+fn parse_salt(salt: &str) -> anyhow::Result<Vec<u8>> {
+    let s = hex::decode(salt.trim()).map_err(|_| anyhow::anyhow!("--salt must be hex"))?;
+    if s.len() > btfs::magnet::MAX_SALT_LEN {
+        bail!(
+            "--salt is {} bytes; BEP 44 allows {}",
+            s.len(),
+            btfs::magnet::MAX_SALT_LEN
+        );
+    }
+    Ok(s)
+}
+
+/// `btfs-mount publish TARGET --key FILE [--salt HEX] [--once]`.
+async fn publish(
+    target: String,
+    key: PathBuf,
+    salt: String,
+    once: bool,
+    net: NetArgs,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let salt = parse_salt(&salt)?;
+    let kp = Keypair::from_file(&key)?;
+    let client = start_client(&net, Duration::from_secs(60), false).await?;
+    let published = match client.publish_item(&target, &kp, &salt).await {
+        Ok(p) => p,
+        Err(e) => {
+            client.stop().await;
+            bail!("{e}");
+        }
+    };
+    println!("{}", published.url);
+    std::io::stdout().flush()?;
+    eprintln!(
+        "btfs-mount: seq {} (previous: {}) -> {} stored on {} DHT nodes",
+        published.item.seq,
+        published
+            .previous_seq
+            .map_or_else(|| "none".to_string(), |s| s.to_string()),
+        published.info_hash,
+        published.nodes
+    );
+    if once {
+        client.stop().await;
+        return Ok(());
+    }
+    eprintln!("btfs-mount: keeping the item alive (put again every 30 minutes); Ctrl-C stops");
+    let mut term = signal(SignalKind::terminate()).context("signal handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("signal handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tokio::time::sleep(REPUBLISH_EVERY) => {
+                match client.republish(&published.item).await {
+                    Ok(n) => tracing::info!("seq {} put again on {n} DHT nodes", published.item.seq),
+                    Err(e) => eprintln!("btfs-mount: {e}"),
+                }
+            }
+        }
+    }
+    client.stop().await;
+    Ok(())
 }

@@ -147,6 +147,20 @@ pub struct DhtStats {
     pub external_ip: Option<IpAddr>,
 }
 
+/// What [`Dht::get_mutable_report`] saw (BEP 44 `get` of a mutable item).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MutableLookup {
+    /// The valid item with the highest `seq`, if any.
+    pub item: Option<MutableItem>,
+    /// Nodes that answered the `get` (our own store not counted).
+    pub answered: usize,
+    /// Answers (and our own store) carrying a valid item, any `seq`.
+    pub valid: usize,
+    /// Answers carrying an item that was refused: another key, a value over
+    /// 1000 bytes, or a signature that does not verify for this key and salt.
+    pub refused: usize,
+}
+
 /// A handle to a running DHT node. Cloning is cheap; the node stops when
 /// [`Dht::shutdown`] is called or every handle is dropped.
 #[derive(Clone)]
@@ -348,15 +362,23 @@ impl Dht {
     /// verified item with the highest `seq` among the closest nodes (and our
     /// own store). `None` when no node has a valid one.
     pub async fn get_mutable(&self, public_key: [u8; 32], salt: &[u8]) -> Option<MutableItem> {
+        self.get_mutable_report(public_key, salt).await.item
+    }
+
+    /// Like [`Dht::get_mutable`], and also counts what was seen, so a caller
+    /// can tell "no node has an item" from "items were found but none had a
+    /// valid signature for this key and salt".
+    pub async fn get_mutable_report(&self, public_key: [u8; 32], salt: &[u8]) -> MutableLookup {
         let target = mutable_target(&public_key, salt);
-        let mut best: Option<MutableItem> = None;
-        let mut consider = |item: MutableItem| {
-            if item.public_key == public_key
-                && item.value.len() <= MAX_V_LEN
-                && best.as_ref().is_none_or(|b| item.seq > b.seq)
-                && item.verify()
-            {
-                best = Some(item);
+        let mut report = MutableLookup::default();
+        let consider = |item: MutableItem, report: &mut MutableLookup| {
+            if item.public_key != public_key || item.value.len() > MAX_V_LEN || !item.verify() {
+                report.refused += 1;
+                return;
+            }
+            report.valid += 1;
+            if report.item.as_ref().is_none_or(|b| item.seq > b.seq) {
+                report.item = Some(item);
             }
         };
         let local = self
@@ -371,27 +393,30 @@ impl Dht {
             .and_then(|i| i.mutable.clone().map(|m| (i.v.clone(), m)))
         {
             let (v, m) = m;
-            consider(MutableItem {
+            let item = MutableItem {
                 public_key: m.k,
                 salt: m.salt,
                 seq: m.seq,
                 value: v,
                 signature: m.sig,
-            });
+            };
+            consider(item, &mut report);
         }
         let mut l = Lookup::new(&self.inner, target, Query::Get { target, seq: None }, false);
         while let Some((_, r)) = l.next().await {
+            report.answered += 1;
             if let (Some(k), Some(seq), Some(v), Some(sig)) = (r.k, r.seq, r.v, r.sig) {
-                consider(MutableItem {
+                let item = MutableItem {
                     public_key: k,
                     salt: salt.to_vec(),
                     seq,
                     value: v,
                     signature: sig,
-                });
+                };
+                consider(item, &mut report);
             }
         }
-        best
+        report
     }
 
     /// Stores a signed mutable item (BEP 44 `put`) on the K closest nodes
