@@ -20,9 +20,15 @@ fn sample_tree(dir: &Path) {
         &[
             ("index.html", TreeFile::Text("<h1>hello swarm</h1>\n")),
             ("empty.txt", TreeFile::Text("")),
-            ("media/big.bin", TreeFile::Random(6 * 1024 * 1024 + 12345, 1)),
+            (
+                "media/big.bin",
+                TreeFile::Random(6 * 1024 * 1024 + 12345, 1),
+            ),
             ("media/deep/er/small.bin", TreeFile::Random(70_000, 2)),
-            ("café/naïve résumé.txt", TreeFile::Text("non-ASCII names survive\n")),
+            (
+                "café/naïve résumé.txt",
+                TreeFile::Text("non-ASCII names survive\n"),
+            ),
         ],
     );
 }
@@ -53,7 +59,12 @@ fn local_swarm(tree: &Path, extra: &[&str]) -> (Vec<LtNode>, LtNode, String) {
 /// `cat FILE | sha256`, through a real `cat` process.
 fn cat_sha256(path: &Path) -> String {
     let out = Command::new("cat").arg(path).output().expect("cat runs");
-    assert!(out.status.success(), "cat {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cat {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     sha256_bytes(&out.stdout)
 }
 
@@ -68,7 +79,10 @@ fn magnet_from_dht_mounts_and_reads_verified_bytes_then_seeds_back() {
     let (_nodes, mut seeder, boot) = local_swarm(&tree, &["--piece-size", "262144"]);
     let torrent = seeder.torrent();
     let magnet = torrent["magnet"].as_str().unwrap().to_string();
-    assert!(!magnet.contains("x.pe"), "the magnet must carry no peer address");
+    assert!(
+        !magnet.contains("x.pe"),
+        "the magnet must carry no peer address"
+    );
     let port = free_port();
 
     // Mount in the background (the default): returns once the tree is there.
@@ -92,7 +106,9 @@ fn magnet_from_dht_mounts_and_reads_verified_bytes_then_seeds_back() {
     eprintln!("mounted after {:.2} s", started.elapsed().as_secs_f64());
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(
-        mounts.lines().any(|l| l.starts_with("btfs-mount ") && l.contains(mnt.to_str().unwrap())),
+        mounts
+            .lines()
+            .any(|l| l.starts_with("btfs-mount ") && l.contains(mnt.to_str().unwrap())),
         "mount should name its source btfs-mount: {mounts}"
     );
 
@@ -100,7 +116,18 @@ fn magnet_from_dht_mounts_and_reads_verified_bytes_then_seeds_back() {
     let ls = Command::new("ls").arg("-R").arg(&mnt).output().unwrap();
     assert!(ls.status.success());
     let ls = String::from_utf8(ls.stdout).unwrap();
-    for name in ["site", "index.html", "empty.txt", "media", "big.bin", "deep", "er", "small.bin", "café", "naïve résumé.txt"] {
+    for name in [
+        "site",
+        "index.html",
+        "empty.txt",
+        "media",
+        "big.bin",
+        "deep",
+        "er",
+        "small.bin",
+        "café",
+        "naïve résumé.txt",
+    ] {
         assert!(ls.contains(name), "ls -R lacks {name}:\n{ls}");
     }
 
@@ -114,10 +141,26 @@ fn magnet_from_dht_mounts_and_reads_verified_bytes_then_seeds_back() {
     ] {
         let original = tree.join(rel);
         let mounted = mnt.join("site").join(rel);
-        let st = Command::new("stat").args(["-c", "%s"]).arg(&mounted).output().unwrap();
-        let size: u64 = String::from_utf8(st.stdout).unwrap().trim().parse().unwrap();
-        assert_eq!(size, std::fs::metadata(&original).unwrap().len(), "size of {rel}");
-        assert_eq!(cat_sha256(&mounted), sha256_file(&original), "content of {rel}");
+        let st = Command::new("stat")
+            .args(["-c", "%s"])
+            .arg(&mounted)
+            .output()
+            .unwrap();
+        let size: u64 = String::from_utf8(st.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            size,
+            std::fs::metadata(&original).unwrap().len(),
+            "size of {rel}"
+        );
+        assert_eq!(
+            cat_sha256(&mounted),
+            sha256_file(&original),
+            "content of {rel}"
+        );
     }
 
     // dd from the middle of the big file.
@@ -136,9 +179,21 @@ fn magnet_from_dht_mounts_and_reads_verified_bytes_then_seeds_back() {
     let dl = tmp.path().join("download");
     std::fs::create_dir_all(&dl).unwrap();
     let ours = format!("127.0.0.1:{port}");
-    let mut fetcher = LtNode::start(&["--fetch", &magnet, "--save", dl.to_str().unwrap(), "--connect", &ours]);
+    let mut fetcher = LtNode::start(&[
+        "--fetch",
+        &magnet,
+        "--save",
+        dl.to_str().unwrap(),
+        "--connect",
+        &ours,
+    ]);
     fetcher.wait_event("finished", Duration::from_secs(90));
-    for rel in ["index.html", "media/big.bin", "media/deep/er/small.bin", "café/naïve résumé.txt"] {
+    for rel in [
+        "index.html",
+        "media/big.bin",
+        "media/deep/er/small.bin",
+        "café/naïve résumé.txt",
+    ] {
         assert_eq!(
             sha256_file(&dl.join("site").join(rel)),
             sha256_file(&tree.join(rel)),
@@ -168,21 +223,45 @@ fn cached_pieces_need_no_network_and_missing_ones_fail_with_eio() {
     let cache_s = cache.to_str().unwrap();
 
     // First mount: read one small file, then unmount.
-    let m = Mount::background(&mnt, &[&magnet, "--no-dht", "--peer", &peer, "--cache-dir", cache_s]);
-    assert_eq!(cat_sha256(&mnt.join("site/media/deep/er/small.bin")), sha256_file(&tree.join("media/deep/er/small.bin")));
+    let m = Mount::background(
+        &mnt,
+        &[&magnet, "--no-dht", "--peer", &peer, "--cache-dir", cache_s],
+    );
+    assert_eq!(
+        cat_sha256(&mnt.join("site/media/deep/er/small.bin")),
+        sha256_file(&tree.join("media/deep/er/small.bin"))
+    );
     m.unmount_and_wait(Duration::from_secs(10));
     drop(seeder);
 
     // Second mount, no peer anywhere: the metadata and the pieces already
     // read come from the cache; anything else fails with EIO after
     // --read-timeout, and the log says why.
-    let m = Mount::background(&mnt, &[&magnet, "--no-dht", "--cache-dir", cache_s, "--read-timeout", "3", "--timeout", "5"]);
-    assert_eq!(cat_sha256(&mnt.join("site/media/deep/er/small.bin")), sha256_file(&tree.join("media/deep/er/small.bin")));
+    let m = Mount::background(
+        &mnt,
+        &[
+            &magnet,
+            "--no-dht",
+            "--cache-dir",
+            cache_s,
+            "--read-timeout",
+            "3",
+            "--timeout",
+            "5",
+        ],
+    );
+    assert_eq!(
+        cat_sha256(&mnt.join("site/media/deep/er/small.bin")),
+        sha256_file(&tree.join("media/deep/er/small.bin"))
+    );
     let t = Instant::now();
     let err = std::fs::read(mnt.join("site/media/big.bin")).expect_err("no peer has these pieces");
     let waited = t.elapsed();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
-    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(20), "EIO after {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(20),
+        "EIO after {waited:?}"
+    );
     m.unmount_and_wait(Duration::from_secs(10));
 }
 
@@ -214,7 +293,12 @@ fn malformed_magnet_and_metadata_timeout_exit_nonzero_with_a_reason() {
     let out = Command::new(&bin)
         .arg("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
         .arg(&mnt)
-        .args(["--bootstrap", &format!("127.0.0.1:{}", boot.dht_port()), "--timeout", "3"])
+        .args([
+            "--bootstrap",
+            &format!("127.0.0.1:{}", boot.dht_port()),
+            "--timeout",
+            "3",
+        ])
         .args(["--cache-dir", tmp.path().join("cache").to_str().unwrap()])
         .output()
         .unwrap();
@@ -223,7 +307,10 @@ fn malformed_magnet_and_metadata_timeout_exit_nonzero_with_a_reason() {
     assert!(err.contains("metadata not found within 3 s"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(20));
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    assert!(!mounts.contains(mnt.to_str().unwrap()), "nothing may be mounted");
+    assert!(
+        !mounts.contains(mnt.to_str().unwrap()),
+        "nothing may be mounted"
+    );
 }
 
 #[test]
@@ -248,8 +335,16 @@ fn foreground_mount_unmounts_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let kid = ChildGuard(child.id());
-    assert!(wait_until(Duration::from_secs(30), || mnt.join("site/index.html").exists()), "mounted");
-    assert_eq!(std::fs::read_to_string(mnt.join("site/index.html")).unwrap(), "<h1>hello swarm</h1>\n");
+    assert!(
+        wait_until(Duration::from_secs(30), || mnt
+            .join("site/index.html")
+            .exists()),
+        "mounted"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("site/index.html")).unwrap(),
+        "<h1>hello swarm</h1>\n"
+    );
     // SAFETY: kill(2) on the child we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("exits after SIGTERM");
