@@ -194,7 +194,7 @@ impl Picker {
 
     /// Whether any piece that `peer_has` holds is still wanted by us.
     pub fn interesting(&self, peer_has: &dyn Fn(u32) -> bool) -> bool {
-        self.candidates().any(|p| peer_has(p))
+        self.candidates().any(peer_has)
     }
 
     /// Wanted pieces in priority order, with duplicates (cheap to skip).
