@@ -30,6 +30,7 @@ pub mod dht;
 pub mod fuse;
 pub mod hash;
 pub mod keypair;
+pub mod lsd;
 pub mod magnet;
 pub mod metainfo;
 pub mod peer;
