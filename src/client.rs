@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::archive::Archive;
 use crate::dht::{Dht, DhtConfig, DhtError, MutableItem};
 use crate::keypair::Keypair;
+use crate::lsd::{Lsd, LsdConfig, LsdPeer};
 use crate::magnet::{self, MutableUrl, Url};
 use crate::peer::session;
 use crate::swarm::{PeerSource, StorageKind, Swarm, SwarmConfig, SwarmStats};
@@ -83,6 +84,8 @@ pub struct ClientBuilder {
     max_peers: usize,
     prefetch: bool,
     max_partial_bytes: u64,
+    lsd: bool,
+    lsd_interface: Option<IpAddr>,
 }
 
 impl Default for ClientBuilder {
@@ -99,6 +102,8 @@ impl Default for ClientBuilder {
             max_peers: 50,
             prefetch: false,
             max_partial_bytes: 32 << 20,
+            lsd: true,
+            lsd_interface: None,
         }
     }
 }
@@ -166,6 +171,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Local Service Discovery (BEP 14) on or off (default on): announce
+    /// our torrents to the local network by multicast and connect to peers
+    /// announced there.
+    pub fn lsd(mut self, on: bool) -> Self {
+        self.lsd = on;
+        self
+    }
+    /// The interface for LSD multicast, named by one of its addresses
+    /// (default: the one the kernel routes multicast to).
+    pub fn lsd_interface(mut self, ip: Option<IpAddr>) -> Self {
+        self.lsd_interface = ip;
+        self
+    }
+
     /// Binds the sockets and starts the DHT node (bootstrapping in the
     /// background). Errors: a port already in use.
     pub async fn start(self) -> Result<Client, Error> {
@@ -195,16 +214,36 @@ impl ClientBuilder {
                 done.send_replace(true);
             });
         }
+        // LSD is best effort: a failure is logged and the client runs on.
+        let (lsd, lsd_rx) = if self.lsd {
+            let cfg = LsdConfig {
+                interface: self.lsd_interface,
+                ..LsdConfig::default()
+            };
+            match Lsd::start(cfg, peer_port).await {
+                Ok((l, rx)) => (Some(l), Some(rx)),
+                Err(e) => {
+                    tracing::info!("local service discovery is off: {e}");
+                    (None, None)
+                }
+            }
+        } else {
+            (None, None)
+        };
         let inner = Arc::new(Inner {
             cfg: self.clone(),
             peer_id: self.peer_id.unwrap_or_else(PeerId::generate),
             peer_port,
             dht,
+            lsd,
             bootstrapped,
             swarms: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::watch::channel(false).0,
         });
         tokio::spawn(accept_loop(inner.clone(), listener));
+        if let Some(rx) = lsd_rx {
+            tokio::spawn(lsd_peers_loop(inner.clone(), rx));
+        }
         Ok(Client { inner })
     }
 }
@@ -372,6 +411,8 @@ struct Inner {
     peer_id: PeerId,
     peer_port: u16,
     dht: Option<Dht>,
+    /// Local Service Discovery (BEP 14), unless off or unavailable.
+    lsd: Option<Lsd>,
     /// True once the first DHT bootstrap has finished (or without a DHT).
     bootstrapped: tokio::sync::watch::Sender<bool>,
     swarms: Mutex<HashMap<InfoHash, Arc<Swarm>>>,
@@ -813,6 +854,9 @@ impl Client {
         if let Some(dht) = &self.inner.dht {
             tokio::spawn(dht_loop(swarm.clone(), dht.clone(), self.inner.peer_port));
         }
+        if let Some(lsd) = &self.inner.lsd {
+            tokio::spawn(lsd_announce_loop(swarm.clone(), lsd.clone()));
+        }
         swarm
     }
 
@@ -843,6 +887,9 @@ impl Client {
             .collect();
         for s in swarms {
             s.stop();
+        }
+        if let Some(l) = &self.inner.lsd {
+            l.shutdown();
         }
         if let Some(d) = &self.inner.dht {
             d.shutdown().await;
@@ -897,6 +944,54 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 Err(e) => tracing::debug!("incoming {addr}: {e}"),
             }
         });
+    }
+}
+
+/// Hands peers announced by LSD (BEP 14) to the swarms of their
+/// info-hashes; announces of torrents we are not in are ignored.
+async fn lsd_peers_loop(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<LsdPeer>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        let p = tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let swarm = inner
+            .swarms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.info_hash)
+            .cloned();
+        let Some(swarm) = swarm else { continue };
+        if swarm.loaded().is_some_and(|l| l.info.private) {
+            continue; // BEP 27: private torrents use no local discovery
+        }
+        if swarm.add_peers([p.addr], PeerSource::Lsd) > 0 {
+            tracing::info!("{}: peer {} from LSD", swarm.info_hash, p.addr);
+        }
+    }
+}
+
+/// Announces a swarm on the local network (BEP 14) when it starts and
+/// every 5 minutes while it runs, if it accepts incoming peers (seeding on)
+/// and is not private (BEP 27).
+async fn lsd_announce_loop(swarm: Arc<Swarm>, lsd: Lsd) {
+    if !swarm.cfg.seed {
+        return;
+    }
+    let mut shutdown = swarm.shutdown.subscribe();
+    loop {
+        if !swarm.loaded().is_some_and(|l| l.info.private) {
+            let n = lsd.announce(&[swarm.info_hash]).await;
+            tracing::debug!("{}: LSD announce ({n} datagrams)", swarm.info_hash);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(crate::lsd::ANNOUNCE_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

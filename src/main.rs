@@ -46,9 +46,18 @@ struct NetArgs {
     /// TCP port for peer connections (0: any free port).
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// Do not use the DHT (peers only from --peer and the magnet's x.pe).
+    /// Do not use the DHT (peers then come from --peer, the magnet's x.pe,
+    /// LSD and PEX).
     #[arg(long)]
     no_dht: bool,
+    /// Do not use Local Service Discovery (BEP 14: multicast announces to
+    /// peers on the local network).
+    #[arg(long)]
+    no_lsd: bool,
+    /// Interface for Local Service Discovery, named by one of its addresses
+    /// (default: the interface the kernel routes multicast to).
+    #[arg(long, value_name = "IP")]
+    lsd_interface: Option<std::net::IpAddr>,
     /// Cache directory; data lives under DIR/<info-hash>/.
     /// Default: $XDG_CACHE_HOME/btfs-mount or ~/.cache/btfs-mount.
     #[arg(long, value_name = "DIR")]
@@ -220,6 +229,8 @@ async fn start_client(
 ) -> anyhow::Result<Client> {
     let mut b = Client::builder()
         .dht(!net.no_dht)
+        .lsd(!net.no_lsd)
+        .lsd_interface(net.lsd_interface)
         .dht_port(net.dht_port)
         .peer_port(net.port)
         .read_timeout(read_timeout)

@@ -104,6 +104,10 @@ pub(crate) struct State {
     candidates: HashMap<SocketAddr, Candidate>,
     /// Live connections: id → (address, waker).
     pub(crate) conns: HashMap<u64, (SocketAddr, Arc<Notify>)>,
+    /// Live connections we may tell other peers about (BEP 11): id → (an
+    /// address that accepts connections, `ut_pex` flags). Set by the
+    /// session once that address is known.
+    pex: HashMap<u64, (SocketAddr, u8)>,
     /// Set once the info dictionary is known.
     pub(crate) picker: Option<Picker>,
     /// Why the metadata was refused, if it was (the lookup fails with it).
@@ -163,6 +167,7 @@ impl Swarm {
             state: Mutex::new(State {
                 candidates: HashMap::new(),
                 conns: HashMap::new(),
+                pex: HashMap::new(),
                 picker: None,
                 metadata_error: None,
                 next_conn: 1,
@@ -437,6 +442,7 @@ impl Swarm {
     /// A connection ended: its requests go back to the picker.
     pub(crate) fn unregister_conn(&self, id: u64, was_unchoked: bool) {
         let mut st = self.lock();
+        st.pex.remove(&id);
         if let Some((addr, _)) = st.conns.remove(&id) {
             if let Some(c) = st.candidates.get_mut(&addr) {
                 c.connected = false;
@@ -452,6 +458,23 @@ impl Swarm {
         drop(st);
         self.wake_peers();
         self.candidates_changed.notify_one();
+    }
+
+    /// Records (or updates) the reachable address and `ut_pex` flags of
+    /// live connection `id`, for peer exchange (BEP 11).
+    pub(crate) fn set_pex_entry(&self, id: u64, addr: SocketAddr, flags: u8) {
+        let mut st = self.lock();
+        if st.conns.contains_key(&id) {
+            st.pex.insert(id, (addr, flags));
+        }
+    }
+
+    /// The reachable addresses and `ut_pex` flags of the live connections
+    /// (BEP 11 `added`), sorted by address.
+    pub(crate) fn pex_peers(&self) -> Vec<(SocketAddr, u8)> {
+        let mut v: Vec<(SocketAddr, u8)> = self.lock().pex.values().copied().collect();
+        v.sort();
+        v
     }
 
     /// Takes an upload slot for a peer that is interested; false when all 16

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::peer::conn::{PeerConn, PeerWriter};
-use crate::peer::extension::{ExtHandshake, UT_METADATA_ID};
+use crate::peer::extension::{ExtHandshake, UT_METADATA_ID, UT_PEX, UT_PEX_ID};
+use crate::peer::pex::{self, PexMessage};
 use crate::peer::ut_metadata::{self, MetadataAssembler, MetadataMsg};
 use crate::peer::wire::{BlockRequest, Handshake, Message};
 use crate::picker::{BlockOutcome, Req};
@@ -30,6 +31,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most blocks we queue for upload to one peer.
 const MAX_UPLOAD_QUEUE: usize = 512;
+/// Shortest time between two `ut_pex` messages we send on one connection
+/// (BEP 11: at most one a minute).
+const PEX_INTERVAL: Duration = Duration::from_secs(60);
+/// Most `added` and most `dropped` entries in one `ut_pex` message we send,
+/// and most `added` entries we take from one we receive (BEP 11: 50).
+const PEX_MAX_PEERS: usize = 50;
+/// `ut_pex` messages arriving sooner than this after the previous one are
+/// ignored (a flood).
+const PEX_MIN_RECV_GAP: Duration = Duration::from_secs(20);
 
 /// Runs a connected, handshaken peer until it closes, misbehaves or the
 /// swarm stops. `addr` is the peer's address (for bans and logs).
@@ -50,6 +60,12 @@ pub async fn run(
     };
     tracing::info!("{}: connected to {addr} (from {source})", swarm.info_hash);
     let mut s = Session::new(swarm.clone(), id, addr);
+    if source != PeerSource::Incoming {
+        // We dialled it: the address accepts connections (BEP 11 flag 0x10).
+        s.pex_flags = pex::FLAG_OUTGOING;
+        s.pex_addr = Some(addr);
+        swarm.set_pex_entry(id, addr, s.pex_flags);
+    }
     let (mut reader, writer) = conn.split();
     let (tx, rx) = mpsc::channel(256);
     let reader_task = tokio::spawn(async move {
@@ -109,6 +125,17 @@ struct Session {
     /// Blocks we had not asked this peer for (tolerated up to a bound).
     stray_blocks: u32,
     got_bitfield: bool,
+    /// Their `ut_pex` extension id (BEP 11), if they speak it.
+    their_ut_pex: Option<u8>,
+    /// The address we tell other peers about (BEP 11): ours when we dialled
+    /// it, else their IP with the listen port of their extension handshake.
+    pex_addr: Option<SocketAddr>,
+    /// The `ut_pex` flags other peers learn for this peer.
+    pex_flags: u8,
+    /// Peers we told them about in `added` and have not dropped since.
+    pex_told: HashSet<SocketAddr>,
+    last_pex_sent: Option<Instant>,
+    last_pex_recv: Option<Instant>,
 }
 
 impl Session {
@@ -140,6 +167,12 @@ impl Session {
             bad_blocks: 0,
             stray_blocks: 0,
             got_bitfield: false,
+            their_ut_pex: None,
+            pex_addr: None,
+            pex_flags: 0,
+            pex_told: HashSet::new(),
+            last_pex_sent: None,
+            last_pex_recv: None,
         }
     }
 
@@ -222,6 +255,9 @@ impl Session {
     fn our_ext_handshake(&self) -> ExtHandshake {
         let mut hs = ExtHandshake::default();
         hs.m.insert("ut_metadata".into(), UT_METADATA_ID);
+        if !self.is_private() {
+            hs.m.insert(UT_PEX.into(), UT_PEX_ID);
+        }
         hs.metadata_size = self.swarm.loaded().map(|l| l.info.raw.len() as u64);
         hs.listen_port = Some(self.swarm.cfg.listen_port).filter(|&p| p != 0);
         hs.client = Some(concat!("btfs-mount ", env!("CARGO_PKG_VERSION")).into());
@@ -480,6 +516,7 @@ impl Session {
             let hs =
                 ExtHandshake::decode(&payload).map_err(|e| format!("extension handshake: {e}"))?;
             self.their_ut_metadata = hs.m.get("ut_metadata").copied().filter(|&i| i != 0);
+            self.their_ut_pex = hs.id_of(UT_PEX);
             self.their_metadata_size = hs.metadata_size;
             if let Some(q) = hs.reqq {
                 self.their_reqq = (q as usize).clamp(1, 2000);
@@ -489,6 +526,10 @@ impl Session {
                 let a = SocketAddr::new(self.addr.ip(), p);
                 if a != self.addr {
                     self.swarm.add_peers([a], PeerSource::Incoming);
+                }
+                if self.pex_flags & pex::FLAG_OUTGOING == 0 {
+                    self.pex_addr = Some(a);
+                    self.swarm.set_pex_entry(self.id, a, self.pex_flags);
                 }
             }
             if self.swarm.loaded().is_none() {
@@ -588,8 +629,127 @@ impl Session {
                 }
             }
         }
-        // Other extensions (ut_pex arrives with its own module) are ignored.
+        if id == UT_PEX_ID {
+            self.on_pex(&payload);
+        }
+        // Other extensions are ignored.
         Ok(())
+    }
+
+    /// Whether the torrent is private (BEP 27: no peer exchange).
+    fn is_private(&self) -> bool {
+        self.swarm.loaded().is_some_and(|l| l.info.private)
+    }
+
+    /// A received `ut_pex` message (BEP 11): its `added` peers (at most
+    /// [`PEX_MAX_PEERS`], never the sender itself) become candidates.
+    /// Malformed or too frequent messages are ignored, not fatal.
+    fn on_pex(&mut self, payload: &[u8]) {
+        let now = Instant::now();
+        if self.is_private() {
+            return;
+        }
+        if self
+            .last_pex_recv
+            .is_some_and(|t| now.duration_since(t) < PEX_MIN_RECV_GAP)
+        {
+            tracing::debug!(
+                "{}: {} sends ut_pex too often; ignored",
+                self.swarm.info_hash,
+                self.addr
+            );
+            return;
+        }
+        self.last_pex_recv = Some(now);
+        let msg = match PexMessage::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("{}: {}: ut_pex: {e}", self.swarm.info_hash, self.addr);
+                return;
+            }
+        };
+        let own = self.pex_addr;
+        let added: Vec<SocketAddr> = msg
+            .added
+            .iter()
+            .map(|(a, _)| *a)
+            .filter(|a| *a != self.addr && Some(*a) != own)
+            .take(PEX_MAX_PEERS)
+            .collect();
+        let n = self.swarm.add_peers(added.iter().copied(), PeerSource::Pex);
+        tracing::info!(
+            "{}: ut_pex from {}: {} added ({n} new), {} dropped",
+            self.swarm.info_hash,
+            self.addr,
+            msg.added.len(),
+            msg.dropped.len()
+        );
+    }
+
+    /// Sends a `ut_pex` message (BEP 11) when they speak it, the last one
+    /// went out at least [`PEX_INTERVAL`] ago, and the set of our other
+    /// connected peers changed since: `added` peers connected since the
+    /// last message, `dropped` peers gone since, at most [`PEX_MAX_PEERS`]
+    /// each, never their own address.
+    async fn maybe_send_pex(&mut self, w: &mut PeerWriter) -> Result<(), String> {
+        let Some(id) = self.their_ut_pex else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if self
+            .last_pex_sent
+            .is_some_and(|t| now.duration_since(t) < PEX_INTERVAL)
+            || self.is_private()
+        {
+            return Ok(());
+        }
+        let own = self.pex_addr;
+        let current: Vec<(SocketAddr, u8)> = self
+            .swarm
+            .pex_peers()
+            .into_iter()
+            .filter(|(a, _)| *a != self.addr && Some(*a) != own)
+            .collect();
+        let added: Vec<(SocketAddr, u8)> = current
+            .iter()
+            .filter(|(a, _)| !self.pex_told.contains(a))
+            .take(PEX_MAX_PEERS)
+            .copied()
+            .collect();
+        let mut dropped: Vec<SocketAddr> = self
+            .pex_told
+            .iter()
+            .filter(|a| !current.iter().any(|(c, _)| c == *a))
+            .copied()
+            .collect();
+        dropped.sort();
+        dropped.truncate(PEX_MAX_PEERS);
+        if added.is_empty() && dropped.is_empty() {
+            return Ok(());
+        }
+        for (a, _) in &added {
+            self.pex_told.insert(*a);
+        }
+        for a in &dropped {
+            self.pex_told.remove(a);
+        }
+        self.last_pex_sent = Some(now);
+        tracing::debug!(
+            "{}: ut_pex to {}: {} added, {} dropped",
+            self.swarm.info_hash,
+            self.addr,
+            added.len(),
+            dropped.len()
+        );
+        let payload = PexMessage { added, dropped }.encode();
+        send(
+            w,
+            &Message::Extended {
+                id,
+                payload: Bytes::from(payload),
+            },
+        )
+        .await
     }
 
     async fn fill_requests(&mut self, w: &mut PeerWriter) -> Result<(), String> {
@@ -707,6 +867,23 @@ impl Session {
             self.rate_bytes = 0;
             self.rate_since = now;
         }
+        // Their seed flag for peer exchange.
+        let seed = self
+            .peer_pieces
+            .as_ref()
+            .is_some_and(|p| !p.is_empty() && p.iter().all(|&h| h));
+        let flags = if seed {
+            self.pex_flags | pex::FLAG_SEED
+        } else {
+            self.pex_flags & !pex::FLAG_SEED
+        };
+        if flags != self.pex_flags {
+            self.pex_flags = flags;
+            if let Some(a) = self.pex_addr {
+                self.swarm.set_pex_entry(self.id, a, flags);
+            }
+        }
+        self.maybe_send_pex(w).await?;
         if now.duration_since(self.last_sent) > Duration::from_secs(90) {
             send(w, &Message::KeepAlive).await?;
             self.last_sent = now;
