@@ -493,6 +493,15 @@ impl Swarm {
         st.unchoked = st.unchoked.saturating_sub(1);
     }
 
+    /// `addr` turned out to be our own listen address: it is never dialled
+    /// again (and not counted as a failure).
+    pub(crate) fn forget_self(&self, addr: SocketAddr) {
+        if let Some(c) = self.lock().candidates.get_mut(&addr) {
+            c.connected = false;
+            c.banned = true;
+        }
+    }
+
     /// Bans a peer address (bad data, wrong metadata).
     pub(crate) fn ban(&self, addr: SocketAddr, why: &str) {
         tracing::warn!("{}: banning peer {addr}: {why}", self.info_hash);

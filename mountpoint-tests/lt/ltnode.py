@@ -130,6 +130,9 @@ def parse_args(argv):
     p.add_argument("--upload-only", action="store_true", help="upload mode: never download")
     p.add_argument("--no-utp", action="store_true", help="TCP only (libtorrent dials uTP first otherwise)")
     p.add_argument("--no-encryption", action="store_true", help="plaintext only (no MSE handshake)")
+    p.add_argument("--keep-redundant", action="store_true",
+                   help="keep connections where neither side wants data "
+                        "(close_redundant_connections off), e.g. a seed and an upload-only peer")
     p.add_argument("--verbose", action="store_true", help="log DHT and peer traffic on stderr")
     args = p.parse_args(argv)
     if args.dht and not args.bootstrap:
@@ -197,6 +200,8 @@ def session_settings(args):
     if args.no_utp:
         s["enable_outgoing_utp"] = False
         s["enable_incoming_utp"] = False
+    if args.keep_redundant:
+        s["close_redundant_connections"] = False
     if args.no_encryption:
         s["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
         s["in_enc_policy"] = int(lt.enc_policy.pe_disabled)

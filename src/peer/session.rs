@@ -50,6 +50,14 @@ pub async fn run(
     addr: SocketAddr,
     source: PeerSource,
 ) {
+    if theirs.peer_id == swarm.cfg.peer_id.0 {
+        // Our own listen address came back (PEX, LSD, DHT): never again.
+        tracing::debug!("{}: {addr} is ourselves ({source})", swarm.info_hash);
+        if source != PeerSource::Incoming {
+            swarm.forget_self(addr);
+        }
+        return;
+    }
     let Some((id, waker)) = swarm.register_conn(addr, source) else {
         tracing::debug!(
             "{}: not keeping {addr}: connection limit or banned",
@@ -136,6 +144,8 @@ struct Session {
     pex_told: HashSet<SocketAddr>,
     last_pex_sent: Option<Instant>,
     last_pex_recv: Option<Instant>,
+    /// Our IP as they see it (BEP 10 `yourip`).
+    our_ip: Option<std::net::IpAddr>,
 }
 
 impl Session {
@@ -173,6 +183,7 @@ impl Session {
             pex_told: HashSet::new(),
             last_pex_sent: None,
             last_pex_recv: None,
+            our_ip: None,
         }
     }
 
@@ -517,6 +528,7 @@ impl Session {
                 ExtHandshake::decode(&payload).map_err(|e| format!("extension handshake: {e}"))?;
             self.their_ut_metadata = hs.m.get("ut_metadata").copied().filter(|&i| i != 0);
             self.their_ut_pex = hs.id_of(UT_PEX);
+            self.our_ip = hs.yourip;
             self.their_metadata_size = hs.metadata_size;
             if let Some(q) = hs.reqq {
                 self.their_reqq = (q as usize).clamp(1, 2000);
@@ -669,11 +681,16 @@ impl Session {
             }
         };
         let own = self.pex_addr;
+        let port = self.swarm.cfg.listen_port;
+        // Our own listen address comes back when they know us.
+        let is_us = |a: &SocketAddr| {
+            a.port() == port && (a.ip().is_loopback() || Some(a.ip()) == self.our_ip)
+        };
         let added: Vec<SocketAddr> = msg
             .added
             .iter()
             .map(|(a, _)| *a)
-            .filter(|a| *a != self.addr && Some(*a) != own)
+            .filter(|a| *a != self.addr && Some(*a) != own && !is_us(a))
             .take(PEX_MAX_PEERS)
             .collect();
         let n = self.swarm.add_peers(added.iter().copied(), PeerSource::Pex);
