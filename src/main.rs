@@ -433,8 +433,13 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
     tokio::task::spawn_blocking(move || std::fs::read_dir(&mp).map(|d| d.count()))
         .await?
         .with_context(|| format!("the mount on {} does not answer", mountpoint.display()))?;
+    // The FUSE connection id, to abort a busy mount on shutdown.
+    let dev = std::fs::metadata(&mountpoint).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.dev()
+    });
     report_ready(&archive);
-    wait_for_unmount(session, &mountpoint).await;
+    wait_for_unmount(session, &mountpoint, dev, &client).await;
     client.stop().await;
     Ok(())
 }
@@ -465,8 +470,16 @@ fn report_ready(archive: &btfs::Archive) {
 }
 
 /// Returns when the filesystem is unmounted (by `fusermount3 -u`), or
-/// unmounts on SIGINT/SIGTERM.
-async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path) {
+/// unmounts on SIGINT/SIGTERM: the engine stops first, so reads blocked on
+/// pieces return EIO at once; a mount still busy after that is detached
+/// lazily and its FUSE connection aborted, so neither readers nor this
+/// process hang.
+async fn wait_for_unmount(
+    session: fuser::BackgroundSession,
+    mountpoint: &Path,
+    dev: Option<u64>,
+    client: &Client,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
@@ -476,7 +489,7 @@ async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path) 
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {}
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 if session.guard.is_finished() {
                     tracing::info!("{} was unmounted", mountpoint.display());
                     return;
@@ -485,7 +498,59 @@ async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path) 
         }
     }
     tracing::info!("unmounting {}", mountpoint.display());
-    let _ = tokio::task::spawn_blocking(move || session.umount_and_join()).await;
+    client.stop().await;
+    let mp = mountpoint.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || unmount(&mp, dev)).await;
+    for _ in 0..50 {
+        if session.guard.is_finished() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(
+        "the FUSE session of {} did not end; exiting anyway",
+        mountpoint.display()
+    );
+    std::mem::forget(session); // dropping it would try to unmount again
+}
+
+/// Unmounts `mp`; when it is busy, detaches it lazily and aborts its FUSE
+/// connection (`/sys/fs/fuse/connections/<minor>/abort`, root only), so
+/// every pending and future request fails instead of hanging.
+fn unmount(mp: &Path, dev: Option<u64>) {
+    let Ok(c) = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: umount2 with a valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return;
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EPERM) {
+        // Not root: fusermount3 does it for the mount's owner.
+        let ok = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(mp)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(mp)
+                .status();
+        }
+        return;
+    }
+    tracing::warn!(
+        "{} is busy ({err}); detaching it and aborting its FUSE connection",
+        mp.display()
+    );
+    // SAFETY: as above.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if let Some(dev) = dev {
+        let minor = libc::minor(dev);
+        let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
+    }
 }
 
 async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {
