@@ -438,15 +438,25 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
         use std::os::unix::fs::MetadataExt;
         m.dev()
     });
-    report_ready(&archive);
+    let cache_dir = args
+        .net
+        .cache_dir
+        .clone()
+        .unwrap_or_else(btfs::client::default_cache_dir);
+    report_ready(
+        &cache_dir
+            .join(archive.info_hash().to_hex())
+            .join("btfs-mount.log"),
+    );
     wait_for_unmount(session, &mountpoint, dev, &client).await;
     client.stop().await;
     Ok(())
 }
 
-/// Tells a waiting parent that the mount is up, then detaches from its
-/// stderr (logs go to `<cache>/<info-hash>/log`... or nowhere).
-fn report_ready(archive: &btfs::Archive) {
+/// Tells a waiting parent that the mount is up, then detaches from the
+/// terminal: stdout goes to /dev/null and stderr (the log: why a read
+/// failed, which peers were dropped) is appended to `log`.
+fn report_ready(log: &Path) {
     let Some(fd) = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<RawFd>().ok())
@@ -457,15 +467,17 @@ fn report_ready(archive: &btfs::Archive) {
     let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
     let _ = f.write_all(b"ready\n");
     drop(f);
-    let _ = archive;
-    // Detach from the terminal: stdout and stderr to /dev/null.
+    use std::os::fd::AsRawFd;
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 onto the standard fds.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 1);
-            libc::dup2(null.as_raw_fd(), 2);
-        }
+        // SAFETY: dup2 onto a standard fd.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log);
+        let target = logf.as_ref().map_or(null.as_raw_fd(), |l| l.as_raw_fd());
+        // SAFETY: as above.
+        unsafe { libc::dup2(target, 2) };
     }
 }
 
