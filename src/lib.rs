@@ -26,8 +26,10 @@
 pub mod archive;
 pub mod bencode;
 pub mod client;
+pub mod create;
 pub mod dht;
 pub mod fuse;
+pub mod fuse_writable;
 pub mod hash;
 pub mod keypair;
 pub mod magnet;
@@ -35,6 +37,7 @@ pub mod metainfo;
 pub mod peer;
 pub mod picker;
 pub mod publish;
+pub mod staging;
 pub mod storage;
 pub mod swarm;
 
