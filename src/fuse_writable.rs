@@ -9,7 +9,8 @@
 //! directories; `RENAME_NOREPLACE`; `RENAME_EXCHANGE` is refused with
 //! EINVAL), opendir/readdir, statfs (of the disk holding the staging
 //! directory). Symlinks, hard links and special files are refused with
-//! EPERM: a torrent cannot hold them faithfully.
+//! EPERM, extended attributes with ENOTSUP/ENODATA: a torrent cannot hold
+//! them faithfully.
 //!
 //! Writes go to the draft's staging directory before the reply (no
 //! writeback cache); `fsync` makes them durable (see
@@ -455,6 +456,38 @@ impl Filesystem for WritableFs {
             }
         }
         reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::NO_XATTR); // BEP 3 has no extended attributes
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0)
+        } else {
+            reply.data(&[])
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOTSUP);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -16,6 +16,8 @@ use btfs::client::{Client, LookupOptions, Version};
 use btfs::keypair::Keypair;
 use btfs::swarm::StorageKind;
 
+mod cli_write;
+
 /// Environment variable naming the pipe fd on which a background child
 /// reports that the mount is ready.
 const READY_FD_ENV: &str = "BTFS_MOUNT_READY_FD";
@@ -88,6 +90,23 @@ struct MountArgs {
     /// version; the mount switches to it atomically. 0: never check.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     refresh: u64,
+    /// Mount read-write: empty (`--writable MNT`) or starting from URL's
+    /// tree. Changes are staged under the cache dir; unmounting makes a new
+    /// torrent of the final tree, prints its magnet on stdout and seeds it
+    /// (and with --key publishes it as the next BEP 46 seq) until Ctrl-C.
+    #[arg(long)]
+    writable: bool,
+    /// With --writable: continue the unpublished draft last edited on this
+    /// mountpoint (after a crash or kill).
+    #[arg(long, requires = "writable")]
+    resume: bool,
+    /// With --writable: key file (`btfs-mount keygen`) to publish the new
+    /// torrent under, as a BEP 46 mutable item.
+    #[arg(long, value_name = "FILE", requires = "writable")]
+    key: Option<PathBuf>,
+    /// With --key: salt in hex (default: the salt of the mutable URL mounted).
+    #[arg(long, value_name = "HEX", requires = "key")]
+    salt: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,6 +126,22 @@ enum Command {
         salt: String,
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
+    },
+    /// Make a torrent of a directory (or file) and seed it in place: prints
+    /// its magnet link on stdout (and, with --key, the mutable URL it is
+    /// published under as the second line), then seeds until Ctrl-C.
+    Seed {
+        /// The directory (multi-file torrent) or file (single-file torrent).
+        path: PathBuf,
+        /// Key file from `btfs-mount keygen`: also publish the torrent as a
+        /// BEP 46 mutable item (next seq).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Salt in hex (at most 64 bytes), with --key.
+        #[arg(long, value_name = "HEX", default_value = "", requires = "key")]
+        salt: String,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// Publish a torrent under a key as a BEP 46 mutable item: prints the
     /// mutable URL, then keeps the item alive on the DHT (puts it again
@@ -165,7 +200,7 @@ fn main() -> ExitCode {
         Some(Command::Dht(DhtCommand::GetPeers { net, .. } | DhtCommand::Get { net, .. })) => {
             net.verbose
         }
-        Some(Command::Publish { net, .. }) => net.verbose,
+        Some(Command::Publish { net, .. } | Command::Seed { net, .. }) => net.verbose,
         Some(Command::Keygen { verbose, .. }) => *verbose,
         None => cli.mount.net.verbose,
     };
@@ -180,6 +215,12 @@ fn main() -> ExitCode {
             once,
             net,
         }) => run_async(publish(target, key, salt, once, net)),
+        Some(Command::Seed {
+            path,
+            key,
+            salt,
+            net,
+        }) => run_async(cli_write::seed(path, key, salt, net)),
         None => mount_main(cli.mount),
     };
     match result {
@@ -233,7 +274,27 @@ async fn start_client(
     b.start().await.context("cannot start the client")
 }
 
-fn mount_main(args: MountArgs) -> anyhow::Result<()> {
+fn mount_main(mut args: MountArgs) -> anyhow::Result<()> {
+    if args.writable {
+        // `--writable MNT`: the one positional is the mountpoint.
+        if args.mountpoint.is_none() {
+            args.mountpoint = args.url.take().map(PathBuf::from);
+        }
+        let Some(mountpoint) = args.mountpoint.clone() else {
+            bail!("usage: btfs-mount --writable [URL] <MOUNTPOINT> (see --help)");
+        };
+        if let Some(url) = &args.url {
+            if args.resume {
+                bail!("--resume takes no URL: the draft remembers where it started");
+            }
+            btfs::magnet::parse(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let mountpoint = prepare_mountpoint(&mountpoint)?;
+        if !args.foreground && std::env::var_os(READY_FD_ENV).is_none() {
+            return spawn_background();
+        }
+        return run_async(cli_write::mount_writable(args, mountpoint));
+    }
     let (Some(url), Some(mountpoint)) = (args.url.clone(), args.mountpoint.clone()) else {
         bail!("usage: btfs-mount [OPTIONS] <URL> <MOUNTPOINT> (see --help)");
     };
@@ -442,6 +503,14 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
 /// Tells a waiting parent that the mount is up, then detaches from its
 /// stderr (logs go to `<cache>/<info-hash>/log`... or nowhere).
 fn report_ready(archive: &btfs::Archive) {
+    let _ = archive;
+    report_ready_fd(false);
+}
+
+/// Tells a waiting parent (if any) that the mount is up and detaches from
+/// the terminal: stderr to /dev/null, and stdout too unless `keep_stdout`
+/// (a writable mount prints its magnet there after unmount).
+fn report_ready_fd(keep_stdout: bool) {
     let Some(fd) = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<RawFd>().ok())
@@ -452,13 +521,14 @@ fn report_ready(archive: &btfs::Archive) {
     let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
     let _ = f.write_all(b"ready\n");
     drop(f);
-    let _ = archive;
-    // Detach from the terminal: stdout and stderr to /dev/null.
+    // Detach from the terminal.
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         use std::os::fd::AsRawFd;
         // SAFETY: dup2 onto the standard fds.
         unsafe {
-            libc::dup2(null.as_raw_fd(), 1);
+            if !keep_stdout {
+                libc::dup2(null.as_raw_fd(), 1);
+            }
             libc::dup2(null.as_raw_fd(), 2);
         }
     }

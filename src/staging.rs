@@ -961,6 +961,13 @@ impl Draft {
         Ok(Content { name, files: out })
     }
 
+    /// Records `mountpoint` as where the draft is edited now (so
+    /// `--resume` on it finds the draft). Errors: I/O writing `meta`.
+    pub fn set_mountpoint(&mut self, mountpoint: &Path) -> io::Result<()> {
+        self.meta.mountpoint = Some(mountpoint.to_path_buf());
+        crate::storage::write_atomic(&self.dir.join("meta"), self.meta.encode().as_bytes())
+    }
+
     /// Records that the draft was published as `magnet` (a later
     /// [`Draft::find`] skips it). The staging directory stays: the new
     /// torrent is seeded from it.
