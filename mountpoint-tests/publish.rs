@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    Child, LtNode, Mount, TreeFile, btfs_mount_bin, free_port, in_netns, make_tree, s,
-    sample_spec, tree_digests, wait_until,
+    Child, LtNode, Mount, TreeFile, btfs_mount_bin, free_port, in_netns, make_tree, s, sample_spec,
+    tree_digests, wait_until,
 };
 
 /// `btfs-mount ARGS` as a [`Child`] (its own cache dir under `tmp`).
@@ -32,7 +32,9 @@ fn btfs(name: &str, tmp: &Path, args: &[&str]) -> Child {
 
 /// Waits for the `n`th (1-based) non-JSON stdout line of `c`.
 fn stdout_line(c: &mut Child, n: usize, timeout: Duration) -> String {
-    let ok = wait_until(timeout, || c.stdout_lines().len() >= n || c.try_wait().is_some());
+    let ok = wait_until(timeout, || {
+        c.stdout_lines().len() >= n || c.try_wait().is_some()
+    });
     let lines = c.stdout_lines();
     assert!(
         ok && lines.len() >= n,
@@ -103,6 +105,9 @@ mv media docs/media
 rm empty.txt
 rm patch.bin
 rmdir docs/old
+truncate -s 1000 docs/media/deep/er/small.bin
+truncate -s 100 grown.txt
+touch -m -d @1577836800 docs/home.html
 ";
 
 #[test]
@@ -128,12 +133,7 @@ fn seed_dir_is_fetched_by_libtorrent_and_its_info_hash_is_stable() {
         "{}",
         seed.stderr()
     );
-    let got = lt_fetch(
-        tmp.path(),
-        &magnet,
-        &format!("127.0.0.1:{port}"),
-        "seeded",
-    );
+    let got = lt_fetch(tmp.path(), &magnet, &format!("127.0.0.1:{port}"), "seeded");
     assert_eq!(tree_digests(&got.join("site")), tree_digests(&site));
     assert!(!got.join("site/passwd-link").exists());
     seed.stop(Duration::from_secs(5));
@@ -198,10 +198,19 @@ fn shell_edits_on_a_writable_mount_are_published_and_fetched_by_libtorrent() {
     // Reads see what was written, before any unmount.
     assert_eq!(std::fs::read(mp.join("new.txt")).unwrap(), b"hi\n");
     assert_eq!(tree_digests(&mp), tree_digests(&reference));
+    let mtime = Command::new("stat")
+        .args(["-c", "%Y", s(&mp.join("docs/home.html"))])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&mtime.stdout).trim(), "1577836800");
     let statfs = Command::new("stat").args(["-f", s(&mp)]).output().unwrap();
     assert!(statfs.status.success());
 
-    let st = Command::new("fusermount3").arg("-u").arg(&mp).status().unwrap();
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mp)
+        .status()
+        .unwrap();
     assert!(st.success());
     let child = m.child().expect("foreground");
     let magnet = stdout_line(child, 1, Duration::from_secs(60));
@@ -239,7 +248,10 @@ fn kill_9_loses_no_fsynced_file_and_resume_publishes_it() {
     v.extend(a1.iter().map(String::as_str));
     let m = Mount::foreground(&mnt, &v, Duration::from_secs(30));
     let mp = m.path().to_path_buf();
-    make_tree(&tmp.path().join("src"), &[("big.bin", TreeFile::Random(3_000_000, 9))]);
+    make_tree(
+        &tmp.path().join("src"),
+        &[("big.bin", TreeFile::Random(3_000_000, 9))],
+    );
     sh(
         &mp,
         &format!(
@@ -288,7 +300,11 @@ dd if=/dev/zero of=b.txt bs=1 count=3 seek=1 conv=notrunc,fsync 2>/dev/null",
     assert!(!mp.join("tmp.txt").exists());
     sh(&mp, "rm -f unsynced.txt; echo resumed > r.txt");
     let expected = tree_digests(&mp);
-    let st = Command::new("fusermount3").arg("-u").arg(&mp).status().unwrap();
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mp)
+        .status()
+        .unwrap();
     assert!(st.success());
     let magnet = stdout_line(m.child().unwrap(), 1, Duration::from_secs(60));
     let got = lt_fetch(tmp.path(), &magnet, &format!("127.0.0.1:{port}"), "resumed");
@@ -338,13 +354,23 @@ fn writable_mount_of_a_mutable_url_publishes_the_next_seq() {
     make_tree(&site, &sample_spec());
     let seed_port = free_port().to_string();
     let mut args = vec![
-        "seed", s(&site), "--key", s(&key), "--salt", "6e", "--port", &seed_port,
+        "seed",
+        s(&site),
+        "--key",
+        s(&key),
+        "--salt",
+        "6e",
+        "--port",
+        &seed_port,
     ];
     args.extend(&boots);
     let mut seed = btfs("seed", tmp.path(), &args);
     let magnet1 = stdout_line(&mut seed, 1, Duration::from_secs(60));
     let url = stdout_line(&mut seed, 2, Duration::from_secs(60));
-    assert!(url.starts_with("magnet:?xs=urn:btpk:") && url.ends_with("&s=6e"), "{url}");
+    assert!(
+        url.starts_with("magnet:?xs=urn:btpk:") && url.ends_with("&s=6e"),
+        "{url}"
+    );
     eprintln!("v1 published at {:.2} s", t0.elapsed().as_secs_f64());
 
     // Edit the latest version through a writable mount of the URL.
@@ -383,18 +409,27 @@ fn writable_mount_of_a_mutable_url_publishes_the_next_seq() {
 echo v2 > new.txt
 rm index.html
 printf 'ABCD' | dd of=media/big.bin bs=1 seek=4000000 conv=notrunc 2>/dev/null
-mv café renamed";
+mv café renamed
+truncate -s 1000 media/deep/er/small.bin";
     sh(&reference, &format!("cp -r {}/. . && {script}", s(&site)));
     sh(&mp.join("site"), script);
     assert_eq!(tree_digests(&mp.join("site")), tree_digests(&reference));
-    let st = Command::new("fusermount3").arg("-u").arg(&mp).status().unwrap();
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mp)
+        .status()
+        .unwrap();
     assert!(st.success());
     let child = m.child().unwrap();
     let magnet2 = stdout_line(child, 1, Duration::from_secs(60));
     let url2 = stdout_line(child, 2, Duration::from_secs(60));
     assert_eq!(url2, url);
     assert_ne!(info_hash_of(&magnet2), info_hash_of(&magnet1));
-    assert!(child.stderr().contains("published seq 2"), "{}", child.stderr_tail(20));
+    assert!(
+        child.stderr().contains("published seq 2"),
+        "{}",
+        child.stderr_tail(20)
+    );
     eprintln!("v2 published at {:.2} s", t0.elapsed().as_secs_f64());
 
     // A second btfs-mount resolving the URL sees version 2.
@@ -412,10 +447,16 @@ mv café renamed";
     a.push(&peer);
     a.extend(&boots);
     let reader = Mount::foreground(&mnt2, &a, Duration::from_secs(60));
-    assert_eq!(tree_digests(&reader.path().join("site")), tree_digests(&reference));
+    assert_eq!(
+        tree_digests(&reader.path().join("site")),
+        tree_digests(&reference)
+    );
     reader.unmount_and_wait(Duration::from_secs(10));
     // libtorrent downloads version 2 from the writable mount's seed.
     let got = lt_fetch(tmp.path(), &magnet2, &peer, "v2");
     assert_eq!(tree_digests(&got.join("site")), tree_digests(&reference));
-    eprintln!("mutable writable test took {:.2} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "mutable writable test took {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
 }

@@ -140,7 +140,7 @@ impl DraftMeta {
     }
 
     fn encode(&self) -> String {
-        let opt = |s: Option<&str>| s.map_or("-".to_string(), |s| enc(s));
+        let opt = |s: Option<&str>| s.map_or("-".to_string(), enc);
         format!(
             "version 1\ncreated {}\nname {}\nmountpoint {}\nurl {}\nbase {}\n",
             self.created,
