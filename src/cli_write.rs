@@ -251,6 +251,11 @@ pub(crate) async fn mount_writable(args: MountArgs, mountpoint: PathBuf) -> anyh
             );
         }
     };
+    match draft.prune_data() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("{n} unused staged files deleted"),
+        Err(e) => tracing::warn!("cannot delete unused staged files: {e}"),
+    }
     let archive = match client.seed_content(content, Some(hashing_progress())).await {
         Ok(a) => a,
         Err(e) => {

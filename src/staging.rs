@@ -770,7 +770,8 @@ impl Draft {
     /// Makes file `id`'s bytes and size durable (fsync of its data file;
     /// the journal is always synced). A base file needs nothing.
     pub fn fsync(&self, id: u64) -> io::Result<()> {
-        match self.lock().file(id) {
+        let file = self.lock().file(id);
+        match file {
             Ok((Data::Staged(n), _)) => self.data_file(n)?.sync_all(),
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Ok(()),
@@ -959,6 +960,36 @@ impl Draft {
             name
         };
         Ok(Content { name, files: out })
+    }
+
+    /// Deletes the data files no file of the tree uses any more (unlinked
+    /// or replaced files). Call it only when nothing has a file of the draft
+    /// open (after unmount). Returns how many were deleted.
+    pub fn prune_data(&self) -> io::Result<usize> {
+        let used: std::collections::HashSet<u64> = {
+            let t = self.lock();
+            let mut out = Vec::new();
+            t.collect(ROOT, &mut Vec::new(), &mut out);
+            out.iter()
+                .filter_map(|(_, _, d)| match d {
+                    Data::Staged(n) => Some(*n),
+                    Data::Base { .. } => None,
+                })
+                .collect()
+        };
+        let mut removed = 0;
+        for e in fs::read_dir(self.dir.join("data"))? {
+            let e = e?;
+            let n = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok());
+            if let Some(n) = n
+                && !used.contains(&n)
+            {
+                self.files.lock().unwrap_or_else(|e| e.into_inner()).pop(&n);
+                fs::remove_file(e.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Records `mountpoint` as where the draft is edited now (so
@@ -1279,6 +1310,9 @@ mod tests {
         assert_eq!(paths, ["a.txt", "moved/deeper/c"]);
         let b = crate::create::build(&c, &mut |_, _| {}).unwrap();
         assert_eq!(b.total_length, 15);
+        // b.txt's data file is unused after its removal.
+        assert_eq!(d.prune_data().unwrap(), 1);
+        assert_eq!(d.read_file("site/moved/deeper/c").await.unwrap(), b"ccc");
         let found = Draft::find(t.path(), |m| m.name == "d").unwrap();
         assert_eq!(found.0, dir);
         d.mark_published("magnet:?xt=urn:btih:00").unwrap();
