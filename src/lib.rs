@@ -7,6 +7,12 @@
 //! ([`archive`]) → piece requests ([`picker`], [`peer`]) → verified pieces →
 //! [`storage`] → reads and uploads.
 //!
+//! The write side goes the other way: a directory ([`create::scan_dir`]) or
+//! an edited tree ([`staging::Draft`], mounted read-write by
+//! [`fuse_writable`]) → pieces hashed into a v1 info dictionary
+//! ([`create::build`]) → [`Client::seed_torrent`] serves them in place →
+//! [`Client::publish`] points a BEP 46 mutable URL at it.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), btfs::client::Error> {
 //! let client = btfs::Client::builder()
