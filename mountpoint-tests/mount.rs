@@ -262,6 +262,13 @@ fn cached_pieces_need_no_network_and_missing_ones_fail_with_eio() {
         waited >= Duration::from_secs(3) && waited < Duration::from_secs(20),
         "EIO after {waited:?}"
     );
+    // The background process logs why, in the cache directory.
+    let ih = magnet.split("btih:").nth(1).unwrap()[..40].to_lowercase();
+    let log = std::fs::read_to_string(cache.join(&ih).join("btfs-mount.log")).unwrap_or_default();
+    assert!(
+        log.contains("read failed after"),
+        "the log says why:\n{log}"
+    );
     m.unmount_and_wait(Duration::from_secs(10));
 }
 

@@ -14,7 +14,7 @@ use btfs::keypair::Keypair;
 use btfs::staging::{Draft, DraftMeta};
 
 use super::{
-    MountArgs, NetArgs, REPUBLISH_EVERY, parse_salt, report_ready_fd, start_client,
+    MountArgs, NetArgs, REPUBLISH_EVERY, parse_salt, report_ready_to, start_client,
     wait_for_unmount,
 };
 
@@ -230,8 +230,12 @@ pub(crate) async fn mount_writable(args: MountArgs, mountpoint: PathBuf) -> anyh
         mountpoint.display(),
         draft.dir().display()
     );
-    report_ready_fd(true);
-    wait_for_unmount(session, &mountpoint).await;
+    let dev = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&mountpoint).ok().map(|m| m.dev())
+    };
+    report_ready_to(&draft.dir().join("btfs-mount.log"), true);
+    wait_for_unmount(session, &mountpoint, dev, None).await;
 
     let content = match draft.content().await {
         Ok(c) => c,

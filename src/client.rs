@@ -98,7 +98,7 @@ impl Default for ClientBuilder {
             read_timeout: Duration::from_secs(60),
             max_peers: 50,
             prefetch: false,
-            max_partial_bytes: 32 << 20,
+            max_partial_bytes: 16 << 20,
         }
     }
 }

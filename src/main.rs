@@ -494,23 +494,36 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
     tokio::task::spawn_blocking(move || std::fs::read_dir(&mp).map(|d| d.count()))
         .await?
         .with_context(|| format!("the mount on {} does not answer", mountpoint.display()))?;
-    report_ready(&archive);
-    wait_for_unmount(session, &mountpoint).await;
+    // The FUSE connection id, to abort a busy mount on shutdown.
+    let dev = std::fs::metadata(&mountpoint).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.dev()
+    });
+    let cache_dir = args
+        .net
+        .cache_dir
+        .clone()
+        .unwrap_or_else(btfs::client::default_cache_dir);
+    report_ready(
+        &cache_dir
+            .join(archive.info_hash().to_hex())
+            .join("btfs-mount.log"),
+    );
+    wait_for_unmount(session, &mountpoint, dev, Some(&client)).await;
     client.stop().await;
     Ok(())
 }
 
-/// Tells a waiting parent that the mount is up, then detaches from its
-/// stderr (logs go to `<cache>/<info-hash>/log`... or nowhere).
-fn report_ready(archive: &btfs::Archive) {
-    let _ = archive;
-    report_ready_fd(false);
+/// Tells a waiting parent that the mount is up, then detaches from the
+/// terminal: stdout goes to /dev/null and stderr (the log: why a read
+/// failed, which peers were dropped) is appended to `log`.
+fn report_ready(log: &Path) {
+    report_ready_to(log, false);
 }
 
-/// Tells a waiting parent (if any) that the mount is up and detaches from
-/// the terminal: stderr to /dev/null, and stdout too unless `keep_stdout`
-/// (a writable mount prints its magnet there after unmount).
-fn report_ready_fd(keep_stdout: bool) {
+/// [`report_ready`], keeping stdout when `keep_stdout` (a writable mount
+/// prints its magnet there after unmount).
+fn report_ready_to(log: &Path, keep_stdout: bool) {
     let Some(fd) = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<RawFd>().ok())
@@ -521,22 +534,34 @@ fn report_ready_fd(keep_stdout: bool) {
     let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
     let _ = f.write_all(b"ready\n");
     drop(f);
-    // Detach from the terminal.
+    use std::os::fd::AsRawFd;
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 onto the standard fds.
-        unsafe {
-            if !keep_stdout {
-                libc::dup2(null.as_raw_fd(), 1);
-            }
-            libc::dup2(null.as_raw_fd(), 2);
+        if !keep_stdout {
+            // SAFETY: dup2 onto a standard fd.
+            unsafe { libc::dup2(null.as_raw_fd(), 1) };
         }
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log);
+        let target = logf.as_ref().map_or(null.as_raw_fd(), |l| l.as_raw_fd());
+        // SAFETY: as above.
+        unsafe { libc::dup2(target, 2) };
     }
 }
 
 /// Returns when the filesystem is unmounted (by `fusermount3 -u`), or
-/// unmounts on SIGINT/SIGTERM.
-async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path) {
+/// unmounts on SIGINT/SIGTERM: the engine stops first, so reads blocked on
+/// pieces return EIO at once; a mount still busy after that is detached
+/// lazily and its FUSE connection aborted, so neither readers nor this
+/// process hang. `client` is None when the engine must keep running after
+/// the unmount (a writable mount seeds its result).
+async fn wait_for_unmount(
+    session: fuser::BackgroundSession,
+    mountpoint: &Path,
+    dev: Option<u64>,
+    client: Option<&Client>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
@@ -546,7 +571,7 @@ async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path) 
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {}
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 if session.guard.is_finished() {
                     tracing::info!("{} was unmounted", mountpoint.display());
                     return;
@@ -555,7 +580,61 @@ async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path) 
         }
     }
     tracing::info!("unmounting {}", mountpoint.display());
-    let _ = tokio::task::spawn_blocking(move || session.umount_and_join()).await;
+    if let Some(client) = client {
+        client.stop().await;
+    }
+    let mp = mountpoint.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || unmount(&mp, dev)).await;
+    for _ in 0..50 {
+        if session.guard.is_finished() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(
+        "the FUSE session of {} did not end; exiting anyway",
+        mountpoint.display()
+    );
+    std::mem::forget(session); // dropping it would try to unmount again
+}
+
+/// Unmounts `mp`; when it is busy, detaches it lazily and aborts its FUSE
+/// connection (`/sys/fs/fuse/connections/<minor>/abort`, root only), so
+/// every pending and future request fails instead of hanging.
+fn unmount(mp: &Path, dev: Option<u64>) {
+    let Ok(c) = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: umount2 with a valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return;
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EPERM) {
+        // Not root: fusermount3 does it for the mount's owner.
+        let ok = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(mp)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(mp)
+                .status();
+        }
+        return;
+    }
+    tracing::warn!(
+        "{} is busy ({err}); detaching it and aborting its FUSE connection",
+        mp.display()
+    );
+    // SAFETY: as above.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if let Some(dev) = dev {
+        let minor = libc::minor(dev);
+        let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
+    }
 }
 
 async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {

@@ -394,6 +394,28 @@ impl Picker {
             .is_some_and(|b| matches!(b, BlockState::Requested(_)))
     }
 
+    /// Whether a pending read waits on piece `index`.
+    pub fn is_urgent(&self, index: u32) -> bool {
+        self.urgent.contains_key(&index)
+    }
+
+    /// Blocks of pieces that reads wait on, held by the peer, not yet
+    /// requested from anyone (so a full request queue should make room).
+    pub fn urgent_unrequested(&self, peer_has: &dyn Fn(u32) -> bool) -> usize {
+        self.urgent
+            .keys()
+            .filter(|&&p| peer_has(p) && !self.has(p) && !self.verifying.contains(&p))
+            .map(|p| match self.partial.get(p) {
+                Some(part) => part
+                    .blocks
+                    .iter()
+                    .filter(|b| matches!(b, BlockState::Missing))
+                    .count(),
+                None => self.piece_size(*p).div_ceil(BLOCK) as usize,
+            })
+            .sum()
+    }
+
     /// Partial pieces in memory (for stats).
     pub fn partial_count(&self) -> usize {
         self.partial.len()

@@ -128,6 +128,8 @@ def parse_args(argv):
     p.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
                    help="dial this peer now and every 2 s until a peer is connected; repeatable")
     p.add_argument("--upload-only", action="store_true", help="upload mode: never download")
+    p.add_argument("--upload-limit", type=int, default=0, metavar="BYTES",
+                   help="upload rate limit in bytes/s (0: none), to make a slow seeder")
     p.add_argument("--no-utp", action="store_true", help="TCP only (libtorrent dials uTP first otherwise)")
     p.add_argument("--no-encryption", action="store_true", help="plaintext only (no MSE handshake)")
     p.add_argument("--verbose", action="store_true", help="log DHT and peer traffic on stderr")
@@ -194,6 +196,8 @@ def session_settings(args):
         "active_limit": -1,
         "seeding_outgoing_connections": True,
     }
+    if args.upload_limit:
+        s["upload_rate_limit"] = args.upload_limit
     if args.no_utp:
         s["enable_outgoing_utp"] = False
         s["enable_incoming_utp"] = False
@@ -434,6 +438,12 @@ def main(argv):
     watch_stdin(stop)
 
     ses = lt.session(session_settings(args))
+    if args.upload_limit:
+        # Loopback peers are in libtorrent's unlimited "local" peer class:
+        # put every address in the global class so the limit applies.
+        f = lt.ip_filter()
+        f.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        ses.set_peer_class_filter(f)
     port = wait_listening(ses, args, stop)
     if port is None:
         return 2

@@ -613,10 +613,40 @@ impl Session {
         for r in stale {
             send(w, &Message::Cancel(to_block(r))).await?;
         }
-        let want = self
-            .depth
-            .min(self.their_reqq)
-            .saturating_sub(self.outstanding.len());
+        let cap = self.depth.min(self.their_reqq);
+        // A read waits on blocks this peer has, and the queue is full of
+        // readahead: cancel the newest readahead requests to make room, so a
+        // seek costs one piece, not the abandoned window.
+        let preempted: Vec<Req> = match &self.peer_pieces {
+            Some(pieces) => {
+                let mut st = self.swarm.lock();
+                let Some(p) = st.picker.as_mut() else {
+                    return Ok(());
+                };
+                let has = |i: u32| pieces.get(i as usize).copied().unwrap_or(false);
+                let need = p.urgent_unrequested(&has);
+                let free = cap.saturating_sub(self.outstanding.len());
+                let mut k = need.saturating_sub(free);
+                let mut out = Vec::new();
+                let mut i = self.outstanding.len();
+                while k > 0 && i > 0 {
+                    i -= 1;
+                    let r = self.outstanding[i];
+                    if !p.is_urgent(r.index) {
+                        p.release_one(self.id, &r);
+                        self.outstanding.remove(i);
+                        out.push(r);
+                        k -= 1;
+                    }
+                }
+                out
+            }
+            None => Vec::new(),
+        };
+        for r in preempted {
+            send(w, &Message::Cancel(to_block(r))).await?;
+        }
+        let want = cap.saturating_sub(self.outstanding.len());
         if want == 0 {
             return Ok(());
         }
@@ -697,13 +727,13 @@ impl Session {
             ));
         }
         // Request depth from the measured rate: enough blocks in flight to
-        // cover ~1 s of transfer at the current rate (at least 16, at most
-        // their reqq and 1000).
+        // cover ~0.5 s of transfer at the current rate (at least 16, at most
+        // their reqq and 1000). Deeper queues only add latency to seeks.
         let secs = now.duration_since(self.rate_since).as_secs_f64();
         if secs >= 1.0 {
             let rate = self.rate_bytes as f64 / secs;
-            let blocks = (rate / crate::picker::BLOCK as f64) as usize;
-            self.depth = blocks.clamp(64, 1000);
+            let blocks = (rate * 0.5 / crate::picker::BLOCK as f64) as usize;
+            self.depth = blocks.clamp(16, 1000);
             self.rate_bytes = 0;
             self.rate_since = now;
         }

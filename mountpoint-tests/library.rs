@@ -1,0 +1,103 @@
+//! The engine as a library (no FUSE): `Client::builder()...start()`,
+//! `lookup(url, LookupOptions)`, and the `Archive` reads, against a real
+//! python3-libtorrent seeder found through a local DHT, in a network
+//! namespace of its own. Uses the in-memory storage.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use btfs::archive::EntryKind;
+use btfs::swarm::StorageKind;
+use btfs::{Client, LookupOptions};
+use support::*;
+
+#[test]
+fn client_lookup_and_archive_reads_with_memory_storage() {
+    if !in_netns("client_lookup_and_archive_reads_with_memory_storage") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("lib");
+    make_tree(
+        &tree,
+        &[
+            ("a.txt", TreeFile::Text("alpha\n")),
+            ("dir/b.bin", TreeFile::Random(3 * 1024 * 1024 + 5, 11)),
+            ("dir/empty", TreeFile::Text("")),
+        ],
+    );
+    let n1 = LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]);
+    let boot = format!("127.0.0.1:{}", n1.dht_port());
+    let mut seeder = LtNode::start(&[
+        "--dht",
+        "--bootstrap",
+        &boot,
+        "--announce-interval",
+        "2",
+        "--seed",
+        s(&tree),
+    ]);
+    seeder.wait_event("seeding", Duration::from_secs(30));
+    let magnet = seeder.magnet();
+    let original = std::fs::read(tree.join("dir/b.bin")).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::builder()
+            .bootstrap(vec![boot.clone()])
+            .storage(StorageKind::Memory)
+            .read_timeout(Duration::from_secs(30))
+            .start()
+            .await
+            .expect("client starts");
+        let opts = LookupOptions {
+            timeout: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let archive = client
+            .lookup(&magnet, opts)
+            .await
+            .expect("metadata through the DHT");
+        assert_eq!(archive.info_hash().to_hex(), seeder.info_hash());
+
+        let root: Vec<String> = archive
+            .read_dir("")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(root, vec!["lib"]);
+        let dir = archive.read_dir("lib/dir").unwrap();
+        assert_eq!(dir.len(), 2);
+        assert_eq!(dir[0].name, "b.bin");
+        assert_eq!(dir[0].size, original.len() as u64);
+        assert_eq!(dir[1].kind, EntryKind::File);
+        assert_eq!(archive.metadata("lib/dir").unwrap().kind, EntryKind::Dir);
+        assert!(archive.metadata("lib/nope").is_err());
+        assert!(archive.read_dir("lib/a.txt").is_err());
+
+        assert_eq!(archive.read_file("lib/a.txt").await.unwrap(), b"alpha\n");
+        assert!(archive.read_file("lib/dir/empty").await.unwrap().is_empty());
+
+        // open: reads of any range, in any order.
+        let f = archive.open("lib/dir/b.bin").unwrap();
+        let mid = f.size() / 2;
+        assert_eq!(
+            f.read_at(mid, 10_000).await.unwrap(),
+            original[mid as usize..mid as usize + 10_000]
+        );
+        assert_eq!(f.read_at(0, 100).await.unwrap(), original[..100]);
+        let tail = f.read_at(f.size() - 3, 100).await.unwrap();
+        assert_eq!(tail, original[original.len() - 3..]);
+        assert!(f.read_at(f.size(), 10).await.unwrap().is_empty());
+        drop(f);
+        let whole = archive.read_file("lib/dir/b.bin").await.unwrap();
+        assert_eq!(sha256_bytes(&whole), sha256_bytes(&original));
+        assert!(archive.metadata("lib/dir/b.bin").unwrap().local);
+
+        archive.close();
+        client.stop().await;
+    });
+}
