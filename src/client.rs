@@ -522,6 +522,79 @@ impl Client {
         Ok(Archive::new(swarm))
     }
 
+    /// Seeds a torrent whose data is complete locally: `info_raw` is its
+    /// info dictionary (BEP 3) and `storage` holds every piece (typically a
+    /// [`crate::create::SourceStorage`] from [`crate::create::build`]).
+    /// Creates the swarm with all pieces had, accepts peers and announces
+    /// our port on the DHT (BEP 5); [`Archive::magnet`] is the link to share.
+    /// Errors: [`Error::Metadata`] when `info_raw` is refused.
+    pub fn seed_torrent(
+        &self,
+        info_raw: &[u8],
+        storage: Arc<dyn crate::storage::Storage>,
+    ) -> Result<Archive, Error> {
+        let info_hash = InfoHash::of_info(info_raw);
+        let swarm = self.swarm(info_hash, true);
+        if let Err(e) = swarm.set_complete(info_raw, storage) {
+            self.remove_swarm(&swarm);
+            return Err(Error::Metadata(e));
+        }
+        Ok(Archive::new(swarm))
+    }
+
+    /// Makes a torrent of `what` (a directory or file read in place, or a
+    /// [`crate::staging::Draft`]'s current tree) and seeds it: see
+    /// [`Client::seed_content`]. The magnet link is `archive.magnet()`.
+    pub async fn seed<'a>(
+        &self,
+        what: impl Into<crate::create::SeedSource<'a>>,
+    ) -> Result<Archive, Error> {
+        let content = match what.into() {
+            crate::create::SeedSource::Dir(dir) => {
+                let dir = dir.to_path_buf();
+                let scan = tokio::task::spawn_blocking(move || crate::create::scan_dir(&dir))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                for (p, why) in &scan.skipped {
+                    tracing::warn!("skipping {}: {why}", p.display());
+                }
+                scan.content
+            }
+            crate::create::SeedSource::Draft(d) => d.content().await?,
+        };
+        self.seed_content(content, None).await
+    }
+
+    /// Hashes `content` off the async threads ([`crate::create::build`];
+    /// `progress(done, total)` in bytes after each piece) and seeds it with
+    /// [`Client::seed_torrent`]. Errors: [`Error::Io`] from reading or an
+    /// empty content, [`Error::Metadata`].
+    pub async fn seed_content(
+        &self,
+        content: crate::create::Content,
+        progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    ) -> Result<Archive, Error> {
+        let built = tokio::task::spawn_blocking(move || {
+            let mut progress = progress;
+            let mut cb = |d: u64, t: u64| {
+                if let Some(p) = progress.as_mut() {
+                    p(d, t)
+                }
+            };
+            crate::create::build(&content, &mut cb)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        tracing::info!(
+            "{}: {} files, {} bytes in pieces of {} bytes; seeding",
+            built.info_hash,
+            built.num_files,
+            built.total_length,
+            built.piece_length
+        );
+        self.seed_torrent(&built.info_raw, built.storage)
+    }
+
     /// Waits (at most `limit`) until the DHT has nodes to ask: the first
     /// bootstrap finished, or at least one node answered (a lookup from a
     /// thin routing table also asks the bootstrap nodes).

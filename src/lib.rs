@@ -7,6 +7,12 @@
 //! ([`archive`]) → piece requests ([`picker`], [`peer`]) → verified pieces →
 //! [`storage`] → reads and uploads.
 //!
+//! The write side goes the other way: a directory ([`create::scan_dir`]) or
+//! an edited tree ([`staging::Draft`], mounted read-write by
+//! [`fuse_writable`]) → pieces hashed into a v1 info dictionary
+//! ([`create::build`]) → [`Client::seed_torrent`] serves them in place →
+//! [`Client::publish`] points a BEP 46 mutable URL at it.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), btfs::client::Error> {
 //! let client = btfs::Client::builder()
@@ -26,8 +32,10 @@
 pub mod archive;
 pub mod bencode;
 pub mod client;
+pub mod create;
 pub mod dht;
 pub mod fuse;
+pub mod fuse_writable;
 pub mod hash;
 pub mod keypair;
 pub mod lsd;
@@ -36,6 +44,7 @@ pub mod metainfo;
 pub mod peer;
 pub mod picker;
 pub mod publish;
+pub mod staging;
 pub mod storage;
 pub mod swarm;
 

@@ -16,6 +16,8 @@ use btfs::client::{Client, LookupOptions, Version};
 use btfs::keypair::Keypair;
 use btfs::swarm::StorageKind;
 
+mod cli_write;
+
 /// Environment variable naming the pipe fd on which a background child
 /// reports that the mount is ready.
 const READY_FD_ENV: &str = "BTFS_MOUNT_READY_FD";
@@ -97,6 +99,23 @@ struct MountArgs {
     /// version; the mount switches to it atomically. 0: never check.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     refresh: u64,
+    /// Mount read-write: empty (`--writable MNT`) or starting from URL's
+    /// tree. Changes are staged under the cache dir; unmounting makes a new
+    /// torrent of the final tree, prints its magnet on stdout and seeds it
+    /// (and with --key publishes it as the next BEP 46 seq) until Ctrl-C.
+    #[arg(long)]
+    writable: bool,
+    /// With --writable: continue the unpublished draft last edited on this
+    /// mountpoint (after a crash or kill).
+    #[arg(long, requires = "writable")]
+    resume: bool,
+    /// With --writable: key file (`btfs-mount keygen`) to publish the new
+    /// torrent under, as a BEP 46 mutable item.
+    #[arg(long, value_name = "FILE", requires = "writable")]
+    key: Option<PathBuf>,
+    /// With --key: salt in hex (default: the salt of the mutable URL mounted).
+    #[arg(long, value_name = "HEX", requires = "key")]
+    salt: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,6 +135,22 @@ enum Command {
         salt: String,
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
+    },
+    /// Make a torrent of a directory (or file) and seed it in place: prints
+    /// its magnet link on stdout (and, with --key, the mutable URL it is
+    /// published under as the second line), then seeds until Ctrl-C.
+    Seed {
+        /// The directory (multi-file torrent) or file (single-file torrent).
+        path: PathBuf,
+        /// Key file from `btfs-mount keygen`: also publish the torrent as a
+        /// BEP 46 mutable item (next seq).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Salt in hex (at most 64 bytes), with --key.
+        #[arg(long, value_name = "HEX", default_value = "", requires = "key")]
+        salt: String,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// Publish a torrent under a key as a BEP 46 mutable item: prints the
     /// mutable URL, then keeps the item alive on the DHT (puts it again
@@ -174,7 +209,7 @@ fn main() -> ExitCode {
         Some(Command::Dht(DhtCommand::GetPeers { net, .. } | DhtCommand::Get { net, .. })) => {
             net.verbose
         }
-        Some(Command::Publish { net, .. }) => net.verbose,
+        Some(Command::Publish { net, .. } | Command::Seed { net, .. }) => net.verbose,
         Some(Command::Keygen { verbose, .. }) => *verbose,
         None => cli.mount.net.verbose,
     };
@@ -189,6 +224,12 @@ fn main() -> ExitCode {
             once,
             net,
         }) => run_async(publish(target, key, salt, once, net)),
+        Some(Command::Seed {
+            path,
+            key,
+            salt,
+            net,
+        }) => run_async(cli_write::seed(path, key, salt, net)),
         None => mount_main(cli.mount),
     };
     match result {
@@ -244,7 +285,27 @@ async fn start_client(
     b.start().await.context("cannot start the client")
 }
 
-fn mount_main(args: MountArgs) -> anyhow::Result<()> {
+fn mount_main(mut args: MountArgs) -> anyhow::Result<()> {
+    if args.writable {
+        // `--writable MNT`: the one positional is the mountpoint.
+        if args.mountpoint.is_none() {
+            args.mountpoint = args.url.take().map(PathBuf::from);
+        }
+        let Some(mountpoint) = args.mountpoint.clone() else {
+            bail!("usage: btfs-mount --writable [URL] <MOUNTPOINT> (see --help)");
+        };
+        if let Some(url) = &args.url {
+            if args.resume {
+                bail!("--resume takes no URL: the draft remembers where it started");
+            }
+            btfs::magnet::parse(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let mountpoint = prepare_mountpoint(&mountpoint)?;
+        if !args.foreground && std::env::var_os(READY_FD_ENV).is_none() {
+            return spawn_background();
+        }
+        return run_async(cli_write::mount_writable(args, mountpoint));
+    }
     let (Some(url), Some(mountpoint)) = (args.url.clone(), args.mountpoint.clone()) else {
         bail!("usage: btfs-mount [OPTIONS] <URL> <MOUNTPOINT> (see --help)");
     };
@@ -459,7 +520,7 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
             .join(archive.info_hash().to_hex())
             .join("btfs-mount.log"),
     );
-    wait_for_unmount(session, &mountpoint, dev, &client).await;
+    wait_for_unmount(session, &mountpoint, dev, Some(&client)).await;
     client.stop().await;
     Ok(())
 }
@@ -468,6 +529,12 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
 /// terminal: stdout goes to /dev/null and stderr (the log: why a read
 /// failed, which peers were dropped) is appended to `log`.
 fn report_ready(log: &Path) {
+    report_ready_to(log, false);
+}
+
+/// [`report_ready`], keeping stdout when `keep_stdout` (a writable mount
+/// prints its magnet there after unmount).
+fn report_ready_to(log: &Path, keep_stdout: bool) {
     let Some(fd) = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<RawFd>().ok())
@@ -480,8 +547,10 @@ fn report_ready(log: &Path) {
     drop(f);
     use std::os::fd::AsRawFd;
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // SAFETY: dup2 onto a standard fd.
-        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+        if !keep_stdout {
+            // SAFETY: dup2 onto a standard fd.
+            unsafe { libc::dup2(null.as_raw_fd(), 1) };
+        }
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -496,12 +565,13 @@ fn report_ready(log: &Path) {
 /// unmounts on SIGINT/SIGTERM: the engine stops first, so reads blocked on
 /// pieces return EIO at once; a mount still busy after that is detached
 /// lazily and its FUSE connection aborted, so neither readers nor this
-/// process hang.
+/// process hang. `client` is None when the engine must keep running after
+/// the unmount (a writable mount seeds its result).
 async fn wait_for_unmount(
     session: fuser::BackgroundSession,
     mountpoint: &Path,
     dev: Option<u64>,
-    client: &Client,
+    client: Option<&Client>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
@@ -521,7 +591,9 @@ async fn wait_for_unmount(
         }
     }
     tracing::info!("unmounting {}", mountpoint.display());
-    client.stop().await;
+    if let Some(client) = client {
+        client.stop().await;
+    }
     let mp = mountpoint.to_path_buf();
     let _ = tokio::task::spawn_blocking(move || unmount(&mp, dev)).await;
     for _ in 0..50 {

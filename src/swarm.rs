@@ -290,6 +290,40 @@ impl Swarm {
         }
     }
 
+    /// Loads a torrent whose pieces are all held already (one we made and
+    /// hashed ourselves, see [`crate::create`]): the info dictionary `raw`
+    /// with `storage` as its piece space, every piece marked had without
+    /// hashing it again. A no-op when the metadata is already set. Errors:
+    /// `raw` does not hash to the info-hash or is refused by the parser.
+    pub(crate) fn set_complete(
+        self: &Arc<Self>,
+        raw: &[u8],
+        storage: Arc<dyn Storage>,
+    ) -> Result<(), String> {
+        if self.loaded.get().is_some() {
+            return Ok(());
+        }
+        if InfoHash::of_info(raw) != self.info_hash {
+            return Err("info dictionary does not match the info-hash".into());
+        }
+        let info = Arc::new(Info::from_bytes(raw).map_err(|e| format!("metadata refused: {e}"))?);
+        let n = info.num_pieces();
+        let mut picker = Picker::new(
+            info.piece_length,
+            info.total_length,
+            n,
+            self.cfg.max_partial_bytes,
+        );
+        for i in 0..n {
+            picker.set_have(i);
+        }
+        self.lock().picker = Some(picker);
+        let _ = self.loaded.set(Loaded { info, storage });
+        self.metadata_ready.notify_waiters();
+        self.wake_peers();
+        Ok(())
+    }
+
     fn load(&self, raw: &[u8]) -> Result<Loaded, String> {
         if InfoHash::of_info(raw) != self.info_hash {
             return Err("info dictionary does not match the info-hash".into());

@@ -1,0 +1,462 @@
+//! End-to-end tests of the write side (issue 5): `btfs-mount seed DIR` and
+//! `btfs-mount --writable [URL] MNT`. Each test re-runs itself in a network
+//! namespace of its own (only loopback). Files are written through the
+//! mount with real shell tools (`cp`, `echo >`, `dd conv=notrunc`, `mv`,
+//! `rm`); what btfs-mount then seeds is downloaded by an independent peer,
+//! python3-libtorrent (`lt/ltnode.py --fetch`), and compared byte for byte
+//! with the same edits made on an ordinary directory.
+//!
+//! Needs root (namespaces, FUSE) and /usr/bin/python3 with libtorrent.
+//! Without them each test prints a loud SKIP and passes.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{
+    Child, LtNode, Mount, TreeFile, btfs_mount_bin, free_port, in_netns, make_tree, s, sample_spec,
+    tree_digests, wait_until,
+};
+
+/// `btfs-mount ARGS` as a [`Child`] (its own cache dir under `tmp`).
+fn btfs(name: &str, tmp: &Path, args: &[&str]) -> Child {
+    let mut cmd = Command::new(btfs_mount_bin());
+    cmd.args(args)
+        .arg("--cache-dir")
+        .arg(tmp.join(format!("cache-{name}")));
+    Child::spawn(name, cmd)
+}
+
+/// Waits for the `n`th (1-based) non-JSON stdout line of `c`.
+fn stdout_line(c: &mut Child, n: usize, timeout: Duration) -> String {
+    let ok = wait_until(timeout, || {
+        c.stdout_lines().len() >= n || c.try_wait().is_some()
+    });
+    let lines = c.stdout_lines();
+    assert!(
+        ok && lines.len() >= n,
+        "no stdout line {n} within {timeout:?} (got {lines:?})\n{}",
+        c.stderr_tail(30)
+    );
+    lines[n - 1].trim().to_string()
+}
+
+/// The info-hash (40 hex) of a magnet link.
+fn info_hash_of(magnet: &str) -> String {
+    let i = magnet.find("btih:").expect("btih in magnet") + 5;
+    magnet[i..i + 40].to_lowercase()
+}
+
+/// Downloads `magnet` with libtorrent, dialling `peer`, into a new
+/// directory under `tmp`; returns that directory once every piece is had.
+fn lt_fetch(tmp: &Path, magnet: &str, peer: &str, name: &str) -> PathBuf {
+    let save = tmp.join(format!("lt-{name}"));
+    std::fs::create_dir_all(&save).unwrap();
+    let t = Instant::now();
+    // TCP and plaintext: btfs-mount speaks neither uTP nor MSE, and
+    // libtorrent tries both first (seconds of fallback otherwise).
+    let mut lt = LtNode::start(&[
+        "--fetch",
+        magnet,
+        "--save",
+        s(&save),
+        "--connect",
+        peer,
+        "--no-utp",
+        "--no-encryption",
+    ]);
+    lt.wait_event("finished", Duration::from_secs(90));
+    eprintln!(
+        "libtorrent fetched {name} in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    drop(lt);
+    save
+}
+
+/// Runs `sh -c SCRIPT` in `dir`; panics with its stderr on failure.
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sh -c {script:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The shell edits of the writable test, run in the tree's root.
+const EDITS: &str = "set -e
+cp -r ../site/* .
+echo hi > new.txt
+dd if=/dev/urandom of=patch.bin bs=1000 count=70 2>/dev/null
+dd if=patch.bin of=media/big.bin bs=1000 seek=1000 conv=notrunc 2>/dev/null
+mkdir -p docs/old
+mv index.html docs/home.html
+mv media docs/media
+rm empty.txt
+rm patch.bin
+rmdir docs/old
+truncate -s 1000 docs/media/deep/er/small.bin
+truncate -s 100 grown.txt
+touch -m -d @1577836800 docs/home.html
+";
+
+#[test]
+fn seed_dir_is_fetched_by_libtorrent_and_its_info_hash_is_stable() {
+    if !in_netns("seed_dir_is_fetched_by_libtorrent_and_its_info_hash_is_stable") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("a/site");
+    make_tree(&site, &sample_spec());
+    std::os::unix::fs::symlink("/etc/passwd", site.join("passwd-link")).unwrap();
+    let port = free_port().to_string();
+    let mut seed = btfs(
+        "seed",
+        tmp.path(),
+        &["seed", s(&site), "--no-dht", "--port", &port],
+    );
+    let magnet = stdout_line(&mut seed, 1, Duration::from_secs(60));
+    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
+    assert!(
+        seed.stderr().contains("skipping") && seed.stderr().contains("passwd-link"),
+        "{}",
+        seed.stderr()
+    );
+    let got = lt_fetch(tmp.path(), &magnet, &format!("127.0.0.1:{port}"), "seeded");
+    assert_eq!(tree_digests(&got.join("site")), tree_digests(&site));
+    assert!(!got.join("site/passwd-link").exists());
+    seed.stop(Duration::from_secs(5));
+
+    // The same files elsewhere, written later: the same info-hash.
+    let other = tmp.path().join("b/site");
+    make_tree(&other, &sample_spec());
+    let mut again = btfs(
+        "seed2",
+        tmp.path(),
+        &["seed", s(&other), "--no-dht", "--port", "0"],
+    );
+    let magnet2 = stdout_line(&mut again, 1, Duration::from_secs(60));
+    assert_eq!(info_hash_of(&magnet2), info_hash_of(&magnet));
+    eprintln!("seed test took {:.2} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn shell_edits_on_a_writable_mount_are_published_and_fetched_by_libtorrent() {
+    if !in_netns("shell_edits_on_a_writable_mount_are_published_and_fetched_by_libtorrent") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    make_tree(&site, &sample_spec());
+    // The expected result: the same edits on a plain directory.
+    let reference = tmp.path().join("ref");
+    std::fs::create_dir_all(&reference).unwrap();
+    sh(&reference, EDITS);
+
+    let mnt = tmp.path().join("mnt");
+    let port = free_port().to_string();
+    let cache = tmp.path().join("cache");
+    let mut m = Mount::foreground(
+        &mnt,
+        &[
+            "--writable",
+            "-f",
+            "-v",
+            "--no-dht",
+            "--port",
+            &port,
+            "--cache-dir",
+            s(&cache),
+        ],
+        Duration::from_secs(30),
+    );
+    // `patch.bin` is random: the mount gets the reference's bytes (taken
+    // back from the patched file).
+    let patch = tmp.path().join("patch.bin");
+    {
+        let big = std::fs::read(reference.join("docs/media/big.bin")).unwrap();
+        std::fs::write(&patch, &big[1_000_000..1_070_000]).unwrap();
+    }
+    let edits = EDITS.replace(
+        "dd if=/dev/urandom of=patch.bin bs=1000 count=70 2>/dev/null",
+        &format!("cp {} patch.bin", s(&patch)),
+    );
+    let mp = m.path().to_path_buf();
+    sh(&mp, &edits);
+    // Reads see what was written, before any unmount.
+    assert_eq!(std::fs::read(mp.join("new.txt")).unwrap(), b"hi\n");
+    assert_eq!(tree_digests(&mp), tree_digests(&reference));
+    let mtime = Command::new("stat")
+        .args(["-c", "%Y", s(&mp.join("docs/home.html"))])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&mtime.stdout).trim(), "1577836800");
+    let statfs = Command::new("stat").args(["-f", s(&mp)]).output().unwrap();
+    assert!(statfs.status.success());
+
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mp)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let child = m.child().expect("foreground");
+    let magnet = stdout_line(child, 1, Duration::from_secs(60));
+    assert!(magnet.contains("&dn=mnt"), "{magnet}");
+    let got = lt_fetch(tmp.path(), &magnet, &format!("127.0.0.1:{port}"), "draft");
+    assert_eq!(tree_digests(&got.join("mnt")), tree_digests(&reference));
+    eprintln!("writable test took {:.2} s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn kill_9_loses_no_fsynced_file_and_resume_publishes_it() {
+    if !in_netns("kill_9_loses_no_fsynced_file_and_resume_publishes_it") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let cache = tmp.path().join("cache");
+    let args = |port: &str| -> Vec<String> {
+        [
+            "-f",
+            "-v",
+            "--no-dht",
+            "--port",
+            port,
+            "--cache-dir",
+            s(&cache),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let a1 = args("0");
+    let mut v: Vec<&str> = vec!["--writable"];
+    v.extend(a1.iter().map(String::as_str));
+    let m = Mount::foreground(&mnt, &v, Duration::from_secs(30));
+    let mp = m.path().to_path_buf();
+    make_tree(
+        &tmp.path().join("src"),
+        &[("big.bin", TreeFile::Random(3_000_000, 9))],
+    );
+    sh(
+        &mp,
+        &format!(
+            "set -e
+mkdir -p d/e
+echo synced > d/e/a.txt
+sync d/e/a.txt
+dd if={} of=big.bin bs=64k conv=fsync 2>/dev/null
+echo moved > tmp.txt && sync tmp.txt && mv tmp.txt d/moved.txt
+echo later > b.txt
+sync b.txt
+dd if=/dev/zero of=b.txt bs=1 count=3 seek=1 conv=notrunc,fsync 2>/dev/null",
+            s(&tmp.path().join("src/big.bin"))
+        ),
+    );
+    // kill -9 in the middle of a write: a file being written, not synced.
+    let mut writer = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("while true; do echo x; done > unsynced.txt")
+        .current_dir(&mp)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in m.pids() {
+        // SAFETY: kill(2) on the btfs-mount process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let _ = writer.kill();
+    let _ = writer.wait();
+    drop(m); // unmounts the dead mount
+    assert!(!support::is_mounted(&mnt));
+
+    let port = free_port().to_string();
+    let a2 = args(&port);
+    let mut v: Vec<&str> = vec!["--writable", "--resume"];
+    v.extend(a2.iter().map(String::as_str));
+    let mut m = Mount::foreground(&mnt, &v, Duration::from_secs(30));
+    let mp = m.path().to_path_buf();
+    assert_eq!(std::fs::read(mp.join("d/e/a.txt")).unwrap(), b"synced\n");
+    assert_eq!(std::fs::read(mp.join("d/moved.txt")).unwrap(), b"moved\n");
+    assert_eq!(std::fs::read(mp.join("b.txt")).unwrap(), b"l\0\0\0r\n");
+    assert_eq!(
+        support::sha256_file(&mp.join("big.bin")),
+        support::sha256_file(&tmp.path().join("src/big.bin"))
+    );
+    assert!(!mp.join("tmp.txt").exists());
+    sh(&mp, "rm -f unsynced.txt; echo resumed > r.txt");
+    let expected = tree_digests(&mp);
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mp)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let magnet = stdout_line(m.child().unwrap(), 1, Duration::from_secs(60));
+    let got = lt_fetch(tmp.path(), &magnet, &format!("127.0.0.1:{port}"), "resumed");
+    assert_eq!(tree_digests(&got.join("mnt")), expected);
+    eprintln!("kill -9 test took {:.2} s", t0.elapsed().as_secs_f64());
+}
+
+/// A local DHT of three libtorrent nodes; returns them and their addresses.
+fn local_dht() -> (Vec<LtNode>, Vec<String>) {
+    let n1 = LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]);
+    let boot = n1.addr();
+    let mut nodes = vec![n1];
+    for _ in 0..2 {
+        nodes.push(LtNode::start(&["--dht", "--bootstrap", &boot]));
+    }
+    let addrs = nodes.iter().map(LtNode::addr).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    (nodes, addrs)
+}
+
+fn boot_flags(addrs: &[String]) -> Vec<String> {
+    addrs
+        .iter()
+        .flat_map(|a| ["--bootstrap".to_string(), a.clone()])
+        .collect()
+}
+
+#[test]
+fn writable_mount_of_a_mutable_url_publishes_the_next_seq() {
+    if !in_netns("writable_mount_of_a_mutable_url_publishes_the_next_seq") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_nodes, addrs) = local_dht();
+    let boots = boot_flags(&addrs);
+    let boots: Vec<&str> = boots.iter().map(String::as_str).collect();
+    let key = tmp.path().join("site.key");
+    let out = Command::new(btfs_mount_bin())
+        .args(["keygen", "--out", s(&key)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    // Version 1: `seed DIR --key` prints the magnet, then the mutable URL.
+    let site = tmp.path().join("site");
+    make_tree(&site, &sample_spec());
+    let seed_port = free_port().to_string();
+    let mut args = vec![
+        "seed",
+        s(&site),
+        "--key",
+        s(&key),
+        "--salt",
+        "6e",
+        "--port",
+        &seed_port,
+    ];
+    args.extend(&boots);
+    let mut seed = btfs("seed", tmp.path(), &args);
+    let magnet1 = stdout_line(&mut seed, 1, Duration::from_secs(60));
+    let url = stdout_line(&mut seed, 2, Duration::from_secs(60));
+    assert!(
+        url.starts_with("magnet:?xs=urn:btpk:") && url.ends_with("&s=6e"),
+        "{url}"
+    );
+    eprintln!("v1 published at {:.2} s", t0.elapsed().as_secs_f64());
+
+    // Edit the latest version through a writable mount of the URL.
+    let mnt = tmp.path().join("mnt");
+    let port = free_port().to_string();
+    let cache = tmp.path().join("cache-w");
+    let mut args = vec![
+        "--writable",
+        "-f",
+        "-v",
+        "--key",
+        s(&key),
+        "--port",
+        &port,
+        "--cache-dir",
+        s(&cache),
+        "--peer",
+        &format!("127.0.0.1:{seed_port}"),
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect::<Vec<_>>();
+    args.extend(boots.iter().map(|b| b.to_string()));
+    let mut a: Vec<&str> = vec![url.as_str()];
+    a.extend(args.iter().map(String::as_str));
+    let mut m = Mount::foreground(&mnt, &a, Duration::from_secs(60));
+    let mp = m.path().to_path_buf();
+    assert_eq!(
+        std::fs::read(mp.join("site/index.html")).unwrap(),
+        std::fs::read(site.join("index.html")).unwrap()
+    );
+    // The same edits on a copy of the site: the expected version 2.
+    let reference = tmp.path().join("ref/site");
+    std::fs::create_dir_all(&reference).unwrap();
+    let script = "set -e
+echo v2 > new.txt
+rm index.html
+printf 'ABCD' | dd of=media/big.bin bs=1 seek=4000000 conv=notrunc 2>/dev/null
+mv café renamed
+truncate -s 1000 media/deep/er/small.bin";
+    sh(&reference, &format!("cp -r {}/. . && {script}", s(&site)));
+    sh(&mp.join("site"), script);
+    assert_eq!(tree_digests(&mp.join("site")), tree_digests(&reference));
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mp)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let child = m.child().unwrap();
+    let magnet2 = stdout_line(child, 1, Duration::from_secs(60));
+    let url2 = stdout_line(child, 2, Duration::from_secs(60));
+    assert_eq!(url2, url);
+    assert_ne!(info_hash_of(&magnet2), info_hash_of(&magnet1));
+    assert!(
+        child.stderr().contains("published seq 2"),
+        "{}",
+        child.stderr_tail(20)
+    );
+    eprintln!("v2 published at {:.2} s", t0.elapsed().as_secs_f64());
+
+    // A second btfs-mount resolving the URL sees version 2.
+    let mnt2 = tmp.path().join("mnt2");
+    let cache2 = tmp.path().join("cache-r");
+    let mut a: Vec<&str> = vec![
+        url.as_str(),
+        "-f",
+        "-v",
+        "--cache-dir",
+        s(&cache2),
+        "--peer",
+    ];
+    let peer = format!("127.0.0.1:{port}");
+    a.push(&peer);
+    a.extend(&boots);
+    let reader = Mount::foreground(&mnt2, &a, Duration::from_secs(60));
+    assert_eq!(
+        tree_digests(&reader.path().join("site")),
+        tree_digests(&reference)
+    );
+    reader.unmount_and_wait(Duration::from_secs(10));
+    // libtorrent downloads version 2 from the writable mount's seed.
+    let got = lt_fetch(tmp.path(), &magnet2, &peer, "v2");
+    assert_eq!(tree_digests(&got.join("site")), tree_digests(&reference));
+    eprintln!(
+        "mutable writable test took {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+}

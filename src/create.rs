@@ -1,0 +1,481 @@
+//! Making torrents from local data, and seeding them in place.
+//!
+//! A [`Content`] is the list of files a new v1 torrent (BEP 3, "info
+//! dictionary") will hold: for each, its path inside the torrent, its length
+//! in bytes and where its bytes are read from ([`Source`]: a local file, or
+//! the storage of another torrent). [`build`] chooses the piece length
+//! ([`choose_piece_length`]: a power of two from 16 KiB to 16 MiB), hashes
+//! every piece (SHA-1) and encodes the info dictionary with
+//! [`build_info`]: keys sorted, no creation date, no `attr`, no private
+//! flag, so the same files under the same name always give the same
+//! info-hash. The [`SourceStorage`] it returns implements
+//! [`crate::storage::Storage`] read-only over those sources: a seed serves
+//! peers straight from the user's files, without a copy.
+//!
+//! [`scan_dir`] makes the [`Content`] of a directory (multi-file torrent
+//! named after the directory) or of one regular file (single-file torrent):
+//! entries are visited in byte order of their names; symlinks, devices,
+//! sockets, FIFOs, unreadable files and names that are not UTF-8 are skipped
+//! and reported in [`Scan::skipped`]. Symlinks are never followed, so nothing
+//! outside the directory is read. Empty directories cannot be represented in
+//! BEP 3 and are left out.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha1::Digest;
+
+use crate::InfoHash;
+use crate::metainfo::{build_info, choose_piece_length};
+use crate::storage::Storage;
+
+/// Where the bytes of one file of a new torrent come from.
+#[derive(Clone)]
+pub enum Source {
+    /// A local regular file, read in place (it must keep its length).
+    File(PathBuf),
+    /// A range of another torrent's piece space: `length` bytes at absolute
+    /// offset `offset` of `storage` (every piece covering it must be stored
+    /// there before [`build`] hashes).
+    Storage {
+        storage: Arc<dyn Storage>,
+        offset: u64,
+    },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "File({})", p.display()),
+            Source::Storage { offset, .. } => write!(f, "Storage(offset {offset})"),
+        }
+    }
+}
+
+/// One file of a new torrent.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path components under the torrent root; empty for the one file of a
+    /// single-file torrent.
+    pub path: Vec<String>,
+    /// Bytes.
+    pub length: u64,
+    pub source: Source,
+}
+
+/// The files of a new torrent, in torrent order, and its name.
+#[derive(Debug, Clone)]
+pub struct Content {
+    /// The torrent's `name` (the root directory, or the single file's name).
+    pub name: String,
+    pub files: Vec<SourceFile>,
+}
+
+impl Content {
+    /// Total bytes.
+    pub fn total_length(&self) -> u64 {
+        self.files.iter().map(|f| f.length).sum()
+    }
+}
+
+/// What [`scan_dir`] found.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub content: Content,
+    /// Entries left out, each with the reason (one line).
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Makes the [`Content`] of `path`: a directory gives a multi-file torrent
+/// named after it (its regular files, depth first, names in byte order), a
+/// regular file a single-file torrent. Nothing behind a symlink is read.
+///
+/// Errors: `path` missing or unreadable, not a directory or regular file,
+/// a name that is not UTF-8, or no regular file found (`NotFound`).
+pub fn scan_dir(path: &Path) -> io::Result<Scan> {
+    let md = fs::symlink_metadata(path)?;
+    let name = path
+        .canonicalize()?
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: the name is not UTF-8", path.display()),
+            )
+        })?;
+    let mut skipped = Vec::new();
+    let mut files = Vec::new();
+    if md.is_file() {
+        File::open(path)?;
+        files.push(SourceFile {
+            path: Vec::new(),
+            length: md.len(),
+            source: Source::File(path.to_path_buf()),
+        });
+    } else if md.is_dir() {
+        walk(path, &mut Vec::new(), &mut files, &mut skipped)?;
+        if files.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: no readable regular file to seed", path.display()),
+            ));
+        }
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a directory or regular file", path.display()),
+        ));
+    }
+    Ok(Scan {
+        content: Content { name, files },
+        skipped,
+    })
+}
+
+/// Appends the regular files under `dir` (whose path in the torrent is
+/// `prefix`) to `out`, in byte order of names, depth first.
+fn walk(
+    dir: &Path,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<SourceFile>,
+    skipped: &mut Vec<(PathBuf, String)>,
+) -> io::Result<()> {
+    let mut entries: Vec<(std::ffi::OsString, PathBuf)> = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if !prefix.is_empty() => {
+            skipped.push((dir.to_path_buf(), format!("unreadable directory: {e}")));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let e = e?;
+        entries.push((e.file_name(), e.path()));
+    }
+    entries.sort_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
+    for (name, path) in entries {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            skipped.push((path, "the name is not UTF-8".into()));
+            continue;
+        };
+        let md = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                skipped.push((path, format!("cannot stat: {e}")));
+                continue;
+            }
+        };
+        let ft = md.file_type();
+        if ft.is_symlink() {
+            skipped.push((path, "symlink (not followed)".into()));
+        } else if ft.is_dir() {
+            prefix.push(name);
+            walk(&path, prefix, out, skipped)?;
+            prefix.pop();
+        } else if ft.is_file() {
+            if let Err(e) = File::open(&path) {
+                skipped.push((path, format!("unreadable: {e}")));
+                continue;
+            }
+            let mut p = prefix.clone();
+            p.push(name);
+            out.push(SourceFile {
+                path: p,
+                length: md.len(),
+                source: Source::File(path),
+            });
+        } else {
+            skipped.push((path, "not a regular file".into()));
+        }
+    }
+    Ok(())
+}
+
+/// What [`crate::Client::seed`] makes a torrent of.
+#[derive(Clone, Copy)]
+pub enum SeedSource<'a> {
+    /// A directory or regular file, read in place ([`scan_dir`]).
+    Dir(&'a Path),
+    /// The current tree of a writable draft.
+    Draft(&'a crate::staging::Draft),
+}
+
+impl<'a> From<&'a Path> for SeedSource<'a> {
+    fn from(p: &'a Path) -> Self {
+        SeedSource::Dir(p)
+    }
+}
+
+impl<'a> From<&'a PathBuf> for SeedSource<'a> {
+    fn from(p: &'a PathBuf) -> Self {
+        SeedSource::Dir(p)
+    }
+}
+
+impl<'a> From<&'a crate::staging::Draft> for SeedSource<'a> {
+    fn from(d: &'a crate::staging::Draft) -> Self {
+        SeedSource::Draft(d)
+    }
+}
+
+/// One file's range in the piece space and its source.
+struct Extent {
+    offset: u64,
+    length: u64,
+    source: Source,
+}
+
+/// Read-only [`Storage`] over a [`Content`]'s sources: the piece space of a
+/// torrent made by [`build`], served from the files it was made of.
+///
+/// `write_piece` fails with `PermissionDenied` (a seed never downloads);
+/// the resume bitfield is neither loaded nor saved (the swarm is created
+/// with every piece had). A source file that shrank since hashing makes
+/// reads fail (`UnexpectedEof`); one whose bytes changed is served as is and
+/// refused by the peer's hash check.
+pub struct SourceStorage {
+    extents: Vec<Extent>,
+    total_length: u64,
+    /// Open source files by extent index (at most 64 kept open).
+    open: Mutex<lru::LruCache<usize, Arc<File>>>,
+}
+
+impl SourceStorage {
+    /// Storage over `files`, laid out back to back in order.
+    pub fn new(files: &[SourceFile]) -> SourceStorage {
+        let mut offset = 0u64;
+        let extents = files
+            .iter()
+            .map(|f| {
+                let e = Extent {
+                    offset,
+                    length: f.length,
+                    source: f.source.clone(),
+                };
+                offset += f.length;
+                e
+            })
+            .collect();
+        SourceStorage {
+            extents,
+            total_length: offset,
+            open: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(64).expect("64 > 0"),
+            )),
+        }
+    }
+
+    /// Total bytes of the piece space.
+    pub fn total_length(&self) -> u64 {
+        self.total_length
+    }
+
+    fn file(&self, idx: usize, path: &Path) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(&idx) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(path)?);
+        open.put(idx, f.clone());
+        Ok(f)
+    }
+}
+
+impl Storage for SourceStorage {
+    fn write_piece(&self, index: u32, _data: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("piece {index}: a seeded directory is read-only"),
+        ))
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.total_length)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past the end"))?;
+        let mut i = self
+            .extents
+            .partition_point(|e| e.offset + e.length <= offset);
+        let mut pos = offset;
+        while pos < end && i < self.extents.len() {
+            let e = &self.extents[i];
+            let s = pos.max(e.offset);
+            let t = end.min(e.offset + e.length);
+            if s < t {
+                let dst = &mut buf[(s - offset) as usize..(t - offset) as usize];
+                match &e.source {
+                    Source::File(p) => self.file(i, p)?.read_exact_at(dst, s - e.offset)?,
+                    Source::Storage {
+                        storage,
+                        offset: base,
+                    } => storage.read_at(base + (s - e.offset), dst)?,
+                }
+                pos = t;
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn load_have(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn save_have(&self, _bitfield: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A torrent made by [`build`], ready for [`crate::Client::seed_torrent`].
+pub struct Built {
+    /// The raw info dictionary (canonical bencoding).
+    pub info_raw: Vec<u8>,
+    pub info_hash: InfoHash,
+    /// Its piece space, read from the sources.
+    pub storage: Arc<SourceStorage>,
+    pub piece_length: u64,
+    pub total_length: u64,
+    pub num_files: usize,
+}
+
+/// Hashes `content` and makes its info dictionary (see the module docs).
+/// `progress(done, total)` (bytes) is called after each piece.
+///
+/// Errors: no files, a total of 0 bytes (BEP 3 has no empty torrent),
+/// a path component that is empty, `.` or `..` or contains `/`, and read
+/// errors of the sources (a file that shrank: `UnexpectedEof`).
+pub fn build(content: &Content, progress: &mut dyn FnMut(u64, u64)) -> io::Result<Built> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+    if content.files.is_empty() {
+        return Err(bad("nothing to seed: no files".into()));
+    }
+    if content.name.is_empty() || content.name.contains('/') {
+        return Err(bad(format!("bad torrent name {:?}", content.name)));
+    }
+    for f in &content.files {
+        if f.path
+            .iter()
+            .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('/'))
+            || (f.path.is_empty() && content.files.len() > 1)
+        {
+            return Err(bad(format!("bad path {:?}", f.path)));
+        }
+    }
+    let total = content.total_length();
+    if total == 0 {
+        return Err(bad(
+            "nothing to seed: every file is empty (a torrent needs at least one byte)".into(),
+        ));
+    }
+    let piece_length = choose_piece_length(total);
+    let storage = Arc::new(SourceStorage::new(&content.files));
+    let hashes = hash_pieces(&*storage, total, piece_length, progress)?;
+    let files: Vec<(Vec<String>, u64)> = content
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.length))
+        .collect();
+    let info_raw = build_info(&files, &content.name, piece_length, hashes);
+    Ok(Built {
+        info_hash: InfoHash::of_info(&info_raw),
+        info_raw,
+        storage,
+        piece_length,
+        total_length: total,
+        num_files: content.files.len(),
+    })
+}
+
+/// SHA-1 of each `piece_length` piece of `storage`'s first `total` bytes
+/// (the last piece may be shorter). Calls `progress(done, total)` after
+/// each piece.
+pub fn hash_pieces(
+    storage: &dyn Storage,
+    total: u64,
+    piece_length: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> io::Result<Vec<[u8; 20]>> {
+    let n = total.div_ceil(piece_length);
+    let mut out = Vec::with_capacity(n as usize);
+    let mut buf = vec![0u8; piece_length as usize];
+    for i in 0..n {
+        let start = i * piece_length;
+        let len = piece_length.min(total - start) as usize;
+        storage.read_at(start, &mut buf[..len])?;
+        out.push(sha1::Sha1::digest(&buf[..len]).into());
+        progress(start + len as u64, total);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::Info;
+
+    fn tree(root: &Path) {
+        fs::create_dir_all(root.join("b/c")).unwrap();
+        fs::write(root.join("b/c/deep.bin"), vec![7u8; 40_000]).unwrap();
+        fs::write(root.join("a.txt"), b"hello").unwrap();
+        fs::write(root.join("Z.txt"), b"").unwrap();
+        fs::create_dir_all(root.join("empty")).unwrap();
+    }
+
+    #[test]
+    fn same_files_give_the_same_info_hash_and_sorted_paths() {
+        let t = tempfile::tempdir().unwrap();
+        let (one, two) = (t.path().join("x/site"), t.path().join("y/site"));
+        tree(&one);
+        tree(&two);
+        std::os::unix::fs::symlink("/etc/passwd", one.join("link")).unwrap();
+        let s1 = scan_dir(&one).unwrap();
+        let s2 = scan_dir(&two).unwrap();
+        assert_eq!(s1.skipped.len(), 1, "{:?}", s1.skipped);
+        let paths: Vec<String> = s1.content.files.iter().map(|f| f.path.join("/")).collect();
+        assert_eq!(paths, ["Z.txt", "a.txt", "b/c/deep.bin"]);
+        let b1 = build(&s1.content, &mut |_, _| {}).unwrap();
+        let b2 = build(&s2.content, &mut |_, _| {}).unwrap();
+        assert_eq!(b1.info_hash, b2.info_hash);
+        let info = Info::from_bytes(&b1.info_raw).unwrap();
+        assert_eq!(info.name, "site");
+        assert_eq!(info.total_length, 40_005);
+        assert_eq!(info.piece_length, 16384);
+        // Every piece verifies against the storage.
+        for i in 0..info.num_pieces() {
+            let mut buf = vec![0u8; info.piece_size(i) as usize];
+            b1.storage
+                .read_at(i as u64 * info.piece_length, &mut buf)
+                .unwrap();
+            assert_eq!(sha1::Sha1::digest(&buf)[..], info.piece_hash(i)[..]);
+        }
+        assert!(b1.storage.write_piece(0, &[0]).is_err());
+    }
+
+    #[test]
+    fn single_file_and_errors() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("one.bin");
+        fs::write(&f, vec![1u8; 100]).unwrap();
+        let s = scan_dir(&f).unwrap();
+        let b = build(&s.content, &mut |_, _| {}).unwrap();
+        let info = Info::from_bytes(&b.info_raw).unwrap();
+        assert!(!info.multi_file);
+        assert_eq!(info.name, "one.bin");
+        let e = t.path().join("empty");
+        fs::create_dir(&e).unwrap();
+        assert_eq!(
+            scan_dir(&e).unwrap_err().kind(),
+            io::ErrorKind::NotFound,
+            "empty dir"
+        );
+        fs::write(e.join("zero"), b"").unwrap();
+        assert!(build(&scan_dir(&e).unwrap().content, &mut |_, _| {}).is_err());
+    }
+}
