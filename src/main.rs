@@ -585,6 +585,8 @@ async fn wait_for_unmount(
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 if session.guard.is_finished() {
                     tracing::info!("{} was unmounted", mountpoint.display());
+                    // Already unmounted: dropping the session would try again.
+                    std::mem::forget(session);
                     return;
                 }
             }
@@ -598,6 +600,7 @@ async fn wait_for_unmount(
     let _ = tokio::task::spawn_blocking(move || unmount(&mp, dev)).await;
     for _ in 0..50 {
         if session.guard.is_finished() {
+            std::mem::forget(session);
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
