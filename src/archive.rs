@@ -385,18 +385,36 @@ impl FileReader {
     fn update_readahead(&self, pos: u64, len: u64) {
         let (start, end) = {
             let mut ra = self.ra.lock().unwrap_or_else(|e| e.into_inner());
-            if pos == ra.next && pos != 0 || (pos == 0 && ra.next == 0) {
-                ra.window = (ra.window * 2).clamp(RA_MIN, RA_MAX);
-            } else {
-                ra.window = RA_MIN; // a seek
-            }
-            ra.next = pos + len;
-            let start = pos + len;
-            (start, (start + ra.window).min(self.size))
+            ra.advance(pos, len);
+            (ra.next, (ra.next + ra.window).min(self.size))
         };
         self.archive
             .swarm
             .set_readahead(self.handle, self.offset + start, self.offset + end);
+    }
+}
+
+impl Readahead {
+    /// Records a read of `len` bytes at `pos`. A read near where the last
+    /// one ended is sequential (the kernel's 4 FUSE threads may deliver a
+    /// stream's reads slightly out of order): the window doubles, from
+    /// [`RA_MIN`] up to [`RA_MAX`]. Anything else is a seek: no readahead
+    /// until the reader shows it goes on sequentially, so a random read
+    /// fetches only its own piece.
+    fn advance(&mut self, pos: u64, len: u64) {
+        let slack = self.window.max(RA_MIN);
+        let sequential = if self.next == 0 {
+            pos == 0
+        } else {
+            pos + slack >= self.next && pos <= self.next + slack
+        };
+        if sequential {
+            self.window = (self.window * 2).clamp(RA_MIN, RA_MAX);
+            self.next = self.next.max(pos + len);
+        } else {
+            self.window = 0;
+            self.next = pos + len;
+        }
     }
 }
 
@@ -412,6 +430,30 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn readahead_grows_while_sequential_and_stops_on_a_seek() {
+        let mut ra = Readahead::default();
+        ra.advance(0, 131072);
+        assert_eq!(ra.window, RA_MIN);
+        ra.advance(131072, 131072);
+        assert_eq!(ra.window, 2 * RA_MIN);
+        // slightly out of order (another FUSE thread): still sequential
+        ra.advance(393216, 131072);
+        ra.advance(262144, 131072);
+        assert_eq!(ra.window, 8 * RA_MIN);
+        assert_eq!(ra.next, 524288);
+        // a seek: no readahead until the reader goes on sequentially
+        ra.advance(500 << 20, 4096);
+        assert_eq!(ra.window, 0);
+        ra.advance((500 << 20) + 4096, 4096);
+        assert_eq!(ra.window, RA_MIN);
+        for _ in 0..20 {
+            let n = ra.next;
+            ra.advance(n, 1 << 20);
+        }
+        assert_eq!(ra.window, RA_MAX);
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub enum Error {
     /// Publishing (BEP 44 `put`) failed.
     #[error("publish: {0}")]
     Publish(String),
-    #[error("I/O: {0}")]
+    #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("the client is stopped")]
     Stopped,
@@ -188,7 +188,13 @@ impl ClientBuilder {
     /// Binds the sockets and starts the DHT node (bootstrapping in the
     /// background). Errors: a port already in use.
     pub async fn start(self) -> Result<Client, Error> {
-        let listener = TcpListener::bind(SocketAddr::new(self.bind_ip, self.peer_port)).await?;
+        let peer_addr = SocketAddr::new(self.bind_ip, self.peer_port);
+        let listener = TcpListener::bind(peer_addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen for peers on TCP {peer_addr} (--port): {e}"),
+            )
+        })?;
         let peer_port = listener.local_addr()?.port();
         let dht = if self.dht {
             let cfg = DhtConfig {
@@ -200,7 +206,13 @@ impl ClientBuilder {
                 },
                 ..DhtConfig::default()
             };
-            let dht = Dht::start(cfg).await?;
+            let dht_addr = cfg.bind;
+            let dht = Dht::start(cfg).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot bind the DHT node to UDP {dht_addr} (--dht-port): {e}"),
+                )
+            })?;
             Some(dht)
         } else {
             None

@@ -114,6 +114,9 @@ pub(crate) struct State {
     pub(crate) metadata_error: Option<String>,
     next_conn: u64,
     unchoked: usize,
+    /// Pieces whose read timed out, and when: the kernel retries a failed
+    /// readahead at once, and that retry must not wait a second timeout.
+    read_failures: HashMap<u32, Instant>,
 }
 
 /// Counters shown in the progress line and logs.
@@ -172,6 +175,7 @@ impl Swarm {
                 metadata_error: None,
                 next_conn: 1,
                 unchoked: 0,
+                read_failures: HashMap::new(),
             }),
             metadata_ready: Notify::new(),
             piece_event: Notify::new(),
@@ -675,10 +679,25 @@ impl Swarm {
     async fn wait_pieces(&self, first: u32, last: u32) -> io::Result<()> {
         let missing: Vec<u32> = {
             let mut st = self.lock();
+            let recent = (first..=last).find(|i| {
+                st.read_failures
+                    .get(i)
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+            });
             let p = st
                 .picker
                 .as_mut()
                 .ok_or_else(|| io::Error::other("no metadata"))?;
+            if let Some(i) = recent
+                && !p.has(i)
+            {
+                // The kernel retries a failed readahead at once: fail the
+                // retry now instead of waiting a second read timeout.
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("piece {i} timed out moments ago"),
+                ));
+            }
             let m: Vec<u32> = (first..=last).filter(|&i| !p.has(i)).collect();
             for &i in &m {
                 p.add_urgent(i);
@@ -720,6 +739,13 @@ impl Swarm {
                     s.peers_connected,
                     s.peers_known
                 );
+                let mut st = self.lock();
+                st.read_failures
+                    .retain(|_, t| t.elapsed() < Duration::from_secs(2));
+                for &i in &still {
+                    st.read_failures.insert(i, Instant::now());
+                }
+                drop(st);
                 break Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("pieces {still:?} not received within the read timeout"),

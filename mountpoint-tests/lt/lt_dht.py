@@ -166,6 +166,8 @@ def make_session(port, bootstrap):
         "dht_ignore_dark_internet": False,
         "allow_multiple_connections_per_ip": True,
         "dht_announce_interval": 5,
+        # All test nodes share 127.0.0.1: never rate-limit that address.
+        "dht_block_ratelimit": 1000000,
         "alert_mask": lt.alert.category_t.all_categories,
     }
     return lt.session(s)
