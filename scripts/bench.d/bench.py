@@ -146,13 +146,21 @@ def proc_alive(pid):
         return False
 
 
+LAST_ANON = {}
+
+
 def proc_usage(pid):
-    """(peak RSS in bytes from VmHWM, CPU seconds utime+stime) of a live process."""
+    """(peak RSS in bytes from VmHWM, CPU seconds utime+stime) of a live process.
+
+    Also keeps its current RssAnon (bytes) in LAST_ANON[pid]: libtorrent maps
+    the files it writes, so its VmHWM counts file pages as well."""
     hwm = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) * KIB
+            elif line.startswith("RssAnon:"):
+                LAST_ANON[pid] = int(line.split()[1]) * KIB
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (stat fields 14, 15)
@@ -177,8 +185,12 @@ def wait_until(timeout, fn, step=0.005):
     return fn()
 
 
+KILLED = []
+
+
 def unmount(mnt, pid, timeout=20):
-    """Unmount MNT and wait for the process PID to exit (killed after timeout)."""
+    """Unmount MNT and wait for the process PID to exit (killed after timeout;
+    such kills are listed in KILLED and reported)."""
     if is_mounted(mnt):
         r = subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
         if r.returncode != 0:
@@ -187,6 +199,8 @@ def unmount(mnt, pid, timeout=20):
         subprocess.run(["umount", "-l", mnt], capture_output=True)
     if pid and not wait_until(timeout, lambda: not proc_alive(pid), 0.02):
         log(f"pid {pid} still alive {timeout} s after unmount: SIGKILL")
+        KILLED.append(f"{os.path.basename(os.path.realpath(f'/proc/{pid}/exe'))} (pid {pid}, "
+                      f"{mnt}) had not exited {timeout} s after its unmount: killed")
         os.kill(pid, signal.SIGKILL)
         wait_until(5, lambda: not proc_alive(pid), 0.02)
 
@@ -262,6 +276,7 @@ class Bench:
         self.results = {}  # key -> list of samples
         self.notes = []
         self.counter = 0
+        self.last_pid = None
 
     def fresh(self, kind):
         self.counter += 1
@@ -332,6 +347,12 @@ class Bench:
                     node.wait_event("dht_announce", 60, lambda e, ih=ih: e["info_hash"] == ih)
         log("swarm ready: " + ", ".join(f"{k}={v['info_hash']}" for k, v in self.torrents.items()))
 
+    def uploaded(self, label):
+        """Payload bytes the seeder has sent for this torrent so far."""
+        self.swarm.send("stats")
+        e = self.swarm.wait_event("stats", 10)
+        return e["upload"][self.torrents[label]["info_hash"]]
+
     def stop_all(self):
         for p in reversed(self.procs):
             p.stop()
@@ -372,15 +393,18 @@ class Bench:
     def bm_cold(self, label, keep):
         cache = self.fresh("cache")
         t = self.torrents[label]
+        up0 = self.uploaded(label)
         mnt, pid, _, _ = self.bm_mount(label, cache)
         n, secs = read_file(os.path.join(mnt, t["name"], "big.bin"))
         if n != self.size:
             raise RuntimeError(f"btfs-mount read {n} bytes of {self.size}")
         rss, cpu = proc_usage(pid)
+        self.last_pid = pid
         unmount(mnt, pid)
+        sent = self.uploaded(label) - up0
         if not keep:
             shutil.rmtree(cache)
-        return n / secs, rss, cpu, cache
+        return n / secs, rss, cpu, cache, sent / n
 
     def bm_cached(self, label, cache):
         t = self.torrents[label]
@@ -396,9 +420,14 @@ class Bench:
         cache = self.fresh("cache")
         t = self.torrents[label]
         mnt, pid, _, _ = self.bm_mount(label, cache)
+        up0 = self.uploaded(label)
         lat = random_reads(os.path.join(mnt, t["name"], "big.bin"), offsets, self.expect)
+        # Give requests still in flight a moment to arrive before counting.
+        time.sleep(0.5)
+        sent = self.uploaded(label) - up0
         unmount(mnt, pid)
         shutil.rmtree(cache)
+        self.add(f"bm_random_sent_per_read_{label}", sent / len(offsets))
         return lat
 
     def expect(self, off):
@@ -427,7 +456,7 @@ class Bench:
         return p, mnt, data, port, t0
 
     def btfs_stop(self, p, mnt, data):
-        unmount(mnt, p.pid)
+        unmount(mnt, p.pid, timeout=5)
         try:
             p.wait(10)
         except subprocess.TimeoutExpired:
@@ -471,6 +500,7 @@ class Bench:
         n, secs = read_file(path, max_bytes=self.args.btfs_cap_mib * MIB,
                             max_seconds=self.args.btfs_cap_seconds)
         rss, cpu = proc_usage(p.pid)
+        self.last_pid = p.pid
         self.btfs_stop(p, mnt, data)
         return n, secs, rss, cpu
 
@@ -488,16 +518,19 @@ class Bench:
     def lt_fetch(self, label):
         t = self.torrents[label]
         save = self.fresh("ltsave")
+        up0 = self.uploaded(label)
         node = Proc([PY, LTNODE, "--fetch", t["torrent_file"], "--save", save,
                      "--connect", f"127.0.0.1:{self.seed_port}", "--no-utp", "--no-encryption"],
                     f"ltfetch-{self.counter}", self.logdir)
         try:
             e = node.wait_event("finished", 600)
             rss, cpu = proc_usage(node.p.pid)
+            self.last_pid = node.p.pid
         finally:
             node.stop()
         shutil.rmtree(save)
-        return self.size / e["seconds"], rss, cpu
+        sent = self.uploaded(label) - up0
+        return self.size / e["seconds"], rss, cpu, sent / self.size
 
     # -- bindfs / plain ------------------------------------------------------
     def bindfs_cached(self):
@@ -653,6 +686,12 @@ def report(b, info, started, load_before, load_after):
                      fmt(bm), fmt(bt, digits=1) + " ²", fmt(lt) + " ³", "",
                      fr(ratio(bm, bt)), fr(r_lt), "≥ libtorrent (ratio ≥ 1)",
                      ok(r_lt, lambda v: v >= 1)))
+    for label, name in (("256k", "256 KiB"), ("4m", "4 MiB")):
+        bm = R.get(f"bm_sent_{label}", [])
+        lt = R.get(f"lt_sent_{label}", [])
+        rows.append((f"seeder payload bytes sent per byte read, cold read, {name} pieces ⁸",
+                     fmt(bm, digits=3), "", fmt(lt, digits=3), "", "", fr(ratio(bm, lt), 3),
+                     "", ""))
     bind = [x / 1e6 for x in R.get("bindfs_cached", [])]
     plain = [x / 1e6 for x in R.get("plain_cached", [])]
     for label, name in (("256k", "256 KiB"), ("4m", "4 MiB")):
@@ -674,6 +713,10 @@ def report(b, info, started, load_before, load_after):
                          f"≤ {goal:g} ms" if p == 50 else "",
                          ok(vb and vb * 1000, lambda v, g=goal: v <= g) if p == 50 else ""))
     for label, name in (("256k", "256 KiB"), ("4m", "4 MiB")):
+        bm = R.get(f"bm_random_sent_per_read_{label}", [])
+        rows.append((f"cold random 4 KiB read: seeder payload KiB sent per read, {name} pieces",
+                     fmt(bm, 1 / KIB), "", "", "", "", "", "one piece per read", ""))
+    for label, name in (("256k", "256 KiB"), ("4m", "4 MiB")):
         bm = R.get(f"bm_rss_{label}", [])
         bt = R.get(f"btfs_rss_{label}", [])
         lt = R.get(f"lt_rss_{label}", [])
@@ -681,6 +724,13 @@ def report(b, info, started, load_before, load_after):
                      fmt(bm, 1 / MIB, 1), fmt(bt, 1 / MIB, 1), fmt(lt, 1 / MIB, 1) + " ⁵", "",
                      fr(ratio(bm, bt)), fr(ratio(bm, lt)), "≤ 64 MiB",
                      ok(med(bm), lambda v: v <= 64 * MIB)))
+    for label, name in (("256k", "256 KiB"), ("4m", "4 MiB")):
+        bm = R.get(f"bm_anon_{label}", [])
+        bt = R.get(f"btfs_anon_{label}", [])
+        lt = R.get(f"lt_anon_{label}", [])
+        rows.append((f"anonymous RSS at the end of the cold read (MiB), {name} pieces ⁹",
+                     fmt(bm, 1 / MIB, 1), fmt(bt, 1 / MIB, 1), fmt(lt, 1 / MIB, 1), "",
+                     fr(ratio(bm, bt)), fr(ratio(bm, lt)), "", ""))
     for label, name in (("256k", "256 KiB"), ("4m", "4 MiB")):
         bm, bt, lt = bm_cpu_gib(label), btfs_cpu_gib(label), lt_cpu_gib(label)
         r = ratio(bm, bt)
@@ -727,6 +777,13 @@ def report(b, info, started, load_before, load_after):
     md.append("7. one seeder (python3-libtorrent 2.0.8) serves every run; seeder, client and "
               "reader share the machine's cores, and other jobs may be running: load "
               f"average before {load_before}, after {load_after}.")
+    md.append("8. payload bytes the seeder sent for the torrent during the run, divided by "
+              "the bytes read (1.000: nothing sent twice; more: blocks sent again, e.g. after "
+              "cancelled requests, or sent for pieces that were never read).")
+    md.append("9. RssAnon from /proc/PID/status just before unmounting (the peak is not "
+              "kept for it). libtorrent 2.0 writes through memory-mapped files, so the VmHWM "
+              "of btfs and of the libtorrent fetcher counts the torrent's file pages too; "
+              "this row leaves them out.")
     md.append("")
     md.append("## Machine and versions\n")
     for k, v in info.items():
@@ -739,6 +796,7 @@ def report(b, info, started, load_before, load_after):
     md.append(json.dumps(b.results, indent=None, sort_keys=True, default=str)
               .replace("], ", "],\n "))
     md.append("```")
+    b.notes.extend(KILLED)
     if b.notes:
         md.append("\n## Problems seen during the run\n")
         for n in b.notes:
@@ -797,16 +855,21 @@ def main(argv):
         for label in labels:
             log(f"cold read, {label} pieces")
             for i in reps:
-                rate, rss, cpu, cache = b.bm_cold(label, keep=(i == args.reps - 1))
+                rate, rss, cpu, cache, sent = b.bm_cold(label, keep=(i == args.reps - 1))
                 b.add(f"bm_cold_{label}", rate)
+                b.add(f"bm_sent_{label}", sent)
                 b.add(f"bm_rss_{label}", rss)
+                b.add(f"bm_anon_{label}", LAST_ANON.get(b.last_pid, 0))
                 b.add(f"bm_cpu_{label}", cpu)
                 kept[label] = cache
-                log(f"  btfs-mount {rate / 1e6:.0f} MB/s, RSS {rss / MIB:.1f} MiB, CPU {cpu:.2f} s")
+                log(f"  btfs-mount {rate / 1e6:.0f} MB/s, RSS {rss / MIB:.1f} MiB, CPU {cpu:.2f} s, "
+                    f"seeder sent {sent:.3f} bytes per byte read")
             for i in reps:
-                rate, rss, cpu = b.lt_fetch(label)
+                rate, rss, cpu, sent = b.lt_fetch(label)
                 b.add(f"lt_cold_{label}", rate)
+                b.add(f"lt_sent_{label}", sent)
                 b.add(f"lt_rss_{label}", rss)
+                b.add(f"lt_anon_{label}", LAST_ANON.get(b.last_pid, 0))
                 b.add(f"lt_cpu_{label}", cpu)
                 log(f"  libtorrent {rate / 1e6:.0f} MB/s, RSS {rss / MIB:.1f} MiB, CPU {cpu:.2f} s")
             if not args.skip_btfs:
@@ -814,6 +877,7 @@ def main(argv):
                     n, secs, rss, cpu = b.btfs_cold(label)
                     b.add(f"btfs_cold_{label}", (n, secs))
                     b.add(f"btfs_rss_{label}", rss)
+                    b.add(f"btfs_anon_{label}", LAST_ANON.get(b.last_pid, 0))
                     b.add(f"btfs_cpu_{label}", cpu)
                     log(f"  btfs {n / MIB:.0f} MiB in {secs:.1f} s = {n / secs / 1e6:.1f} MB/s, "
                         f"RSS {rss / MIB:.1f} MiB, CPU {cpu:.2f} s")
@@ -825,7 +889,9 @@ def main(argv):
                 lat = b.bm_random(label, offs)
                 for x in lat:
                     b.add(f"bm_random_{label}", x)
-                log(f"  btfs-mount p50 {pct(lat, 50) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms")
+                log(f"  btfs-mount p50 {pct(lat, 50) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms, "
+                    f"seeder sent {b.results[f'bm_random_sent_per_read_{label}'][-1] / KIB:.0f} KiB "
+                    "per read")
                 if not args.skip_btfs:
                     lat = b.btfs_random(label, offs)
                     for x in lat:

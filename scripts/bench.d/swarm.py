@@ -13,6 +13,8 @@ copied) and adds what the benchmark needs and ltnode has not:
   no DHT bootstrap option and no peer option):
       connect INFO_HASH HOST:PORT   dial HOST:PORT for that torrent now and
                                     every 0.25 s until it is connected
+      stats                         emit `stats` {upload: {INFO_HASH: payload
+                                    bytes sent so far}}
       quit                          stop (so does end of file on stdin)
 - outgoing connections are TCP and plaintext only (libtorrent otherwise
   tries uTP and MSE first and reaches a TCP peer seconds later).
@@ -157,6 +159,9 @@ def main(argv):
             if len(parts) == 3 and parts[0] == "connect" and parts[1] in handles:
                 host, _, p = parts[2].rpartition(":")
                 pending[(parts[1], (host, int(p)))] = (time.monotonic(), 0.0)
+            elif cmd == "stats":
+                ltnode.emit("stats", upload={ih: h.status().total_payload_upload
+                                             for ih, h in handles.items()})
             elif cmd:
                 ltnode.emit("error", message=f"bad command {cmd!r}")
         now = time.monotonic()
