@@ -23,8 +23,12 @@ use btfs::peer::ut_metadata::MetadataMsg;
 use btfs::peer::wire::{Bitfield, DEFAULT_MAX_MESSAGE_LEN, Handshake, Message};
 use bytes::Bytes;
 
-/// Every target, by the name of its corpus directory and fuzz binary.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: the name of its corpus directory and fuzz binary, and
+/// its body.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("magnet", magnet),
     ("bencode_info", bencode_info),
     ("wire", wire),
@@ -119,7 +123,7 @@ fn check_info(info: &Info, raw: &[u8]) {
         for f in info.files.iter().filter(|f| !f.pad) {
             for k in 1..f.path.len() {
                 assert!(
-                    !seen.contains(&f.path[..k].to_vec()),
+                    !seen.contains(&f.path[..k]),
                     "{:?} is both a file and a directory",
                     &f.path[..k]
                 );

@@ -15,7 +15,8 @@
 //!   by [`Sandbox::assert_confined`].
 //! - [`mount_ok`] / [`mount_refused`]: `btfs-mount` in its default background
 //!   mode, expected to mount, or to exit non-zero with a given message.
-//! - [`listing`]: the mounted tree as path → [`Node`]; [`ls_r`] runs `ls -R`.
+//! - [`listing`]: the mounted tree as path → [`Node`]; [`ls_r`] runs
+//!   `ls -R -l`, [`ls`] any `ls`, timed.
 
 #![allow(dead_code)] // each test file uses a subset
 
@@ -272,17 +273,23 @@ pub fn listing(root: &Path) -> BTreeMap<String, Node> {
 
 /// Runs `ls -R -l ROOT`; returns its output and how long it took.
 pub fn ls_r(root: &Path) -> (String, Duration) {
+    ls(root, &["-R", "-l"])
+}
+
+/// Runs `ls ARGS ROOT` (stdout is a pipe: no colours, so plain `ls -R`
+/// reads directories without a lookup per entry); returns its output and
+/// how long it took.
+pub fn ls(root: &Path, args: &[&str]) -> (String, Duration) {
     let started = Instant::now();
     let out = Command::new("ls")
-        .arg("-R")
-        .arg("-l")
+        .args(args)
         .arg(root)
         .output()
         .expect("run ls");
     let took = started.elapsed();
     assert!(
         out.status.success(),
-        "ls -R {} failed: {}",
+        "ls {args:?} {} failed: {}",
         root.display(),
         String::from_utf8_lossy(&out.stderr)
     );
