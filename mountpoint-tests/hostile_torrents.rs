@@ -210,6 +210,76 @@ fn hostile_paths_are_sanitized_and_stay_inside() {
     hostile_paths_case().mount_and_verify();
 }
 
+/// A BEP 47 symlink entry (`attr` `l`) with raw target elements.
+fn link(path: &[&[u8]], target: &[&[u8]]) -> F {
+    let mut l = f(path, 0);
+    l.extra.push(("attr", Owned::from("l")));
+    l.extra.push((
+        "symlink path",
+        Owned::from(
+            target
+                .iter()
+                .map(|t| Owned::from(t.to_vec()))
+                .collect::<Vec<_>>(),
+        ),
+    ));
+    l
+}
+
+#[test]
+fn symlinks_never_point_outside() {
+    if !in_netns("symlinks_never_point_outside") {
+        return;
+    }
+    let files = [
+        f(&[b"a", b"real.txt"], 300),
+        link(&[b"a", b"ok"], &[b"a", b"real.txt"]),
+        link(
+            &[b"a", b"up"],
+            &[b"..", b"..", b"..", b"..", b"etc", b"passwd"],
+        ),
+        link(&[b"abs"], &[b"/etc", b"shadow"]),
+        link(&[b"a", b"self"], &[b"a", b"self"]),
+        link(&[b"dotdot"], &[b".."]),
+    ];
+    let (info, content) = multi_with_content(b"links", &files, 16384);
+    let peer = Bep9Peer::start(&info, &[(0, &content)], &[]);
+    let sb = Sandbox::new();
+    let mount = mount_ok(&peer, &sb, &[]);
+    let root = mount.path().join("links");
+    let (ls, _) = ls_r(mount.path());
+    eprintln!("{ls}");
+    let got = listing(mount.path());
+    eprintln!("{got:#?}");
+    assert_eq!(got["links/a/real.txt"], Node::File(300));
+    assert_eq!(got["links/a/ok"], Node::Link("real.txt".into()));
+    // every link either resolves inside the torrent or does not resolve
+    // (an inert loop); none reaches /etc
+    let canon_root = fs::canonicalize(&root).expect("canonicalize root");
+    for (p, node) in &got {
+        let Node::Link(target) = node else { continue };
+        assert!(
+            !target.starts_with('/'),
+            "{p}: absolute link target {target}"
+        );
+        match fs::canonicalize(mount.path().join(p)) {
+            Ok(resolved) => assert!(
+                resolved.starts_with(&canon_root),
+                "{p} -> {target} resolves outside the torrent: {}",
+                resolved.display()
+            ),
+            Err(e) => eprintln!("{p} -> {target}: does not resolve ({e})"),
+        }
+    }
+    assert_eq!(
+        fs::read(root.join("a/ok")).expect("read through the link"),
+        content[..300]
+    );
+    sb.assert_confined();
+    mount.unmount_and_wait(Duration::from_secs(15));
+    sb.assert_confined();
+}
+
 #[test]
 fn single_file_named_dotdot_is_refused() {
     if !in_netns("single_file_named_dotdot_is_refused") {
