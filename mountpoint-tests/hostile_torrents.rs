@@ -673,6 +673,87 @@ fn file_over_4_gib_reads_its_last_byte() {
     sb.assert_confined();
 }
 
+/// SHA-1 of `n` zero bytes, computed by python's hashlib (this test crate's
+/// debug-build SHA-1 would take seconds for hundreds of MiB).
+fn sha1_of_zeros(n: u64) -> [u8; 20] {
+    let out = std::process::Command::new(PYTHON)
+        .arg("-c")
+        .arg(format!(
+            "import hashlib; print(hashlib.sha1(bytes({n})).hexdigest())"
+        ))
+        .output()
+        .expect("run python3");
+    assert!(out.status.success());
+    let hex = String::from_utf8(out.stdout).expect("hex");
+    btfs::InfoHash::from_hex(hex.trim())
+        .expect("40 hex digits")
+        .0
+}
+
+/// Peak resident memory of a process, in bytes (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+#[test]
+fn huge_piece_length_reads_one_byte() {
+    if !in_netns("huge_piece_length_reads_one_byte") {
+        return;
+    }
+    // 256 MiB pieces: one byte read needs a whole piece downloaded and
+    // verified. Piece 0 is zeros, piece 1 a 1000-byte pattern.
+    const PL: u64 = 256 << 20;
+    let tail = seeded_bytes(1000, 5);
+    let len = PL + tail.len() as u64;
+    let mut pieces = sha1_of_zeros(PL).to_vec();
+    pieces.extend(sha1(&tail));
+    let info = Owned::dict()
+        .insert("name", &b"bigpiece.bin"[..])
+        .insert("length", Owned::Int(len as i64))
+        .insert("piece length", Owned::Int(PL as i64))
+        .insert("pieces", pieces)
+        .encode();
+    let peer = Bep9Peer::start(&info, &[(PL, &tail)], &[]);
+    let sb = Sandbox::new();
+    let mount = mount_ok(&peer, &sb, &[]);
+    let pid = *mount.pids().first().expect("daemon pid");
+    let before = peak_rss(pid);
+    let file = fs::File::open(mount.path().join("bigpiece.bin")).expect("open");
+    let mut b = [0xFFu8; 1];
+    let started = Instant::now();
+    assert_eq!(file.read_at(&mut b, len - 1).expect("pread last"), 1);
+    assert_eq!(b[0], tail[tail.len() - 1]);
+    let t_last = started.elapsed();
+    assert_eq!(file.read_at(&mut b, 12345).expect("pread first piece"), 1);
+    assert_eq!(b[0], 0);
+    let t_first = started.elapsed() - t_last;
+    let after = peak_rss(pid);
+    eprintln!(
+        "256 MiB pieces: last byte in {t_last:?}, a byte of piece 0 in {t_first:?}; \
+         btfs-mount peak RSS {} MiB before, {} MiB after",
+        before >> 20,
+        after >> 20
+    );
+    // one piece in memory at a time is the design (the picker's buffer);
+    // more than two would mean copies of it
+    assert!(
+        after < before + 2 * PL + (64 << 20),
+        "peak RSS {} MiB for 256 MiB pieces",
+        after >> 20
+    );
+    drop(file);
+    sb.assert_confined();
+    mount.unmount_and_wait(Duration::from_secs(30));
+    sb.assert_confined();
+}
+
 /// The scripted peer itself must serve what it is given, so a failure above
 /// is btfs's: a quick check without btfs, through its own decoder.
 #[test]
