@@ -92,12 +92,11 @@ def libtorrent_infos():
         for rel, data in files.items():
             with open(os.path.join(root, rel), "wb") as f:
                 f.write(data)
-        for label, flags in (("multi", 0), ("multi_pad", lt.create_torrent.optimize_alignment if hasattr(lt.create_torrent, "optimize_alignment") else 0)):
-            fs = lt.file_storage()
-            lt.add_files(fs, root)
-            ct = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v1_only) if hasattr(lt.create_torrent, "v1_only") else lt.create_torrent(fs, 16384)
-            lt.set_piece_hashes(ct, tmp)
-            out["lt_" + label] = benc_lt(lt.bencode(ct.generate()))
+        fs = lt.file_storage()
+        lt.add_files(fs, root)
+        ct = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v1_only)
+        lt.set_piece_hashes(ct, tmp)
+        out["lt_multi"] = benc_lt(lt.bencode(ct.generate()))
         single = os.path.join(tmp, "one.bin")
         with open(single, "wb") as f:
             f.write(b"z" * 40000)
