@@ -160,12 +160,26 @@ impl<'a> Value<'a> {
             }
             Kind::List(l) => l.iter().all(Value::is_canonical),
             Kind::Dict(d) => {
-                d.windows(2).all(|w| w[0].0 < w[1].0)
-                    && d.iter().all(|(k, v)| {
-                        // the key's own length prefix must be canonical too
-                        let _ = k;
-                        v.is_canonical()
-                    })
+                if !d.windows(2).all(|w| w[0].0 < w[1].0) {
+                    return false;
+                }
+                // Keys are not `Value`s: walk the raw bytes (`d` is in input
+                // order, each key followed by its value) to check each key's
+                // own length prefix.
+                let mut pos = 1;
+                for (k, v) in d {
+                    let Some(colon) = self.raw[pos..].iter().position(|&c| c == b':') else {
+                        return false;
+                    };
+                    if colon > 1 && self.raw[pos] == b'0' {
+                        return false;
+                    }
+                    pos += colon + 1 + k.len() + v.raw.len();
+                    if !v.is_canonical() {
+                        return false;
+                    }
+                }
+                true
             }
         }
     }
@@ -480,6 +494,10 @@ mod tests {
         assert!(!dec(b"i03e").unwrap().is_canonical());
         assert!(!dec(b"i-0e").unwrap().is_canonical());
         assert!(!dec(b"03:abc").unwrap().is_canonical());
+        // a key's length prefix counts too (found by fuzzing)
+        assert!(!dec(b"d01:ai1ee").unwrap().is_canonical());
+        assert!(!dec(b"d1:ai1e01:bi2ee").unwrap().is_canonical());
+        assert!(dec(b"d1:ai1e10:bbbbbbbbbbi2ee").unwrap().is_canonical());
     }
 
     #[test]

@@ -1,0 +1,292 @@
+#!/usr/bin/python3
+"""A minimal scripted BitTorrent peer that serves given raw info-dictionary
+bytes over ut_metadata (BEP 9), and optionally piece data, on loopback.
+
+It trusts nothing about the info dictionary: the bytes are served exactly as
+given (hostile or malformed ones included), and the info-hash is the SHA-1
+of those bytes. Only the standard library is used.
+
+Usage:
+  bep9_peer.py --info FILE [--port P] [--blob OFFSET:FILE ...]
+               [--no-data] [--piece-length N] [--total-length N]
+
+  --info FILE            the raw info dictionary to serve
+  --port P               TCP listen port on 127.0.0.1 (0: any; default 0)
+  --blob OFFSET:FILE     content of the torrent's piece space: FILE's bytes
+                         at absolute OFFSET; every byte not covered by a
+                         blob is zero (so a huge torrent of zeros with a
+                         patterned tail costs nothing); repeatable
+  --no-data              serve only the metadata: no bitfield, no pieces
+  --piece-length N,      used for piece requests; by default read from the
+  --total-length N       info dictionary (when it can be read)
+
+Per connection (one thread each): read the peer's 68-byte handshake (refuse
+another info-hash), answer with ours (extension bit, BEP 10), send an
+extension handshake {m: {ut_metadata: 3}, metadata_size}, then (unless
+--no-data) a bitfield of every piece and unchoke. Answers ut_metadata
+requests with data (16 KiB pieces) or reject, `request` with `piece`
+(blocks cut from the blobs/zeros), ignores every other message.
+
+Events, one JSON object per line on stdout:
+  ready {port, info_hash, magnet, metadata_size, piece_length, total_length}
+  peer_connected {addr}, peer_disconnected {addr, reason}
+  metadata_request {piece}, request {index, begin, length}
+  exit {reason}
+Exits on SIGTERM, SIGINT, or when stdin closes.
+"""
+import argparse
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+
+METADATA_PIECE = 16384
+OUR_UT_METADATA = 3
+LOCK = threading.Lock()
+
+
+def emit(event, **kw):
+    kw = dict(event=event, **kw)
+    with LOCK:
+        sys.stdout.write(json.dumps(kw) + "\n")
+        sys.stdout.flush()
+
+
+# --- bencode (lenient decoder: unsorted keys are fine) --------------------
+
+def bdecode(b, i=0, depth=0):
+    """Returns (value, end). Raises ValueError on malformed input."""
+    if depth > 200:
+        raise ValueError("too deep")
+    c = b[i:i + 1]
+    if c == b"i":
+        end = b.index(b"e", i)
+        return int(b[i + 1:end]), end + 1
+    if c == b"l":
+        i += 1
+        out = []
+        while b[i:i + 1] != b"e":
+            if i >= len(b):
+                raise ValueError("truncated")
+            v, i = bdecode(b, i, depth + 1)
+            out.append(v)
+        return out, i + 1
+    if c == b"d":
+        i += 1
+        out = {}
+        while b[i:i + 1] != b"e":
+            if i >= len(b):
+                raise ValueError("truncated")
+            k, i = bdecode(b, i, depth + 1)
+            v, i = bdecode(b, i, depth + 1)
+            if isinstance(k, bytes) and k not in out:
+                out[k] = v
+        return out, i + 1
+    if c.isdigit():
+        colon = b.index(b":", i)
+        n = int(b[i:colon])
+        s = b[colon + 1:colon + 1 + n]
+        if len(s) != n:
+            raise ValueError("truncated string")
+        return s, colon + 1 + n
+    raise ValueError("bad byte at %d" % i)
+
+
+def bencode(v):
+    if isinstance(v, int):
+        return b"i%de" % v
+    if isinstance(v, str):
+        v = v.encode()
+    if isinstance(v, bytes):
+        return b"%d:%s" % (len(v), v)
+    if isinstance(v, list):
+        return b"l" + b"".join(bencode(x) for x in v) + b"e"
+    if isinstance(v, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, x) for k, x in v.items())
+        return b"d" + b"".join(bencode(k) + bencode(x) for k, x in items) + b"e"
+    raise TypeError(type(v))
+
+
+# --- content --------------------------------------------------------------
+
+class Content:
+    """The torrent's piece space: zeros overlaid with blobs."""
+
+    def __init__(self, blobs):
+        self.blobs = sorted(blobs)  # [(offset, bytes)]
+
+    def read(self, offset, length):
+        out = bytearray(length)
+        for boff, data in self.blobs:
+            lo = max(offset, boff)
+            hi = min(offset + length, boff + len(data))
+            if lo < hi:
+                out[lo - offset:hi - offset] = data[lo - boff:hi - boff]
+        return bytes(out)
+
+
+# --- one connection ---------------------------------------------------------
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def send_msg(sock, msg_id, payload=b""):
+    sock.sendall(struct.pack(">IB", 1 + len(payload), msg_id) + payload)
+
+
+def serve(sock, addr, args, info, info_hash, content):
+    peer = "%s:%d" % addr
+    emit("peer_connected", addr=peer)
+    reason = "closed"
+    try:
+        hs = recv_exact(sock, 68)
+        if hs[:20] != b"\x13BitTorrent protocol":
+            reason = "bad handshake"
+            return
+        if hs[28:48] != info_hash:
+            reason = "other info-hash " + hs[28:48].hex()
+            return
+        reserved = bytearray(8)
+        reserved[5] |= 0x10
+        sock.sendall(b"\x13BitTorrent protocol" + bytes(reserved) + info_hash + b"-BP0001-" + os.urandom(12))
+        ext = {"m": {"ut_metadata": OUR_UT_METADATA}, "metadata_size": len(info), "v": "bep9_peer"}
+        send_msg(sock, 20, b"\x00" + bencode(ext))
+        num_pieces = 0
+        if not args.no_data and args.piece_length and args.total_length:
+            num_pieces = -(-args.total_length // args.piece_length)
+            bits = bytearray((num_pieces + 7) // 8)
+            for i in range(num_pieces):
+                bits[i // 8] |= 0x80 >> (i % 8)
+            send_msg(sock, 5, bytes(bits))
+            send_msg(sock, 1)  # unchoke
+        their_ut_metadata = None
+        while True:
+            (length,) = struct.unpack(">I", recv_exact(sock, 4))
+            if length == 0:
+                continue
+            if length > (1 << 22):
+                reason = "frame of %d bytes" % length
+                return
+            body = recv_exact(sock, length)
+            mid, payload = body[0], body[1:]
+            if mid == 20 and payload:
+                eid, rest = payload[0], payload[1:]
+                if eid == 0:
+                    try:
+                        d, _ = bdecode(rest)
+                        their_ut_metadata = d.get(b"m", {}).get(b"ut_metadata")
+                    except (ValueError, AttributeError):
+                        pass
+                elif eid == OUR_UT_METADATA:
+                    d, _ = bdecode(rest)
+                    if d.get(b"msg_type") != 0 or their_ut_metadata is None:
+                        continue
+                    piece = d.get(b"piece", -1)
+                    emit("metadata_request", piece=piece)
+                    start = piece * METADATA_PIECE
+                    if 0 <= start < len(info):
+                        data = info[start:start + METADATA_PIECE]
+                        msg = bencode({"msg_type": 1, "piece": piece, "total_size": len(info)}) + data
+                    else:
+                        msg = bencode({"msg_type": 2, "piece": piece})
+                    send_msg(sock, 20, bytes([their_ut_metadata]) + msg)
+            elif mid == 2 and num_pieces:  # interested
+                send_msg(sock, 1)
+            elif mid == 6 and num_pieces and len(payload) == 12:
+                index, begin, blen = struct.unpack(">III", payload)
+                emit("request", index=index, begin=begin, length=blen)
+                offset = index * args.piece_length + begin
+                if index >= num_pieces or blen > (1 << 17) or offset + blen > args.total_length:
+                    reason = "bad request %d/%d/%d" % (index, begin, blen)
+                    return
+                data = content.read(offset, blen)
+                send_msg(sock, 7, struct.pack(">II", index, begin) + data)
+    except (ConnectionError, OSError, ValueError) as e:
+        reason = str(e) or type(e).__name__
+    finally:
+        emit("peer_disconnected", addr=peer, reason=reason)
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--info", required=True)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--blob", action="append", default=[])
+    ap.add_argument("--no-data", action="store_true")
+    ap.add_argument("--piece-length", type=int)
+    ap.add_argument("--total-length", type=int)
+    args = ap.parse_args()
+
+    with open(args.info, "rb") as f:
+        info = f.read()
+    info_hash = hashlib.sha1(info).digest()
+    # piece length and total length from the info dict, when readable
+    try:
+        d, _ = bdecode(info)
+        if args.piece_length is None and isinstance(d.get(b"piece length"), int):
+            args.piece_length = d[b"piece length"]
+        if args.total_length is None:
+            if isinstance(d.get(b"files"), list):
+                args.total_length = sum(f.get(b"length", 0) for f in d[b"files"])
+            elif isinstance(d.get(b"length"), int):
+                args.total_length = d[b"length"]
+    except (ValueError, AttributeError, TypeError, IndexError):
+        pass
+    if not (isinstance(args.piece_length, int) and args.piece_length > 0
+            and isinstance(args.total_length, int) and args.total_length > 0):
+        args.piece_length = args.total_length = None
+    blobs = []
+    for spec in args.blob:
+        off, path = spec.split(":", 1)
+        with open(path, "rb") as f:
+            blobs.append((int(off), f.read()))
+    content = Content(blobs)
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", args.port))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+
+    def stop(reason):
+        emit("exit", reason=reason)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, lambda *_: stop("SIGTERM"))
+    signal.signal(signal.SIGINT, lambda *_: stop("SIGINT"))
+
+    def watch_stdin():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except OSError:
+            pass
+        stop("stdin closed")
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    emit("ready", port=port, info_hash=info_hash.hex(),
+         magnet="magnet:?xt=urn:btih:" + info_hash.hex(), metadata_size=len(info),
+         piece_length=args.piece_length, total_length=args.total_length)
+    while True:
+        sock, addr = srv.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=serve, args=(sock, addr, args, info, info_hash, content), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
