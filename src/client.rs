@@ -850,9 +850,20 @@ impl Client {
     }
 }
 
-/// Accepts incoming peer connections and hands each to its swarm.
+/// Most incoming connections in their handshake at once. Each holds a
+/// socket, a task and read/write buffers (~72 KiB) for up to 10 s; past this
+/// limit new connections are closed at once, so a flood of connections that
+/// never handshake costs a bounded amount of memory and file descriptors.
+/// (Connections past the handshake are bounded per torrent by `max_peers`.)
+pub const MAX_PENDING_HANDSHAKES: usize = 32;
+
+/// Accepts incoming peer connections and hands each to its swarm; at most
+/// [`MAX_PENDING_HANDSHAKES`] handshakes run at once (others are closed).
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     let mut shutdown = inner.shutdown.subscribe();
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let mut refused = 0u64;
+    let mut last_warn: Option<tokio::time::Instant> = None;
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -864,6 +875,17 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 }
             },
             _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            drop(stream);
+            refused += 1;
+            if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(
+                    "incoming connection from {addr} closed: {MAX_PENDING_HANDSHAKES} handshakes already pending ({refused} refused so far)"
+                );
+                last_warn = Some(tokio::time::Instant::now());
+            }
+            continue;
         };
         let inner = inner.clone();
         tokio::spawn(async move {
@@ -882,6 +904,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 Duration::from_secs(10),
             )
             .await;
+            drop(permit);
             match r {
                 Ok((conn, hs)) => {
                     let swarm = inner

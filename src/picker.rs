@@ -44,6 +44,9 @@ struct Partial {
     received: usize,
     /// Connections that sent blocks of this piece (penalised on hash failure).
     contributors: Vec<ConnId>,
+    /// The connection each received block came from (by block index), so a
+    /// hash failure can be pinned on the peer whose blocks were wrong.
+    sources: Vec<Option<ConnId>>,
 }
 
 /// What happened to a received block.
@@ -56,6 +59,8 @@ pub enum BlockOutcome {
         index: u32,
         data: Vec<u8>,
         contributors: Vec<ConnId>,
+        /// The connection each block came from, one per block (16 KiB).
+        sources: Vec<ConnId>,
     },
     /// A block we already had (end-game duplicate) or a piece no longer in
     /// progress: harmless, dropped.
@@ -257,6 +262,7 @@ impl Picker {
                         blocks: vec![BlockState::Missing; nblocks],
                         received: 0,
                         contributors: Vec::new(),
+                        sources: vec![None; nblocks],
                     },
                 );
             }
@@ -322,6 +328,7 @@ impl Picker {
         }
         part.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
         part.blocks[b] = BlockState::Received;
+        part.sources[b] = Some(conn);
         part.received += 1;
         if !part.contributors.contains(&conn) {
             part.contributors.push(conn);
@@ -335,6 +342,11 @@ impl Picker {
             index,
             data: part.buf,
             contributors: part.contributors,
+            sources: part
+                .sources
+                .into_iter()
+                .map(|c| c.unwrap_or(conn))
+                .collect(),
         }
     }
 
@@ -466,7 +478,9 @@ mod tests {
                 index,
                 data,
                 contributors,
+                sources,
             } => {
+                assert_eq!(sources, vec![2, 1]);
                 assert_eq!(index, 0);
                 assert_eq!(&data[..BLOCK as usize], &[1; BLOCK as usize][..]);
                 assert_eq!(&data[BLOCK as usize..], &[2; BLOCK as usize][..]);

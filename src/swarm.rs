@@ -7,10 +7,10 @@
 //! off the network tasks), store them ([`crate::storage`]) and serve them to
 //! other peers (seeding).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -93,8 +93,6 @@ struct Candidate {
     failures: u32,
     next_try: Instant,
     connected: bool,
-    banned: bool,
-    hash_failures: u32,
     /// False for the ephemeral address of an incoming connection.
     dialable: bool,
 }
@@ -110,7 +108,29 @@ pub(crate) struct State {
     pub(crate) metadata_error: Option<String>,
     next_conn: u64,
     unchoked: usize,
+    /// Dials in progress (they hold a connection slot until they end).
+    dialing: usize,
+    /// Banned peers, by IP address: never dialled or accepted again.
+    banned: HashSet<IpAddr>,
+    /// Pieces proven bad per IP address; [`MAX_STRIKES`] means a ban.
+    strikes: HashMap<IpAddr, u32>,
+    /// Pieces that failed their hash check with blocks from several peers:
+    /// per failed attempt, each block's sender and SHA-1. When the piece
+    /// later verifies, the senders of blocks that differ from the good
+    /// data are struck ("smart ban"): nobody is blamed on a guess.
+    suspects: HashMap<u32, Vec<Attempt>>,
+    /// Pieces whose verified data could not be stored, with the error kind:
+    /// reads waiting on them fail with it (ENOSPC on a full cache disk).
+    store_errors: HashMap<u32, io::ErrorKind>,
 }
+
+/// One failed attempt at a piece: each block's sender and SHA-1.
+type Attempt = Vec<(IpAddr, [u8; 20])>;
+
+/// Pieces proven bad from one IP address before it is banned.
+const MAX_STRIKES: u32 = 3;
+/// Failed attempts of one piece remembered for the smart ban.
+const MAX_SUSPECT_ATTEMPTS: usize = 4;
 
 /// Counters shown in the progress line and logs.
 #[derive(Default)]
@@ -167,6 +187,11 @@ impl Swarm {
                 metadata_error: None,
                 next_conn: 1,
                 unchoked: 0,
+                dialing: 0,
+                banned: HashSet::new(),
+                strikes: HashMap::new(),
+                suspects: HashMap::new(),
+                store_errors: HashMap::new(),
             }),
             metadata_ready: Notify::new(),
             piece_event: Notify::new(),
@@ -353,8 +378,6 @@ impl Swarm {
                     failures: 0,
                     next_try: Instant::now(),
                     connected: false,
-                    banned: false,
-                    hash_failures: 0,
                     dialable: true,
                 }
             });
@@ -367,15 +390,23 @@ impl Swarm {
     }
 
     /// Candidates to dial now (not connected, not banned, backoff elapsed),
-    /// at most as many as free connection slots; marks them connected.
+    /// at most as many as free connection slots (live connections and dials
+    /// in progress both take one); marks them connected and counts them as
+    /// dialling until [`Swarm::dial_done`].
     pub(crate) fn take_dial_candidates(&self) -> Vec<(SocketAddr, PeerSource)> {
         let mut st = self.lock();
-        let free = self.cfg.max_peers.saturating_sub(st.conns.len());
+        let free = self
+            .cfg
+            .max_peers
+            .saturating_sub(st.conns.len() + st.dialing);
         let now = Instant::now();
+        let banned = &st.banned;
         let mut out: Vec<(SocketAddr, PeerSource)> = st
             .candidates
             .iter()
-            .filter(|(_, c)| c.dialable && !c.connected && !c.banned && c.next_try <= now)
+            .filter(|(a, c)| {
+                c.dialable && !c.connected && c.next_try <= now && !banned.contains(&a.ip())
+            })
             .map(|(a, c)| (*a, c.source))
             .take(free)
             .collect();
@@ -385,7 +416,15 @@ impl Swarm {
                 c.connected = true;
             }
         }
+        st.dialing += out.len();
         out
+    }
+
+    /// A dial taken with [`Swarm::take_dial_candidates`] ended (connected
+    /// or not): its slot is free again.
+    pub(crate) fn dial_done(&self) {
+        let mut st = self.lock();
+        st.dialing = st.dialing.saturating_sub(1);
     }
 
     /// A dial failed: back off exponentially (2 s, 4 s, ... up to 5 min).
@@ -407,7 +446,7 @@ impl Swarm {
         source: PeerSource,
     ) -> Option<(u64, Arc<Notify>)> {
         let mut st = self.lock();
-        if st.conns.len() >= self.cfg.max_peers {
+        if st.conns.len() >= self.cfg.max_peers || st.banned.contains(&addr.ip()) {
             return None;
         }
         if st.conns.values().any(|(a, _)| *a == addr) {
@@ -418,13 +457,8 @@ impl Swarm {
             failures: 0,
             next_try: Instant::now(),
             connected: true,
-            banned: false,
-            hash_failures: 0,
             dialable: source != PeerSource::Incoming,
         });
-        if c.banned {
-            return None;
-        }
         c.connected = true;
         c.failures = 0;
         let id = st.next_conn;
@@ -470,11 +504,45 @@ impl Swarm {
         st.unchoked = st.unchoked.saturating_sub(1);
     }
 
-    /// Bans a peer address (bad data, wrong metadata).
+    /// Bans a peer (bad data, wrong metadata) by IP address: its live
+    /// connections are closed (their sessions see [`Swarm::is_banned`] when
+    /// woken) and it is never dialled or accepted again.
     pub(crate) fn ban(&self, addr: SocketAddr, why: &str) {
-        tracing::warn!("{}: banning peer {addr}: {why}", self.info_hash);
-        if let Some(c) = self.lock().candidates.get_mut(&addr) {
-            c.banned = true;
+        self.ban_ip(addr.ip(), why);
+    }
+
+    fn ban_ip(&self, ip: IpAddr, why: &str) {
+        let st = &mut *self.lock();
+        if !st.banned.insert(ip) {
+            return;
+        }
+        tracing::warn!("{}: banning peer {ip}: {why}", self.info_hash);
+        for (a, w) in st.conns.values() {
+            if a.ip() == ip {
+                w.notify_one();
+            }
+        }
+    }
+
+    /// Whether peers at `ip` are banned.
+    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
+        self.lock().banned.contains(&ip)
+    }
+
+    /// One more piece proven bad from `ip`; bans it at [`MAX_STRIKES`].
+    fn strike(&self, ip: IpAddr, index: u32) {
+        let n = {
+            let mut st = self.lock();
+            let n = st.strikes.entry(ip).or_default();
+            *n += 1;
+            *n
+        };
+        tracing::info!(
+            "{}: peer {ip} sent bad data for piece {index} ({n} of {MAX_STRIKES} strikes)",
+            self.info_hash
+        );
+        if n >= MAX_STRIKES {
+            self.ban_ip(ip, &format!("sent {n} pieces that failed their hash check"));
         }
     }
 
@@ -486,55 +554,100 @@ impl Swarm {
     }
 
     /// Verifies a completed piece off the network task, stores it, and
-    /// announces it. On a hash failure the piece is fetched again and the
-    /// peers that sent it are penalised (banned after 3 failures).
-    pub(crate) fn complete_piece(
-        self: &Arc<Self>,
-        index: u32,
-        data: Vec<u8>,
-        contributors: Vec<u64>,
-    ) {
+    /// announces it. `sources` names the connection each 16 KiB block came
+    /// from (empty for pieces copied locally).
+    ///
+    /// On a hash failure the piece is fetched again. Blame: a piece whose
+    /// blocks all came from one peer is a strike against it; a piece mixed
+    /// from several peers is remembered, and once it verifies, the peers
+    /// whose blocks differed from the good data get the strike (an honest
+    /// peer is never blamed for another's blocks). [`MAX_STRIKES`] strikes
+    /// ban the IP address. A piece that cannot be stored (ENOSPC) fails the
+    /// reads waiting on it with that error.
+    pub(crate) fn complete_piece(self: &Arc<Self>, index: u32, data: Vec<u8>, sources: Vec<u64>) {
+        let ips: Vec<Option<IpAddr>> = {
+            let st = self.lock();
+            sources
+                .iter()
+                .map(|id| st.conns.get(id).map(|(a, _)| a.ip()))
+                .collect()
+        };
         let swarm = self.clone();
         tokio::task::spawn_blocking(move || {
             let Some(loaded) = swarm.loaded() else { return };
             let ok = sha1::Sha1::digest(&data)[..] == loaded.info.piece_hash(index)[..];
+            let block_hashes = || -> Vec<[u8; 20]> {
+                data.chunks(crate::picker::BLOCK as usize)
+                    .map(|b| sha1::Sha1::digest(b).into())
+                    .collect()
+            };
             if !ok {
                 swarm.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
-                let mut st = swarm.lock();
-                if let Some(p) = st.picker.as_mut() {
-                    p.verify_failed(index);
-                }
-                let addrs: Vec<SocketAddr> = contributors
-                    .iter()
-                    .filter_map(|id| st.conns.get(id).map(|(a, _)| *a))
-                    .collect();
-                let mut to_ban = Vec::new();
-                for a in addrs {
-                    if let Some(c) = st.candidates.get_mut(&a) {
-                        c.hash_failures += 1;
-                        if c.hash_failures >= 3 {
-                            to_ban.push(a);
+                let senders: HashSet<IpAddr> = ips.iter().flatten().copied().collect();
+                {
+                    let mut st = swarm.lock();
+                    if let Some(p) = st.picker.as_mut() {
+                        p.verify_failed(index);
+                    }
+                    if senders.len() > 1 {
+                        let attempt: Attempt = ips
+                            .iter()
+                            .zip(block_hashes())
+                            .filter_map(|(ip, h)| ip.map(|ip| (ip, h)))
+                            .collect();
+                        let tries = st.suspects.entry(index).or_default();
+                        if tries.len() < MAX_SUSPECT_ATTEMPTS {
+                            tries.push(attempt);
                         }
                     }
                 }
-                drop(st);
                 tracing::warn!(
-                    "{}: piece {index} failed its SHA-1 check; fetching it again",
-                    swarm.info_hash
+                    "{}: piece {index} failed its SHA-1 check (blocks from {}); fetching it again",
+                    swarm.info_hash,
+                    if senders.is_empty() {
+                        "no live peer".to_string()
+                    } else {
+                        senders
+                            .iter()
+                            .map(|i| i.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
                 );
-                for a in to_ban {
-                    swarm.ban(a, "sent 3 pieces that failed their hash check");
+                if senders.len() == 1 {
+                    let ip = *senders.iter().next().expect("one sender");
+                    swarm.strike(ip, index);
                 }
                 swarm.wake_peers();
                 return;
             }
+            // Verified: settle earlier failed attempts of this piece.
+            let tries = swarm.lock().suspects.remove(&index);
+            if let Some(tries) = tries {
+                let good = block_hashes();
+                let mut culprits = HashSet::new();
+                for attempt in tries {
+                    for ((ip, h), g) in attempt.iter().zip(&good) {
+                        if h != g {
+                            culprits.insert(*ip);
+                        }
+                    }
+                }
+                for ip in culprits {
+                    swarm.strike(ip, index);
+                }
+            }
             if let Err(e) = loaded.storage.write_piece(index, &data) {
                 tracing::error!(
-                    "{}: cannot store piece {index}: {e}; reads of it will fail",
+                    "{}: cannot store piece {index} in the cache: {e}; reads of it fail",
                     swarm.info_hash
                 );
-                if let Some(p) = swarm.lock().picker.as_mut() {
-                    p.verify_failed(index);
+                {
+                    let mut st = swarm.lock();
+                    st.store_errors.insert(index, e.kind());
+                    if let Some(p) = st.picker.as_mut() {
+                        p.verify_failed(index);
+                    }
                 }
                 swarm.piece_event.notify_waiters();
                 return;
@@ -545,6 +658,7 @@ impl Swarm {
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             let complete = {
                 let mut st = swarm.lock();
+                st.store_errors.remove(&index);
                 let p = st.picker.as_mut().expect("loaded implies picker");
                 p.set_have(index);
                 p.is_complete()
@@ -617,6 +731,10 @@ impl Swarm {
             for &i in &m {
                 p.add_urgent(i);
             }
+            // A new read tries again pieces that could not be stored before.
+            for i in &m {
+                st.store_errors.remove(i);
+            }
             m
         };
         if missing.is_empty() {
@@ -629,13 +747,23 @@ impl Swarm {
             let notified = self.piece_event.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let still: Vec<u32> = {
+            let (still, store_error) = {
                 let st = self.lock();
                 let p = st.picker.as_ref().expect("loaded");
-                missing.iter().copied().filter(|&i| !p.has(i)).collect()
+                let still: Vec<u32> = missing.iter().copied().filter(|&i| !p.has(i)).collect();
+                let err = still
+                    .iter()
+                    .find_map(|i| st.store_errors.get(i).map(|k| (*i, *k)));
+                (still, err)
             };
             if still.is_empty() {
                 break Ok(());
+            }
+            if let Some((i, kind)) = store_error {
+                break Err(io::Error::new(
+                    kind,
+                    format!("piece {i} was received but cannot be stored in the cache"),
+                ));
             }
             if self.is_stopped() {
                 break Err(io::Error::new(
