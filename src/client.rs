@@ -83,6 +83,7 @@ pub struct ClientBuilder {
     max_peers: usize,
     prefetch: bool,
     max_partial_bytes: u64,
+    cache_size: Option<u64>,
 }
 
 impl Default for ClientBuilder {
@@ -99,6 +100,7 @@ impl Default for ClientBuilder {
             max_peers: 50,
             prefetch: false,
             max_partial_bytes: 32 << 20,
+            cache_size: None,
         }
     }
 }
@@ -158,6 +160,13 @@ impl ClientBuilder {
     /// Most peer connections per torrent (default 50).
     pub fn max_peers(mut self, n: usize) -> Self {
         self.max_peers = n.max(1);
+        self
+    }
+    /// Most bytes of verified pieces kept per torrent in the cache; least
+    /// recently read pieces are evicted past it (see
+    /// [`SwarmConfig::cache_size`] for the default, `None`).
+    pub fn cache_size(mut self, bytes: Option<u64>) -> Self {
+        self.cache_size = bytes;
         self
     }
     /// Download every piece in the background, at the lowest priority.
@@ -804,6 +813,7 @@ impl Client {
             read_timeout: self.inner.cfg.read_timeout,
             max_peers: self.inner.cfg.max_peers,
             max_partial_bytes: self.inner.cfg.max_partial_bytes,
+            cache_size: self.inner.cfg.cache_size,
             max_metadata_size: 16 << 20,
             storage: self.inner.cfg.storage.clone(),
         };

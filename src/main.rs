@@ -81,6 +81,13 @@ struct MountArgs {
     /// Download the whole torrent in the background (lowest priority).
     #[arg(long)]
     prefetch: bool,
+    /// Most cache space per torrent, in bytes (suffixes K, M, G, T: powers
+    /// of 1024): least recently read pieces are evicted past it. Default:
+    /// unlimited for a torrent already complete in the cache, else half the
+    /// free space of the cache directory's filesystem (at mount time) plus
+    /// what the torrent already holds.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    cache_size: Option<u64>,
     /// Stay in the foreground (Ctrl-C or SIGTERM unmounts and exits).
     #[arg(short, long)]
     foreground: bool,
@@ -217,8 +224,10 @@ async fn start_client(
     net: &NetArgs,
     read_timeout: Duration,
     prefetch: bool,
+    cache_size: Option<u64>,
 ) -> anyhow::Result<Client> {
     let mut b = Client::builder()
+        .cache_size(cache_size)
         .dht(!net.no_dht)
         .dht_port(net.dht_port)
         .peer_port(net.port)
@@ -334,6 +343,7 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
         &args.net,
         Duration::from_secs(args.read_timeout),
         args.prefetch,
+        args.cache_size,
     )
     .await?;
     let progress: Arc<dyn Fn(&btfs::client::Progress) + Send + Sync> = Arc::new(move |p| {
@@ -434,7 +444,7 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
         .await?
         .with_context(|| format!("the mount on {} does not answer", mountpoint.display()))?;
     report_ready(&archive);
-    wait_for_unmount(session, &mountpoint).await;
+    wait_for_unmount(session, &mountpoint, &client).await;
     client.stop().await;
     Ok(())
 }
@@ -464,9 +474,18 @@ fn report_ready(archive: &btfs::Archive) {
     }
 }
 
-/// Returns when the filesystem is unmounted (by `fusermount3 -u`), or
-/// unmounts on SIGINT/SIGTERM.
-async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path) {
+/// Returns when the filesystem is unmounted, or unmounts on SIGINT/SIGTERM.
+///
+/// - `fusermount3 -u` (nothing open): the FUSE session ends; return.
+/// - `fusermount3 -uz` / `umount -l` while a file is open (say a read blocks
+///   on pieces no peer has): the mount leaves the mount table but the
+///   session lives on until the last file closes. Seen in
+///   `/proc/self/mountinfo`: the swarms are stopped, so blocked reads fail
+///   with EIO at once, their files close, and the session ends.
+/// - SIGINT/SIGTERM: the swarms are stopped first (blocked reads fail with
+///   EIO), then the filesystem is unmounted; if it is still busy (a process
+///   keeps a file open) it is detached lazily and we exit anyway.
+async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path, client: &Client) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("signal handler");
     let mut int = signal(SignalKind::interrupt()).expect("signal handler");
@@ -481,11 +500,86 @@ async fn wait_for_unmount(session: fuser::BackgroundSession, mountpoint: &Path) 
                     tracing::info!("{} was unmounted", mountpoint.display());
                     return;
                 }
+                if !in_mount_table(mountpoint) {
+                    tracing::info!(
+                        "{} was detached while in use; failing pending reads",
+                        mountpoint.display()
+                    );
+                    client.stop().await;
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while !session.guard.is_finished() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    return;
+                }
             }
         }
     }
     tracing::info!("unmounting {}", mountpoint.display());
-    let _ = tokio::task::spawn_blocking(move || session.umount_and_join()).await;
+    client.stop().await;
+    let mp = mountpoint.to_path_buf();
+    // Blocked reads now fail: give their processes a moment to close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = tokio::task::spawn_blocking(move || match session.umount_and_join() {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => lazy_unmount(&mp, e),
+        Err(e) => tracing::warn!("unmounting {}: {e}", mp.display()),
+    })
+    .await;
+}
+
+/// Detaches a busy mount (`umount2(MNT_DETACH)`, else `fusermount3 -uz`).
+fn lazy_unmount(mp: &Path, why: std::io::Error) {
+    tracing::warn!(
+        "{} is busy ({why}): a process keeps a file open; detaching it",
+        mp.display()
+    );
+    use std::os::unix::ffi::OsStrExt;
+    let ok = std::ffi::CString::new(mp.as_os_str().as_bytes()).is_ok_and(|c| {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) == 0 }
+    });
+    if !ok {
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(mp)
+            .status();
+    }
+}
+
+/// Whether `mp` is a mount point of a btfs-mount filesystem in our mount
+/// namespace (per `/proc/self/mountinfo`). True when it cannot be read.
+fn in_mount_table(mp: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    let want = mp.to_string_lossy();
+    info.lines().any(|l| {
+        let mut f = l.split(' ');
+        let point = f.nth(4).map(unescape_mountinfo);
+        let source = l.split(" - ").nth(1).and_then(|r| r.split(' ').nth(1));
+        point.as_deref() == Some(&*want) && source == Some("btfs-mount")
+    })
+}
+
+/// Decodes the octal escapes (`\040` for a space) of mountinfo fields.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {
@@ -497,7 +591,7 @@ async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {
         } => {
             let ih = btfs::InfoHash::from_hex(&info_hash)
                 .ok_or_else(|| anyhow::anyhow!("info-hash must be 40 hex characters"))?;
-            let client = start_client(&net, Duration::from_secs(60), false).await?;
+            let client = start_client(&net, Duration::from_secs(60), false, None).await?;
             let dht = client.dht().context("the DHT is off (--no-dht)")?.clone();
             dht.bootstrap().await;
             let mut seen = std::collections::HashSet::<SocketAddr>::new();
@@ -528,7 +622,7 @@ async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {
             hex::decode_to_slice(&public_key, &mut pk)
                 .map_err(|_| anyhow::anyhow!("public key must be 64 hex characters"))?;
             let salt = hex::decode(&salt).map_err(|_| anyhow::anyhow!("--salt must be hex"))?;
-            let client = start_client(&net, Duration::from_secs(60), false).await?;
+            let client = start_client(&net, Duration::from_secs(60), false, None).await?;
             let dht = client.dht().context("the DHT is off (--no-dht)")?.clone();
             dht.bootstrap().await;
             let report = tokio::time::timeout(
@@ -574,6 +668,28 @@ fn keygen(out: &Path, salt: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A size in bytes: digits with an optional suffix K, M, G or T (powers of
+/// 1024; `KiB`, `MB`... are read the same).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = t[digits.len()..].to_ascii_lowercase();
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500M, 2G, 1048576)"))?;
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// A `--salt` argument: hex, at most 64 bytes.
 fn parse_salt(salt: &str) -> anyhow::Result<Vec<u8>> {
     let s = hex::decode(salt.trim()).map_err(|_| anyhow::anyhow!("--salt must be hex"))?;
@@ -598,7 +714,7 @@ async fn publish(
     use tokio::signal::unix::{SignalKind, signal};
     let salt = parse_salt(&salt)?;
     let kp = Keypair::from_file(&key)?;
-    let client = start_client(&net, Duration::from_secs(60), false).await?;
+    let client = start_client(&net, Duration::from_secs(60), false, None).await?;
     let published = match client.publish_item(&target, &kp, &salt).await {
         Ok(p) => p,
         Err(e) => {

@@ -166,6 +166,21 @@ impl Picker {
         }
     }
 
+    /// Forgets a piece that is being evicted from the cache: neither had
+    /// nor wanted until [`Picker::verify_failed`] says its space is freed
+    /// (so a new copy is never written before the old one is punched out).
+    pub fn evict(&mut self, index: u32) {
+        self.unset_have(index);
+        if index < self.num_pieces {
+            self.verifying.insert(index);
+        }
+    }
+
+    /// Whether a pending read waits on `index`.
+    pub fn is_urgent(&self, index: u32) -> bool {
+        self.urgent.contains_key(&index)
+    }
+
     /// A completed piece failed its SHA-1: it becomes missing again.
     pub fn verify_failed(&mut self, index: u32) {
         self.verifying.remove(&index);

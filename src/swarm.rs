@@ -79,6 +79,12 @@ pub struct SwarmConfig {
     /// Largest info dictionary accepted over BEP 9, in bytes.
     pub max_metadata_size: u64,
     pub storage: StorageKind,
+    /// Most bytes of verified pieces kept in the cache (`--cache-size`);
+    /// least recently read pieces are evicted past it. None: unlimited for
+    /// a torrent complete at load, else half the free space of the cache
+    /// directory's filesystem at load plus what the torrent already holds
+    /// (see [`Swarm::cache_budget`]).
+    pub cache_size: Option<u64>,
 }
 
 /// The loaded torrent: info dictionary and its storage.
@@ -122,6 +128,16 @@ pub(crate) struct State {
     /// Pieces whose verified data could not be stored, with the error kind:
     /// reads waiting on them fail with it (ENOSPC on a full cache disk).
     store_errors: HashMap<u32, io::ErrorKind>,
+    /// Stored pieces, least recently read (or stored) last out: the
+    /// eviction order of a bounded cache.
+    lru: lru::LruCache<u32, ()>,
+    /// Bytes of the pieces in `lru`.
+    cached_bytes: u64,
+    /// The cache bound in bytes (None: unlimited), set at load.
+    budget: Option<u64>,
+    /// Pieces being read (from the cache, for a reader or an upload), with
+    /// the number of reads: never evicted meanwhile.
+    pins: HashMap<u32, u32>,
 }
 
 /// One failed attempt at a piece: each block's sender and SHA-1.
@@ -192,6 +208,10 @@ impl Swarm {
                 strikes: HashMap::new(),
                 suspects: HashMap::new(),
                 store_errors: HashMap::new(),
+                lru: lru::LruCache::unbounded(),
+                cached_bytes: 0,
+                budget: None,
+                pins: HashMap::new(),
             }),
             metadata_ready: Notify::new(),
             piece_event: Notify::new(),
@@ -261,6 +281,7 @@ impl Swarm {
                     self.cfg.max_partial_bytes,
                 );
                 picker.set_prefetch(self.cfg.prefetch);
+                let mut held = Vec::new();
                 // Resume: trust nothing, hash every piece the cache claims.
                 if let Some(bf) = storage.load_have() {
                     let mut buf = Vec::new();
@@ -279,6 +300,7 @@ impl Swarm {
                             if good {
                                 picker.set_have(i);
                                 ok += 1;
+                                held.push(i);
                             } else {
                                 tracing::warn!(
                                     "{}: cached piece {i} is missing or corrupt; it will be fetched again",
@@ -292,10 +314,25 @@ impl Swarm {
                         self.info_hash
                     );
                 }
+                let held_bytes: u64 = held.iter().map(|&i| picker.piece_size(i) as u64).sum();
+                let budget = self.cache_budget(&info, held_bytes, picker.is_complete());
+                if let Some(b) = budget {
+                    tracing::info!(
+                        "{}: the cache keeps at most {b} bytes of this torrent's {} (least recently read pieces are evicted)",
+                        self.info_hash,
+                        info.total_length
+                    );
+                }
                 let mut st = self.lock();
                 st.picker = Some(picker);
+                st.budget = budget;
+                for i in held {
+                    st.lru.put(i, ());
+                }
+                st.cached_bytes = held_bytes;
                 drop(st);
                 let _ = self.loaded.set(loaded);
+                self.evict_over_budget();
                 self.metadata_ready.notify_waiters();
                 for (_, w) in self.lock().conns.values() {
                     w.notify_one();
@@ -553,6 +590,90 @@ impl Swarm {
         }
     }
 
+    /// The cache bound for a torrent that holds `held` bytes at load (see
+    /// [`SwarmConfig::cache_size`]); None means unlimited. A bound of at
+    /// least the torrent's size is no bound.
+    fn cache_budget(&self, info: &crate::metainfo::Info, held: u64, complete: bool) -> Option<u64> {
+        let budget = match (self.cfg.cache_size, &self.cfg.storage) {
+            (Some(b), _) => b,
+            (None, _) if complete => return None,
+            (None, StorageKind::Memory) => return None,
+            (None, StorageKind::Files(dir)) => held.saturating_add(free_space(dir)? / 2),
+        };
+        (budget < info.total_length).then_some(budget)
+    }
+
+    /// Evicts least recently read pieces (not pinned by a read, not waited
+    /// on) until the cache is within its bound: each is forgotten first
+    /// (no longer had, so never advertised in a bitfield, served or read
+    /// again), then its space is freed. Runs blocking I/O.
+    fn evict_over_budget(&self) {
+        let victims: Vec<u32> = {
+            let guard = &mut *self.lock();
+            let Some(budget) = guard.budget else { return };
+            let Some(picker) = guard.picker.as_mut() else {
+                return;
+            };
+            let mut victims = Vec::new();
+            while guard.cached_bytes > budget {
+                let pins = &guard.pins;
+                let Some(i) = guard
+                    .lru
+                    .iter()
+                    .rev()
+                    .map(|(i, _)| *i)
+                    .find(|i| !pins.contains_key(i) && !picker.is_urgent(*i))
+                else {
+                    break; // everything left is being read
+                };
+                guard.lru.pop(&i);
+                guard.cached_bytes -= picker.piece_size(i) as u64;
+                picker.evict(i);
+                victims.push(i);
+            }
+            victims
+        };
+        if victims.is_empty() {
+            return;
+        }
+        let Some(loaded) = self.loaded() else { return };
+        for &i in &victims {
+            if let Err(e) = loaded.storage.discard_piece(i) {
+                tracing::warn!(
+                    "{}: cannot free the space of evicted piece {i}: {e}",
+                    self.info_hash
+                );
+            }
+        }
+        tracing::debug!("{}: evicted pieces {victims:?}", self.info_hash);
+        let mut st = self.lock();
+        if let Some(p) = st.picker.as_mut() {
+            for &i in &victims {
+                p.verify_failed(i); // wantable again
+            }
+        }
+    }
+
+    /// Pins pieces `first..=last` if all are held (true): they are not
+    /// evicted until [`Swarm::unpin`], and count as just read.
+    pub(crate) fn pin(&self, first: u32, last: u32) -> bool {
+        let mut st = self.lock();
+        pin_locked(&mut st, first, last)
+    }
+
+    /// Releases a [`Swarm::pin`].
+    pub(crate) fn unpin(&self, first: u32, last: u32) {
+        let mut st = self.lock();
+        for i in first..=last {
+            if let Some(n) = st.pins.get_mut(&i) {
+                *n -= 1;
+                if *n == 0 {
+                    st.pins.remove(&i);
+                }
+            }
+        }
+    }
+
     /// Verifies a completed piece off the network task, stores it, and
     /// announces it. `sources` names the connection each 16 KiB block came
     /// from (empty for pieces copied locally).
@@ -659,10 +780,14 @@ impl Swarm {
             let complete = {
                 let mut st = swarm.lock();
                 st.store_errors.remove(&index);
+                if st.lru.put(index, ()).is_none() {
+                    st.cached_bytes += data.len() as u64;
+                }
                 let p = st.picker.as_mut().expect("loaded implies picker");
                 p.set_have(index);
                 p.is_complete()
             };
+            swarm.evict_over_budget();
             let _ = swarm.have_tx.send(index);
             swarm.piece_event.notify_waiters();
             if complete {
@@ -691,6 +816,7 @@ impl Swarm {
         let first = (offset / pl) as u32;
         let last = ((offset + len as u64 - 1) / pl) as u32;
         for attempt in 0..2 {
+            // Pinned on success: not evicted while we read them.
             self.wait_pieces(first, last).await?;
             let storage = loaded.storage.clone();
             let res = tokio::task::spawn_blocking(move || {
@@ -698,7 +824,27 @@ impl Swarm {
                 storage.read_at(offset, &mut buf).map(|_| buf)
             })
             .await
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::other);
+            let res = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    self.unpin(first, last);
+                    return Err(e);
+                }
+            };
+            if res.is_err() && attempt == 0 {
+                let mut st = self.lock();
+                let st = &mut *st;
+                if let Some(p) = st.picker.as_mut() {
+                    for i in first..=last {
+                        p.unset_have(i);
+                        if st.lru.pop(&i).is_some() {
+                            st.cached_bytes -= p.piece_size(i) as u64;
+                        }
+                    }
+                }
+            }
+            self.unpin(first, last);
             match res {
                 Ok(buf) => return Ok(buf),
                 Err(e) if attempt == 0 => {
@@ -706,12 +852,6 @@ impl Swarm {
                         "{}: stored pieces {first}..={last} unreadable ({e}); fetching them again",
                         self.info_hash
                     );
-                    let mut st = self.lock();
-                    if let Some(p) = st.picker.as_mut() {
-                        for i in first..=last {
-                            p.unset_have(i);
-                        }
-                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -719,10 +859,14 @@ impl Swarm {
         unreachable!("the loop returns")
     }
 
-    /// Waits until pieces `first..=last` are all verified.
+    /// Waits until pieces `first..=last` are all verified, and pins them
+    /// (the caller must [`Swarm::unpin`] them) on success.
     async fn wait_pieces(&self, first: u32, last: u32) -> io::Result<()> {
         let missing: Vec<u32> = {
             let mut st = self.lock();
+            if pin_locked(&mut st, first, last) {
+                return Ok(());
+            }
             let p = st
                 .picker
                 .as_mut()
@@ -748,13 +892,19 @@ impl Swarm {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (still, store_error) = {
-                let st = self.lock();
-                let p = st.picker.as_ref().expect("loaded");
-                let still: Vec<u32> = missing.iter().copied().filter(|&i| !p.has(i)).collect();
-                let err = still
-                    .iter()
-                    .find_map(|i| st.store_errors.get(i).map(|k| (*i, *k)));
-                (still, err)
+                let mut st = self.lock();
+                // Pinned under the same lock that sees them all: an
+                // eviction cannot slip in between.
+                if pin_locked(&mut st, first, last) {
+                    (Vec::new(), None)
+                } else {
+                    let p = st.picker.as_ref().expect("loaded");
+                    let still: Vec<u32> = (first..=last).filter(|&i| !p.has(i)).collect();
+                    let err = still
+                        .iter()
+                        .find_map(|i| st.store_errors.get(i).map(|k| (*i, *k)));
+                    (still, err)
+                }
             };
             if still.is_empty() {
                 break Ok(());
@@ -856,4 +1006,36 @@ impl Swarm {
             uploaded: self.counters.uploaded.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Pins `first..=last` (see [`Swarm::pin`]) if all are held.
+fn pin_locked(st: &mut State, first: u32, last: u32) -> bool {
+    let Some(p) = st.picker.as_ref() else {
+        return false;
+    };
+    if !(first..=last).all(|i| p.has(i)) {
+        return false;
+    }
+    for i in first..=last {
+        *st.pins.entry(i).or_default() += 1;
+        st.lru.promote(&i);
+    }
+    true
+}
+
+/// Bytes available to us on the filesystem holding `dir` (or its nearest
+/// existing ancestor), per `statvfs`; None when it cannot be asked.
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut d = dir;
+    while !d.exists() {
+        d = d.parent()?;
+    }
+    let c = std::ffi::CString::new(d.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct for a valid path.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut vfs) } != 0 {
+        return None;
+    }
+    Some((vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64))
 }

@@ -729,6 +729,11 @@ impl Session {
             let Some(l) = self.swarm.loaded() else {
                 return Ok(());
             };
+            // Pinned while read: an evicted piece is never sent (its
+            // punched-out bytes would read as zeros).
+            if !self.swarm.pin(r.index, r.index) {
+                continue; // evicted since they asked: ignored
+            }
             let storage = l.storage.clone();
             let offset = r.index as u64 * l.info.piece_length + r.begin as u64;
             let len = r.length as usize;
@@ -736,9 +741,11 @@ impl Session {
                 let mut buf = vec![0u8; len];
                 storage.read_at(offset, &mut buf).map(|_| buf)
             })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read piece {} for upload: {e}", r.index))?;
+            .await;
+            self.swarm.unpin(r.index, r.index);
+            let data = data
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot read piece {} for upload: {e}", r.index))?;
             self.swarm
                 .counters
                 .uploaded
