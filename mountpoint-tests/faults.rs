@@ -122,10 +122,18 @@ fn sigkill_while_reading_then_remount_serves_verified_bytes() {
     // SAFETY: kill(2) on the daemon this test started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let _ = wait_timeout(&mut reader, Duration::from_secs(10)).expect("the reader ends");
-    // The mountpoint is stale now.
-    let err = fs::metadata(&mnt).expect_err("a dead FUSE server");
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
-    drop(m);
+    assert!(
+        wait_until(Duration::from_secs(10), || !Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
+        "the daemon is gone"
+    );
+    // The mountpoint is stale now ("Transport endpoint is not connected";
+    // stat may still be answered from the kernel's attribute cache).
+    assert_eq!(statfs_errno(&mnt), Some(libc::ENOTCONN));
+    assert!(is_mounted(&mnt), "the dead mount is still in the table");
+    std::mem::forget(m); // its Drop would unmount the stale mount for us
 
     // The same mountpoint mounts again (the stale mount is cleared), and
     // every byte served comes out right.
@@ -140,6 +148,38 @@ fn sigkill_while_reading_then_remount_serves_verified_bytes() {
         );
     }
     m.unmount_and_wait(Duration::from_secs(10));
+    // Nothing stale left underneath.
+    assert!(
+        !is_mounted(&mnt),
+        "the stale mount was cleared, not stacked"
+    );
+}
+
+/// The errno of `statfs(path)` (always reaches a FUSE server), None on
+/// success.
+fn statfs_errno(path: &Path) -> Option<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs fills the zeroed struct for a valid path.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0 {
+        None
+    } else {
+        std::io::Error::last_os_error().raw_os_error()
+    }
+}
+
+/// Absolute offset of `data/<rel>` in the torrent's piece space (files are
+/// laid out in the order of the torrent event).
+fn offset_of(torrent: &Value, rel: &str) -> u64 {
+    let mut off = 0;
+    for f in torrent["files"].as_array().unwrap() {
+        if f["path"].as_str().unwrap() == format!("data/{rel}") {
+            return off;
+        }
+        off += f["size"].as_u64().unwrap();
+    }
+    panic!("no data/{rel} in {torrent}")
 }
 
 #[test]
@@ -170,9 +210,14 @@ fn damaged_cache_is_detected_and_never_served() {
     }
     m.unmount_and_wait(Duration::from_secs(10));
 
-    // Damage the cache: one byte of big.bin's piece 5, mid.bin truncated to
-    // half, small.txt deleted.
+    // Damage the cache: one byte of big.bin, mid.bin truncated to half,
+    // small.txt deleted.
+    let torrent = fx.seeder.as_mut().unwrap().torrent();
+    let big_off = offset_of(&torrent, "big.bin");
     let corrupt_at = 5 * PIECE as u64 + 1234;
+    let corrupt_piece = (big_off + corrupt_at) / PIECE as u64;
+    let intact_at = 20 * PIECE as u64; // far from every damage
+    eprintln!("big.bin at {big_off}: corrupting piece {corrupt_piece}");
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -208,15 +253,22 @@ fn damaged_cache_is_detected_and_never_served() {
         Duration::from_secs(30),
     );
     let log = m.child().unwrap().stderr();
-    assert!(
-        log.contains("cached piece 5 is missing or corrupt"),
-        "{log}"
-    );
+    for piece in [0, corrupt_piece] {
+        assert!(
+            log.contains(&format!("cached piece {piece} is missing or corrupt")),
+            "piece {piece}: {log}"
+        );
+    }
     let big = mnt.join("data/big.bin");
     let f = fs::File::open(&big).unwrap();
     let mut good = vec![0u8; PIECE];
-    f.read_exact_at(&mut good, 0).unwrap();
-    assert_eq!(good, fx.original("big.bin")[..PIECE], "piece 0 is intact");
+    f.read_exact_at(&mut good, intact_at).unwrap();
+    let at = intact_at as usize;
+    assert_eq!(
+        good,
+        fx.original("big.bin")[at..at + PIECE],
+        "intact piece served"
+    );
     let mut bad = vec![0u8; 4096];
     let err = f
         .read_exact_at(&mut bad, corrupt_at)

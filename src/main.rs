@@ -258,7 +258,16 @@ fn mount_main(args: MountArgs) -> anyhow::Result<()> {
 /// Checks the mountpoint; clears a stale mount left by a crashed process
 /// ("Transport endpoint is not connected").
 fn prepare_mountpoint(mp: &Path) -> anyhow::Result<PathBuf> {
-    match std::fs::metadata(mp) {
+    // statfs always reaches the filesystem (a dead FUSE server answers
+    // ENOTCONN), while stat may be answered from the kernel's attribute
+    // cache: ask statfs first.
+    let stale = statfs_errno(mp) == Some(libc::ENOTCONN);
+    let md = if stale {
+        Err(std::io::Error::from_raw_os_error(libc::ENOTCONN))
+    } else {
+        std::fs::metadata(mp)
+    };
+    match md {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             eprintln!(
                 "btfs-mount: {} is a stale mount; unmounting it",
@@ -282,6 +291,19 @@ fn prepare_mountpoint(mp: &Path) -> anyhow::Result<PathBuf> {
     }
     let mp = std::fs::canonicalize(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
     Ok(mp)
+}
+
+/// The errno of `statfs(path)`, None on success.
+fn statfs_errno(path: &Path) -> Option<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs fills the zeroed struct for a valid path.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0 {
+        None
+    } else {
+        std::io::Error::last_os_error().raw_os_error()
+    }
 }
 
 /// Re-runs this command as a detached child that mounts and reports

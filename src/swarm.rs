@@ -646,12 +646,16 @@ impl Swarm {
             }
         }
         tracing::debug!("{}: evicted pieces {victims:?}", self.info_hash);
-        let mut st = self.lock();
-        if let Some(p) = st.picker.as_mut() {
-            for &i in &victims {
-                p.verify_failed(i); // wantable again
+        {
+            let mut st = self.lock();
+            if let Some(p) = st.picker.as_mut() {
+                for &i in &victims {
+                    p.verify_failed(i); // wantable again
+                }
             }
         }
+        // A read may wait on an evicted piece again: ask for it.
+        self.wake_peers();
     }
 
     /// Pins pieces `first..=last` if all are held (true): they are not
@@ -958,6 +962,13 @@ impl Swarm {
         };
         let changed = {
             let mut st = self.lock();
+            // With a bounded cache, readahead gets at most a quarter of it:
+            // pieces fetched ahead must not evict each other (or the
+            // pieces being read) before they are read.
+            let e = match st.budget {
+                Some(b) => e.min(s.saturating_add(((b / pl) / 4).max(1) as u32)),
+                None => e,
+            };
             match st.picker.as_mut() {
                 Some(p) => {
                     p.set_readahead(handle, s, e);

@@ -227,8 +227,21 @@ impl Session {
                 }
                 h = haves.recv() => {
                     match h {
+                        // HAVE suppression: a peer that has the piece
+                        // needs no HAVE. Besides saving bytes, this keeps a
+                        // seeder from counting HAVEs of pieces a bounded
+                        // cache has since evicted and taking us for a
+                        // seeder too (libtorrent then disconnects:
+                        // "upload to upload connection").
                         Ok(i) => {
-                            send(&mut w, &Message::Have(i)).await?;
+                            let theirs = self
+                                .peer_pieces
+                                .as_ref()
+                                .and_then(|p| p.get(i as usize).copied())
+                                .unwrap_or(false);
+                            if !theirs {
+                                send(&mut w, &Message::Have(i)).await?;
+                            }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(_) => return Ok(()),
@@ -800,6 +813,10 @@ impl Session {
             self.rate_bytes = 0;
             self.rate_since = now;
         }
+        // Wants change without a message from this peer (reads, evictions):
+        // say so, or a peer that choked us while we wanted nothing never
+        // unchokes us again.
+        self.update_interest(w).await?;
         if now.duration_since(self.last_sent) > Duration::from_secs(90) {
             send(w, &Message::KeepAlive).await?;
             self.last_sent = now;
