@@ -608,14 +608,23 @@ impl Swarm {
     /// (no longer had, so never advertised in a bitfield, served or read
     /// again), then its space is freed. Runs blocking I/O.
     fn evict_over_budget(&self) {
-        let victims: Vec<u32> = {
+        self.evict_to_fit(0);
+    }
+
+    /// Evicts (as [`Swarm::evict_over_budget`]) until `extra` more bytes
+    /// fit within the bound; false when they do not (everything left is
+    /// being read or waited on).
+    fn evict_to_fit(&self, extra: u64) -> bool {
+        let (victims, fits) = {
             let guard = &mut *self.lock();
-            let Some(budget) = guard.budget else { return };
+            let Some(budget) = guard.budget else {
+                return true;
+            };
             let Some(picker) = guard.picker.as_mut() else {
-                return;
+                return true;
             };
             let mut victims = Vec::new();
-            while guard.cached_bytes > budget {
+            while guard.cached_bytes + extra > budget {
                 let pins = &guard.pins;
                 let Some(i) = guard
                     .lru
@@ -631,12 +640,14 @@ impl Swarm {
                 picker.evict(i);
                 victims.push(i);
             }
-            victims
+            (victims, guard.cached_bytes + extra <= budget)
         };
         if victims.is_empty() {
-            return;
+            return fits;
         }
-        let Some(loaded) = self.loaded() else { return };
+        let Some(loaded) = self.loaded() else {
+            return fits;
+        };
         for &i in &victims {
             if let Err(e) = loaded.storage.discard_piece(i) {
                 tracing::warn!(
@@ -656,6 +667,7 @@ impl Swarm {
         }
         // A read may wait on an evicted piece again: ask for it.
         self.wake_peers();
+        fits
     }
 
     /// Pins pieces `first..=last` if all are held (true): they are not
@@ -760,6 +772,22 @@ impl Swarm {
                 }
                 for ip in culprits {
                     swarm.strike(ip, index);
+                }
+            }
+            // Room first, so the cache never holds more than its bound
+            // (pieces a read waits on excepted: they are stored anyway).
+            if !swarm.evict_to_fit(data.len() as u64) {
+                let mut st = swarm.lock();
+                if let Some(p) = st.picker.as_mut()
+                    && !p.is_urgent(index)
+                {
+                    p.verify_failed(index);
+                    drop(st);
+                    tracing::debug!(
+                        "{}: piece {index} dropped: the cache is full of pieces being read",
+                        swarm.info_hash
+                    );
+                    return;
                 }
             }
             if let Err(e) = loaded.storage.write_piece(index, &data) {
@@ -876,7 +904,10 @@ impl Swarm {
                 .as_mut()
                 .ok_or_else(|| io::Error::other("no metadata"))?;
             let m: Vec<u32> = (first..=last).filter(|&i| !p.has(i)).collect();
-            for &i in &m {
+            // Every piece of the range is urgent while the read waits, the
+            // ones already held too: urgent pieces are never evicted, so
+            // the read cannot lose them before the rest arrives.
+            for i in first..=last {
                 p.add_urgent(i);
             }
             // A new read tries again pieces that could not be stored before.
@@ -885,9 +916,7 @@ impl Swarm {
             }
             m
         };
-        if missing.is_empty() {
-            return Ok(());
-        }
+        debug_assert!(!missing.is_empty(), "all held means pinned above");
         self.wake_peers();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.cfg.read_timeout;
@@ -944,7 +973,7 @@ impl Swarm {
         };
         let mut st = self.lock();
         if let Some(p) = st.picker.as_mut() {
-            for &i in &missing {
+            for i in first..=last {
                 p.remove_urgent(i);
             }
         }
