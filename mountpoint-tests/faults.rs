@@ -390,6 +390,44 @@ fn full_cache_disk_fails_reads_and_the_mount_survives() {
             .wait_exit(Duration::from_secs(10))
             .is_some()
     );
+    drop(m);
+
+    // The default cache size (no --cache-size) is a share of the free
+    // space: on the same tiny disk, big.bin now reads through, evicting.
+    let mut m = Mount::foreground(
+        &mnt,
+        &[
+            fx.magnet.as_str(),
+            "-f",
+            "-v",
+            "--no-dht",
+            "--peer",
+            &fx.peer,
+            "--cache-dir",
+            s(&cache),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        sha256_file(&mnt.join("data/big.bin")),
+        sha256_file(&fx.tree.join("big.bin")),
+        "read through a default-bounded cache on a full disk"
+    );
+    let log = m.child().unwrap().stderr();
+    assert!(log.contains("the cache keeps at most"), "{log}");
+    assert!(!log.contains("cannot store piece"), "{log}");
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        m.child()
+            .unwrap()
+            .wait_exit(Duration::from_secs(10))
+            .is_some()
+    );
 }
 
 /// Mounts with a long read timeout, reads `small.txt` (metadata and one

@@ -1079,3 +1079,125 @@ fn free_space(dir: &std::path::Path) -> Option<u64> {
     }
     Some((vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PL: usize = 32 * 1024; // two 16 KiB blocks per piece
+
+    fn piece(i: u32) -> Vec<u8> {
+        (0..PL).map(|j| (i as usize * 7 + j * 13) as u8).collect()
+    }
+
+    /// A swarm over 8 pieces in memory, with the given cache bound.
+    fn swarm(cache_size: Option<u64>) -> Arc<Swarm> {
+        let hashes = (0..8)
+            .map(|i| sha1::Sha1::digest(piece(i)).into())
+            .collect();
+        let raw = crate::metainfo::create::build_info(
+            &[(Vec::new(), 8 * PL as u64)],
+            "t.bin",
+            PL as u64,
+            hashes,
+        );
+        let cfg = SwarmConfig {
+            peer_id: PeerId::generate(),
+            listen_port: 0,
+            seed: true,
+            prefetch: false,
+            read_timeout: Duration::from_secs(1),
+            max_peers: 10,
+            max_partial_bytes: 1 << 20,
+            max_metadata_size: 1 << 20,
+            storage: StorageKind::Memory,
+            cache_size,
+        };
+        let s = Swarm::new(InfoHash::of_info(&raw), cfg);
+        s.set_metadata(&raw).unwrap();
+        s
+    }
+
+    /// Waits for the verification tasks spawned by `complete_piece`.
+    async fn settle(s: &Swarm, have: impl Fn(&Picker) -> bool) {
+        wait(|| s.lock().picker.as_ref().is_some_and(&have)).await
+    }
+
+    /// Waits until `cond` (which may lock the swarm) holds.
+    async fn wait(cond: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the swarm did not settle");
+    }
+
+    fn held(s: &Swarm) -> Vec<u32> {
+        let st = s.lock();
+        let p = st.picker.as_ref().unwrap();
+        (0..8).filter(|&i| p.has(i)).collect()
+    }
+
+    #[tokio::test]
+    async fn bounded_cache_evicts_least_recently_read_and_stops_advertising() {
+        let s = swarm(Some(3 * PL as u64));
+        for i in 0..8 {
+            s.complete_piece(i, piece(i), Vec::new());
+            settle(&s, |p| p.has(i)).await;
+        }
+        assert_eq!(held(&s), vec![5, 6, 7]);
+        // The bitfield we would send a new peer lists only what we hold.
+        let bf = s.lock().picker.as_ref().unwrap().bitfield();
+        assert_eq!(bf, vec![0b0000_0111]);
+        // Evicted bytes are gone from the storage.
+        let storage = s.loaded().unwrap().storage.clone();
+        let mut buf = vec![0u8; 16];
+        assert!(storage.read_at(0, &mut buf).is_err());
+        // Reading piece 5 makes it the most recently used: 6 goes next.
+        let data = s.read(5 * PL as u64, PL).await.unwrap();
+        assert_eq!(data, piece(5));
+        s.complete_piece(0, piece(0), Vec::new());
+        settle(&s, |p| p.has(0)).await;
+        assert_eq!(held(&s), vec![0, 5, 7]);
+        assert!(s.lock().cached_bytes <= 3 * PL as u64);
+    }
+
+    #[tokio::test]
+    async fn a_mixed_bad_piece_blames_only_the_peer_whose_blocks_differed() {
+        let s = swarm(None);
+        let good: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let bad: SocketAddr = "127.0.0.2:1000".parse().unwrap();
+        let (g, _) = s.register_conn(good, PeerSource::Cli).unwrap();
+        let (b, _) = s.register_conn(bad, PeerSource::Cli).unwrap();
+        for round in 0..3u32 {
+            let i = round;
+            // Block 0 from the honest peer, block 1 (wrong) from the other.
+            let mut data = piece(i);
+            data[PL - 1] ^= 1;
+            s.lock().picker.as_mut().unwrap().add_urgent(i);
+            s.complete_piece(i, data, vec![g, b]);
+            settle(&s, |_| {
+                s.counters.hash_failures.load(Ordering::Relaxed) > round as u64
+            })
+            .await;
+            // Nobody is blamed on a guess...
+            assert!(!s.is_banned(good.ip()) && !s.is_banned(bad.ip()));
+            // ...until the piece verifies: then the sender of the block that
+            // differed gets the strike.
+            s.complete_piece(i, piece(i), vec![g, g]);
+            settle(&s, |p| p.has(i)).await;
+            assert_eq!(s.lock().strikes.get(&bad.ip()).copied(), Some(round + 1));
+        }
+        assert!(s.is_banned(bad.ip()), "3 strikes: banned");
+        assert!(!s.is_banned(good.ip()), "the honest peer is never blamed");
+        assert!(
+            s.register_conn("127.0.0.2:2000".parse().unwrap(), PeerSource::Incoming)
+                .is_none()
+        );
+        // A piece wrong from one peer alone is a strike at once.
+        s.complete_piece(3, vec![0; PL], vec![g, g]);
+        wait(|| s.lock().strikes.contains_key(&good.ip())).await;
+    }
+}
