@@ -65,7 +65,7 @@ pub(crate) async fn seed(
     for (p, why) in &scan.skipped {
         eprintln!("btfs-mount: skipping {}: {why}", p.display());
     }
-    let client = start_client(&net, Duration::from_secs(60), false).await?;
+    let client = start_client(&net, Duration::from_secs(60), false, None).await?;
     let archive = match client
         .seed_content(scan.content, Some(hashing_progress()))
         .await
@@ -205,6 +205,7 @@ pub(crate) async fn mount_writable(args: MountArgs, mountpoint: PathBuf) -> anyh
         &args.net,
         Duration::from_secs(args.read_timeout),
         args.prefetch,
+        args.cache_size,
     )
     .await?;
     let r = open_draft(&client, &args, &mountpoint).await;

@@ -86,6 +86,7 @@ pub struct ClientBuilder {
     max_partial_bytes: u64,
     lsd: bool,
     lsd_interface: Option<IpAddr>,
+    cache_size: Option<u64>,
 }
 
 impl Default for ClientBuilder {
@@ -104,6 +105,7 @@ impl Default for ClientBuilder {
             max_partial_bytes: 16 << 20,
             lsd: true,
             lsd_interface: None,
+            cache_size: None,
         }
     }
 }
@@ -163,6 +165,13 @@ impl ClientBuilder {
     /// Most peer connections per torrent (default 50).
     pub fn max_peers(mut self, n: usize) -> Self {
         self.max_peers = n.max(1);
+        self
+    }
+    /// Most bytes of verified pieces kept per torrent in the cache; least
+    /// recently read pieces are evicted past it (see
+    /// [`SwarmConfig::cache_size`] for the default, `None`).
+    pub fn cache_size(mut self, bytes: Option<u64>) -> Self {
+        self.cache_size = bytes;
         self
     }
     /// Download every piece in the background, at the lowest priority.
@@ -930,6 +939,7 @@ impl Client {
             read_timeout: self.inner.cfg.read_timeout,
             max_peers: self.inner.cfg.max_peers,
             max_partial_bytes: self.inner.cfg.max_partial_bytes,
+            cache_size: self.inner.cfg.cache_size,
             max_metadata_size: 16 << 20,
             storage: self.inner.cfg.storage.clone(),
         };
@@ -982,9 +992,20 @@ impl Client {
     }
 }
 
-/// Accepts incoming peer connections and hands each to its swarm.
+/// Most incoming connections in their handshake at once. Each holds a
+/// socket, a task and read/write buffers (~72 KiB) for up to 10 s; past this
+/// limit new connections are closed at once, so a flood of connections that
+/// never handshake costs a bounded amount of memory and file descriptors.
+/// (Connections past the handshake are bounded per torrent by `max_peers`.)
+pub const MAX_PENDING_HANDSHAKES: usize = 32;
+
+/// Accepts incoming peer connections and hands each to its swarm; at most
+/// [`MAX_PENDING_HANDSHAKES`] handshakes run at once (others are closed).
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     let mut shutdown = inner.shutdown.subscribe();
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let mut refused = 0u64;
+    let mut last_warn: Option<tokio::time::Instant> = None;
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -996,6 +1017,17 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 }
             },
             _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            drop(stream);
+            refused += 1;
+            if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(
+                    "incoming connection from {addr} closed: {MAX_PENDING_HANDSHAKES} handshakes already pending ({refused} refused so far)"
+                );
+                last_warn = Some(tokio::time::Instant::now());
+            }
+            continue;
         };
         let inner = inner.clone();
         tokio::spawn(async move {
@@ -1014,6 +1046,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 Duration::from_secs(10),
             )
             .await;
+            drop(permit);
             match r {
                 Ok((conn, hs)) => {
                     let swarm = inner

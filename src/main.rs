@@ -92,6 +92,13 @@ struct MountArgs {
     /// Download the whole torrent in the background (lowest priority).
     #[arg(long)]
     prefetch: bool,
+    /// Most cache space per torrent, in bytes (suffixes K, M, G, T: powers
+    /// of 1024): least recently read pieces are evicted past it. Default:
+    /// unlimited for a torrent already complete in the cache, else half the
+    /// free space of the cache directory's filesystem (at mount time) plus
+    /// what the torrent already holds.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    cache_size: Option<u64>,
     /// Stay in the foreground (Ctrl-C or SIGTERM unmounts and exits).
     #[arg(short, long)]
     foreground: bool,
@@ -331,8 +338,10 @@ async fn start_client(
     net: &NetArgs,
     read_timeout: Duration,
     prefetch: bool,
+    cache_size: Option<u64>,
 ) -> anyhow::Result<Client> {
     let mut b = Client::builder()
+        .cache_size(cache_size)
         .dht(!net.no_dht)
         .lsd(!net.no_lsd)
         .lsd_interface(net.lsd_interface)
@@ -389,6 +398,9 @@ fn prepare_mountpoint(mp: &Path) -> anyhow::Result<PathBuf> {
     // stat may be answered from the kernel's attribute cache; opening the
     // directory reaches the (dead) daemon.
     let stale = |p: &Path| {
+        if statfs_errno(p) == Some(libc::ENOTCONN) {
+            return true;
+        }
         std::fs::read_dir(p)
             .err()
             .or_else(|| std::fs::metadata(p).err())
@@ -455,6 +467,19 @@ fn detach(mp: &Path) {
         .status();
 }
 
+/// The errno of `statfs(path)`, None on success.
+fn statfs_errno(path: &Path) -> Option<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs fills the zeroed struct for a valid path.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0 {
+        None
+    } else {
+        std::io::Error::last_os_error().raw_os_error()
+    }
+}
+
 /// Re-runs this command as a detached child that mounts and reports
 /// readiness on a pipe; returns once the tree is mounted (exit 0) or with
 /// the child's failure.
@@ -514,6 +539,7 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
         &args.net,
         Duration::from_secs(args.read_timeout),
         args.prefetch,
+        args.cache_size,
     )
     .await?;
     let progress: Arc<dyn Fn(&btfs::client::Progress) + Send + Sync> = {
@@ -692,6 +718,20 @@ async fn wait_for_unmount(
                     std::mem::forget(session);
                     return;
                 }
+                if !in_mount_table(mountpoint) {
+                    tracing::info!(
+                        "{} was detached while in use; failing pending reads",
+                        mountpoint.display()
+                    );
+                    if let Some(client) = client {
+                        client.stop().await;
+                    }
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while !session.guard.is_finished() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    return;
+                }
             }
         }
     }
@@ -763,7 +803,7 @@ async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {
         } => {
             let ih = btfs::InfoHash::from_hex(&info_hash)
                 .ok_or_else(|| anyhow::anyhow!("info-hash must be 40 hex characters"))?;
-            let client = start_client(&net, Duration::from_secs(60), false).await?;
+            let client = start_client(&net, Duration::from_secs(60), false, None).await?;
             let dht = client.dht().context("the DHT is off (--no-dht)")?.clone();
             dht.bootstrap().await;
             let mut seen = std::collections::HashSet::<SocketAddr>::new();
@@ -800,7 +840,7 @@ async fn dht_command(cmd: DhtCommand) -> anyhow::Result<()> {
             hex::decode_to_slice(&public_key, &mut pk)
                 .map_err(|_| anyhow::anyhow!("public key must be 64 hex characters"))?;
             let salt = hex::decode(&salt).map_err(|_| anyhow::anyhow!("--salt must be hex"))?;
-            let client = start_client(&net, Duration::from_secs(60), false).await?;
+            let client = start_client(&net, Duration::from_secs(60), false, None).await?;
             let dht = client.dht().context("the DHT is off (--no-dht)")?.clone();
             dht.bootstrap().await;
             let report = tokio::time::timeout(
@@ -846,6 +886,28 @@ fn keygen(out: &Path, salt: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A size in bytes: digits with an optional suffix K, M, G or T (powers of
+/// 1024; `KiB`, `MB`... are read the same).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = t[digits.len()..].to_ascii_lowercase();
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500M, 2G, 1048576)"))?;
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// A `--salt` argument: hex, at most 64 bytes.
 fn parse_salt(salt: &str) -> anyhow::Result<Vec<u8>> {
     let s = hex::decode(salt.trim()).map_err(|_| anyhow::anyhow!("--salt must be hex"))?;
@@ -870,7 +932,7 @@ async fn publish(
     use tokio::signal::unix::{SignalKind, signal};
     let salt = parse_salt(&salt)?;
     let kp = Keypair::from_file(&key)?;
-    let client = start_client(&net, Duration::from_secs(60), false).await?;
+    let client = start_client(&net, Duration::from_secs(60), false, None).await?;
     let published = match client.publish_item(&target, &kp, &salt).await {
         Ok(p) => p,
         Err(e) => {
@@ -910,4 +972,39 @@ async fn publish(
     }
     client.stop().await;
     Ok(())
+}
+
+/// Whether `mp` is a mount point of a btfs-mount filesystem in our mount
+/// namespace (per `/proc/self/mountinfo`). True when it cannot be read.
+fn in_mount_table(mp: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    let want = mp.to_string_lossy();
+    info.lines().any(|l| {
+        let mut f = l.split(' ');
+        let point = f.nth(4).map(unescape_mountinfo);
+        let source = l.split(" - ").nth(1).and_then(|r| r.split(' ').nth(1));
+        point.as_deref() == Some(&*want) && source == Some("btfs-mount")
+    })
+}
+
+/// Decodes the octal escapes (`\040` for a space) of mountinfo fields.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -44,6 +44,9 @@ struct Partial {
     received: usize,
     /// Connections that sent blocks of this piece (penalised on hash failure).
     contributors: Vec<ConnId>,
+    /// The connection each received block came from (by block index), so a
+    /// hash failure can be pinned on the peer whose blocks were wrong.
+    sources: Vec<Option<ConnId>>,
 }
 
 /// What happened to a received block.
@@ -56,6 +59,8 @@ pub enum BlockOutcome {
         index: u32,
         data: Vec<u8>,
         contributors: Vec<ConnId>,
+        /// The connection each block came from, one per block (16 KiB).
+        sources: Vec<ConnId>,
     },
     /// A block we already had (end-game duplicate) or a piece no longer in
     /// progress: harmless, dropped.
@@ -161,6 +166,21 @@ impl Picker {
         }
     }
 
+    /// Forgets a piece that is being evicted from the cache: neither had
+    /// nor wanted until [`Picker::verify_failed`] says its space is freed
+    /// (so a new copy is never written before the old one is punched out).
+    pub fn evict(&mut self, index: u32) {
+        self.unset_have(index);
+        if index < self.num_pieces {
+            self.verifying.insert(index);
+        }
+    }
+
+    /// Whether a pending read waits on `index`.
+    pub fn is_urgent(&self, index: u32) -> bool {
+        self.urgent.contains_key(&index)
+    }
+
     /// A completed piece failed its SHA-1: it becomes missing again.
     pub fn verify_failed(&mut self, index: u32) {
         self.verifying.remove(&index);
@@ -257,6 +277,7 @@ impl Picker {
                         blocks: vec![BlockState::Missing; nblocks],
                         received: 0,
                         contributors: Vec::new(),
+                        sources: vec![None; nblocks],
                     },
                 );
             }
@@ -322,6 +343,7 @@ impl Picker {
         }
         part.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
         part.blocks[b] = BlockState::Received;
+        part.sources[b] = Some(conn);
         part.received += 1;
         if !part.contributors.contains(&conn) {
             part.contributors.push(conn);
@@ -335,6 +357,11 @@ impl Picker {
             index,
             data: part.buf,
             contributors: part.contributors,
+            sources: part
+                .sources
+                .into_iter()
+                .map(|c| c.unwrap_or(conn))
+                .collect(),
         }
     }
 
@@ -392,11 +419,6 @@ impl Picker {
             .get(&req.index)
             .and_then(|p| p.blocks.get((req.begin / BLOCK) as usize))
             .is_some_and(|b| matches!(b, BlockState::Requested(_)))
-    }
-
-    /// Whether a pending read waits on piece `index`.
-    pub fn is_urgent(&self, index: u32) -> bool {
-        self.urgent.contains_key(&index)
     }
 
     /// Blocks of pieces that reads wait on, held by the peer, not yet
@@ -488,7 +510,9 @@ mod tests {
                 index,
                 data,
                 contributors,
+                sources,
             } => {
+                assert_eq!(sources, vec![2, 1]);
                 assert_eq!(index, 0);
                 assert_eq!(&data[..BLOCK as usize], &[1; BLOCK as usize][..]);
                 assert_eq!(&data[BLOCK as usize..], &[2; BLOCK as usize][..]);

@@ -37,8 +37,12 @@ pub trait Storage: Send + Sync + 'static {
     fn load_have(&self) -> Option<Vec<u8>>;
     /// Persists the bitfield of verified pieces.
     fn save_have(&self, bitfield: &[u8]) -> io::Result<()>;
-    /// Forgets a piece whose stored bytes turned out to be wrong.
-    fn discard_piece(&self, _index: u32) {}
+    /// Frees the space of piece `index` (evicted from a bounded cache, or
+    /// found wrong). Its bytes read as zeros or fail afterwards: callers
+    /// forget the piece first. Errors: the underlying I/O error.
+    fn discard_piece(&self, _index: u32) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One stored file: its range in the piece space and where it lives.
@@ -189,6 +193,44 @@ impl Storage for FileStorage {
         fs::read(self.root.join("have")).ok()
     }
 
+    /// Punches a hole (`fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`)
+    /// over the piece in each sparse file it touches: the blocks go back to
+    /// the filesystem, file sizes stay. Filesystem blocks shared with a
+    /// neighbouring piece are zeroed in the piece's range only, never freed.
+    /// A file that was never created is skipped. Errors: EOPNOTSUPP on
+    /// filesystems without hole punching, other I/O errors.
+    fn discard_piece(&self, index: u32) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let offset = index as u64 * self.piece_length;
+        if offset >= self.total_length {
+            return Ok(());
+        }
+        let len = (self.total_length - offset).min(self.piece_length) as usize;
+        self.split(offset, len, |i, at, r| {
+            if self.extents[i].path.is_none() {
+                return Ok(());
+            }
+            let f = match self.file(i, false) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            // SAFETY: fallocate on an open fd with in-range offsets.
+            let rc = unsafe {
+                libc::fallocate(
+                    f.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    at as libc::off_t,
+                    (r.end - r.start) as libc::off_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+
     fn save_have(&self, bitfield: &[u8]) -> io::Result<()> {
         write_atomic(&self.root.join("have"), bitfield)
     }
@@ -260,10 +302,11 @@ impl Storage for MemStorage {
         Ok(())
     }
 
-    fn discard_piece(&self, index: u32) {
+    fn discard_piece(&self, index: u32) -> io::Result<()> {
         self.pieces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&index);
+        Ok(())
     }
 }

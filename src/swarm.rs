@@ -7,10 +7,10 @@
 //! off the network tasks), store them ([`crate::storage`]) and serve them to
 //! other peers (seeding).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -79,6 +79,12 @@ pub struct SwarmConfig {
     /// Largest info dictionary accepted over BEP 9, in bytes.
     pub max_metadata_size: u64,
     pub storage: StorageKind,
+    /// Most bytes of verified pieces kept in the cache (`--cache-size`);
+    /// least recently read pieces are evicted past it. None: unlimited for
+    /// a torrent complete at load, else half the free space of the cache
+    /// directory's filesystem at load plus what the torrent already holds
+    /// (see [`Swarm::cache_budget`]).
+    pub cache_size: Option<u64>,
 }
 
 /// The loaded torrent: info dictionary and its storage.
@@ -93,8 +99,6 @@ struct Candidate {
     failures: u32,
     next_try: Instant,
     connected: bool,
-    banned: bool,
-    hash_failures: u32,
     /// False for the ephemeral address of an incoming connection.
     dialable: bool,
 }
@@ -117,7 +121,39 @@ pub(crate) struct State {
     /// Pieces whose read timed out, and when: the kernel retries a failed
     /// readahead at once, and that retry must not wait a second timeout.
     read_failures: HashMap<u32, Instant>,
+    /// Dials in progress (they hold a connection slot until they end).
+    dialing: usize,
+    /// Banned peers, by IP address: never dialled or accepted again.
+    banned: HashSet<IpAddr>,
+    /// Pieces proven bad per IP address; [`MAX_STRIKES`] means a ban.
+    strikes: HashMap<IpAddr, u32>,
+    /// Pieces that failed their hash check with blocks from several peers:
+    /// per failed attempt, each block's sender and SHA-1. When the piece
+    /// later verifies, the senders of blocks that differ from the good
+    /// data are struck ("smart ban"): nobody is blamed on a guess.
+    suspects: HashMap<u32, Vec<Attempt>>,
+    /// Pieces whose verified data could not be stored, with the error kind:
+    /// reads waiting on them fail with it (ENOSPC on a full cache disk).
+    store_errors: HashMap<u32, io::ErrorKind>,
+    /// Stored pieces, least recently read (or stored) last out: the
+    /// eviction order of a bounded cache.
+    lru: lru::LruCache<u32, ()>,
+    /// Bytes of the pieces in `lru`.
+    cached_bytes: u64,
+    /// The cache bound in bytes (None: unlimited), set at load.
+    budget: Option<u64>,
+    /// Pieces being read (from the cache, for a reader or an upload), with
+    /// the number of reads: never evicted meanwhile.
+    pins: HashMap<u32, u32>,
 }
+
+/// One failed attempt at a piece: each block's sender and SHA-1.
+type Attempt = Vec<(IpAddr, [u8; 20])>;
+
+/// Pieces proven bad from one IP address before it is banned.
+const MAX_STRIKES: u32 = 3;
+/// Failed attempts of one piece remembered for the smart ban.
+const MAX_SUSPECT_ATTEMPTS: usize = 4;
 
 /// Counters shown in the progress line and logs.
 #[derive(Default)]
@@ -176,6 +212,15 @@ impl Swarm {
                 next_conn: 1,
                 unchoked: 0,
                 read_failures: HashMap::new(),
+                dialing: 0,
+                banned: HashSet::new(),
+                strikes: HashMap::new(),
+                suspects: HashMap::new(),
+                store_errors: HashMap::new(),
+                lru: lru::LruCache::unbounded(),
+                cached_bytes: 0,
+                budget: None,
+                pins: HashMap::new(),
             }),
             metadata_ready: Notify::new(),
             piece_event: Notify::new(),
@@ -245,6 +290,7 @@ impl Swarm {
                     self.cfg.max_partial_bytes,
                 );
                 picker.set_prefetch(self.cfg.prefetch);
+                let mut held = Vec::new();
                 // Resume: trust nothing, hash every piece the cache claims.
                 if let Some(bf) = storage.load_have() {
                     let mut buf = Vec::new();
@@ -263,6 +309,7 @@ impl Swarm {
                             if good {
                                 picker.set_have(i);
                                 ok += 1;
+                                held.push(i);
                             } else {
                                 tracing::warn!(
                                     "{}: cached piece {i} is missing or corrupt; it will be fetched again",
@@ -276,10 +323,25 @@ impl Swarm {
                         self.info_hash
                     );
                 }
+                let held_bytes: u64 = held.iter().map(|&i| picker.piece_size(i) as u64).sum();
+                let budget = self.cache_budget(&info, held_bytes, picker.is_complete());
+                if let Some(b) = budget {
+                    tracing::info!(
+                        "{}: the cache keeps at most {b} bytes of this torrent's {} (least recently read pieces are evicted)",
+                        self.info_hash,
+                        info.total_length
+                    );
+                }
                 let mut st = self.lock();
                 st.picker = Some(picker);
+                st.budget = budget;
+                for i in held {
+                    st.lru.put(i, ());
+                }
+                st.cached_bytes = held_bytes;
                 drop(st);
                 let _ = self.loaded.set(loaded);
+                self.evict_over_budget();
                 self.metadata_ready.notify_waiters();
                 for (_, w) in self.lock().conns.values() {
                     w.notify_one();
@@ -396,8 +458,6 @@ impl Swarm {
                     failures: 0,
                     next_try: Instant::now(),
                     connected: false,
-                    banned: false,
-                    hash_failures: 0,
                     dialable: true,
                 }
             });
@@ -410,15 +470,23 @@ impl Swarm {
     }
 
     /// Candidates to dial now (not connected, not banned, backoff elapsed),
-    /// at most as many as free connection slots; marks them connected.
+    /// at most as many as free connection slots (live connections and dials
+    /// in progress both take one); marks them connected and counts them as
+    /// dialling until [`Swarm::dial_done`].
     pub(crate) fn take_dial_candidates(&self) -> Vec<(SocketAddr, PeerSource)> {
         let mut st = self.lock();
-        let free = self.cfg.max_peers.saturating_sub(st.conns.len());
+        let free = self
+            .cfg
+            .max_peers
+            .saturating_sub(st.conns.len() + st.dialing);
         let now = Instant::now();
+        let banned = &st.banned;
         let mut out: Vec<(SocketAddr, PeerSource)> = st
             .candidates
             .iter()
-            .filter(|(_, c)| c.dialable && !c.connected && !c.banned && c.next_try <= now)
+            .filter(|(a, c)| {
+                c.dialable && !c.connected && c.next_try <= now && !banned.contains(&a.ip())
+            })
             .map(|(a, c)| (*a, c.source))
             .take(free)
             .collect();
@@ -428,7 +496,15 @@ impl Swarm {
                 c.connected = true;
             }
         }
+        st.dialing += out.len();
         out
+    }
+
+    /// A dial taken with [`Swarm::take_dial_candidates`] ended (connected
+    /// or not): its slot is free again.
+    pub(crate) fn dial_done(&self) {
+        let mut st = self.lock();
+        st.dialing = st.dialing.saturating_sub(1);
     }
 
     /// A dial failed: back off exponentially (2 s, 4 s, ... up to 5 min).
@@ -450,7 +526,7 @@ impl Swarm {
         source: PeerSource,
     ) -> Option<(u64, Arc<Notify>)> {
         let mut st = self.lock();
-        if st.conns.len() >= self.cfg.max_peers {
+        if st.conns.len() >= self.cfg.max_peers || st.banned.contains(&addr.ip()) {
             return None;
         }
         if st.conns.values().any(|(a, _)| *a == addr) {
@@ -461,13 +537,8 @@ impl Swarm {
             failures: 0,
             next_try: Instant::now(),
             connected: true,
-            banned: false,
-            hash_failures: 0,
             dialable: source != PeerSource::Incoming,
         });
-        if c.banned {
-            return None;
-        }
         c.connected = true;
         c.failures = 0;
         let id = st.next_conn;
@@ -536,15 +607,49 @@ impl Swarm {
     pub(crate) fn forget_self(&self, addr: SocketAddr) {
         if let Some(c) = self.lock().candidates.get_mut(&addr) {
             c.connected = false;
-            c.banned = true;
+            c.dialable = false;
         }
     }
 
-    /// Bans a peer address (bad data, wrong metadata).
+    /// Bans a peer (bad data, wrong metadata) by IP address: its live
+    /// connections are closed (their sessions see [`Swarm::is_banned`] when
+    /// woken) and it is never dialled or accepted again.
     pub(crate) fn ban(&self, addr: SocketAddr, why: &str) {
-        tracing::warn!("{}: banning peer {addr}: {why}", self.info_hash);
-        if let Some(c) = self.lock().candidates.get_mut(&addr) {
-            c.banned = true;
+        self.ban_ip(addr.ip(), why);
+    }
+
+    fn ban_ip(&self, ip: IpAddr, why: &str) {
+        let st = &mut *self.lock();
+        if !st.banned.insert(ip) {
+            return;
+        }
+        tracing::warn!("{}: banning peer {ip}: {why}", self.info_hash);
+        for (a, w) in st.conns.values() {
+            if a.ip() == ip {
+                w.notify_one();
+            }
+        }
+    }
+
+    /// Whether peers at `ip` are banned.
+    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
+        self.lock().banned.contains(&ip)
+    }
+
+    /// One more piece proven bad from `ip`; bans it at [`MAX_STRIKES`].
+    fn strike(&self, ip: IpAddr, index: u32) {
+        let n = {
+            let mut st = self.lock();
+            let n = st.strikes.entry(ip).or_default();
+            *n += 1;
+            *n
+        };
+        tracing::info!(
+            "{}: peer {ip} sent bad data for piece {index} ({n} of {MAX_STRIKES} strikes)",
+            self.info_hash
+        );
+        if n >= MAX_STRIKES {
+            self.ban_ip(ip, &format!("sent {n} pieces that failed their hash check"));
         }
     }
 
@@ -555,56 +660,217 @@ impl Swarm {
         }
     }
 
+    /// The cache bound for a torrent that holds `held` bytes at load (see
+    /// [`SwarmConfig::cache_size`]); None means unlimited. A bound of at
+    /// least the torrent's size is no bound.
+    fn cache_budget(&self, info: &crate::metainfo::Info, held: u64, complete: bool) -> Option<u64> {
+        let budget = match (self.cfg.cache_size, &self.cfg.storage) {
+            (Some(b), _) => b,
+            (None, _) if complete => return None,
+            (None, StorageKind::Memory) => return None,
+            (None, StorageKind::Files(dir)) => held.saturating_add(free_space(dir)? / 2),
+        };
+        (budget < info.total_length).then_some(budget)
+    }
+
+    /// Evicts least recently read pieces (not pinned by a read, not waited
+    /// on) until the cache is within its bound: each is forgotten first
+    /// (no longer had, so never advertised in a bitfield, served or read
+    /// again), then its space is freed. Runs blocking I/O.
+    fn evict_over_budget(&self) {
+        self.evict_to_fit(0);
+    }
+
+    /// Evicts (as [`Swarm::evict_over_budget`]) until `extra` more bytes
+    /// fit within the bound; false when they do not (everything left is
+    /// being read or waited on).
+    fn evict_to_fit(&self, extra: u64) -> bool {
+        let (victims, fits) = {
+            let guard = &mut *self.lock();
+            let Some(budget) = guard.budget else {
+                return true;
+            };
+            let Some(picker) = guard.picker.as_mut() else {
+                return true;
+            };
+            let mut victims = Vec::new();
+            while guard.cached_bytes + extra > budget {
+                let pins = &guard.pins;
+                let Some(i) = guard
+                    .lru
+                    .iter()
+                    .rev()
+                    .map(|(i, _)| *i)
+                    .find(|i| !pins.contains_key(i) && !picker.is_urgent(*i))
+                else {
+                    break; // everything left is being read
+                };
+                guard.lru.pop(&i);
+                guard.cached_bytes -= picker.piece_size(i) as u64;
+                picker.evict(i);
+                victims.push(i);
+            }
+            (victims, guard.cached_bytes + extra <= budget)
+        };
+        if victims.is_empty() {
+            return fits;
+        }
+        let Some(loaded) = self.loaded() else {
+            return fits;
+        };
+        for &i in &victims {
+            if let Err(e) = loaded.storage.discard_piece(i) {
+                tracing::warn!(
+                    "{}: cannot free the space of evicted piece {i}: {e}",
+                    self.info_hash
+                );
+            }
+        }
+        tracing::debug!("{}: evicted pieces {victims:?}", self.info_hash);
+        {
+            let mut st = self.lock();
+            if let Some(p) = st.picker.as_mut() {
+                for &i in &victims {
+                    p.verify_failed(i); // wantable again
+                }
+            }
+        }
+        // A read may wait on an evicted piece again: ask for it.
+        self.wake_peers();
+        fits
+    }
+
+    /// Pins pieces `first..=last` if all are held (true): they are not
+    /// evicted until [`Swarm::unpin`], and count as just read.
+    pub(crate) fn pin(&self, first: u32, last: u32) -> bool {
+        let mut st = self.lock();
+        pin_locked(&mut st, first, last)
+    }
+
+    /// Releases a [`Swarm::pin`].
+    pub(crate) fn unpin(&self, first: u32, last: u32) {
+        let mut st = self.lock();
+        for i in first..=last {
+            if let Some(n) = st.pins.get_mut(&i) {
+                *n -= 1;
+                if *n == 0 {
+                    st.pins.remove(&i);
+                }
+            }
+        }
+    }
+
     /// Verifies a completed piece off the network task, stores it, and
-    /// announces it. On a hash failure the piece is fetched again and the
-    /// peers that sent it are penalised (banned after 3 failures).
-    pub(crate) fn complete_piece(
-        self: &Arc<Self>,
-        index: u32,
-        data: Vec<u8>,
-        contributors: Vec<u64>,
-    ) {
+    /// announces it. `sources` names the connection each 16 KiB block came
+    /// from (empty for pieces copied locally).
+    ///
+    /// On a hash failure the piece is fetched again. Blame: a piece whose
+    /// blocks all came from one peer is a strike against it; a piece mixed
+    /// from several peers is remembered, and once it verifies, the peers
+    /// whose blocks differed from the good data get the strike (an honest
+    /// peer is never blamed for another's blocks). [`MAX_STRIKES`] strikes
+    /// ban the IP address. A piece that cannot be stored (ENOSPC) fails the
+    /// reads waiting on it with that error.
+    pub(crate) fn complete_piece(self: &Arc<Self>, index: u32, data: Vec<u8>, sources: Vec<u64>) {
+        let ips: Vec<Option<IpAddr>> = {
+            let st = self.lock();
+            sources
+                .iter()
+                .map(|id| st.conns.get(id).map(|(a, _)| a.ip()))
+                .collect()
+        };
         let swarm = self.clone();
         tokio::task::spawn_blocking(move || {
             let Some(loaded) = swarm.loaded() else { return };
             let ok = sha1::Sha1::digest(&data)[..] == loaded.info.piece_hash(index)[..];
+            let block_hashes = || -> Vec<[u8; 20]> {
+                data.chunks(crate::picker::BLOCK as usize)
+                    .map(|b| sha1::Sha1::digest(b).into())
+                    .collect()
+            };
             if !ok {
                 swarm.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
-                let mut st = swarm.lock();
-                if let Some(p) = st.picker.as_mut() {
-                    p.verify_failed(index);
-                }
-                let addrs: Vec<SocketAddr> = contributors
-                    .iter()
-                    .filter_map(|id| st.conns.get(id).map(|(a, _)| *a))
-                    .collect();
-                let mut to_ban = Vec::new();
-                for a in addrs {
-                    if let Some(c) = st.candidates.get_mut(&a) {
-                        c.hash_failures += 1;
-                        if c.hash_failures >= 3 {
-                            to_ban.push(a);
+                let senders: HashSet<IpAddr> = ips.iter().flatten().copied().collect();
+                {
+                    let mut st = swarm.lock();
+                    if let Some(p) = st.picker.as_mut() {
+                        p.verify_failed(index);
+                    }
+                    if senders.len() > 1 {
+                        let attempt: Attempt = ips
+                            .iter()
+                            .zip(block_hashes())
+                            .filter_map(|(ip, h)| ip.map(|ip| (ip, h)))
+                            .collect();
+                        let tries = st.suspects.entry(index).or_default();
+                        if tries.len() < MAX_SUSPECT_ATTEMPTS {
+                            tries.push(attempt);
                         }
                     }
                 }
-                drop(st);
                 tracing::warn!(
-                    "{}: piece {index} failed its SHA-1 check; fetching it again",
-                    swarm.info_hash
+                    "{}: piece {index} failed its SHA-1 check (blocks from {}); fetching it again",
+                    swarm.info_hash,
+                    if senders.is_empty() {
+                        "no live peer".to_string()
+                    } else {
+                        senders
+                            .iter()
+                            .map(|i| i.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
                 );
-                for a in to_ban {
-                    swarm.ban(a, "sent 3 pieces that failed their hash check");
+                if senders.len() == 1 {
+                    let ip = *senders.iter().next().expect("one sender");
+                    swarm.strike(ip, index);
                 }
                 swarm.wake_peers();
                 return;
             }
+            // Verified: settle earlier failed attempts of this piece.
+            let tries = swarm.lock().suspects.remove(&index);
+            if let Some(tries) = tries {
+                let good = block_hashes();
+                let mut culprits = HashSet::new();
+                for attempt in tries {
+                    for ((ip, h), g) in attempt.iter().zip(&good) {
+                        if h != g {
+                            culprits.insert(*ip);
+                        }
+                    }
+                }
+                for ip in culprits {
+                    swarm.strike(ip, index);
+                }
+            }
+            // Room first, so the cache never holds more than its bound
+            // (pieces a read waits on excepted: they are stored anyway).
+            if !swarm.evict_to_fit(data.len() as u64) {
+                let mut st = swarm.lock();
+                if let Some(p) = st.picker.as_mut()
+                    && !p.is_urgent(index)
+                {
+                    p.verify_failed(index);
+                    drop(st);
+                    tracing::debug!(
+                        "{}: piece {index} dropped: the cache is full of pieces being read",
+                        swarm.info_hash
+                    );
+                    return;
+                }
+            }
             if let Err(e) = loaded.storage.write_piece(index, &data) {
                 tracing::error!(
-                    "{}: cannot store piece {index}: {e}; reads of it will fail",
+                    "{}: cannot store piece {index} in the cache: {e}; reads of it fail",
                     swarm.info_hash
                 );
-                if let Some(p) = swarm.lock().picker.as_mut() {
-                    p.verify_failed(index);
+                {
+                    let mut st = swarm.lock();
+                    st.store_errors.insert(index, e.kind());
+                    if let Some(p) = st.picker.as_mut() {
+                        p.verify_failed(index);
+                    }
                 }
                 swarm.piece_event.notify_waiters();
                 return;
@@ -615,10 +881,15 @@ impl Swarm {
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             let complete = {
                 let mut st = swarm.lock();
+                st.store_errors.remove(&index);
+                if st.lru.put(index, ()).is_none() {
+                    st.cached_bytes += data.len() as u64;
+                }
                 let p = st.picker.as_mut().expect("loaded implies picker");
                 p.set_have(index);
                 p.is_complete()
             };
+            swarm.evict_over_budget();
             let _ = swarm.have_tx.send(index);
             swarm.piece_event.notify_waiters();
             if complete {
@@ -647,6 +918,7 @@ impl Swarm {
         let first = (offset / pl) as u32;
         let last = ((offset + len as u64 - 1) / pl) as u32;
         for attempt in 0..2 {
+            // Pinned on success: not evicted while we read them.
             self.wait_pieces(first, last).await?;
             let storage = loaded.storage.clone();
             let res = tokio::task::spawn_blocking(move || {
@@ -654,7 +926,27 @@ impl Swarm {
                 storage.read_at(offset, &mut buf).map(|_| buf)
             })
             .await
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::other);
+            let res = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    self.unpin(first, last);
+                    return Err(e);
+                }
+            };
+            if res.is_err() && attempt == 0 {
+                let mut st = self.lock();
+                let st = &mut *st;
+                if let Some(p) = st.picker.as_mut() {
+                    for i in first..=last {
+                        p.unset_have(i);
+                        if st.lru.pop(&i).is_some() {
+                            st.cached_bytes -= p.piece_size(i) as u64;
+                        }
+                    }
+                }
+            }
+            self.unpin(first, last);
             match res {
                 Ok(buf) => return Ok(buf),
                 Err(e) if attempt == 0 => {
@@ -662,12 +954,6 @@ impl Swarm {
                         "{}: stored pieces {first}..={last} unreadable ({e}); fetching them again",
                         self.info_hash
                     );
-                    let mut st = self.lock();
-                    if let Some(p) = st.picker.as_mut() {
-                        for i in first..=last {
-                            p.unset_have(i);
-                        }
-                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -675,10 +961,14 @@ impl Swarm {
         unreachable!("the loop returns")
     }
 
-    /// Waits until pieces `first..=last` are all verified.
+    /// Waits until pieces `first..=last` are all verified, and pins them
+    /// (the caller must [`Swarm::unpin`] them) on success.
     async fn wait_pieces(&self, first: u32, last: u32) -> io::Result<()> {
         let missing: Vec<u32> = {
             let mut st = self.lock();
+            if pin_locked(&mut st, first, last) {
+                return Ok(());
+            }
             let recent = (first..=last).find(|i| {
                 st.read_failures
                     .get(i)
@@ -699,14 +989,19 @@ impl Swarm {
                 ));
             }
             let m: Vec<u32> = (first..=last).filter(|&i| !p.has(i)).collect();
-            for &i in &m {
+            // Every piece of the range is urgent while the read waits, the
+            // ones already held too: urgent pieces are never evicted, so
+            // the read cannot lose them before the rest arrives.
+            for i in first..=last {
                 p.add_urgent(i);
+            }
+            // A new read tries again pieces that could not be stored before.
+            for i in &m {
+                st.store_errors.remove(i);
             }
             m
         };
-        if missing.is_empty() {
-            return Ok(());
-        }
+        debug_assert!(!missing.is_empty(), "all held means pinned above");
         self.wake_peers();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.cfg.read_timeout;
@@ -714,13 +1009,29 @@ impl Swarm {
             let notified = self.piece_event.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let still: Vec<u32> = {
-                let st = self.lock();
-                let p = st.picker.as_ref().expect("loaded");
-                missing.iter().copied().filter(|&i| !p.has(i)).collect()
+            let (still, store_error) = {
+                let mut st = self.lock();
+                // Pinned under the same lock that sees them all: an
+                // eviction cannot slip in between.
+                if pin_locked(&mut st, first, last) {
+                    (Vec::new(), None)
+                } else {
+                    let p = st.picker.as_ref().expect("loaded");
+                    let still: Vec<u32> = (first..=last).filter(|&i| !p.has(i)).collect();
+                    let err = still
+                        .iter()
+                        .find_map(|i| st.store_errors.get(i).map(|k| (*i, *k)));
+                    (still, err)
+                }
             };
             if still.is_empty() {
                 break Ok(());
+            }
+            if let Some((i, kind)) = store_error {
+                break Err(io::Error::new(
+                    kind,
+                    format!("piece {i} was received but cannot be stored in the cache"),
+                ));
             }
             if self.is_stopped() {
                 break Err(io::Error::new(
@@ -754,7 +1065,7 @@ impl Swarm {
         };
         let mut st = self.lock();
         if let Some(p) = st.picker.as_mut() {
-            for &i in &missing {
+            for i in first..=last {
                 p.remove_urgent(i);
             }
         }
@@ -772,6 +1083,13 @@ impl Swarm {
         };
         let changed = {
             let mut st = self.lock();
+            // With a bounded cache, readahead gets at most a quarter of it:
+            // pieces fetched ahead must not evict each other (or the
+            // pieces being read) before they are read.
+            let e = match st.budget {
+                Some(b) => e.min(s.saturating_add(((b / pl) / 4).max(1) as u32)),
+                None => e,
+            };
             match st.picker.as_mut() {
                 Some(p) => {
                     p.set_readahead(handle, s, e);
@@ -819,5 +1137,159 @@ impl Swarm {
             downloaded: self.counters.downloaded.load(Ordering::Relaxed),
             uploaded: self.counters.uploaded.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Pins `first..=last` (see [`Swarm::pin`]) if all are held.
+fn pin_locked(st: &mut State, first: u32, last: u32) -> bool {
+    let Some(p) = st.picker.as_ref() else {
+        return false;
+    };
+    if !(first..=last).all(|i| p.has(i)) {
+        return false;
+    }
+    for i in first..=last {
+        *st.pins.entry(i).or_default() += 1;
+        st.lru.promote(&i);
+    }
+    true
+}
+
+/// Bytes available to us on the filesystem holding `dir` (or its nearest
+/// existing ancestor), per `statvfs`; None when it cannot be asked.
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut d = dir;
+    while !d.exists() {
+        d = d.parent()?;
+    }
+    let c = std::ffi::CString::new(d.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct for a valid path.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut vfs) } != 0 {
+        return None;
+    }
+    Some((vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PL: usize = 32 * 1024; // two 16 KiB blocks per piece
+
+    fn piece(i: u32) -> Vec<u8> {
+        (0..PL).map(|j| (i as usize * 7 + j * 13) as u8).collect()
+    }
+
+    /// A swarm over 8 pieces in memory, with the given cache bound.
+    fn swarm(cache_size: Option<u64>) -> Arc<Swarm> {
+        let hashes = (0..8)
+            .map(|i| sha1::Sha1::digest(piece(i)).into())
+            .collect();
+        let raw = crate::metainfo::create::build_info(
+            &[(Vec::new(), 8 * PL as u64)],
+            "t.bin",
+            PL as u64,
+            hashes,
+        );
+        let cfg = SwarmConfig {
+            peer_id: PeerId::generate(),
+            listen_port: 0,
+            seed: true,
+            prefetch: false,
+            read_timeout: Duration::from_secs(1),
+            max_peers: 10,
+            max_partial_bytes: 1 << 20,
+            max_metadata_size: 1 << 20,
+            storage: StorageKind::Memory,
+            cache_size,
+        };
+        let s = Swarm::new(InfoHash::of_info(&raw), cfg);
+        s.set_metadata(&raw).unwrap();
+        s
+    }
+
+    /// Waits for the verification tasks spawned by `complete_piece`.
+    async fn settle(s: &Swarm, have: impl Fn(&Picker) -> bool) {
+        wait(|| s.lock().picker.as_ref().is_some_and(&have)).await
+    }
+
+    /// Waits until `cond` (which may lock the swarm) holds.
+    async fn wait(cond: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the swarm did not settle");
+    }
+
+    fn held(s: &Swarm) -> Vec<u32> {
+        let st = s.lock();
+        let p = st.picker.as_ref().unwrap();
+        (0..8).filter(|&i| p.has(i)).collect()
+    }
+
+    #[tokio::test]
+    async fn bounded_cache_evicts_least_recently_read_and_stops_advertising() {
+        let s = swarm(Some(3 * PL as u64));
+        for i in 0..8 {
+            s.complete_piece(i, piece(i), Vec::new());
+            settle(&s, |p| p.has(i)).await;
+        }
+        assert_eq!(held(&s), vec![5, 6, 7]);
+        // The bitfield we would send a new peer lists only what we hold.
+        let bf = s.lock().picker.as_ref().unwrap().bitfield();
+        assert_eq!(bf, vec![0b0000_0111]);
+        // Evicted bytes are gone from the storage.
+        let storage = s.loaded().unwrap().storage.clone();
+        let mut buf = vec![0u8; 16];
+        assert!(storage.read_at(0, &mut buf).is_err());
+        // Reading piece 5 makes it the most recently used: 6 goes next.
+        let data = s.read(5 * PL as u64, PL).await.unwrap();
+        assert_eq!(data, piece(5));
+        s.complete_piece(0, piece(0), Vec::new());
+        settle(&s, |p| p.has(0)).await;
+        assert_eq!(held(&s), vec![0, 5, 7]);
+        assert!(s.lock().cached_bytes <= 3 * PL as u64);
+    }
+
+    #[tokio::test]
+    async fn a_mixed_bad_piece_blames_only_the_peer_whose_blocks_differed() {
+        let s = swarm(None);
+        let good: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let bad: SocketAddr = "127.0.0.2:1000".parse().unwrap();
+        let (g, _) = s.register_conn(good, PeerSource::Cli).unwrap();
+        let (b, _) = s.register_conn(bad, PeerSource::Cli).unwrap();
+        for round in 0..3u32 {
+            let i = round;
+            // Block 0 from the honest peer, block 1 (wrong) from the other.
+            let mut data = piece(i);
+            data[PL - 1] ^= 1;
+            s.lock().picker.as_mut().unwrap().add_urgent(i);
+            s.complete_piece(i, data, vec![g, b]);
+            settle(&s, |_| {
+                s.counters.hash_failures.load(Ordering::Relaxed) > round as u64
+            })
+            .await;
+            // Nobody is blamed on a guess...
+            assert!(!s.is_banned(good.ip()) && !s.is_banned(bad.ip()));
+            // ...until the piece verifies: then the sender of the block that
+            // differed gets the strike.
+            s.complete_piece(i, piece(i), vec![g, g]);
+            settle(&s, |p| p.has(i)).await;
+            assert_eq!(s.lock().strikes.get(&bad.ip()).copied(), Some(round + 1));
+        }
+        assert!(s.is_banned(bad.ip()), "3 strikes: banned");
+        assert!(!s.is_banned(good.ip()), "the honest peer is never blamed");
+        assert!(
+            s.register_conn("127.0.0.2:2000".parse().unwrap(), PeerSource::Incoming)
+                .is_none()
+        );
+        // A piece wrong from one peer alone is a strike at once.
+        s.complete_piece(3, vec![0; PL], vec![g, g]);
+        wait(|| s.lock().strikes.contains_key(&good.ip())).await;
     }
 }

@@ -74,6 +74,8 @@ pub async fn run(
         s.pex_addr = Some(addr);
         swarm.set_pex_entry(id, addr, s.pex_flags);
     }
+    let mut conn = conn;
+    conn.set_max_message_len(max_message_len(&swarm));
     let (mut reader, writer) = conn.split();
     let (tx, rx) = mpsc::channel(256);
     let reader_task = tokio::spawn(async move {
@@ -96,6 +98,23 @@ pub async fn run(
     swarm.unregister_conn(id, s.we_unchoke);
 }
 
+/// The largest message accepted from a peer of `swarm`, in bytes: room for
+/// the bitfield of the torrent (or, before the metadata is known, of the
+/// largest torrent whose info dictionary we accept: 20 bytes per piece) and
+/// for a 16 KiB block or BEP 9 metadata piece. A longer length prefix ends
+/// the connection before anything is allocated for it.
+fn max_message_len(swarm: &Swarm) -> u32 {
+    let pieces = match swarm.loaded() {
+        Some(l) => l.info.num_pieces(),
+        None => (swarm.cfg.max_metadata_size / 20).min(u32::MAX as u64) as u32,
+    };
+    crate::peer::wire::max_message_len_for(pieces)
+}
+
+/// Most requests remembered per connection after we stopped waiting for
+/// them (choked, cancelled): their blocks may still arrive and are kept.
+const MAX_RELEASED: usize = 4096;
+
 struct Session {
     swarm: Arc<Swarm>,
     id: u64,
@@ -116,11 +135,20 @@ struct Session {
     assembler: Option<MetadataAssembler>,
     /// Blocks requested from them, oldest first.
     outstanding: VecDeque<Req>,
+    /// Blocks requested from them that we stopped waiting for (a choke
+    /// discarded them, or we cancelled): a late block is still welcome.
+    /// Any other block was never asked of this peer and is dropped unread,
+    /// so garbage nobody requested never reaches a piece.
+    released: HashSet<Req>,
     /// Target number of outstanding requests (grows with the measured rate).
     depth: usize,
     /// Their `reqq` (BEP 10): most requests they queue.
     their_reqq: usize,
-    last_block: Instant,
+    /// Since when requests sent to them have gone without any block in
+    /// return (None: nothing asked since their last block). Requests we
+    /// cancel still count: a peer that answers none of them for
+    /// [`REQUEST_TIMEOUT`] is snubbing us, whoever else delivered.
+    waiting_since: Option<Instant>,
     last_recv: Instant,
     last_sent: Instant,
     /// Bytes received since `rate_since` (for the request depth).
@@ -166,9 +194,10 @@ impl Session {
             their_metadata_size: None,
             assembler: None,
             outstanding: VecDeque::new(),
+            released: HashSet::new(),
             depth: 64,
             their_reqq: 250,
-            last_block: now,
+            waiting_since: None,
             last_recv: now,
             last_sent: now,
             rate_bytes: 0,
@@ -235,12 +264,28 @@ impl Session {
                     }
                 }
                 _ = waker.notified() => {
+                    if self.swarm.is_banned(self.addr.ip()) {
+                        return Err("banned".into());
+                    }
                     self.after_metadata(&mut w).await?;
                 }
                 h = haves.recv() => {
                     match h {
+                        // HAVE suppression: a peer that has the piece
+                        // needs no HAVE. Besides saving bytes, this keeps a
+                        // seeder from counting HAVEs of pieces a bounded
+                        // cache has since evicted and taking us for a
+                        // seeder too (libtorrent then disconnects:
+                        // "upload to upload connection").
                         Ok(i) => {
-                            send(&mut w, &Message::Have(i)).await?;
+                            let theirs = self
+                                .peer_pieces
+                                .as_ref()
+                                .and_then(|p| p.get(i as usize).copied())
+                                .unwrap_or(false);
+                            if !theirs {
+                                send(&mut w, &Message::Have(i)).await?;
+                            }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(_) => return Ok(()),
@@ -367,7 +412,9 @@ impl Session {
             Message::Choke => {
                 self.peer_choking = true;
                 // BEP 3: a choke discards every outstanding request.
-                self.outstanding.clear();
+                let dropped: Vec<Req> = self.outstanding.drain(..).collect();
+                self.waiting_since = None;
+                self.release(dropped);
                 if let Some(p) = self.swarm.lock().picker.as_mut() {
                     p.release(self.id);
                 }
@@ -375,7 +422,6 @@ impl Session {
             }
             Message::Unchoke => {
                 self.peer_choking = false;
-                self.last_block = Instant::now();
             }
             Message::Interested => {
                 self.peer_interested = true;
@@ -435,20 +481,34 @@ impl Session {
                 if !self.we_unchoke {
                     return Ok(()); // BEP 3: requests while choked are dropped
                 }
-                let ok = {
+                let (valid, had) = {
                     let st = self.swarm.lock();
-                    st.picker.as_ref().is_some_and(|p| {
-                        p.has(r.index)
+                    st.picker.as_ref().map_or((false, false), |p| {
+                        let valid = r.index < p.num_pieces()
                             && r.length > 0
                             && r.length <= 128 * 1024
-                            && r.begin as u64 + r.length as u64 <= p.piece_size(r.index) as u64
+                            && r.begin as u64 + r.length as u64 <= p.piece_size(r.index) as u64;
+                        (valid, valid && p.has(r.index))
                     })
                 };
-                if !ok {
+                if !valid {
                     return Err(format!(
-                        "request for a block we cannot serve (piece {}, offset {}, {} bytes)",
+                        "request for a block that does not exist (piece {}, offset {}, {} bytes)",
                         r.index, r.begin, r.length
                     ));
+                }
+                if !had {
+                    // A piece we no longer hold (evicted from a bounded
+                    // cache after we announced it: BEP 3 has no way to take
+                    // a HAVE back). Ignored: the peer asks someone else when
+                    // its request times out.
+                    tracing::debug!(
+                        "{}: {} asked for piece {} we no longer hold; ignored",
+                        self.swarm.info_hash,
+                        self.addr,
+                        r.index
+                    );
+                    return Ok(());
                 }
                 if self.uploads.len() < MAX_UPLOAD_QUEUE {
                     self.uploads.push_back(r);
@@ -469,24 +529,47 @@ impl Session {
 
     fn on_piece(&mut self, index: u32, begin: u32, data: Bytes) -> Result<(), String> {
         let len = data.len() as u32;
-        match self
-            .outstanding
-            .iter()
-            .position(|r| r.index == index && r.begin == begin && r.length == len)
-        {
+        let req = Req {
+            index,
+            begin,
+            length: len,
+        };
+        match self.outstanding.iter().position(|r| *r == req) {
             Some(pos) => {
                 self.outstanding.remove(pos);
             }
+            // Requested, then cancelled or discarded by a choke: kept.
+            None if self.released.remove(&req) => {}
             None => {
-                // Cancelled or released requests may still arrive; a flood
-                // of blocks nobody asked for is an attack on our memory.
+                // Never asked of this peer (or with a wrong offset or size):
+                // dropped unread. A flood of them ends the connection.
                 self.stray_blocks += 1;
-                if self.stray_blocks > 4096 {
+                tracing::debug!(
+                    "{}: {} sent a block we never asked it for (piece {index}, offset {begin}, {len} bytes)",
+                    self.swarm.info_hash,
+                    self.addr
+                );
+                let bad = {
+                    let st = self.swarm.lock();
+                    st.picker.as_ref().is_none_or(|p| {
+                        index >= p.num_pieces()
+                            || begin % crate::picker::BLOCK != 0
+                            || begin as u64 + len as u64 > p.piece_size(index) as u64
+                    })
+                };
+                if bad {
+                    self.bad_blocks += 1;
+                    if self.bad_blocks > 16 {
+                        return Err("too many blocks with a bad index, offset or size".into());
+                    }
+                }
+                if self.stray_blocks > 1024 {
                     return Err("too many blocks we never requested".into());
                 }
+                return Ok(());
             }
         }
-        self.last_block = Instant::now();
+        self.waiting_since = (!self.outstanding.is_empty()).then(Instant::now);
         self.rate_bytes += len as u64;
         let outcome = {
             let mut st = self.swarm.lock();
@@ -500,8 +583,9 @@ impl Session {
             BlockOutcome::Complete {
                 index,
                 data,
-                contributors,
-            } => self.swarm.complete_piece(index, data, contributors),
+                sources,
+                ..
+            } => self.swarm.complete_piece(index, data, sources),
             BlockOutcome::Unrequested => {
                 self.bad_blocks += 1;
                 tracing::debug!(
@@ -787,8 +871,8 @@ impl Session {
             self.outstanding = keep.into();
             stale
         };
-        for r in stale {
-            send(w, &Message::Cancel(to_block(r))).await?;
+        for r in &stale {
+            send(w, &Message::Cancel(to_block(*r))).await?;
         }
         let cap = self.depth.min(self.their_reqq);
         // A read waits on blocks this peer has, and the queue is full of
@@ -820,9 +904,11 @@ impl Session {
             }
             None => Vec::new(),
         };
-        for r in preempted {
-            send(w, &Message::Cancel(to_block(r))).await?;
+        for r in &preempted {
+            send(w, &Message::Cancel(to_block(*r))).await?;
         }
+        self.release(stale);
+        self.release(preempted);
         let want = cap.saturating_sub(self.outstanding.len());
         if want == 0 {
             return Ok(());
@@ -845,8 +931,8 @@ impl Session {
             self.we_interested = true;
             send(w, &Message::Interested).await?;
         }
-        if self.outstanding.is_empty() {
-            self.last_block = Instant::now();
+        if self.waiting_since.is_none() {
+            self.waiting_since = Some(Instant::now());
         }
         for r in reqs {
             send(w, &Message::Request(to_block(r))).await?;
@@ -864,6 +950,11 @@ impl Session {
             let Some(l) = self.swarm.loaded() else {
                 return Ok(());
             };
+            // Pinned while read: an evicted piece is never sent (its
+            // punched-out bytes would read as zeros).
+            if !self.swarm.pin(r.index, r.index) {
+                continue; // evicted since they asked: ignored
+            }
             let storage = l.storage.clone();
             let offset = r.index as u64 * l.info.piece_length + r.begin as u64;
             let len = r.length as usize;
@@ -871,9 +962,11 @@ impl Session {
                 let mut buf = vec![0u8; len];
                 storage.read_at(offset, &mut buf).map(|_| buf)
             })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read piece {} for upload: {e}", r.index))?;
+            .await;
+            self.swarm.unpin(r.index, r.index);
+            let data = data
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot read piece {} for upload: {e}", r.index))?;
             self.swarm
                 .counters
                 .uploaded
@@ -891,16 +984,30 @@ impl Session {
         Ok(())
     }
 
+    /// Remembers requests we stopped waiting for (bounded).
+    fn release(&mut self, reqs: Vec<Req>) {
+        if self.released.len() + reqs.len() > MAX_RELEASED {
+            self.released.clear();
+        }
+        self.released.extend(reqs);
+    }
+
     async fn on_tick(&mut self, w: &mut PeerWriter) -> Result<(), String> {
         let now = Instant::now();
+        if self.swarm.is_banned(self.addr.ip()) {
+            return Err("banned".into());
+        }
         if now.duration_since(self.last_recv) > IDLE_TIMEOUT {
             return Err("idle for too long".into());
         }
-        if !self.outstanding.is_empty() && now.duration_since(self.last_block) > REQUEST_TIMEOUT {
+        if self
+            .waiting_since
+            .is_some_and(|t| now.duration_since(t) > REQUEST_TIMEOUT)
+        {
             return Err(format!(
-                "{} requests unanswered for {} s",
-                self.outstanding.len(),
-                REQUEST_TIMEOUT.as_secs()
+                "requests unanswered for {} s ({} still outstanding)",
+                REQUEST_TIMEOUT.as_secs(),
+                self.outstanding.len()
             ));
         }
         // Request depth from the measured rate: enough blocks in flight to
@@ -931,6 +1038,10 @@ impl Session {
             }
         }
         self.maybe_send_pex(w).await?;
+        // Wants change without a message from this peer (reads, evictions):
+        // say so, or a peer that choked us while we wanted nothing never
+        // unchokes us again.
+        self.update_interest(w).await?;
         if now.duration_since(self.last_sent) > Duration::from_secs(90) {
             send(w, &Message::KeepAlive).await?;
             self.last_sent = now;
@@ -976,6 +1087,7 @@ pub async fn dial(swarm: Arc<Swarm>, addr: SocketAddr, source: PeerSource) {
         Duration::from_secs(10),
     )
     .await;
+    swarm.dial_done();
     match r {
         Ok((conn, hs)) => run(swarm, conn, hs, addr, source).await,
         Err(e) => {

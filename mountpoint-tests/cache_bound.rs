@@ -1,0 +1,159 @@
+//! A bounded cache (issue 7, part 5): `--cache-size` keeps the cache of a
+//! torrent within its bound while a bigger file is read through, evicting
+//! the least recently read pieces (holes punched in the sparse files), and
+//! every byte read is still right. The cache lives on a tmpfs of its own so
+//! disk usage (st_blocks) is exact.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const PIECE: u64 = 256 * 1024;
+const BOUND: u64 = 4 << 20;
+
+/// Bytes allocated (st_blocks × 512) by the files under `dir`.
+fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    for e in rd.flatten() {
+        let Ok(md) = fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if md.is_dir() {
+            total += disk_usage(&e.path());
+        } else {
+            total += md.blocks() * 512;
+        }
+    }
+    total
+}
+
+struct Umount(PathBuf);
+impl Drop for Umount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn drop_page_cache(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    // SAFETY: a valid fd; fadvise only drops clean cached pages.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+#[test]
+fn cache_size_bounds_disk_usage_and_reads_stay_correct() {
+    if !in_netns("cache_size_bounds_disk_usage_and_reads_stay_correct") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("data");
+    make_tree(
+        &tree,
+        &[
+            ("big.bin", TreeFile::Random(16 * 1024 * 1024 + 777, 21)),
+            ("small.txt", TreeFile::Text("tiny\n")),
+        ],
+    );
+    let mut seeder = LtNode::start(&["--seed", s(&tree), "--piece-size", &PIECE.to_string()]);
+    seeder.wait_event("seeding", Duration::from_secs(30));
+    let magnet = seeder.magnet();
+    let cache = tmp.path().join("cache");
+    fs::create_dir_all(&cache).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _tmpfs = Umount(cache.clone());
+    let mnt = tmp.path().join("mnt");
+    let mut m = Mount::foreground(
+        &mnt,
+        &[
+            &magnet,
+            "-f",
+            "-v",
+            "--no-dht",
+            "--peer",
+            &seeder.addr(),
+            "--cache-dir",
+            s(&cache),
+            "--cache-size",
+            "4M",
+        ],
+        Duration::from_secs(30),
+    );
+    // Sample the cache's disk usage while the file is read through.
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, peak, cache) = (stop.clone(), peak.clone(), cache.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(disk_usage(&cache), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let big = mnt.join("data/big.bin");
+    let t = Instant::now();
+    assert_eq!(sha256_file(&big), sha256_file(&tree.join("big.bin")));
+    eprintln!(
+        "read 16 MiB through a 4 MiB cache in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    // Read the beginning again: it was evicted, so it is fetched again.
+    drop_page_cache(&big);
+    let mut head = vec![0u8; 1 << 20];
+    {
+        use std::os::unix::fs::FileExt;
+        fs::File::open(&big)
+            .unwrap()
+            .read_exact_at(&mut head, 0)
+            .unwrap();
+    }
+    assert_eq!(head, fs::read(tree.join("big.bin")).unwrap()[..1 << 20]);
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let end = disk_usage(&cache);
+    let peak = peak.load(Ordering::Relaxed).max(end);
+    eprintln!(
+        "cache disk usage: peak {peak} bytes, at the end {end} bytes (bound {BOUND} + one piece {PIECE})"
+    );
+    // The info dictionary, resume data and directory entries: a few KiB.
+    let slack = 64 * 1024;
+    let log = m.child().unwrap().stderr();
+    assert!(
+        log.contains("the cache keeps at most 4194304 bytes"),
+        "{log}"
+    );
+    assert!(
+        peak <= BOUND + PIECE + slack,
+        "the cache grew past its bound: {peak} bytes"
+    );
+    assert!(end >= BOUND / 2, "the cache is used: {end} bytes");
+
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        m.child()
+            .unwrap()
+            .wait_exit(Duration::from_secs(10))
+            .is_some()
+    );
+}
