@@ -385,6 +385,21 @@ impl Picker {
         }
     }
 
+    /// Forgets every block received from `conns` in pieces still being
+    /// assembled (their sender was banned): those blocks are fetched again.
+    pub fn discard_blocks_from(&mut self, conns: &[ConnId]) {
+        for part in self.partial.values_mut() {
+            for (st, src) in part.blocks.iter_mut().zip(part.sources.iter_mut()) {
+                if matches!(st, BlockState::Received) && src.is_some_and(|c| conns.contains(&c)) {
+                    *st = BlockState::Missing;
+                    *src = None;
+                    part.received -= 1;
+                }
+            }
+            part.contributors.retain(|c| !conns.contains(c));
+        }
+    }
+
     /// Returns one request of `conn` to "missing" (e.g. the peer rejected it).
     pub fn release_one(&mut self, conn: ConnId, req: &Req) {
         if let Some(part) = self.partial.get_mut(&req.index)
@@ -524,6 +539,18 @@ mod tests {
         assert!(p.pick(1, &|_| true, 100).is_empty());
         p.verify_failed(0);
         assert_eq!(p.pick(1, &|_| true, 100).len(), 2);
+    }
+
+    #[test]
+    fn blocks_of_a_banned_sender_are_fetched_again() {
+        let mut p = picker();
+        p.add_urgent(0);
+        let reqs = p.pick(1, &|_| true, 1);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(p.on_block(1, 0, 0, &[9; 16384]), BlockOutcome::Stored);
+        p.discard_blocks_from(&[1]);
+        // both blocks are wanted again, from anyone
+        assert_eq!(p.pick(2, &|_| true, 10).len(), 2);
     }
 
     #[test]

@@ -239,7 +239,11 @@ impl Storage for FileStorage {
 /// Writes `path` through a temporary file and a rename, so a crash leaves
 /// either the old or the new content.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.{n}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     fs::write(&tmp, data)?;
     fs::rename(&tmp, path)
 }

@@ -111,7 +111,7 @@ pub(crate) struct State {
     /// Live connections we may tell other peers about (BEP 11): id → (an
     /// address that accepts connections, `ut_pex` flags). Set by the
     /// session once that address is known.
-    pex: HashMap<u64, (SocketAddr, u8)>,
+    pex: HashMap<u64, (SocketAddr, u8, Instant)>,
     /// Set once the info dictionary is known.
     pub(crate) picker: Option<Picker>,
     /// Why the metadata was refused, if it was (the lookup fails with it).
@@ -145,10 +145,16 @@ pub(crate) struct State {
     /// Pieces being read (from the cache, for a reader or an upload), with
     /// the number of reads: never evicted meanwhile.
     pins: HashMap<u32, u32>,
+    /// The IP address of every connection id, also after it closed: blocks
+    /// it sent may complete a piece later, and blame must find it.
+    conn_ips: HashMap<u64, IpAddr>,
 }
 
 /// One failed attempt at a piece: each block's sender and SHA-1.
 type Attempt = Vec<(IpAddr, [u8; 20])>;
+
+/// How long a connection must live before its address is passed on by PEX.
+const PEX_MIN_AGE: Duration = Duration::from_secs(30);
 
 /// Pieces proven bad from one IP address before it is banned.
 const MAX_STRIKES: u32 = 3;
@@ -182,6 +188,8 @@ pub struct Swarm {
     pub info_hash: InfoHash,
     pub cfg: SwarmConfig,
     loaded: OnceLock<Loaded>,
+    /// Held while the metadata is being loaded (see [`Swarm::set_metadata`]).
+    loading: Mutex<()>,
     state: Mutex<State>,
     /// Fires when the metadata is set or refused.
     pub(crate) metadata_ready: Notify,
@@ -203,6 +211,7 @@ impl Swarm {
             info_hash,
             cfg,
             loaded: OnceLock::new(),
+            loading: Mutex::new(()),
             state: Mutex::new(State {
                 candidates: HashMap::new(),
                 conns: HashMap::new(),
@@ -221,6 +230,7 @@ impl Swarm {
                 cached_bytes: 0,
                 budget: None,
                 pins: HashMap::new(),
+                conn_ips: HashMap::new(),
             }),
             metadata_ready: Notify::new(),
             piece_event: Notify::new(),
@@ -274,6 +284,8 @@ impl Swarm {
     /// I/O: call from a blocking context. Errors: parse errors of the info
     /// dictionary, storage errors; both are also kept for the lookup.
     pub fn set_metadata(self: &Arc<Self>, raw: &[u8]) -> Result<(), String> {
+        // Two peers may complete the metadata at once: load it only once.
+        let _once = self.loading.lock().unwrap_or_else(|e| e.into_inner());
         if self.loaded.get().is_some() {
             return Ok(());
         }
@@ -545,6 +557,10 @@ impl Swarm {
         st.next_conn += 1;
         let waker = Arc::new(Notify::new());
         st.conns.insert(id, (addr, waker.clone()));
+        if st.conn_ips.len() >= 100_000 {
+            st.conn_ips.clear();
+        }
+        st.conn_ips.insert(id, addr.ip());
         Some((id, waker))
     }
 
@@ -574,14 +590,23 @@ impl Swarm {
     pub(crate) fn set_pex_entry(&self, id: u64, addr: SocketAddr, flags: u8) {
         let mut st = self.lock();
         if st.conns.contains_key(&id) {
-            st.pex.insert(id, (addr, flags));
+            let since = st.pex.get(&id).map_or_else(Instant::now, |e| e.2);
+            st.pex.insert(id, (addr, flags, since));
         }
     }
 
     /// The reachable addresses and `ut_pex` flags of the live connections
-    /// (BEP 11 `added`), sorted by address.
+    /// (BEP 11 `added`), sorted by address. Only peers connected for at
+    /// least [`PEX_MIN_AGE`] and not banned are passed on: a peer that is
+    /// dropped at once for misbehaving is never advertised to the swarm.
     pub(crate) fn pex_peers(&self) -> Vec<(SocketAddr, u8)> {
-        let mut v: Vec<(SocketAddr, u8)> = self.lock().pex.values().copied().collect();
+        let st = self.lock();
+        let mut v: Vec<(SocketAddr, u8)> = st
+            .pex
+            .values()
+            .filter(|(a, _, since)| since.elapsed() >= PEX_MIN_AGE && !st.banned.contains(&a.ip()))
+            .map(|(a, f, _)| (*a, *f))
+            .collect();
         v.sort();
         v
     }
@@ -624,6 +649,16 @@ impl Swarm {
             return;
         }
         tracing::warn!("{}: banning peer {ip}: {why}", self.info_hash);
+        // Its blocks in pieces still being assembled are suspect: drop them.
+        let ids: Vec<u64> = st
+            .conn_ips
+            .iter()
+            .filter(|(_, i)| **i == ip)
+            .map(|(id, _)| *id)
+            .collect();
+        if let Some(p) = st.picker.as_mut() {
+            p.discard_blocks_from(&ids);
+        }
         for (a, w) in st.conns.values() {
             if a.ip() == ip {
                 w.notify_one();
@@ -776,7 +811,7 @@ impl Swarm {
             let st = self.lock();
             sources
                 .iter()
-                .map(|id| st.conns.get(id).map(|(a, _)| a.ip()))
+                .map(|id| st.conn_ips.get(id).copied())
                 .collect()
         };
         let swarm = self.clone();
