@@ -111,7 +111,8 @@ pub(crate) struct State {
     /// Live connections we may tell other peers about (BEP 11): id → (an
     /// address that accepts connections, `ut_pex` flags). Set by the
     /// session once that address is known.
-    pex: HashMap<u64, (SocketAddr, u8, Instant)>,
+    /// id → (address, flags, sent us good data).
+    pex: HashMap<u64, (SocketAddr, u8, bool)>,
     /// Set once the info dictionary is known.
     pub(crate) picker: Option<Picker>,
     /// Why the metadata was refused, if it was (the lookup fails with it).
@@ -152,9 +153,6 @@ pub(crate) struct State {
 
 /// One failed attempt at a piece: each block's sender and SHA-1.
 type Attempt = Vec<(IpAddr, [u8; 20])>;
-
-/// How long a connection must live before its address is passed on by PEX.
-const PEX_MIN_AGE: Duration = Duration::from_secs(30);
 
 /// Pieces proven bad from one IP address before it is banned.
 const MAX_STRIKES: u32 = 3;
@@ -590,21 +588,22 @@ impl Swarm {
     pub(crate) fn set_pex_entry(&self, id: u64, addr: SocketAddr, flags: u8) {
         let mut st = self.lock();
         if st.conns.contains_key(&id) {
-            let since = st.pex.get(&id).map_or_else(Instant::now, |e| e.2);
-            st.pex.insert(id, (addr, flags, since));
+            let useful = st.pex.get(&id).is_some_and(|e| e.2);
+            st.pex.insert(id, (addr, flags, useful));
         }
     }
 
     /// The reachable addresses and `ut_pex` flags of the live connections
-    /// (BEP 11 `added`), sorted by address. Only peers connected for at
-    /// least [`PEX_MIN_AGE`] and not banned are passed on: a peer that is
-    /// dropped at once for misbehaving is never advertised to the swarm.
+    /// (BEP 11 `added`), sorted by address. Only peers that sent us blocks
+    /// of a piece that verified, and are not banned, are passed on: a peer
+    /// sending bad data, or one that never serves anything, is not
+    /// advertised to the swarm.
     pub(crate) fn pex_peers(&self) -> Vec<(SocketAddr, u8)> {
         let st = self.lock();
         let mut v: Vec<(SocketAddr, u8)> = st
             .pex
             .values()
-            .filter(|(a, _, since)| since.elapsed() >= PEX_MIN_AGE && !st.banned.contains(&a.ip()))
+            .filter(|(a, _, useful)| *useful && !st.banned.contains(&a.ip()))
             .map(|(a, f, _)| (*a, *f))
             .collect();
         v.sort();
@@ -818,6 +817,15 @@ impl Swarm {
         tokio::task::spawn_blocking(move || {
             let Some(loaded) = swarm.loaded() else { return };
             let ok = sha1::Sha1::digest(&data)[..] == loaded.info.piece_hash(index)[..];
+            if ok {
+                // Its senders served good data: PEX may pass them on.
+                let mut st = swarm.lock();
+                for id in &sources {
+                    if let Some(e) = st.pex.get_mut(id) {
+                        e.2 = true;
+                    }
+                }
+            }
             let block_hashes = || -> Vec<[u8; 20]> {
                 data.chunks(crate::picker::BLOCK as usize)
                     .map(|b| sha1::Sha1::digest(b).into())
