@@ -58,6 +58,8 @@ def parse_args(argv):
     a.no_utp = False
     a.no_encryption = False
     a.verbose = False
+    a.upload_limit = 0
+    a.keep_redundant = False
     a.dht = True
     a.bootstrap = [ltnode.parse_hostport(p, s) for s in a.bootstrap]
     if not a.bootstrap:
