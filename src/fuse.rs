@@ -508,11 +508,18 @@ impl Filesystem for ArchiveFs {
 
 /// Mount options: read-only, named `btfs-mount` in `mount`.
 pub fn mount_config() -> fuser::Config {
+    config_with(MountOption::RO)
+}
+
+/// The options every btfs-mount filesystem shares (`btfs-mount` as the
+/// source in `mount`, nodev, nosuid, kernel permission checks, 4 threads
+/// with cloned fds), with `access` (`RO` or `RW`).
+pub(crate) fn config_with(access: MountOption) -> fuser::Config {
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         MountOption::FSName("btfs-mount".into()),
         MountOption::Subtype("btfs".into()),
-        MountOption::RO,
+        access,
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::DefaultPermissions,

@@ -516,18 +516,7 @@ impl Filesystem for WritableFs {
 
 /// Mount options of a writable mount: read-write, named `btfs-mount`.
 pub fn mount_config() -> fuser::Config {
-    let mut cfg = fuser::Config::default();
-    cfg.mount_options = vec![
-        MountOption::FSName("btfs-mount".into()),
-        MountOption::Subtype("btfs".into()),
-        MountOption::RW,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::DefaultPermissions,
-    ];
-    cfg.n_threads = Some(4);
-    cfg.clone_fd = true;
-    cfg
+    crate::fuse::config_with(MountOption::RW)
 }
 
 /// Mounts `draft` read-write at `mountpoint` on background threads.

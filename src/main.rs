@@ -775,10 +775,7 @@ fn unmount(mp: &Path, dev: Option<u64>) {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            let _ = std::process::Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(mp)
-                .status();
+            detach(mp);
         }
         return;
     }
@@ -786,8 +783,7 @@ fn unmount(mp: &Path, dev: Option<u64>) {
         "{} is busy ({err}); detaching it and aborting its FUSE connection",
         mp.display()
     );
-    // SAFETY: as above.
-    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    detach(mp);
     if let Some(dev) = dev {
         let minor = libc::minor(dev);
         let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
