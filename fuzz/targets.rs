@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use btfs::bencode::{self, Limits, Owned};
 use btfs::dht::krpc;
 use btfs::magnet::{self, Url};
-use btfs::metainfo::{Info, MAX_PIECE_LENGTH, MAX_PIECES, info_span};
+use btfs::metainfo::{Info, MAX_PIECE_LENGTH, MAX_PIECES, info_span, sanitize};
 use btfs::peer::extension::ExtHandshake;
 use btfs::peer::pex::PexMessage;
 use btfs::peer::ut_metadata::MetadataMsg;
@@ -79,6 +79,18 @@ pub fn bencode_info(data: &[u8]) {
     if let Ok(info) = Info::from_torrent_file(data) {
         let span = info_span(data).expect("from_torrent_file used info_span");
         check_info(&info, &data[span]);
+    }
+    // the input as one path element: a safe component, and a non-UTF-8
+    // element short enough not to be truncated is escaped losslessly
+    if let Some(c) = sanitize::component(data) {
+        safe_component(&c);
+        if std::str::from_utf8(data).is_err() && data.len() <= sanitize::MAX_STEM / 4 {
+            assert_eq!(
+                sanitize::unescape(&c).as_deref(),
+                Some(data),
+                "lossless escape"
+            );
+        }
     }
 }
 

@@ -10,10 +10,12 @@
 //! written outside the cache directory: the cache sits three levels deep in
 //! a sandbox that is checked after every test ([`Sandbox::assert_confined`]).
 //!
-//! Names are sanitized like current libtorrent (see
-//! `src/metainfo/sanitize.rs`): invalid UTF-8 becomes `_`, which is
-//! deterministic but not lossless; names that collide after sanitizing are
-//! told apart by `.1`, `.2`, ... before the extension.
+//! Valid UTF-8 names are sanitized like current libtorrent (see
+//! `src/metainfo/sanitize.rs`); names that collide after sanitizing are told
+//! apart by `.1`, `.2`, ... before the extension. A name that is not UTF-8
+//! is shown in a lossless escape: each invalid byte (and each `\`, `/`, NUL
+//! in that name) as `\xHH`; `btfs::metainfo::sanitize::unescape` gives the
+//! raw bytes back.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -376,11 +378,12 @@ fn non_utf8_case() -> Case {
         .extra
         .push(("path.utf-8", Owned::from(vec![Owned::from("préféré.txt")])));
     let files = [
-        // Latin-1 é: one invalid byte, one `_`
+        // Latin-1 é: one invalid byte, escaped as `\xe9`
         f(&[b"caf\xe9.txt"], 10),
-        // another Latin-1 byte: the same name after sanitizing, renamed
+        // another Latin-1 byte: a different name (libtorrent: `caf_.1.txt`)
         f(&[b"caf\xe8.txt"], 20),
-        f(&[b"\xff\xfe\xfd", b"\xc3(.bin"], 30),
+        // a `\` and a `/` inside a non-UTF-8 element are escaped too
+        f(&[b"\xff\xfe\xfd", b"\xc3(a\\b/c.bin"], 30),
         // `path.utf-8` wins over `path`
         utf8_pref,
     ];
@@ -389,10 +392,10 @@ fn non_utf8_case() -> Case {
         info,
         content,
         &[
-            ("latin_/caf_.txt", 0, 10),
-            ("latin_/caf_.1.txt", 10, 20),
-            ("latin_/___/_(.bin", 30, 30),
-            ("latin_/préféré.txt", 60, 40),
+            ("latin\\xb1/caf\\xe9.txt", 0, 10),
+            ("latin\\xb1/caf\\xe8.txt", 10, 20),
+            ("latin\\xb1/\\xff\\xfe\\xfd/\\xc3(a\\x5cb\\x2fc.bin", 30, 30),
+            ("latin\\xb1/préféré.txt", 60, 40),
         ],
     )
 }
@@ -403,6 +406,16 @@ fn non_utf8_names_are_escaped_deterministically() {
         return;
     }
     non_utf8_case().mount_and_verify();
+    // the shown names give back the torrent's raw bytes
+    use btfs::metainfo::sanitize::unescape;
+    for (shown, raw) in [
+        ("latin\\xb1", &b"latin\xb1"[..]),
+        ("caf\\xe9.txt", b"caf\xe9.txt"),
+        ("\\xff\\xfe\\xfd", b"\xff\xfe\xfd"),
+        ("\\xc3(a\\x5cb\\x2fc.bin", b"\xc3(a\\b/c.bin"),
+    ] {
+        assert_eq!(unescape(shown).as_deref(), Some(raw), "{shown}");
+    }
 }
 
 fn odd_piece_case(piece_length: u64) -> Case {

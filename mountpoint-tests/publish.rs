@@ -460,3 +460,104 @@ truncate -s 1000 media/deep/er/small.bin";
         t0.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn names_that_are_not_utf8_survive_seed_mount_edit_and_publish() {
+    if !in_netns("names_that_are_not_utf8_survive_seed_mount_edit_and_publish") {
+        return;
+    }
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // Latin-1 names on disk: `café.txt`, `ÿ/x`, and a valid name with `\`.
+    let site = tmp.path().join("names");
+    std::fs::create_dir_all(site.join(OsStr::from_bytes(b"\xff"))).unwrap();
+    std::fs::write(site.join(OsStr::from_bytes(b"caf\xe9.txt")), b"latin-1\n").unwrap();
+    std::fs::write(site.join(OsStr::from_bytes(b"\xff/x")), b"x\n").unwrap();
+    let seed_port = free_port().to_string();
+    let mut seed = btfs(
+        "seed",
+        tmp.path(),
+        &["seed", s(&site), "--no-dht", "--port", &seed_port],
+    );
+    let magnet1 = stdout_line(&mut seed, 1, Duration::from_secs(60));
+    assert!(!seed.stderr().contains("skipping"), "{}", seed.stderr());
+
+    // A writable mount shows them escaped; a name typed with `\xHH` stands
+    // for the byte.
+    let mnt = tmp.path().join("mnt");
+    let port = free_port().to_string();
+    let peer1 = format!("127.0.0.1:{seed_port}");
+    let cache_w = tmp.path().join("cache-w");
+    let mut m = Mount::foreground(
+        &mnt,
+        &[
+            magnet1.as_str(),
+            "--writable",
+            "-f",
+            "-v",
+            "--no-dht",
+            "--port",
+            &port,
+            "--cache-dir",
+            s(&cache_w),
+            "--peer",
+            &peer1,
+        ],
+        Duration::from_secs(60),
+    );
+    let mp = m.path().join("names");
+    let mut shown: Vec<String> = std::fs::read_dir(&mp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    shown.sort();
+    assert_eq!(shown, ["\\xff", "caf\\xe9.txt"]);
+    assert_eq!(
+        std::fs::read(mp.join("caf\\xe9.txt")).unwrap(),
+        b"latin-1\n"
+    );
+    assert_eq!(std::fs::read(mp.join("\\xff/x")).unwrap(), b"x\n");
+    sh(&mp, "printf new > 'new\\xe8.txt'");
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(m.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let child = m.child().unwrap();
+    let magnet2 = stdout_line(child, 1, Duration::from_secs(60));
+    assert_ne!(info_hash_of(&magnet2), info_hash_of(&magnet1));
+
+    // A fresh read-only mount of the new torrent: the same names, and the
+    // info dictionary holds the raw bytes.
+    let mnt2 = tmp.path().join("mnt2");
+    let cache_r = tmp.path().join("cache-r");
+    let peer2 = format!("127.0.0.1:{port}");
+    let reader = Mount::foreground(
+        &mnt2,
+        &[
+            magnet2.as_str(),
+            "-f",
+            "--no-dht",
+            "--cache-dir",
+            s(&cache_r),
+            "--peer",
+            &peer2,
+        ],
+        Duration::from_secs(60),
+    );
+    let r = reader.path().join("names");
+    assert_eq!(std::fs::read(r.join("caf\\xe9.txt")).unwrap(), b"latin-1\n");
+    assert_eq!(std::fs::read(r.join("\\xff/x")).unwrap(), b"x\n");
+    assert_eq!(std::fs::read(r.join("new\\xe8.txt")).unwrap(), b"new");
+    let info = std::fs::read(cache_r.join(info_hash_of(&magnet2)).join("info")).unwrap();
+    for raw in [&b"8:caf\xe9.txt"[..], b"8:new\xe8.txt", b"1:\xff", b"1:x"] {
+        assert!(
+            info.windows(raw.len()).any(|w| w == raw),
+            "{} not in the info dictionary",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    reader.unmount_and_wait(Duration::from_secs(10));
+}

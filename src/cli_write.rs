@@ -161,6 +161,7 @@ async fn lookup_base(
     let opts = LookupOptions {
         timeout: Duration::from_secs(args.timeout),
         seed: !args.no_seed,
+        peers: crate::resolve_peers(&args.peers).await?,
         ..Default::default()
     };
     let r = match btfs::magnet::parse(url).map_err(|e| anyhow::anyhow!("{e}"))? {

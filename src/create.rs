@@ -15,8 +15,9 @@
 //! [`scan_dir`] makes the [`Content`] of a directory (multi-file torrent
 //! named after the directory) or of one regular file (single-file torrent):
 //! entries are visited in byte order of their names; symlinks, devices,
-//! sockets, FIFOs, unreadable files and names that are not UTF-8 are skipped
-//! and reported in [`Scan::skipped`]. Symlinks are never followed, so nothing
+//! sockets, FIFOs and unreadable files are skipped and reported in
+//! [`Scan::skipped`]. A name that is not UTF-8 keeps its raw bytes in the
+//! torrent. Symlinks are never followed, so nothing
 //! outside the directory is read. Empty directories cannot be represented in
 //! BEP 3 and are left out.
 
@@ -93,19 +94,20 @@ pub struct Scan {
 /// named after it (its regular files, depth first, names in byte order), a
 /// regular file a single-file torrent. Nothing behind a symlink is read.
 ///
+/// A name that is not UTF-8 is kept: the torrent gets its raw bytes.
+///
 /// Errors: `path` missing or unreadable, not a directory or regular file,
-/// a name that is not UTF-8, or no regular file found (`NotFound`).
+/// or no regular file found (`NotFound`).
 pub fn scan_dir(path: &Path) -> io::Result<Scan> {
     let md = fs::symlink_metadata(path)?;
     let name = path
         .canonicalize()?
         .file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_string)
+        .map(shown_name)
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{}: the name is not UTF-8", path.display()),
+                format!("{}: has no name", path.display()),
             )
         })?;
     let mut skipped = Vec::new();
@@ -137,6 +139,17 @@ pub fn scan_dir(path: &Path) -> io::Result<Scan> {
     })
 }
 
+/// A file name as a path element of a new torrent (shown form, see
+/// [`crate::metainfo::sanitize::raw_element`]): itself when it is UTF-8
+/// without a `\\`, else its lossless `\\xHH` escape, which
+/// [`crate::metainfo::build_info`] writes back as the raw bytes.
+fn shown_name(name: &std::ffi::OsStr) -> String {
+    match name.to_str() {
+        Some(s) if !s.contains('\\') => s.to_string(),
+        _ => crate::metainfo::sanitize::escape(name.as_encoded_bytes()),
+    }
+}
+
 /// Appends the regular files under `dir` (whose path in the torrent is
 /// `prefix`) to `out`, in byte order of names, depth first.
 fn walk(
@@ -160,10 +173,7 @@ fn walk(
     }
     entries.sort_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
     for (name, path) in entries {
-        let Some(name) = name.to_str().map(str::to_string) else {
-            skipped.push((path, "the name is not UTF-8".into()));
-            continue;
-        };
+        let name = shown_name(&name);
         let md = match fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) => {
@@ -456,6 +466,33 @@ mod tests {
             assert_eq!(sha1::Sha1::digest(&buf)[..], info.piece_hash(i)[..]);
         }
         assert!(b1.storage.write_piece(0, &[0]).is_err());
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_keep_their_bytes() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("names");
+        fs::create_dir_all(root.join(OsStr::from_bytes(b"\xff"))).unwrap();
+        fs::write(root.join(OsStr::from_bytes(b"caf\xe9.txt")), b"1").unwrap();
+        fs::write(root.join(OsStr::from_bytes(b"back\\slash")), b"22").unwrap();
+        fs::write(root.join(OsStr::from_bytes(b"\xff/x")), b"333").unwrap();
+        let s = scan_dir(&root).unwrap();
+        assert!(s.skipped.is_empty(), "{:?}", s.skipped);
+        let b = build(&s.content, &mut |_, _| {}).unwrap();
+        let raw = &b.info_raw;
+        for name in [&b"8:caf\xe9.txt"[..], b"10:back\\slash", b"1:\xff"] {
+            assert!(raw.windows(name.len()).any(|w| w == name), "{name:?}");
+        }
+        let info = Info::from_bytes(raw).unwrap();
+        let mut paths: Vec<String> = info.files.iter().map(|f| f.path.join("/")).collect();
+        paths.sort();
+        // shown as a reader shows them: escaped, `\` removed from valid names
+        assert_eq!(
+            paths,
+            ["names/\\xff/x", "names/backslash", "names/caf\\xe9.txt"]
+        );
     }
 
     #[test]

@@ -526,15 +526,21 @@ fn spawn_background() -> anyhow::Result<()> {
     )
 }
 
-async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut peers = Vec::new();
-    for p in &args.peers {
+/// The `--peer HOST:PORT` addresses, resolved (the first address of each).
+pub(crate) async fn resolve_peers(peers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for p in peers {
         let mut addrs = tokio::net::lookup_host(p.as_str())
             .await
             .with_context(|| format!("--peer {p}: not a HOST:PORT"))?;
-        peers.extend(addrs.next());
+        out.extend(addrs.next());
     }
+    Ok(out)
+}
+
+async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let peers = resolve_peers(&args.peers).await?;
     let client = start_client(
         &args.net,
         Duration::from_secs(args.read_timeout),

@@ -24,7 +24,10 @@
 //! path element, never through the torrent name; `attr` `l` and `p` are
 //! ignored on a single-file torrent; a refused v2-only torrent reports
 //! "v2-only" rather than libtorrent's finer v2 error (e.g. for
-//! `v2_zero_root`, which both refuse).
+//! `v2_zero_root`, which both refuse); a path element that is not valid
+//! UTF-8 is shown in a lossless `\xHH` escape rather than libtorrent's `_`
+//! per invalid sequence (issue 7; the only such file here,
+//! `v2_invalid_filename`, is v2-only and refused).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

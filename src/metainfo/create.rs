@@ -1,5 +1,6 @@
 //! Making v1 info dictionaries (BEP 3), for seeding and for tests.
 
+use super::sanitize;
 use crate::bencode::Owned;
 
 /// Smallest piece length [`choose_piece_length`] picks: 16 KiB.
@@ -21,6 +22,10 @@ pub const TARGET_MAX_PIECES: u64 = 2000;
 /// - `piece_length`: bytes per piece.
 /// - `piece_hashes`: SHA-1 of each piece, concatenated into `pieces`.
 ///
+/// Names and components are written as [`sanitize::raw_element`] gives
+/// them: a name in the lossless `\xHH` escape of a non-UTF-8 name goes back
+/// to its raw bytes, so what [`sanitize::filter`] showed round-trips.
+///
 /// The caller provides consistent values (one hash per piece of the
 /// concatenated files); lengths above `i64::MAX` are clamped to it.
 pub fn build_info(
@@ -31,8 +36,9 @@ pub fn build_info(
 ) -> Vec<u8> {
     let int = |n: u64| Owned::Int(i64::try_from(n).unwrap_or(i64::MAX));
     let pieces: Vec<u8> = piece_hashes.concat();
+    let raw = |c: &str| Owned::from(sanitize::raw_element(c).into_owned());
     let mut d = Owned::dict()
-        .insert("name", name)
+        .insert("name", raw(name))
         .insert("piece length", int(piece_length))
         .insert("pieces", pieces);
     match files {
@@ -41,10 +47,9 @@ pub fn build_info(
             let list: Vec<Owned> = files
                 .iter()
                 .map(|(path, len)| {
-                    Owned::dict().insert("length", int(*len)).insert(
-                        "path",
-                        Owned::List(path.iter().map(|c| Owned::from(c.as_str())).collect()),
-                    )
+                    Owned::dict()
+                        .insert("length", int(*len))
+                        .insert("path", Owned::List(path.iter().map(|c| raw(c)).collect()))
                 })
                 .collect();
             d = d.insert("files", list);

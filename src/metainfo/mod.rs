@@ -24,7 +24,8 @@
 //!    most [`MAX_PATH_DEPTH`] elements in a path, each file at most
 //!    [`MAX_FILE_LENGTH`] bytes, sizes summed with overflow checks.
 //! 6. Paths are sanitized one element at a time by [`sanitize::component`]
-//!    (current libtorrent's rewrite). A single-file torrent whose name is
+//!    (current libtorrent's rewrite for valid UTF-8; an element that is not
+//!    UTF-8 is shown in a lossless `\xHH` escape, see [`sanitize`]). A single-file torrent whose name is
 //!    empty after sanitizing is refused; a multi-file one is named after its
 //!    hex info-hash.
 //! 7. Pad files (`attr` containing `p`, or a path element containing

@@ -1,18 +1,27 @@
 //! Turning torrent path elements into safe path components, and making every
 //! path in a torrent unique.
 //!
-//! The rewrite follows current libtorrent's (`sanitize_append_path_element`
-//! with a forced element), as described in the project's
-//! `shared/torrents/EXPECTATIONS.md`, rule 5:
+//! For elements that are valid UTF-8 the rewrite follows current
+//! libtorrent's (`sanitize_append_path_element` with a forced element), as
+//! described in the project's `shared/torrents/EXPECTATIONS.md`, rule 5:
 //! - `/`, `\` and NUL are removed inside an element (`abc/../../def` →
 //!   `abc....def`), and so are the Unicode direction overrides U+200E, U+200F,
 //!   U+202A..U+202E (they disguise extensions);
-//! - each invalid UTF-8 sequence becomes one `_`;
 //! - an element longer than 240 bytes is cut to 240 bytes (at a character
 //!   boundary), keeping an extension of up to 10 bytes (`.` included), so no
 //!   component exceeds 250 bytes (NAME_MAX is 255);
 //! - then an element that is empty or `.` becomes `_`, and an element that is
 //!   `..` is dropped.
+//!
+//! An element that is **not** valid UTF-8 (and came without a `.utf-8` key)
+//! is shown in a lossless escape instead of libtorrent's `_` per invalid
+//! sequence: every byte of an invalid sequence, and every `\`, `/`, NUL and
+//! byte of a direction override in that element, is written `\xHH` (two
+//! lowercase hex digits); everything else is kept. Since the rewrite of valid
+//! elements removes every `\`, a `\` in a shown name always starts such an
+//! escape, so the raw bytes are recovered exactly by [`unescape`] (unless the
+//! element was truncated for length, which never cuts inside an escape).
+//! Example: `b"\x82est/MB"` is shown as `\x82est\x2fMB` (libtorrent: `_estMB`).
 //!
 //! The result of [`component`] is therefore never empty, `.`, `..`, and never
 //! contains `/` or NUL: a path built from such components cannot leave the
@@ -29,23 +38,100 @@ const BIDI: [char; 7] = [
     '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}',
 ];
 
-/// Filters one raw element: removes separators, NUL and direction overrides,
-/// replaces invalid UTF-8 and truncates. May return "", "." or "..";
-/// callers decide what those mean ([`component`], or the torrent name).
+/// Filters one raw element: removes separators, NUL and direction overrides
+/// from a valid UTF-8 element, escapes a non-UTF-8 one losslessly with
+/// [`escape`], and truncates. May return "", "." or ".."; callers decide
+/// what those mean ([`component`], or the torrent name).
 pub fn filter(raw: &[u8]) -> String {
+    if std::str::from_utf8(raw).is_err() {
+        return truncate(escape(raw));
+    }
     let mut out = String::with_capacity(raw.len().min(MAX_STEM + MAX_EXTENSION));
+    for c in String::from_utf8_lossy(raw).chars() {
+        if matches!(c, '/' | '\\' | '\0') || BIDI.contains(&c) {
+            continue;
+        }
+        out.push(c);
+    }
+    truncate(out)
+}
+
+/// The lossless escape of `raw` (any bytes): every byte of an invalid UTF-8
+/// sequence, and every byte of a `\`, `/`, NUL or direction override, is
+/// written `\xHH` (lowercase hex); everything else is kept. [`unescape`]
+/// inverts it. Not truncated.
+pub fn escape(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
     for chunk in raw.utf8_chunks() {
         for c in chunk.valid().chars() {
             if matches!(c, '/' | '\\' | '\0') || BIDI.contains(&c) {
-                continue;
+                let mut buf = [0u8; 4];
+                for &b in c.encode_utf8(&mut buf).as_bytes() {
+                    push_escape(&mut out, b);
+                }
+            } else {
+                out.push(c);
             }
-            out.push(c);
         }
-        if !chunk.invalid().is_empty() {
-            out.push('_');
+        for &b in chunk.invalid() {
+            push_escape(&mut out, b);
         }
     }
-    truncate(out)
+    out
+}
+
+/// Appends `\xHH` for byte `b`.
+fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('\\');
+    out.push('x');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 15)] as char);
+}
+
+/// The raw bytes behind a component shown by [`filter`]: every `\xHH` is
+/// turned back into its byte. A component without `\` is returned as is.
+/// `None` when a `\` does not start a well-formed escape (the name was not
+/// made by [`filter`]).
+pub fn unescape(shown: &str) -> Option<Vec<u8>> {
+    let b = shown.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            let hex = b.get(i + 1..i + 4)?;
+            if hex[0] != b'x' {
+                return None;
+            }
+            let digits = std::str::from_utf8(&hex[1..]).ok()?;
+            if !digits
+                .bytes()
+                .all(|d| d.is_ascii_digit() || (b'a'..=b'f').contains(&d))
+            {
+                return None;
+            }
+            out.push(u8::from_str_radix(digits, 16).ok()?);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The bytes to write into a new torrent for a name in shown form (as
+/// [`filter`] or [`escape`] make them): a name with a `\` whose escapes are
+/// all well-formed gives the bytes [`unescape`] finds (so a non-UTF-8 name
+/// survives a mount → write → publish round trip, and `seed DIR` keeps
+/// names that are not UTF-8); any other name is its own UTF-8.
+pub fn raw_element(shown: &str) -> std::borrow::Cow<'_, [u8]> {
+    if shown.contains('\\') {
+        if let Some(raw) = unescape(shown) {
+            return raw.into();
+        }
+    }
+    shown.as_bytes().into()
 }
 
 /// Cuts `s` to [`MAX_STEM`] bytes plus an extension of at most
@@ -64,6 +150,12 @@ fn truncate(s: String) -> String {
     let mut cut = stem.len().min(MAX_STEM);
     while !stem.is_char_boundary(cut) {
         cut -= 1;
+    }
+    // never cut inside a `\xHH` escape (a `\` only ever starts one)
+    if let Some(bs) = stem[..cut].rfind('\\') {
+        if cut - bs < 4 {
+            cut = bs;
+        }
     }
     format!("{}{}", &stem[..cut], ext)
 }
@@ -137,14 +229,65 @@ mod tests {
         assert_eq!(c(b"\0\0\0\0").as_deref(), Some("_"));
         assert_eq!(filter(b"\0\0\0\0"), "");
         assert_eq!(c(b"a\0b").as_deref(), Some("ab"));
-        assert_eq!(c(b"\x82est/MB").as_deref(), Some("_estMB"));
-        assert_eq!(c(b"a\xff\xfeb").as_deref(), Some("a__b"));
+        assert_eq!(c(b"\x82est/MB").as_deref(), Some("\\x82est\\x2fMB"));
+        assert_eq!(c(b"a\xff\xfeb").as_deref(), Some("a\\xff\\xfeb"));
         assert_eq!(
             c("evil\u{202e}txt.exe".as_bytes()).as_deref(),
             Some("eviltxt.exe")
         );
         assert_eq!(c("é ü".as_bytes()).as_deref(), Some("é ü"));
         assert_eq!(c(b"trailing ").as_deref(), Some("trailing "));
+    }
+
+    #[test]
+    fn non_utf8_escape_is_lossless_and_deterministic() {
+        let cases: &[&[u8]] = &[
+            b"\x82est2",
+            b"\xff",
+            b"a\xff\xfeb",
+            b"\xc3(.bin",
+            b"caf\xe9 \\ 100% / x\0y",
+            b"\xe2\x80\xaetxt.exe\xc0",
+            b"\xe2\x80\xaeevil\xff",
+            b"\xf0\x9f\x98",
+            b"..\xff",
+            b"\\x41\xff",
+        ];
+        for &raw in cases {
+            let shown = c(raw).unwrap();
+            assert_eq!(c(raw).unwrap(), shown, "deterministic");
+            assert!(!shown.contains('/') && !shown.contains('\0'), "{shown}");
+            assert_eq!(unescape(&shown).as_deref(), Some(raw), "{shown}");
+        }
+        assert_eq!(&*raw_element("caf\\xe9.txt"), b"caf\xe9.txt");
+        assert_eq!(&*raw_element("a\\x41"), b"aA");
+        assert_eq!(
+            &*raw_element("a\\q\\xff"),
+            b"a\\q\\xff",
+            "not an escape: literal"
+        );
+        assert_eq!(&*raw_element("plain"), b"plain");
+        // `escape` makes any bytes, valid UTF-8 with a `\` too, round-trip
+        for raw in [&b"a\\xff"[..], b"back\\slash", b"\xff/\0", b"plain"] {
+            assert_eq!(&*raw_element(&escape(raw)), raw);
+        }
+        // distinct raw names stay distinct (libtorrent: `a_b` twice)
+        assert_ne!(c(b"a\xffb"), c(b"a\xfeb"));
+        // a valid element is never escaped, and never contains `\`
+        assert_eq!(c("é\\x41".as_bytes()).as_deref(), Some("éx41"));
+        assert_eq!(c(b"100% done").as_deref(), Some("100% done"));
+        assert_eq!(unescape("plain"), Some(b"plain".to_vec()));
+        assert_eq!(unescape("bad\\q"), None);
+        assert_eq!(unescape("bad\\x4"), None);
+        // escapes of long names are never cut in half
+        for pad in 0..4 {
+            let mut raw = vec![b'a'; pad];
+            raw.extend(std::iter::repeat_n(0xffu8, 100));
+            let shown = c(&raw).unwrap();
+            assert!(shown.len() <= MAX_STEM, "{}", shown.len());
+            let back = unescape(&shown).unwrap();
+            assert!(raw.starts_with(&back), "{shown}");
+        }
     }
 
     #[test]
