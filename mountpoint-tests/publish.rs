@@ -461,6 +461,10 @@ truncate -s 1000 media/deep/er/small.bin";
     );
 }
 
+/// How the one-byte name `\xff` is shown: a `\` and three ASCII characters
+/// (not a Windows path separator, whatever clippy thinks of the literal).
+const ESCAPED_FF: &str = "\\xff";
+
 #[test]
 fn names_that_are_not_utf8_survive_seed_mount_edit_and_publish() {
     if !in_netns("names_that_are_not_utf8_survive_seed_mount_edit_and_publish") {
@@ -517,7 +521,10 @@ fn names_that_are_not_utf8_survive_seed_mount_edit_and_publish() {
         std::fs::read(mp.join("caf\\xe9.txt")).unwrap(),
         b"latin-1\n"
     );
-    assert_eq!(std::fs::read(mp.join("\\xff").join("x")).unwrap(), b"x\n");
+    assert_eq!(
+        std::fs::read(mp.join(ESCAPED_FF).join("x")).unwrap(),
+        b"x\n"
+    );
     sh(&mp, "printf new > 'new\\xe8.txt'");
     let st = Command::new("fusermount3")
         .arg("-u")
@@ -549,7 +556,7 @@ fn names_that_are_not_utf8_survive_seed_mount_edit_and_publish() {
     );
     let r = reader.path().join("names");
     assert_eq!(std::fs::read(r.join("caf\\xe9.txt")).unwrap(), b"latin-1\n");
-    assert_eq!(std::fs::read(r.join("\\xff").join("x")).unwrap(), b"x\n");
+    assert_eq!(std::fs::read(r.join(ESCAPED_FF).join("x")).unwrap(), b"x\n");
     assert_eq!(std::fs::read(r.join("new\\xe8.txt")).unwrap(), b"new");
     let info = std::fs::read(cache_r.join(info_hash_of(&magnet2)).join("info")).unwrap();
     for raw in [&b"8:caf\xe9.txt"[..], b"8:new\xe8.txt", b"1:\xff", b"1:x"] {
