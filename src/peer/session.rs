@@ -295,6 +295,10 @@ impl Session {
                     self.on_tick(&mut w).await?;
                 }
                 _ = shutdown.changed() => return Ok(()),
+                // Blocks still queued for upload: serve the next batch now
+                // rather than after the peer's next message or tick (one
+                // 16-block batch per message made seeding latency-bound).
+                _ = std::future::ready(()), if !self.uploads.is_empty() => {}
             }
             self.fill_requests(&mut w).await?;
             self.serve_uploads(&mut w).await?;
