@@ -193,3 +193,129 @@ fn a_signal_during_a_large_blocked_read_unmounts_promptly() {
     assert!(t.elapsed() < Duration::from_secs(10));
     assert!(!is_mounted(&mnt), "nothing left mounted");
 }
+
+/// How many opens the mount's log shows in passthrough mode.
+fn passthrough_opens(m: &mut Mount) -> usize {
+    m.child()
+        .unwrap()
+        .stderr()
+        .matches("opened in passthrough mode")
+        .count()
+}
+
+#[test]
+fn fully_cached_files_are_read_by_passthrough_and_stay_pinned() {
+    if !in_netns("fully_cached_files_are_read_by_passthrough_and_stay_pinned") {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("data");
+    const A: usize = 3 * 1024 * 1024 + 5;
+    const B: usize = 6 * 1024 * 1024 + 3;
+    make_tree(
+        &tree,
+        &[
+            ("a.bin", TreeFile::Random(A, 31)),
+            ("b.bin", TreeFile::Random(B, 32)),
+        ],
+    );
+    let a_data = std::fs::read(tree.join("a.bin")).unwrap();
+    let mut seeder = LtNode::start(&["--seed", s(&tree), "--piece-size", "262144"]);
+    seeder.wait_event("seeding", Duration::from_secs(60));
+    let magnet = seeder.magnet();
+    let ih = seeder.info_hash();
+    let peer = seeder.addr();
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("mnt");
+    // A 5 MiB cache: reading b.bin (6 MiB) must evict, but never the
+    // pieces of a.bin while a passthrough open of it pins them.
+    let mut m = Mount::foreground(
+        &mnt,
+        &[
+            &magnet,
+            "-f",
+            "-vv",
+            "--no-dht",
+            "--peer",
+            &peer,
+            "--cache-dir",
+            s(&cache),
+            "--cache-size",
+            "5M",
+        ],
+        Duration::from_secs(60),
+    );
+    let a = mnt.join("data/a.bin");
+    let read_all = |f: &std::fs::File| {
+        let mut buf = vec![0u8; A];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    };
+    // Opened before it is complete: served through btfs-mount. A second
+    // open while the first is still open must keep that mode (the kernel
+    // fails an open in another mode with EIO).
+    let f0 = std::fs::File::open(&a).unwrap();
+    assert!(read_all(&f0) == a_data, "a.bin through btfs-mount");
+    let f1 = std::fs::File::open(&a).unwrap();
+    assert!(read_all(&f1) == a_data, "a.bin, second open");
+    assert_eq!(passthrough_opens(&mut m), 0);
+    drop((f0, f1));
+    // Once closed (FUSE release is asynchronous), a new open of the fully
+    // cached file goes to passthrough.
+    let mut f2 = None;
+    for _ in 0..50 {
+        let f = std::fs::File::open(&a).unwrap();
+        if passthrough_opens(&mut m) > 0 {
+            f2 = Some(f);
+            break;
+        }
+        drop(f);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let f2 = f2.expect("a fully cached file is opened in passthrough mode");
+    assert!(read_all(&f2) == a_data, "a.bin by passthrough");
+    // Reading all of b.bin through the 5 MiB cache evicts its own pieces,
+    // never a.bin's, which stay readable from the cache file.
+    assert_eq!(
+        sha256_file(&mnt.join("data/b.bin")),
+        sha256_file(&tree.join("b.bin"))
+    );
+    let cached_a = cache.join(&ih).join("files/data/a.bin");
+    assert!(
+        std::fs::read(&cached_a).unwrap() == a_data,
+        "a.bin's pieces were evicted while open in passthrough mode"
+    );
+    {
+        use std::os::fd::AsRawFd;
+        let c = std::fs::File::open(&cached_a).unwrap();
+        // SAFETY: a valid fd; fadvise only drops clean cached pages.
+        unsafe { libc::posix_fadvise(c.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    assert!(read_all(&f2) == a_data, "a.bin by passthrough, from disk");
+    // mmap works on a passthrough file too (what `cp` and players may use).
+    let out = Command::new("sha256sum").arg(&a).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&sha256_bytes(&a_data)));
+    drop(f2);
+    m.unmount_and_wait(Duration::from_secs(10));
+
+    // --no-passthrough: the same cache, every read through btfs-mount.
+    let mut m = Mount::foreground(
+        &mnt,
+        &[
+            &magnet,
+            "-f",
+            "-vv",
+            "--no-dht",
+            "--no-passthrough",
+            "--peer",
+            &peer,
+            "--cache-dir",
+            s(&cache),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(sha256_file(&a), sha256_bytes(&a_data));
+    assert_eq!(passthrough_opens(&mut m), 0);
+    m.unmount_and_wait(Duration::from_secs(10));
+}

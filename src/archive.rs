@@ -295,9 +295,14 @@ impl Archive {
     /// Opens the file node `id` (FUSE passes node ids).
     pub fn open_node(&self, id: NodeId) -> io::Result<FileReader> {
         match self.tree.nodes.get(id).map(|n| &n.kind) {
-            Some(NodeKind::File { size, offset, .. }) => Ok(FileReader {
+            Some(NodeKind::File {
+                index,
+                size,
+                offset,
+            }) => Ok(FileReader {
                 archive: self.clone(),
                 handle: self.next_handle.fetch_add(1, Ordering::Relaxed),
+                index: *index,
                 offset: *offset,
                 size: *size,
                 ra: std::sync::Mutex::new(Readahead::default()),
@@ -354,10 +359,21 @@ const RA_MAX: u64 = 32 << 20;
 pub struct FileReader {
     archive: Archive,
     handle: u64,
+    /// Index of the file in `Info::files`.
+    index: usize,
     /// Absolute offset of the file in the torrent's piece space.
     offset: u64,
     size: u64,
     ra: std::sync::Mutex<Readahead>,
+}
+
+/// A file of the torrent whose bytes are all verified and stored in a
+/// cache file: readers may read that file directly (FUSE passthrough),
+/// bypassing the swarm. Its pieces are not evicted while this lives.
+pub struct LocalFile {
+    /// The cache file, opened read-only; exactly the torrent file's bytes.
+    pub file: std::fs::File,
+    _pin: crate::swarm::PiecePin,
 }
 
 impl FileReader {
@@ -380,6 +396,23 @@ impl FileReader {
             .swarm
             .read(self.offset + pos, len as usize)
             .await
+    }
+
+    /// The cache file holding this file's bytes, when every piece under
+    /// the file is verified and the storage keeps one file per torrent file
+    /// (the default file cache; not memory storage). The pieces stay pinned
+    /// (never evicted by `--cache-size`) while the [`LocalFile`] lives.
+    /// `None` for an empty file, a file with a missing piece, or a cache
+    /// file that cannot be opened or has the wrong size.
+    pub fn local_file(&self) -> Option<LocalFile> {
+        let loaded = self.archive.swarm.loaded()?;
+        let path = loaded.storage.file_path(self.index)?.to_path_buf();
+        let pin = self
+            .archive
+            .swarm
+            .pin_range(self.offset, self.offset + self.size)?;
+        let file = std::fs::File::open(&path).ok()?;
+        (file.metadata().ok()?.len() == self.size).then_some(LocalFile { file, _pin: pin })
     }
 
     fn update_readahead(&self, pos: u64, len: u64) {

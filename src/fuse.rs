@@ -5,6 +5,17 @@
 //! never changes, so attributes and entries get long TTLs and open files
 //! keep the page cache (`FOPEN_KEEP_CACHE`).
 //!
+//! **Passthrough.** A file whose pieces are all verified in the file cache
+//! is opened in FUSE passthrough mode (Linux ≥ 6.9, `FUSE_PASSTHROUGH`,
+//! needs CAP_SYS_ADMIN): the kernel reads the cache file directly, so reads
+//! run at the speed of the disk's page cache and never reach this process.
+//! Its pieces are pinned against eviction while it is open. The kernel
+//! wants one I/O mode per inode at a time (an open in the other mode fails
+//! with EIO), so an inode already open through this process stays so until
+//! its last handle closes, and all passthrough opens of an inode share one
+//! backing file. When the kernel or the privileges do not allow it, files
+//! are served through this process as before (logged once).
+//!
 //! A mounted BEP 46 mutable URL changes torrent when its publisher puts a
 //! newer item: [`Switcher::switch`] swaps the tree atomically. Each torrent
 //! shown is a *version* with a generation number `g` (0, 1, 2, ...), and
@@ -27,12 +38,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
 
-use crate::archive::{Archive, FileReader, NodeKind};
+use crate::archive::{Archive, FileReader, LocalFile, NodeKind};
 
 /// Attributes and entries never change under one info-hash.
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -60,11 +71,48 @@ struct Versions {
     by_gen: BTreeMap<u32, Version>,
 }
 
+/// How the filesystem serves files; see [`spawn_mount_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct FsOptions {
+    /// Open fully cached files in FUSE passthrough mode when the kernel and
+    /// our privileges allow it (default true; see the module docs).
+    pub passthrough: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions { passthrough: true }
+    }
+}
+
+/// One open file handle.
+struct OpenFile {
+    generation: u32,
+    ino: u64,
+    reader: Arc<FileReader>,
+    /// Opened in passthrough mode (counted in [`InodeIo::passthrough`]).
+    passthrough: bool,
+}
+
+/// The I/O mode of an inode while it has open handles (the kernel allows
+/// one at a time).
+#[derive(Default)]
+struct InodeIo {
+    /// Handles served through this process.
+    cached: usize,
+    /// Handles in passthrough mode, and the backing file they share (kept
+    /// registered, and its pieces pinned, until the last one closes).
+    passthrough: usize,
+    backing: Option<(BackingId, LocalFile)>,
+}
+
 /// What the filesystem and its [`Switcher`]s share.
 struct Shared {
     versions: RwLock<Versions>,
-    /// Open files: file handle → (generation, reader).
-    open: Mutex<HashMap<u64, (u32, Arc<FileReader>)>>,
+    /// Open files by file handle.
+    open: Mutex<HashMap<u64, OpenFile>>,
+    /// I/O mode of inodes with open handles.
+    io: Mutex<HashMap<u64, InodeIo>>,
     /// Set for mutable mounts: short root TTL, and old versions retired.
     retire: Option<Retire>,
 }
@@ -82,7 +130,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|(g, _)| *g)
+            .map(|f| f.generation)
             .collect();
         let dropped: Vec<Version> = {
             let mut v = self.versions.write().unwrap_or_else(|e| e.into_inner());
@@ -194,6 +242,9 @@ pub struct ArchiveFs {
     uid: u32,
     gid: u32,
     next_fh: AtomicU64,
+    options: FsOptions,
+    /// Passthrough was granted by the kernel at init and has not failed.
+    passthrough: std::sync::atomic::AtomicBool,
 }
 
 impl ArchiveFs {
@@ -224,13 +275,22 @@ impl ArchiveFs {
             shared: Arc::new(Shared {
                 versions: RwLock::new(Versions { current: 0, by_gen }),
                 open: Mutex::new(HashMap::new()),
+                io: Mutex::new(HashMap::new()),
                 retire,
             }),
             rt,
             uid,
             gid,
             next_fh: AtomicU64::new(1),
+            options: FsOptions::default(),
+            passthrough: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The same filesystem with `options`.
+    pub fn with_options(mut self, options: FsOptions) -> ArchiveFs {
+        self.options = options;
+        self
     }
 
     /// A handle that swaps the version shown.
@@ -311,6 +371,18 @@ impl Filesystem for ArchiveFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Ask for large reads; the kernel caps it by the mount's readahead.
         let _ = config.set_max_readahead(1 << 20);
+        if self.options.passthrough {
+            // Depth 2: the cache may itself sit on a stacked filesystem
+            // (overlayfs in a container).
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) if config.set_max_stack_depth(2).is_ok() => {
+                    self.passthrough.store(true, Ordering::Relaxed);
+                }
+                _ => tracing::info!(
+                    "the kernel offers no FUSE passthrough (Linux >= 6.9): every read goes through btfs-mount"
+                ),
+            }
+        }
         Ok(())
     }
 
@@ -356,18 +428,56 @@ impl Filesystem for ArchiveFs {
         let Some((g, archive, _, id)) = self.node(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        match archive.open_node(id) {
-            Ok(r) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.shared
-                    .open
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(fh, (g, Arc::new(r)));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        let reader = match archive.open_node(id) {
+            Ok(r) => Arc::new(r),
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => return reply.error(Errno::EISDIR),
+            Err(e) => return reply.error(errno_of(&e)),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let ino = u64::from(ino);
+        let mut io_modes = self.shared.io.lock().unwrap_or_else(|e| e.into_inner());
+        let state = io_modes.entry(ino).or_default();
+        let mut passthrough = false;
+        if state.cached == 0 && self.passthrough.load(Ordering::Relaxed) {
+            if state.backing.is_none()
+                && let Some(local) = reader.local_file()
+            {
+                match reply.open_backing(&local.file) {
+                    Ok(id) => state.backing = Some((id, local)),
+                    Err(e) => {
+                        self.passthrough.store(false, Ordering::Relaxed);
+                        tracing::warn!(
+                            "FUSE passthrough refused ({e}; it needs CAP_SYS_ADMIN): every read goes through btfs-mount"
+                        );
+                    }
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::IsADirectory => reply.error(Errno::EISDIR),
-            Err(e) => reply.error(errno_of(&e)),
+            passthrough = state.backing.is_some();
+        }
+        if passthrough {
+            state.passthrough += 1;
+        } else {
+            state.cached += 1;
+        }
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                fh,
+                OpenFile {
+                    generation: g,
+                    ino,
+                    reader,
+                    passthrough,
+                },
+            );
+        match &state.backing {
+            Some((id, _)) if passthrough => {
+                tracing::debug!("inode {ino} opened in passthrough mode (handle {fh})");
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), id)
+            }
+            _ => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 
@@ -388,7 +498,7 @@ impl Filesystem for ArchiveFs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&fh.0)
-            .map(|(_, r)| r.clone());
+            .map(|f| f.reader.clone());
         let reader = match reader {
             Some(r) => r,
             None => match self.node(ino).map(|(_, a, _, id)| a.open_node(id)) {
@@ -426,10 +536,27 @@ impl Filesystem for ArchiveFs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh.0);
+        if let Some(f) = &closed {
+            let mut io_modes = self.shared.io.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(state) = io_modes.get_mut(&f.ino) {
+                if f.passthrough {
+                    state.passthrough = state.passthrough.saturating_sub(1);
+                    if state.passthrough == 0 {
+                        // unregisters the backing file and unpins its pieces
+                        state.backing = None;
+                    }
+                } else {
+                    state.cached = state.cached.saturating_sub(1);
+                }
+                if state.cached == 0 && state.passthrough == 0 {
+                    io_modes.remove(&f.ino);
+                }
+            }
+        }
         reply.ok();
         // The last file of an old version closed: let that version go.
-        if let Some((g, _)) = closed
-            && g != self.shared.read().current
+        if let Some(f) = closed
+            && f.generation != self.shared.read().current
         {
             self.shared.prune();
         }
@@ -536,7 +663,17 @@ pub fn spawn_mount(
     mountpoint: &Path,
     rt: tokio::runtime::Handle,
 ) -> io::Result<fuser::BackgroundSession> {
-    let fs = ArchiveFs::new(archive, rt);
+    spawn_mount_with(archive, mountpoint, rt, FsOptions::default())
+}
+
+/// [`spawn_mount`] with [`FsOptions`].
+pub fn spawn_mount_with(
+    archive: Archive,
+    mountpoint: &Path,
+    rt: tokio::runtime::Handle,
+    options: FsOptions,
+) -> io::Result<fuser::BackgroundSession> {
+    let fs = ArchiveFs::new(archive, rt).with_options(options);
     let session = fuser::spawn_mount(fs, mountpoint, &mount_config())?;
     raise_readahead(mountpoint);
     Ok(session)
@@ -551,7 +688,18 @@ pub fn spawn_mount_mutable(
     rt: tokio::runtime::Handle,
     retire: Retire,
 ) -> io::Result<(fuser::BackgroundSession, Switcher)> {
-    let fs = ArchiveFs::mutable(archive, rt, retire);
+    spawn_mount_mutable_with(archive, mountpoint, rt, retire, FsOptions::default())
+}
+
+/// [`spawn_mount_mutable`] with [`FsOptions`].
+pub fn spawn_mount_mutable_with(
+    archive: Archive,
+    mountpoint: &Path,
+    rt: tokio::runtime::Handle,
+    retire: Retire,
+    options: FsOptions,
+) -> io::Result<(fuser::BackgroundSession, Switcher)> {
+    let fs = ArchiveFs::mutable(archive, rt, retire).with_options(options);
     let switcher = fs.switcher();
     let session = fuser::spawn_mount(fs, mountpoint, &mount_config())?;
     raise_readahead(mountpoint);

@@ -92,6 +92,11 @@ struct MountArgs {
     /// Download the whole torrent in the background (lowest priority).
     #[arg(long)]
     prefetch: bool,
+    /// Serve every read through btfs-mount, never by FUSE passthrough (by
+    /// default a fully cached file is read by the kernel straight from the
+    /// cache file, when the kernel (>= 6.9) and root privileges allow).
+    #[arg(long)]
+    no_passthrough: bool,
     /// Most cache space per torrent, in bytes (suffixes K, M, G, T: powers
     /// of 1024): least recently read pieces are evicted past it. Default:
     /// unlimited for a torrent already complete in the cache, else half the
@@ -609,29 +614,37 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
         mountpoint.display()
     );
     let rt = tokio::runtime::Handle::current();
+    let fs_options = btfs::fuse::FsOptions {
+        passthrough: !args.no_passthrough,
+    };
     let session = match &mutable {
-        None => btfs::fuse::spawn_mount(archive.clone(), &mountpoint, rt),
+        None => btfs::fuse::spawn_mount_with(archive.clone(), &mountpoint, rt, fs_options),
         Some(m) => {
             let c = client.clone();
             let retire: btfs::fuse::Retire = Arc::new(move |a: &btfs::Archive| c.close(a));
-            btfs::fuse::spawn_mount_mutable(archive.clone(), &mountpoint, rt, retire).map(
-                |(session, switcher)| {
-                    if args.refresh > 0 {
-                        let mut updates = client.follow(
-                            m.clone(),
-                            &version,
-                            follow_opts,
-                            Duration::from_secs(args.refresh),
-                        );
-                        tokio::spawn(async move {
-                            while let Some(v) = updates.recv().await {
-                                switcher.switch(v.archive);
-                            }
-                        });
-                    }
-                    session
-                },
+            btfs::fuse::spawn_mount_mutable_with(
+                archive.clone(),
+                &mountpoint,
+                rt,
+                retire,
+                fs_options,
             )
+            .map(|(session, switcher)| {
+                if args.refresh > 0 {
+                    let mut updates = client.follow(
+                        m.clone(),
+                        &version,
+                        follow_opts,
+                        Duration::from_secs(args.refresh),
+                    );
+                    tokio::spawn(async move {
+                        while let Some(v) = updates.recv().await {
+                            switcher.switch(v.archive);
+                        }
+                    });
+                }
+                session
+            })
         }
     }
     .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;

@@ -43,6 +43,14 @@ pub trait Storage: Send + Sync + 'static {
     fn discard_piece(&self, _index: u32) -> io::Result<()> {
         Ok(())
     }
+    /// The file on disk that holds exactly the bytes of the torrent's file
+    /// `file_index` (an index into `Info::files`), when the storage keeps
+    /// one file per torrent file. `None` for other layouts (memory) and for
+    /// pad files and symlinks. Only the ranges of verified pieces hold the
+    /// torrent's bytes.
+    fn file_path(&self, _file_index: usize) -> Option<&Path> {
+        None
+    }
 }
 
 /// One stored file: its range in the piece space and where it lives.
@@ -233,6 +241,10 @@ impl Storage for FileStorage {
 
     fn save_have(&self, bitfield: &[u8]) -> io::Result<()> {
         write_atomic(&self.root.join("have"), bitfield)
+    }
+
+    fn file_path(&self, file_index: usize) -> Option<&Path> {
+        self.extents.get(file_index)?.path.as_deref()
     }
 }
 

@@ -781,6 +781,24 @@ impl Swarm {
         pin_locked(&mut st, first, last)
     }
 
+    /// Pins the pieces under absolute byte range `[start, end)` if all are
+    /// verified and stored: they are not evicted while the returned guard
+    /// lives (for readers that bypass [`Swarm::read`], such as a FUSE
+    /// passthrough open of a cache file). `None` if one is missing or the
+    /// range is empty.
+    pub fn pin_range(self: &Arc<Self>, start: u64, end: u64) -> Option<PiecePin> {
+        let pl = self.loaded()?.info.piece_length;
+        if end <= start {
+            return None;
+        }
+        let (first, last) = ((start / pl) as u32, ((end - 1) / pl) as u32);
+        self.pin(first, last).then(|| PiecePin {
+            swarm: self.clone(),
+            first,
+            last,
+        })
+    }
+
     /// Releases a [`Swarm::pin`].
     pub(crate) fn unpin(&self, first: u32, last: u32) {
         let mut st = self.lock();
@@ -1184,6 +1202,19 @@ impl Swarm {
 }
 
 /// Pins `first..=last` (see [`Swarm::pin`]) if all are held.
+/// Pieces pinned by [`Swarm::pin_range`]: never evicted while this lives.
+pub struct PiecePin {
+    swarm: Arc<Swarm>,
+    first: u32,
+    last: u32,
+}
+
+impl Drop for PiecePin {
+    fn drop(&mut self) {
+        self.swarm.unpin(self.first, self.last);
+    }
+}
+
 fn pin_locked(st: &mut State, first: u32, last: u32) -> bool {
     let Some(p) = st.picker.as_ref() else {
         return false;
