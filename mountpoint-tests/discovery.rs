@@ -354,9 +354,9 @@ fn pex_finds_the_seeder_through_a_peer_without_pieces() {
         }
     }
     // Our ut_pex reaches A and libtorrent parses it: once B is connected
-    // to us, A learns B from us ("-BF" peer ids show as "Bitflu" there).
+    // to us, A learns B from us (libtorrent shows our "-FM0100-" peer id as "FM 0.1.0").
     let heard = wait_until(Duration::from_secs(15), || {
-        has_line(&a.stderr(), &["Bitflu", "<== PEX [ dropped: 0 added: 1"])
+        has_line(&a.stderr(), &["FM 0.1.0", "<== PEX [ dropped: 0 added: 1"])
     });
     assert!(heard, "A never logged our ut_pex message");
     assert!(

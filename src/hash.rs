@@ -37,15 +37,15 @@ impl fmt::Debug for InfoHash {
     }
 }
 
-/// Our 20-byte peer id (BEP 3 handshake; Azureus style `-BF0100-` + random).
+/// Our 20-byte peer id (BEP 3 handshake; Azureus style `-FM0100-` + random; "FM": FUSE mount, a code no other client uses).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerId(pub [u8; 20]);
 
 impl PeerId {
-    /// `-BF0100-` followed by 12 random bytes.
+    /// `-FM0100-` followed by 12 random bytes.
     pub fn generate() -> PeerId {
         let mut id = [0u8; 20];
-        id[..8].copy_from_slice(b"-BF0100-");
+        id[..8].copy_from_slice(b"-FM0100-");
         getrandom::fill(&mut id[8..]).expect("OS random source");
         PeerId(id)
     }

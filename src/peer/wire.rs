@@ -754,7 +754,7 @@ mod tests {
     #[test]
     fn handshake_round_trip_and_bits() {
         let ih = InfoHash([7; 20]);
-        let hs = Handshake::new(ih, *b"-BF0100-abcdefghijkl");
+        let hs = Handshake::new(ih, *b"-FM0100-abcdefghijkl");
         assert!(hs.supports_extensions());
         assert!(hs.supports_dht());
         let bytes = hs.encode();
