@@ -31,6 +31,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most blocks we queue for upload to one peer.
 const MAX_UPLOAD_QUEUE: usize = 512;
+/// Blocks read from storage in one blocking task and sent per loop turn.
+const UPLOAD_BATCH: usize = 32;
 /// Shortest time between two `ut_pex` messages we send on one connection
 /// (BEP 11: at most one a minute).
 const PEX_INTERVAL: Duration = Duration::from_secs(60);
@@ -946,35 +948,50 @@ impl Session {
     }
 
     async fn serve_uploads(&mut self, w: &mut PeerWriter) -> Result<(), String> {
-        // Serve a bounded batch per loop turn so downloads are not starved.
-        for _ in 0..16 {
+        // Serve a bounded batch per loop turn so downloads are not starved;
+        // the batch is read from storage in one blocking task.
+        let Some(l) = self.swarm.loaded() else {
+            return Ok(());
+        };
+        let mut batch = Vec::with_capacity(UPLOAD_BATCH);
+        while batch.len() < UPLOAD_BATCH {
             let Some(r) = self.uploads.pop_front() else {
-                return Ok(());
-            };
-            let Some(l) = self.swarm.loaded() else {
-                return Ok(());
+                break;
             };
             // Pinned while read: an evicted piece is never sent (its
             // punched-out bytes would read as zeros).
-            if !self.swarm.pin(r.index, r.index) {
-                continue; // evicted since they asked: ignored
-            }
-            let storage = l.storage.clone();
-            let offset = r.index as u64 * l.info.piece_length + r.begin as u64;
-            let len = r.length as usize;
-            let data = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; len];
-                storage.read_at(offset, &mut buf).map(|_| buf)
-            })
-            .await;
+            if self.swarm.pin(r.index, r.index) {
+                batch.push(r);
+            } // else evicted since they asked: ignored
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let storage = l.storage.clone();
+        let pl = l.info.piece_length;
+        let reqs = batch.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            reqs.iter()
+                .map(|r| {
+                    let mut buf = vec![0u8; r.length as usize];
+                    let offset = r.index as u64 * pl + r.begin as u64;
+                    storage
+                        .read_at(offset, &mut buf)
+                        .map(|_| buf)
+                        .map_err(|e| format!("cannot read piece {} for upload: {e}", r.index))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await;
+        for r in &batch {
             self.swarm.unpin(r.index, r.index);
-            let data = data
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot read piece {} for upload: {e}", r.index))?;
+        }
+        let data = data.map_err(|e| e.to_string())??;
+        for (r, data) in batch.into_iter().zip(data) {
             self.swarm
                 .counters
                 .uploaded
-                .fetch_add(len as u64, Ordering::Relaxed);
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             send(
                 w,
                 &Message::Piece {
