@@ -230,7 +230,9 @@ impl PeerReader {
             };
             self.buf
                 .reserve(want.saturating_sub(self.buf.len()).max(4096));
-            if self.half.read_buf(&mut self.buf).await? == 0 {
+            let n = self.half.read_buf(&mut self.buf).await?;
+            quick_ack(&self.half);
+            if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -283,5 +285,27 @@ impl PeerWriter {
     /// The remote address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
+    }
+}
+
+/// Asks the kernel to acknowledge received data at once instead of
+/// delaying the ACK (Linux `TCP_QUICKACK`, which the kernel clears again by
+/// itself, hence after every read). A peer that sends with Nagle's
+/// algorithm on (libtorrent does) otherwise holds the last, partial segment
+/// of a burst until our delayed ACK: measured ~40 ms at the end of nearly
+/// every 4 MiB piece on loopback. Best effort.
+fn quick_ack(half: &OwnedReadHalf) {
+    use std::os::fd::AsRawFd;
+    let fd = half.as_ref().as_raw_fd();
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
