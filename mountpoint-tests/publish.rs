@@ -217,6 +217,34 @@ fn shell_edits_on_a_writable_mount_are_published_and_fetched_by_libtorrent() {
     assert!(magnet.contains("&dn=mnt"), "{magnet}");
     let got = lt_fetch(tmp.path(), &magnet, &format!("127.0.0.1:{port}"), "draft");
     assert_eq!(tree_digests(&got.join("mnt")), tree_digests(&reference));
+
+    // The new torrent went into the cache and the draft is gone: once the
+    // seeding process stops, its magnet mounts from the cache alone.
+    let drafts: Vec<_> = std::fs::read_dir(cache.join("staging"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(drafts.is_empty(), "staging left behind: {drafts:?}");
+    child.stop(Duration::from_secs(10));
+    let again = tmp.path().join("again");
+    let reader = Mount::foreground(
+        &again,
+        &[
+            magnet.as_str(),
+            "-f",
+            "--no-dht",
+            "--no-lsd",
+            "--read-timeout",
+            "5",
+            "--cache-dir",
+            s(&cache),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        tree_digests(&reader.path().join("mnt")),
+        tree_digests(&reference)
+    );
+    reader.unmount_and_wait(Duration::from_secs(10));
     eprintln!("writable test took {:.2} s", t0.elapsed().as_secs_f64());
 }
 

@@ -262,8 +262,23 @@ pub(crate) async fn mount_writable(args: MountArgs, mountpoint: PathBuf) -> anyh
         Ok(n) => tracing::info!("{n} unused staged files deleted"),
         Err(e) => tracing::warn!("cannot delete unused staged files: {e}"),
     }
-    let archive = match client.seed_content(content, Some(hashing_progress())).await {
-        Ok(a) => a,
+    let cache = args
+        .net
+        .cache_dir
+        .clone()
+        .unwrap_or_else(btfs::client::default_cache_dir);
+    let archive = match publish_into_cache(&client, content, &cache).await {
+        Ok((a, installed)) => {
+            if installed {
+                // Every byte is in the cache now: the draft is done.
+                if let Err(e) = std::fs::remove_dir_all(draft.dir()) {
+                    tracing::warn!("cannot delete {}: {e}", draft.dir().display());
+                }
+            } else if let Err(e) = draft.mark_published(&a.magnet()) {
+                eprintln!("btfs-mount: cannot mark the draft published: {e}");
+            }
+            a
+        }
         Err(e) => {
             client.stop().await;
             bail!(
@@ -272,10 +287,41 @@ pub(crate) async fn mount_writable(args: MountArgs, mountpoint: PathBuf) -> anyh
             );
         }
     };
-    if let Err(e) = draft.mark_published(&archive.magnet()) {
-        eprintln!("btfs-mount: cannot mark the draft published: {e}");
-    }
     seed_until_stopped(&client, &archive, kp.map(|k| (k, salt))).await
+}
+
+/// Hashes `content` into a new torrent, installs it into the file cache
+/// (`<cache>/<info-hash>/`, see [`btfs::create::install`]) and seeds it
+/// from there. When the install fails (a full disk), seeds from the
+/// sources instead and says so; the bool tells which happened.
+async fn publish_into_cache(
+    client: &Client,
+    content: btfs::create::Content,
+    cache: &Path,
+) -> anyhow::Result<(btfs::Archive, bool)> {
+    let cache = cache.to_path_buf();
+    let mut progress = hashing_progress();
+    let (built, installed) = tokio::task::spawn_blocking(move || {
+        let built = btfs::create::build(&content, &mut *progress)?;
+        let dir = cache.join(built.info_hash.to_hex());
+        let installed = btfs::create::install(&content, &built, &dir)
+            .map_err(|e| {
+                eprintln!(
+                    "btfs-mount: cannot copy the new torrent into the cache ({e}); seeding it from the draft, which is kept"
+                );
+            })
+            .ok();
+        Ok::<_, std::io::Error>((built, installed))
+    })
+    .await??;
+    let storage: Arc<dyn btfs::storage::Storage> = match &installed {
+        Some(s) => s.clone(),
+        None => built.storage.clone(),
+    };
+    let archive = client
+        .seed_torrent(&built.info_raw, storage)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((archive, installed.is_some()))
 }
 
 /// The draft to mount: resumed (`--resume`, or an unpublished draft of the

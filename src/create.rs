@@ -31,7 +31,7 @@ use sha1::Digest;
 
 use crate::InfoHash;
 use crate::metainfo::{build_info, choose_piece_length};
-use crate::storage::Storage;
+use crate::storage::{FileStorage, Storage};
 
 /// Where the bytes of one file of a new torrent come from.
 #[derive(Clone)]
@@ -401,6 +401,78 @@ pub fn build(content: &Content, progress: &mut dyn FnMut(u64, u64)) -> io::Resul
         total_length: total,
         num_files: content.files.len(),
     })
+}
+
+/// Copies a torrent made by [`build`] from `content` into a file cache laid
+/// out as [`FileStorage`] keeps torrents (`dir` = `<cache-dir>/<info-hash>`),
+/// so a later mount of its magnet finds every piece there, whatever becomes
+/// of the sources. Each file becomes `dir/files/<its path>`: hard-linked
+/// from a local source file when possible (same filesystem: no copy; the
+/// source must then not change, as for seeding in place), else copied
+/// through `built.storage`. The raw info dictionary is written first and the
+/// `have` bitfield (every piece) last, so an interrupted install never
+/// passes for a complete one. Returns the storage, ready to seed.
+///
+/// Errors: I/O errors creating, linking or copying (ENOSPC on a full
+/// disk), or an info dictionary that does not load.
+pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<FileStorage>> {
+    let info = crate::metainfo::Info::from_bytes(&built.info_raw)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    if info.files.len() != content.files.len() {
+        return Err(io::Error::other(
+            "the torrent's files do not match its content",
+        ));
+    }
+    let storage = FileStorage::open(dir, &info)?;
+    // A stale `have` from an earlier, interrupted install must not count.
+    match fs::remove_file(dir.join("have")) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut offset = 0u64;
+    for (i, f) in content.files.iter().enumerate() {
+        let dest = storage
+            .file_path(i)
+            .ok_or_else(|| io::Error::other("a file of the torrent has no place in the cache"))?
+            .to_path_buf();
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        match fs::remove_file(&dest) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let linked = match &f.source {
+            Source::File(src) => fs::hard_link(src, &dest).is_ok(),
+            Source::Storage { .. } => false,
+        };
+        if !linked {
+            copy_range(&*built.storage, offset, f.length, &dest)?;
+        }
+        offset += f.length;
+    }
+    let n = built.total_length.div_ceil(built.piece_length) as usize;
+    let mut have = vec![0xffu8; n.div_ceil(8)];
+    if n % 8 != 0 {
+        *have.last_mut().expect("n > 0") = 0xff << (8 - n % 8);
+    }
+    storage.save_have(&have)?;
+    Ok(Arc::new(storage))
+}
+
+/// Writes `len` bytes at absolute `offset` of `src` to a new file `dest`.
+fn copy_range(src: &dyn Storage, offset: u64, len: u64, dest: &Path) -> io::Result<()> {
+    let out = File::create(dest)?;
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        src.read_at(offset + done, &mut buf[..n])?;
+        out.write_all_at(&buf[..n], done)?;
+        done += n as u64;
+    }
+    out.set_len(len)?;
+    out.sync_all()
 }
 
 /// SHA-1 of each `piece_length` piece of `storage`'s first `total` bytes
