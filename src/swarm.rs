@@ -1683,4 +1683,48 @@ mod tests {
         let have = std::fs::read(dir.path().join(s.info_hash.to_hex()).join("have")).unwrap();
         assert_eq!(have, vec![0b1111_1100]);
     }
+
+    #[test]
+    fn a_bounded_cache_evicts_unverified_pieces_without_hashing_them() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = full_cache(dir.path());
+        // Remounted with room for 3 pieces: the 5 least recently stored go
+        // at load, unhashed, their space freed.
+        let s = swarm_in(Some(3 * PL as u64), StorageKind::Files(dir.path().into()));
+        s.set_metadata(&raw_info()).unwrap();
+        assert_eq!(s.counters.cached_hashed.load(Ordering::Relaxed), 0);
+        {
+            let st = s.lock();
+            let p = st.picker.as_ref().unwrap();
+            assert_eq!(p.cached_bitfield(), vec![0b0000_0111]);
+            assert_eq!((p.have_count(), p.unverified_count()), (0, 3));
+            assert_eq!(st.cached_bytes, 3 * PL as u64);
+        }
+        let mut buf = vec![1u8; PL];
+        std::fs::File::open(&file)
+            .unwrap()
+            .read_exact_at(&mut buf, 0)
+            .unwrap();
+        assert!(buf.iter().all(|&b| b == 0), "evicted: punched out");
+
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            assert_eq!(s.read(6 * PL as u64, PL).await.unwrap(), piece(6));
+            let err = s.read(PL as u64, 10).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut, "evicted: {err}");
+            // A new piece evicts the least recently used one, unverified
+            // piece 5 (6 was just read).
+            s.complete_piece(0, piece(0), Vec::new());
+            settle(&s, |p| p.has(0)).await;
+            let st = s.lock();
+            let p = st.picker.as_ref().unwrap();
+            assert_eq!(p.cached_bitfield(), vec![0b1000_0011]);
+            assert_eq!(p.bitfield(), vec![0b1000_0010]);
+            assert!(p.is_unverified(7));
+            assert_eq!(st.cached_bytes, 3 * PL as u64);
+            drop(st);
+            s.stop();
+        });
+    }
 }
