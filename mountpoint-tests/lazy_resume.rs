@@ -169,6 +169,21 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
         "the mount waits for no hash of the cache ({listed:?})"
     );
 
+    // A libtorrent leecher connects to this mount only, now: most likely
+    // while the cache is still being verified, so it sees our bitfield of
+    // what is verified so far, then HAVEs (checked in step 6).
+    let leech = tmp.path().join("leech");
+    let mut leecher = LtNode::start(&[
+        "--fetch",
+        &magnet,
+        "--save",
+        s(&leech),
+        "--connect",
+        &format!("127.0.0.1:{port}"),
+        "--no-utp",
+        "--report-peers",
+    ]);
+
     // 4. A cached piece near the end (the background verifier starts at
     // the beginning) reads right at once.
     let big = mnt.join("data/big.bin");
@@ -235,20 +250,9 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
         "only the corrupt piece is refused: {log}"
     );
 
-    // 6. A libtorrent leecher connected to this mount only: it is told
-    // about every piece but the corrupt one, gets them all right, and
-    // never gets the corrupt piece.
-    let leech = tmp.path().join("leech");
-    let mut leecher = LtNode::start(&[
-        "--fetch",
-        &magnet,
-        "--save",
-        s(&leech),
-        "--connect",
-        &format!("127.0.0.1:{port}"),
-        "--no-utp",
-        "--report-peers",
-    ]);
+    // 6. The leecher connected to this mount only: it was told about every
+    // piece but the corrupt one, got them all right, and never got the
+    // corrupt piece.
     let want = total - PIECE as u64;
     leecher.wait_for(
         "all pieces but the corrupt one",
@@ -268,6 +272,13 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
         .filter(|v| v["event"] == "peer_pieces")
         .collect();
     assert!(!adverts.is_empty());
+    eprintln!(
+        "pieces the mount advertised, as the leecher saw them: {:?}",
+        adverts
+            .iter()
+            .map(|v| v["have"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    );
     for v in &adverts {
         assert!(
             missing(v).contains(&corrupt_piece),

@@ -12,7 +12,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -162,8 +162,8 @@ type Attempt = Vec<(IpAddr, [u8; 20])>;
 const MAX_STRIKES: u32 = 3;
 /// Failed attempts of one piece remembered for the smart ban.
 const MAX_SUSPECT_ATTEMPTS: usize = 4;
-/// Longest the background verifier waits for reads and uploads to leave
-/// the cache alone before it hashes its next piece anyway.
+/// Longest the background verifier waits for reads to leave the cache
+/// alone before it hashes its next piece anyway.
 const VERIFY_YIELD_MAX: Duration = Duration::from_millis(250);
 
 /// Counters shown in the progress line and logs.
@@ -214,6 +214,26 @@ pub struct Swarm {
     /// Fires when new peer candidates arrive.
     pub(crate) candidates_changed: Notify,
     pub counters: Counters,
+    /// Reads ([`Swarm::read`]) reading the cache right now: the background
+    /// verifier yields to them.
+    cache_reads: AtomicUsize,
+}
+
+/// Counts one read of the cache in progress while it lives (also when the
+/// read's future is dropped halfway).
+struct CacheRead<'a>(&'a AtomicUsize);
+
+impl<'a> CacheRead<'a> {
+    fn new(n: &'a AtomicUsize) -> CacheRead<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        CacheRead(n)
+    }
+}
+
+impl Drop for CacheRead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Swarm {
@@ -251,6 +271,7 @@ impl Swarm {
             shutdown: watch::channel(false).0,
             candidates_changed: Notify::new(),
             counters: Counters::default(),
+            cache_reads: AtomicUsize::new(0),
         })
     }
 
@@ -916,10 +937,11 @@ impl Swarm {
     /// for yet, one at a time, so that a seeding mount soon advertises what
     /// it really holds (each piece's HAVE goes out as it verifies). Pieces
     /// in a readahead window go first. Low priority: before each piece it
-    /// waits while reads or uploads use the cache (pinned pieces, hashes
-    /// started by reads), up to [`VERIFY_YIELD_MAX`] per piece, so it
-    /// neither starves nor slows reads much. Ends when no unverified piece
-    /// is left or the swarm stops.
+    /// waits while reads use the cache (reading it, or hashing pieces they
+    /// wait on), up to [`VERIFY_YIELD_MAX`] per piece, so it neither
+    /// starves nor slows reads much. Uploads do not hold it back: the
+    /// sooner it ends, the more a seeding mount can offer. Ends when no
+    /// unverified piece is left or the swarm stops.
     async fn verify_cached_loop(self: Arc<Self>) {
         let started = Instant::now();
         let mut next = 0u32;
@@ -927,10 +949,8 @@ impl Swarm {
         loop {
             let yield_until = tokio::time::Instant::now() + VERIFY_YIELD_MAX;
             while !self.is_stopped() && tokio::time::Instant::now() < yield_until {
-                let busy = {
-                    let st = self.lock();
-                    !st.pins.is_empty() || !st.hashing.is_empty()
-                };
+                let busy =
+                    self.cache_reads.load(Ordering::Relaxed) > 0 || !self.lock().hashing.is_empty();
                 if !busy {
                     break;
                 }
@@ -1161,12 +1181,14 @@ impl Swarm {
             // Pinned on success: not evicted while we read them.
             self.wait_pieces(first, last).await?;
             let storage = loaded.storage.clone();
+            let reading = CacheRead::new(&self.cache_reads);
             let res = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; len];
                 storage.read_at(offset, &mut buf).map(|_| buf)
             })
             .await
             .map_err(io::Error::other);
+            drop(reading);
             let res = match res {
                 Ok(r) => r,
                 Err(e) => {
