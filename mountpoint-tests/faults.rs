@@ -252,11 +252,15 @@ fn damaged_cache_is_detected_and_never_served() {
         ],
         Duration::from_secs(30),
     );
-    let log = m.child().unwrap().stderr();
+    // Cached pieces are hashed after the mount is up (on first read, or
+    // by the background verifier): the log names the bad ones soon.
+    let child = m.child().unwrap();
     for piece in [0, corrupt_piece] {
+        let said = format!("cached piece {piece} is missing or corrupt");
         assert!(
-            log.contains(&format!("cached piece {piece} is missing or corrupt")),
-            "piece {piece}: {log}"
+            wait_until(Duration::from_secs(10), || child.stderr().contains(&said)),
+            "piece {piece}: {}",
+            child.stderr()
         );
     }
     let big = mnt.join("data/big.bin");

@@ -367,8 +367,10 @@ fn publish_target(target: &str) -> Result<InfoHash, Error> {
 /// Copies the verified pieces of `old` whose SHA-1 matches a piece of `new`
 /// into `new` (read from `old`'s storage, verified again when stored), so a
 /// new version of a mutable URL does not fetch data the old one has.
-/// Returns how many pieces were copied. Only pieces that are complete in
-/// `old` are read; nothing goes to the network.
+/// Pieces `new` already caches (verified or not yet) are skipped. Returns
+/// how many pieces were copied. Only pieces verified in `old` are read
+/// (not those its background verifier has not reached: a bad one would
+/// make the copy wait for the network); nothing goes to the network.
 async fn copy_shared_pieces(old: &Archive, new: &Archive) -> usize {
     let (oi, ni) = (old.info().clone(), new.info().clone());
     let mut by_hash: HashMap<[u8; 20], u32> = HashMap::new();
@@ -381,7 +383,7 @@ async fn copy_shared_pieces(old: &Archive, new: &Archive) -> usize {
     let mut copied = 0;
     for i in 0..ni.num_pieces() {
         let (ns, ne) = piece_range(&ni, i);
-        if new.swarm().has_range(ns, ne) {
+        if new.swarm().holds_range(ns, ne) {
             continue;
         }
         let Some(&j) = by_hash.get(&ni.piece_hash(i)) else {

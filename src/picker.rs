@@ -11,6 +11,15 @@
 //! Nothing else is ever requested, so a mount never downloads the whole
 //! torrent unless asked to. The picker keeps the partial pieces and their
 //! per-block state; the swarm owns the picker under one lock.
+//!
+//! A piece is in one of these states: missing (wanted when a priority above
+//! covers it), partial (blocks requested or received), verifying (complete,
+//! being hashed or written; also an evicted piece until its space is freed),
+//! had (verified and stored: advertised in our bitfield and HAVEs, served),
+//! or **cached, unverified**: listed in the cache's `have` file at start,
+//! its bytes on disk but not hashed yet. An unverified piece is neither had
+//! (never advertised or served) nor wanted (never requested from peers):
+//! the swarm hashes it, and it becomes had, or missing if it is bad.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -76,6 +85,8 @@ pub struct Picker {
     num_pieces: u32,
     have: Vec<bool>,
     have_count: u32,
+    /// Cached pieces not verified yet (see the module docs).
+    unverified: BTreeSet<u32>,
     partial: HashMap<u32, Partial>,
     /// Pieces being hashed or written: neither wanted nor had.
     verifying: BTreeSet<u32>,
@@ -105,6 +116,7 @@ impl Picker {
             num_pieces,
             have: vec![false; num_pieces as usize],
             have_count: 0,
+            unverified: BTreeSet::new(),
             partial: HashMap::new(),
             verifying: BTreeSet::new(),
             urgent: BTreeMap::new(),
@@ -143,9 +155,57 @@ impl Picker {
         out
     }
 
+    /// The pieces held in the cache, verified or not, as a BEP 3 bitfield:
+    /// what the cache's `have` file records (resume), never what is
+    /// advertised to peers (that is [`Picker::bitfield`]).
+    pub fn cached_bitfield(&self) -> Vec<u8> {
+        let mut out = self.bitfield();
+        for &i in &self.unverified {
+            out[i as usize / 8] |= 0x80 >> (i % 8);
+        }
+        out
+    }
+
+    /// Marks piece `index` cached but not verified (listed in the cache's
+    /// `have` file at start): neither had nor wanted until
+    /// [`Picker::set_have`] (it hashed right) or [`Picker::evict`] (it did
+    /// not, or it is evicted). Ignored for a piece already had or out of
+    /// range.
+    pub fn set_unverified(&mut self, index: u32) {
+        if index < self.num_pieces && !self.has(index) {
+            self.unverified.insert(index);
+        }
+    }
+
+    /// Whether piece `index` is cached but not verified yet.
+    pub fn is_unverified(&self, index: u32) -> bool {
+        self.unverified.contains(&index)
+    }
+
+    /// How many cached pieces are not verified yet.
+    pub fn unverified_count(&self) -> u32 {
+        self.unverified.len() as u32
+    }
+
+    /// The next cached piece to verify in the background: the first
+    /// unverified piece inside a readahead window (a read is coming), else
+    /// the first unverified piece at or after `from`; `skip` excludes
+    /// pieces (being hashed already). None when no such piece is left.
+    pub fn next_unverified(&self, from: u32, skip: &dyn Fn(u32) -> bool) -> Option<u32> {
+        let mut windows: Vec<(u32, u32)> = self.readahead.values().copied().collect();
+        windows.sort_unstable();
+        windows
+            .into_iter()
+            .flat_map(|(s, e)| self.unverified.range(s..e))
+            .chain(self.unverified.range(from..))
+            .copied()
+            .find(|&i| !skip(i))
+    }
+
     /// Marks a piece verified and stored.
     pub fn set_have(&mut self, index: u32) {
         self.verifying.remove(&index);
+        self.unverified.remove(&index);
         self.partial.remove(&index);
         if let Some(h) = self.have.get_mut(index as usize)
             && !*h
@@ -155,9 +215,11 @@ impl Picker {
         }
     }
 
-    /// Forgets a piece (its stored bytes were found wrong or missing).
+    /// Forgets a piece, verified or not (its stored bytes were found wrong
+    /// or missing).
     pub fn unset_have(&mut self, index: u32) {
         self.verifying.remove(&index);
+        self.unverified.remove(&index);
         if let Some(h) = self.have.get_mut(index as usize)
             && *h
         {
@@ -224,10 +286,9 @@ impl Picker {
         windows.sort_unstable();
         let ahead = windows.into_iter().flat_map(|(s, e)| s..e);
         let rest = (0..self.num_pieces).filter(move |_| self.prefetch);
-        urgent
-            .chain(ahead)
-            .chain(rest)
-            .filter(|&p| !self.has(p) && !self.verifying.contains(&p))
+        urgent.chain(ahead).chain(rest).filter(|&p| {
+            !self.has(p) && !self.verifying.contains(&p) && !self.unverified.contains(&p)
+        })
     }
 
     /// Whether `index` is wanted by anyone now.
@@ -441,7 +502,12 @@ impl Picker {
     pub fn urgent_unrequested(&self, peer_has: &dyn Fn(u32) -> bool) -> usize {
         self.urgent
             .keys()
-            .filter(|&&p| peer_has(p) && !self.has(p) && !self.verifying.contains(&p))
+            .filter(|&&p| {
+                peer_has(p)
+                    && !self.has(p)
+                    && !self.verifying.contains(&p)
+                    && !self.unverified.contains(&p)
+            })
             .map(|p| match self.partial.get(p) {
                 Some(part) => part
                     .blocks
@@ -569,6 +635,35 @@ mod tests {
             c.iter().map(|r| r.index).collect::<Vec<_>>(),
             vec![1, 1, 0, 0]
         );
+    }
+
+    #[test]
+    fn unverified_pieces_are_neither_advertised_nor_requested() {
+        let mut p = picker();
+        p.set_unverified(1);
+        p.set_unverified(2);
+        p.add_urgent(1);
+        p.set_readahead(5, 0, 4);
+        // Piece 1 is urgent but cached: hashed locally, not requested.
+        let order: Vec<u32> = p.pick(1, &|_| true, 100).iter().map(|r| r.index).collect();
+        assert_eq!(order, vec![0, 0, 3]);
+        assert_eq!(p.bitfield(), vec![0]);
+        assert_eq!(p.cached_bitfield(), vec![0b0110_0000]);
+        assert!(!p.has(1) && p.is_unverified(1));
+        assert_eq!(p.next_unverified(0, &|_| false), Some(1));
+        assert_eq!(p.next_unverified(0, &|i| i == 1), Some(2));
+        // Verified: had and advertised.
+        p.set_have(1);
+        assert_eq!(p.bitfield(), vec![0b0100_0000]);
+        assert_eq!(p.unverified_count(), 1);
+        // Bad (or evicted): missing, wanted again once its space is freed.
+        p.evict(2);
+        assert!(!p.is_unverified(2) && !p.has(2));
+        assert_eq!(p.cached_bitfield(), vec![0b0100_0000]);
+        p.verify_failed(2);
+        p.release(1);
+        assert!(p.pick(2, &|_| true, 100).iter().any(|r| r.index == 2));
+        assert_eq!(p.next_unverified(0, &|_| false), None);
     }
 
     #[test]

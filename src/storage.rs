@@ -9,9 +9,11 @@
 //!   with positional I/O (no seeks, safe from many threads). BEP 47 pad files
 //!   are never stored: they read as zeros. Beside them, `info` holds the raw
 //!   info dictionary (a second mount needs no metadata exchange) and `have`
-//!   the bitfield of pieces verified so far (resume). Pieces listed in `have`
-//!   are hashed again on load, so a corrupt or truncated cache file is never
-//!   served.
+//!   the bitfield of pieces the cache holds (resume). Pieces listed in
+//!   `have` are trusted for nothing: the swarm hashes each one before it is
+//!   served or advertised (lazily, on the first read or in the background,
+//!   see [`crate::swarm::Swarm::read`]), so a corrupt, truncated or deleted
+//!   cache file is never served.
 //! - [`MemStorage`]: pieces in memory, for embedding and tests.
 
 use std::collections::HashMap;
@@ -33,9 +35,12 @@ pub trait Storage: Send + Sync + 'static {
     fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()>;
     /// Fills `buf` from absolute offset `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-    /// The persisted bitfield of verified pieces (BEP 3 layout), if any.
+    /// The persisted bitfield of the pieces stored (BEP 3 layout: high bit
+    /// of byte 0 = piece 0), if any. A hint only: callers hash each piece
+    /// it lists before trusting it.
     fn load_have(&self) -> Option<Vec<u8>>;
-    /// Persists the bitfield of verified pieces.
+    /// Persists the bitfield of the pieces stored (verified, or stored
+    /// earlier and not hashed yet since the start). Errors: I/O errors.
     fn save_have(&self, bitfield: &[u8]) -> io::Result<()>;
     /// Frees the space of piece `index` (evicted from a bounded cache, or
     /// found wrong). Its bytes read as zeros or fail afterwards: callers

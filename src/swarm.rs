@@ -12,7 +12,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -79,11 +79,11 @@ pub struct SwarmConfig {
     /// Largest info dictionary accepted over BEP 9, in bytes.
     pub max_metadata_size: u64,
     pub storage: StorageKind,
-    /// Most bytes of verified pieces kept in the cache (`--cache-size`);
+    /// Most bytes of cached pieces kept in the cache (`--cache-size`);
     /// least recently read pieces are evicted past it. None: unlimited for
-    /// a torrent complete at load, else half the free space of the cache
-    /// directory's filesystem at load plus what the torrent already holds
-    /// (see [`Swarm::cache_budget`]).
+    /// a torrent whose `have` file lists every piece at load, else half the
+    /// free space of the cache directory's filesystem at load plus what the
+    /// torrent already holds (see [`Swarm::cache_budget`]).
     pub cache_size: Option<u64>,
 }
 
@@ -143,9 +143,13 @@ pub(crate) struct State {
     cached_bytes: u64,
     /// The cache bound in bytes (None: unlimited), set at load.
     budget: Option<u64>,
-    /// Pieces being read (from the cache, for a reader or an upload), with
-    /// the number of reads: never evicted meanwhile.
+    /// Pieces being read (from the cache, for a reader or an upload, or
+    /// hashed by [`Swarm::start_verify`]), with the number of reads: never
+    /// evicted meanwhile.
     pins: HashMap<u32, u32>,
+    /// Cached, unverified pieces being hashed now (each hashed once, by
+    /// whichever read or the background verifier asked first).
+    hashing: HashSet<u32>,
     /// The IP address of every connection id, also after it closed: blocks
     /// it sent may complete a piece later, and blame must find it.
     conn_ips: HashMap<u64, IpAddr>,
@@ -158,6 +162,9 @@ type Attempt = Vec<(IpAddr, [u8; 20])>;
 const MAX_STRIKES: u32 = 3;
 /// Failed attempts of one piece remembered for the smart ban.
 const MAX_SUSPECT_ATTEMPTS: usize = 4;
+/// Longest the background verifier waits for reads to leave the cache
+/// alone before it hashes its next piece anyway.
+const VERIFY_YIELD_MAX: Duration = Duration::from_millis(250);
 
 /// Counters shown in the progress line and logs.
 #[derive(Default)]
@@ -166,6 +173,9 @@ pub struct Counters {
     pub uploaded: AtomicU64,
     pub metadata_bytes: AtomicU64,
     pub hash_failures: AtomicU64,
+    /// Cached pieces hashed since the start (by reads or the background
+    /// verifier), each at most once.
+    pub cached_hashed: AtomicU64,
 }
 
 /// A snapshot of a swarm for progress output.
@@ -175,7 +185,11 @@ pub struct SwarmStats {
     pub peers_connected: usize,
     pub by_source: Vec<(String, usize)>,
     pub metadata_bytes: u64,
+    /// Pieces verified and stored (advertised to peers).
     pub pieces_have: u32,
+    /// Pieces in the cache not verified yet since the start (see
+    /// [`crate::picker`]): neither advertised nor served until hashed.
+    pub pieces_unverified: u32,
     pub pieces_total: u32,
     pub downloaded: u64,
     pub uploaded: u64,
@@ -200,6 +214,26 @@ pub struct Swarm {
     /// Fires when new peer candidates arrive.
     pub(crate) candidates_changed: Notify,
     pub counters: Counters,
+    /// Reads ([`Swarm::read`]) reading the cache right now: the background
+    /// verifier yields to them.
+    cache_reads: AtomicUsize,
+}
+
+/// Counts one read of the cache in progress while it lives (also when the
+/// read's future is dropped halfway).
+struct CacheRead<'a>(&'a AtomicUsize);
+
+impl<'a> CacheRead<'a> {
+    fn new(n: &'a AtomicUsize) -> CacheRead<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        CacheRead(n)
+    }
+}
+
+impl Drop for CacheRead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Swarm {
@@ -228,6 +262,7 @@ impl Swarm {
                 cached_bytes: 0,
                 budget: None,
                 pins: HashMap::new(),
+                hashing: HashSet::new(),
                 conn_ips: HashMap::new(),
             }),
             metadata_ready: Notify::new(),
@@ -236,6 +271,7 @@ impl Swarm {
             shutdown: watch::channel(false).0,
             candidates_changed: Notify::new(),
             counters: Counters::default(),
+            cache_reads: AtomicUsize::new(0),
         })
     }
 
@@ -266,9 +302,12 @@ impl Swarm {
         self.metadata_ready.notify_waiters();
     }
 
+    /// Saves the cache's `have` file: every piece the cache holds, verified
+    /// or not yet (an unverified piece is hashed again at the next start
+    /// anyway; one found bad is no longer listed).
     fn save_resume(&self) {
         if let Some(l) = self.loaded() {
-            let bf = self.lock().picker.as_ref().map(|p| p.bitfield());
+            let bf = self.lock().picker.as_ref().map(|p| p.cached_bitfield());
             if let Some(bf) = bf
                 && let Err(e) = l.storage.save_have(&bf)
             {
@@ -278,9 +317,12 @@ impl Swarm {
     }
 
     /// Sets the info dictionary (from BEP 9, or from the cache), opens the
-    /// storage and re-verifies the pieces it claims to hold. Runs blocking
-    /// I/O: call from a blocking context. Errors: parse errors of the info
-    /// dictionary, storage errors; both are also kept for the lookup.
+    /// storage and marks the pieces its `have` file lists as cached but
+    /// unverified (nothing is hashed here: reads hash what they need, and a
+    /// background task, started when a Tokio runtime is current, hashes the
+    /// rest). Runs blocking I/O: call from a blocking context. Errors:
+    /// parse errors of the info dictionary, storage errors; both are also
+    /// kept for the lookup.
     pub fn set_metadata(self: &Arc<Self>, raw: &[u8]) -> Result<(), String> {
         // Two peers may complete the metadata at once: load it only once.
         let _once = self.loading.lock().unwrap_or_else(|e| e.into_inner());
@@ -300,41 +342,32 @@ impl Swarm {
                     self.cfg.max_partial_bytes,
                 );
                 picker.set_prefetch(self.cfg.prefetch);
+                // Resume: trust nothing yet. Pieces the `have` file lists are
+                // cached but unverified: a read hashes them first, the
+                // background verifier hashes the rest (see
+                // `verify_cached_loop`), and none is advertised or served
+                // before its hash matched. Nothing is hashed here, so the
+                // mount is usable at once whatever the cache holds.
                 let mut held = Vec::new();
-                // Resume: trust nothing, hash every piece the cache claims.
                 if let Some(bf) = storage.load_have() {
-                    let mut buf = Vec::new();
-                    let mut ok = 0u32;
                     for i in 0..n {
                         if bf
                             .get(i as usize / 8)
                             .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
                         {
-                            let size = picker.piece_size(i) as usize;
-                            buf.resize(size, 0);
-                            let good = storage
-                                .read_at(i as u64 * info.piece_length, &mut buf)
-                                .is_ok()
-                                && sha1::Sha1::digest(&buf)[..] == info.piece_hash(i)[..];
-                            if good {
-                                picker.set_have(i);
-                                ok += 1;
-                                held.push(i);
-                            } else {
-                                tracing::warn!(
-                                    "{}: cached piece {i} is missing or corrupt; it will be fetched again",
-                                    self.info_hash
-                                );
-                            }
+                            picker.set_unverified(i);
+                            held.push(i);
                         }
                     }
                     tracing::info!(
-                        "{}: {ok} of {n} pieces verified from the cache",
-                        self.info_hash
+                        "{}: {} of {n} pieces in the cache; each is hashed before it is served or advertised",
+                        self.info_hash,
+                        held.len()
                     );
                 }
                 let held_bytes: u64 = held.iter().map(|&i| picker.piece_size(i) as u64).sum();
-                let budget = self.cache_budget(&info, held_bytes, picker.is_complete());
+                let complete = held.len() as u64 == u64::from(n);
+                let budget = self.cache_budget(&info, held_bytes, complete);
                 if let Some(b) = budget {
                     tracing::info!(
                         "{}: the cache keeps at most {b} bytes of this torrent's {} (least recently read pieces are evicted)",
@@ -345,13 +378,26 @@ impl Swarm {
                 let mut st = self.lock();
                 st.picker = Some(picker);
                 st.budget = budget;
-                for i in held {
+                for &i in &held {
                     st.lru.put(i, ());
                 }
                 st.cached_bytes = held_bytes;
                 drop(st);
                 let _ = self.loaded.set(loaded);
                 self.evict_over_budget();
+                if !held.is_empty() {
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => {
+                            rt.spawn(self.clone().verify_cached_loop());
+                        }
+                        // Without a runtime nothing is verified in the
+                        // background; reads still hash what they need.
+                        Err(_) => tracing::debug!(
+                            "{}: no runtime: cached pieces are verified on read only",
+                            self.info_hash
+                        ),
+                    }
+                }
                 self.metadata_ready.notify_waiters();
                 for (_, w) in self.lock().conns.values() {
                     w.notify_one();
@@ -812,6 +858,161 @@ impl Swarm {
         }
     }
 
+    /// Starts hashing cached, unverified piece `index` on the blocking pool
+    /// (the caller holds the lock, `st`), unless it is not unverified or is
+    /// being hashed already: each piece is hashed once however many reads
+    /// want it. The piece is pinned (never evicted) while it is hashed.
+    /// Returns the task, or None when nothing was started. The outcome is
+    /// applied by [`Swarm::finish_verify`], which fires `piece_event`.
+    fn start_verify(
+        self: &Arc<Self>,
+        st: &mut State,
+        index: u32,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let loaded = self.loaded()?;
+        let p = st.picker.as_ref()?;
+        if !p.is_unverified(index) || st.hashing.contains(&index) {
+            return None;
+        }
+        let size = p.piece_size(index) as usize;
+        st.hashing.insert(index);
+        *st.pins.entry(index).or_default() += 1;
+        let swarm = self.clone();
+        let storage = loaded.storage.clone();
+        let offset = u64::from(index) * loaded.info.piece_length;
+        let want = loaded.info.piece_hash(index);
+        Some(tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; size];
+            let good = match storage.read_at(offset, &mut buf) {
+                Ok(()) => sha1::Sha1::digest(&buf)[..] == want[..],
+                Err(e) => {
+                    tracing::debug!("{}: cached piece {index}: {e}", swarm.info_hash);
+                    false
+                }
+            };
+            drop(buf);
+            swarm.counters.cached_hashed.fetch_add(1, Ordering::Relaxed);
+            swarm.finish_verify(index, good);
+        }))
+    }
+
+    /// Applies the hash check of cached piece `index` started by
+    /// [`Swarm::start_verify`]: a good piece becomes had (HAVE sent to
+    /// peers); a bad or unreadable one is dropped from the cache (forgotten,
+    /// its space freed, no longer in the `have` file) and becomes missing,
+    /// so a read that waits on it fetches it from peers. Runs blocking I/O.
+    fn finish_verify(&self, index: u32, good: bool) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.hashing.remove(&index);
+        if let Some(n) = st.pins.get_mut(&index) {
+            *n -= 1;
+            if *n == 0 {
+                st.pins.remove(&index);
+            }
+        }
+        let Some(p) = st.picker.as_mut() else { return };
+        if !p.is_unverified(index) {
+            // Forgotten meanwhile (a failed read of its range): nothing to do.
+            drop(guard);
+            self.piece_event.notify_waiters();
+            return;
+        }
+        if good {
+            p.set_have(index);
+            drop(guard);
+            let _ = self.have_tx.send(index);
+            self.piece_event.notify_waiters();
+            return;
+        }
+        // Neither had nor wanted until its space is freed: a new copy is
+        // never written before the bad one is punched out.
+        p.evict(index);
+        if st.lru.pop(&index).is_some() {
+            st.cached_bytes -= p.piece_size(index) as u64;
+        }
+        drop(guard);
+        tracing::warn!(
+            "{}: cached piece {index} is missing or corrupt; it will be fetched again",
+            self.info_hash
+        );
+        if let Some(l) = self.loaded()
+            && let Err(e) = l.storage.discard_piece(index)
+        {
+            tracing::warn!(
+                "{}: cannot free the space of bad cached piece {index}: {e}",
+                self.info_hash
+            );
+        }
+        if let Some(p) = self.lock().picker.as_mut() {
+            p.verify_failed(index); // wanted again
+        }
+        self.piece_event.notify_waiters();
+        self.wake_peers();
+    }
+
+    /// The background verifier: hashes the cached pieces no read has asked
+    /// for yet, one at a time, so that a seeding mount soon advertises what
+    /// it really holds (each piece's HAVE goes out as it verifies). Pieces
+    /// in a readahead window go first. Low priority: before each piece it
+    /// waits while reads use the cache (reading it, or hashing pieces they
+    /// wait on), up to [`VERIFY_YIELD_MAX`] per piece, so it neither
+    /// starves nor slows reads much. Uploads do not hold it back: the
+    /// sooner it ends, the more a seeding mount can offer. Ends when no
+    /// unverified piece is left or the swarm stops.
+    async fn verify_cached_loop(self: Arc<Self>) {
+        let started = Instant::now();
+        let mut next = 0u32;
+        let mut hashed = 0u32;
+        loop {
+            let yield_until = tokio::time::Instant::now() + VERIFY_YIELD_MAX;
+            while !self.is_stopped() && tokio::time::Instant::now() < yield_until {
+                let busy =
+                    self.cache_reads.load(Ordering::Relaxed) > 0 || !self.lock().hashing.is_empty();
+                if !busy {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if self.is_stopped() {
+                return;
+            }
+            let task = {
+                let mut guard = self.lock();
+                let st = &mut *guard;
+                let Some(p) = st.picker.as_ref() else { return };
+                let hashing = &st.hashing;
+                let pick = p.next_unverified(next, &|i| hashing.contains(&i));
+                match pick {
+                    // A read is hashing every piece left: wait for it.
+                    None if !st.hashing.is_empty() => None,
+                    None => break,
+                    Some(i) => {
+                        if i >= next {
+                            next = i + 1;
+                        }
+                        self.start_verify(st, i)
+                    }
+                }
+            };
+            match task {
+                Some(t) => {
+                    let _ = t.await;
+                    hashed += 1;
+                }
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let s = self.stats();
+        tracing::info!(
+            "{}: cached pieces verified in {:.2} s ({hashed} hashed in the background): {} of {} pieces held",
+            self.info_hash,
+            started.elapsed().as_secs_f64(),
+            s.pieces_have,
+            s.pieces_total
+        );
+    }
+
     /// Verifies a completed piece off the network task, stores it, and
     /// announces it. `sources` names the connection each 16 KiB block came
     /// from (empty for pieces copied locally).
@@ -835,6 +1036,19 @@ impl Swarm {
         tokio::task::spawn_blocking(move || {
             let Some(loaded) = swarm.loaded() else { return };
             let ok = sha1::Sha1::digest(&data)[..] == loaded.info.piece_hash(index)[..];
+            if ok
+                && swarm
+                    .lock()
+                    .picker
+                    .as_ref()
+                    .is_some_and(|p| p.is_unverified(index))
+            {
+                // A copy of a piece the cache holds unverified (never one
+                // from a peer: those are not requested): the cached copy is
+                // being or will be hashed; writing over it meanwhile could
+                // race with dropping it if it is bad.
+                return;
+            }
             if ok {
                 // Its senders served good data: PEX may pass them on.
                 let mut st = swarm.lock();
@@ -965,8 +1179,11 @@ impl Swarm {
 
     /// Reads `len` bytes at absolute offset `offset` of the piece space,
     /// waiting for missing pieces (they become urgent) up to the read
-    /// timeout. Errors: `TimedOut` with the reason logged, storage errors.
-    pub async fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    /// timeout. Cached pieces not verified since the start are hashed first
+    /// (once, however many reads want them); a bad one is dropped and
+    /// fetched like a missing piece. Errors: `TimedOut` with the reason
+    /// logged, storage errors.
+    pub async fn read(self: &Arc<Self>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let Some(loaded) = self.loaded() else {
             return Err(io::Error::other("no metadata"));
         };
@@ -982,12 +1199,14 @@ impl Swarm {
             // Pinned on success: not evicted while we read them.
             self.wait_pieces(first, last).await?;
             let storage = loaded.storage.clone();
+            let reading = CacheRead::new(&self.cache_reads);
             let res = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; len];
                 storage.read_at(offset, &mut buf).map(|_| buf)
             })
             .await
             .map_err(io::Error::other);
+            drop(reading);
             let res = match res {
                 Ok(r) => r,
                 Err(e) => {
@@ -1023,8 +1242,10 @@ impl Swarm {
     }
 
     /// Waits until pieces `first..=last` are all verified, and pins them
-    /// (the caller must [`Swarm::unpin`] them) on success.
-    async fn wait_pieces(&self, first: u32, last: u32) -> io::Result<()> {
+    /// (the caller must [`Swarm::unpin`] them) on success. Cached,
+    /// unverified pieces of the range are hashed now (see
+    /// [`Swarm::start_verify`]); missing ones are requested from peers.
+    async fn wait_pieces(self: &Arc<Self>, first: u32, last: u32) -> io::Result<()> {
         let missing: Vec<u32> = {
             let mut st = self.lock();
             if pin_locked(&mut st, first, last) {
@@ -1049,7 +1270,10 @@ impl Swarm {
                     format!("piece {i} timed out moments ago"),
                 ));
             }
-            let m: Vec<u32> = (first..=last).filter(|&i| !p.has(i)).collect();
+            let m: Vec<u32> = (first..=last)
+                .filter(|&i| !p.has(i) && !p.is_unverified(i))
+                .collect();
+            let unverified: Vec<u32> = (first..=last).filter(|&i| p.is_unverified(i)).collect();
             // Every piece of the range is urgent while the read waits, the
             // ones already held too: urgent pieces are never evicted, so
             // the read cannot lose them before the rest arrives.
@@ -1060,10 +1284,15 @@ impl Swarm {
             for i in &m {
                 st.store_errors.remove(i);
             }
+            // Cached pieces are hashed before they are served.
+            for i in unverified {
+                self.start_verify(&mut st, i);
+            }
             m
         };
-        debug_assert!(!missing.is_empty(), "all held means pinned above");
-        self.wake_peers();
+        if !missing.is_empty() {
+            self.wake_peers();
+        }
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.cfg.read_timeout;
         let result = loop {
@@ -1164,7 +1393,24 @@ impl Swarm {
         }
     }
 
-    /// Whether every piece in absolute byte range `[start, end)` is verified.
+    /// Whether every piece in absolute byte range `[start, end)` is cached,
+    /// verified or not yet (see [`Swarm::has_range`]): readable without the
+    /// network unless a piece turns out bad when a read hashes it.
+    pub fn holds_range(&self, start: u64, end: u64) -> bool {
+        let Some(l) = self.loaded() else { return false };
+        if end <= start {
+            return true;
+        }
+        let pl = l.info.piece_length;
+        let st = self.lock();
+        let Some(p) = st.picker.as_ref() else {
+            return false;
+        };
+        ((start / pl) as u32..end.div_ceil(pl) as u32).all(|i| p.has(i) || p.is_unverified(i))
+    }
+
+    /// Whether every piece in absolute byte range `[start, end)` is verified
+    /// (cached pieces not hashed yet since the start do not count).
     pub fn has_range(&self, start: u64, end: u64) -> bool {
         let Some(l) = self.loaded() else { return false };
         if end <= start {
@@ -1194,6 +1440,7 @@ impl Swarm {
             by_source,
             metadata_bytes: self.counters.metadata_bytes.load(Ordering::Relaxed),
             pieces_have: st.picker.as_ref().map_or(0, |p| p.have_count()),
+            pieces_unverified: st.picker.as_ref().map_or(0, |p| p.unverified_count()),
             pieces_total: st.picker.as_ref().map_or(0, |p| p.num_pieces()),
             downloaded: self.counters.downloaded.load(Ordering::Relaxed),
             uploaded: self.counters.uploaded.load(Ordering::Relaxed),
@@ -1256,17 +1503,29 @@ mod tests {
         (0..PL).map(|j| (i as usize * 7 + j * 13) as u8).collect()
     }
 
-    /// A swarm over 8 pieces in memory, with the given cache bound.
-    fn swarm(cache_size: Option<u64>) -> Arc<Swarm> {
+    /// The info dictionary of a single file `t.bin` of the 8 pieces.
+    fn raw_info() -> Vec<u8> {
         let hashes = (0..8)
             .map(|i| sha1::Sha1::digest(piece(i)).into())
             .collect();
-        let raw = crate::metainfo::create::build_info(
+        crate::metainfo::create::build_info(
             &[(Vec::new(), 8 * PL as u64)],
             "t.bin",
             PL as u64,
             hashes,
-        );
+        )
+    }
+
+    /// A swarm over 8 pieces in memory, with the given cache bound.
+    fn swarm(cache_size: Option<u64>) -> Arc<Swarm> {
+        let s = swarm_in(cache_size, StorageKind::Memory);
+        s.set_metadata(&raw_info()).unwrap();
+        s
+    }
+
+    /// A swarm over 8 pieces in `storage`, its metadata not set yet.
+    fn swarm_in(cache_size: Option<u64>, storage: StorageKind) -> Arc<Swarm> {
+        let raw = raw_info();
         let cfg = SwarmConfig {
             peer_id: PeerId::generate(),
             listen_port: 0,
@@ -1276,12 +1535,10 @@ mod tests {
             max_peers: 10,
             max_partial_bytes: 1 << 20,
             max_metadata_size: 1 << 20,
-            storage: StorageKind::Memory,
+            storage,
             cache_size,
         };
-        let s = Swarm::new(InfoHash::of_info(&raw), cfg);
-        s.set_metadata(&raw).unwrap();
-        s
+        Swarm::new(InfoHash::of_info(&raw), cfg)
     }
 
     /// Waits for the verification tasks spawned by `complete_piece`.
@@ -1365,5 +1622,162 @@ mod tests {
         // A piece wrong from one peer alone is a strike at once.
         s.complete_piece(3, vec![0; PL], vec![g, g]);
         wait(|| s.lock().strikes.contains_key(&good.ip())).await;
+    }
+
+    /// A cache of all 8 pieces under `dir`, written by a first swarm whose
+    /// stop saved the `have` file; returns the cache file of `t.bin`.
+    fn full_cache(dir: &std::path::Path) -> PathBuf {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let s = swarm_in(None, StorageKind::Files(dir.into()));
+            s.set_metadata(&raw_info()).unwrap();
+            for i in 0..8 {
+                s.complete_piece(i, piece(i), Vec::new());
+                settle(&s, |p| p.has(i)).await;
+            }
+            s.stop();
+            dir.join(s.info_hash.to_hex()).join("files/t.bin")
+        })
+    }
+
+    #[test]
+    fn cached_pieces_are_hashed_before_they_are_served_or_advertised() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = full_cache(dir.path());
+        // Corrupt one byte of piece 3 behind the cache's back.
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all_at(&[!piece(3)[100]], 3 * PL as u64 + 100)
+            .unwrap();
+        drop(f);
+
+        // Loaded without a runtime: no background verifier, nothing hashed
+        // at load, nothing advertised.
+        let s = swarm_in(None, StorageKind::Files(dir.path().into()));
+        let mut haves = s.have_tx.subscribe();
+        s.set_metadata(&raw_info()).unwrap();
+        let st = s.stats();
+        assert_eq!((st.pieces_have, st.pieces_unverified), (0, 8));
+        assert_eq!(s.counters.cached_hashed.load(Ordering::Relaxed), 0);
+        assert_eq!(s.lock().picker.as_ref().unwrap().bitfield(), vec![0]);
+        assert!(!s.has_range(0, PL as u64) && s.holds_range(0, 8 * PL as u64));
+
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            // Two reads of the same cached piece at once: hashed once, then
+            // served, advertised (HAVE), and nothing else is.
+            let (a, b) = tokio::join!(
+                s.read(5 * PL as u64, 100),
+                s.read(5 * PL as u64 + 7, PL - 7)
+            );
+            assert_eq!(a.unwrap(), piece(5)[..100]);
+            assert_eq!(b.unwrap(), piece(5)[7..]);
+            assert_eq!(s.counters.cached_hashed.load(Ordering::Relaxed), 1);
+            assert_eq!(haves.try_recv().unwrap(), 5);
+            assert!(haves.try_recv().is_err());
+            assert_eq!(
+                s.lock().picker.as_ref().unwrap().bitfield(),
+                vec![0b0000_0100]
+            );
+
+            // The corrupt piece is never served: with no peer, the read
+            // times out; it is dropped from the cache and the `have` file.
+            let err = s.read(3 * PL as u64, 10).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+            {
+                let st = s.lock();
+                let p = st.picker.as_ref().unwrap();
+                assert!(!p.has(3) && !p.is_unverified(3));
+                assert_eq!(p.cached_bitfield(), vec![0b1110_1111]);
+                assert_eq!(st.cached_bytes, 7 * PL as u64);
+            }
+            assert!(haves.try_recv().is_err(), "no HAVE for the bad piece");
+            // A good copy from a peer is stored and served.
+            s.complete_piece(3, piece(3), Vec::new());
+            settle(&s, |p| p.has(3)).await;
+            assert_eq!(s.read(3 * PL as u64, PL).await.unwrap(), piece(3));
+            s.stop();
+        });
+    }
+
+    #[test]
+    fn the_background_verifier_advertises_only_good_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = full_cache(dir.path());
+        // Piece 6 corrupt, piece 7 (the file's tail) gone.
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[!piece(6)[0]], 6 * PL as u64).unwrap();
+        f.set_len(7 * PL as u64).unwrap();
+        drop(f);
+
+        let s = swarm_in(None, StorageKind::Files(dir.path().into()));
+        let mut haves = s.have_tx.subscribe();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let s2 = s.clone();
+        rt.block_on(async {
+            tokio::task::spawn_blocking(move || s2.set_metadata(&raw_info())).await
+        })
+        .unwrap()
+        .unwrap();
+        rt.block_on(wait(|| s.stats().pieces_unverified == 0));
+        let st = s.stats();
+        assert_eq!(st.pieces_have, 6);
+        assert_eq!(s.counters.cached_hashed.load(Ordering::Relaxed), 8);
+        let bf = s.lock().picker.as_ref().unwrap().bitfield();
+        assert_eq!(bf, vec![0b1111_1100]);
+        let mut announced = Vec::new();
+        while let Ok(i) = haves.try_recv() {
+            announced.push(i);
+        }
+        announced.sort();
+        assert_eq!(announced, vec![0, 1, 2, 3, 4, 5], "HAVE as each verified");
+        s.stop();
+        // The `have` file no longer lists the bad pieces.
+        let have = std::fs::read(dir.path().join(s.info_hash.to_hex()).join("have")).unwrap();
+        assert_eq!(have, vec![0b1111_1100]);
+    }
+
+    #[test]
+    fn a_bounded_cache_evicts_unverified_pieces_without_hashing_them() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = full_cache(dir.path());
+        // Remounted with room for 3 pieces: the 5 least recently stored go
+        // at load, unhashed, their space freed.
+        let s = swarm_in(Some(3 * PL as u64), StorageKind::Files(dir.path().into()));
+        s.set_metadata(&raw_info()).unwrap();
+        assert_eq!(s.counters.cached_hashed.load(Ordering::Relaxed), 0);
+        {
+            let st = s.lock();
+            let p = st.picker.as_ref().unwrap();
+            assert_eq!(p.cached_bitfield(), vec![0b0000_0111]);
+            assert_eq!((p.have_count(), p.unverified_count()), (0, 3));
+            assert_eq!(st.cached_bytes, 3 * PL as u64);
+        }
+        let mut buf = vec![1u8; PL];
+        std::fs::File::open(&file)
+            .unwrap()
+            .read_exact_at(&mut buf, 0)
+            .unwrap();
+        assert!(buf.iter().all(|&b| b == 0), "evicted: punched out");
+
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            assert_eq!(s.read(6 * PL as u64, PL).await.unwrap(), piece(6));
+            let err = s.read(PL as u64, 10).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut, "evicted: {err}");
+            // A new piece evicts the least recently used one, unverified
+            // piece 5 (6 was just read).
+            s.complete_piece(0, piece(0), Vec::new());
+            settle(&s, |p| p.has(0)).await;
+            let st = s.lock();
+            let p = st.picker.as_ref().unwrap();
+            assert_eq!(p.cached_bitfield(), vec![0b1000_0011]);
+            assert_eq!(p.bitfield(), vec![0b1000_0010]);
+            assert!(p.is_unverified(7));
+            assert_eq!(st.cached_bytes, 3 * PL as u64);
+            drop(st);
+            s.stop();
+        });
     }
 }

@@ -32,6 +32,9 @@ Events (each line has "event"; other fields as listed):
   dht_nodes    count (live nodes in the routing table); every 2 s with the DHT on
   dht_announce info_hash, ip, port          (another node announced to us)
   peer_connected / peer_disconnected   addr ("ip:port"), info_hash
+  peer_pieces  addr, num_pieces, have (count), missing (indices the peer has
+               not told us it has, by bitfield or HAVE); with --report-peers,
+               checked every 0.25 s, emitted when a peer's set changes
   error        message
   exit         reason
 
@@ -136,6 +139,8 @@ def parse_args(argv):
                    help="keep connections where neither side wants data "
                         "(close_redundant_connections off), e.g. a seed and an upload-only peer")
     p.add_argument("--verbose", action="store_true", help="log DHT and peer traffic on stderr")
+    p.add_argument("--report-peers", action="store_true",
+                   help="emit peer_pieces events: which pieces each connected peer advertised")
     args = p.parse_args(argv)
     if args.dht and not args.bootstrap:
         p.error("--dht needs at least one --bootstrap HOST:PORT (never the public routers)")
@@ -319,6 +324,8 @@ class Torrent:
         self.done = False
         self.last_progress = None
         self.last_progress_time = 0.0
+        self.last_peer_pieces = {}
+        self.last_peers_time = 0.0
 
     def all_pieces_had(self):
         st = self.handle.status()
@@ -362,6 +369,26 @@ class Torrent:
              total_wanted=st.total_wanted, num_peers=st.num_peers,
              download_rate=st.download_payload_rate, upload_rate=st.upload_payload_rate,
              total_upload=st.total_payload_upload)
+
+    def report_peers(self):
+        """Emit peer_pieces for each connected peer whose advertised set changed."""
+        now = time.monotonic()
+        if now - self.last_peers_time < 0.25:
+            return
+        self.last_peers_time = now
+        for p in self.handle.get_peer_info():
+            if p.flags & (lt.peer_info.connecting | lt.peer_info.handshake):
+                continue
+            pieces = list(p.pieces)
+            if not pieces:
+                continue
+            addr = f"{p.ip[0]}:{p.ip[1]}"
+            missing = [i for i, h in enumerate(pieces) if not h]
+            if self.last_peer_pieces.get(addr) == missing:
+                continue
+            self.last_peer_pieces[addr] = missing
+            emit("peer_pieces", addr=addr, num_pieces=len(pieces),
+                 have=len(pieces) - len(missing), missing=missing)
 
     def connected_peers(self):
         n = 0
@@ -512,6 +539,8 @@ def main(argv):
                     t.handle.connect_peer((host, p))
             t.check_done()
             t.report_progress()
+            if args.report_peers:
+                t.report_peers()
 
     log(f"stopping: {stop.reason}")
     emit("exit", reason=stop.reason)

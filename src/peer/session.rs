@@ -289,7 +289,33 @@ impl Session {
                                 send(&mut w, &Message::Have(i)).await?;
                             }
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        // HAVEs were missed (a burst: cached pieces verified
+                        // in the background, a fast download): tell the
+                        // peer about every piece we hold that it lacks
+                        // (one HAVE twice is harmless, one missing is not).
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            let ours: Vec<u32> = {
+                                let st = self.swarm.lock();
+                                st.picker.as_ref().map_or_else(Vec::new, |p| {
+                                    (0..p.num_pieces()).filter(|&i| p.has(i)).collect()
+                                })
+                            };
+                            tracing::debug!(
+                                "{}: {n} HAVEs to {} missed; sending what it lacks",
+                                self.swarm.info_hash,
+                                self.addr
+                            );
+                            for i in ours {
+                                let theirs = self
+                                    .peer_pieces
+                                    .as_ref()
+                                    .and_then(|p| p.get(i as usize).copied())
+                                    .unwrap_or(false);
+                                if !theirs {
+                                    send(&mut w, &Message::Have(i)).await?;
+                                }
+                            }
+                        }
                         Err(_) => return Ok(()),
                     }
                 }
