@@ -1196,8 +1196,14 @@ impl Swarm {
         let first = (offset / pl) as u32;
         let last = ((offset + len as u64 - 1) / pl) as u32;
         for attempt in 0..2 {
-            // Pinned on success: not evicted while we read them.
+            // Pinned on success: not evicted while we read them. The guard
+            // unpins even if this future is dropped mid-read.
             self.wait_pieces(first, last).await?;
+            let pin = PiecePin {
+                swarm: self.clone(),
+                first,
+                last,
+            };
             let storage = loaded.storage.clone();
             let reading = CacheRead::new(&self.cache_reads);
             let res = tokio::task::spawn_blocking(move || {
@@ -1210,7 +1216,7 @@ impl Swarm {
             let res = match res {
                 Ok(r) => r,
                 Err(e) => {
-                    self.unpin(first, last);
+                    drop(pin);
                     return Err(e);
                 }
             };
@@ -1226,7 +1232,7 @@ impl Swarm {
                     }
                 }
             }
-            self.unpin(first, last);
+            drop(pin);
             match res {
                 Ok(buf) => return Ok(buf),
                 Err(e) if attempt == 0 => {
