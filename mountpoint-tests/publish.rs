@@ -554,6 +554,13 @@ fn names_that_are_not_utf8_survive_seed_mount_edit_and_publish() {
         b"x\n"
     );
     sh(&mp, "printf new > 'new\\xe8.txt'");
+    // A raw non-UTF-8 name is taken too (kept in its escaped form); a
+    // literal `\x41` spells no invalid byte, so it stays literal.
+    sh(
+        &mp,
+        "printf raw > \"$(printf 'raw\\347.txt')\" && printf lit > 'ok\\x41.txt'",
+    );
+    assert_eq!(std::fs::read(mp.join("raw\\xe7.txt")).unwrap(), b"raw");
     let st = Command::new("fusermount3")
         .arg("-u")
         .arg(m.path())
@@ -586,8 +593,18 @@ fn names_that_are_not_utf8_survive_seed_mount_edit_and_publish() {
     assert_eq!(std::fs::read(r.join("caf\\xe9.txt")).unwrap(), b"latin-1\n");
     assert_eq!(std::fs::read(r.join(ESCAPED_FF).join("x")).unwrap(), b"x\n");
     assert_eq!(std::fs::read(r.join("new\\xe8.txt")).unwrap(), b"new");
+    assert_eq!(std::fs::read(r.join("raw\\xe7.txt")).unwrap(), b"raw");
+    // the literal backslash is removed on display, as libtorrent does
+    assert_eq!(std::fs::read(r.join("okx41.txt")).unwrap(), b"lit");
     let info = std::fs::read(cache_r.join(info_hash_of(&magnet2)).join("info")).unwrap();
-    for raw in [&b"8:caf\xe9.txt"[..], b"8:new\xe8.txt", b"1:\xff", b"1:x"] {
+    for raw in [
+        &b"8:caf\xe9.txt"[..],
+        b"8:new\xe8.txt",
+        b"8:raw\xe7.txt",
+        b"10:ok\\x41.txt",
+        b"1:\xff",
+        b"1:x",
+    ] {
         assert!(
             info.windows(raw.len()).any(|w| w == raw),
             "{} not in the info dictionary",

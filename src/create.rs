@@ -140,13 +140,15 @@ pub fn scan_dir(path: &Path) -> io::Result<Scan> {
 }
 
 /// A file name as a path element of a new torrent (shown form, see
-/// [`crate::metainfo::sanitize::raw_element`]): itself when it is UTF-8
-/// without a `\\`, else its lossless `\\xHH` escape, which
-/// [`crate::metainfo::build_info`] writes back as the raw bytes.
+/// [`crate::metainfo::sanitize::raw_element`]): itself when it is UTF-8,
+/// else its lossless `\\xHH` escape, which
+/// [`crate::metainfo::build_info`] writes back as the raw bytes. (A UTF-8
+/// name that literally spells such an escape, like `a\\xff`, is taken as
+/// the escape: vanishingly rare, and documented.)
 fn shown_name(name: &std::ffi::OsStr) -> String {
     match name.to_str() {
-        Some(s) if !s.contains('\\') => s.to_string(),
-        _ => crate::metainfo::sanitize::escape(name.as_encoded_bytes()),
+        Some(s) => s.to_string(),
+        None => crate::metainfo::sanitize::escape(name.as_encoded_bytes()),
     }
 }
 

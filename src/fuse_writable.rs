@@ -99,8 +99,15 @@ fn errno_of(e: &io::Error) -> Errno {
     }
 }
 
-fn name_str(name: &OsStr) -> Result<&str, Errno> {
-    name.to_str().ok_or(Errno::EINVAL)
+/// A name from the kernel as the draft keeps it: itself when UTF-8, else
+/// its lossless `\xHH` escape (the form the read-only mount shows such
+/// names in; publishing writes the raw bytes back). Never fails today; kept
+/// fallible for names the draft cannot hold.
+fn name_str(name: &OsStr) -> Result<std::borrow::Cow<'_, str>, Errno> {
+    Ok(match name.to_str() {
+        Some(s) => s.into(),
+        None => crate::metainfo::sanitize::escape(name.as_encoded_bytes()).into(),
+    })
 }
 
 fn time_of(t: TimeOrNow) -> SystemTime {
@@ -116,7 +123,7 @@ impl Filesystem for WritableFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.draft.lookup(parent.0, name) {
+        match self.draft.lookup(parent.0, &name) {
             Ok(a) => reply.entry(&TTL, &self.fattr(&a), Generation(0)),
             Err(e) => reply.error(errno_of(&e)),
         }
@@ -180,7 +187,7 @@ impl Filesystem for WritableFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.draft.mkdir(parent.0, name) {
+        match self.draft.mkdir(parent.0, &name) {
             Ok(a) => reply.entry(&TTL, &self.fattr(&a), Generation(0)),
             Err(e) => reply.error(errno_of(&e)),
         }
@@ -203,7 +210,7 @@ impl Filesystem for WritableFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.draft.create_file(parent.0, name, true) {
+        match self.draft.create_file(parent.0, &name, true) {
             Ok(a) => reply.entry(&TTL, &self.fattr(&a), Generation(0)),
             Err(e) => reply.error(errno_of(&e)),
         }
@@ -225,7 +232,7 @@ impl Filesystem for WritableFs {
         };
         match self
             .draft
-            .create_file(parent.0, name, flags & libc::O_EXCL != 0)
+            .create_file(parent.0, &name, flags & libc::O_EXCL != 0)
         {
             Ok(a) => reply.created(
                 &TTL,
@@ -346,7 +353,7 @@ impl Filesystem for WritableFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r =
-            name_str(name).and_then(|n| self.draft.unlink(parent.0, n).map_err(|e| errno_of(&e)));
+            name_str(name).and_then(|n| self.draft.unlink(parent.0, &n).map_err(|e| errno_of(&e)));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -355,7 +362,7 @@ impl Filesystem for WritableFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r =
-            name_str(name).and_then(|n| self.draft.rmdir(parent.0, n).map_err(|e| errno_of(&e)));
+            name_str(name).and_then(|n| self.draft.rmdir(parent.0, &n).map_err(|e| errno_of(&e)));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -382,9 +389,9 @@ impl Filesystem for WritableFs {
             self.draft
                 .rename(
                     parent.0,
-                    a,
+                    &a,
                     newparent.0,
-                    b,
+                    &b,
                     flags.contains(RenameFlags::RENAME_NOREPLACE),
                 )
                 .map_err(|e| errno_of(&e))

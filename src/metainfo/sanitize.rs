@@ -120,16 +120,23 @@ pub fn unescape(shown: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The bytes to write into a new torrent for a name in shown form (as
-/// [`filter`] or [`escape`] make them): a name with a `\` whose escapes are
-/// all well-formed gives the bytes [`unescape`] finds (so a non-UTF-8 name
-/// survives a mount → write → publish round trip, and `seed DIR` keeps
-/// names that are not UTF-8); any other name is its own UTF-8.
+/// The bytes to write into a new torrent for a name in shown form: a name
+/// that is exactly the [`escape`] of some bytes that are not valid UTF-8
+/// and hold no `/` or NUL gives those bytes (so a non-UTF-8 name survives a
+/// mount → write → publish round trip, and `seed DIR` keeps names that are
+/// not UTF-8); any other name is its own UTF-8, literally. This is the
+/// inverse of what [`filter`] shows, and it is one-to-one: two different
+/// names never give the same bytes (decoded bytes are never valid UTF-8;
+/// literal names always are), and no element ever gets a `/` or NUL.
 pub fn raw_element(shown: &str) -> std::borrow::Cow<'_, [u8]> {
-    if shown.contains('\\') {
-        if let Some(raw) = unescape(shown) {
-            return raw.into();
-        }
+    if shown.contains('\\')
+        && let Some(raw) = unescape(shown)
+        && std::str::from_utf8(&raw).is_err()
+        && !raw.contains(&b'/')
+        && !raw.contains(&0)
+        && escape(&raw) == shown
+    {
+        return raw.into();
     }
     shown.as_bytes().into()
 }
@@ -260,16 +267,27 @@ mod tests {
             assert_eq!(unescape(&shown).as_deref(), Some(raw), "{shown}");
         }
         assert_eq!(&*raw_element("caf\\xe9.txt"), b"caf\xe9.txt");
-        assert_eq!(&*raw_element("a\\x41"), b"aA");
+        // only the exact escape of non-UTF-8 bytes is decoded
+        assert_eq!(&*raw_element("a\\x41"), b"a\\x41", "decodes to UTF-8");
         assert_eq!(
-            &*raw_element("a\\q\\xff"),
-            b"a\\q\\xff",
-            "not an escape: literal"
+            &*raw_element("a\\xFF"),
+            b"a\\xFF",
+            "not the canonical escape"
         );
+        assert_eq!(&*raw_element("a\\q\\xff"), b"a\\q\\xff", "not an escape");
         assert_eq!(&*raw_element("plain"), b"plain");
-        // `escape` makes any bytes, valid UTF-8 with a `\` too, round-trip
-        for raw in [&b"a\\xff"[..], b"back\\slash", b"\xff/\0", b"plain"] {
-            assert_eq!(&*raw_element(&escape(raw)), raw);
+        // never a `/` or NUL inside an element
+        assert_eq!(&*raw_element("x\\x2fy"), b"x\\x2fy");
+        assert_eq!(&*raw_element("\\xff\\x2f"), b"\\xff\\x2f");
+        assert_eq!(&*raw_element("n\\xff\\x00"), b"n\\xff\\x00");
+        // what `filter` shows for non-UTF-8 bytes comes back as those bytes
+        for raw in [
+            &b"a\xff"[..],
+            b"\xc3(a\\b",
+            b"\xe2\x80\xaex\xff",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(&*raw_element(&filter(raw)), raw);
         }
         // distinct raw names stay distinct (libtorrent: `a_b` twice)
         assert_ne!(c(b"a\xffb"), c(b"a\xfeb"));
