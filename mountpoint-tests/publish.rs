@@ -613,3 +613,81 @@ fn names_that_are_not_utf8_survive_seed_mount_edit_and_publish() {
     }
     reader.unmount_and_wait(Duration::from_secs(10));
 }
+
+#[test]
+fn background_writable_mount_returns_at_once_and_logs_its_magnet() {
+    if !in_netns("background_writable_mount_returns_at_once_and_logs_its_magnet") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&mnt).unwrap();
+    // `$(...)` returns once mounted: the daemon keeps no copy of our stdout.
+    let t = Instant::now();
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!(
+            "x=$('{}' --writable '{}' --no-dht --no-lsd --cache-dir '{}'); echo \"[$x]\"",
+            btfs_mount_bin().display(),
+            mnt.display(),
+            cache.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
+    eprintln!(
+        "background writable mount returned in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        stderr.contains("the magnet link and the log go to"),
+        "{stderr}"
+    );
+    let pids = support::btfs_mount_pids(&std::fs::canonicalize(&mnt).unwrap());
+    assert!(!pids.is_empty(), "no daemon found");
+    std::fs::write(mnt.join("hello.txt"), b"hi\n").unwrap();
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The magnet goes to the log beside the (then deleted) draft.
+    let log_with_magnet = || -> Option<String> {
+        std::fs::read_dir(cache.join("staging"))
+            .ok()?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .find(|t| t.contains("magnet:?xt=urn:btih:"))
+    };
+    let found = support::wait_until(Duration::from_secs(30), || log_with_magnet().is_some());
+    for pid in &pids {
+        // SAFETY: a process this test started (its mountpoint is ours).
+        unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
+    }
+    assert!(found, "no magnet link in the log");
+    let log = log_with_magnet().unwrap();
+    let magnet = log
+        .lines()
+        .find(|l| l.starts_with("magnet:?xt=urn:btih:"))
+        .expect("the magnet on a line of its own");
+    // one file at the root: a single-file torrent named after it
+    assert!(magnet.contains("&dn=hello.txt"), "{magnet}");
+    let dirs: Vec<_> = std::fs::read_dir(cache.join("staging"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(dirs.is_empty(), "the published draft is left: {dirs:?}");
+    let ih = info_hash_of(magnet);
+    assert_eq!(
+        std::fs::read(cache.join(&ih).join("files/hello.txt")).unwrap(),
+        b"hi\n"
+    );
+}

@@ -227,16 +227,27 @@ pub(crate) async fn mount_writable(args: MountArgs, mountpoint: PathBuf) -> anyh
     tokio::task::spawn_blocking(move || std::fs::read_dir(&mp).map(|d| d.count()))
         .await?
         .with_context(|| format!("the mount on {} does not answer", mountpoint.display()))?;
+    // Beside the draft, not in it: the draft directory goes once published.
+    let log = draft.dir().with_extension("log");
+    let background = std::env::var_os(crate::READY_FD_ENV).is_some();
     eprintln!(
-        "btfs-mount: {} is writable (changes staged in {}); unmount to publish",
+        "btfs-mount: {} is writable (changes staged in {}); unmount to publish{}",
         mountpoint.display(),
-        draft.dir().display()
+        draft.dir().display(),
+        if background {
+            format!(
+                "; the magnet link and the log go to {} (-f prints them here)",
+                log.display()
+            )
+        } else {
+            String::new()
+        }
     );
     let dev = {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(&mountpoint).ok().map(|m| m.dev())
     };
-    report_ready_to(&draft.dir().join("btfs-mount.log"), true);
+    report_ready_to(&log, true);
     wait_for_unmount(session, &mountpoint, dev, None).await;
 
     let content = match draft.content().await {

@@ -680,9 +680,10 @@ fn report_ready(log: &Path) {
     report_ready_to(log, false);
 }
 
-/// [`report_ready`], keeping stdout when `keep_stdout` (a writable mount
-/// prints its magnet there after unmount).
-fn report_ready_to(log: &Path, keep_stdout: bool) {
+/// [`report_ready`]; with `stdout_to_log` stdout goes to the log too (a
+/// writable mount prints its magnet there after unmount: the caller's
+/// stdout is never kept, so `$(btfs-mount ...)` returns once mounted).
+fn report_ready_to(log: &Path, stdout_to_log: bool) {
     let Some(fd) = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<RawFd>().ok())
@@ -695,17 +696,21 @@ fn report_ready_to(log: &Path, keep_stdout: bool) {
     drop(f);
     use std::os::fd::AsRawFd;
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        if !keep_stdout {
-            // SAFETY: dup2 onto a standard fd.
-            unsafe { libc::dup2(null.as_raw_fd(), 1) };
-        }
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log);
         let target = logf.as_ref().map_or(null.as_raw_fd(), |l| l.as_raw_fd());
-        // SAFETY: as above.
-        unsafe { libc::dup2(target, 2) };
+        let out = if stdout_to_log {
+            target
+        } else {
+            null.as_raw_fd()
+        };
+        // SAFETY: dup2 onto standard fds.
+        unsafe {
+            libc::dup2(out, 1);
+            libc::dup2(target, 2);
+        }
     }
 }
 

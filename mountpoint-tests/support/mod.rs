@@ -641,7 +641,7 @@ pub fn unmount(path: &Path) -> bool {
 
 /// PIDs of running processes whose executable is `btfs-mount` and whose
 /// command line names `mountpoint` (the daemon of a background mount).
-fn btfs_mount_pids(mountpoint: &Path) -> Vec<u32> {
+pub fn btfs_mount_pids(mountpoint: &Path) -> Vec<u32> {
     let bin = fs::canonicalize(btfs_mount_bin()).unwrap_or_else(|_| btfs_mount_bin());
     let mp = mountpoint.as_os_str().as_encoded_bytes();
     let mut pids = Vec::new();
