@@ -52,3 +52,4 @@ pub use archive::Archive;
 pub use client::{Client, LookupOptions};
 pub use hash::{InfoHash, PeerId};
 pub use keypair::Keypair;
+pub use swarm::StorageKind;

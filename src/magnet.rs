@@ -71,6 +71,8 @@ pub enum MagnetError {
     MissingTopic,
     #[error("info-hash must be 40 hex or 32 base32 characters, got {0}")]
     BadInfoHash(usize),
+    #[error("info-hash of {0} characters must be {1}")]
+    BadInfoHashDigits(usize, &'static str),
     #[error("v2 magnet links (urn:btmh) are not supported")]
     V2Only,
     #[error("bad x.pe peer address '{0}'")]
@@ -191,13 +193,15 @@ fn decode(key: &str, value: &str, plus_is_space: bool) -> Result<String, MagnetE
 /// 40 hex or 32 base32 (RFC 4648, any case) characters.
 fn parse_info_hash(s: &str) -> Result<InfoHash, MagnetError> {
     match s.len() {
-        40 => InfoHash::from_hex(s).ok_or(MagnetError::BadInfoHash(40)),
+        40 => InfoHash::from_hex(s).ok_or(MagnetError::BadInfoHashDigits(40, "hex (0-9, a-f)")),
         32 => {
             let upper = s.to_ascii_uppercase();
             let bytes = data_encoding::BASE32
                 .decode(upper.as_bytes())
-                .map_err(|_| MagnetError::BadInfoHash(32))?;
-            let arr: [u8; 20] = bytes.try_into().map_err(|_| MagnetError::BadInfoHash(32))?;
+                .map_err(|_| MagnetError::BadInfoHashDigits(32, "base32 (A-Z, 2-7)"))?;
+            let arr: [u8; 20] = bytes
+                .try_into()
+                .map_err(|_| MagnetError::BadInfoHashDigits(32, "base32 (A-Z, 2-7)"))?;
             Ok(InfoHash(arr))
         }
         n => Err(MagnetError::BadInfoHash(n)),
@@ -335,12 +339,12 @@ mod tests {
         let not_hex = "g".repeat(40);
         assert_eq!(
             parse(&format!("magnet:?xt=urn:btih:{not_hex}")),
-            Err(MagnetError::BadInfoHash(40))
+            Err(MagnetError::BadInfoHashDigits(40, "hex (0-9, a-f)"))
         );
         let not_b32 = "1".repeat(32);
         assert_eq!(
             parse(&format!("magnet:?xt=urn:btih:{not_b32}")),
-            Err(MagnetError::BadInfoHash(32))
+            Err(MagnetError::BadInfoHashDigits(32, "base32 (A-Z, 2-7)"))
         );
         assert_eq!(
             MagnetError::BadInfoHash(4).to_string(),

@@ -274,10 +274,14 @@ fn sources(by: &[(String, usize)]) -> String {
 }
 
 /// The progress line while the metadata resolves.
-fn progress_line(p: &btfs::client::Progress) -> String {
+fn progress_line(p: &btfs::client::Progress, dht: bool) -> String {
     format!(
-        "btfs-mount: {} DHT nodes, {} peers found ({}), {} connected, {} metadata bytes",
-        p.dht_nodes,
+        "btfs-mount: {}{} peers found ({}), {} connected, {} metadata bytes",
+        if dht {
+            format!("{} DHT nodes, ", p.dht_nodes)
+        } else {
+            String::new()
+        },
         p.swarm.peers_known,
         sources(&p.swarm.by_source),
         p.swarm.peers_connected,
@@ -523,12 +527,11 @@ fn spawn_background() -> anyhow::Result<()> {
         return Ok(());
     }
     let status = child.wait()?;
-    bail!(
-        "the mount did not come up ({})",
-        status
-            .code()
-            .map_or("killed".to_string(), |c| format!("exit status {c}"))
-    )
+    match status.code() {
+        // It said why on our stderr already: one line, its exit status.
+        Some(code) if code != 0 => std::process::exit(code),
+        _ => bail!("the mount did not come up ({status})"),
+    }
 }
 
 /// The `--peer HOST:PORT` addresses, resolved (the first address of each).
@@ -555,7 +558,8 @@ async fn mount_foreground(args: MountArgs, url: String, mountpoint: PathBuf) -> 
     .await?;
     let progress: Arc<dyn Fn(&btfs::client::Progress) + Send + Sync> = {
         let last = std::sync::Mutex::new(String::new());
-        Arc::new(move |p| print_progress(&progress_line(p), &last))
+        let dht = !args.net.no_dht;
+        Arc::new(move |p| print_progress(&progress_line(p, dht), &last))
     };
     let opts = LookupOptions {
         timeout: Duration::from_secs(args.timeout),

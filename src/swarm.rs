@@ -1338,11 +1338,11 @@ impl Swarm {
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let s = self.stats();
                 tracing::error!(
-                    "{}: read failed after {:.1} s: pieces {:?} not received ({} peers connected, {} known); \
+                    "{}: read failed after {:.1} s: {} not received ({} peers connected, {} known); \
                      the read returns EIO (see --read-timeout)",
                     self.info_hash,
                     started.elapsed().as_secs_f64(),
-                    still,
+                    piece_list(&still),
                     s.peers_connected,
                     s.peers_known
                 );
@@ -1355,7 +1355,10 @@ impl Swarm {
                 drop(st);
                 break Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("pieces {still:?} not received within the read timeout"),
+                    format!(
+                        "{} not received within the read timeout",
+                        piece_list(&still)
+                    ),
                 ));
             }
         };
@@ -1455,6 +1458,22 @@ impl Swarm {
 }
 
 /// Pins `first..=last` (see [`Swarm::pin`]) if all are held.
+/// "piece 7", or "pieces 3, 4, 9" (at most 8 named, then "... (N in all)"),
+/// for messages about missing pieces.
+fn piece_list(pieces: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    let named: Vec<String> = pieces.iter().take(SHOWN).map(u32::to_string).collect();
+    let more = if pieces.len() > SHOWN {
+        format!(", ... ({} in all)", pieces.len())
+    } else {
+        String::new()
+    };
+    match pieces.len() {
+        1 => format!("piece {}", pieces[0]),
+        _ => format!("pieces {}{more}", named.join(", ")),
+    }
+}
+
 /// Pieces pinned by [`Swarm::pin_range`]: never evicted while this lives.
 pub struct PiecePin {
     swarm: Arc<Swarm>,
@@ -1502,6 +1521,17 @@ fn free_space(dir: &std::path::Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn piece_lists_stay_short() {
+        assert_eq!(piece_list(&[7]), "piece 7");
+        assert_eq!(piece_list(&[3, 4, 9]), "pieces 3, 4, 9");
+        let many: Vec<u32> = (0..128).collect();
+        assert_eq!(
+            piece_list(&many),
+            "pieces 0, 1, 2, 3, 4, 5, 6, 7, ... (128 in all)"
+        );
+    }
 
     const PL: usize = 32 * 1024; // two 16 KiB blocks per piece
 
