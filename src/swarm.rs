@@ -113,6 +113,9 @@ pub(crate) struct State {
     /// session once that address is known.
     /// id → (address, flags, sent us good data).
     pex: HashMap<u64, (SocketAddr, u8, bool)>,
+    /// Listen addresses of incoming connections' peers (BEP 10 `p`), by
+    /// connection: their candidates count as connected while it lives.
+    listen_addrs: HashMap<u64, SocketAddr>,
     /// Set once the info dictionary is known.
     pub(crate) picker: Option<Picker>,
     /// Why the metadata was refused, if it was (the lookup fails with it).
@@ -248,6 +251,7 @@ impl Swarm {
                 candidates: HashMap::new(),
                 conns: HashMap::new(),
                 pex: HashMap::new(),
+                listen_addrs: HashMap::new(),
                 picker: None,
                 metadata_error: None,
                 next_conn: 1,
@@ -608,10 +612,38 @@ impl Swarm {
         Some((id, waker))
     }
 
+    /// The peer of incoming connection `id` listens on `addr` (BEP 10 `p`):
+    /// a peer to dial, but not while this connection lives, so two clients
+    /// that both dial never keep two connections to each other.
+    pub(crate) fn note_listen_addr(&self, id: u64, addr: SocketAddr) {
+        let mut st = self.lock();
+        if addr.port() == 0 || !st.conns.contains_key(&id) {
+            return;
+        }
+        if st.candidates.len() >= 2000 && !st.candidates.contains_key(&addr) {
+            return;
+        }
+        let c = st.candidates.entry(addr).or_insert_with(|| Candidate {
+            source: PeerSource::Incoming,
+            failures: 0,
+            next_try: Instant::now(),
+            connected: true,
+            dialable: true,
+        });
+        c.connected = true;
+        st.listen_addrs.insert(id, addr);
+    }
+
     /// A connection ended: its requests go back to the picker.
     pub(crate) fn unregister_conn(&self, id: u64, was_unchoked: bool) {
         let mut st = self.lock();
         st.pex.remove(&id);
+        if let Some(addr) = st.listen_addrs.remove(&id)
+            && let Some(c) = st.candidates.get_mut(&addr)
+        {
+            c.connected = false;
+            c.next_try = Instant::now() + Duration::from_secs(5);
+        }
         if let Some((addr, _)) = st.conns.remove(&id) {
             if let Some(c) = st.candidates.get_mut(&addr) {
                 c.connected = false;
@@ -1658,6 +1690,24 @@ mod tests {
         // A piece wrong from one peer alone is a strike at once.
         s.complete_piece(3, vec![0; PL], vec![g, g]);
         wait(|| s.lock().strikes.contains_key(&good.ip())).await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_dialled_us_is_not_dialled_back_while_connected() {
+        let s = swarm(None);
+        let ephemeral: SocketAddr = "127.0.0.9:40000".parse().unwrap();
+        let listen: SocketAddr = "127.0.0.9:6881".parse().unwrap();
+        let (id, _) = s.register_conn(ephemeral, PeerSource::Incoming).unwrap();
+        s.note_listen_addr(id, listen);
+        assert!(
+            s.take_dial_candidates().is_empty(),
+            "no second connection to a connected peer"
+        );
+        // Gone: its listen address may be dialled again (after a backoff).
+        s.unregister_conn(id, false);
+        let st = s.lock();
+        let c = &st.candidates[&listen];
+        assert!(!c.connected && c.dialable);
     }
 
     /// A cache of all 8 pieces under `dir`, written by a first swarm whose

@@ -653,7 +653,13 @@ impl Session {
                 // Their listen port (we may have seen an ephemeral one).
                 let a = SocketAddr::new(self.addr.ip(), p);
                 if a != self.addr {
-                    self.swarm.add_peers([a], PeerSource::Incoming);
+                    if self.pex_flags & pex::FLAG_OUTGOING == 0 {
+                        // They dialled us: dial them back only once this
+                        // connection is gone (never a second connection).
+                        self.swarm.note_listen_addr(self.id, a);
+                    } else {
+                        self.swarm.add_peers([a], PeerSource::Incoming);
+                    }
                 }
                 if self.pex_flags & pex::FLAG_OUTGOING == 0 {
                     self.pex_addr = Some(a);
