@@ -530,3 +530,45 @@ fn sigterm_while_reads_block_fails_them_and_exits() {
     assert_eq!(exited.map(|s| s.success()), Some(true));
     assert!(!is_mounted(&fx.mnt()));
 }
+
+#[test]
+fn a_second_mount_of_the_same_torrent_and_cache_is_refused() {
+    if !in_netns("a_second_mount_of_the_same_torrent_and_cache_is_refused") {
+        return;
+    }
+    let fx = fixture();
+    let cache = fx.cache();
+    let args = [
+        fx.magnet.as_str(),
+        "--no-dht",
+        "--peer",
+        &fx.peer,
+        "--cache-dir",
+        s(&cache),
+    ];
+    let first = Mount::background(&fx.mnt(), &args);
+    assert_eq!(
+        read(&first.path().join("data/small.txt")).unwrap(),
+        fx.original("small.txt")
+    );
+    // The same torrent and cache elsewhere: refused with the holder's pid;
+    // the first mount goes on.
+    let other = fx.tmp.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let mut a: Vec<&str> = vec![args[0], s(&other)];
+    a.extend(&args[1..]);
+    let out = std::process::Command::new(btfs_mount_bin())
+        .args(&a)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("in use by another btfs-mount (pid"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!is_mounted(&other));
+    assert_eq!(
+        read(&first.path().join("data/mid.bin")).unwrap(),
+        fx.original("mid.bin")
+    );
+    first.unmount_and_wait(Duration::from_secs(10));
+}

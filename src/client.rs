@@ -922,7 +922,7 @@ impl Client {
         let s = swarm.clone();
         match tokio::task::spawn_blocking(move || s.set_metadata(&raw)).await {
             Ok(Ok(())) => tracing::info!("{}: metadata loaded from the cache", swarm.info_hash),
-            Ok(Err(e)) => tracing::warn!("{}: cached metadata refused: {e}", swarm.info_hash),
+            Ok(Err(e)) => tracing::debug!("{}: cached metadata refused: {e}", swarm.info_hash),
             Err(e) => tracing::warn!("{}: {e}", swarm.info_hash),
         }
     }

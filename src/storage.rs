@@ -76,14 +76,58 @@ pub struct FileStorage {
     total_length: u64,
     /// Open files, by extent index; bounded so huge torrents don't exhaust fds.
     open: Mutex<lru::LruCache<usize, Arc<File>>>,
+    /// `<dir>/lock`, held with an exclusive `flock` while this storage
+    /// lives: two processes must never share one torrent's cache (one could
+    /// evict or rewrite a piece the other believes it holds). The kernel
+    /// drops the lock when the process dies, even by `kill -9`.
+    _lock: File,
+}
+
+/// Takes the exclusive lock of the cache directory `dir` (see
+/// [`FileStorage`]); `AddrInUse` with the holder's pid when another
+/// process has it.
+fn lock_cache_dir(dir: &Path) -> io::Result<File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("lock"))?;
+    // SAFETY: flock on a valid fd.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is in use by another btfs-mount (pid {}): one torrent's cache serves one process at a time",
+                    dir.display(),
+                    pid.trim()
+                ),
+            ));
+        }
+        return Err(e);
+    }
+    f.set_len(0)?;
+    f.seek(io::SeekFrom::Start(0))?;
+    write!(f, "{}", std::process::id())?;
+    Ok(f)
 }
 
 impl FileStorage {
     /// Prepares storage for `info` under `dir` (= `<cache-dir>/<info-hash>`),
     /// creating the directory and writing the raw info dictionary to `info`.
     /// Files are created lazily, on the first write that touches them.
+    ///
+    /// Errors: I/O errors, and `AddrInUse` when another process (or another
+    /// live `FileStorage`) has this directory (see the `lock` file).
     pub fn open(dir: &Path, info: &Info) -> io::Result<FileStorage> {
         fs::create_dir_all(dir.join("files"))?;
+        let lock = lock_cache_dir(dir)?;
         let info_path = dir.join("info");
         if fs::read(&info_path).ok().as_deref() != Some(&info.raw[..]) {
             write_atomic(&info_path, &info.raw)?;
@@ -109,6 +153,7 @@ impl FileStorage {
             piece_length: info.piece_length,
             total_length: info.total_length,
             open: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(64).unwrap())),
+            _lock: lock,
         })
     }
 
