@@ -10,7 +10,7 @@
 //! [`DhtConfig::state_dir`] so the next start bootstraps without routers.
 //!
 //! Modules: [`krpc`] (messages), [`routing`] (buckets), `lookup`
-//! (iterative lookups), [`storage`] (what we store for others), [`bep44`]
+//! (iterative lookups), [`rtt`] (round trips, soft timeouts), [`storage`] (what we store for others), [`bep44`]
 //! (items and signatures), [`id`] (distances, BEP 42), `node` (the task).
 
 pub mod bep44;
@@ -19,6 +19,7 @@ pub mod krpc;
 mod lookup;
 mod node;
 pub mod routing;
+pub mod rtt;
 pub mod storage;
 
 use std::collections::HashSet;
@@ -133,8 +134,17 @@ pub struct DhtStats {
     pub responses_in: u64,
     /// Error replies to our queries received.
     pub errors_in: u64,
-    /// Our queries that timed out.
+    /// Our queries that timed out (no answer within
+    /// [`DhtConfig::request_timeout`]).
     pub timeouts: u64,
+    /// Lookup queries unanswered past the soft timeout (see [`rtt`]): each
+    /// let the lookup ask another node in its place.
+    pub soft_timeouts: u64,
+    /// Answers that came after their soft timeout and were still used by
+    /// their lookup.
+    pub late_answers: u64,
+    /// Smoothed round-trip time of our answered queries, once measured.
+    pub round_trip: Option<Duration>,
     /// Datagrams dropped: malformed, oversized, or unsolicited responses.
     pub dropped_datagrams: u64,
     /// Queries now waiting for a response.
@@ -526,6 +536,9 @@ impl Dht {
             responses_in: c.responses_in.load(Ordering::Relaxed),
             errors_in: c.errors_in.load(Ordering::Relaxed),
             timeouts: c.timeouts.load(Ordering::Relaxed),
+            soft_timeouts: c.soft_timeouts.load(Ordering::Relaxed),
+            late_answers: c.late_answers.load(Ordering::Relaxed),
+            round_trip: st.rtt.smoothed(),
             dropped_datagrams: c.dropped_datagrams.load(Ordering::Relaxed),
             pending_queries: c.pending.load(Ordering::Relaxed),
             peers_stored: st.peers.len(),

@@ -20,6 +20,7 @@ use super::DhtConfig;
 use super::id::{bep42_id, bep42_valid, is_exempt, random_id};
 use super::krpc::{self, Body, DecodeError, Id, Message, NodeInfo, Query, Response};
 use super::routing::{Insert, K, QUESTIONABLE_AFTER, RoutingTable};
+use super::rtt::RoundTrip;
 use super::storage::{ItemStore, MAX_VALUES, PeerStore, Tokens};
 
 /// Pending outgoing queries, at most (memory bound).
@@ -69,6 +70,8 @@ pub struct Counters {
     pub responses_in: AtomicU64,
     pub errors_in: AtomicU64,
     pub timeouts: AtomicU64,
+    pub soft_timeouts: AtomicU64,
+    pub late_answers: AtomicU64,
     pub dropped_datagrams: AtomicU64,
     pub pending: AtomicUsize,
 }
@@ -86,6 +89,8 @@ pub struct State {
     /// Nodes to contact when the table is thin: resolved bootstrap routers
     /// and nodes saved by a previous run.
     pub seeds: Vec<SocketAddr>,
+    /// Round trips of our answered queries (the soft timeout of lookups).
+    pub rtt: RoundTrip,
 }
 
 /// Everything the node task and the handles share.
@@ -156,6 +161,7 @@ impl State {
             votes: VecDeque::new(),
             external_ip: None,
             seeds,
+            rtt: RoundTrip::default(),
         }
     }
 
@@ -256,6 +262,7 @@ pub async fn run(
 
 struct Pending {
     addr: SocketAddr,
+    sent: Instant,
     deadline: Instant,
     reply: Option<oneshot::Sender<Result<Response, RpcError>>>,
 }
@@ -327,6 +334,7 @@ impl Node {
             tid,
             Pending {
                 addr,
+                sent: Instant::now(),
                 deadline: Instant::now() + self.shared.cfg.request_timeout,
                 reply,
             },
@@ -459,6 +467,7 @@ impl Node {
                 c.responses_in.fetch_add(1, Ordering::Relaxed);
                 let ping = {
                     let mut st = self.shared.lock();
+                    st.rtt.sample(p.sent.elapsed());
                     if let Some(ip) = msg.ip {
                         st.vote(from.ip(), ip.ip());
                     }
@@ -489,6 +498,7 @@ impl Node {
                     return;
                 };
                 c.errors_in.fetch_add(1, Ordering::Relaxed);
+                self.shared.lock().rtt.sample(p.sent.elapsed());
                 if let Some(reply) = p.reply {
                     let _ = reply.send(Err(RpcError::Remote { code, message }));
                 }
