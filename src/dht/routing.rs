@@ -264,18 +264,23 @@ impl RoutingTable {
         }
     }
 
-    /// Up to `n` non-bad nodes closest to `target`, closest first.
+    /// Up to `n` non-bad nodes closest to `target`: first the nodes whose
+    /// last query to them was answered (or that we never queried), closest
+    /// first, then those that failed to answer our last query, closest first.
+    /// BEP 5 gives nodes known to be good priority over nodes of unknown
+    /// status; a node that just failed is likely gone, and each one a lookup
+    /// starts from costs it a soft timeout.
     pub fn closest(&self, target: &Id, n: usize) -> Vec<NodeInfo> {
         let now = Instant::now();
-        let mut all: Vec<(Id, NodeInfo)> = self
+        let mut all: Vec<(bool, Id, NodeInfo)> = self
             .buckets
             .iter()
             .flat_map(|b| b.nodes.iter())
             .filter(|e| e.state(now) != NodeState::Bad)
-            .map(|e| (distance(&e.info.id, target), e.info))
+            .map(|e| (e.fails > 0, distance(&e.info.id, target), e.info))
             .collect();
-        all.sort_unstable_by_key(|a| a.0);
-        all.into_iter().take(n).map(|(_, i)| i).collect()
+        all.sort_unstable_by_key(|a| (a.0, a.1));
+        all.into_iter().take(n).map(|(_, _, i)| i).collect()
     }
 
     /// Every node currently good (for persistence).
@@ -420,8 +425,42 @@ mod tests {
             t.closest(&[0; 20], 8).is_empty(),
             "bad nodes are not offered"
         );
+        assert_eq!(t.len(), 1, "a bad node without replacement stays a while");
         let later = now + QUESTIONABLE_AFTER;
         assert_eq!(t.stale_targets(QUESTIONABLE_AFTER, later).len(), 1);
         assert!(t.stale_targets(QUESTIONABLE_AFTER, later).is_empty());
+    }
+
+    #[test]
+    fn nodes_that_just_failed_come_last() {
+        let own = [0u8; 20];
+        let mut t = RoutingTable::new(own);
+        let now = Instant::now();
+        let (near, mid, far) = (node([1; 20], 1), node([2; 20], 2), node([0x40; 20], 3));
+        for n in [near, mid, far] {
+            t.heard_from(n, true, now);
+        }
+        let order = |t: &RoutingTable| -> Vec<u16> {
+            t.closest(&own, 8).iter().map(|n| n.addr.port()).collect()
+        };
+        assert_eq!(order(&t), vec![1, 2, 3]);
+        // The nearest node misses one query: offered after the others.
+        t.failed(&near.addr);
+        assert_eq!(order(&t), vec![2, 3, 1]);
+        assert_eq!(t.closest(&own, 2).len(), 2);
+        assert!(!t.closest(&own, 2).contains(&near));
+        // It answers again: back in its place.
+        t.heard_from(near, true, now);
+        assert_eq!(order(&t), vec![1, 2, 3]);
+        // Two misses in a row: bad, not offered at all.
+        t.failed(&mid.addr);
+        t.failed(&mid.addr);
+        assert_eq!(order(&t), vec![1, 3]);
+        // A node that never answered is dropped at its first miss.
+        let stranger = node([3; 20], 4);
+        t.heard_from(stranger, false, now);
+        assert_eq!(order(&t), vec![1, 4, 3]);
+        t.failed(&stranger.addr);
+        assert_eq!(order(&t), vec![1, 3]);
     }
 }
