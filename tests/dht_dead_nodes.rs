@@ -125,6 +125,19 @@ fn dht_lookup_passes_over_dead_nodes() {
         assert!(s.soft_timeouts >= 3, "dead nodes were queried: {s:?}");
         assert!(s.round_trip.is_some_and(|r| r < FAST));
 
+        // Once the request timeout has passed, the searcher knows those
+        // addresses did not answer: the next get (a BEP 46 refresh) asks
+        // them without waiting for them.
+        tokio::time::sleep(Duration::from_millis(2700)).await;
+        assert!(searcher.stats().timeouts >= 10, "{:?}", searcher.stats());
+        let t = Instant::now();
+        let found = searcher.get_mutable(kp.public_key(), b"dead").await;
+        let end = t.elapsed();
+        let soft = searcher.stats().soft_timeouts - s.soft_timeouts;
+        eprintln!("get_mutable again, dead nodes known: {end:?}, {soft} soft timeouts");
+        assert!(found.is_some());
+        assert!(end < Duration::from_millis(500), "get took {end:?}");
+
         for d in &live {
             d.shutdown().await;
         }

@@ -13,11 +13,15 @@
 //! failed (and tells the routing table). The lookup ends when the K closest
 //! candidates that are neither failed nor slow have answered; a straggler
 //! is waited for only while fewer than K answering candidates are known.
+//! An address that left one of our queries unanswered recently (any lookup,
+//! see [`super::routing::Unresponsive`]) is *suspect*: it is still asked,
+//! but as if already slow, so a node that left costs nothing the next time
+//! others hand it out.
 //!
 //! [`Traversal`] holds that state and is driven with explicit instants;
 //! [`Lookup`] runs it over the node's socket.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -87,6 +91,7 @@ pub(crate) struct Traversal {
     seeds: Vec<SocketAddr>,
     reqs: HashMap<u64, Req>,
     next_req: u64,
+    suspects: HashSet<SocketAddr>,
 }
 
 impl Traversal {
@@ -111,6 +116,7 @@ impl Traversal {
             seeds,
             reqs: HashMap::new(),
             next_req: 0,
+            suspects: HashSet::new(),
         };
         for n in closest {
             t.add(n);
@@ -152,6 +158,13 @@ impl Traversal {
         );
     }
 
+    /// Marks `addr` as suspect: it recently left a query unanswered. When
+    /// its turn comes it is asked as if already slow: it holds no α slot and
+    /// is not waited for, and an answer is used as any late answer.
+    pub fn suspect(&mut self, addr: SocketAddr) {
+        self.suspects.insert(addr);
+    }
+
     /// Queries outstanding that still count against α (not slow).
     pub fn active(&self) -> usize {
         self.reqs.values().filter(|r| !r.slow).count()
@@ -163,15 +176,15 @@ impl Traversal {
         self.reqs.len()
     }
 
-    fn start(&mut self, key: Option<Key>, now: Instant, soft: Duration) -> u64 {
+    fn start(&mut self, key: Option<Key>, now: Instant, soft: Duration, slow: bool) -> u64 {
         let id = self.next_req;
         self.next_req += 1;
         self.reqs.insert(
             id,
             Req {
                 key,
-                soft_deadline: now + soft,
-                slow: false,
+                soft_deadline: if slow { now } else { now + soft },
+                slow,
             },
         );
         id
@@ -180,11 +193,13 @@ impl Traversal {
     /// What to send now, as `(request number, address)`: every seed not yet
     /// asked, then the closest not-yet-asked candidates among the K closest
     /// that are neither failed nor slow, while fewer than α queries are
-    /// active. Each becomes slow `soft` after `now`.
+    /// active. Each becomes slow `soft` after `now`; suspects are slow at
+    /// once.
     pub fn launch(&mut self, now: Instant, soft: Duration) -> Vec<(u64, SocketAddr)> {
         let mut out = Vec::new();
         while let Some(s) = self.seeds.pop() {
-            out.push((self.start(None, now, soft), s));
+            let slow = self.suspects.contains(&s);
+            out.push((self.start(None, now, soft, slow), s));
         }
         while self.active() < self.alpha {
             let pick = self
@@ -195,10 +210,15 @@ impl Traversal {
                 .find(|(_, c)| c.state == CandState::New)
                 .map(|(k, c)| (*k, c.info.addr));
             let Some((key, addr)) = pick else { break };
+            let slow = self.suspects.contains(&addr);
             if let Some(c) = self.cands.get_mut(&key) {
-                c.state = CandState::Asked;
+                c.state = if slow {
+                    CandState::Slow
+                } else {
+                    CandState::Asked
+                };
             }
-            out.push((self.start(Some(key), now, soft), addr));
+            out.push((self.start(Some(key), now, soft, slow), addr));
         }
         out
     }
@@ -334,17 +354,24 @@ impl Lookup {
     /// bootstrap seeds are queried too.
     pub fn new(inner: &Arc<Inner>, target: Id, query: Query, use_seeds: bool) -> Lookup {
         let shared = &inner.shared;
-        let (own, closest, seeds) = {
+        let (own, closest, seeds, suspects) = {
             let st = shared.lock();
             let closest = st.table.closest(&target, 2 * K);
-            let seeds = if use_seeds || closest.len() < K {
+            let seeds: Vec<SocketAddr> = if use_seeds || closest.len() < K {
                 st.seeds.iter().take(MAX_SEEDS).copied().collect()
             } else {
                 Vec::new()
             };
-            (st.table.own_id(), closest, seeds)
+            let now = std::time::Instant::now();
+            let suspects: Vec<SocketAddr> = closest
+                .iter()
+                .map(|n| n.addr)
+                .chain(seeds.iter().copied())
+                .filter(|a| st.unresponsive.contains(a, now))
+                .collect();
+            (st.table.own_id(), closest, seeds, suspects)
         };
-        let t = Traversal::new(
+        let mut t = Traversal::new(
             target,
             own,
             shared.local_addr,
@@ -352,6 +379,9 @@ impl Lookup {
             closest,
             seeds,
         );
+        for a in suspects {
+            t.suspect(a);
+        }
         Lookup {
             inner: inner.clone(),
             query,
@@ -382,48 +412,68 @@ impl Lookup {
         let inner = self.inner.clone();
         let counters = &inner.shared.counters;
         loop {
-            let now = Instant::now();
-            let slowed = self.t.expire(now);
-            if slowed > 0 {
-                counters
-                    .soft_timeouts
-                    .fetch_add(slowed as u64, Ordering::Relaxed);
-            }
-            self.launch(now);
-            if self.t.finished() {
+            if Instant::now() >= self.deadline {
                 self.inflight.abort_all();
+                self.t.clear_seeds();
                 return None;
             }
-            let wake = self
-                .t
-                .wake_at()
-                .map_or(self.deadline, |w| w.min(self.deadline));
-            let joined =
-                match tokio::time::timeout_at(wake, self.inflight.join_next_with_id()).await {
-                    Err(_) if Instant::now() >= self.deadline => {
+            // Answers that arrived while our caller was busy (verifying a
+            // signature, say) came in time: take them before judging soft
+            // timeouts.
+            let joined = match self.inflight.try_join_next_with_id() {
+                Some(j) => j,
+                None => {
+                    let now = Instant::now();
+                    let slowed = self.t.expire(now);
+                    if slowed > 0 {
+                        counters
+                            .soft_timeouts
+                            .fetch_add(slowed as u64, Ordering::Relaxed);
+                    }
+                    self.launch(now);
+                    if self.t.finished() {
                         self.inflight.abort_all();
-                        self.t.clear_seeds();
                         return None;
                     }
-                    // A soft timeout: mark it at the top of the loop.
-                    Err(_) => continue,
-                    Ok(None) => return None,
-                    Ok(Some(Err(e))) => {
-                        // The task ended without an answer (cannot happen
-                        // short of a panic): count its node as failed.
-                        if let Some(req) = self.tasks.remove(&e.id()) {
-                            self.t.failed(req);
-                        }
-                        continue;
+                    let wake = self
+                        .t
+                        .wake_at()
+                        .map_or(self.deadline, |w| w.min(self.deadline));
+                    match tokio::time::timeout_at(wake, self.inflight.join_next_with_id()).await {
+                        // A soft timeout or the whole-lookup bound: both are
+                        // handled at the top of the loop.
+                        Err(_) => continue,
+                        Ok(None) => return None,
+                        Ok(Some(j)) => j,
                     }
-                    Ok(Some(Ok((id, a)))) => {
-                        self.tasks.remove(&id);
-                        a
+                }
+            };
+            let joined = match joined {
+                Ok((id, a)) => {
+                    self.tasks.remove(&id);
+                    a
+                }
+                Err(e) => {
+                    // The task ended without an answer (cannot happen short
+                    // of a panic): count its node as failed.
+                    if let Some(req) = self.tasks.remove(&e.id()) {
+                        self.t.failed(req);
                     }
-                };
+                    continue;
+                }
+            };
             let (req, addr, res) = joined;
             match res {
                 Ok(resp) => {
+                    if !resp.nodes.is_empty() {
+                        let st = inner.shared.lock();
+                        let now = std::time::Instant::now();
+                        for n in &resp.nodes {
+                            if st.unresponsive.contains(&n.addr, now) {
+                                self.t.suspect(n.addr);
+                            }
+                        }
+                    }
                     let info = NodeInfo { id: resp.id, addr };
                     if self.t.answered(req, info, resp.token.clone(), &resp.nodes) {
                         counters.late_answers.fetch_add(1, Ordering::Relaxed);
@@ -632,5 +682,48 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
         });
         assert_eq!(t.cands.len(), 2);
+    }
+
+    #[test]
+    fn suspects_are_asked_without_being_waited_for() {
+        let t0 = Instant::now();
+        let mut t = traversal(3, 1..=12);
+        for i in [1, 2, 4] {
+            t.suspect(node(i).addr);
+        }
+        let asked = launch(&mut t, t0);
+        // Suspects 1, 2 and 4 go out at once, without holding a slot: 3, 5
+        // and 6 hold the three.
+        assert_eq!(
+            asked.iter().map(|x| x.1).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!((t.active(), t.outstanding()), (3, 6));
+        assert_eq!(t.wake_at(), Some(t0 + SOFT));
+        for a in &asked {
+            if ![1, 2, 4].contains(&a.1) {
+                answer(&mut t, *a, &[]);
+            }
+        }
+        // Suspect 2 answers after all: used, counted as late.
+        assert!(answer(&mut t, asked[1], &[]));
+        while !t.finished() {
+            for a in launch(&mut t, t0) {
+                answer(&mut t, a, &[]);
+            }
+        }
+        assert_eq!(answered(&t), [2, 3, 5, 6, 7, 8, 9, 10]);
+        // A suspect seed holds no slot either.
+        let seed: SocketAddr = "127.0.0.2:7".parse().unwrap();
+        let mut t = Traversal::new(
+            [0; 20],
+            [0xff; 20],
+            "127.0.0.1:1".parse().unwrap(),
+            1,
+            vec![node(1)],
+            vec![seed],
+        );
+        t.suspect(seed);
+        assert_eq!(t.launch(t0, SOFT).len(), 2);
     }
 }

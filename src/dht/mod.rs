@@ -56,13 +56,18 @@ pub struct DhtConfig {
     /// Directory for the state file `dht_nodes` (our id and good nodes);
     /// `None` keeps nothing between runs.
     pub state_dir: Option<PathBuf>,
-    /// How long to wait for one response. Default 2 s.
+    /// How long to wait for one response before the node counts as failed
+    /// (BEP 5: unanswered queries make a node questionable, then bad).
+    /// Default 2 s. Lookups stop waiting for a query much sooner, after its
+    /// soft timeout (see [`rtt`]), but still take a late answer until this
+    /// timeout.
     pub request_timeout: Duration,
     /// Bound on one whole lookup. Default 30 s.
     pub lookup_timeout: Duration,
     /// BEP 43: send `ro = 1`, answer no queries, stay out of others' tables.
     pub read_only: bool,
-    /// Parallel requests per lookup (Kademlia α). Default 3.
+    /// Parallel requests per lookup (Kademlia α). Default 3. Requests past
+    /// their soft timeout (see [`rtt`]) no longer count.
     pub alpha: usize,
     /// BEP 42: keep nodes at public IPs out of the table unless their id
     /// matches their IP. Default true.

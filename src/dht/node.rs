@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::DhtConfig;
 use super::id::{bep42_id, bep42_valid, is_exempt, random_id};
 use super::krpc::{self, Body, DecodeError, Id, Message, NodeInfo, Query, Response};
-use super::routing::{Insert, K, QUESTIONABLE_AFTER, RoutingTable};
+use super::routing::{Insert, K, QUESTIONABLE_AFTER, RoutingTable, Unresponsive};
 use super::rtt::RoundTrip;
 use super::storage::{ItemStore, MAX_VALUES, PeerStore, Tokens};
 
@@ -91,6 +91,8 @@ pub struct State {
     pub seeds: Vec<SocketAddr>,
     /// Round trips of our answered queries (the soft timeout of lookups).
     pub rtt: RoundTrip,
+    /// Addresses that recently left a query of ours unanswered.
+    pub unresponsive: Unresponsive,
 }
 
 /// Everything the node task and the handles share.
@@ -162,6 +164,7 @@ impl State {
             external_ip: None,
             seeds,
             rtt: RoundTrip::default(),
+            unresponsive: Unresponsive::default(),
         }
     }
 
@@ -359,6 +362,7 @@ impl Node {
         for t in expired {
             if let Some(p) = self.pending.remove(&t) {
                 st.table.failed(&p.addr);
+                st.unresponsive.record(p.addr, now);
                 self.shared
                     .counters
                     .timeouts
@@ -380,6 +384,7 @@ impl Node {
             st.tokens.maybe_rotate(now);
             st.peers.expire(now);
             st.items.expire(now);
+            st.unresponsive.expire(now);
             let targets = if st.table.is_empty() {
                 Vec::new()
             } else {
@@ -468,6 +473,7 @@ impl Node {
                 let ping = {
                     let mut st = self.shared.lock();
                     st.rtt.sample(p.sent.elapsed());
+                    st.unresponsive.answered(&from);
                     if let Some(ip) = msg.ip {
                         st.vote(from.ip(), ip.ip());
                     }
@@ -498,7 +504,11 @@ impl Node {
                     return;
                 };
                 c.errors_in.fetch_add(1, Ordering::Relaxed);
-                self.shared.lock().rtt.sample(p.sent.elapsed());
+                {
+                    let mut st = self.shared.lock();
+                    st.rtt.sample(p.sent.elapsed());
+                    st.unresponsive.answered(&from);
+                }
                 if let Some(reply) = p.reply {
                     let _ = reply.send(Err(RpcError::Remote { code, message }));
                 }

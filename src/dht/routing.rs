@@ -11,6 +11,7 @@
 //! *questionable* after 15 minutes of silence or when it never answered; *bad*
 //! after [`BAD_AFTER_FAILS`] unanswered queries in a row.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,67 @@ pub const K: usize = 8;
 pub const QUESTIONABLE_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Unanswered queries in a row that make a node bad.
 pub const BAD_AFTER_FAILS: u32 = 2;
+
+/// Addresses remembered by [`Unresponsive`], at most (memory bound).
+pub const MAX_UNRESPONSIVE: usize = 4096;
+/// How long an address stays in [`Unresponsive`] after its last unanswered
+/// query: 15 minutes, the time after which BEP 5 calls a silent node
+/// questionable.
+pub const UNRESPONSIVE_FOR: Duration = QUESTIONABLE_AFTER;
+
+/// Addresses whose last query from us went unanswered within the request
+/// timeout, table members or not. Lookups learn most nodes from others'
+/// `nodes` lists, not from our table; those lists keep handing out nodes
+/// that left (BEP 5 only makes a node bad in the table that queried it).
+/// A lookup still asks such an address but does not wait for it (see
+/// `lookup`); an answer from it clears it.
+#[derive(Debug, Default)]
+pub struct Unresponsive {
+    since: HashMap<SocketAddr, Instant>,
+}
+
+impl Unresponsive {
+    /// Records a query to `addr` unanswered at `now`. When full, the entry
+    /// recorded longest ago makes room.
+    pub fn record(&mut self, addr: SocketAddr, now: Instant) {
+        if self.since.len() >= MAX_UNRESPONSIVE
+            && !self.since.contains_key(&addr)
+            && let Some(oldest) = self.since.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a)
+        {
+            self.since.remove(&oldest);
+        }
+        self.since.insert(addr, now);
+    }
+
+    /// Records an answer from `addr`.
+    pub fn answered(&mut self, addr: &SocketAddr) {
+        self.since.remove(addr);
+    }
+
+    /// True when a query to `addr` went unanswered less than
+    /// [`UNRESPONSIVE_FOR`] before `now`, and no answer came since.
+    pub fn contains(&self, addr: &SocketAddr, now: Instant) -> bool {
+        self.since
+            .get(addr)
+            .is_some_and(|t| now.saturating_duration_since(*t) < UNRESPONSIVE_FOR)
+    }
+
+    /// Forgets entries older than [`UNRESPONSIVE_FOR`].
+    pub fn expire(&mut self, now: Instant) {
+        self.since
+            .retain(|_, t| now.saturating_duration_since(*t) < UNRESPONSIVE_FOR);
+    }
+
+    /// Number of addresses remembered.
+    pub fn len(&self) -> usize {
+        self.since.len()
+    }
+
+    /// True when no address is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.since.is_empty()
+    }
+}
 
 /// Liveness of a node (BEP 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,5 +524,28 @@ mod tests {
         assert_eq!(order(&t), vec![1, 4, 3]);
         t.failed(&stranger.addr);
         assert_eq!(order(&t), vec![1, 3]);
+    }
+
+    #[test]
+    fn unresponsive_addresses_are_bounded_and_expire() {
+        let now = Instant::now();
+        let mut u = Unresponsive::default();
+        let a = node([1; 20], 1).addr;
+        assert!(!u.contains(&a, now));
+        u.record(a, now);
+        assert!(u.contains(&a, now + UNRESPONSIVE_FOR - Duration::from_secs(1)));
+        assert!(!u.contains(&a, now + UNRESPONSIVE_FOR));
+        u.answered(&a);
+        assert!(!u.contains(&a, now) && u.is_empty());
+        for p in 0..MAX_UNRESPONSIVE as u16 + 10 {
+            u.record(
+                node([1; 20], p).addr,
+                now + Duration::from_millis(u64::from(p)),
+            );
+        }
+        assert_eq!(u.len(), MAX_UNRESPONSIVE);
+        assert!(!u.contains(&node([1; 20], 0).addr, now), "oldest made room");
+        u.expire(now + UNRESPONSIVE_FOR + Duration::from_secs(60));
+        assert!(u.is_empty());
     }
 }
