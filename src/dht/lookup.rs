@@ -11,8 +11,8 @@
 //! candidate is asked in its place, yet it stays outstanding and a late
 //! answer is used like any other. Only the request timeout marks the node
 //! failed (and tells the routing table). The lookup ends when the K closest
-//! candidates that are neither failed nor slow have answered; a straggler
-//! is waited for only while fewer than K answering candidates are known.
+//! candidates that are neither failed nor slow have answered; slow queries
+//! are waited for only while no node at all has answered.
 //! An address that left one of our queries unanswered recently (any lookup,
 //! see [`super::routing::Unresponsive`]) is *suspect*: it is still asked,
 //! but as if already slow, so a node that left costs nothing the next time
@@ -72,8 +72,8 @@ struct Req {
     /// The candidate asked; `None` for a seed (router or saved node) whose
     /// id we do not know.
     key: Option<Key>,
-    /// When the query becomes slow.
-    soft_deadline: Instant,
+    /// When the query was sent.
+    sent: Instant,
     slow: bool,
 }
 
@@ -176,14 +176,14 @@ impl Traversal {
         self.reqs.len()
     }
 
-    fn start(&mut self, key: Option<Key>, now: Instant, soft: Duration, slow: bool) -> u64 {
+    fn start(&mut self, key: Option<Key>, now: Instant, slow: bool) -> u64 {
         let id = self.next_req;
         self.next_req += 1;
         self.reqs.insert(
             id,
             Req {
                 key,
-                soft_deadline: if slow { now } else { now + soft },
+                sent: now,
                 slow,
             },
         );
@@ -193,13 +193,12 @@ impl Traversal {
     /// What to send now, as `(request number, address)`: every seed not yet
     /// asked, then the closest not-yet-asked candidates among the K closest
     /// that are neither failed nor slow, while fewer than α queries are
-    /// active. Each becomes slow `soft` after `now`; suspects are slow at
-    /// once.
-    pub fn launch(&mut self, now: Instant, soft: Duration) -> Vec<(u64, SocketAddr)> {
+    /// active, all sent at `now`. Suspects are slow at once.
+    pub fn launch(&mut self, now: Instant) -> Vec<(u64, SocketAddr)> {
         let mut out = Vec::new();
         while let Some(s) = self.seeds.pop() {
             let slow = self.suspects.contains(&s);
-            out.push((self.start(None, now, soft, slow), s));
+            out.push((self.start(None, now, slow), s));
         }
         while self.active() < self.alpha {
             let pick = self
@@ -218,17 +217,19 @@ impl Traversal {
                     CandState::Asked
                 };
             }
-            out.push((self.start(Some(key), now, soft, slow), addr));
+            out.push((self.start(Some(key), now, slow), addr));
         }
         out
     }
 
-    /// Marks the queries whose soft timeout has passed at `now` as slow.
-    /// Returns how many became slow.
-    pub fn expire(&mut self, now: Instant) -> usize {
+    /// Marks the queries sent `soft` or longer before `now` as slow. The
+    /// soft timeout is the current one, not the one when a query was sent:
+    /// the first round trips measured shorten the wait for queries already
+    /// out. Returns how many became slow.
+    pub fn expire(&mut self, now: Instant, soft: Duration) -> usize {
         let mut n = 0;
         for r in self.reqs.values_mut() {
-            if r.slow || r.soft_deadline > now {
+            if r.slow || r.sent + soft > now {
                 continue;
             }
             r.slow = true;
@@ -243,12 +244,13 @@ impl Traversal {
         n
     }
 
-    /// The next instant a query becomes slow, if any active one is left.
-    pub fn wake_at(&self) -> Option<Instant> {
+    /// The next instant a query becomes slow with soft timeout `soft`, if
+    /// any active one is left.
+    pub fn wake_at(&self, soft: Duration) -> Option<Instant> {
         self.reqs
             .values()
             .filter(|r| !r.slow)
-            .map(|r| r.soft_deadline)
+            .map(|r| r.sent + soft)
             .min()
     }
 
@@ -298,9 +300,11 @@ impl Traversal {
     }
 
     /// True when the K closest candidates that are neither failed nor slow
-    /// have all answered; with fewer such candidates known, when nothing is
-    /// outstanding any more (slow queries included: their late answers may
-    /// be all there is to learn from).
+    /// have all answered. With fewer such candidates known (a small
+    /// network, or most nodes dead): when every one has answered and no
+    /// query is active, or, while none has answered yet, when nothing is
+    /// outstanding any more (slow queries included: their late answers are
+    /// then all there is to learn from).
     pub fn finished(&self) -> bool {
         let mut n = 0;
         for c in self.cands.values() {
@@ -315,7 +319,7 @@ impl Traversal {
                 }
             }
         }
-        self.reqs.is_empty()
+        self.reqs.is_empty() || (n > 0 && self.active() == 0)
     }
 
     /// Forgets the seeds not yet asked.
@@ -394,9 +398,7 @@ impl Lookup {
 
     /// Sends what the traversal asks for.
     fn launch(&mut self, now: Instant) {
-        let shared = &self.inner.shared;
-        let soft = shared.lock().rtt.soft_timeout(shared.cfg.request_timeout);
-        for (req, addr) in self.t.launch(now, soft) {
+        for (req, addr) in self.t.launch(now) {
             let inner = self.inner.clone();
             let q = self.query.clone();
             let h = self
@@ -424,7 +426,11 @@ impl Lookup {
                 Some(j) => j,
                 None => {
                     let now = Instant::now();
-                    let slowed = self.t.expire(now);
+                    let soft = {
+                        let shared = &inner.shared;
+                        shared.lock().rtt.soft_timeout(shared.cfg.request_timeout)
+                    };
+                    let slowed = self.t.expire(now, soft);
                     if slowed > 0 {
                         counters
                             .soft_timeouts
@@ -437,7 +443,7 @@ impl Lookup {
                     }
                     let wake = self
                         .t
-                        .wake_at()
+                        .wake_at(soft)
                         .map_or(self.deadline, |w| w.min(self.deadline));
                     match tokio::time::timeout_at(wake, self.inflight.join_next_with_id()).await {
                         // A soft timeout or the whole-lookup bound: both are
@@ -526,7 +532,7 @@ mod tests {
 
     /// Sends what `t` asks for at `now`: the distances asked, by request.
     fn launch(t: &mut Traversal, now: Instant) -> Vec<(u64, u8)> {
-        t.launch(now, SOFT)
+        t.launch(now)
             .into_iter()
             .map(|(r, a)| (r, (a.port() - 1000) as u8))
             .collect()
@@ -550,11 +556,11 @@ mod tests {
         let dead = launch(&mut t, t0);
         assert_eq!(dead.iter().map(|x| x.1).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(launch(&mut t, t0).is_empty(), "α queries active");
-        assert_eq!(t.wake_at(), Some(t0 + SOFT));
-        assert_eq!(t.expire(t0 + SOFT - Duration::from_millis(1)), 0);
-        assert_eq!(t.expire(t0 + SOFT), 3);
+        assert_eq!(t.wake_at(SOFT), Some(t0 + SOFT));
+        assert_eq!(t.expire(t0 + SOFT - Duration::from_millis(1), SOFT), 0);
+        assert_eq!(t.expire(t0 + SOFT, SOFT), 3);
         assert_eq!((t.active(), t.outstanding()), (0, 3));
-        assert_eq!(t.wake_at(), None);
+        assert_eq!(t.wake_at(SOFT), None);
         // Three more are asked in their place, and so on; nodes 1-3 never
         // answer, yet the lookup ends once 4..=11 (the K closest that are
         // neither failed nor slow) have answered.
@@ -578,7 +584,7 @@ mod tests {
         let t0 = Instant::now();
         let mut t = traversal(3, 2..=12);
         let first = launch(&mut t, t0);
-        t.expire(t0 + SOFT);
+        t.expire(t0 + SOFT, SOFT);
         let next = launch(&mut t, t0 + SOFT);
         assert_eq!(next.iter().map(|x| x.1).collect::<Vec<_>>(), [5, 6, 7]);
         // Node 3 answers late, with a node closer than any known.
@@ -612,7 +618,7 @@ mod tests {
         // not asked, the window of the K closest being full.
         assert!(launch(&mut t, t0).is_empty());
         assert!(!t.finished());
-        t.expire(t0 + SOFT);
+        t.expire(t0 + SOFT, SOFT);
         let nine = launch(&mut t, t0 + SOFT);
         assert_eq!(nine.iter().map(|x| x.1).collect::<Vec<_>>(), [9]);
         assert!(!t.finished());
@@ -621,18 +627,31 @@ mod tests {
     }
 
     #[test]
-    fn with_fewer_than_k_answering_slow_queries_are_waited_for() {
+    fn with_fewer_than_k_known_slow_queries_are_waited_for_only_until_an_answer() {
         let t0 = Instant::now();
+        // A small network: 3 nodes; node 2 is dead.
         let mut t = traversal(3, 1..=3);
         let asked = launch(&mut t, t0);
         answer(&mut t, asked[0], &[]);
         answer(&mut t, asked[2], &[]);
-        assert!(!t.finished());
-        t.expire(t0 + SOFT);
-        assert!(!t.finished(), "its late answer may be all there is");
-        t.failed(asked[1].0);
-        assert!(t.finished());
+        assert!(!t.finished(), "node 2 might answer within its soft timeout");
+        t.expire(t0 + SOFT, SOFT);
+        assert!(t.finished(), "the others answered: not waited for");
         assert_eq!(answered(&t), [1, 3]);
+        // Nothing answered yet: slow queries are all there is.
+        let mut t = traversal(3, 1..=2);
+        let asked = launch(&mut t, t0);
+        t.expire(t0 + SOFT, SOFT);
+        assert!(!t.finished());
+        t.failed(asked[0].0);
+        assert!(!t.finished());
+        assert!(answer(&mut t, asked[1], &[node(3)]), "late");
+        assert!(!t.finished(), "node 3 to ask");
+        let three = launch(&mut t, t0 + SOFT);
+        assert_eq!(three.len(), 1);
+        answer(&mut t, three[0], &[]);
+        assert!(t.finished());
+        assert_eq!(answered(&t), [2, 3]);
         // An error for a node that answered does not undo its answer.
         let mut t = traversal(3, [1]);
         let a = launch(&mut t, t0)[0];
@@ -657,12 +676,12 @@ mod tests {
             vec![node(5)],
             seeds.clone(),
         );
-        let asked = t.launch(t0, SOFT);
+        let asked = t.launch(t0);
         assert_eq!(asked.len(), 4, "every seed, no candidate: {asked:?}");
         assert!(asked.iter().all(|(_, a)| seeds.contains(a)));
         // The seeds go slow: the candidate is asked.
-        t.expire(t0 + SOFT);
-        let out = t.launch(t0 + SOFT, SOFT);
+        t.expire(t0 + SOFT, SOFT);
+        let out = t.launch(t0 + SOFT);
         assert_eq!(out.len(), 1);
         // A seed's late answer enters it under the id it gave.
         let seed_as_node = NodeInfo {
@@ -699,7 +718,7 @@ mod tests {
             [1, 2, 3, 4, 5, 6]
         );
         assert_eq!((t.active(), t.outstanding()), (3, 6));
-        assert_eq!(t.wake_at(), Some(t0 + SOFT));
+        assert_eq!(t.wake_at(SOFT), Some(t0 + SOFT));
         for a in &asked {
             if ![1, 2, 4].contains(&a.1) {
                 answer(&mut t, *a, &[]);
@@ -724,6 +743,22 @@ mod tests {
             vec![seed],
         );
         t.suspect(seed);
-        assert_eq!(t.launch(t0, SOFT).len(), 2);
+        assert_eq!(t.launch(t0).len(), 2);
+    }
+
+    #[test]
+    fn a_shorter_soft_timeout_applies_to_queries_already_out() {
+        // Sent before any round trip was measured (500 ms); the first
+        // answers bring it down to 200 ms for every query out.
+        let t0 = Instant::now();
+        let mut t = traversal(3, 1..=4);
+        let asked = launch(&mut t, t0);
+        let initial = Duration::from_millis(500);
+        assert_eq!(t.expire(t0 + SOFT, initial), 0);
+        assert_eq!(t.wake_at(initial), Some(t0 + initial));
+        answer(&mut t, asked[0], &[]);
+        assert_eq!(t.wake_at(SOFT), Some(t0 + SOFT));
+        assert_eq!(t.expire(t0 + SOFT, SOFT), 2);
+        assert_eq!(launch(&mut t, t0 + SOFT).len(), 1, "node 4 in their place");
     }
 }

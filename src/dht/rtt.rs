@@ -64,7 +64,8 @@ impl RoundTrip {
         self.samples
     }
 
-    /// The soft timeout for a query sent now: `srtt + 4·rttvar` (or
+    /// The soft timeout now (a query out for longer is slow):
+    /// `srtt + 4·rttvar` (or
     /// [`SOFT_TIMEOUT_INITIAL`] before any sample), at least
     /// [`SOFT_TIMEOUT_MIN`] and at most half of `request_timeout`.
     pub fn soft_timeout(&self, request_timeout: Duration) -> Duration {
