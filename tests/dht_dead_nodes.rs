@@ -125,9 +125,10 @@ fn dht_lookup_passes_over_dead_nodes() {
         assert!(s.soft_timeouts >= 3, "dead nodes were queried: {s:?}");
         assert!(s.round_trip.is_some_and(|r| r < FAST));
 
-        // Once the request timeout has passed, the searcher knows those
-        // addresses did not answer: the next get (a BEP 46 refresh) asks
-        // them without waiting for them.
+        // The get above already found the dead nodes suspect (they were past
+        // their soft timeout in the get_peers lookup). Once the request
+        // timeout has passed too, they count as failed: the next get (a
+        // BEP 46 refresh) still asks them but does not wait for them.
         tokio::time::sleep(Duration::from_millis(2700)).await;
         assert!(searcher.stats().timeouts >= 10, "{:?}", searcher.stats());
         let t = Instant::now();

@@ -13,10 +13,11 @@
 //! failed (and tells the routing table). The lookup ends when the K closest
 //! candidates that are neither failed nor slow have answered; slow queries
 //! are waited for only while no node at all has answered.
-//! An address that left one of our queries unanswered recently (any lookup,
-//! see [`super::routing::Unresponsive`]) is *suspect*: it is still asked,
-//! but as if already slow, so a node that left costs nothing the next time
-//! others hand it out.
+//! An address that left one of our queries unanswered past its soft
+//! timeout, in any lookup, and has not answered since (see
+//! [`super::routing::Unresponsive`]) is *suspect*: it is still asked, but as
+//! if already slow, so a node that left costs nothing the next time others
+//! hand it out.
 //!
 //! [`Traversal`] holds that state and is driven with explicit instants;
 //! [`Lookup`] runs it over the node's socket.
@@ -72,6 +73,7 @@ struct Req {
     /// The candidate asked; `None` for a seed (router or saved node) whose
     /// id we do not know.
     key: Option<Key>,
+    addr: SocketAddr,
     /// When the query was sent.
     sent: Instant,
     slow: bool,
@@ -176,13 +178,14 @@ impl Traversal {
         self.reqs.len()
     }
 
-    fn start(&mut self, key: Option<Key>, now: Instant, slow: bool) -> u64 {
+    fn start(&mut self, key: Option<Key>, addr: SocketAddr, now: Instant, slow: bool) -> u64 {
         let id = self.next_req;
         self.next_req += 1;
         self.reqs.insert(
             id,
             Req {
                 key,
+                addr,
                 sent: now,
                 slow,
             },
@@ -198,7 +201,7 @@ impl Traversal {
         let mut out = Vec::new();
         while let Some(s) = self.seeds.pop() {
             let slow = self.suspects.contains(&s);
-            out.push((self.start(None, now, slow), s));
+            out.push((self.start(None, s, now, slow), s));
         }
         while self.active() < self.alpha {
             let pick = self
@@ -217,7 +220,7 @@ impl Traversal {
                     CandState::Asked
                 };
             }
-            out.push((self.start(Some(key), now, slow), addr));
+            out.push((self.start(Some(key), addr, now, slow), addr));
         }
         out
     }
@@ -225,15 +228,15 @@ impl Traversal {
     /// Marks the queries sent `soft` or longer before `now` as slow. The
     /// soft timeout is the current one, not the one when a query was sent:
     /// the first round trips measured shorten the wait for queries already
-    /// out. Returns how many became slow.
-    pub fn expire(&mut self, now: Instant, soft: Duration) -> usize {
-        let mut n = 0;
+    /// out. Returns the addresses of the queries that became slow.
+    pub fn expire(&mut self, now: Instant, soft: Duration) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
         for r in self.reqs.values_mut() {
             if r.slow || r.sent + soft > now {
                 continue;
             }
             r.slow = true;
-            n += 1;
+            out.push(r.addr);
             if let Some(k) = r.key
                 && let Some(c) = self.cands.get_mut(&k)
                 && c.state == CandState::Asked
@@ -241,7 +244,7 @@ impl Traversal {
                 c.state = CandState::Slow;
             }
         }
-        n
+        out
     }
 
     /// The next instant a query becomes slow with soft timeout `soft`, if
@@ -426,11 +429,19 @@ impl Lookup {
                 Some(j) => j,
                 None => {
                     let now = Instant::now();
-                    let soft = {
+                    let (soft, slowed) = {
                         let shared = &inner.shared;
-                        shared.lock().rtt.soft_timeout(shared.cfg.request_timeout)
+                        let mut st = shared.lock();
+                        let soft = st.rtt.soft_timeout(shared.cfg.request_timeout);
+                        let slowed = self.t.expire(now, soft);
+                        // Other lookups need not wait for them either (an
+                        // answer, even late, clears them).
+                        let at = std::time::Instant::now();
+                        for a in &slowed {
+                            st.unresponsive.record(*a, at);
+                        }
+                        (soft, slowed.len())
                     };
-                    let slowed = self.t.expire(now, soft);
                     if slowed > 0 {
                         counters
                             .soft_timeouts
@@ -557,8 +568,11 @@ mod tests {
         assert_eq!(dead.iter().map(|x| x.1).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(launch(&mut t, t0).is_empty(), "α queries active");
         assert_eq!(t.wake_at(SOFT), Some(t0 + SOFT));
-        assert_eq!(t.expire(t0 + SOFT - Duration::from_millis(1), SOFT), 0);
-        assert_eq!(t.expire(t0 + SOFT, SOFT), 3);
+        assert!(
+            t.expire(t0 + SOFT - Duration::from_millis(1), SOFT)
+                .is_empty()
+        );
+        assert_eq!(t.expire(t0 + SOFT, SOFT).len(), 3);
         assert_eq!((t.active(), t.outstanding()), (0, 3));
         assert_eq!(t.wake_at(SOFT), None);
         // Three more are asked in their place, and so on; nodes 1-3 never
@@ -754,11 +768,11 @@ mod tests {
         let mut t = traversal(3, 1..=4);
         let asked = launch(&mut t, t0);
         let initial = Duration::from_millis(500);
-        assert_eq!(t.expire(t0 + SOFT, initial), 0);
+        assert!(t.expire(t0 + SOFT, initial).is_empty());
         assert_eq!(t.wake_at(initial), Some(t0 + initial));
         answer(&mut t, asked[0], &[]);
         assert_eq!(t.wake_at(SOFT), Some(t0 + SOFT));
-        assert_eq!(t.expire(t0 + SOFT, SOFT), 2);
+        assert_eq!(t.expire(t0 + SOFT, SOFT).len(), 2);
         assert_eq!(launch(&mut t, t0 + SOFT).len(), 1, "node 4 in their place");
     }
 }

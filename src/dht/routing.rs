@@ -32,8 +32,9 @@ pub const MAX_UNRESPONSIVE: usize = 4096;
 /// questionable.
 pub const UNRESPONSIVE_FOR: Duration = QUESTIONABLE_AFTER;
 
-/// Addresses whose last query from us went unanswered within the request
-/// timeout, table members or not. Lookups learn most nodes from others'
+/// Addresses whose last query from us went unanswered: past a lookup's soft
+/// timeout (see [`super::rtt`]) or the request timeout, table members or
+/// not. Lookups learn most nodes from others'
 /// `nodes` lists, not from our table; those lists keep handing out nodes
 /// that left (BEP 5 only makes a node bad in the table that queried it).
 /// A lookup still asks such an address but does not wait for it (see
