@@ -2,7 +2,8 @@
 //! loopback. Measures, over many random info-hashes, the time from
 //! `get_peers` to the first peer and to the end of the lookup, and the time
 //! of a BEP 44 `get` of a mutable item (which returns at the end of its
-//! lookup).
+//! lookup), then of the same `get` again from the same node (what a BEP 46
+//! mount does at each refresh).
 //!
 //! Run it inside a private network namespace (it only uses 127.0.0.1):
 //!
@@ -115,6 +116,7 @@ async fn main() {
     let mut first_peer = Vec::new();
     let mut lookup_end = Vec::new();
     let mut get_end = Vec::new();
+    let mut reget_end = Vec::new();
     let mut missed = 0;
     let mut missed_items = 0;
     for t in 0..trials {
@@ -153,6 +155,12 @@ async fn main() {
         if got.as_ref() != Some(&item) {
             missed_items += 1;
         }
+        let start = Instant::now();
+        let again = nodes[s].get_mutable(kp.public_key(), b"").await;
+        reget_end.push(start.elapsed());
+        if again.as_ref() != Some(&item) {
+            missed_items += 1;
+        }
         if t < 3 {
             println!(
                 "trial {t}: announce accepted by {accepted}, first peer {first:?}, lookup end {end:?}, get {:?}",
@@ -168,9 +176,11 @@ async fn main() {
         percentile(&mut lookup_end, 0.9),
     );
     println!(
-        "{trials} mutable gets: end median {:?} (p90 {:?}); {missed_items} missed the item",
+        "{trials} mutable gets: end median {:?} (p90 {:?}); the same again: median {:?} (p90 {:?}); {missed_items} missed the item",
         percentile(&mut get_end, 0.5),
         percentile(&mut get_end, 0.9),
+        percentile(&mut reget_end, 0.5),
+        percentile(&mut reget_end, 0.9),
     );
     let s: Vec<_> = nodes.iter().map(|d| d.stats()).collect();
     println!(
