@@ -145,8 +145,9 @@ pub struct DhtStats {
     /// Lookup queries unanswered past the soft timeout (see [`rtt`]): each
     /// let the lookup ask another node in its place.
     pub soft_timeouts: u64,
-    /// Answers that came after their soft timeout and were still used by
-    /// their lookup.
+    /// Answers to lookup queries that no longer held an α slot (past their
+    /// soft timeout, or sent to an address that recently did not answer)
+    /// and were still used by their lookup.
     pub late_answers: u64,
     /// Smoothed round-trip time of our answered queries, once measured.
     pub round_trip: Option<Duration>,
