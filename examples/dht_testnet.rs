@@ -1,19 +1,29 @@
 //! Benchmark (not a test): a testnet of our own DHT nodes in one process on
 //! loopback. Measures, over many random info-hashes, the time from
-//! `get_peers` to the first peer and to the end of the lookup.
+//! `get_peers` to the first peer and to the end of the lookup, and the time
+//! of a BEP 44 `get` of a mutable item (which returns at the end of its
+//! lookup), then of the same `get` again from the same node (what a BEP 46
+//! mount does at each refresh).
 //!
 //! Run it inside a private network namespace (it only uses 127.0.0.1):
 //!
 //! ```sh
 //! cargo build --release --example dht_testnet
-//! unshare --net -- sh -c 'ip link set lo up && target/release/examples/dht_testnet 200 50'
+//! unshare --net -- sh -c 'ip link set lo up && target/release/examples/dht_testnet 200 50 0.3'
 //! ```
-//! Arguments: number of nodes (default 200), number of lookups (default 50).
+//! Arguments: number of nodes (default 200), number of lookups (default 50),
+//! fraction of nodes that die after bootstrap (default 0). A dead node is a
+//! node that was shut down after every routing table learned it; its UDP
+//! port is then held by a socket that never answers (a black hole, as a
+//! vanished host on the Internet: no ICMP "port unreachable"). Dead nodes
+//! are drawn at random, so about that fraction of the closest nodes to any
+//! target is dead. Every node uses the default 2 s request timeout.
 
 use std::time::{Duration, Instant};
 
 use btfs::InfoHash;
-use btfs::dht::{Dht, DhtConfig};
+use btfs::Keypair;
+use btfs::dht::{Dht, DhtConfig, MutableItem};
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
@@ -34,6 +44,11 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let trials: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50);
+    let dead_fraction: f64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0.0_f64)
+        .clamp(0.0, 0.9);
     let cfg = |bootstrap: Vec<String>| DhtConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         bootstrap,
@@ -71,17 +86,47 @@ async fn main() {
         sizes.iter().min().unwrap()
     );
 
+    // Kill a random fraction (never node 0, which others bootstrapped from;
+    // it stays as one live node among many).
+    let want_dead = ((n as f64) * dead_fraction).round() as usize;
+    let mut holes = Vec::new();
+    let mut alive: Vec<Dht> = Vec::new();
+    let mut order: Vec<usize> = (1..n).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rand_u64() as usize) % (i + 1));
+    }
+    let doomed: std::collections::HashSet<usize> = order.into_iter().take(want_dead).collect();
+    for (i, d) in nodes.into_iter().enumerate() {
+        if doomed.contains(&i) {
+            let addr = d.local_addr();
+            d.shutdown().await;
+            holes.push(tokio::net::UdpSocket::bind(addr).await.expect("rebind"));
+        } else {
+            alive.push(d);
+        }
+    }
+    let nodes = alive;
+    let live = nodes.len();
+    println!(
+        "{} of {n} nodes dead ({:.0} %), {live} alive",
+        holes.len(),
+        100.0 * holes.len() as f64 / n as f64
+    );
+
     let mut first_peer = Vec::new();
     let mut lookup_end = Vec::new();
+    let mut get_end = Vec::new();
+    let mut reget_end = Vec::new();
     let mut missed = 0;
+    let mut missed_items = 0;
     for t in 0..trials {
         let mut ih = [0u8; 20];
         getrandom::fill(&mut ih).expect("random");
         let ih = InfoHash(ih);
-        let a = (rand_u64() as usize) % n;
-        let mut s = (rand_u64() as usize) % n;
+        let a = (rand_u64() as usize) % live;
+        let mut s = (rand_u64() as usize) % live;
         if s == a {
-            s = (s + 1) % n;
+            s = (s + 1) % live;
         }
         let port = 10_000 + t as u16;
         let accepted = nodes[a].announce_peer(ih, Some(port)).await;
@@ -99,9 +144,27 @@ async fn main() {
             None => missed += 1,
         }
         lookup_end.push(end);
+
+        // BEP 44: put from the announcing node, get from the searching one.
+        let kp = Keypair::generate();
+        let item = MutableItem::sign(&kp, b"", 1, b"i1e");
+        let _ = nodes[a].put_mutable(item.clone()).await;
+        let start = Instant::now();
+        let got = nodes[s].get_mutable(kp.public_key(), b"").await;
+        get_end.push(start.elapsed());
+        if got.as_ref() != Some(&item) {
+            missed_items += 1;
+        }
+        let start = Instant::now();
+        let again = nodes[s].get_mutable(kp.public_key(), b"").await;
+        reget_end.push(start.elapsed());
+        if again.as_ref() != Some(&item) {
+            missed_items += 1;
+        }
         if t < 3 {
             println!(
-                "trial {t}: announce accepted by {accepted}, first peer {first:?}, lookup end {end:?}"
+                "trial {t}: announce accepted by {accepted}, first peer {first:?}, lookup end {end:?}, get {:?}",
+                get_end[t]
             );
         }
     }
@@ -111,6 +174,13 @@ async fn main() {
         percentile(&mut first_peer, 0.9),
         percentile(&mut lookup_end, 0.5),
         percentile(&mut lookup_end, 0.9),
+    );
+    println!(
+        "{trials} mutable gets: end median {:?} (p90 {:?}); the same again: median {:?} (p90 {:?}); {missed_items} missed the item",
+        percentile(&mut get_end, 0.5),
+        percentile(&mut get_end, 0.9),
+        percentile(&mut reget_end, 0.5),
+        percentile(&mut reget_end, 0.9),
     );
     let s: Vec<_> = nodes.iter().map(|d| d.stats()).collect();
     println!(
@@ -122,4 +192,5 @@ async fn main() {
     for d in &nodes {
         d.shutdown().await;
     }
+    drop(holes);
 }

@@ -10,7 +10,7 @@
 //! [`DhtConfig::state_dir`] so the next start bootstraps without routers.
 //!
 //! Modules: [`krpc`] (messages), [`routing`] (buckets), `lookup`
-//! (iterative lookups), [`storage`] (what we store for others), [`bep44`]
+//! (iterative lookups), [`rtt`] (round trips, soft timeouts), [`storage`] (what we store for others), [`bep44`]
 //! (items and signatures), [`id`] (distances, BEP 42), `node` (the task).
 
 pub mod bep44;
@@ -19,6 +19,7 @@ pub mod krpc;
 mod lookup;
 mod node;
 pub mod routing;
+pub mod rtt;
 pub mod storage;
 
 use std::collections::HashSet;
@@ -55,13 +56,18 @@ pub struct DhtConfig {
     /// Directory for the state file `dht_nodes` (our id and good nodes);
     /// `None` keeps nothing between runs.
     pub state_dir: Option<PathBuf>,
-    /// How long to wait for one response. Default 2 s.
+    /// How long to wait for one response before the node counts as failed
+    /// (BEP 5: unanswered queries make a node questionable, then bad).
+    /// Default 2 s. Lookups stop waiting for a query much sooner, after its
+    /// soft timeout (see [`rtt`]), but still take a late answer until this
+    /// timeout.
     pub request_timeout: Duration,
     /// Bound on one whole lookup. Default 30 s.
     pub lookup_timeout: Duration,
     /// BEP 43: send `ro = 1`, answer no queries, stay out of others' tables.
     pub read_only: bool,
-    /// Parallel requests per lookup (Kademlia α). Default 3.
+    /// Parallel requests per lookup (Kademlia α). Default 3. Requests past
+    /// their soft timeout (see [`rtt`]) no longer count.
     pub alpha: usize,
     /// BEP 42: keep nodes at public IPs out of the table unless their id
     /// matches their IP. Default true.
@@ -133,8 +139,18 @@ pub struct DhtStats {
     pub responses_in: u64,
     /// Error replies to our queries received.
     pub errors_in: u64,
-    /// Our queries that timed out.
+    /// Our queries that timed out (no answer within
+    /// [`DhtConfig::request_timeout`]).
     pub timeouts: u64,
+    /// Lookup queries unanswered past the soft timeout (see [`rtt`]): each
+    /// let the lookup ask another node in its place.
+    pub soft_timeouts: u64,
+    /// Answers to lookup queries that no longer held an α slot (past their
+    /// soft timeout, or sent to an address that recently did not answer)
+    /// and were still used by their lookup.
+    pub late_answers: u64,
+    /// Smoothed round-trip time of our answered queries, once measured.
+    pub round_trip: Option<Duration>,
     /// Datagrams dropped: malformed, oversized, or unsolicited responses.
     pub dropped_datagrams: u64,
     /// Queries now waiting for a response.
@@ -526,6 +542,9 @@ impl Dht {
             responses_in: c.responses_in.load(Ordering::Relaxed),
             errors_in: c.errors_in.load(Ordering::Relaxed),
             timeouts: c.timeouts.load(Ordering::Relaxed),
+            soft_timeouts: c.soft_timeouts.load(Ordering::Relaxed),
+            late_answers: c.late_answers.load(Ordering::Relaxed),
+            round_trip: st.rtt.smoothed(),
             dropped_datagrams: c.dropped_datagrams.load(Ordering::Relaxed),
             pending_queries: c.pending.load(Ordering::Relaxed),
             peers_stored: st.peers.len(),

@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::DhtConfig;
 use super::id::{bep42_id, bep42_valid, is_exempt, random_id};
 use super::krpc::{self, Body, DecodeError, Id, Message, NodeInfo, Query, Response};
-use super::routing::{Insert, K, QUESTIONABLE_AFTER, RoutingTable};
+use super::routing::{Insert, K, QUESTIONABLE_AFTER, RoutingTable, Unresponsive};
+use super::rtt::RoundTrip;
 use super::storage::{ItemStore, MAX_VALUES, PeerStore, Tokens};
 
 /// Pending outgoing queries, at most (memory bound).
@@ -69,6 +70,8 @@ pub struct Counters {
     pub responses_in: AtomicU64,
     pub errors_in: AtomicU64,
     pub timeouts: AtomicU64,
+    pub soft_timeouts: AtomicU64,
+    pub late_answers: AtomicU64,
     pub dropped_datagrams: AtomicU64,
     pub pending: AtomicUsize,
 }
@@ -86,6 +89,10 @@ pub struct State {
     /// Nodes to contact when the table is thin: resolved bootstrap routers
     /// and nodes saved by a previous run.
     pub seeds: Vec<SocketAddr>,
+    /// Round trips of our answered queries (the soft timeout of lookups).
+    pub rtt: RoundTrip,
+    /// Addresses that recently left a query of ours unanswered.
+    pub unresponsive: Unresponsive,
 }
 
 /// Everything the node task and the handles share.
@@ -156,6 +163,8 @@ impl State {
             votes: VecDeque::new(),
             external_ip: None,
             seeds,
+            rtt: RoundTrip::default(),
+            unresponsive: Unresponsive::default(),
         }
     }
 
@@ -256,6 +265,7 @@ pub async fn run(
 
 struct Pending {
     addr: SocketAddr,
+    sent: Instant,
     deadline: Instant,
     reply: Option<oneshot::Sender<Result<Response, RpcError>>>,
 }
@@ -327,6 +337,7 @@ impl Node {
             tid,
             Pending {
                 addr,
+                sent: Instant::now(),
                 deadline: Instant::now() + self.shared.cfg.request_timeout,
                 reply,
             },
@@ -351,6 +362,7 @@ impl Node {
         for t in expired {
             if let Some(p) = self.pending.remove(&t) {
                 st.table.failed(&p.addr);
+                st.unresponsive.record(p.addr, now);
                 self.shared
                     .counters
                     .timeouts
@@ -372,6 +384,7 @@ impl Node {
             st.tokens.maybe_rotate(now);
             st.peers.expire(now);
             st.items.expire(now);
+            st.unresponsive.expire(now);
             let targets = if st.table.is_empty() {
                 Vec::new()
             } else {
@@ -459,6 +472,8 @@ impl Node {
                 c.responses_in.fetch_add(1, Ordering::Relaxed);
                 let ping = {
                     let mut st = self.shared.lock();
+                    st.rtt.sample(p.sent.elapsed());
+                    st.unresponsive.answered(&from);
                     if let Some(ip) = msg.ip {
                         st.vote(from.ip(), ip.ip());
                     }
@@ -489,6 +504,11 @@ impl Node {
                     return;
                 };
                 c.errors_in.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut st = self.shared.lock();
+                    st.rtt.sample(p.sent.elapsed());
+                    st.unresponsive.answered(&from);
+                }
                 if let Some(reply) = p.reply {
                     let _ = reply.send(Err(RpcError::Remote { code, message }));
                 }

@@ -11,6 +11,7 @@
 //! *questionable* after 15 minutes of silence or when it never answered; *bad*
 //! after [`BAD_AFTER_FAILS`] unanswered queries in a row.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,68 @@ pub const K: usize = 8;
 pub const QUESTIONABLE_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Unanswered queries in a row that make a node bad.
 pub const BAD_AFTER_FAILS: u32 = 2;
+
+/// Addresses remembered by [`Unresponsive`], at most (memory bound).
+pub const MAX_UNRESPONSIVE: usize = 4096;
+/// How long an address stays in [`Unresponsive`] after its last unanswered
+/// query: 15 minutes, the time after which BEP 5 calls a silent node
+/// questionable.
+pub const UNRESPONSIVE_FOR: Duration = QUESTIONABLE_AFTER;
+
+/// Addresses whose last query from us went unanswered: past a lookup's soft
+/// timeout (see [`super::rtt`]) or the request timeout, table members or
+/// not. Lookups learn most nodes from others'
+/// `nodes` lists, not from our table; those lists keep handing out nodes
+/// that left (BEP 5 only makes a node bad in the table that queried it).
+/// A lookup still asks such an address but does not wait for it (see
+/// `lookup`); an answer from it clears it.
+#[derive(Debug, Default)]
+pub struct Unresponsive {
+    since: HashMap<SocketAddr, Instant>,
+}
+
+impl Unresponsive {
+    /// Records a query to `addr` unanswered at `now`. When full, the entry
+    /// recorded longest ago makes room.
+    pub fn record(&mut self, addr: SocketAddr, now: Instant) {
+        if self.since.len() >= MAX_UNRESPONSIVE
+            && !self.since.contains_key(&addr)
+            && let Some(oldest) = self.since.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a)
+        {
+            self.since.remove(&oldest);
+        }
+        self.since.insert(addr, now);
+    }
+
+    /// Records an answer from `addr`.
+    pub fn answered(&mut self, addr: &SocketAddr) {
+        self.since.remove(addr);
+    }
+
+    /// True when a query to `addr` went unanswered less than
+    /// [`UNRESPONSIVE_FOR`] before `now`, and no answer came since.
+    pub fn contains(&self, addr: &SocketAddr, now: Instant) -> bool {
+        self.since
+            .get(addr)
+            .is_some_and(|t| now.saturating_duration_since(*t) < UNRESPONSIVE_FOR)
+    }
+
+    /// Forgets entries older than [`UNRESPONSIVE_FOR`].
+    pub fn expire(&mut self, now: Instant) {
+        self.since
+            .retain(|_, t| now.saturating_duration_since(*t) < UNRESPONSIVE_FOR);
+    }
+
+    /// Number of addresses remembered.
+    pub fn len(&self) -> usize {
+        self.since.len()
+    }
+
+    /// True when no address is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.since.is_empty()
+    }
+}
 
 /// Liveness of a node (BEP 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,18 +327,23 @@ impl RoutingTable {
         }
     }
 
-    /// Up to `n` non-bad nodes closest to `target`, closest first.
+    /// Up to `n` non-bad nodes closest to `target`: first the nodes whose
+    /// last query to them was answered (or that we never queried), closest
+    /// first, then those that failed to answer our last query, closest first.
+    /// BEP 5 gives nodes known to be good priority over nodes of unknown
+    /// status; a node that just failed is likely gone, and each one a lookup
+    /// starts from costs it a soft timeout.
     pub fn closest(&self, target: &Id, n: usize) -> Vec<NodeInfo> {
         let now = Instant::now();
-        let mut all: Vec<(Id, NodeInfo)> = self
+        let mut all: Vec<(bool, Id, NodeInfo)> = self
             .buckets
             .iter()
             .flat_map(|b| b.nodes.iter())
             .filter(|e| e.state(now) != NodeState::Bad)
-            .map(|e| (distance(&e.info.id, target), e.info))
+            .map(|e| (e.fails > 0, distance(&e.info.id, target), e.info))
             .collect();
-        all.sort_unstable_by_key(|a| a.0);
-        all.into_iter().take(n).map(|(_, i)| i).collect()
+        all.sort_unstable_by_key(|a| (a.0, a.1));
+        all.into_iter().take(n).map(|(_, _, i)| i).collect()
     }
 
     /// Every node currently good (for persistence).
@@ -420,8 +488,65 @@ mod tests {
             t.closest(&[0; 20], 8).is_empty(),
             "bad nodes are not offered"
         );
+        assert_eq!(t.len(), 1, "a bad node without replacement stays a while");
         let later = now + QUESTIONABLE_AFTER;
         assert_eq!(t.stale_targets(QUESTIONABLE_AFTER, later).len(), 1);
         assert!(t.stale_targets(QUESTIONABLE_AFTER, later).is_empty());
+    }
+
+    #[test]
+    fn nodes_that_just_failed_come_last() {
+        let own = [0u8; 20];
+        let mut t = RoutingTable::new(own);
+        let now = Instant::now();
+        let (near, mid, far) = (node([1; 20], 1), node([2; 20], 2), node([0x40; 20], 3));
+        for n in [near, mid, far] {
+            t.heard_from(n, true, now);
+        }
+        let order = |t: &RoutingTable| -> Vec<u16> {
+            t.closest(&own, 8).iter().map(|n| n.addr.port()).collect()
+        };
+        assert_eq!(order(&t), vec![1, 2, 3]);
+        // The nearest node misses one query: offered after the others.
+        t.failed(&near.addr);
+        assert_eq!(order(&t), vec![2, 3, 1]);
+        assert_eq!(t.closest(&own, 2).len(), 2);
+        assert!(!t.closest(&own, 2).contains(&near));
+        // It answers again: back in its place.
+        t.heard_from(near, true, now);
+        assert_eq!(order(&t), vec![1, 2, 3]);
+        // Two misses in a row: bad, not offered at all.
+        t.failed(&mid.addr);
+        t.failed(&mid.addr);
+        assert_eq!(order(&t), vec![1, 3]);
+        // A node that never answered is dropped at its first miss.
+        let stranger = node([3; 20], 4);
+        t.heard_from(stranger, false, now);
+        assert_eq!(order(&t), vec![1, 4, 3]);
+        t.failed(&stranger.addr);
+        assert_eq!(order(&t), vec![1, 3]);
+    }
+
+    #[test]
+    fn unresponsive_addresses_are_bounded_and_expire() {
+        let now = Instant::now();
+        let mut u = Unresponsive::default();
+        let a = node([1; 20], 1).addr;
+        assert!(!u.contains(&a, now));
+        u.record(a, now);
+        assert!(u.contains(&a, now + UNRESPONSIVE_FOR - Duration::from_secs(1)));
+        assert!(!u.contains(&a, now + UNRESPONSIVE_FOR));
+        u.answered(&a);
+        assert!(!u.contains(&a, now) && u.is_empty());
+        for p in 0..MAX_UNRESPONSIVE as u16 + 10 {
+            u.record(
+                node([1; 20], p).addr,
+                now + Duration::from_millis(u64::from(p)),
+            );
+        }
+        assert_eq!(u.len(), MAX_UNRESPONSIVE);
+        assert!(!u.contains(&node([1; 20], 0).addr, now), "oldest made room");
+        u.expire(now + UNRESPONSIVE_FOR + Duration::from_secs(60));
+        assert!(u.is_empty());
     }
 }
