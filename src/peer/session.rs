@@ -731,7 +731,7 @@ impl Session {
                                         .await
                                         .map_err(|e| e.to_string())?;
                                 if let Err(e) = r {
-                                    tracing::error!("{}: {e}", self.swarm.info_hash);
+                                    tracing::info!("{}: {e}", self.swarm.info_hash); // the lookup reports it
                                     return Err(e);
                                 }
                                 self.after_metadata(w).await?;
