@@ -1438,6 +1438,12 @@ impl Swarm {
     /// verified or not yet (see [`Swarm::has_range`]): readable without the
     /// network unless a piece turns out bad when a read hashes it.
     pub fn holds_range(&self, start: u64, end: u64) -> bool {
+        self.range_all(start, end, |p, i| p.has(i) || p.is_unverified(i))
+    }
+
+    /// Whether `pred` holds for every piece under absolute byte range
+    /// `[start, end)` (true for an empty range; false without metadata).
+    fn range_all(&self, start: u64, end: u64, pred: impl Fn(&Picker, u32) -> bool) -> bool {
         let Some(l) = self.loaded() else { return false };
         if end <= start {
             return true;
@@ -1447,22 +1453,13 @@ impl Swarm {
         let Some(p) = st.picker.as_ref() else {
             return false;
         };
-        ((start / pl) as u32..end.div_ceil(pl) as u32).all(|i| p.has(i) || p.is_unverified(i))
+        ((start / pl) as u32..end.div_ceil(pl) as u32).all(|i| pred(p, i))
     }
 
     /// Whether every piece in absolute byte range `[start, end)` is verified
     /// (cached pieces not hashed yet since the start do not count).
     pub fn has_range(&self, start: u64, end: u64) -> bool {
-        let Some(l) = self.loaded() else { return false };
-        if end <= start {
-            return true;
-        }
-        let pl = l.info.piece_length;
-        let st = self.lock();
-        let Some(p) = st.picker.as_ref() else {
-            return false;
-        };
-        ((start / pl) as u32..end.div_ceil(pl) as u32).all(|i| p.has(i))
+        self.range_all(start, end, |p, i| p.has(i))
     }
 
     /// A snapshot for progress output.

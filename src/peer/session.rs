@@ -280,12 +280,7 @@ impl Session {
                         // seeder too (libtorrent then disconnects:
                         // "upload to upload connection").
                         Ok(i) => {
-                            let theirs = self
-                                .peer_pieces
-                                .as_ref()
-                                .and_then(|p| p.get(i as usize).copied())
-                                .unwrap_or(false);
-                            if !theirs {
+                            if !self.peer_has(i) {
                                 send(&mut w, &Message::Have(i)).await?;
                             }
                         }
@@ -306,12 +301,7 @@ impl Session {
                                 self.addr
                             );
                             for i in ours {
-                                let theirs = self
-                                    .peer_pieces
-                                    .as_ref()
-                                    .and_then(|p| p.get(i as usize).copied())
-                                    .unwrap_or(false);
-                                if !theirs {
+                                if !self.peer_has(i) {
                                     send(&mut w, &Message::Have(i)).await?;
                                 }
                             }
@@ -332,6 +322,14 @@ impl Session {
             self.serve_uploads(&mut w).await?;
             w.flush().await.map_err(|e| e.to_string())?;
         }
+    }
+
+    /// Whether the peer said it has piece `i` (bitfield or HAVE).
+    fn peer_has(&self, i: u32) -> bool {
+        self.peer_pieces
+            .as_ref()
+            .and_then(|p| p.get(i as usize).copied())
+            .unwrap_or(false)
     }
 
     fn our_bitfield(&self) -> Option<Bytes> {
