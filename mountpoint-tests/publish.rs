@@ -459,6 +459,23 @@ truncate -s 1000 media/deep/er/small.bin";
         child.stderr_tail(20)
     );
     eprintln!("v2 published at {:.2} s", t0.elapsed().as_secs_f64());
+    // v2 went into the cache; its unchanged (renamed) file shares the bytes
+    // of v1's cache file (a hard link, not a copy).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let v1 = cache
+            .join(info_hash_of(&magnet1))
+            .join("files/site/café/naïve résumé.txt");
+        let v2 = cache
+            .join(info_hash_of(&magnet2))
+            .join("files/site/renamed/naïve résumé.txt");
+        let (m1, m2) = (
+            std::fs::metadata(&v1).unwrap(),
+            std::fs::metadata(&v2).unwrap(),
+        );
+        assert_eq!((m1.dev(), m1.ino()), (m2.dev(), m2.ino()), "not linked");
+        assert_eq!(std::fs::read(&v2).unwrap(), b"non-ASCII names survive\n");
+    }
 
     // A second btfs-mount resolving the URL sees version 2.
     let mnt2 = tmp.path().join("mnt2");

@@ -409,9 +409,12 @@ pub fn build(content: &Content, progress: &mut dyn FnMut(u64, u64)) -> io::Resul
 /// out as [`FileStorage`] keeps torrents (`dir` = `<cache-dir>/<info-hash>`),
 /// so a later mount of its magnet finds every piece there, whatever becomes
 /// of the sources. Each file becomes `dir/files/<its path>`: hard-linked
-/// from a local source file when possible (same filesystem: no copy; the
-/// source must then not change, as for seeding in place), else copied
-/// through `built.storage`. The raw info dictionary is written first and the
+/// when possible (same filesystem: no copy) from a local source file or
+/// from the cache file of an unchanged file of another torrent (the two
+/// caches then share those bytes: a piece evicted from one is found wrong
+/// by the other's verification and fetched again), else copied through
+/// `built.storage`. Every piece of a `Source::Storage` range must be
+/// stored (as [`build`] requires). The raw info dictionary is written first and the
 /// `have` bitfield (every piece) last, so an interrupted install never
 /// passes for a complete one. Returns the storage, ready to seed.
 ///
@@ -444,9 +447,13 @@ pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<F
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
+        // Hard links where a file of exactly these bytes exists: a staged
+        // file, or the base torrent's cache file of an unchanged file.
         let linked = match &f.source {
             Source::File(src) => fs::hard_link(src, &dest).is_ok(),
-            Source::Storage { .. } => false,
+            Source::Storage { storage, offset } => storage
+                .file_at(*offset, f.length)
+                .is_some_and(|src| fs::hard_link(src, &dest).is_ok()),
         };
         if !linked {
             copy_range(&*built.storage, offset, f.length, &dest)?;

@@ -56,6 +56,12 @@ pub trait Storage: Send + Sync + 'static {
     fn file_path(&self, _file_index: usize) -> Option<&Path> {
         None
     }
+    /// The file on disk that holds exactly the bytes at absolute
+    /// `[offset, offset + length)`, when that range is one whole torrent
+    /// file kept in a file of its own (see [`Storage::file_path`]).
+    fn file_at(&self, _offset: u64, _length: u64) -> Option<&Path> {
+        None
+    }
 }
 
 /// One stored file: its range in the piece space and where it lives.
@@ -295,6 +301,17 @@ impl Storage for FileStorage {
 
     fn file_path(&self, file_index: usize) -> Option<&Path> {
         self.extents.get(file_index)?.path.as_deref()
+    }
+
+    fn file_at(&self, offset: u64, length: u64) -> Option<&Path> {
+        // Extents are in offset order; zero-length ones share an offset.
+        let first = self.extents.partition_point(|e| e.offset < offset);
+        self.extents[first..]
+            .iter()
+            .take_while(|e| e.offset == offset)
+            .find(|e| e.length == length && length > 0)?
+            .path
+            .as_deref()
     }
 }
 
