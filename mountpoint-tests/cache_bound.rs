@@ -44,13 +44,6 @@ impl Drop for Umount {
     }
 }
 
-fn drop_page_cache(path: &Path) {
-    use std::os::fd::AsRawFd;
-    let f = fs::File::open(path).unwrap();
-    // SAFETY: a valid fd; fadvise only drops clean cached pages.
-    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-}
-
 #[test]
 fn cache_size_bounds_disk_usage_and_reads_stay_correct() {
     if !in_netns("cache_size_bounds_disk_usage_and_reads_stay_correct") {

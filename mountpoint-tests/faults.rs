@@ -78,15 +78,6 @@ fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     fs::read(path)
 }
 
-/// Drops the page cache of `path` (so the next read reaches the FUSE
-/// filesystem again).
-fn drop_page_cache(path: &Path) {
-    use std::os::fd::AsRawFd;
-    let f = fs::File::open(path).unwrap();
-    // SAFETY: a valid fd; fadvise only drops clean cached pages.
-    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-}
-
 #[test]
 fn sigkill_while_reading_then_remount_serves_verified_bytes() {
     if !in_netns("sigkill_while_reading_then_remount_serves_verified_bytes") {

@@ -286,12 +286,7 @@ fn fully_cached_files_are_read_by_passthrough_and_stay_pinned() {
         std::fs::read(&cached_a).unwrap() == a_data,
         "a.bin's pieces were evicted while open in passthrough mode"
     );
-    {
-        use std::os::fd::AsRawFd;
-        let c = std::fs::File::open(&cached_a).unwrap();
-        // SAFETY: a valid fd; fadvise only drops clean cached pages.
-        unsafe { libc::posix_fadvise(c.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    }
+    drop_page_cache(&cached_a);
     assert!(read_all(&f2) == a_data, "a.bin by passthrough, from disk");
     // mmap works on a passthrough file too (what `cp` and players may use).
     let out = Command::new("sha256sum").arg(&a).output().unwrap();

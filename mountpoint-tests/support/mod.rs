@@ -987,6 +987,15 @@ pub fn sample_spec() -> Vec<(&'static str, TreeFile)> {
     ]
 }
 
+/// Drops the page cache of `path` (so the next read reaches the FUSE
+/// filesystem, or the disk, again).
+pub fn drop_page_cache(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    // SAFETY: a valid fd; fadvise only drops clean cached pages.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
 /// SHA-256 of `bytes`, 64 lowercase hex digits.
 pub fn sha256_bytes(bytes: &[u8]) -> String {
     use sha2::Digest;
