@@ -43,17 +43,16 @@ const BIDI: [char; 7] = [
 /// [`escape`], and truncates. May return "", "." or ".."; callers decide
 /// what those mean ([`component`], or the torrent name).
 pub fn filter(raw: &[u8]) -> String {
-    if std::str::from_utf8(raw).is_err() {
-        return truncate(escape(raw));
+    match std::str::from_utf8(raw) {
+        Ok(s) => truncate(s.chars().filter(|&c| !is_unsafe(c)).collect()),
+        Err(_) => truncate(escape(raw)),
     }
-    let mut out = String::with_capacity(raw.len().min(MAX_STEM + MAX_EXTENSION));
-    for c in String::from_utf8_lossy(raw).chars() {
-        if matches!(c, '/' | '\\' | '\0') || BIDI.contains(&c) {
-            continue;
-        }
-        out.push(c);
-    }
-    truncate(out)
+}
+
+/// Characters a valid element loses and a non-UTF-8 one escapes: `/`,
+/// `\`, NUL and the direction overrides in [`BIDI`].
+fn is_unsafe(c: char) -> bool {
+    matches!(c, '/' | '\\' | '\0') || BIDI.contains(&c)
 }
 
 /// The lossless escape of `raw` (any bytes): every byte of an invalid UTF-8
@@ -64,7 +63,7 @@ pub fn escape(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len());
     for chunk in raw.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if matches!(c, '/' | '\\' | '\0') || BIDI.contains(&c) {
+            if is_unsafe(c) {
                 let mut buf = [0u8; 4];
                 for &b in c.encode_utf8(&mut buf).as_bytes() {
                     push_escape(&mut out, b);
