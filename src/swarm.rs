@@ -504,23 +504,10 @@ impl Swarm {
         let mut st = self.lock();
         let mut new = 0;
         for a in addrs {
-            if a.port() == 0 || a.ip().is_unspecified() {
-                continue;
-            }
-            if st.candidates.len() >= 2000 && !st.candidates.contains_key(&a) {
-                break;
-            }
-            st.candidates.entry(a).or_insert_with(|| {
+            if let Some((_, true)) = candidate_entry(&mut st, a, source) {
                 new += 1;
                 tracing::debug!("{}: peer {a} from {source}", self.info_hash);
-                Candidate {
-                    source,
-                    failures: 0,
-                    next_try: Instant::now(),
-                    connected: false,
-                    dialable: true,
-                }
-            });
+            }
         }
         drop(st);
         if new > 0 {
@@ -617,21 +604,13 @@ impl Swarm {
     /// that both dial never keep two connections to each other.
     pub(crate) fn note_listen_addr(&self, id: u64, addr: SocketAddr) {
         let mut st = self.lock();
-        if addr.port() == 0 || !st.conns.contains_key(&id) {
+        if !st.conns.contains_key(&id) {
             return;
         }
-        if st.candidates.len() >= 2000 && !st.candidates.contains_key(&addr) {
-            return;
+        if let Some((c, _)) = candidate_entry(&mut st, addr, PeerSource::Incoming) {
+            c.connected = true;
+            st.listen_addrs.insert(id, addr);
         }
-        let c = st.candidates.entry(addr).or_insert_with(|| Candidate {
-            source: PeerSource::Incoming,
-            failures: 0,
-            next_try: Instant::now(),
-            connected: true,
-            dialable: true,
-        });
-        c.connected = true;
-        st.listen_addrs.insert(id, addr);
     }
 
     /// A connection ended: its requests go back to the picker.
@@ -1514,6 +1493,34 @@ impl Drop for PiecePin {
     fn drop(&mut self) {
         self.swarm.unpin(self.first, self.last);
     }
+}
+
+/// Most dialable addresses remembered per torrent.
+const MAX_CANDIDATES: usize = 2000;
+
+/// The candidate for `addr`, added (not connected, dialable, from `source`)
+/// when new; with whether it was new. `None` for an address no one can dial
+/// (port 0, unspecified IP) or a new one past [`MAX_CANDIDATES`].
+fn candidate_entry(
+    st: &mut State,
+    addr: SocketAddr,
+    source: PeerSource,
+) -> Option<(&mut Candidate, bool)> {
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return None;
+    }
+    let new = !st.candidates.contains_key(&addr);
+    if new && st.candidates.len() >= MAX_CANDIDATES {
+        return None;
+    }
+    let c = st.candidates.entry(addr).or_insert_with(|| Candidate {
+        source,
+        failures: 0,
+        next_try: Instant::now(),
+        connected: false,
+        dialable: true,
+    });
+    Some((c, new))
 }
 
 fn pin_locked(st: &mut State, first: u32, last: u32) -> bool {
