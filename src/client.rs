@@ -514,6 +514,15 @@ impl Client {
         extra: Vec<SocketAddr>,
         opts: LookupOptions,
     ) -> Result<Archive, Error> {
+        // Another process's cache: refuse before any peer is dialled (our
+        // own swarm of this torrent holds the lock legitimately).
+        if let StorageKind::Files(dir) = &self.inner.cfg.storage
+            && !self.has_swarm(info_hash)
+        {
+            crate::storage::check_cache_free(&dir.join(info_hash.to_hex())).map_err(|e| {
+                Error::Metadata(format!("cannot open the cache in {}: {e}", dir.display()))
+            })?;
+        }
         let swarm = self.swarm(info_hash, opts.seed);
         swarm.add_peers(extra, PeerSource::Magnet);
         swarm.add_peers(opts.peers.iter().copied(), PeerSource::Cli);
@@ -928,6 +937,15 @@ impl Client {
     }
 
     /// The swarm for `info_hash`, created and started if new.
+    /// Whether this client runs a swarm for `info_hash`.
+    fn has_swarm(&self, info_hash: InfoHash) -> bool {
+        self.inner
+            .swarms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&info_hash)
+    }
+
     fn swarm(&self, info_hash: InfoHash, seed: bool) -> Arc<Swarm> {
         let mut swarms = self.inner.swarms.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = swarms.get(&info_hash) {

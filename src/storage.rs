@@ -89,6 +89,17 @@ pub struct FileStorage {
     _lock: File,
 }
 
+/// Fails as [`FileStorage::open`] would when another process has the cache
+/// directory `dir` of a torrent (`AddrInUse`, naming its pid), so a lookup
+/// can say so before it talks to any peer. Takes the lock for a moment
+/// only; a directory without a `lock` file is free.
+pub fn check_cache_free(dir: &Path) -> io::Result<()> {
+    if !dir.join("lock").exists() {
+        return Ok(());
+    }
+    lock_cache_dir(dir).map(drop)
+}
+
 /// Takes the exclusive lock of the cache directory `dir` (see
 /// [`FileStorage`]); `AddrInUse` with the holder's pid when another
 /// process has it.
