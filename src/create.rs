@@ -430,10 +430,7 @@ pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<F
     }
     let storage = FileStorage::open(dir, &info)?;
     // A stale `have` from an earlier, interrupted install must not count.
-    match fs::remove_file(dir.join("have")) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    remove_if_present(&dir.join("have"))?;
     let mut offset = 0u64;
     for (i, f) in content.files.iter().enumerate() {
         let dest = storage
@@ -443,10 +440,7 @@ pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<F
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent)?;
         }
-        match fs::remove_file(&dest) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_if_present(&dest)?;
         // Hard links where a file of exactly these bytes exists: a staged
         // file, or the base torrent's cache file of an unchanged file.
         let linked = match &f.source {
@@ -467,6 +461,14 @@ pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<F
     }
     storage.save_have(&have)?;
     Ok(Arc::new(storage))
+}
+
+/// Deletes the file `path`; one that is not there is fine.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Writes `len` bytes at absolute `offset` of `src` to a new file `dest`.
