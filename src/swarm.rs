@@ -848,7 +848,7 @@ impl Swarm {
         if end <= start {
             return None;
         }
-        let (first, last) = ((start / pl) as u32, ((end - 1) / pl) as u32);
+        let (first, last) = pieces_under(pl, start, end);
         self.pin(first, last).then(|| PiecePin {
             swarm: self.clone(),
             first,
@@ -1204,8 +1204,7 @@ impl Swarm {
         }
         let len = (len as u64).min(total - offset) as usize;
         let pl = loaded.info.piece_length;
-        let first = (offset / pl) as u32;
-        let last = ((offset + len as u64 - 1) / pl) as u32;
+        let (first, last) = pieces_under(pl, offset, offset + len as u64);
         for attempt in 0..2 {
             // Pinned on success: not evicted while we read them. The guard
             // unpins even if this future is dropped mid-read.
@@ -1432,7 +1431,8 @@ impl Swarm {
         let Some(p) = st.picker.as_ref() else {
             return false;
         };
-        ((start / pl) as u32..end.div_ceil(pl) as u32).all(|i| pred(p, i))
+        let (first, last) = pieces_under(pl, start, end);
+        (first..=last).all(|i| pred(p, i))
     }
 
     /// Whether every piece in absolute byte range `[start, end)` is verified
@@ -1493,6 +1493,13 @@ impl Drop for PiecePin {
     fn drop(&mut self) {
         self.swarm.unpin(self.first, self.last);
     }
+}
+
+/// The first and last piece (inclusive) under the non-empty absolute byte
+/// range `[start, end)`, pieces being `pl` bytes.
+fn pieces_under(pl: u64, start: u64, end: u64) -> (u32, u32) {
+    debug_assert!(end > start);
+    ((start / pl) as u32, ((end - 1) / pl) as u32)
 }
 
 /// Most dialable addresses remembered per torrent.
