@@ -519,9 +519,14 @@ impl Client {
         if let StorageKind::Files(dir) = &self.inner.cfg.storage
             && !self.has_swarm(info_hash)
         {
-            crate::storage::check_cache_free(&dir.join(info_hash.to_hex())).map_err(|e| {
-                Error::Metadata(format!("cannot open the cache in {}: {e}", dir.display()))
-            })?;
+            let torrent_dir = dir.join(info_hash.to_hex());
+            tokio::task::spawn_blocking(move || crate::storage::check_cache_free(&torrent_dir))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| {
+                    Error::Metadata(format!("cannot open the cache in {}: {e}", dir.display()))
+                })?;
         }
         let swarm = self.swarm(info_hash, opts.seed);
         swarm.add_peers(extra, PeerSource::Magnet);

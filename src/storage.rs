@@ -100,10 +100,31 @@ pub fn check_cache_free(dir: &Path) -> io::Result<()> {
     lock_cache_dir(dir).map(drop)
 }
 
+/// How long a cache directory held by another process is waited for
+/// before it is refused: a process that was just unmounted holds the lock
+/// until it has exited (measured: ~0.1 s), and a remount at once must not
+/// fail for that.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes the exclusive lock of the cache directory `dir` (see
-/// [`FileStorage`]); `AddrInUse` with the holder's pid when another
-/// process has it.
+/// [`FileStorage`]), waiting up to [`LOCK_WAIT`] for another holder to go;
+/// `AddrInUse` with the holder's pid when it does not. Blocking.
 fn lock_cache_dir(dir: &Path) -> io::Result<File> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match try_lock_cache_dir(dir) {
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One try of [`lock_cache_dir`].
+fn try_lock_cache_dir(dir: &Path) -> io::Result<File> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
     let mut f = OpenOptions::new()

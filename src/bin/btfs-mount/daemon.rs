@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -108,26 +109,75 @@ pub fn report_ready(log: &Path, stdout_to_log: bool, logging: &Logging) {
     logging.to_file();
 }
 
-/// The log's filter, which changes once a background child's stderr is
-/// its log file.
+/// Where log lines go, and at which level.
+///
+/// In the foreground, and in a background child until it is ready, lines
+/// go to stderr (the user's terminal) at warn level (-v: info, -vv:
+/// debug; `RUST_LOG` overrides). A background child also keeps its own
+/// events at info level in memory from the start, so its log file, once
+/// opened, tells the whole story: the lookup, the peers, the mount.
 pub struct Logging {
-    handle: reload::Handle<EnvFilter, Registry>,
+    /// The stderr layer's filter, raised once stderr is the log file.
+    term: reload::Handle<EnvFilter, Registry>,
+    /// Lines kept for the log file until it is opened (background child
+    /// only); None once written there.
+    early: Arc<Mutex<Option<Vec<u8>>>>,
     /// -v count.
     verbose: u8,
 }
 
+/// Most bytes of early log lines kept for the log file.
+const EARLY_MAX: usize = 1 << 20;
+
+/// A writer into [`Logging::early`]; drops lines once the buffer is gone
+/// or full.
+#[derive(Clone)]
+struct EarlyWriter(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl Write for EarlyWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut early = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = early.as_mut()
+            && v.len() + buf.len() <= EARLY_MAX
+        {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Logging {
-    /// Logs to stderr. On a terminal (or in the foreground): warnings, or
-    /// more with -v (info) and -vv (debug). `RUST_LOG` overrides.
+    /// Starts logging (see [`Logging`]); `verbose` is the -v count.
     pub fn init(verbose: u8) -> Logging {
         use std::io::IsTerminal;
+        use tracing_subscriber::Layer;
         use tracing_subscriber::prelude::*;
-        let (filter, handle) = reload::Layer::new(Self::filter(verbose, false));
-        let fmt = tracing_subscriber::fmt::layer()
+        let (term_filter, term) = reload::Layer::new(Self::filter(verbose, false));
+        let early = Arc::new(Mutex::new(is_background_child().then(Vec::new)));
+        let stderr_layer = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr);
-        tracing_subscriber::registry().with(filter).with(fmt).init();
-        Logging { handle, verbose }
+            .with_writer(std::io::stderr)
+            .with_filter(term_filter);
+        let writer = EarlyWriter(early.clone());
+        let early_layer = is_background_child().then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .with_filter(Self::filter(verbose, true))
+        });
+        tracing_subscriber::registry()
+            .with(stderr_layer)
+            .with(early_layer)
+            .init();
+        Logging {
+            term,
+            early,
+            verbose,
+        }
     }
 
     fn filter(verbose: u8, file: bool) -> EnvFilter {
@@ -143,8 +193,12 @@ impl Logging {
         })
     }
 
-    /// Stderr is a log file from now on: our own events at info level.
-    pub fn to_file(&self) {
-        let _ = self.handle.reload(Self::filter(self.verbose, true));
+    /// Stderr is the log file from now on: the lines kept so far go there
+    /// first, then every line at the log file's level.
+    fn to_file(&self) {
+        if let Some(early) = self.early.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = std::io::stderr().write_all(&early);
+        }
+        let _ = self.term.reload(Self::filter(self.verbose, true));
     }
 }
