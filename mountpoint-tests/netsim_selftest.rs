@@ -1,12 +1,11 @@
 //! Proves the simulated internet of `support/netsim.rs` with real sockets,
-//! real miniupnpd, upnpc, natpmpc and python3-libtorrent (and btfs-mount only
-//! in the last test, to show how a mount runs in a host):
+//! real miniupnpd, upnpc, natpmpc and python3-libtorrent, and no btfs code:
 //! NAT lets out and keeps out, and how it maps (measured); UPnP IGD and
 //! NAT-PMP mappings made and deleted; IPv6 between public hosts; multicast on
 //! each interface of a three-legged host with no default route; delay, loss
-//! and rate limits on a link; nothing left behind; libtorrent mapping its
-//! port through miniupnpd and serving a public peer; a btfs-mount started in
-//! a home, reading from a public seeder, its mount seen by the test.
+//! and rate limits on a link; libtorrent mapping its port through miniupnpd
+//! and serving a public peer. `netsim_hosts.rs` covers programs, mounts and
+//! clean-up.
 
 #[path = "support/netsim.rs"]
 mod netsim;
@@ -14,20 +13,14 @@ mod netsim;
 mod support;
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
-use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
-};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::Ordering;
+use std::thread;
 use std::time::{Duration, Instant};
 
+use netsim::sockets::*;
 use netsim::*;
 use support::*;
 
@@ -42,77 +35,6 @@ fn note(msg: &str) {
     let _ = writeln!(io::stderr(), "netsim: {msg}");
 }
 
-/// Accepts one connection on `l` (within 10 s) in a thread, reads to EOF,
-/// and returns the peer's address and the bytes.
-fn accept_one(l: TcpListener) -> JoinHandle<(SocketAddr, Vec<u8>)> {
-    thread::spawn(move || {
-        l.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (mut s, peer) = loop {
-            match l.accept() {
-                Ok(c) => break c,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(5))
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        };
-        s.set_nonblocking(false).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        (peer, got)
-    })
-}
-
-/// Connects from `host` to `to` within `timeout`.
-fn connect(host: &Host, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    host.enter(|| TcpStream::connect_timeout(&to, timeout))
-}
-
-/// Sends `data` from `from` to the listener `l` (on `to`); returns the
-/// address the listener saw and checks the bytes.
-fn tcp_send(from: &Host, l: TcpListener, to: SocketAddr, data: &[u8]) -> SocketAddr {
-    let srv = accept_one(l);
-    let mut s = connect(from, to, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{} cannot connect to {to}: {e}", from.name()));
-    s.write_all(data).unwrap();
-    drop(s);
-    let (peer, got) = srv.join().unwrap();
-    // Compared in place: hashing in a debug build would dominate the timings.
-    assert!(
-        got == data,
-        "bytes differ over TCP to {to}: {} received, {} sent",
-        got.len(),
-        data.len()
-    );
-    peer
-}
-
-fn udp(host: &Host, addr: impl Into<SocketAddr>) -> UdpSocket {
-    let addr = addr.into();
-    host.enter(|| UdpSocket::bind(addr))
-        .unwrap_or_else(|e| panic!("{}: bind {addr}: {e}", host.name()))
-}
-
-/// One datagram within `timeout`, or None.
-fn recv(s: &UdpSocket, timeout: Duration) -> Option<(Vec<u8>, SocketAddr)> {
-    s.set_read_timeout(Some(timeout)).unwrap();
-    let mut buf = [0u8; 2048];
-    match s.recv_from(&mut buf) {
-        Ok((n, from)) => Some((buf[..n].to_vec(), from)),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            None
-        }
-        Err(e) => panic!("recv_from: {e}"),
-    }
-}
-
 /// Panics with an install hint unless `program` is installed.
 fn require_tool(program: &str, package: &str) {
     let ok = Command::new("sh")
@@ -123,10 +45,6 @@ fn require_tool(program: &str, package: &str) {
         ok,
         "this test needs `{program}`: apt-get install {package} (scripts/setup)"
     );
-}
-
-fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
 }
 
 #[test]
@@ -384,6 +302,25 @@ fn upnp_mapping_through_miniupnpd() {
         connect(&a, wan_port, Duration::from_secs(1)).is_err(),
         "in after delete"
     );
+
+    // A router reboot: stopping miniupnpd drops every mapping; once it runs
+    // again, mapping works again.
+    let add = ["-i", "-u", &url, "-a", &ip, "7001", "7001", "TCP"];
+    x.run("upnpc", &add);
+    assert_eq!(home.mappings().len(), 1);
+    home.stop_miniupnpd();
+    assert!(
+        home.mappings().is_empty(),
+        "mappings survive stop_miniupnpd"
+    );
+    assert!(
+        connect(&a, wan_port, Duration::from_secs(1)).is_err(),
+        "in after stop"
+    );
+    home.start_miniupnpd(true, false);
+    x.run("upnpc", &add);
+    let peer = tcp_send(&a, lx, wan_port, &data);
+    assert_eq!(peer.ip(), IpAddr::V4(a.ip()));
     note(&format!(
         "upnp_mapping_through_miniupnpd: {:?}",
         t0.elapsed()
@@ -488,67 +425,6 @@ fn ipv6_between_public_hosts() {
     ux.send_to(b"from home", sa(a.ip6(), 7001)).unwrap();
     let (_, from) = recv(&ua, Duration::from_secs(2)).expect("UDP from a home over IPv6");
     assert_eq!(from.ip(), IpAddr::V6(x.ip6()));
-}
-
-/// Sets the interface multicast leaves by: an IPv4 address of it.
-fn set_multicast_if_v4(s: &UdpSocket, ip: Ipv4Addr) {
-    let addr = libc::in_addr {
-        s_addr: u32::from_ne_bytes(ip.octets()),
-    };
-    // SAFETY: setsockopt with a valid in_addr and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MULTICAST_IF,
-            (&addr as *const libc::in_addr).cast(),
-            std::mem::size_of::<libc::in_addr>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "IP_MULTICAST_IF: {}", io::Error::last_os_error());
-}
-
-/// Sets the interface IPv6 multicast leaves by: its index.
-fn set_multicast_if_v6(s: &UdpSocket, ifindex: u32) {
-    let idx = ifindex as libc::c_int;
-    // SAFETY: setsockopt with a valid int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MULTICAST_IF,
-            (&idx as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "IPV6_MULTICAST_IF: {}", io::Error::last_os_error());
-}
-
-/// The index of interface `dev` of `host`.
-fn ifindex(host: &Host, dev: &str) -> u32 {
-    let name = CString::new(dev).unwrap();
-    // SAFETY: a valid C string.
-    let idx = host.enter(|| unsafe { libc::if_nametoindex(name.as_ptr()) });
-    assert_ne!(idx, 0, "no interface {dev} on {}", host.name());
-    idx
-}
-
-/// Datagrams arriving on `s`: the first `want` (waiting up to 3 s for
-/// each, which a loaded machine may need), then any more until `quiet`
-/// passes with none.
-fn collect(s: &UdpSocket, want: usize, quiet: Duration) -> Vec<(String, IpAddr)> {
-    let mut v = Vec::new();
-    loop {
-        let wait = if v.len() < want {
-            Duration::from_secs(3)
-        } else {
-            quiet
-        };
-        match recv(s, wait) {
-            Some((msg, from)) => v.push((String::from_utf8_lossy(&msg).into_owned(), from.ip())),
-            None => return v,
-        }
-    }
 }
 
 #[test]
@@ -664,51 +540,6 @@ fn multicast_on_each_of_three_interfaces() {
     }
 }
 
-/// A UDP echo server on `host`:`port`, stopped when the flag is set.
-fn echo_server(host: &Host, port: u16) -> (Arc<AtomicBool>, JoinHandle<()>) {
-    let s = udp(host, sa(host.ip(), port));
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let t = thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while !stop2.load(Ordering::Relaxed) {
-            if let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
-            }
-        }
-    });
-    (stop, t)
-}
-
-/// Median round trip of `n` echoes from `s` to `to`.
-fn median_rtt(s: &UdpSocket, to: SocketAddr, n: usize) -> Duration {
-    let mut v = Vec::new();
-    for i in 0..n {
-        let t = Instant::now();
-        s.send_to(&(i as u32).to_be_bytes(), to).unwrap();
-        loop {
-            let (msg, _) = recv(s, Duration::from_secs(2)).expect("echo");
-            if msg == (i as u32).to_be_bytes() {
-                break;
-            }
-        }
-        v.push(t.elapsed());
-    }
-    v.sort();
-    v[n / 2]
-}
-
-/// Sends `data` from `from` to a fresh listener on `to` port 7100 and
-/// returns how long it took.
-fn timed_tcp(from: &Host, to: &Host, data: &[u8]) -> Duration {
-    let l = to.enter(|| TcpListener::bind((to.ip(), 0))).unwrap();
-    let addr = l.local_addr().unwrap();
-    let t = Instant::now();
-    tcp_send(from, l, addr, data);
-    t.elapsed()
-}
-
 #[test]
 fn delay_loss_and_rate_on_a_link() {
     if !in_netns("delay_loss_and_rate_on_a_link") {
@@ -804,146 +635,6 @@ fn delay_loss_and_rate_on_a_link() {
         "delay_loss_and_rate_on_a_link: {:?}",
         t0.elapsed()
     ));
-}
-
-/// The host's /run/netns as seen from PID 1's root (None if absent).
-fn host_run_netns() -> Option<BTreeSet<String>> {
-    let dir = fs::read_dir("/proc/1/root/run/netns").ok()?;
-    Some(
-        dir.flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-    )
-}
-
-/// Threads of this process named `netsim-*` (wires, STUN).
-fn netsim_threads() -> usize {
-    fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("netsim-"))
-        })
-        .count()
-}
-
-/// Names this test gives its hosts, homes and segments: distinctive, so the
-/// check on the host's `/run/netns` (shared with other helpers' work) only
-/// looks for ours.
-const NLB: [&str; 5] = ["nlb-a", "nlb-h", "nlb-x", "nlb-s", "nlb-m"];
-
-#[test]
-fn nothing_left_behind() {
-    // Outside (the supervising process, on the host): none of our
-    // namespaces may appear in the host's /run/netns, during or after.
-    let host_before = host_run_netns().unwrap_or_default();
-    if !in_netns("nothing_left_behind") {
-        let after = host_run_netns().unwrap_or_default();
-        let ours: Vec<&String> = after
-            .difference(&host_before)
-            .filter(|n| NLB.iter().any(|p| n.starts_with(p)))
-            .collect();
-        assert!(ours.is_empty(), "left in the host's /run/netns: {ours:?}");
-        return;
-    }
-    let (inodes, mut sleeper) = {
-        let net = Internet::new();
-        let a = net.public_host(NLB[0]);
-        let home = net.home(
-            NLB[1],
-            HomeOpts {
-                upnp: true,
-                natpmp: true,
-                ..HomeOpts::default()
-            },
-        );
-        let x = home.host(NLB[2]);
-        let s1 = net.segment(NLB[3]);
-        let _m = net.host(NLB[4], &[&s1, home.lan()]);
-        a.iface(0).link.set_delay(Duration::from_millis(1));
-        x.iface(0).link.set_loss(0.01);
-        // A process the test leaves running: the Internet must end it.
-        let sleeper = x.command("sleep").arg("600").spawn().unwrap();
-        let mut names: Vec<String> = fs::read_dir("/run/netns")
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        let mut want = net.netns_names();
-        want.sort();
-        assert_eq!(names, want, "our /run/netns");
-        let inodes = net.netns_inodes();
-        // The host's /run/netns holds none of them (by namespace inode).
-        for name in host_run_netns().unwrap_or_default() {
-            let ino = fs::metadata(format!("/proc/1/root/run/netns/{name}")).map(|m| m.ino());
-            assert!(
-                !ino.is_ok_and(|i| inodes.contains(&i)),
-                "{name} is visible on the host"
-            );
-        }
-        let pids = pids_in_netns(&inodes);
-        assert!(pids.contains(&sleeper.id()), "sleep runs in x");
-        assert!(pids.len() >= 2, "miniupnpd and sleep run: {pids:?}");
-        assert!(netsim_threads() >= 5, "4 wire threads and the STUN server");
-        (inodes, sleeper)
-    };
-    assert_eq!(
-        fs::read_dir("/run/netns").unwrap().count(),
-        0,
-        "namespaces left in /run/netns"
-    );
-    assert_eq!(
-        pids_in_netns(&inodes),
-        Vec::<u32>::new(),
-        "processes left in our namespaces"
-    );
-    assert!(
-        sleeper.try_wait().unwrap().is_some(),
-        "the sleep process still runs"
-    );
-    assert_eq!(netsim_threads(), 0, "netsim threads left");
-}
-
-#[test]
-fn mounts_made_in_a_host_are_seen_by_the_test() {
-    if !in_netns("mounts_made_in_a_host_are_seen_by_the_test") {
-        return;
-    }
-    let net = Internet::new();
-    let x = net.public_host("x");
-    let tmp = tempfile::tempdir().unwrap();
-    let (shared, private) = (tmp.path().join("shared"), tmp.path().join("private"));
-    fs::create_dir(&shared).unwrap();
-    fs::create_dir(&private).unwrap();
-    // Host::command keeps the test's mount namespace (as for a FUSE mount by
-    // btfs-mount): the test sees the mount.
-    x.run(
-        "mount",
-        &["-t", "tmpfs", "netsim-shared", &shared.to_string_lossy()],
-    );
-    assert!(is_mounted(&shared), "a mount made through Host::command");
-    // `ip netns exec` gives the command a mount namespace of its own.
-    let out = Command::new("ip")
-        .args(["netns", "exec", x.netns(), "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs netsim-private {0} && grep -c netsim-private /proc/self/mountinfo && ip -4 -o addr show eth0",
-            private.display()
-        ))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.starts_with("1\n"),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("198.51.100.10/24"),
-        "ip netns exec runs in x: {text}"
-    );
-    assert!(!is_mounted(&private), "an ip netns exec mount leaked out");
-    assert!(unmount(&shared));
 }
 
 #[test]
@@ -1064,59 +755,4 @@ fn libtorrent_maps_its_port_through_miniupnpd() {
         "libtorrent_maps_its_port_through_miniupnpd: {:?}",
         t0.elapsed()
     ));
-}
-
-#[test]
-fn btfs_mount_in_a_home_reads_from_a_public_seeder() {
-    if !in_netns("btfs_mount_in_a_home_reads_from_a_public_seeder") {
-        return;
-    }
-    let t0 = Instant::now();
-    let net = Internet::new();
-    let a = net.public_host("a");
-    let home = net.home("h1", HomeOpts::default());
-    let x = home.host("x");
-    let tmp = tempfile::tempdir().unwrap();
-    let site = tmp.path().join("site");
-    make_tree(&site, &sample_spec());
-    let a_ip = a.ip().to_string();
-    let mut seeder = a.lt_node(&["--listen-ip", &a_ip, "--seed", &site.to_string_lossy()]);
-    seeder.wait_event("seeding", Duration::from_secs(60));
-    let magnet = seeder.magnet();
-    let peer = format!("{}:{}", a.ip(), seeder.port());
-    let cache = tmp.path().join("cache");
-    // Started inside x (it dials out through the NAT), mounted in the test's
-    // mount namespace: the test reads the files itself.
-    let mount = x.enter(|| {
-        Mount::background(
-            &tmp.path().join("mnt"),
-            &[
-                &magnet,
-                "--no-dht",
-                "--peer",
-                &peer,
-                "--cache-dir",
-                &cache.to_string_lossy(),
-            ],
-        )
-    });
-    let x_ns = fs::metadata(x.netns_path()).unwrap().ino();
-    let in_x = pids_in_netns(&[x_ns]);
-    assert!(
-        mount.pids().iter().all(|p| in_x.contains(p)) && !mount.pids().is_empty(),
-        "btfs-mount {:?} runs in x ({in_x:?})",
-        mount.pids()
-    );
-    for f in ["index.html", "media/big.bin", "café/naïve résumé.txt"] {
-        assert_eq!(
-            sha256_file(&mount.path().join("site").join(f)),
-            sha256_file(&site.join(f)),
-            "{f}"
-        );
-    }
-    note(&format!(
-        "btfs-mount in a home read from a public seeder: {:?}",
-        t0.elapsed()
-    ));
-    mount.unmount_and_wait(Duration::from_secs(10));
 }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::sys::{self, run, run_with_stdin};
+use super::sys::{self, run_with_stdin};
 use super::{
     HomeOpts, Host, INET_NS, Iface, Inner, Internet, Link, MINIUPNPD_HTTP_PORT, STUN_IPS,
     STUN_PORTS, Segment, add_ns, attach, check_name, dec_hex, ensure_stun, ipn, new_host,
@@ -290,15 +290,13 @@ impl Home {
         if let Some((mut child, _dir)) = entry {
             child.stop(Duration::from_secs(3));
         }
-        for rule in [
-            "filter miniupnpd",
-            "nat prerouting_miniupnpd",
-            "nat postrouting_miniupnpd",
+        for (table, chain) in [
+            ("filter", "miniupnpd"),
+            ("nat", "prerouting_miniupnpd"),
+            ("nat", "postrouting_miniupnpd"),
         ] {
-            run(&format!(
-                "ip netns exec {} nft flush chain inet {rule}",
-                self.router.netns()
-            ));
+            self.router
+                .run("nft", &["flush", "chain", "inet", table, chain]);
         }
     }
 
