@@ -41,8 +41,9 @@ pub fn connect(host: &Host, to: SocketAddr, timeout: Duration) -> io::Result<Tcp
     host.enter(|| TcpStream::connect_timeout(&to, timeout))
 }
 
-/// Sends `data` from `from` to the listener `l` (on `to`); returns the
-/// address the listener saw and checks the bytes.
+/// Sends `data` over TCP from `from` to the listener `l` (reached at `to`)
+/// and closes; returns the address the listener saw the connection come
+/// from. Panics unless exactly `data` arrived.
 pub fn tcp_send(from: &Host, l: TcpListener, to: SocketAddr, data: &[u8]) -> SocketAddr {
     let srv = accept_one(l);
     let mut s = connect(from, to, Duration::from_secs(5))
@@ -60,6 +61,7 @@ pub fn tcp_send(from: &Host, l: TcpListener, to: SocketAddr, data: &[u8]) -> Soc
     peer
 }
 
+/// A UDP socket bound to `addr` inside `host`.
 pub fn udp(host: &Host, addr: impl Into<SocketAddr>) -> UdpSocket {
     let addr = addr.into();
     host.enter(|| UdpSocket::bind(addr))
@@ -185,8 +187,8 @@ pub fn median_rtt(s: &UdpSocket, to: SocketAddr, n: usize) -> Duration {
     v[n / 2]
 }
 
-/// Sends `data` from `from` to a fresh listener on `to` port 7100 and
-/// returns how long it took.
+/// Sends `data` over TCP from `from` to a fresh listener on `to` (any port)
+/// and returns how long it took, bytes checked.
 pub fn timed_tcp(from: &Host, to: &Host, data: &[u8]) -> Duration {
     let l = to.enter(|| TcpListener::bind((to.ip(), 0))).unwrap();
     let addr = l.local_addr().unwrap();
