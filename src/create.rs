@@ -430,7 +430,7 @@ pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<F
     }
     let storage = FileStorage::open(dir, &info)?;
     // A stale `have` from an earlier, interrupted install must not count.
-    remove_if_present(&dir.join("have"))?;
+    remove_if_present(&crate::storage::TorrentDir::at(dir).have())?;
     let mut offset = 0u64;
     for (i, f) in content.files.iter().enumerate() {
         let dest = storage

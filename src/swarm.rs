@@ -51,14 +51,7 @@ impl fmt::Display for PeerSource {
     }
 }
 
-/// Where verified pieces are kept.
-#[derive(Debug, Clone)]
-pub enum StorageKind {
-    /// Files under `<dir>/<info-hash>/` (see [`FileStorage`]).
-    Files(PathBuf),
-    /// In memory only ([`MemStorage`]).
-    Memory,
-}
+pub use crate::storage::StorageKind;
 
 /// Settings of one swarm.
 #[derive(Debug, Clone)]
@@ -1547,18 +1540,12 @@ fn pin_locked(st: &mut State, first: u32, last: u32) -> bool {
 /// Bytes available to us on the filesystem holding `dir` (or its nearest
 /// existing ancestor), per `statvfs`; None when it cannot be asked.
 fn free_space(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
     let mut d = dir;
     while !d.exists() {
         d = d.parent()?;
     }
-    let c = std::ffi::CString::new(d.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct for a valid path.
-    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut vfs) } != 0 {
-        return None;
-    }
-    Some((vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64))
+    let vfs = nix::sys::statvfs::statvfs(d).ok()?;
+    Some((vfs.blocks_available() as u64).saturating_mul(vfs.fragment_size() as u64))
 }
 
 #[cfg(test)]

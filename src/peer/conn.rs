@@ -295,17 +295,5 @@ impl PeerWriter {
 /// of a burst until our delayed ACK: measured ~40 ms at the end of nearly
 /// every 4 MiB piece on loopback. Best effort.
 fn quick_ack(half: &OwnedReadHalf) {
-    use std::os::fd::AsRawFd;
-    let fd = half.as_ref().as_raw_fd();
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = socket2::SockRef::from(half.as_ref()).set_tcp_quickack(true);
 }

@@ -1,68 +1,17 @@
-//! Where verified pieces live (BEP 3 piece space mapped onto files).
-//!
-//! A torrent's content is one byte space of `total_length` bytes cut into
-//! pieces; files are consecutive ranges of it (BEP 3, "info dictionary").
-//! [`Storage`] reads and writes that space by absolute offset (u64, so files
-//! over 4 GiB work). Two implementations:
-//! - [`FileStorage`], the default: each file of the torrent is a sparse file
-//!   under `<cache-dir>/<info-hash>/files/` with its sanitized path, written
-//!   with positional I/O (no seeks, safe from many threads). BEP 47 pad files
-//!   are never stored: they read as zeros. Beside them, `info` holds the raw
-//!   info dictionary (a second mount needs no metadata exchange) and `have`
-//!   the bitfield of pieces the cache holds (resume). Pieces listed in
-//!   `have` are trusted for nothing: the swarm hashes each one before it is
-//!   served or advertised (lazily, on the first read or in the background,
-//!   see [`crate::swarm::Swarm::read`]), so a corrupt, truncated or deleted
-//!   cache file is never served.
-//! - [`MemStorage`]: pieces in memory, for embedding and tests.
+//! [`FileStorage`]: a torrent's piece space kept in sparse files under its
+//! cache directory ([`super::layout::TorrentDir`]).
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::metainfo::Info;
+use nix::fcntl::{FallocateFlags, Flock, FlockArg};
 
-/// Byte-addressed storage of one torrent's piece space.
-///
-/// Offsets are absolute in the torrent (0 ..= `total_length`). Callers only
-/// write whole verified pieces and only read ranges of pieces they hold.
-pub trait Storage: Send + Sync + 'static {
-    /// Writes the verified piece `index` (`data.len()` = that piece's size).
-    /// Errors: the underlying I/O error (ENOSPC on a full disk).
-    fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()>;
-    /// Fills `buf` from absolute offset `offset`.
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-    /// The persisted bitfield of the pieces stored (BEP 3 layout: high bit
-    /// of byte 0 = piece 0), if any. A hint only: callers hash each piece
-    /// it lists before trusting it.
-    fn load_have(&self) -> Option<Vec<u8>>;
-    /// Persists the bitfield of the pieces stored (verified, or stored
-    /// earlier and not hashed yet since the start). Errors: I/O errors.
-    fn save_have(&self, bitfield: &[u8]) -> io::Result<()>;
-    /// Frees the space of piece `index` (evicted from a bounded cache, or
-    /// found wrong). Its bytes read as zeros or fail afterwards: callers
-    /// forget the piece first. Errors: the underlying I/O error.
-    fn discard_piece(&self, _index: u32) -> io::Result<()> {
-        Ok(())
-    }
-    /// The file on disk that holds exactly the bytes of the torrent's file
-    /// `file_index` (an index into `Info::files`), when the storage keeps
-    /// one file per torrent file. `None` for other layouts (memory) and for
-    /// pad files and symlinks. Only the ranges of verified pieces hold the
-    /// torrent's bytes.
-    fn file_path(&self, _file_index: usize) -> Option<&Path> {
-        None
-    }
-    /// The file on disk that holds exactly the bytes at absolute
-    /// `[offset, offset + length)`, when that range is one whole torrent
-    /// file kept in a file of its own (see [`Storage::file_path`]).
-    fn file_at(&self, _offset: u64, _length: u64) -> Option<&Path> {
-        None
-    }
-}
+use super::layout::TorrentDir;
+use super::{Storage, write_atomic};
+use crate::metainfo::Info;
 
 /// One stored file: its range in the piece space and where it lives.
 #[derive(Debug, Clone)]
@@ -76,7 +25,7 @@ struct Extent {
 /// File-backed storage under `<cache-dir>/<info-hash>/`.
 pub struct FileStorage {
     /// `<cache-dir>/<info-hash>`.
-    root: PathBuf,
+    dir: TorrentDir,
     extents: Vec<Extent>,
     piece_length: u64,
     total_length: u64,
@@ -86,7 +35,7 @@ pub struct FileStorage {
     /// lives: two processes must never share one torrent's cache (one could
     /// evict or rewrite a piece the other believes it holds). The kernel
     /// drops the lock when the process dies, even by `kill -9`.
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 /// Fails as [`FileStorage::open`] would when another process has the cache
@@ -94,41 +43,40 @@ pub struct FileStorage {
 /// can say so before it talks to any peer. Takes the lock for a moment
 /// only; a directory without a `lock` file is free.
 pub fn check_cache_free(dir: &Path) -> io::Result<()> {
-    if !dir.join("lock").exists() {
+    let dir = TorrentDir::at(dir);
+    if !dir.lock().exists() {
         return Ok(());
     }
-    lock_cache_dir(dir).map(drop)
+    lock_cache_dir(&dir).map(drop)
 }
 
 /// Takes the exclusive lock of the cache directory `dir` (see
 /// [`FileStorage`]); `AddrInUse` with the holder's pid when another
 /// process has it.
-fn lock_cache_dir(dir: &Path) -> io::Result<File> {
+fn lock_cache_dir(dir: &TorrentDir) -> io::Result<Flock<File>> {
     use std::io::{Read, Seek, Write};
-    use std::os::fd::AsRawFd;
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(dir.join("lock"))?;
-    // SAFETY: flock on a valid fd.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        .open(dir.lock())?;
+    let mut f = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(f) => f,
+        Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut pid = String::new();
             let _ = f.read_to_string(&mut pid);
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!(
                     "{} is in use by another btfs-mount (pid {}): one torrent's cache serves one process at a time",
-                    dir.display(),
+                    dir.root().display(),
                     pid.trim()
                 ),
             ));
         }
-        return Err(e);
-    }
+        Err((_, e)) => return Err(e.into()),
+    };
     f.set_len(0)?;
     f.seek(io::SeekFrom::Start(0))?;
     write!(f, "{}", std::process::id())?;
@@ -143,9 +91,10 @@ impl FileStorage {
     /// Errors: I/O errors, and `AddrInUse` when another process (or another
     /// live `FileStorage`) has this directory (see the `lock` file).
     pub fn open(dir: &Path, info: &Info) -> io::Result<FileStorage> {
-        fs::create_dir_all(dir.join("files"))?;
-        let lock = lock_cache_dir(dir)?;
-        let info_path = dir.join("info");
+        let dir = TorrentDir::at(dir);
+        fs::create_dir_all(dir.files())?;
+        let lock = lock_cache_dir(&dir)?;
+        let info_path = dir.info();
         if fs::read(&info_path).ok().as_deref() != Some(&info.raw[..]) {
             write_atomic(&info_path, &info.raw)?;
         }
@@ -155,17 +104,11 @@ impl FileStorage {
             .map(|f| Extent {
                 offset: f.offset,
                 length: f.length,
-                path: (!f.pad && f.symlink.is_none()).then(|| {
-                    let mut p = dir.join("files");
-                    for c in &f.path {
-                        p.push(c);
-                    }
-                    p
-                }),
+                path: (!f.pad && f.symlink.is_none()).then(|| dir.file(&f.path)),
             })
             .collect();
         Ok(FileStorage {
-            root: dir.to_path_buf(),
+            dir,
             extents,
             piece_length: info.piece_length,
             total_length: info.total_length,
@@ -176,7 +119,7 @@ impl FileStorage {
 
     /// The directory this storage lives in.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.dir.root()
     }
 
     fn file(&self, idx: usize, create: bool) -> io::Result<Arc<File>> {
@@ -265,7 +208,7 @@ impl Storage for FileStorage {
     }
 
     fn load_have(&self) -> Option<Vec<u8>> {
-        fs::read(self.root.join("have")).ok()
+        fs::read(self.dir.have()).ok()
     }
 
     /// Punches a hole (`fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`)
@@ -275,7 +218,6 @@ impl Storage for FileStorage {
     /// A file that was never created is skipped. Errors: EOPNOTSUPP on
     /// filesystems without hole punching, other I/O errors.
     fn discard_piece(&self, index: u32) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
         let offset = index as u64 * self.piece_length;
         if offset >= self.total_length {
             return Ok(());
@@ -290,24 +232,18 @@ impl Storage for FileStorage {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(e),
             };
-            // SAFETY: fallocate on an open fd with in-range offsets.
-            let rc = unsafe {
-                libc::fallocate(
-                    f.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    at as libc::off_t,
-                    (r.end - r.start) as libc::off_t,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            nix::fcntl::fallocate(
+                &*f,
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                at as i64,
+                (r.end - r.start) as i64,
+            )?;
             Ok(())
         })
     }
 
     fn save_have(&self, bitfield: &[u8]) -> io::Result<()> {
-        write_atomic(&self.root.join("have"), bitfield)
+        write_atomic(&self.dir.have(), bitfield)
     }
 
     fn file_path(&self, file_index: usize) -> Option<&Path> {
@@ -326,81 +262,42 @@ impl Storage for FileStorage {
     }
 }
 
-/// Writes `path` through a temporary file and a rename, so a crash leaves
-/// either the old or the new content.
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.{n}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, data)?;
-    fs::rename(&tmp, path)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Pieces kept in memory (no persistence). For embedding and tests.
-pub struct MemStorage {
-    piece_length: u64,
-    total_length: u64,
-    pieces: Mutex<HashMap<u32, Arc<[u8]>>>,
-}
-
-impl MemStorage {
-    /// Empty storage for `info`'s piece space.
-    pub fn new(info: &Info) -> MemStorage {
-        MemStorage {
-            piece_length: info.piece_length,
-            total_length: info.total_length,
-            pieces: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl Storage for MemStorage {
-    fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()> {
-        self.pieces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(index, data.into());
-        Ok(())
+    fn info() -> Info {
+        let raw = crate::metainfo::build_info(&[(Vec::new(), 5)], "f.bin", 16384, vec![[0; 20]]);
+        Info::from_bytes(&raw).unwrap()
     }
 
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if offset + buf.len() as u64 > self.total_length {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "range past the end",
-            ));
-        }
-        let pieces = self.pieces.lock().unwrap_or_else(|e| e.into_inner());
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let index = (pos / self.piece_length) as u32;
-            let within = (pos % self.piece_length) as usize;
-            let piece = pieces.get(&index).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("piece {index} not stored"))
-            })?;
-            let n = (piece.len() - within).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&piece[within..within + n]);
-            done += n;
-        }
-        Ok(())
-    }
-
-    fn load_have(&self) -> Option<Vec<u8>> {
-        None
-    }
-
-    fn save_have(&self, _bitfield: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn discard_piece(&self, index: u32) -> io::Result<()> {
-        self.pieces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&index);
-        Ok(())
+    #[test]
+    fn one_process_per_torrent_cache_and_holes_for_discarded_pieces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t");
+        let s = FileStorage::open(&dir, &info()).unwrap();
+        // A second open (another open file description, as another process
+        // would have) is refused with the holder's pid.
+        let e = FileStorage::open(&dir, &info()).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            e.to_string()
+                .contains(&format!("(pid {})", std::process::id())),
+            "{e}"
+        );
+        assert_eq!(
+            check_cache_free(&dir).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        s.write_piece(0, b"hello").unwrap();
+        let mut b = [0u8; 5];
+        s.read_at(0, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        s.discard_piece(0).unwrap();
+        s.read_at(0, &mut b).unwrap();
+        assert_eq!(b, [0; 5], "punched out");
+        drop(s);
+        check_cache_free(&dir).unwrap();
+        FileStorage::open(&dir, &info()).unwrap();
     }
 }
