@@ -209,33 +209,6 @@ fn walk(
     Ok(())
 }
 
-/// What [`crate::Client::seed`] makes a torrent of.
-#[derive(Clone, Copy)]
-pub enum SeedSource<'a> {
-    /// A directory or regular file, read in place ([`scan_dir`]).
-    Dir(&'a Path),
-    /// The current tree of a writable draft.
-    Draft(&'a crate::staging::Draft),
-}
-
-impl<'a> From<&'a Path> for SeedSource<'a> {
-    fn from(p: &'a Path) -> Self {
-        SeedSource::Dir(p)
-    }
-}
-
-impl<'a> From<&'a PathBuf> for SeedSource<'a> {
-    fn from(p: &'a PathBuf) -> Self {
-        SeedSource::Dir(p)
-    }
-}
-
-impl<'a> From<&'a crate::staging::Draft> for SeedSource<'a> {
-    fn from(d: &'a crate::staging::Draft) -> Self {
-        SeedSource::Draft(d)
-    }
-}
-
 /// One file's range in the piece space and its source.
 struct Extent {
     offset: u64,

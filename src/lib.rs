@@ -31,6 +31,7 @@
 
 pub mod archive;
 pub mod bencode;
+pub mod bep46;
 pub mod client;
 pub mod create;
 pub mod dht;
@@ -42,8 +43,6 @@ pub mod lsd;
 pub mod magnet;
 pub mod metainfo;
 pub mod peer;
-pub mod picker;
-pub mod publish;
 pub mod staging;
 pub mod storage;
 pub mod swarm;

@@ -55,7 +55,7 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 
 use crate::archive::{Archive, NodeKind};
 use crate::create::{Content, Source, SourceFile};
-use crate::storage::Storage;
+use crate::storage::{CacheLayout, DraftDir, Storage};
 
 /// Node id of the root directory (the FUSE root inode).
 pub const ROOT: u64 = 1;
@@ -257,7 +257,7 @@ impl Op {
 /// A file tree being edited; see the module docs. Cheap to share behind an
 /// `Arc`; every method takes `&self` and is safe from many threads.
 pub struct Draft {
-    dir: PathBuf,
+    dir: DraftDir,
     meta: DraftMeta,
     base: Option<Archive>,
     tree: Mutex<Tree>,
@@ -279,17 +279,17 @@ impl Draft {
     ) -> io::Result<Draft> {
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| io::Error::other(e.to_string()))?;
-        let dir = cache_dir.join("staging").join(hex::encode(id));
-        fs::create_dir_all(dir.join("data"))?;
+        let dir = CacheLayout::new(cache_dir).draft(&hex::encode(id));
+        fs::create_dir_all(dir.data_dir())?;
         meta.base = base.as_ref().map(|a| a.info_hash().to_hex());
         if meta.created == 0 {
             meta.created = now_secs();
         }
-        crate::storage::write_atomic(&dir.join("meta"), meta.encode().as_bytes())?;
-        File::create(dir.join("journal"))?.sync_all()?;
-        sync_dir(&dir)?;
-        sync_dir(&dir.join("data"))?;
-        if let Some(parent) = dir.parent() {
+        crate::storage::write_atomic(&dir.meta(), meta.encode().as_bytes())?;
+        File::create(dir.journal())?.sync_all()?;
+        sync_dir(dir.root())?;
+        sync_dir(&dir.data_dir())?;
+        if let Some(parent) = dir.root().parent() {
             sync_dir(parent)?;
         }
         Self::open_with(dir, meta, base)
@@ -311,12 +311,12 @@ impl Draft {
                 ),
             ));
         }
-        Self::open_with(dir.to_path_buf(), meta, base)
+        Self::open_with(DraftDir::at(dir), meta, base)
     }
 
     /// The `meta` of the staging directory `dir`.
     pub fn read_meta(dir: &Path) -> io::Result<DraftMeta> {
-        let text = fs::read_to_string(dir.join("meta"))?;
+        let text = fs::read_to_string(DraftDir::at(dir).meta())?;
         DraftMeta::decode(&text).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -331,16 +331,16 @@ impl Draft {
         cache_dir: &Path,
         pred: impl Fn(&DraftMeta) -> bool,
     ) -> Option<(PathBuf, DraftMeta)> {
-        let rd = fs::read_dir(cache_dir.join("staging")).ok()?;
+        let rd = fs::read_dir(CacheLayout::new(cache_dir).staging()).ok()?;
         rd.flatten()
             .map(|e| e.path())
-            .filter(|p| !p.join("published").exists())
+            .filter(|p| p.is_dir() && !DraftDir::at(p).published().exists())
             .filter_map(|p| Self::read_meta(&p).ok().map(|m| (p, m)))
             .filter(|(_, m)| pred(m))
             .max_by_key(|(_, m)| m.created)
     }
 
-    fn open_with(dir: PathBuf, meta: DraftMeta, base: Option<Archive>) -> io::Result<Draft> {
+    fn open_with(dir: DraftDir, meta: DraftMeta, base: Option<Archive>) -> io::Result<Draft> {
         let now = SystemTime::now();
         let mut tree = Tree {
             nodes: HashMap::new(),
@@ -386,7 +386,7 @@ impl Draft {
                 }
             }
         }
-        let jpath = dir.join("journal");
+        let jpath = dir.journal();
         let mut replayed = 0;
         if let Ok(f) = File::open(&jpath) {
             for line in io::BufReader::new(f).lines() {
@@ -405,7 +405,10 @@ impl Draft {
             }
         }
         if replayed > 0 {
-            tracing::info!("{}: {replayed} journal entries replayed", dir.display());
+            tracing::info!(
+                "{}: {replayed} journal entries replayed",
+                dir.root().display()
+            );
         }
         let journal = OpenOptions::new().append(true).create(true).open(&jpath)?;
         Ok(Draft {
@@ -423,7 +426,13 @@ impl Draft {
 
     /// The staging directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.root()
+    }
+
+    /// The log of a background writable mount of this draft
+    /// (`<cache>/staging/<id>.log`, see [`crate::storage::layout`]).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.log()
     }
 
     pub fn meta(&self) -> &DraftMeta {
@@ -440,7 +449,7 @@ impl Draft {
     }
 
     fn data_path(&self, n: u64) -> PathBuf {
-        self.dir.join("data").join(n.to_string())
+        self.dir.data(n)
     }
 
     fn data_file(&self, n: u64) -> io::Result<Arc<File>> {
@@ -473,7 +482,7 @@ impl Draft {
         tree.next_data += 1;
         let f = self.data_file(n)?;
         f.set_len(0)?;
-        sync_dir(&self.dir.join("data"))?;
+        sync_dir(&self.dir.data_dir())?;
         Ok(n)
     }
 
@@ -978,7 +987,7 @@ impl Draft {
                 .collect()
         };
         let mut removed = 0;
-        for e in fs::read_dir(self.dir.join("data"))? {
+        for e in fs::read_dir(self.dir.data_dir())? {
             let e = e?;
             let n = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok());
             if let Some(n) = n
@@ -996,17 +1005,14 @@ impl Draft {
     /// `--resume` on it finds the draft). Errors: I/O writing `meta`.
     pub fn set_mountpoint(&mut self, mountpoint: &Path) -> io::Result<()> {
         self.meta.mountpoint = Some(mountpoint.to_path_buf());
-        crate::storage::write_atomic(&self.dir.join("meta"), self.meta.encode().as_bytes())
+        crate::storage::write_atomic(&self.dir.meta(), self.meta.encode().as_bytes())
     }
 
     /// Records that the draft was published as `magnet` (a later
     /// [`Draft::find`] skips it). The staging directory stays: the new
     /// torrent is seeded from it.
     pub fn mark_published(&self, magnet: &str) -> io::Result<()> {
-        crate::storage::write_atomic(
-            &self.dir.join("published"),
-            format!("{magnet}\n").as_bytes(),
-        )
+        crate::storage::write_atomic(&self.dir.published(), format!("{magnet}\n").as_bytes())
     }
 }
 
@@ -1192,7 +1198,7 @@ impl Tree {
     }
 
     /// Applies a journal operation during replay.
-    fn apply(&mut self, op: &Op, dir: &Path, now: SystemTime) -> io::Result<()> {
+    fn apply(&mut self, op: &Op, dir: &DraftDir, now: SystemTime) -> io::Result<()> {
         match op {
             Op::Mkdir(p) => {
                 let (parent, name) = self.split(p)?;
@@ -1202,9 +1208,7 @@ impl Tree {
             }
             Op::File(p, n) => {
                 let (parent, name) = self.split(p)?;
-                let size = fs::metadata(dir.join("data").join(n.to_string()))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
+                let size = fs::metadata(dir.data(*n)).map(|m| m.len()).unwrap_or(0);
                 let kind = Kind::File {
                     data: Data::Staged(*n),
                     size,

@@ -16,7 +16,7 @@
 pub mod conn;
 pub mod extension;
 pub mod pex;
-pub mod session;
+pub(crate) mod session;
 pub mod ut_metadata;
 pub mod wire;
 
