@@ -51,14 +51,14 @@
 //!    names tried is bounded by [`MAX_RENAME_PROBES`]; beyond it the torrent
 //!    is refused, as current libtorrent refuses `duplicate_files2`.
 
-pub mod create;
+pub mod encode;
 pub mod sanitize;
 mod v2;
 
 use std::collections::HashMap;
 use std::ops::Range;
 
-pub use create::{build_info, choose_piece_length};
+pub use encode::{build_info, choose_piece_length};
 
 use crate::bencode::{self, Kind, Limits, Value};
 use crate::hash::InfoHash;
