@@ -406,3 +406,46 @@ impl PeerWriter {
 fn quick_ack(half: &OwnedReadHalf) {
     let _ = socket2::SockRef::from(half.as_ref()).set_tcp_quickack(true);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both handshakes and a message over an in-memory stream: the
+    /// connection needs no TCP (MSE and uTP transports plug in here).
+    #[tokio::test]
+    async fn handshakes_and_messages_over_any_stream() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let addr: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+        let ih = InfoHash([7; 20]);
+        let dialer =
+            PeerConn::from_stream(a, addr).handshake_outgoing(ih, [1; 20], Duration::from_secs(5));
+        let answerer = PeerConn::from_stream(b, addr).handshake_incoming(
+            |h| *h == ih,
+            [2; 20],
+            Duration::from_secs(5),
+        );
+        let (out, inc) = tokio::join!(dialer, answerer);
+        let (mut out, theirs) = out.unwrap();
+        let (mut inc, ours) = inc.unwrap();
+        assert_eq!((theirs.peer_id, ours.peer_id), ([2; 20], [1; 20]));
+        assert_eq!(ours.info_hash, ih);
+        out.send(&Message::Have(42)).await.unwrap();
+        assert_eq!(inc.read_message().await.unwrap(), Some(Message::Have(42)));
+        drop(out);
+        assert_eq!(inc.read_message().await.unwrap(), None, "closed");
+
+        // An unknown info-hash is refused before anything is sent back.
+        let (a, b) = tokio::io::duplex(1024);
+        let dialer =
+            PeerConn::from_stream(a, addr).handshake_outgoing(ih, [1; 20], Duration::from_secs(5));
+        let answerer = PeerConn::from_stream(b, addr).handshake_incoming(
+            |_| false,
+            [2; 20],
+            Duration::from_secs(5),
+        );
+        let (out, inc) = tokio::join!(dialer, answerer);
+        assert!(matches!(inc, Err(WireError::UnknownInfoHash(h)) if h == ih));
+        assert!(out.is_err());
+    }
+}

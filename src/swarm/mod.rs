@@ -56,7 +56,7 @@ use picker::Picker;
 
 /// Where a peer address came from (logged, and counted in the progress).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PeerSource {
+pub(crate) enum PeerSource {
     Dht,
     Lsd,
     Pex,
@@ -83,7 +83,7 @@ impl fmt::Display for PeerSource {
 
 /// Settings of one swarm.
 #[derive(Debug, Clone)]
-pub struct SwarmConfig {
+pub(crate) struct SwarmConfig {
     pub peer_id: PeerId,
     /// Our TCP listen port, advertised in the extension handshake (BEP 10 `p`).
     pub listen_port: u16,
@@ -109,7 +109,7 @@ pub struct SwarmConfig {
 }
 
 /// The loaded torrent: info dictionary and its storage.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub info: Arc<Info>,
     pub storage: Arc<dyn Storage>,
 }
@@ -129,7 +129,7 @@ struct State {
 
 /// Counters shown in the progress line and logs.
 #[derive(Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub downloaded: AtomicU64,
     pub uploaded: AtomicU64,
     pub metadata_bytes: AtomicU64,
@@ -157,7 +157,7 @@ pub struct SwarmStats {
 }
 
 /// One torrent's swarm. Shared by its peer tasks, readers and the client.
-pub struct Swarm {
+pub(crate) struct Swarm {
     pub info_hash: InfoHash,
     pub cfg: SwarmConfig,
     loaded: OnceLock<Loaded>,
