@@ -31,7 +31,7 @@ use sha1::Digest;
 
 use crate::InfoHash;
 use crate::metainfo::{build_info, choose_piece_length};
-use crate::storage::{FileStorage, Storage};
+use crate::storage::{FileStorage, Storage, for_each_extent};
 
 /// Where the bytes of one file of a new torrent come from.
 #[derive(Clone)]
@@ -281,32 +281,25 @@ impl Storage for SourceStorage {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|&e| e <= self.total_length)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past the end"))?;
-        let mut i = self
-            .extents
-            .partition_point(|e| e.offset + e.length <= offset);
-        let mut pos = offset;
-        while pos < end && i < self.extents.len() {
-            let e = &self.extents[i];
-            let s = pos.max(e.offset);
-            let t = end.min(e.offset + e.length);
-            if s < t {
-                let dst = &mut buf[(s - offset) as usize..(t - offset) as usize];
-                match &e.source {
-                    Source::File(p) => self.file(i, p)?.read_exact_at(dst, s - e.offset)?,
+        let extents = &self.extents;
+        let span = |e: &Extent| (e.offset, e.length);
+        for_each_extent(
+            extents,
+            span,
+            self.total_length,
+            offset,
+            buf.len(),
+            |i, at, r| {
+                let dst = &mut buf[r];
+                match &extents[i].source {
+                    Source::File(p) => self.file(i, p)?.read_exact_at(dst, at),
                     Source::Storage {
                         storage,
                         offset: base,
-                    } => storage.read_at(base + (s - e.offset), dst)?,
+                    } => storage.read_at(base + at, dst),
                 }
-                pos = t;
-            }
-            i += 1;
-        }
-        Ok(())
+            },
+        )
     }
 
     fn load_have(&self) -> Option<Vec<u8>> {

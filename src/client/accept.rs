@@ -53,25 +53,12 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         };
         let inner = inner.clone();
         tokio::spawn(async move {
-            let known = |ih: &InfoHash| {
-                inner
-                    .swarms
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(ih)
-                    .is_some_and(|s| s.cfg.seed)
-            };
+            let known = |ih: &InfoHash| inner.swarm_of(ih).is_some_and(|s| s.cfg.seed);
             let r = PeerConn::accept(stream, known, inner.peer_id.0, Duration::from_secs(10)).await;
             drop(permit);
             match r {
                 Ok((conn, hs)) => {
-                    let swarm = inner
-                        .swarms
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&hs.info_hash)
-                        .cloned();
-                    if let Some(swarm) = swarm {
+                    if let Some(swarm) = inner.swarm_of(&hs.info_hash) {
                         session::run(swarm, conn, hs, addr, PeerSource::Incoming).await;
                     }
                 }
@@ -96,13 +83,9 @@ pub(super) async fn lsd_peers_loop(
             },
             _ = shutdown.changed() => return,
         };
-        let swarm = inner
-            .swarms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&p.info_hash)
-            .cloned();
-        let Some(swarm) = swarm else { continue };
+        let Some(swarm) = inner.swarm_of(&p.info_hash) else {
+            continue;
+        };
         if swarm.loaded().is_some_and(|l| l.info.private) {
             continue; // BEP 27: private torrents use no local discovery
         }

@@ -89,6 +89,18 @@ struct Inner {
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
+impl Inner {
+    /// The swarms by info-hash, locked.
+    fn swarms(&self) -> std::sync::MutexGuard<'_, HashMap<InfoHash, Arc<Swarm>>> {
+        self.swarms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The swarm of `info_hash`, if this client runs one.
+    fn swarm_of(&self, info_hash: &InfoHash) -> Option<Arc<Swarm>> {
+        self.swarms().get(info_hash).cloned()
+    }
+}
+
 impl Client {
     /// A builder with defaults (public DHT routers, cache under
     /// `~/.cache/btfs-mount`, free ports).
@@ -135,16 +147,12 @@ impl Client {
 
     /// Whether this client runs a swarm for `info_hash`.
     fn has_swarm(&self, info_hash: InfoHash) -> bool {
-        self.inner
-            .swarms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&info_hash)
+        self.inner.swarm_of(&info_hash).is_some()
     }
 
     /// The swarm for `info_hash`, created and its discovery started if new.
     fn swarm(&self, info_hash: InfoHash, seed: bool) -> Arc<Swarm> {
-        let mut swarms = self.inner.swarms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut swarms = self.inner.swarms();
         if let Some(s) = swarms.get(&info_hash) {
             return s.clone();
         }
@@ -176,11 +184,7 @@ impl Client {
 
     fn remove_swarm(&self, swarm: &Arc<Swarm>) {
         swarm.stop();
-        self.inner
-            .swarms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&swarm.info_hash);
+        self.inner.swarms().remove(&swarm.info_hash);
     }
 
     /// Stops one archive's swarm (its connections and announces).
@@ -191,14 +195,7 @@ impl Client {
     /// Stops every swarm and the DHT node (saving its routing table).
     pub async fn stop(&self) {
         self.inner.shutdown.send_replace(true);
-        let swarms: Vec<Arc<Swarm>> = self
-            .inner
-            .swarms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
+        let swarms: Vec<Arc<Swarm>> = self.inner.swarms().drain().map(|(_, s)| s).collect();
         for s in swarms {
             s.stop();
         }

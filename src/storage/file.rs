@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use nix::fcntl::{FallocateFlags, Flock, FlockArg};
 
 use super::layout::TorrentDir;
-use super::{Storage, write_atomic};
+use super::{Storage, for_each_extent, write_atomic};
 use crate::metainfo::Info;
 
 /// One stored file: its range in the piece space and where it lives.
@@ -157,32 +158,16 @@ impl FileStorage {
         &self,
         offset: u64,
         len: usize,
-        mut each: impl FnMut(usize, u64, std::ops::Range<usize>) -> io::Result<()>,
+        each: impl FnMut(usize, u64, Range<usize>) -> io::Result<()>,
     ) -> io::Result<()> {
-        let end = offset
-            .checked_add(len as u64)
-            .filter(|&e| e <= self.total_length)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past the end"))?;
-        // First extent whose end is past `offset`.
-        let mut i = self
-            .extents
-            .partition_point(|e| e.offset + e.length <= offset);
-        let mut pos = offset;
-        while pos < end && i < self.extents.len() {
-            let e = &self.extents[i];
-            let s = pos.max(e.offset);
-            let t = end.min(e.offset + e.length);
-            if s < t {
-                each(
-                    i,
-                    s - e.offset,
-                    (s - offset) as usize..(t - offset) as usize,
-                )?;
-                pos = t;
-            }
-            i += 1;
-        }
-        Ok(())
+        for_each_extent(
+            &self.extents,
+            |e| (e.offset, e.length),
+            self.total_length,
+            offset,
+            len,
+            each,
+        )
     }
 }
 

@@ -67,6 +67,42 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// Calls `each(extent index, offset in that extent, range in the request)`
+/// for every extent that absolute range `[offset, offset + len)` touches,
+/// in order. `extents` lie back to back in offset order; `span` gives one's
+/// `(offset, length)`; `total` is the piece space's size. Errors:
+/// `InvalidInput` for a range past `total`, and the first error of `each`.
+pub(crate) fn for_each_extent<T>(
+    extents: &[T],
+    span: impl Fn(&T) -> (u64, u64),
+    total: u64,
+    offset: u64,
+    len: usize,
+    mut each: impl FnMut(usize, u64, std::ops::Range<usize>) -> io::Result<()>,
+) -> io::Result<()> {
+    let end = offset
+        .checked_add(len as u64)
+        .filter(|&e| e <= total)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past the end"))?;
+    // First extent whose end is past `offset`.
+    let mut i = extents.partition_point(|e| {
+        let (o, l) = span(e);
+        o + l <= offset
+    });
+    let mut pos = offset;
+    while pos < end && i < extents.len() {
+        let (o, l) = span(&extents[i]);
+        let s = pos.max(o);
+        let t = end.min(o + l);
+        if s < t {
+            each(i, s - o, (s - offset) as usize..(t - offset) as usize)?;
+            pos = t;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Where verified pieces are kept.
 #[derive(Debug, Clone)]
 pub enum StorageKind {
