@@ -1,4 +1,4 @@
-//! BEP 46 values: the mutable item value `{ih: <20-byte info-hash>}` that a
+//! The BEP 46 value codec: the mutable item value `{ih: <20-byte info-hash>}` that a
 //! `magnet:?xs=urn:btpk:...` URL resolves to.
 
 use crate::InfoHash;
@@ -11,29 +11,48 @@ pub fn value_for(info_hash: InfoHash) -> Vec<u8> {
         .encode()
 }
 
+/// Why a mutable item's value is not a BEP 46 value. Each message is one
+/// line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("the item's value is not valid bencode ({0})")]
+    NotBencode(String),
+    #[error("the item's value is not a dictionary (BEP 46 wants {{ih: <info-hash>}})")]
+    NotADict,
+    #[error("the item's value has no `ih` key (BEP 46)")]
+    NoInfoHash,
+    #[error("the item's `ih` is not a byte string")]
+    NotBytes,
+    #[error("the item's `ih` is 40 bytes but not hex")]
+    NotHex,
+    /// `ih` of a length other than 20 (or 40 hex) bytes.
+    #[error("the item's `ih` is {0} bytes; BEP 46 wants 20")]
+    WrongLength(usize),
+}
+
 /// The info-hash in a BEP 46 value. `ih` must be 20 raw bytes; 40 hex
 /// characters are also accepted (some publishers write that).
 ///
-/// Errors (one line each): not bencode, not a dictionary, no `ih`, `ih` of
+/// Errors: [`ValueError`]: not bencode, not a dictionary, no `ih`, `ih` of
 /// the wrong type or size.
-pub fn info_hash_of_value(raw: &[u8]) -> Result<InfoHash, String> {
+pub fn info_hash_of_value(raw: &[u8]) -> Result<InfoHash, ValueError> {
     let v = bencode::decode(raw, Limits::default())
-        .map_err(|e| format!("the item's value is not valid bencode ({e})"))?;
+        .map_err(|e| ValueError::NotBencode(e.to_string()))?;
     if v.as_dict().is_none() {
-        return Err("the item's value is not a dictionary (BEP 46 wants {ih: <info-hash>})".into());
+        return Err(ValueError::NotADict);
     }
     let ih = v
         .get(b"ih")
-        .ok_or("the item's value has no `ih` key (BEP 46)")?
+        .ok_or(ValueError::NoInfoHash)?
         .as_bytes()
-        .ok_or("the item's `ih` is not a byte string")?;
+        .ok_or(ValueError::NotBytes)?;
     match ih.len() {
         20 => Ok(InfoHash(ih.try_into().expect("20 bytes"))),
         40 => std::str::from_utf8(ih)
             .ok()
             .and_then(InfoHash::from_hex)
-            .ok_or_else(|| "the item's `ih` is 40 bytes but not hex".to_string()),
-        n => Err(format!("the item's `ih` is {n} bytes; BEP 46 wants 20")),
+            .ok_or(ValueError::NotHex),
+        n => Err(ValueError::WrongLength(n)),
     }
 }
 
@@ -47,21 +66,14 @@ mod tests {
         assert_eq!(info_hash_of_value(&value_for(ih)), Ok(ih));
         let hex = format!("d2:ih40:{}e", ih.to_hex());
         assert_eq!(info_hash_of_value(hex.as_bytes()), Ok(ih));
-        assert!(
-            info_hash_of_value(b"i1e")
-                .unwrap_err()
-                .contains("dictionary")
-        );
-        assert!(info_hash_of_value(b"de").unwrap_err().contains("no `ih`"));
-        assert!(
-            info_hash_of_value(b"d2:ih3:abce")
-                .unwrap_err()
-                .contains("3 bytes")
-        );
-        assert!(
-            info_hash_of_value(b"d2:ih")
-                .unwrap_err()
-                .contains("bencode")
+        let err = |raw: &[u8]| info_hash_of_value(raw).unwrap_err().to_string();
+        assert!(err(b"i1e").contains("dictionary"));
+        assert!(err(b"de").contains("no `ih`"));
+        assert!(err(b"d2:ih3:abce").contains("3 bytes"));
+        assert!(err(b"d2:ih").contains("bencode"));
+        assert_eq!(
+            info_hash_of_value(b"d2:ih40:zz23456789abcdef0123456789abcdef01234567e"),
+            Err(ValueError::NotHex)
         );
     }
 }

@@ -704,7 +704,7 @@ Infohash: 0123456789ABCDEF0123456789abcdef01234567\r\ncookie: 1a2b3c\r\n\r\n\r\n
     fn loopback_exchange_in_a_namespace() {
         if std::env::var_os("BTFS_LSD_NETNS").is_none() {
             // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } != 0 {
+            if !nix::unistd::geteuid().is_root() {
                 eprintln!("SKIP loopback_exchange_in_a_namespace: needs root");
                 return;
             }

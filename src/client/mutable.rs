@@ -198,12 +198,11 @@ impl Client {
                 report.refused
             );
         }
-        let info_hash =
-            bep46::info_hash_of_value(&item.value).map_err(|reason| Error::BadValue {
-                url: url.to_url(),
-                seq: item.seq,
-                reason,
-            })?;
+        let info_hash = bep46::info_hash_of_value(&item.value).map_err(|e| Error::BadValue {
+            url: url.to_url(),
+            seq: item.seq,
+            reason: e.to_string(),
+        })?;
         Ok(Resolved { item, info_hash })
     }
 
