@@ -109,8 +109,10 @@ impl ClientBuilder {
         self
     }
     /// Most bytes of verified pieces kept per torrent in the cache; least
-    /// recently read pieces are evicted past it (see
-    /// [`SwarmConfig::cache_size`] for the default, `None`).
+    /// recently read pieces are evicted past it. The default, `None`:
+    /// unlimited for a torrent whose cache holds every piece at load, else
+    /// half the free space of the cache directory's filesystem at load plus
+    /// what the torrent already holds.
     pub fn cache_size(mut self, bytes: Option<u64>) -> Self {
         self.cache_size = bytes;
         self

@@ -1,15 +1,15 @@
 //! The engine's entry point: a [`Client`] owns the DHT node, the TCP
 //! listener and every swarm, and turns URLs into [`Archive`]s.
 //!
-//! Shape: `Client::builder()...start()` ([`builder`]),
+//! Shape: `Client::builder()...start()` (`builder.rs`),
 //! `client.lookup(url, LookupOptions { timeout, seed, .. })` → [`Archive`]
-//! ([`lookup`]), `client.seed(dir)` ([`seed`]), `client.stop()`.
+//! (`lookup.rs`), `client.seed(dir)` (`seed.rs`), `client.stop()`.
 //!
-//! BEP 46 (mutable torrents, [`mutable`]): [`Client::resolve_mutable`]
+//! BEP 46 (mutable torrents, `mutable.rs`): [`Client::resolve_mutable`]
 //! reads the signed item behind a `magnet:?xs=urn:btpk:` URL,
 //! [`Client::publish`] signs and stores one, and [`Client::follow`] watches
 //! a mutable URL for newer versions. Incoming connections and peers
-//! announced by LSD reach their swarms through [`accept`].
+//! announced by LSD reach their swarms through `accept.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

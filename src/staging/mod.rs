@@ -27,7 +27,7 @@
 //! Node ids are stable for the life of a `Draft` (the root is
 //! [`ROOT`]); the FUSE adapter ([`crate::fuse_writable`]) uses them as
 //! inode numbers. [`Draft::content`] turns the final tree into a
-//! [`Content`] for [`crate::create::build`]: see there for how the torrent
+//! [`crate::create::Content`] for [`crate::create::build`]: see there for how the torrent
 //! name and layout are chosen. Modification times are kept in memory only
 //! (BEP 3 has no place for them). Symlinks of a base torrent are left out.
 //!

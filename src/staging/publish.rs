@@ -16,7 +16,7 @@ impl Draft {
     /// root holds exactly one directory, the torrent is named after it and
     /// holds its files (so a draft started from a multi-file torrent keeps
     /// its shape); exactly one file gives a single-file torrent; otherwise
-    /// the torrent is named [`DraftMeta::name`] and holds the root's
+    /// the torrent is named [`crate::staging::DraftMeta::name`] and holds the root's
     /// entries. Empty directories are left out (BEP 3 cannot hold them).
     ///
     /// Unchanged base files are downloaded first if they are not all local

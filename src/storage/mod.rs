@@ -12,7 +12,7 @@
 //!   the bitfield of pieces the cache holds (resume). Pieces listed in
 //!   `have` are trusted for nothing: the swarm hashes each one before it is
 //!   served or advertised (lazily, on the first read or in the background,
-//!   see [`crate::swarm::Swarm::read`]), so a corrupt, truncated or deleted
+//!   see the swarm's `read`), so a corrupt, truncated or deleted
 //!   cache file is never served.
 //! - [`MemStorage`]: pieces in memory, for embedding and tests.
 

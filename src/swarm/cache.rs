@@ -228,7 +228,7 @@ impl Swarm {
     }
 }
 
-/// Pieces pinned by [`Swarm::pin_range`] (or by a read): never evicted
+/// Pieces pinned by `Swarm::pin_range` (or by a read): never evicted
 /// while this lives.
 pub struct PiecePin {
     pub(super) swarm: Arc<Swarm>,
