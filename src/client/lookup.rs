@@ -134,7 +134,7 @@ impl Client {
         let StorageKind::Files(dir) = &swarm.cfg.storage else {
             return;
         };
-        let path = dir.join(swarm.info_hash.to_hex()).join("info");
+        let path = CacheLayout::new(dir).torrent(swarm.info_hash).info();
         let Ok(raw) = tokio::fs::read(&path).await else {
             return;
         };
