@@ -61,6 +61,7 @@ pub mod dht;
 pub mod fuse;
 pub mod fuse_writable;
 pub mod hash;
+pub mod keepalive;
 pub mod keypair;
 pub mod lsd;
 pub mod magnet;
