@@ -44,7 +44,7 @@ impl NodeArgs {
     pub fn cache(&self) -> PathBuf {
         self.cache_dir
             .clone()
-            .unwrap_or_else(btfs::client::default_cache_dir)
+            .unwrap_or_else(btfs::storage::default_cache_dir)
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+use btfs::StorageKind;
 use btfs::client::Client;
-use btfs::swarm::StorageKind;
 
 mod args;
 mod daemon;

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 
 use btfs::client::{LookupOptions, Progress, Version};
 use btfs::fuse::{Mount, prepare_mountpoint};
+use btfs::storage::layout::CacheLayout;
 
 use crate::args::MountArgs;
 use crate::daemon::{self, Logging};
@@ -225,12 +226,9 @@ async fn serve(
                 archive.magnet()
             );
         }
-        let log = args
-            .peer
-            .node
-            .cache()
-            .join(archive.info_hash().to_hex())
-            .join("btfs-mount.log");
+        let log = CacheLayout::new(args.peer.node.cache())
+            .torrent(archive.info_hash())
+            .log();
         eprintln!(
             "btfs-mount: {} ({} files, {} bytes) resolved in {:.2} s; mounting on {}{}",
             archive.info().name,

@@ -43,8 +43,6 @@ pub async fn run(
             .publish_item(&target, &kp, &salt)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!("{}", published.url);
-        std::io::stdout().flush()?;
         eprintln!(
             "btfs-mount: seq {} (previous: {}) -> {} stored on {} DHT nodes",
             published.item.seq,
@@ -54,6 +52,8 @@ pub async fn run(
             published.info_hash,
             published.nodes
         );
+        println!("{}", published.url);
+        std::io::stdout().flush()?;
         if once {
             return Ok(());
         }

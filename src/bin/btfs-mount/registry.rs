@@ -29,7 +29,8 @@ pub struct Entry {
     pub start: u64,
     /// `mount`, `writable`, `seed` or `publish`.
     pub kind: String,
-    /// `resolving`, `mounted`, `publishing`, `seeding` or `publishing`.
+    /// `starting`, `resolving`, `mounted`, `publishing` (a writable mount
+    /// making its torrent, or `publish` keeping an item alive) or `seeding`.
     pub state: String,
     pub mountpoint: Option<PathBuf>,
     /// The URL the user gave (a magnet link or a mutable URL).

@@ -107,9 +107,8 @@ pub async fn seed_until_stopped(
 pub fn print_event(event: Event) {
     match event {
         Event::Published(p) => {
-            println!("{}", p.url);
-            let _ = std::io::stdout().flush();
-            registry::update(|e| e.published = Some(p.url.clone()));
+            // stderr first: a script that reads the URL from stdout finds
+            // the line about it already written.
             eprintln!(
                 "btfs-mount: published seq {} (previous: {}) -> {} on {} DHT nodes; put again every 30 minutes",
                 p.item.seq,
@@ -118,6 +117,9 @@ pub fn print_event(event: Event) {
                 p.info_hash,
                 p.nodes
             );
+            registry::update(|e| e.published = Some(p.url.clone()));
+            println!("{}", p.url);
+            let _ = std::io::stdout().flush();
         }
         Event::Refreshed { seq, nodes } => {
             tracing::info!("seq {seq} put again on {nodes} DHT nodes")

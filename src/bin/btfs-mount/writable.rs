@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use btfs::client::Client;
 use btfs::keypair::Keypair;
 use btfs::staging::{Draft, DraftMeta};
+use btfs::storage::layout::CacheLayout;
 
 use crate::args::{MountArgs, parse_salt};
 use crate::daemon::{self, Logging};
@@ -77,7 +78,7 @@ pub async fn run(args: MountArgs, mountpoint: PathBuf, logging: &Logging) -> any
                 .await?
                 .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
         // Beside the draft, not in it: the draft directory goes once published.
-        let log = draft.dir().with_extension("log");
+        let log = draft.log_path();
         let background = daemon::is_background_child();
         eprintln!(
             "btfs-mount: {} is writable (changes staged in {}); unmount to publish{}",
@@ -159,7 +160,7 @@ async fn publish_into_cache(
     let mut progress = hashing_progress();
     let (built, installed) = tokio::task::spawn_blocking(move || {
         let built = btfs::create::build(&content, &mut *progress)?;
-        let dir = cache.join(built.info_hash.to_hex());
+        let dir = CacheLayout::new(&cache).torrent(built.info_hash).root().to_path_buf();
         let installed = btfs::create::install(&content, &built, &dir)
             .map_err(|e| {
                 eprintln!(
@@ -190,7 +191,7 @@ async fn open_draft(client: &Client, args: &MountArgs, mountpoint: &Path) -> any
                 anyhow::anyhow!(
                     "no unpublished draft of {} under {}",
                     mountpoint.display(),
-                    cache.join("staging").display()
+                    CacheLayout::new(&cache).staging().display()
                 )
             })?;
         let base = match &meta.base {
