@@ -9,12 +9,15 @@
 //! - [`extension`]: the extension protocol handshake (BEP 10).
 //! - [`ut_metadata`]: fetching and serving the info dictionary (BEP 9).
 //! - [`pex`]: peer exchange (BEP 11).
+//! - [`mse`]: Message Stream Encryption, the obfuscated handshake and RC4
+//!   stream ("BitTorrent protocol encryption").
 //!
 //! Errors are [`wire::WireError`]; any error other than I/O or a timeout is a
 //! protocol violation by that peer and should close that one connection.
 
 pub mod conn;
 pub mod extension;
+pub mod mse;
 pub mod pex;
 pub mod session;
 pub mod ut_metadata;
