@@ -268,7 +268,7 @@ where
 
 /// One-stop handling of an accepted connection: [`sniff`] its first bytes
 /// (within `timeouts.step`), then either pass a plaintext handshake through
-/// or run [`accept`].
+/// or run [`accept`] (the whole within `timeouts.total`).
 ///
 /// Errors: [`MseError::PlaintextRefused`] for a plaintext handshake under
 /// [`Policy::Require`], [`MseError::Disabled`] for MSE under
@@ -283,15 +283,23 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     F: FnOnce(&[u8; 20]) -> Option<InfoHash>,
 {
+    let started = tokio::time::Instant::now();
     let (kind, first) = sniff(&mut stream, timeouts.step.min(timeouts.total)).await?;
     match kind {
         Incoming::Plaintext if policy.accepts_plaintext() => {
             Ok(Inbound::Plaintext(MseStream::passthrough(stream, first)))
         }
         Incoming::Plaintext => Err(MseError::PlaintextRefused),
-        Incoming::Mse => accept(stream, &first, find_skey, policy, timeouts)
-            .await
-            .map(Inbound::Encrypted),
+        Incoming::Mse => {
+            // the sniffing counts against the whole handshake's time
+            let left = Timeouts {
+                total: timeouts.total.saturating_sub(started.elapsed()),
+                ..timeouts
+            };
+            accept(stream, &first, find_skey, policy, left)
+                .await
+                .map(Inbound::Encrypted)
+        }
     }
 }
 
