@@ -465,7 +465,8 @@ fn libtorrent_dials_our_mse_listener() {
     let theirs = Handshake::decode(acc.initial_payload[..].try_into().unwrap()).unwrap();
     assert_eq!(theirs.info_hash, lt.info_hash);
     assert!(theirs.peer_id.starts_with(b"-LT"));
-    rt.block_on(async {
+    // the connection stays open until libtorrent has been asked about it
+    let _conn = rt.block_on(async {
         let (stream, ih) = acc.into_stream();
         let mut conn = Framed::new(stream);
         // the initial payload was put back: the handshake reads again
@@ -475,6 +476,7 @@ fn libtorrent_dials_our_mse_listener() {
             .await
             .unwrap();
         bitfield_and_one_block(&mut conn, &lt).await;
+        conn
     });
     // libtorrent lists us by the address it dialled
     assert_eq!(
