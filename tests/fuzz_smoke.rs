@@ -83,3 +83,8 @@ fn extension_corpus() {
 fn krpc_corpus() {
     run("krpc");
 }
+
+#[test]
+fn mse_corpus() {
+    run("mse");
+}
