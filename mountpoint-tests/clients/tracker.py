@@ -12,7 +12,8 @@ the announcing peer itself), as a compact peer list, interval 5 s.
 
 Events (JSON lines on stdout, see common.py):
   ready     port, url (the announce URL)
-  announce  info_hash (40 hex), ip, port, event, left, returned (peers sent)
+  announce  info_hash (40 hex), ip, port, kind (the announce's `event`:
+            started, completed, stopped or empty), left, returned (peers sent)
 """
 
 import argparse
@@ -85,6 +86,10 @@ def handler(tracker):
         def do_GET(self):
             url = urllib.parse.urlsplit(self.path)
             q = urllib.parse.parse_qs(url.query, keep_blank_values=True, encoding="latin-1")
+            if url.path.endswith("/scrape"):
+                # BEP 48: nothing to report; an empty `files` is valid.
+                self.reply(bencode({"files": {}}))
+                return
             ih = q.get("info_hash", [""])[0].encode("latin-1")
             port = q.get("port", ["0"])[0]
             if not url.path.endswith("/announce") or len(ih) != 20 or not port.isdigit():
@@ -93,7 +98,7 @@ def handler(tracker):
             ip = q.get("ip", [self.client_address[0]])[0]
             event = q.get("event", [""])[0]
             peers = tracker.announce(ih, ip, int(port), event)
-            emit("announce", info_hash=ih.hex(), ip=ip, port=int(port), event=event,
+            emit("announce", info_hash=ih.hex(), ip=ip, port=int(port), kind=event,
                  left=q.get("left", [None])[0], returned=[f"{h}:{p}" for h, p in peers])
             self.reply(bencode({"interval": 5, "min interval": 2, "complete": len(peers),
                                 "incomplete": 0, "peers": compact(peers)}))

@@ -95,7 +95,6 @@ def settings(args, rpc_port, download_dir):
         "peer-port": args.port,
         "peer-port-random-on-start": False,
         "bind-address-ipv4": args.listen_ip,
-        "bind-address-ipv6": "::1",
         "encryption": args.encryption,
         "rpc-enabled": True,
         "rpc-bind-address": "127.0.0.1",
@@ -168,6 +167,7 @@ def main(argv):
     try:
         args.port = args.port or free_port()
         rpc_port = free_port("127.0.0.1")
+        magnet = None
         config = os.path.join(tmp, "config")
         os.makedirs(config)
         if args.seed:
