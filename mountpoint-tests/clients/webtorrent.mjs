@@ -21,7 +21,8 @@
 //
 // --peer addresses are given with torrent.addPeer() as soon as the info-hash
 // is known, and again every 2 s while no peer is connected (webtorrent drops
-// an address after a few failed retries).
+// an address after a few failed retries); with --utp every 60 s only, so as
+// not to restart webtorrent's uTP retries before its fallback to TCP.
 //
 // Stops on SIGTERM, SIGINT, or when stdin (a pipe) closes.
 
@@ -147,9 +148,11 @@ async function main () {
     }
   }
   torrent.once('infoHash', addPeers)
+  // With uTP on, webtorrent dials uTP, retries it (RECONNECT_WAIT) and only
+  // then falls back to TCP; adding the address again would restart that.
   const retry = setInterval(() => {
     if (torrent.numPeers === 0) addPeers()
-  }, 2000)
+  }, args.utp ? 60000 : 2000)
   retry.unref()
 
   torrent.once('metadata', () => {
