@@ -29,7 +29,7 @@
 //!   3.00 then never falls back to TCP (its uTP timer waits for a datagram).
 //!
 //! rqbit tests skip loudly when rqbit is not installed (its build takes
-//! 15-20 minutes); `scripts/interop` builds it and runs this file, and with
+//! 15-30 minutes); `scripts/interop` builds it and runs this file, and with
 //! `BTFS_INTEROP_RQBIT=1` (which it sets) a missing rqbit is a failure.
 
 #[path = "support/mod.rs"]
@@ -77,6 +77,12 @@ fn sample_site(tmp: &Path) -> PathBuf {
     site
 }
 
+/// Writes a skip notice straight to stderr, past libtest's output capture.
+fn loud(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n***** {msg} *****\n");
+}
+
 /// Skips (loudly) or, with CI=true, fails when a client is missing.
 /// Returns false when the test should return.
 fn have(what: &str, present: bool, install: &str) -> bool {
@@ -87,7 +93,7 @@ fn have(what: &str, present: bool, install: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{msg} (CI=true: a skip is a failure)");
     }
-    eprintln!("\n***** {msg} *****\n");
+    loud(&msg);
     false
 }
 
@@ -123,11 +129,11 @@ fn have_rqbit() -> bool {
         return true;
     }
     let msg =
-        "SKIP: rqbit is not installed; run scripts/interop (it builds rqbit 9.1.0, 15-20 min)";
+        "SKIP: rqbit is not installed; run scripts/interop (it builds rqbit 9.1.0: 15-30 min)";
     if std::env::var("BTFS_INTEROP_RQBIT").as_deref() == Ok("1") {
         panic!("{msg} (BTFS_INTEROP_RQBIT=1: a skip is a failure)");
     }
-    eprintln!("\n***** {msg} *****\n");
+    loud(&msg);
     false
 }
 
