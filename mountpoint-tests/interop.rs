@@ -133,7 +133,7 @@ fn have_rqbit() -> bool {
     if std::env::var("BTFS_INTEROP_RQBIT").as_deref() == Ok("1") {
         panic!("{msg} (BTFS_INTEROP_RQBIT=1: a skip is a failure)");
     }
-    loud(&msg);
+    loud(msg);
     false
 }
 
