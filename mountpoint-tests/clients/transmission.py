@@ -20,7 +20,11 @@ peers by it:
                        Transmission 3.00 announces and searches only once
                        its routing table holds at least 4 good and more than
                        8 nodes (TR_DHT_POOR, tr-dht.c), so one bootstrap
-                       node is not enough for it to find anyone.
+                       node is not enough for it to find anyone (measured:
+                       "IPv4 DHT not ready (broken, 2 nodes)" for 90 s).
+                       Not bootstrapped after ~40 s, it then resolves
+                       dht.transmissionbt.com: use it only inside a test
+                       namespace, where that fails (no route, no DNS).
   --lpd                turns Local Peer Discovery on (off by default).
 Without --dht-bootstrap the DHT is off (it would otherwise try the public
 bootstrap nodes; a test namespace has no route there, but we do not try).
