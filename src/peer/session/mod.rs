@@ -56,8 +56,6 @@ pub(crate) enum SessionError {
     SpareBits,
     #[error("bitfield: {0}")]
     Bitfield(WireError),
-    #[error("second bitfield")]
-    SecondBitfield,
     /// A HAVE (sent before the metadata was known) past the last piece.
     #[error("HAVE for piece {index} of {pieces}")]
     HaveBeyond { index: u32, pieces: u32 },
@@ -248,7 +246,6 @@ struct Session {
     bad_blocks: u32,
     /// Blocks we had not asked this peer for (tolerated up to a bound).
     stray_blocks: u32,
-    got_bitfield: bool,
     /// Their `ut_pex` extension id (BEP 11), if they speak it.
     their_ut_pex: Option<u8>,
     /// The address we tell other peers about (BEP 11): ours when we dialled
@@ -293,7 +290,6 @@ impl Session {
             uploads: VecDeque::new(),
             bad_blocks: 0,
             stray_blocks: 0,
-            got_bitfield: false,
             their_ut_pex: None,
             pex_addr: None,
             pex_flags: 0,
