@@ -10,7 +10,6 @@ use tokio::net::TcpListener;
 use super::Inner;
 use crate::InfoHash;
 use crate::lsd::LsdPeer;
-use crate::peer::conn::PeerConn;
 use crate::peer::session;
 use crate::swarm::PeerSource;
 
@@ -20,6 +19,10 @@ use crate::swarm::PeerSource;
 /// never handshake costs a bounded amount of memory and file descriptors.
 /// (Connections past the handshake are bounded per torrent by `max_peers`.)
 pub const MAX_PENDING_HANDSHAKES: usize = 32;
+
+/// How long an incoming connection may take to finish its handshakes (MSE
+/// included).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts incoming peer connections and hands each to its swarm; at most
 /// [`MAX_PENDING_HANDSHAKES`] handshakes run at once (others are closed).
@@ -54,12 +57,15 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         let inner = inner.clone();
         tokio::spawn(async move {
             let known = |ih: &InfoHash| inner.swarm_of(ih).is_some_and(|s| s.cfg.seed);
-            let r = PeerConn::accept(stream, known, inner.peer_id.0, Duration::from_secs(10)).await;
+            let r = inner
+                .transports
+                .answer_tcp(stream, addr, known, inner.peer_id.0, HANDSHAKE_TIMEOUT)
+                .await;
             drop(permit);
             match r {
-                Ok((conn, hs)) => {
+                Ok((conn, hs, route)) => {
                     if let Some(swarm) = inner.swarm_of(&hs.info_hash) {
-                        session::run(swarm, conn, hs, addr, PeerSource::Incoming).await;
+                        session::run(swarm, conn, hs, addr, PeerSource::Incoming, route).await;
                     }
                 }
                 Err(e) => tracing::debug!("incoming {addr}: {e}"),

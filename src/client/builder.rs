@@ -13,6 +13,8 @@ use super::{Client, Error, Inner};
 use crate::PeerId;
 use crate::dht::{Dht, DhtConfig};
 use crate::lsd::{Lsd, LsdConfig};
+use crate::peer::mse::Policy;
+use crate::peer::transport::Transports;
 use crate::storage::{CacheLayout, StorageKind, default_cache_dir};
 
 /// The public mainline DHT routers, used when no bootstrap node is given.
@@ -40,6 +42,7 @@ pub struct ClientBuilder {
     pub(super) lsd: bool,
     pub(super) lsd_interface: Option<IpAddr>,
     pub(super) cache_size: Option<u64>,
+    pub(super) encryption: Policy,
 }
 
 impl Default for ClientBuilder {
@@ -59,6 +62,7 @@ impl Default for ClientBuilder {
             lsd: true,
             lsd_interface: None,
             cache_size: None,
+            encryption: Policy::default(),
         }
     }
 }
@@ -137,6 +141,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Message Stream Encryption (MSE/PE) for peer connections: `Prefer`
+    /// (the default: dial encrypted, fall back to plaintext, accept both),
+    /// `Require` (RC4 only, both ways) or `Off` (plaintext only). See
+    /// [`crate::peer::mse`].
+    pub fn encryption(mut self, policy: Policy) -> Self {
+        self.encryption = policy;
+        self
+    }
+
     /// Binds the sockets and starts the DHT node (bootstrapping in the
     /// background). Errors: a port already in use.
     pub async fn start(self) -> Result<Client, Error> {
@@ -203,6 +216,7 @@ impl ClientBuilder {
             bootstrapped,
             swarms: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::watch::channel(false).0,
+            transports: Transports::new(self.encryption),
         });
         tokio::spawn(accept_loop(inner.clone(), listener));
         if let Some(rx) = lsd_rx {

@@ -22,6 +22,7 @@ pub mod extension;
 pub mod mse;
 pub mod pex;
 pub(crate) mod session;
+pub mod transport;
 pub mod ut_metadata;
 pub mod wire;
 

@@ -49,6 +49,7 @@ mod verify;
 pub use crate::storage::StorageKind;
 pub use cache::PiecePin;
 pub use metadata::MetadataError;
+pub(crate) use peers::DialTarget;
 pub(crate) use picker::{BLOCK, ConnId, Req};
 pub(crate) use requests::{BlockArrival, UploadCheck, UploadReadError};
 
