@@ -47,6 +47,7 @@ pub mod publish;
 pub mod staging;
 pub mod storage;
 pub mod swarm;
+pub mod utp;
 
 pub use archive::Archive;
 pub use client::{Client, LookupOptions};
