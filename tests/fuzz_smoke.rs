@@ -83,3 +83,8 @@ fn extension_corpus() {
 fn krpc_corpus() {
     run("krpc");
 }
+
+#[test]
+fn utp_packet_corpus() {
+    run("utp_packet");
+}

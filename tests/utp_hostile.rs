@@ -59,7 +59,15 @@ fn rss_kib(field: &str) -> u64 {
 /// A uTP packet (BEP 29 "header format", version 1): `ty` 0 ST_DATA,
 /// 1 ST_FIN, 2 ST_STATE, 3 ST_RESET, 4 ST_SYN; `exts` is a list of
 /// (type, bytes) extensions chained after the header.
-fn packet(ty: u8, conn_id: u16, seq: u16, ack: u16, wnd: u32, exts: &[(u8, &[u8])], payload: &[u8]) -> Vec<u8> {
+fn packet(
+    ty: u8,
+    conn_id: u16,
+    seq: u16,
+    ack: u16,
+    wnd: u32,
+    exts: &[(u8, &[u8])],
+    payload: &[u8],
+) -> Vec<u8> {
     let mut p = vec![(ty << 4) | 1, exts.first().map_or(0, |e| e.0)];
     p.extend_from_slice(&conn_id.to_be_bytes());
     p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
@@ -97,7 +105,10 @@ fn crafted() -> Vec<Vec<u8>> {
         vec![],
         vec![0x41],
         vec![0x41; 19],
-        packet(4, 1, 1, 0, 0, &[], &[]).into_iter().map(|b| b ^ 0x01).collect(), // version 0
+        packet(4, 1, 1, 0, 0, &[], &[])
+            .into_iter()
+            .map(|b| b ^ 0x01)
+            .collect(), // version 0
         {
             let mut p = packet(4, 1, 1, 0, 0, &[], &[]);
             p[0] = 0x51; // type 5
@@ -165,9 +176,11 @@ async fn echo_roundtrip(to: SocketAddr, n: usize) {
         r.read_exact(&mut back).await.unwrap();
         back
     };
-    let ((), back) = tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(writer, reader) })
-        .await
-        .expect("echo within 60 s");
+    let ((), back) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(writer, reader)
+    })
+    .await
+    .expect("echo within 60 s");
     assert!(back == data, "echoed bytes differ");
 }
 
@@ -197,8 +210,11 @@ fn garbage_never_breaks_the_listener() {
     count_panics();
     let rt = runtime();
     let sock = Arc::new(
-        rt.block_on(UtpSocket::bind("127.0.0.1:0".parse().unwrap(), UtpConfig::default()))
-            .unwrap(),
+        rt.block_on(UtpSocket::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            UtpConfig::default(),
+        ))
+        .unwrap(),
     );
     let to = sock.local_addr();
     let _g = rt.enter();
@@ -206,7 +222,9 @@ fn garbage_never_breaks_the_listener() {
 
     let mut rng = Rng(0xdead_beef_0bad_f00d);
     let mut sent = 0;
-    let sources: Vec<StdUdp> = (0..16).map(|_| StdUdp::bind("127.0.0.1:0").unwrap()).collect();
+    let sources: Vec<StdUdp> = (0..16)
+        .map(|_| StdUdp::bind("127.0.0.1:0").unwrap())
+        .collect();
     let mut all = crafted();
     all.extend(fuzz_corpus());
     for i in 0..20_000 {
@@ -232,7 +250,8 @@ fn garbage_never_breaks_the_listener() {
     let raw = StdUdp::bind("127.0.0.1:0").unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let (r_id, s_seq) = (0x4000u16, 100u16);
-    raw.send_to(&packet(4, r_id, s_seq, 0, 1 << 20, &[], &[]), to).unwrap();
+    raw.send_to(&packet(4, r_id, s_seq, 0, 1 << 20, &[], &[]), to)
+        .unwrap();
     let mut buf = [0u8; 2048];
     let (n, _) = loop {
         let (n, from) = raw.recv_from(&mut buf).expect("ST_STATE for our SYN");
@@ -240,8 +259,16 @@ fn garbage_never_breaks_the_listener() {
             break (n, from);
         }
     };
-    assert_eq!(u16::from_be_bytes([buf[2], buf[3]]), r_id, "answer carries our recv id");
-    assert_eq!(u16::from_be_bytes([buf[18], buf[19]]), s_seq, "answer acks our SYN");
+    assert_eq!(
+        u16::from_be_bytes([buf[2], buf[3]]),
+        r_id,
+        "answer carries our recv id"
+    );
+    assert_eq!(
+        u16::from_be_bytes([buf[18], buf[19]]),
+        s_seq,
+        "answer acks our SYN"
+    );
     let their_seq = u16::from_be_bytes([buf[16], buf[17]]);
     let _ = n;
     let send_id = r_id.wrapping_add(1);
@@ -249,20 +276,68 @@ fn garbage_never_breaks_the_listener() {
     let s1 = s_seq.wrapping_add(1);
     let hostile = [
         packet(0, send_id, s1, ack, 1 << 20, &[], b"hello"), // legit first data
-        packet(0, send_id, s1.wrapping_add(30_000), ack, 1 << 20, &[], b"far ahead"),
-        packet(0, send_id, s1.wrapping_sub(30_000), ack, 1 << 20, &[], b"far behind"),
-        packet(0, send_id, s1.wrapping_add(60), ack, 1 << 20, &[], &[7u8; 1400]),
+        packet(
+            0,
+            send_id,
+            s1.wrapping_add(30_000),
+            ack,
+            1 << 20,
+            &[],
+            b"far ahead",
+        ),
+        packet(
+            0,
+            send_id,
+            s1.wrapping_sub(30_000),
+            ack,
+            1 << 20,
+            &[],
+            b"far behind",
+        ),
+        packet(
+            0,
+            send_id,
+            s1.wrapping_add(60),
+            ack,
+            1 << 20,
+            &[],
+            &[7u8; 1400],
+        ),
         packet(2, send_id, s1, ack.wrapping_add(5000), 1 << 20, &[], &[]), // acks the future
         packet(2, send_id, s1, ack, 0, &[], &[]),                          // window 0
         packet(2, send_id, s1, ack, u32::MAX, &[(1, &[0xff; 32])], &[]),   // SACK of nothing sent
         packet(2, send_id, s1, ack, 1 << 20, &[(1, &[0xaa; 3])], &[]),     // odd SACK length
-        packet(0, send_id, s1.wrapping_add(1), ack, 1 << 20, &[], &[1u8; 1500]),
-        packet(4, send_id, s1, ack, 1 << 20, &[], &[]),                    // SYN inside
+        packet(
+            0,
+            send_id,
+            s1.wrapping_add(1),
+            ack,
+            1 << 20,
+            &[],
+            &[1u8; 1500],
+        ),
+        packet(4, send_id, s1, ack, 1 << 20, &[], &[]), // SYN inside
         packet(1, send_id, s1.wrapping_add(2), ack, 1 << 20, &[], &[]),
-        packet(1, send_id, s1.wrapping_add(9), ack, 1 << 20, &[], &[]),    // second FIN
-        packet(0, send_id, s1.wrapping_add(3), ack, 1 << 20, &[], b"after FIN"),
+        packet(1, send_id, s1.wrapping_add(9), ack, 1 << 20, &[], &[]), // second FIN
+        packet(
+            0,
+            send_id,
+            s1.wrapping_add(3),
+            ack,
+            1 << 20,
+            &[],
+            b"after FIN",
+        ),
         packet(3, send_id, 0, ack, 0, &[], &[]),
-        packet(0, send_id, s1.wrapping_add(4), ack, 1 << 20, &[], b"after RESET"),
+        packet(
+            0,
+            send_id,
+            s1.wrapping_add(4),
+            ack,
+            1 << 20,
+            &[],
+            b"after RESET",
+        ),
     ];
     for p in &hostile {
         raw.send_to(p, to).unwrap();
@@ -301,7 +376,12 @@ fn syn_flood_costs_bounded_memory() {
     let peak_per_ip = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));
     {
-        let (sock, live, peak, accepted) = (sock.clone(), live.clone(), peak_per_ip.clone(), accepted.clone());
+        let (sock, live, peak, accepted) = (
+            sock.clone(),
+            live.clone(),
+            peak_per_ip.clone(),
+            accepted.clone(),
+        );
         tokio::spawn(async move {
             while let Ok(mut s) = sock.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
@@ -317,7 +397,9 @@ fn syn_flood_costs_bounded_memory() {
                     // echo until EOF, or 5 s of silence (as a session's
                     // handshake deadline would drop a silent peer)
                     let mut b = vec![0u8; 1 << 16];
-                    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await
+                    {
                         if n == 0 || s.write_all(&b[..n]).await.is_err() {
                             break;
                         }
@@ -330,7 +412,11 @@ fn syn_flood_costs_bounded_memory() {
     }
     rt.block_on(async {
         // warm up: one real connection through an echo on a second socket
-        let echo = Arc::new(UtpSocket::bind("127.0.0.1:0".parse().unwrap(), UtpConfig::default()).await.unwrap());
+        let echo = Arc::new(
+            UtpSocket::bind("127.0.0.1:0".parse().unwrap(), UtpConfig::default())
+                .await
+                .unwrap(),
+        );
         echo_server(echo.clone());
         echo_roundtrip(echo.local_addr(), 64 << 10).await;
     });
@@ -340,7 +426,8 @@ fn syn_flood_costs_bounded_memory() {
     let mut sources = Vec::new();
     for ip in 2..=41u8 {
         for _ in 0..25 {
-            sources.push(StdUdp::bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, ip), 0))).unwrap());
+            sources
+                .push(StdUdp::bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, ip), 0))).unwrap());
         }
     }
     let mut rng = Rng(0x5111_f100d);
@@ -373,7 +460,10 @@ fn syn_flood_costs_bounded_memory() {
         sources.len(),
         peak_rss - before
     );
-    assert!(peak_ip <= max_per_ip, "{peak_ip} live connections from one IP");
+    assert!(
+        peak_ip <= max_per_ip,
+        "{peak_ip} live connections from one IP"
+    );
     assert!(
         peak_rss - before < 64 * 1024,
         "a SYN flood grew RSS by {} KiB",
@@ -399,8 +489,14 @@ fn memory_per_connection() {
             accept_backlog: N + 1,
             ..UtpConfig::default()
         };
-        let server = Arc::new(UtpSocket::bind("127.0.0.1:0".parse().unwrap(), cfg.clone()).await.unwrap());
-        let client = UtpSocket::bind("127.0.0.1:0".parse().unwrap(), cfg).await.unwrap();
+        let server = Arc::new(
+            UtpSocket::bind("127.0.0.1:0".parse().unwrap(), cfg.clone())
+                .await
+                .unwrap(),
+        );
+        let client = UtpSocket::bind("127.0.0.1:0".parse().unwrap(), cfg)
+            .await
+            .unwrap();
         let to = server.local_addr();
         let held = Arc::new(tokio::sync::Mutex::new(Vec::new()));
         {

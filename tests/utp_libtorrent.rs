@@ -49,7 +49,14 @@ fn our_download(seed: &LtSeed, bind: SocketAddr, to: SocketAddr) -> f64 {
     let want = seed.content();
     let shape = seed.shape.clone();
     let (got, secs) = runtime().block_on(async move {
-        let sock = UtpSocket::bind(bind, UtpConfig::default()).await.unwrap();
+        let mut cfg = UtpConfig::default();
+        if let Some(w) = std::env::var("BTFS_UTP_RECV_WINDOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            cfg.recv_window = w;
+        }
+        let sock = UtpSocket::bind(bind, cfg).await.unwrap();
         let t0 = Instant::now();
         let stream = sock
             .connect(to, Duration::from_secs(20))
@@ -69,12 +76,19 @@ fn our_download(seed: &LtSeed, bind: SocketAddr, to: SocketAddr) -> f64 {
 /// libtorrent (fetch) dials our uTP listener on `bind`, told to go to
 /// `dial` (our address, or a relay's); we serve the seeder's file.
 /// Returns libtorrent's reported rate (bytes/s).
-fn lt_downloads_from_us(seed: &LtSeed, bind: SocketAddr, dial: Option<SocketAddr>, lt_listen: &str) -> f64 {
+fn lt_downloads_from_us(
+    seed: &LtSeed,
+    bind: SocketAddr,
+    dial: Option<SocketAddr>,
+    lt_listen: &str,
+) -> f64 {
     let data = Arc::new(seed.content());
     let shape = seed.shape.clone();
     let mut fetch = LtFetch::start(&seed.torrent, lt_listen);
     let rt = runtime();
-    let sock = rt.block_on(UtpSocket::bind(bind, UtpConfig::default())).unwrap();
+    let sock = rt
+        .block_on(UtpSocket::bind(bind, UtpConfig::default()))
+        .unwrap();
     let ours = sock.local_addr();
     let d = data.clone();
     let server = rt.spawn(async move {
@@ -116,7 +130,11 @@ fn we_download_from_libtorrent_over_utp() {
         return;
     }
     let seed = LtSeed::start(4 << 20, "127.0.0.1", 0);
-    let secs = our_download(&seed, addr("127.0.0.1:0"), addr(&format!("127.0.0.1:{}", seed.port)));
+    let secs = our_download(
+        &seed,
+        addr("127.0.0.1:0"),
+        addr(&format!("127.0.0.1:{}", seed.port)),
+    );
     eprintln!("UTP-RESULT we<-lt loopback 4 MiB: {secs:.2} s");
 }
 
@@ -147,9 +165,20 @@ fn dual_stack_on_the_tcp_port_number() {
     our_download(&seed, bind, addr(&format!("127.0.0.1:{}", seed.port)));
     our_download(&seed, bind, addr(&format!("[::1]:{}", seed.port)));
     let rate = lt_downloads_from_us(&seed, bind, Some(addr(&format!("[::1]:{port}"))), "::1");
-    eprintln!("UTP-RESULT lt(::1)<-we dual-stack 1 MiB: {:.1} MB/s", rate / 1e6);
-    let rate = lt_downloads_from_us(&seed, bind, Some(addr(&format!("127.0.0.1:{port}"))), "127.0.0.1");
-    eprintln!("UTP-RESULT lt(127.0.0.1)<-we dual-stack 1 MiB: {:.1} MB/s", rate / 1e6);
+    eprintln!(
+        "UTP-RESULT lt(::1)<-we dual-stack 1 MiB: {:.1} MB/s",
+        rate / 1e6
+    );
+    let rate = lt_downloads_from_us(
+        &seed,
+        bind,
+        Some(addr(&format!("127.0.0.1:{port}"))),
+        "127.0.0.1",
+    );
+    eprintln!(
+        "UTP-RESULT lt(127.0.0.1)<-we dual-stack 1 MiB: {:.1} MB/s",
+        rate / 1e6
+    );
     drop(tcp);
 }
 
@@ -211,7 +240,10 @@ fn loopback_throughput_vs_libtorrent() {
     let rate = lt_to_lt(&seed, target);
     eprintln!("UTP-RESULT loopback lt<-lt 64 MiB: {:.1} MB/s", rate / 1e6);
     let secs = our_download(&seed, addr("127.0.0.1:0"), target);
-    eprintln!("UTP-RESULT loopback we<-lt 64 MiB: {:.1} MB/s", mbps(SIZE, secs));
+    eprintln!(
+        "UTP-RESULT loopback we<-lt 64 MiB: {:.1} MB/s",
+        mbps(SIZE, secs)
+    );
     let rate = lt_downloads_from_us(&seed, addr("127.0.0.1:0"), None, "127.0.0.1");
     eprintln!("UTP-RESULT loopback lt<-we 64 MiB: {:.1} MB/s", rate / 1e6);
 }

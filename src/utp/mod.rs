@@ -28,6 +28,8 @@
 //! Send + 'static`, so the peer session and MSE run over it as over a
 //! `TcpStream`.
 
+mod packet;
 mod socket;
 
+pub use packet::{HEADER_LEN, PacketHeader, PacketType};
 pub use socket::{UtpConfig, UtpError, UtpSocket, UtpStream};

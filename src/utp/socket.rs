@@ -221,7 +221,11 @@ impl UtpSocket {
     /// Errors: [`UtpError::Timeout`] (no answer; a peer that refuses with
     /// `ST_RESET` also ends here), [`UtpError::Connect`],
     /// [`UtpError::AddressFamily`], [`UtpError::Closed`].
-    pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<UtpStream, UtpError> {
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<UtpStream, UtpError> {
         let dual = self.local.is_ipv6() && self.local.ip().is_unspecified();
         if !dual && addr.is_ipv4() != self.local.is_ipv4() {
             return Err(UtpError::AddressFamily {

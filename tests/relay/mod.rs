@@ -30,6 +30,7 @@
 #![allow(dead_code)] // each test file uses a subset
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +38,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// How the relay mistreats traffic. All delays are one way, per direction.
@@ -241,11 +242,13 @@ impl Line {
         } else {
             0
         };
-        let mut at = Instant::now() + Duration::from_millis(p.delay_ms) + Duration::from_micros(jitter);
+        let mut at =
+            Instant::now() + Duration::from_millis(p.delay_ms) + Duration::from_micros(jitter);
         if p.stall_every_ms > 0 && p.stall_len_ms > 0 {
             let ms = at.duration_since(self.epoch).as_millis() as u64;
             if ms % p.stall_every_ms < p.stall_len_ms {
-                at = self.epoch + Duration::from_millis(ms - ms % p.stall_every_ms + p.stall_len_ms);
+                at =
+                    self.epoch + Duration::from_millis(ms - ms % p.stall_every_ms + p.stall_len_ms);
             }
         }
         at.max(prev)
@@ -296,49 +299,56 @@ impl UdpLine {
     }
 }
 
-/// A client flow: its upstream socket and its client-to-target line.
-struct Flow {
-    up: Arc<UdpSocket>,
-    to_target: UdpLine,
-}
+/// Most UDP client flows one relay keeps; datagrams from further new
+/// clients are dropped (counted as `dropped_queue`).
+const MAX_FLOWS: usize = 1024;
 
 async fn udp_main(listen: Arc<UdpSocket>, target: SocketAddr, line: Line) {
-    let flows: Arc<Mutex<HashMap<SocketAddr, Flow>>> = Arc::default();
+    // client address -> its client-to-target line (the upstream socket
+    // lives in that line's sender task and in the answering task)
+    let mut flows: HashMap<SocketAddr, UdpLine> = HashMap::new();
     let mut buf = vec![0u8; 65536];
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
     loop {
         let Ok((n, client)) = listen.recv_from(&mut buf).await else {
             continue;
         };
-        let mut map = flows.lock().await;
-        if !map.contains_key(&client) {
-            let bind: SocketAddr = if target.is_ipv4() {
-                "0.0.0.0:0".parse().unwrap()
-            } else {
-                "[::]:0".parse().unwrap()
-            };
-            let Ok(up) = UdpSocket::bind(bind).await else {
-                continue;
-            };
-            let up = Arc::new(up);
-            line.stats.flows.fetch_add(1, Ordering::Relaxed);
-            // the answers: target -> upstream socket -> line -> client
-            let mut back = UdpLine::spawn(&line, listen.clone(), client);
-            let (u, l) = (up.clone(), line.clone());
-            tokio::spawn(async move {
-                let mut b = vec![0u8; 65536];
-                while let Ok((n, from)) = u.recv_from(&mut b).await {
-                    if from == target {
-                        back.push(&l, b[..n].to_vec());
+        let flow = match flows.entry(client) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let up = match UdpSocket::bind(bind).await {
+                    Ok(up) if v.key().port() != 0 && flows_len_ok(&line) => Arc::new(up),
+                    _ => {
+                        line.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
-                }
-            });
-            let to_target = UdpLine::spawn(&line, up.clone(), target);
-            map.insert(client, Flow { up, to_target });
-        }
-        let flow = map.get_mut(&client).unwrap();
-        let _ = &flow.up;
-        flow.to_target.push(&line, buf[..n].to_vec());
+                };
+                line.stats.flows.fetch_add(1, Ordering::Relaxed);
+                // the answers: target -> upstream socket -> line -> client
+                let mut back = UdpLine::spawn(&line, listen.clone(), client);
+                let (u, l) = (up.clone(), line.clone());
+                tokio::spawn(async move {
+                    let mut b = vec![0u8; 65536];
+                    while let Ok((n, from)) = u.recv_from(&mut b).await {
+                        if from == target {
+                            back.push(&l, b[..n].to_vec());
+                        }
+                    }
+                });
+                v.insert(UdpLine::spawn(&line, up, target))
+            }
+        };
+        flow.push(&line, buf[..n].to_vec());
     }
+}
+
+/// Whether another UDP flow may start ([`MAX_FLOWS`]).
+fn flows_len_ok(line: &Line) -> bool {
+    (line.stats.flows.load(Ordering::Relaxed) as usize) < MAX_FLOWS
 }
 
 async fn tcp_main(listener: TcpListener, target: SocketAddr, line: Line) {

@@ -19,7 +19,9 @@ use sha1::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use btfs::InfoHash;
-use btfs::peer::wire::{BLOCK_SIZE, Bitfield, BlockRequest, DEFAULT_MAX_MESSAGE_LEN, Handshake, Message};
+use btfs::peer::wire::{
+    BLOCK_SIZE, Bitfield, BlockRequest, DEFAULT_MAX_MESSAGE_LEN, Handshake, Message,
+};
 
 use crate::support::{Child, PYTHON};
 
@@ -89,7 +91,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     /// Reads the peer's 68-byte handshake.
     pub async fn read_handshake(&mut self) -> Handshake {
         while self.buf.len() < Handshake::LEN {
-            assert!(self.fill().await.expect("read handshake"), "EOF in handshake");
+            assert!(
+                self.fill().await.expect("read handshake"),
+                "EOF in handshake"
+            );
         }
         let mut raw = [0u8; Handshake::LEN];
         self.buf.copy_to_slice(&mut raw);
@@ -134,7 +139,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
 /// Downloads the whole torrent from a peer that has it, over `s` (already
 /// connected): handshake, interested, wait for unchoke, then `depth`
 /// requests in flight. Checks every piece's SHA-1; returns the bytes.
-pub async fn download<S: AsyncRead + AsyncWrite + Unpin>(s: S, t: &TorrentShape, depth: usize) -> Vec<u8> {
+pub async fn download<S: AsyncRead + AsyncWrite + Unpin>(
+    s: S,
+    t: &TorrentShape,
+    depth: usize,
+) -> Vec<u8> {
     let mut f = Framed::new(s);
     let theirs = f.handshake(t.info_hash, btfs::PeerId::generate().0).await;
     assert_eq!(theirs.info_hash, t.info_hash);
@@ -162,7 +171,12 @@ pub async fn download<S: AsyncRead + AsyncWrite + Unpin>(s: S, t: &TorrentShape,
             .await
             .expect("a message within 60 s")
             .expect("connection open until the last block");
-        let Message::Piece { index, begin, data: block } = msg else {
+        let Message::Piece {
+            index,
+            begin,
+            data: block,
+        } = msg
+        else {
             continue;
         };
         let at = u64::from(index) * u64::from(t.piece_length) + u64::from(begin);
@@ -175,7 +189,12 @@ pub async fn download<S: AsyncRead + AsyncWrite + Unpin>(s: S, t: &TorrentShape,
             next += 1;
         }
         while let Some(m) = f.buffered() {
-            if let Message::Piece { index, begin, data: block } = m {
+            if let Message::Piece {
+                index,
+                begin,
+                data: block,
+            } = m
+            {
                 let at = u64::from(index) * u64::from(t.piece_length) + u64::from(begin);
                 data[at as usize..at as usize + block.len()].copy_from_slice(&block);
                 got += 1;
@@ -207,15 +226,21 @@ pub async fn download<S: AsyncRead + AsyncWrite + Unpin>(s: S, t: &TorrentShape,
 /// Serves `data` (the whole torrent) to one peer over `s` until it closes:
 /// answers the handshake, sends a full bitfield, unchokes when interested,
 /// answers requests. Returns the payload bytes sent.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(s: S, t: &TorrentShape, data: Arc<Vec<u8>>) -> u64 {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    s: S,
+    t: &TorrentShape,
+    data: Arc<Vec<u8>>,
+) -> u64 {
     let mut f = Framed::new(s);
     let theirs = f.read_handshake().await;
     assert_eq!(theirs.info_hash, t.info_hash, "they asked for our torrent");
     f.s.write_all(&Handshake::new(t.info_hash, *b"-BT0001-utp-test-up-").encode())
         .await
         .expect("write handshake");
-    f.send(&[Message::Bitfield(Bitfield::full(t.num_pieces).as_bytes().to_vec().into())])
-        .await;
+    f.send(&[Message::Bitfield(
+        Bitfield::full(t.num_pieces).as_bytes().to_vec().into(),
+    )])
+    .await;
     let mut sent = 0u64;
     let mut out = BytesMut::new();
     while let Some(first) = f.next().await {
@@ -331,7 +356,8 @@ impl LtFetch {
 
     /// Tells it to dial `addr` over uTP.
     pub fn connect(&mut self, addr: std::net::SocketAddr) {
-        self.child.send_line(&format!("connect {} {}", addr.ip(), addr.port()));
+        self.child
+            .send_line(&format!("connect {} {}", addr.ip(), addr.port()));
     }
 
     /// Waits for `finished`; returns its rate in bytes/s.
