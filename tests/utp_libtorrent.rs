@@ -44,7 +44,8 @@ fn addr(s: &str) -> SocketAddr {
 const DEPTH: usize = 128;
 
 /// Dials the seeder at `to` over uTP from a socket on `bind`, downloads
-/// everything, checks it against the seeded file; returns seconds taken.
+/// everything, checks it against the seeded file; returns the seconds from
+/// the dial to the last block.
 fn our_download(seed: &LtSeed, bind: SocketAddr, to: SocketAddr) -> f64 {
     let want = seed.content();
     let shape = seed.shape.clone();
@@ -63,10 +64,11 @@ fn our_download(seed: &LtSeed, bind: SocketAddr, to: SocketAddr) -> f64 {
             .await
             .expect("uTP connect to libtorrent");
         assert_eq!(stream.peer_addr(), to);
-        let got = tokio::time::timeout(Duration::from_secs(600), download(stream, &shape, DEPTH))
-            .await
-            .expect("download within 600 s");
-        (got, t0.elapsed().as_secs_f64())
+        let (got, done) =
+            tokio::time::timeout(Duration::from_secs(600), download(stream, &shape, DEPTH))
+                .await
+                .expect("download within 600 s");
+        (got, (done - t0).as_secs_f64())
     });
     assert_eq!(got.len(), want.len());
     assert!(got == want, "downloaded bytes differ from the seeded file");
@@ -239,6 +241,10 @@ fn loopback_throughput_vs_libtorrent() {
     let target = addr(&format!("127.0.0.1:{}", seed.port));
     let rate = lt_to_lt(&seed, target);
     eprintln!("UTP-RESULT loopback lt<-lt 64 MiB: {:.1} MB/s", rate / 1e6);
+    eprintln!(
+        "UTP-RESULT loopback UDP counters: {}",
+        utp_common::udp_counters()
+    );
     let secs = our_download(&seed, addr("127.0.0.1:0"), target);
     eprintln!(
         "UTP-RESULT loopback we<-lt 64 MiB: {:.1} MB/s",
@@ -246,4 +252,8 @@ fn loopback_throughput_vs_libtorrent() {
     );
     let rate = lt_downloads_from_us(&seed, addr("127.0.0.1:0"), None, "127.0.0.1");
     eprintln!("UTP-RESULT loopback lt<-we 64 MiB: {:.1} MB/s", rate / 1e6);
+    eprintln!(
+        "UTP-RESULT loopback UDP counters: {}",
+        utp_common::udp_counters()
+    );
 }

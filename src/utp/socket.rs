@@ -326,8 +326,9 @@ async fn accept_loop(
 /// used like a `TcpStream`. Reads return 0 at the peer's `ST_FIN`; an
 /// `ST_RESET`, the peer going silent with data unacknowledged (10 s), or
 /// the socket shutting down fail reads and writes with an `io::Error`.
-/// `shutdown` sends `ST_FIN` once written data is out; dropping the stream
-/// closes it.
+/// `flush` returns at once, as a `TcpStream`'s does; `shutdown` waits until
+/// written data is acknowledged, then queues `ST_FIN`. Dropping the stream
+/// closes it (after unsent data and a FIN, as long as the socket lives).
 pub struct UtpStream {
     inner: librqbit_utp::UtpStream,
     /// The peer's address (IPv4 peers on a dual-stack socket as IPv4).
@@ -370,11 +371,34 @@ impl AsyncWrite for UtpStream {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    /// Like a `TcpStream`'s: nothing to wait for once `poll_write` took the
+    /// bytes. (The crate's own flush waits until every written byte is
+    /// acknowledged, which would cost a round trip per flushed batch of
+    /// peer messages.) Fails only when the connection is dead with data
+    /// still unsent.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 
+    /// Sends `ST_FIN` after the written data: waits until that data is
+    /// acknowledged, then returns as soon as the FIN is queued. (The
+    /// crate's own shutdown also waits for the peer's FIN and the final
+    /// ACK, seconds with some peers.) Reading goes on until the peer's FIN.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let inner = Pin::new(&mut self.inner);
+        match inner.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        // with nothing left unacknowledged, this marks the writer shut
+        // down (the crate then sends ST_FIN) and waits for the full close,
+        // which we do not
+        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => Poll::Ready(Ok(())),
+        }
     }
 }

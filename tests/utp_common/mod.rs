@@ -138,12 +138,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
 
 /// Downloads the whole torrent from a peer that has it, over `s` (already
 /// connected): handshake, interested, wait for unchoke, then `depth`
-/// requests in flight. Checks every piece's SHA-1; returns the bytes.
+/// requests in flight. Checks every piece's SHA-1; returns the bytes and
+/// when the last block arrived (then sends `ST_FIN` / a TCP FIN).
 pub async fn download<S: AsyncRead + AsyncWrite + Unpin>(
     s: S,
     t: &TorrentShape,
     depth: usize,
-) -> Vec<u8> {
+) -> (Vec<u8>, std::time::Instant) {
     let mut f = Framed::new(s);
     let theirs = f.handshake(t.info_hash, btfs::PeerId::generate().0).await;
     assert_eq!(theirs.info_hash, t.info_hash);
@@ -208,6 +209,7 @@ pub async fn download<S: AsyncRead + AsyncWrite + Unpin>(
             f.send(&more).await;
         }
     }
+    let done = std::time::Instant::now();
     for i in 0..t.num_pieces {
         let at = i as usize * t.piece_length as usize;
         let piece = &data[at..at + t.piece_len(i) as usize];
@@ -220,7 +222,7 @@ pub async fn download<S: AsyncRead + AsyncWrite + Unpin>(
     // ST_FIN, so the peer drops the connection now (dropping the socket
     // would kill it silently)
     let _ = f.s.shutdown().await;
-    data
+    (data, done)
 }
 
 /// Serves `data` (the whole torrent) to one peer over `s` until it closes:
@@ -370,6 +372,26 @@ impl LtFetch {
     pub fn content(&self) -> Vec<u8> {
         std::fs::read(self.save.path().join("content.bin")).unwrap()
     }
+}
+
+/// This namespace's UDP counters from `/proc/net/snmp` (`InDatagrams`,
+/// `RcvbufErrors`, ...), as "name=value" pairs, for reports: datagrams
+/// the kernel dropped because a socket's receive buffer was full show up
+/// as `RcvbufErrors`.
+pub fn udp_counters() -> String {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return String::new();
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+        .filter(|(n, _)| ["InDatagrams", "RcvbufErrors", "SndbufErrors", "InErrors"].contains(n))
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// MB/s (10^6 bytes per second) for printing.
