@@ -8,7 +8,11 @@
 //! Every test runs inside its own network namespace (`support::in_netns`).
 //! Throughput is printed (`UTP-RESULT ...` lines), never asserted.
 //!
+//! Env `BTFS_UTP_RECV_WINDOW` (bytes) overrides our receive window in the
+//! download tests, for experiments.
+//!
 //! Run: `cargo test --test utp_libtorrent -- --nocapture --test-threads=1`
+//! (add `--release` for throughput numbers worth comparing).
 
 #[path = "../mountpoint-tests/support/mod.rs"]
 mod support;

@@ -29,8 +29,12 @@ const FIRST_SYN_WAIT: Duration = Duration::from_millis(1000);
 pub struct UtpConfig {
     /// Most live connections on the socket, incoming and outgoing together,
     /// half-open ones included (an `ST_SYN` answered but not yet confirmed
-    /// counts). Past it, new `ST_SYN`s are answered with `ST_RESET` and
-    /// [`UtpSocket::connect`] fails. Default 200.
+    /// counts; so does a closed stream until its `ST_FIN` exchange ends).
+    /// Past it, new `ST_SYN`s wait in the crate's cache of 32 and beyond
+    /// that are answered with `ST_RESET`, and [`UtpSocket::connect`] fails
+    /// with [`UtpError::Connect`]. Each connection's buffers grow with use
+    /// up to `recv_window + send_buffer`, so this also bounds memory.
+    /// Default 200.
     pub max_connections: usize,
     /// Most accepted connections from one remote IP address (any port)
     /// alive at once; more are closed as soon as they arrive. Bounds what a
