@@ -282,6 +282,58 @@ def utp_packet_seeds():
     write(t, "type7", bytes([0x71]) + pkt(4, 1, 1, 0)[1:])
     write(t, "short", pkt(4, 1, 1, 0)[:19])
     write(t, "krpc_ping", benc({"t": "aa", "y": "q", "q": "ping", "a": {"id": b"\x01" * 20}}))
+def mse_seeds():
+    """Seeds for `mse` (fuzz/targets.rs): byte 0 picks the mode, then the
+    fields in the order the target reads them."""
+    t = "mse"
+    u16 = lambda v: struct.pack(">H", v)
+    u32 = lambda v: struct.pack(">I", v)
+
+    def stream(tag, n):
+        out = b""
+        i = 0
+        while len(out) < n:
+            out += hashlib.sha1(b"%s %d" % (tag, i)).digest()
+            i += 1
+        return out[:n]
+
+    hs = b"\x13BitTorrent protocol" + b"\x00" * 5 + b"\x10\x00\x01" + b"\x5a" * 20 + b"-FM0100-abcdefghijkl"
+    x = stream(b"x", 20)
+    # 0: raw bytes to our responder (byte 1: read size - 1)
+    write(t, "raw_responder_garbage", b"\x00\x3f" + stream(b"garbage", 800))
+    write(t, "raw_responder_plaintext", b"\x00\x04" + hs + b"\x00\x00\x00\x01\x02")
+    write(t, "raw_responder_half_prefix", b"\x00\x00" + hs[:11])
+    # 1: raw bytes as the answer to our initiator
+    write(t, "raw_initiator_garbage", b"\x01\xff" + stream(b"answer", 700))
+    write(t, "raw_initiator_plaintext", b"\x01\x10" + hs + b"\x00" * 40)
+    # 2: scripted initiator
+    def init(flags, pad_a=100, skey=b"", vc=b"", provide=b"\x03", pad_c=17, pad_c_field=b"",
+             ia=hs, ia_field=b"", cut=b"", after=b"\x00\x00\x00\x01\x02"):
+        return (b"\x02" + x + bytes([flags]) + u16(pad_a) + skey + vc + provide + u16(pad_c)
+                + pad_c_field + u16(len(ia)) + ia_field + cut + ia + after)
+    write(t, "init_honest_rc4", init(0))
+    write(t, "init_honest_plaintext", init(0, provide=b"\x01", pad_a=512, pad_c=512))
+    write(t, "init_no_ia", init(0, ia=b"", pad_a=0, pad_c=0, after=hs))
+    write(t, "init_unknown_skey", init(1, skey=b"\x77" * 20))
+    write(t, "init_bad_vc", init(2, vc=b"\x00" * 7 + b"\x01"))
+    write(t, "init_provide_raw", init(4, provide=u32(0xFFFFFFFC)))
+    write(t, "init_pad_c_field", init(8, pad_c_field=u16(0xFFFF)))
+    write(t, "init_ia_field", init(16, ia_field=u16(1025)))
+    write(t, "init_truncated", init(32, cut=u16(30)))
+    write(t, "init_pad_a_513", init(0, pad_a=513))
+    # 3: scripted responder
+    def resp(flags, pad_b=200, vc=b"", select=b"\x02", pad_d=10, pad_d_field=b"", cut=b"",
+             after=hs + b"\x00\x00\x00\x05\x05\xff"):
+        return (b"\x03" + x + bytes([flags]) + u16(pad_b) + vc + select + u16(pad_d) + pad_d_field
+                + cut + after)
+    write(t, "resp_honest_rc4", resp(0))
+    write(t, "resp_honest_plaintext", resp(0, select=b"\x01", pad_b=512, pad_d=512))
+    write(t, "resp_require_plaintext", resp(1, select=b"\x01"))
+    write(t, "resp_plaintext_reply", resp(2))
+    write(t, "resp_bad_vc", resp(4, vc=b"\x01" * 8))
+    write(t, "resp_select_raw", resp(8, select=u32(3)))
+    write(t, "resp_pad_d_field", resp(16, pad_d_field=u16(513)))
+    write(t, "resp_truncated", resp(32, cut=u16(100)))
 
 
 def main():
@@ -291,6 +343,7 @@ def main():
     wire_seeds()
     extension_seeds()
     krpc_seeds()
+    mse_seeds()
 
 
 if __name__ == "__main__":

@@ -88,3 +88,8 @@ fn krpc_corpus() {
 fn utp_packet_corpus() {
     run("utp_packet");
 }
+
+#[test]
+fn mse_corpus() {
+    run("mse");
+}

@@ -1,0 +1,682 @@
+//! The piece picker: which blocks (16 KiB, BEP 3) to request from which peer.
+//!
+//! Reads drive everything. Pieces fall into three priorities:
+//! 1. **urgent**: a pending read waits on them (FUSE `read`, `Archive` reads),
+//!    ascending piece index. These may exceed the in-progress budget, and in
+//!    end-game they get duplicate requests to a second peer.
+//! 2. **readahead**: the window ahead of each open file handle, in window
+//!    order.
+//! 3. **prefetch**: every other piece, only when prefetching is enabled.
+//!
+//! Nothing else is ever requested, so a mount never downloads the whole
+//! torrent unless asked to. The picker keeps the partial pieces and their
+//! per-block state; the swarm owns the picker under one lock.
+//!
+//! A piece is in one of these states: missing (wanted when a priority above
+//! covers it), partial (blocks requested or received), verifying (complete,
+//! being hashed or written; also an evicted piece until its space is freed),
+//! had (verified and stored: advertised in our bitfield and HAVEs, served),
+//! or **cached, unverified**: listed in the cache's `have` file at start,
+//! its bytes on disk but not hashed yet. An unverified piece is neither had
+//! (never advertised or served) nor wanted (never requested from peers):
+//! the swarm hashes it, and it becomes had, or missing if it is bad.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A block is 16 KiB (BEP 3: the de facto request size; larger requests are
+/// refused by most peers). The last block of a piece may be shorter.
+pub const BLOCK: u32 = 16 * 1024;
+
+/// Identifies one peer connection within a swarm.
+pub type ConnId = u64;
+
+/// A block request: piece index, offset within the piece, length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Req {
+    pub index: u32,
+    pub begin: u32,
+    pub length: u32,
+}
+
+#[derive(Debug, Clone)]
+enum BlockState {
+    Missing,
+    /// Requested from these connections (more than one only in end-game).
+    Requested(Vec<ConnId>),
+    Received,
+}
+
+/// A piece being downloaded: its buffer and per-block state.
+struct Partial {
+    buf: Vec<u8>,
+    blocks: Vec<BlockState>,
+    received: usize,
+    /// Connections that sent blocks of this piece (penalised on hash failure).
+    contributors: Vec<ConnId>,
+    /// The connection each received block came from (by block index), so a
+    /// hash failure can be pinned on the peer whose blocks were wrong.
+    sources: Vec<Option<ConnId>>,
+}
+
+/// What happened to a received block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Stored; the piece is not complete yet.
+    Stored,
+    /// Stored, and this completed the piece: verify it.
+    Complete {
+        index: u32,
+        data: Vec<u8>,
+        contributors: Vec<ConnId>,
+        /// The connection each block came from, one per block (16 KiB).
+        sources: Vec<ConnId>,
+    },
+    /// A block we already had (end-game duplicate) or a piece no longer in
+    /// progress: harmless, dropped.
+    Duplicate,
+    /// Never requested, or with a wrong offset or size: a protocol violation.
+    Unrequested,
+}
+
+/// Per-swarm picker state. See the module docs for the priorities.
+pub struct Picker {
+    piece_length: u64,
+    total_length: u64,
+    num_pieces: u32,
+    have: Vec<bool>,
+    have_count: u32,
+    /// Cached pieces not verified yet (see the module docs).
+    unverified: BTreeSet<u32>,
+    partial: HashMap<u32, Partial>,
+    /// Pieces being hashed or written: neither wanted nor had.
+    verifying: BTreeSet<u32>,
+    /// Pieces pending reads wait on, with the number of waiting reads.
+    urgent: BTreeMap<u32, usize>,
+    /// Readahead windows by file handle: `[start, end)` piece ranges.
+    readahead: HashMap<u64, (u32, u32)>,
+    prefetch: bool,
+    /// Budget of non-urgent partial pieces (memory bound: count × piece length).
+    max_partial: usize,
+}
+
+impl Picker {
+    /// A picker for `num_pieces` pieces of `piece_length` bytes (the last one
+    /// shorter, `total_length` in all). `max_partial_bytes` bounds the memory
+    /// of partial pieces other than urgent ones (at least two pieces).
+    pub fn new(
+        piece_length: u64,
+        total_length: u64,
+        num_pieces: u32,
+        max_partial_bytes: u64,
+    ) -> Picker {
+        let max_partial = (max_partial_bytes / piece_length.max(1)).max(2) as usize;
+        Picker {
+            piece_length,
+            total_length,
+            num_pieces,
+            have: vec![false; num_pieces as usize],
+            have_count: 0,
+            unverified: BTreeSet::new(),
+            partial: HashMap::new(),
+            verifying: BTreeSet::new(),
+            urgent: BTreeMap::new(),
+            readahead: HashMap::new(),
+            prefetch: false,
+            max_partial,
+        }
+    }
+
+    /// Size in bytes of piece `index` (the last one may be shorter).
+    pub fn piece_size(&self, index: u32) -> u32 {
+        let start = index as u64 * self.piece_length;
+        (self.total_length - start).min(self.piece_length) as u32
+    }
+
+    pub fn num_pieces(&self) -> u32 {
+        self.num_pieces
+    }
+    pub fn has(&self, index: u32) -> bool {
+        self.have.get(index as usize).copied().unwrap_or(false)
+    }
+    pub fn have_count(&self) -> u32 {
+        self.have_count
+    }
+    pub fn is_complete(&self) -> bool {
+        self.have_count == self.num_pieces
+    }
+    /// Our pieces as a BEP 3 bitfield (high bit of byte 0 = piece 0).
+    pub fn bitfield(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.num_pieces.div_ceil(8) as usize];
+        for (i, &h) in self.have.iter().enumerate() {
+            if h {
+                out[i / 8] |= 0x80 >> (i % 8);
+            }
+        }
+        out
+    }
+
+    /// The pieces held in the cache, verified or not, as a BEP 3 bitfield:
+    /// what the cache's `have` file records (resume), never what is
+    /// advertised to peers (that is [`Picker::bitfield`]).
+    pub fn cached_bitfield(&self) -> Vec<u8> {
+        let mut out = self.bitfield();
+        for &i in &self.unverified {
+            out[i as usize / 8] |= 0x80 >> (i % 8);
+        }
+        out
+    }
+
+    /// Marks piece `index` cached but not verified (listed in the cache's
+    /// `have` file at start): neither had nor wanted until
+    /// [`Picker::set_have`] (it hashed right) or [`Picker::evict`] (it did
+    /// not, or it is evicted). Ignored for a piece already had or out of
+    /// range.
+    pub fn set_unverified(&mut self, index: u32) {
+        if index < self.num_pieces && !self.has(index) {
+            self.unverified.insert(index);
+        }
+    }
+
+    /// Whether piece `index` is cached but not verified yet.
+    pub fn is_unverified(&self, index: u32) -> bool {
+        self.unverified.contains(&index)
+    }
+
+    /// How many cached pieces are not verified yet.
+    pub fn unverified_count(&self) -> u32 {
+        self.unverified.len() as u32
+    }
+
+    /// The next cached piece to verify in the background: the first
+    /// unverified piece inside a readahead window (a read is coming), else
+    /// the first unverified piece at or after `from`; `skip` excludes
+    /// pieces (being hashed already). None when no such piece is left.
+    pub fn next_unverified(&self, from: u32, skip: &dyn Fn(u32) -> bool) -> Option<u32> {
+        let mut windows: Vec<(u32, u32)> = self.readahead.values().copied().collect();
+        windows.sort_unstable();
+        windows
+            .into_iter()
+            .flat_map(|(s, e)| self.unverified.range(s..e))
+            .chain(self.unverified.range(from..))
+            .copied()
+            .find(|&i| !skip(i))
+    }
+
+    /// Marks a piece verified and stored.
+    pub fn set_have(&mut self, index: u32) {
+        self.verifying.remove(&index);
+        self.unverified.remove(&index);
+        self.partial.remove(&index);
+        if let Some(h) = self.have.get_mut(index as usize)
+            && !*h
+        {
+            *h = true;
+            self.have_count += 1;
+        }
+    }
+
+    /// Forgets a piece, verified or not (its stored bytes were found wrong
+    /// or missing).
+    pub fn unset_have(&mut self, index: u32) {
+        self.verifying.remove(&index);
+        self.unverified.remove(&index);
+        if let Some(h) = self.have.get_mut(index as usize)
+            && *h
+        {
+            *h = false;
+            self.have_count -= 1;
+        }
+    }
+
+    /// Forgets a piece that is being evicted from the cache: neither had
+    /// nor wanted until [`Picker::verify_failed`] says its space is freed
+    /// (so a new copy is never written before the old one is punched out).
+    pub fn evict(&mut self, index: u32) {
+        self.unset_have(index);
+        if index < self.num_pieces {
+            self.verifying.insert(index);
+        }
+    }
+
+    /// Whether a pending read waits on `index`.
+    pub fn is_urgent(&self, index: u32) -> bool {
+        self.urgent.contains_key(&index)
+    }
+
+    /// A completed piece failed its SHA-1: it becomes missing again.
+    pub fn verify_failed(&mut self, index: u32) {
+        self.verifying.remove(&index);
+    }
+
+    /// One more read waits on `index`.
+    pub fn add_urgent(&mut self, index: u32) {
+        *self.urgent.entry(index).or_default() += 1;
+    }
+    /// A read no longer waits on `index`.
+    pub fn remove_urgent(&mut self, index: u32) {
+        if let Some(n) = self.urgent.get_mut(&index) {
+            *n -= 1;
+            if *n == 0 {
+                self.urgent.remove(&index);
+            }
+        }
+    }
+    /// Sets (or with an empty range clears) the readahead window of `handle`.
+    pub fn set_readahead(&mut self, handle: u64, start: u32, end: u32) {
+        if start >= end {
+            self.readahead.remove(&handle);
+        } else {
+            self.readahead
+                .insert(handle, (start, end.min(self.num_pieces)));
+        }
+    }
+    pub fn set_prefetch(&mut self, on: bool) {
+        self.prefetch = on;
+    }
+
+    /// Whether any piece that `peer_has` holds is still wanted by us.
+    pub fn interesting(&self, peer_has: &dyn Fn(u32) -> bool) -> bool {
+        self.candidates().any(peer_has)
+    }
+
+    /// Wanted pieces in priority order, with duplicates (cheap to skip).
+    fn candidates(&self) -> impl Iterator<Item = u32> + '_ {
+        let urgent = self.urgent.keys().copied();
+        let mut windows: Vec<(u32, u32)> = self.readahead.values().copied().collect();
+        windows.sort_unstable();
+        let ahead = windows.into_iter().flat_map(|(s, e)| s..e);
+        let rest = (0..self.num_pieces).filter(move |_| self.prefetch);
+        urgent.chain(ahead).chain(rest).filter(|&p| {
+            !self.has(p) && !self.verifying.contains(&p) && !self.unverified.contains(&p)
+        })
+    }
+
+    /// Whether `index` is wanted by anyone now.
+    pub fn wanted(&self, index: u32) -> bool {
+        self.urgent.contains_key(&index)
+            || self.prefetch
+            || self
+                .readahead
+                .values()
+                .any(|&(s, e)| (s..e).contains(&index))
+    }
+
+    /// Picks up to `max` block requests for connection `conn`, whose peer
+    /// holds the pieces for which `peer_has` is true.
+    pub fn pick(&mut self, conn: ConnId, peer_has: &dyn Fn(u32) -> bool, max: usize) -> Vec<Req> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return out;
+        }
+        let cands: Vec<u32> = {
+            let mut seen = BTreeSet::new();
+            self.candidates()
+                .filter(|&p| peer_has(p) && seen.insert(p))
+                .take(4096)
+                .collect()
+        };
+        for &p in &cands {
+            if out.len() >= max {
+                return out;
+            }
+            let urgent = self.urgent.contains_key(&p);
+            if !self.partial.contains_key(&p) {
+                let non_urgent = self
+                    .partial
+                    .keys()
+                    .filter(|k| !self.urgent.contains_key(k))
+                    .count();
+                if !urgent && non_urgent >= self.max_partial {
+                    continue;
+                }
+                let size = self.piece_size(p);
+                let nblocks = size.div_ceil(BLOCK) as usize;
+                self.partial.insert(
+                    p,
+                    Partial {
+                        buf: vec![0u8; size as usize],
+                        blocks: vec![BlockState::Missing; nblocks],
+                        received: 0,
+                        contributors: Vec::new(),
+                        sources: vec![None; nblocks],
+                    },
+                );
+            }
+            let size = self.piece_size(p);
+            let part = self.partial.get_mut(&p).expect("just inserted");
+            for (b, st) in part.blocks.iter_mut().enumerate() {
+                if out.len() >= max {
+                    break;
+                }
+                if matches!(st, BlockState::Missing) {
+                    *st = BlockState::Requested(vec![conn]);
+                    out.push(block_req(p, b, size));
+                }
+            }
+        }
+        // End-game: for pieces a read waits on, ask this peer too for blocks
+        // already requested from someone else.
+        for &p in cands.iter().filter(|p| self.urgent.contains_key(p)) {
+            if out.len() >= max {
+                break;
+            }
+            let size = self.piece_size(p);
+            if let Some(part) = self.partial.get_mut(&p) {
+                for (b, st) in part.blocks.iter_mut().enumerate() {
+                    if out.len() >= max {
+                        break;
+                    }
+                    if let BlockState::Requested(by) = st
+                        && by.len() < 2
+                        && !by.contains(&conn)
+                    {
+                        by.push(conn);
+                        out.push(block_req(p, b, size));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Records a received block from `conn`. Copies it into the piece buffer.
+    ///
+    /// A block of an in-progress piece is kept whoever it was requested
+    /// from (it is verified with the whole piece anyway): a peer may still
+    /// deliver requests we released after a choke or cancelled.
+    pub fn on_block(&mut self, conn: ConnId, index: u32, begin: u32, data: &[u8]) -> BlockOutcome {
+        let Some(size) = self.piece_size_checked(index) else {
+            return BlockOutcome::Unrequested;
+        };
+        let Some(part) = self.partial.get_mut(&index) else {
+            // Had, being verified, or dropped as no longer wanted.
+            return BlockOutcome::Duplicate;
+        };
+        if begin % BLOCK != 0 {
+            return BlockOutcome::Unrequested;
+        }
+        let b = (begin / BLOCK) as usize;
+        if b >= part.blocks.len() || data.len() as u32 != block_req(index, b, size).length {
+            return BlockOutcome::Unrequested;
+        }
+        if matches!(part.blocks[b], BlockState::Received) {
+            return BlockOutcome::Duplicate;
+        }
+        part.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+        part.blocks[b] = BlockState::Received;
+        part.sources[b] = Some(conn);
+        part.received += 1;
+        if !part.contributors.contains(&conn) {
+            part.contributors.push(conn);
+        }
+        if part.received < part.blocks.len() {
+            return BlockOutcome::Stored;
+        }
+        let part = self.partial.remove(&index).expect("present");
+        self.verifying.insert(index);
+        BlockOutcome::Complete {
+            index,
+            data: part.buf,
+            contributors: part.contributors,
+            sources: part
+                .sources
+                .into_iter()
+                .map(|c| c.unwrap_or(conn))
+                .collect(),
+        }
+    }
+
+    fn piece_size_checked(&self, index: u32) -> Option<u32> {
+        (index < self.num_pieces).then(|| self.piece_size(index))
+    }
+
+    /// Returns to "missing" every block requested only from `conn` (it
+    /// choked us, timed out or disconnected). Requests shared with another
+    /// connection in end-game stay with that one.
+    pub fn release(&mut self, conn: ConnId) {
+        for part in self.partial.values_mut() {
+            for st in part.blocks.iter_mut() {
+                if let BlockState::Requested(by) = st {
+                    by.retain(|&c| c != conn);
+                    if by.is_empty() {
+                        *st = BlockState::Missing;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets every block received from `conns` in pieces still being
+    /// assembled (their sender was banned): those blocks are fetched again.
+    pub fn discard_blocks_from(&mut self, conns: &[ConnId]) {
+        for part in self.partial.values_mut() {
+            for (st, src) in part.blocks.iter_mut().zip(part.sources.iter_mut()) {
+                if matches!(st, BlockState::Received) && src.is_some_and(|c| conns.contains(&c)) {
+                    *st = BlockState::Missing;
+                    *src = None;
+                    part.received -= 1;
+                }
+            }
+            part.contributors.retain(|c| !conns.contains(c));
+        }
+    }
+
+    /// Returns one request of `conn` to "missing" (e.g. the peer rejected it).
+    pub fn release_one(&mut self, conn: ConnId, req: &Req) {
+        if let Some(part) = self.partial.get_mut(&req.index)
+            && let Some(st) = part.blocks.get_mut((req.begin / BLOCK) as usize)
+            && let BlockState::Requested(by) = st
+        {
+            by.retain(|&c| c != conn);
+            if by.is_empty() {
+                *st = BlockState::Missing;
+            }
+        }
+    }
+
+    /// Drops partial pieces nobody wants any more and that hold no data;
+    /// returns their indices so their outstanding requests can be cancelled.
+    pub fn drop_unwanted(&mut self) -> Vec<u32> {
+        let drop: Vec<u32> = self
+            .partial
+            .iter()
+            .filter(|(i, p)| p.received == 0 && !self.wanted(**i))
+            .map(|(i, _)| *i)
+            .collect();
+        for i in &drop {
+            self.partial.remove(i);
+        }
+        drop
+    }
+
+    /// Whether block `req` is still outstanding (requested and not received).
+    pub fn is_outstanding(&self, req: &Req) -> bool {
+        self.partial
+            .get(&req.index)
+            .and_then(|p| p.blocks.get((req.begin / BLOCK) as usize))
+            .is_some_and(|b| matches!(b, BlockState::Requested(_)))
+    }
+
+    /// Blocks of pieces that reads wait on, held by the peer, not yet
+    /// requested from anyone (so a full request queue should make room).
+    pub fn urgent_unrequested(&self, peer_has: &dyn Fn(u32) -> bool) -> usize {
+        self.urgent
+            .keys()
+            .filter(|&&p| {
+                peer_has(p)
+                    && !self.has(p)
+                    && !self.verifying.contains(&p)
+                    && !self.unverified.contains(&p)
+            })
+            .map(|p| match self.partial.get(p) {
+                Some(part) => part
+                    .blocks
+                    .iter()
+                    .filter(|b| matches!(b, BlockState::Missing))
+                    .count(),
+                None => self.piece_size(*p).div_ceil(BLOCK) as usize,
+            })
+            .sum()
+    }
+
+    /// Partial pieces in memory (for stats).
+    #[cfg(test)]
+    pub fn partial_count(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+fn block_req(index: u32, block: usize, piece_size: u32) -> Req {
+    let begin = block as u32 * BLOCK;
+    Req {
+        index,
+        begin,
+        length: (piece_size - begin).min(BLOCK),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picker() -> Picker {
+        // 4 pieces of 32 KiB, the last one 100 bytes.
+        Picker::new(32768, 3 * 32768 + 100, 4, 1 << 20)
+    }
+
+    #[test]
+    fn nothing_is_requested_unless_wanted() {
+        let mut p = picker();
+        assert!(p.pick(1, &|_| true, 100).is_empty());
+        p.add_urgent(3);
+        let reqs = p.pick(1, &|_| true, 100);
+        assert_eq!(
+            reqs,
+            vec![Req {
+                index: 3,
+                begin: 0,
+                length: 100
+            }]
+        );
+    }
+
+    #[test]
+    fn urgent_before_readahead_before_prefetch() {
+        let mut p = picker();
+        p.set_prefetch(true);
+        p.set_readahead(7, 1, 3);
+        p.add_urgent(2);
+        let reqs = p.pick(1, &|_| true, 100);
+        let order: Vec<u32> = reqs.iter().map(|r| r.index).collect();
+        assert_eq!(order, vec![2, 2, 1, 1, 0, 0, 3]);
+    }
+
+    #[test]
+    fn blocks_complete_a_piece_and_bad_blocks_are_refused() {
+        let mut p = picker();
+        p.add_urgent(0);
+        let reqs = p.pick(1, &|_| true, 100);
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(p.on_block(1, 9, 0, &[0; 16384]), BlockOutcome::Unrequested);
+        assert_eq!(p.on_block(1, 1, 0, &[0; 16384]), BlockOutcome::Duplicate);
+        assert_eq!(p.on_block(1, 0, 5, &[0; 10]), BlockOutcome::Unrequested);
+        assert_eq!(p.on_block(1, 0, 0, &[1; 10]), BlockOutcome::Unrequested);
+        // kept even from a peer it was not requested from
+        assert_eq!(p.on_block(2, 0, 0, &[1; 16384]), BlockOutcome::Stored);
+        assert_eq!(
+            p.on_block(1, 0, 0, &[1; BLOCK as usize]),
+            BlockOutcome::Duplicate
+        );
+        match p.on_block(1, 0, BLOCK, &[2; BLOCK as usize]) {
+            BlockOutcome::Complete {
+                index,
+                data,
+                contributors,
+                sources,
+            } => {
+                assert_eq!(sources, vec![2, 1]);
+                assert_eq!(index, 0);
+                assert_eq!(&data[..BLOCK as usize], &[1; BLOCK as usize][..]);
+                assert_eq!(&data[BLOCK as usize..], &[2; BLOCK as usize][..]);
+                assert_eq!(contributors, vec![2, 1]);
+            }
+            o => panic!("{o:?}"),
+        }
+        // verifying: not picked again
+        assert!(p.pick(1, &|_| true, 100).is_empty());
+        p.verify_failed(0);
+        assert_eq!(p.pick(1, &|_| true, 100).len(), 2);
+    }
+
+    #[test]
+    fn blocks_of_a_banned_sender_are_fetched_again() {
+        let mut p = picker();
+        p.add_urgent(0);
+        let reqs = p.pick(1, &|_| true, 1);
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(p.on_block(1, 0, 0, &[9; 16384]), BlockOutcome::Stored);
+        p.discard_blocks_from(&[1]);
+        // both blocks are wanted again, from anyone
+        assert_eq!(p.pick(2, &|_| true, 10).len(), 2);
+    }
+
+    #[test]
+    fn endgame_duplicates_only_for_urgent_pieces() {
+        let mut p = picker();
+        p.add_urgent(0);
+        p.set_readahead(1, 1, 2);
+        let a = p.pick(1, &|_| true, 100);
+        assert_eq!(a.len(), 4);
+        let b = p.pick(2, &|_| true, 100);
+        assert_eq!(b.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 0]);
+        p.release(1);
+        // piece 1 blocks are missing again; piece 0 blocks stay with conn 2
+        let c = p.pick(3, &|_| true, 100);
+        assert_eq!(
+            c.iter().map(|r| r.index).collect::<Vec<_>>(),
+            vec![1, 1, 0, 0]
+        );
+    }
+
+    #[test]
+    fn unverified_pieces_are_neither_advertised_nor_requested() {
+        let mut p = picker();
+        p.set_unverified(1);
+        p.set_unverified(2);
+        p.add_urgent(1);
+        p.set_readahead(5, 0, 4);
+        // Piece 1 is urgent but cached: hashed locally, not requested.
+        let order: Vec<u32> = p.pick(1, &|_| true, 100).iter().map(|r| r.index).collect();
+        assert_eq!(order, vec![0, 0, 3]);
+        assert_eq!(p.bitfield(), vec![0]);
+        assert_eq!(p.cached_bitfield(), vec![0b0110_0000]);
+        assert!(!p.has(1) && p.is_unverified(1));
+        assert_eq!(p.next_unverified(0, &|_| false), Some(1));
+        assert_eq!(p.next_unverified(0, &|i| i == 1), Some(2));
+        // Verified: had and advertised.
+        p.set_have(1);
+        assert_eq!(p.bitfield(), vec![0b0100_0000]);
+        assert_eq!(p.unverified_count(), 1);
+        // Bad (or evicted): missing, wanted again once its space is freed.
+        p.evict(2);
+        assert!(!p.is_unverified(2) && !p.has(2));
+        assert_eq!(p.cached_bitfield(), vec![0b0100_0000]);
+        p.verify_failed(2);
+        p.release(1);
+        assert!(p.pick(2, &|_| true, 100).iter().any(|r| r.index == 2));
+        assert_eq!(p.next_unverified(0, &|_| false), None);
+    }
+
+    #[test]
+    fn partial_budget_bounds_memory_except_for_reads() {
+        let mut p = Picker::new(32768, 10 * 32768, 10, 0); // budget: 2 pieces
+        p.set_prefetch(true);
+        let reqs = p.pick(1, &|_| true, 1000);
+        assert_eq!(p.partial_count(), 2);
+        assert_eq!(reqs.len(), 4);
+        p.add_urgent(9);
+        p.pick(1, &|_| true, 1000);
+        assert_eq!(p.partial_count(), 3);
+        assert_eq!(p.bitfield().len(), 2);
+    }
+}
