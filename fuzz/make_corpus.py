@@ -256,6 +256,32 @@ def krpc_seeds():
     write(t, "long_tid", benc({"t": "x" * 33, "y": "q", "q": "ping", "a": {"id": nid}}))
 
 
+def utp_packet_seeds():
+    """uTP datagrams (BEP 29): each packet type, the selective ACK and
+    libtorrent close-reason extensions, and broken ones."""
+    t = "utp_packet"
+
+    def pkt(ty, conn, seq, ack, wnd=1 << 20, exts=(), payload=b""):
+        first = exts[0][0] if exts else 0
+        out = struct.pack(">BBHIIIHH", (ty << 4) | 1, first, conn, 0x01020304, 0x0a0b0c0d, wnd, seq, ack)
+        for i, (_, data) in enumerate(exts):
+            nxt = exts[i + 1][0] if i + 1 < len(exts) else 0
+            out += bytes([nxt, len(data)]) + data
+        return out + payload
+
+    write(t, "syn", pkt(4, 0x1234, 1, 0, 0))
+    write(t, "state", pkt(2, 0x1235, 100, 1))
+    write(t, "data", pkt(0, 0x1235, 2, 100, payload=b"\x13BitTorrent protocol" + bytes(48)))
+    write(t, "fin_close_reason", pkt(1, 0x1235, 3, 100, exts=[(3, b"\x00\x0f\x00\x00")]))
+    write(t, "reset", pkt(3, 0x1235, 0, 100, 0))
+    write(t, "state_sack", pkt(2, 0x1235, 101, 3, exts=[(1, b"\x05\x00\x00\x80")]))
+    write(t, "sack_then_unknown", pkt(2, 0x1235, 101, 3, exts=[(1, b"\xff" * 8), (42, b"xyz")]))
+    write(t, "sack_long", pkt(2, 0x1235, 101, 3, exts=[(1, b"\xaa" * 255)]))
+    write(t, "ext_overrun", pkt(2, 1, 1, 1)[:1] + b"\x01" + pkt(2, 1, 1, 1)[2:] + b"\x00\xc8ab")
+    write(t, "version2", bytes([0x42]) + pkt(4, 1, 1, 0)[1:])
+    write(t, "type7", bytes([0x71]) + pkt(4, 1, 1, 0)[1:])
+    write(t, "short", pkt(4, 1, 1, 0)[:19])
+    write(t, "krpc_ping", benc({"t": "aa", "y": "q", "q": "ping", "a": {"id": b"\x01" * 20}}))
 def mse_seeds():
     """Seeds for `mse` (fuzz/targets.rs): byte 0 picks the mode, then the
     fields in the order the target reads them."""
@@ -311,6 +337,7 @@ def mse_seeds():
 
 
 def main():
+    utp_packet_seeds()
     magnet_seeds()
     info_seeds()
     wire_seeds()

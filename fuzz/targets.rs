@@ -22,6 +22,7 @@ use btfs::peer::mse;
 use btfs::peer::pex::PexMessage;
 use btfs::peer::ut_metadata::MetadataMsg;
 use btfs::peer::wire::{Bitfield, DEFAULT_MAX_MESSAGE_LEN, Handshake, Message};
+use btfs::utp::{HEADER_LEN, PacketHeader, PacketType};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -36,6 +37,7 @@ pub const TARGETS: &[Target] = &[
     ("wire", wire),
     ("extension", extension),
     ("krpc", krpc_decode),
+    ("utp_packet", utp_packet),
     ("mse", mse),
 ];
 
@@ -251,6 +253,47 @@ pub fn krpc_decode(data: &[u8]) {
     }
 }
 
+/// `utp::PacketHeader::parse`, i.e. `librqbit-utp`'s header parser, the
+/// first thing its dispatcher runs on every datagram (BEP 29 "header
+/// format"). A parsed header must lie inside the datagram and agree with
+/// the fixed 20 bytes; a valid fixed header without extensions must parse.
+pub fn utp_packet(data: &[u8]) {
+    match PacketHeader::parse(data) {
+        Some(h) => {
+            assert!(
+                h.len >= HEADER_LEN && h.len <= data.len(),
+                "header length {}",
+                h.len
+            );
+            assert_eq!(data[0] & 0x0f, 1, "version 1 only");
+            let kind = match h.kind {
+                PacketType::Data => 0,
+                PacketType::Fin => 1,
+                PacketType::State => 2,
+                PacketType::Reset => 3,
+                PacketType::Syn => 4,
+            };
+            assert_eq!(data[0] >> 4, kind, "type nibble");
+            assert_eq!(h.wnd_size.to_be_bytes(), data[12..16], "wnd_size");
+            assert_eq!(h.timestamp_us.to_be_bytes(), data[4..8], "timestamp");
+            assert_eq!(
+                data[1] == 0,
+                h.len == HEADER_LEN,
+                "no extension, no extension bytes"
+            );
+        }
+        None => {
+            let plain = data.len() >= HEADER_LEN
+                && data[0] & 0x0f == 1
+                && data[0] >> 4 <= 4
+                && data[1] == 0;
+            assert!(
+                !plain,
+                "a valid 20-byte header without extensions was refused"
+            );
+        }
+    }
+}
 /// The MSE handshake (`btfs::peer::mse`), both roles, in a current-thread
 /// runtime. The first byte picks the mode:
 /// - 0: our responder ([`mse::accept_inbound`], policy `prefer`) reads the

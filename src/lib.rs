@@ -72,6 +72,7 @@ pub mod storage;
 /// Public for [`swarm::SwarmStats`] (progress) and [`swarm::MetadataError`];
 /// the swarm itself is the engine's internal.
 pub mod swarm;
+pub mod utp;
 
 pub use archive::Archive;
 pub use client::{Client, LookupOptions};

@@ -85,6 +85,11 @@ fn krpc_corpus() {
 }
 
 #[test]
+fn utp_packet_corpus() {
+    run("utp_packet");
+}
+
+#[test]
 fn mse_corpus() {
     run("mse");
 }
