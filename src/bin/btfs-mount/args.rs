@@ -100,6 +100,9 @@ pub struct PeerArgs {
     /// plaintext only.
     #[arg(long, value_name = "POLICY", default_value = "prefer")]
     pub encryption: btfs::client::Encryption,
+    /// Do not use uTP (BEP 29): TCP only.
+    #[arg(long)]
+    pub no_utp: bool,
 }
 
 /// Mounting (the command without a subcommand).
