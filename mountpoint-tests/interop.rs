@@ -289,9 +289,8 @@ fn transmission_fetches_from_mount_plaintext() {
     transmission_from_mount(t, tmp.path());
 }
 
-/// FAILS TODAY (no MSE in btfs-mount, issue 16 part 1): with `encryption` 2
-/// Transmission sends only an MSE handshake, which `PeerConn::accept`
-/// (src/peer/conn.rs) refuses as "not a BitTorrent handshake".
+/// With `encryption` 2 Transmission sends only an MSE handshake with RC4
+/// (btfs-mount once refused it as "not a BitTorrent handshake").
 #[test]
 fn transmission_fetches_from_mount_encryption_required() {
     if !have_transmission() || !in_netns("transmission_fetches_from_mount_encryption_required") {
@@ -304,11 +303,10 @@ fn transmission_fetches_from_mount_encryption_required() {
     transmission_from_mount(t, tmp.path());
 }
 
-/// FAILS TODAY (no uTP in btfs-mount, issue 16 part 2): Transmission's
-/// defaults (encryption preferred, uTP on). It dials uTP first; the SYN
-/// meets a closed UDP port, and Transmission 3.00 never times it out
-/// (its uTP timer starts on the first datagram it receives, tr-utp.c), so
-/// it never falls back to TCP.
+/// Transmission's defaults (encryption preferred, uTP on). It dials uTP
+/// first; before btfs-mount had uTP the SYN met a closed UDP port, which
+/// Transmission 3.00 never times out (its uTP timer starts on the first
+/// datagram it receives, tr-utp.c), so it never fell back to TCP.
 #[test]
 fn transmission_with_defaults_fetches_from_mount() {
     if !have_transmission() || !in_netns("transmission_with_defaults_fetches_from_mount") {
@@ -334,8 +332,8 @@ fn mount_fetches_from_transmission_plaintext() {
     mount_fetches(&mut x, &addr, tmp.path(), &site);
 }
 
-/// FAILS TODAY (no MSE in btfs-mount, issue 16 part 1): Transmission with
-/// `encryption` 2 drops our plaintext handshake.
+/// Transmission with `encryption` 2 drops a plaintext handshake: we dial
+/// with MSE first.
 #[test]
 fn mount_fetches_from_transmission_encryption_required() {
     if !have_transmission() || !in_netns("mount_fetches_from_transmission_encryption_required") {
@@ -399,10 +397,9 @@ fn webtorrent_from_mount(w: Webtorrent, tmp: &Path) {
     ms.mount.unmount_and_wait(Duration::from_secs(10));
 }
 
-/// FAILS TODAY (no MSE in btfs-mount, issue 16 part 1): webtorrent's default
-/// `secure: 1` starts every outgoing connection with the MSE handshake and
-/// never retries in plaintext; btfs-mount closes it as "not a BitTorrent
-/// handshake" (src/peer/conn.rs, `PeerConn::accept`).
+/// webtorrent's default `secure: 1` starts every outgoing connection with
+/// the MSE handshake and never retries in plaintext (btfs-mount once closed
+/// it as "not a BitTorrent handshake": `peers 0`).
 #[test]
 fn webtorrent_fetches_from_mount() {
     if !have_webtorrent() || !in_netns("webtorrent_fetches_from_mount") {
