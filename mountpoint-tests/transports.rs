@@ -229,3 +229,186 @@ fn mount_over_lossy_utp_reads_every_byte() {
     );
     m.unmount_and_wait(Duration::from_secs(15));
 }
+
+/// Seconds since midnight of a log line's RFC 3339 timestamp
+/// (`2026-12-06T04:04:47.730584Z ...`).
+fn log_secs(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?.split('T').nth(1)?;
+    let t = t.trim_end_matches('Z');
+    let mut it = t.split(':');
+    let (h, m, s) = (it.next()?, it.next()?, it.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+#[test]
+fn a_utp_only_and_a_tcp_only_peer_are_each_connected_within_2_s() {
+    if !in_netns("a_utp_only_and_a_tcp_only_peer_are_each_connected_within_2_s") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    tree(&site);
+    let mut u = LtNode::start(&["--seed", s(&site), "--utp-only"]);
+    u.wait_event("seeding", Duration::from_secs(30));
+    let torrent = tmp.path().join("t.torrent");
+    let mut t = LtNode::start(&[
+        "--seed",
+        s(&site),
+        "--no-utp",
+        "--write-torrent",
+        s(&torrent),
+    ]);
+    t.wait_event("seeding", Duration::from_secs(30));
+    let magnet = u.magnet();
+    assert_eq!(magnet, t.magnet(), "the same torrent");
+    let mut m = Mount::foreground(
+        &tmp.path().join("mnt"),
+        &[
+            &magnet,
+            "-f",
+            "--no-dht",
+            "-v",
+            "--peer",
+            &u.addr(),
+            "--peer",
+            &t.addr(),
+            "--cache-dir",
+            s(&tmp.path().join("cache")),
+        ],
+        Duration::from_secs(60),
+    );
+    let both = |log: &str| {
+        let at = |port: u16, route: &str| {
+            log.lines()
+                .find(|l| l.contains(&format!(":{port} (from cli) over {route}")))
+                .and_then(log_secs)
+        };
+        Some((
+            at(u.port(), "utp+mse/plaintext")?,
+            at(t.port(), "tcp+mse/plaintext")?,
+        ))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || both(
+            &m.child().unwrap().stderr()
+        )
+        .is_some()),
+        "both peers connected:\n{}",
+        m.child().unwrap().stderr()
+    );
+    let log = m.child().unwrap().stderr();
+    // The peers are known when the client starts (--peer): the first log
+    // line of the process.
+    let start = log.lines().find_map(log_secs).unwrap();
+    let (utp_at, tcp_at) = both(&log).unwrap();
+    eprintln!(
+        "uTP-only peer connected after {:.3} s, TCP-only peer after {:.3} s",
+        utp_at - start,
+        tcp_at - start
+    );
+    assert!(
+        utp_at - start < 2.0,
+        "uTP-only peer: {:.3} s",
+        utp_at - start
+    );
+    assert!(
+        tcp_at - start < 2.0,
+        "TCP-only peer: {:.3} s",
+        tcp_at - start
+    );
+    assert_eq!(tree_digests(&m.path().join("site")), tree_digests(&site));
+    m.unmount_and_wait(Duration::from_secs(15));
+}
+
+#[test]
+fn hostile_handshakes_are_dropped_and_others_are_served() {
+    if !in_netns("hostile_handshakes_are_dropped_and_others_are_served") {
+        return;
+    }
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    tree(&site);
+    let port = free_port();
+    let mut cmd = Command::new(btfs_mount_bin());
+    cmd.args([
+        "seed",
+        s(&site),
+        "--no-dht",
+        "-v",
+        "--port",
+        &port.to_string(),
+    ])
+    .arg("--cache-dir")
+    .arg(tmp.path().join("cache"));
+    let mut seed = Child::spawn("btfs-mount seed", cmd);
+    assert!(wait_until(Duration::from_secs(60), || !seed
+        .stdout_lines()
+        .is_empty()));
+    let magnet = seed.stdout_lines()[0].trim().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let t0 = Instant::now();
+    // Endless random bytes (an MSE sync search that never matches).
+    let garbage = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            let mut sent = 0usize;
+            let junk = seeded_bytes(4096, 9);
+            while c.write_all(&junk).is_ok() && sent < 64 << 20 {
+                sent += junk.len();
+            }
+            sent
+        })
+    };
+    // A DH public key and padding, then silence (half a handshake).
+    let mut half = TcpStream::connect(&addr).unwrap();
+    half.write_all(&seeded_bytes(96 + 200, 10)).unwrap();
+    // Meanwhile an honest libtorrent peer with encryption forced is served.
+    let save = tmp.path().join("lt");
+    std::fs::create_dir_all(&save).unwrap();
+    let bare = magnet.split('&').next().unwrap().to_string();
+    let mut lt = LtNode::start(&[
+        "--fetch",
+        &bare,
+        "--save",
+        s(&save),
+        "--connect",
+        &addr,
+        "--no-utp",
+        "--require-encryption",
+    ]);
+    lt.wait_event("finished", Duration::from_secs(60));
+    assert_eq!(tree_digests(&save.join("site")), tree_digests(&site));
+    // The garbage sender is cut off after a bounded number of bytes, the
+    // silent one within the handshake timeout (10 s).
+    // (What the sender could write is mostly the kernel's socket buffers;
+    // btfs-mount reads at most 532 bytes of it, see peer::mse.)
+    let sent = garbage.join().unwrap();
+    let cut_off = t0.elapsed();
+    eprintln!(
+        "garbage: cut off after {sent} bytes written, {:.2} s",
+        cut_off.as_secs_f64()
+    );
+    assert!(sent < 64 << 20, "the garbage sender was never cut off");
+    half.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let t1 = Instant::now();
+    loop {
+        match half.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let closed_after = t0.elapsed();
+    eprintln!(
+        "half handshake: closed {:.2} s after it was sent ({:.2} s waited here)",
+        closed_after.as_secs_f64(),
+        t1.elapsed().as_secs_f64()
+    );
+    assert!(closed_after < Duration::from_secs(14), "{closed_after:?}");
+    drop(lt);
+    seed.stop(Duration::from_secs(5));
+}

@@ -107,6 +107,9 @@ pub(crate) struct SwarmConfig {
     /// free space of the cache directory's filesystem at load plus what the
     /// torrent already holds.
     pub cache_size: Option<u64>,
+    /// We prefer encrypted connections (MSE `prefer` or `require`): said
+    /// to peers in the extension handshake (BEP 10 `e`).
+    pub prefers_encryption: bool,
 }
 
 /// The loaded torrent: info dictionary and its storage.
