@@ -40,6 +40,7 @@ pub mod hash;
 pub mod keypair;
 pub mod lsd;
 pub mod magnet;
+pub mod merkle;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
@@ -50,6 +51,6 @@ pub mod swarm;
 
 pub use archive::Archive;
 pub use client::{Client, LookupOptions};
-pub use hash::{InfoHash, PeerId};
+pub use hash::{InfoHash, InfoHashV2, PeerId};
 pub use keypair::Keypair;
 pub use swarm::StorageKind;
