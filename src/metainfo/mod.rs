@@ -792,3 +792,5 @@ fn multi_file_entries(fv: &Value<'_>) -> Result<Vec<Entry>, MetainfoError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v2_tests;

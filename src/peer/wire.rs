@@ -446,12 +446,13 @@ impl Message {
 /// (4 bytes each, big-endian).
 pub const HASH_HEADER_LEN: usize = 48;
 
-/// Most hashes one `hashes` message may carry: [`MAX_REQUEST_LENGTH`]
-/// nodes and [`MAX_UNCLES`] uncles.
+/// A bound on the hashes one `hashes` message may carry:
+/// [`MAX_REQUEST_LENGTH`] nodes and [`MAX_UNCLES`] uncles (no valid message
+/// has both at once).
 pub const MAX_HASHES_PER_MESSAGE: usize = (MAX_REQUEST_LENGTH + MAX_UNCLES) as usize;
 
-/// The longest valid `hashes` message body (id, header, hashes), in bytes
-/// (264,241). A connection that exchanges v2 hashes needs a message-length
+/// A bound on the length of a valid `hashes` message body (id, header,
+/// hashes), in bytes (264,241). A connection that exchanges v2 hashes needs a message-length
 /// limit of at least this ([`Message::check`]'s `max_len`).
 pub const MAX_HASHES_MESSAGE_LEN: u32 = (1 + HASH_HEADER_LEN + 32 * MAX_HASHES_PER_MESSAGE) as u32;
 
@@ -1045,5 +1046,166 @@ mod tests {
         assert_eq!(max_message_len_for(10), 2 * BLOCK_SIZE);
         assert_eq!(max_message_len_for(8_000_000), 1_000_001);
         assert!(max_message_len_for(0) >= BLOCK_SIZE + 13);
+    }
+
+    fn hreq(base_layer: u32, index: u32, length: u32, proof_layers: u32) -> HashRequest {
+        HashRequest {
+            pieces_root: [0xab; 32],
+            base_layer,
+            index,
+            length,
+            proof_layers,
+        }
+    }
+
+    /// Encodes, frames, checks, parses and decodes a hash message.
+    fn hash_round_trip(m: HashMessage) {
+        let frame = m.encode();
+        let len = Message::check(&frame, MAX_HASHES_MESSAGE_LEN)
+            .unwrap()
+            .unwrap();
+        assert_eq!(len, frame.len());
+        let parsed = Message::parse(frame).unwrap();
+        assert_eq!(parsed, m.to_message());
+        assert_eq!(HashMessage::from_message(&parsed).unwrap().unwrap(), m);
+    }
+
+    #[test]
+    fn hash_messages_round_trip() {
+        hash_round_trip(HashMessage::Request(hreq(0, 512, 512, 9)));
+        hash_round_trip(HashMessage::Reject(hreq(6, 0, 2, 0)));
+        hash_round_trip(HashMessage::Hashes {
+            request: hreq(0, 0, 2, 3),
+            hashes: vec![[1; 32], [2; 32], [3; 32], [4; 32], [5; 32]],
+        });
+        // one node: its own sibling is the first uncle
+        hash_round_trip(HashMessage::Hashes {
+            request: hreq(0, 7, 1, 0),
+            hashes: vec![[1; 32], [2; 32]],
+        });
+        // the largest messages: 8192 nodes and 51 uncles, 1 node and 64
+        let most = HashMessage::Hashes {
+            request: hreq(0, 0, MAX_REQUEST_LENGTH, MAX_UNCLES - 1),
+            hashes: vec![[9; 32]; MAX_REQUEST_LENGTH as usize + 51],
+        };
+        assert!(most.encode().len() <= 4 + MAX_HASHES_MESSAGE_LEN as usize);
+        hash_round_trip(most);
+        hash_round_trip(HashMessage::Hashes {
+            request: hreq(0, 0, 1, MAX_UNCLES - 1),
+            hashes: vec![[9; 32]; 1 + MAX_UNCLES as usize],
+        });
+        // other messages are not hash messages
+        assert!(HashMessage::from_message(&Message::Have(1)).is_none());
+        assert!(
+            HashMessage::from_message(&Message::Unknown {
+                id: 24,
+                payload: Bytes::new()
+            })
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn hash_request_exact_bytes() {
+        let r = HashRequest {
+            pieces_root: [7; 32],
+            base_layer: 2,
+            index: 0x0102_0304,
+            length: 512,
+            proof_layers: 9,
+        };
+        let mut want = vec![0, 0, 0, 49, 21];
+        want.extend_from_slice(&[7; 32]);
+        want.extend_from_slice(&[0, 0, 0, 2, 1, 2, 3, 4, 0, 0, 2, 0, 0, 0, 0, 9]);
+        assert_eq!(&HashMessage::Request(r).encode()[..], &want[..]);
+        want[4] = 23;
+        assert_eq!(&HashMessage::Reject(r).encode()[..], &want[..]);
+    }
+
+    #[test]
+    fn malformed_hash_messages() {
+        let header = |length: u32, proof_layers: u32| {
+            let mut p = vec![0xab; 32];
+            p.extend_from_slice(&0u32.to_be_bytes());
+            p.extend_from_slice(&0u32.to_be_bytes());
+            p.extend_from_slice(&length.to_be_bytes());
+            p.extend_from_slice(&proof_layers.to_be_bytes());
+            p
+        };
+        // request and reject: exactly 48 bytes, seen from the frame header
+        for id in [ID_HASH_REQUEST, ID_HASH_REJECT] {
+            for n in [0usize, 47, 49, 80] {
+                let f = raw(1 + n as u32, id, &vec![0; n]);
+                assert!(
+                    matches!(
+                        Message::check(&f, 1 << 20),
+                        Err(WireError::Malformed { .. })
+                    ),
+                    "id {id} payload {n}"
+                );
+                assert!(HashMessage::decode(id, &vec![0; n]).unwrap().is_err());
+            }
+            assert!(HashMessage::decode(id, &[0; 48]).unwrap().is_ok());
+        }
+        // hashes: at least one hash, whole hashes, the right count
+        let f = raw(1 + 48, ID_HASHES, &[0; 48]);
+        assert!(matches!(
+            Message::check(&f, 1 << 20),
+            Err(WireError::Malformed { .. })
+        ));
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            ([header(2, 0), vec![0; 65]].concat(), "not a multiple of 32"),
+            (
+                [header(2, 0), vec![0; 96]].concat(),
+                "3 hashes where length 2",
+            ),
+            ([header(2, 3), vec![0; 64]].concat(), "need 5"),
+            ([header(1, 0), vec![0; 32]].concat(), "need 2"),
+            ([header(0, 0), vec![0; 32]].concat(), "length 0"),
+            (
+                [header(MAX_REQUEST_LENGTH + 1, 0), vec![0; 32]].concat(),
+                "length 8193",
+            ),
+            (
+                [header(2, MAX_UNCLES), vec![0; 32]].concat(),
+                "64 proof layers",
+            ),
+            (
+                [header(2, u32::MAX), vec![0; 32]].concat(),
+                "proof layers, more than",
+            ),
+        ];
+        for (payload, want) in cases {
+            let e = HashMessage::decode(ID_HASHES, &payload)
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    WireError::Malformed {
+                        message: "hashes",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains(want), "'{e}' lacks '{want}'");
+        }
+        // a frame one byte over the largest valid `hashes` message is
+        // refused from its length prefix alone
+        let prefix = (MAX_HASHES_MESSAGE_LEN + 1).to_be_bytes();
+        assert!(matches!(
+            Message::check(&prefix, MAX_HASHES_MESSAGE_LEN),
+            Err(WireError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn v2_upgrade_bit() {
+        let mut h = Handshake::new(InfoHash([1; 20]), [2; 20]);
+        assert!(!h.supports_v2());
+        h.reserved[7] |= 0x10;
+        assert!(h.supports_v2());
+        assert!(h.supports_dht());
     }
 }
