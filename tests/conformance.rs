@@ -53,9 +53,6 @@ const DIFFERENCES: &[(&str, &str)] = &[
          `2-empty` keeps its place before the pad file, at offset 512 (libtorrent lists the v2 \
          layout, with the empty file after the pad, at 16384); an empty file's offset holds no data",
     ),
-    ("v2_incomplete_piece_layer.torrent", TAIL_PAD),
-    ("v2_multiple_files.torrent", TAIL_PAD),
-    ("v2_symlinks.torrent", TAIL_PAD),
     (
         "v2_invalid_filename.torrent",
         "a path element that is not valid UTF-8 is shown in a lossless `\\xHH` escape \
@@ -63,10 +60,6 @@ const DIFFERENCES: &[(&str, &str)] = &[
          issue 7",
     ),
 ];
-
-const TAIL_PAD: &str = "a v2-only torrent's piece space ends with its last file: no pad entry after \
-                        it (libtorrent lists one), so the last piece is the file's short last \
-                        piece, as v2 peers send it (BEP 52)";
 
 /// Files whose whole .torrent our [`info_span`] refuses (the info dict is
 /// then taken from the precomputed span), with the reason.

@@ -18,8 +18,9 @@
 //! 3. `meta version` 2 without `pieces` is a v2-only torrent
 //!    ([`MetaVersion::V2`]): its files come from the `file tree`, in tree
 //!    order, each non-empty file starting on a piece boundary, the gaps
-//!    listed as pad entries `<name>/.pad/<length>` (none after the last
-//!    file). Its [`Info::info_hash`] is the v2 info-hash truncated to 20
+//!    after files listed as pad entries `<name>/.pad/<length>`, as
+//!    libtorrent lists them (the last file's too, except in a single-file
+//!    torrent). Its [`Info::info_hash`] is the v2 info-hash truncated to 20
 //!    bytes, the one peers and the DHT use. A tree holding one file at its
 //!    top is a single-file torrent named after that file (as libtorrent
 //!    names it). With `pieces` it is a hybrid ([`MetaVersion::Hybrid`]):
@@ -123,7 +124,7 @@ pub struct Info {
     /// whose pieces are checked against [`FileEntry::pieces_root`]).
     pub pieces: Vec<[u8; 20]>,
     /// Size of the piece space in bytes: all file lengths, pad files
-    /// included (for v2-only: up to the end of the last file).
+    /// included.
     pub total_length: u64,
     /// Every entry in the order of the info dictionary (v2-only: tree
     /// order), pad files included.
@@ -568,25 +569,35 @@ impl Info {
         self.total_length.div_ceil(self.piece_length) as u32
     }
 
-    /// Size of piece `index` in bytes; 0 for an index out of range.
-    /// v1 and hybrid: [`Info::piece_length`], except the last piece, which
-    /// holds the remainder (pad bytes count: they are hashed by SHA-1).
-    /// v2-only: the bytes of its file the piece holds (BEP 52: "the last
-    /// piece of each file may be shorter"); pads never count.
+    /// Size of piece `index` in bytes: [`Info::piece_length`], except the
+    /// last piece, which holds the remainder; 0 for an index out of range.
+    /// Pad bytes count (they are zeros on the wire and in the v1 SHA-1).
     pub fn piece_size(&self, index: u32) -> u64 {
         let n = self.num_pieces();
         if index >= n {
             0
-        } else if self.version == MetaVersion::V2 {
-            let start = u64::from(index) * self.piece_length;
-            match self.piece_file(index).map(|i| &self.files[i]) {
-                Some(f) => (f.offset + f.length).min(start + self.piece_length) - start,
-                None => 0,
-            }
         } else if index + 1 == n {
             self.total_length - self.piece_length * u64::from(n - 1)
         } else {
             self.piece_length
+        }
+    }
+
+    /// Bytes of file data in piece `index`. For v2 and hybrid torrents,
+    /// where a piece holds data of one file only, these are the bytes its
+    /// Merkle hash covers: [`Info::piece_size`] less the alignment gap
+    /// after its file's end (BEP 52: "the last piece of each file may be
+    /// shorter"); a v2 client may request just these. For v1 torrents, and
+    /// out of range, the same as [`Info::piece_size`].
+    pub fn piece_data_size(&self, index: u32) -> u64 {
+        let size = self.piece_size(index);
+        if self.version == MetaVersion::V1 {
+            return size;
+        }
+        let start = u64::from(index) * self.piece_length;
+        match self.piece_file(index).map(|i| &self.files[i]) {
+            Some(f) => (f.offset + f.length).min(start + size) - start,
+            None => 0,
         }
     }
 

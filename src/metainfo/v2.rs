@@ -7,8 +7,11 @@
 //! The piece space of a v2 torrent (BEP 52, "piece length"): files in tree
 //! order, each non-empty file starting on a piece boundary. For v2-only
 //! torrents the gaps are listed as pad entries `<name>/.pad/<length>`, as a
-//! hybrid's v1 part lists them, so both have the same layout; there is no
-//! pad after the last non-empty file (the piece space ends with it).
+//! hybrid's v1 part lists them and as libtorrent lays v2 torrents out: a pad
+//! after every non-empty file that does not end on a piece boundary, the
+//! last one included, except in a single-file torrent. libtorrent 2.0.8
+//! requests the alignment gap after a file's end as part of its last piece
+//! (zeros), so the gap belongs to the piece space.
 
 use super::{
     Attr, Entry, MAX_FILE_LENGTH, MAX_PATH_DEPTH, MetainfoError, field_err, sanitize, type_name,
@@ -217,8 +220,8 @@ fn leaf(v: &Value<'_>, path: Vec<String>) -> Result<V2File, MetainfoError> {
 
 /// The entries of a v2-only torrent in tree order, with pad entries
 /// `.pad/<length>` after each non-empty file that does not end on a piece
-/// boundary, except the last non-empty file. Returns them and the total
-/// length of the piece space (up to the end of the last non-empty file).
+/// boundary (none in a single-file torrent). Returns them and the total
+/// length of the piece space.
 ///
 /// `single_file`: the one file is the torrent itself (its path is the
 /// torrent name, so its relative path is empty, like a v1 `length`).
@@ -229,11 +232,10 @@ pub(super) fn layout(
     piece_length: u64,
     single_file: bool,
 ) -> Result<(Vec<Entry>, u64), MetainfoError> {
-    let last_data = files.iter().rposition(|f| f.length > 0);
     let mut entries = Vec::with_capacity(files.len() * 2);
     let mut offset: u64 = 0;
     let overflow = || field_err("file tree", "lengths add up to more than 2^64 bytes");
-    for (i, f) in files.into_iter().enumerate() {
+    for f in files {
         let length = f.length;
         entries.push(Entry {
             rel: if single_file { Vec::new() } else { f.path },
@@ -248,7 +250,7 @@ pub(super) fn layout(
         }
         offset = offset.checked_add(length).ok_or_else(overflow)?;
         let gap = offset.next_multiple_of(piece_length) - offset;
-        if gap > 0 && Some(i) != last_data {
+        if gap > 0 && !single_file {
             entries.push(Entry {
                 rel: vec![".pad".to_string(), gap.to_string()],
                 length: gap,

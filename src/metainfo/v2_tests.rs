@@ -68,6 +68,18 @@ fn v2_only_single_file() {
     assert_eq!((info.num_pieces(), info.total_length), (16, 1048576));
     assert_eq!(info.piece_size(15), 65536);
     assert_eq!(info.piece_size(16), 0);
+    // a single file has no pad: its short last piece ends the piece space
+    let raw = v2_info(
+        Owned::dict().insert("f", leaf(20000, Some([5; 32]))),
+        "f",
+        16384,
+    );
+    let one = Info::from_bytes(&raw).unwrap();
+    assert_eq!(one.files.len(), 1);
+    assert_eq!(
+        (one.total_length, one.piece_size(1), one.piece_data_size(1)),
+        (20000, 3616, 3616)
+    );
     assert_eq!(info.piece_file(3), Some(0));
     let shape = info.file_tree(0).unwrap();
     assert_eq!((shape.num_pieces(), shape.root_layer()), (16, 6));
@@ -118,17 +130,20 @@ fn v2_only_layout_is_piece_aligned() {
         ("root/d", 5, 16384, false),
         ("root/.pad/16379", 16379, 16389, true),
         ("root/sub/c", 20480, 32768, false),
+        ("root/.pad/12288", 12288, 53248, true),
     ];
     let want: Vec<(String, u64, u64, bool)> = want
         .iter()
         .map(|(a, b, c, d)| (a.to_string(), *b, *c, *d))
         .collect();
     assert_eq!(got, want);
-    // no pad after the last file: the piece space ends with it
-    assert_eq!((info.total_length, info.num_pieces()), (53248, 4));
-    // v2 piece sizes are the file bytes each piece holds
+    // the last file is padded too, as libtorrent pads it
+    assert_eq!((info.total_length, info.num_pieces()), (65536, 4));
     let sizes: Vec<u64> = (0..5).map(|i| info.piece_size(i)).collect();
-    assert_eq!(sizes, [100, 5, 16384, 4096, 0]);
+    assert_eq!(sizes, [16384, 16384, 16384, 16384, 0]);
+    // the bytes each piece's Merkle hash covers
+    let data: Vec<u64> = (0..5).map(|i| info.piece_data_size(i)).collect();
+    assert_eq!(data, [100, 5, 16384, 4096, 0]);
     let owners: Vec<Option<usize>> = (0..5).map(|i| info.piece_file(i)).collect();
     assert_eq!(owners, [Some(0), Some(3), Some(5), Some(5), None]);
     assert_eq!(info.file_pieces(5), 2..4);
@@ -160,10 +175,13 @@ fn v2_only_names_are_sanitized_and_deduplicated() {
         .insert("dir", Owned::dict().insert("f", leaf(10, Some([1; 32]))))
         .insert("link", link);
     let info = Info::from_bytes(&v2_info(tree, "t", 16384)).unwrap();
-    assert_eq!(info.files[1].path, ["t", "link"]);
-    assert_eq!(info.files[1].symlink, Some(p("t/dir/f")));
-    assert_eq!(info.files[1].pieces_root, None);
-    assert_eq!(info.total_length, 10);
+    // the file's pad follows it, the link takes no room
+    assert_eq!(info.files[1].path, ["t", ".pad", "16374"]);
+    assert_eq!(info.files[2].path, ["t", "link"]);
+    assert_eq!(info.files[2].symlink, Some(p("t/dir/f")));
+    assert_eq!(info.files[2].pieces_root, None);
+    assert_eq!(info.files[2].offset, 16384);
+    assert_eq!(info.total_length, 16384);
 }
 
 #[test]
@@ -366,9 +384,9 @@ fn builder_output_is_deterministic_and_loads() {
                 assert_eq!(sha1::Sha1::digest(chunk)[..], info.pieces[i][..]);
             }
             assert_eq!(info.total_length, 65536 + 81920); // tail pad included
-        } else {
-            assert_eq!(info.total_length, 65536 + 70000);
         }
+        // v2-only: the same piece space (libtorrent pads the last file too)
+        assert_eq!(info.total_length, 65536 + 81920);
         // the magnet names both hashes (or the v2 one)
         let url = one.magnet().to_url();
         assert!(url.contains(&format!("urn:btmh:1220{}", one.info_hash_v2.to_hex())));

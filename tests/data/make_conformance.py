@@ -181,12 +181,13 @@ def main():
             raise SystemExit(f"{fname}: 2.0.8 refuses it ({err}) and the table has no entry")
         name, pl, n, total, entries, v2_only = loaded
         source = "libtorrent-2.0.8"
-        if v2_only and entries[-1][3]:
-            # btfs's v2 piece space ends with the last file: no tail pad.
-            # 2.0.8 adds one (current libtorrent too, for multi-file torrents;
-            # for a single file it is a 2.0.8 artefact, EXPECTATIONS.md H)
-            single = len([e for e in entries if not e[3]]) == 1 and "/" not in entries[0][0]
-            source = "current-libtorrent" if single else "btfs"
+        single = len([e for e in entries if not e[3]]) == 1 and "/" not in entries[0][0]
+        if v2_only and single and entries[-1][3]:
+            # a single-file v2 torrent has no pad file: the `.pad` entry
+            # 2.0.8 lists under the file's own name is a 2.0.8 artefact
+            # (EXPECTATIONS.md, group H); multi-file v2 torrents keep their
+            # tail pad, as both 2.0.8 and current libtorrent lay them out
+            source = "current-libtorrent"
             entries = entries[:-1]
             total = entries[-1][2] + entries[-1][1]
         expected = [(p, size, pad, link) for (p, size, _off, pad, link) in entries]
