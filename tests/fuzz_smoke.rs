@@ -83,3 +83,13 @@ fn extension_corpus() {
 fn krpc_corpus() {
     run("krpc");
 }
+
+#[test]
+fn v2_info_corpus() {
+    run("v2_info");
+}
+
+#[test]
+fn hash_messages_corpus() {
+    run("hash_messages");
+}
