@@ -34,6 +34,20 @@
 //! of at most [`MAX_LAYER_NODES`] nodes, requests of at most
 //! [`MAX_REQUEST_LENGTH`] nodes. Everything beyond is refused with an error,
 //! never a panic or an unbounded allocation.
+//!
+//! What python3-libtorrent 2.0.8 does (`tests/v2_libtorrent.rs`):
+//! - it asks for piece layers in buckets of up to 512 hashes (`length` the
+//!   bucket rounded up to a power of two, pads included), with the proof
+//!   layers that reach the root; it accepts our answers ([`Layers::answer`])
+//!   and downloads whole torrents with them;
+//! - its answers to our requests verify with [`verify_hashes`], and it
+//!   answers out-of-range requests with `hash reject`, as
+//!   [`check_request`] refuses them;
+//! - asked for a single node (`length` 1), it sends one uncle too few (it
+//!   leaves out the node's own sibling, which its own receiver counts), so
+//!   that answer cannot be verified and is refused as malformed: ask for
+//!   pairs (BEP 52: `length` at least 2). We answer `length` 1 the way its
+//!   receiver counts.
 
 use std::sync::OnceLock;
 
@@ -431,7 +445,12 @@ impl Layers {
     }
 
     /// The hashes to send for `req` (see [`answer`]), from these layers.
+    /// Errors: [`RequestError::OtherFile`] when `req` names another root,
+    /// and [`answer`]'s.
     pub fn answer(&self, req: &HashRequest) -> Result<Vec<Hash>, RequestError> {
+        if req.pieces_root != self.root() {
+            return Err(RequestError::OtherFile);
+        }
         answer(&self.shape, req, |l, i| self.node(l, i))
     }
 

@@ -52,6 +52,9 @@ const SCRIPT: &str = concat!(
 );
 const STEP: Duration = Duration::from_secs(20);
 
+/// `(path components, length)` of each file of a torrent to build.
+type Files = Vec<(Vec<String>, u64)>;
+
 /// Deterministic, block-unique contents of input file `i`.
 fn content(i: usize, len: u64) -> Vec<u8> {
     (0..len)
@@ -111,7 +114,7 @@ fn run_check(dir: &Path, built: &BuiltV2, flavor: Flavor) -> Value {
 
 #[test]
 fn builder_agrees_with_libtorrent() {
-    let sets: Vec<(Vec<(Vec<String>, u64)>, u64)> = vec![
+    let sets: Vec<(Files, u64)> = vec![
         (
             vec![
                 (p("a"), 100),

@@ -68,6 +68,9 @@ pub enum RequestError {
         proof_layers: u32,
         root_layer: u32,
     },
+    /// The request names the root of another file.
+    #[error("asks for another file's tree")]
+    OtherFile,
     /// A node the answer needs is not held.
     #[error("node {index} of layer {layer} is not held")]
     Missing { layer: u32, index: u64 },

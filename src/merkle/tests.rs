@@ -535,6 +535,14 @@ fn requests_out_of_bounds_are_refused() {
             "{r:?}"
         );
     }
+    // another file's root
+    assert_eq!(
+        tree.answer(&HashRequest {
+            pieces_root: [1; 32],
+            ..req(0, 0, 2, 3)
+        }),
+        Err(RequestError::OtherFile)
+    );
     // the pads past the data are answered; a held tree missing nodes rejects
     let ok = req(0, 14, 2, 3);
     let hashes = tree.answer(&ok).unwrap();

@@ -400,16 +400,17 @@ fn builder_output_is_deterministic_and_loads() {
     assert_eq!(single.info.name, "root");
 }
 
+/// A [`V2Source`] as a trait object.
+type Reader<'a> = dyn FnMut(usize, u64, &mut [u8]) -> std::io::Result<()> + 'a;
+
 #[test]
 fn builder_refusals() {
     let mut zeros = |_: usize, _: u64, buf: &mut [u8]| {
         buf.fill(0);
         Ok(())
     };
-    let b = |files: &[(Vec<String>, u64)],
-             pl: u64,
-             zeros: &mut dyn FnMut(usize, u64, &mut [u8]) -> std::io::Result<()>| {
-        let mut f = |a: usize, o: u64, buf: &mut [u8]| zeros(a, o, buf);
+    let b = |files: &[(Vec<String>, u64)], pl: u64, read: &mut Reader| {
+        let mut f = |a: usize, o: u64, buf: &mut [u8]| read(a, o, buf);
         build_v2("root", files, pl, Flavor::Hybrid, &mut f).map(|_| ())
     };
     assert!(matches!(
