@@ -556,7 +556,10 @@ fn requests_out_of_bounds_are_refused() {
     // a one-block file: nothing to ask, the root is the block hash
     let one = full(b"x", 16384);
     assert!(matches!(
-        one.answer(&req(0, 0, 1, 0)),
+        one.answer(&HashRequest {
+            pieces_root: one.root(),
+            ..req(0, 0, 1, 0)
+        }),
         Err(RequestError::BaseLayer { .. })
     ));
     // a proof that stops below the root needs a known node there
