@@ -296,36 +296,39 @@ fn pex_finds_the_seeder_through_a_peer_without_pieces() {
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     tree(&site);
-    let torrent = tmp.path().join("t.torrent");
-    let mut b = LtNode::start(&[
-        "--keep-redundant",
-        "--seed",
-        s(&site),
-        "--write-torrent",
-        s(&torrent),
-    ]);
-    b.wait_event("seeding", Duration::from_secs(30));
-    let magnet = b.magnet();
-    let empty = tmp.path().join("a-empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    // --verbose: A's peer log shows the ut_pex messages it receives.
-    let mut a = LtNode::start(&[
-        "--verbose",
-        "--keep-redundant",
-        "--upload-only",
-        "--seed-torrent",
-        s(&torrent),
-        "--save",
-        s(&empty),
-        "--connect",
-        &b.addr(),
-    ]);
-    let b_port = b.port();
-    a.wait_for("A connected to B", Duration::from_secs(30), |v| {
-        v["event"] == "peer_connected"
-            && v["addr"]
-                .as_str()
-                .is_some_and(|s| s.ends_with(&format!(":{b_port}")))
+    let (b, mut a, magnet) = retry_if_a_helper_crashed("seeder B and peer A", || {
+        let torrent = tmp.path().join("t.torrent");
+        let mut b = LtNode::start(&[
+            "--keep-redundant",
+            "--seed",
+            s(&site),
+            "--write-torrent",
+            s(&torrent),
+        ]);
+        b.wait_event("seeding", Duration::from_secs(30));
+        let magnet = b.magnet();
+        let empty = tmp.path().join("a-empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        // --verbose: A's peer log shows the ut_pex messages it receives.
+        let mut a = LtNode::start(&[
+            "--verbose",
+            "--keep-redundant",
+            "--upload-only",
+            "--seed-torrent",
+            s(&torrent),
+            "--save",
+            s(&empty),
+            "--connect",
+            &b.addr(),
+        ]);
+        let b_port = b.port();
+        a.wait_for("A connected to B", Duration::from_secs(30), |v| {
+            v["event"] == "peer_connected"
+                && v["addr"]
+                    .as_str()
+                    .is_some_and(|s| s.ends_with(&format!(":{b_port}")))
+        });
+        (b, a, magnet)
     });
 
     let started = Instant::now();

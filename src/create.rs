@@ -31,7 +31,7 @@ use sha1::Digest;
 
 use crate::InfoHash;
 use crate::metainfo::{build_info, choose_piece_length};
-use crate::storage::{FileStorage, Storage};
+use crate::storage::{FileStorage, Storage, for_each_extent};
 
 /// Where the bytes of one file of a new torrent come from.
 #[derive(Clone)]
@@ -209,33 +209,6 @@ fn walk(
     Ok(())
 }
 
-/// What [`crate::Client::seed`] makes a torrent of.
-#[derive(Clone, Copy)]
-pub enum SeedSource<'a> {
-    /// A directory or regular file, read in place ([`scan_dir`]).
-    Dir(&'a Path),
-    /// The current tree of a writable draft.
-    Draft(&'a crate::staging::Draft),
-}
-
-impl<'a> From<&'a Path> for SeedSource<'a> {
-    fn from(p: &'a Path) -> Self {
-        SeedSource::Dir(p)
-    }
-}
-
-impl<'a> From<&'a PathBuf> for SeedSource<'a> {
-    fn from(p: &'a PathBuf) -> Self {
-        SeedSource::Dir(p)
-    }
-}
-
-impl<'a> From<&'a crate::staging::Draft> for SeedSource<'a> {
-    fn from(d: &'a crate::staging::Draft) -> Self {
-        SeedSource::Draft(d)
-    }
-}
-
 /// One file's range in the piece space and its source.
 struct Extent {
     offset: u64,
@@ -308,32 +281,25 @@ impl Storage for SourceStorage {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|&e| e <= self.total_length)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past the end"))?;
-        let mut i = self
-            .extents
-            .partition_point(|e| e.offset + e.length <= offset);
-        let mut pos = offset;
-        while pos < end && i < self.extents.len() {
-            let e = &self.extents[i];
-            let s = pos.max(e.offset);
-            let t = end.min(e.offset + e.length);
-            if s < t {
-                let dst = &mut buf[(s - offset) as usize..(t - offset) as usize];
-                match &e.source {
-                    Source::File(p) => self.file(i, p)?.read_exact_at(dst, s - e.offset)?,
+        let extents = &self.extents;
+        let span = |e: &Extent| (e.offset, e.length);
+        for_each_extent(
+            extents,
+            span,
+            self.total_length,
+            offset,
+            buf.len(),
+            |i, at, r| {
+                let dst = &mut buf[r];
+                match &extents[i].source {
+                    Source::File(p) => self.file(i, p)?.read_exact_at(dst, at),
                     Source::Storage {
                         storage,
                         offset: base,
-                    } => storage.read_at(base + (s - e.offset), dst)?,
+                    } => storage.read_at(base + at, dst),
                 }
-                pos = t;
-            }
-            i += 1;
-        }
-        Ok(())
+            },
+        )
     }
 
     fn load_have(&self) -> Option<Vec<u8>> {
@@ -430,7 +396,7 @@ pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<F
     }
     let storage = FileStorage::open(dir, &info)?;
     // A stale `have` from an earlier, interrupted install must not count.
-    remove_if_present(&dir.join("have"))?;
+    remove_if_present(&crate::storage::TorrentDir::at(dir).have())?;
     let mut offset = 0u64;
     for (i, f) in content.files.iter().enumerate() {
         let dest = storage

@@ -30,6 +30,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::fuse::Mount;
 use crate::staging::{Attr, Draft};
 
 /// Attributes change only through us; a short TTL keeps `ls -l` honest
@@ -499,25 +500,35 @@ impl Filesystem for WritableFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let (files, _) = self.draft.usage();
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let path = std::ffi::CString::new(self.draft.dir().as_os_str().as_encoded_bytes())
-            .unwrap_or_default();
-        // SAFETY: statvfs fills the struct we own; path is NUL-terminated.
-        let ok = unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0;
-        if ok {
-            reply.statfs(
-                st.f_blocks,
-                st.f_bfree,
-                st.f_bavail,
+        match nix::sys::statvfs::statvfs(self.draft.dir()) {
+            Ok(st) => reply.statfs(
+                st.blocks(),
+                st.blocks_free(),
+                st.blocks_available(),
                 files,
-                st.f_ffree,
-                st.f_bsize as u32,
+                st.files_free(),
+                st.block_size() as u32,
                 255,
-                st.f_frsize as u32,
-            );
-        } else {
-            reply.statfs(0, 0, 0, files, 0, 4096, 255, 4096);
+                st.fragment_size() as u32,
+            ),
+            Err(_) => reply.statfs(0, 0, 0, files, 0, 4096, 255, 4096),
         }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl applies to a torrent's files (a shell's TCGETS asks
+        // whether a file is a terminal: it is not).
+        reply.error(Errno::ENOTTY);
     }
 }
 
@@ -526,12 +537,11 @@ pub fn mount_config() -> fuser::Config {
     crate::fuse::config_with(MountOption::RW)
 }
 
-/// Mounts `draft` read-write at `mountpoint` on background threads.
-/// Dropping the session unmounts.
+/// Mounts `draft` read-write at `mountpoint` (see [`Mount::spawn`]).
 pub fn spawn_mount(
     draft: Arc<Draft>,
     mountpoint: &Path,
     rt: tokio::runtime::Handle,
-) -> io::Result<fuser::BackgroundSession> {
-    fuser::spawn_mount(WritableFs::new(draft, rt), mountpoint, &mount_config())
+) -> io::Result<Mount> {
+    Mount::spawn(WritableFs::new(draft, rt), mountpoint, &mount_config())
 }

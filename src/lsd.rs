@@ -26,7 +26,7 @@
 //! cannot be joined (no IPv6, or an interface without multicast, such as
 //! `lo`) it is logged at debug level and LSD runs on IPv4 alone.
 //!
-//! Sockets are set up with `libc` calls (`SO_REUSEADDR` must be set before
+//! Sockets are set up with `socket2` (`SO_REUSEADDR` must be set before
 //! `bind`, which `std` cannot do) and then handed to tokio.
 //!
 //! Incoming announces are parsed with bounds (datagrams over
@@ -38,10 +38,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, InterfaceIndexOrAddress, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -472,198 +472,89 @@ async fn recv_loop(
     }
 }
 
-/// A UDP socket of `domain` with `SO_REUSEADDR` (and `IPV6_V6ONLY` for
-/// IPv6), bound to the wildcard address and `port`, non-blocking.
-fn bind_reuse(v6: bool, port: u16) -> io::Result<std::net::UdpSocket> {
-    let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh socket we own; the UdpSocket closes it on drop
-    // (also on the error paths below).
-    let sock = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
-    setsockopt(
-        &sock,
-        libc::SOL_SOCKET,
-        libc::SO_REUSEADDR,
-        &1 as &libc::c_int,
-    )?;
-    let r = if v6 {
-        setsockopt(
-            &sock,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            &1 as &libc::c_int,
-        )?;
-        // SAFETY: an all-zero sockaddr_in6 is valid (the wildcard address).
-        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        sa.sin6_port = port.to_be();
-        // SAFETY: sa is a valid sockaddr_in6 of the given length.
-        unsafe {
-            libc::bind(
-                fd,
-                &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
+/// A UDP socket with `SO_REUSEADDR` (and `IPV6_V6ONLY` for IPv6), bound
+/// to the wildcard address and `port`, non-blocking.
+fn bind_reuse(v6: bool, port: u16) -> io::Result<Socket> {
+    let (domain, any) = if v6 {
+        (Domain::IPV6, IpAddr::V6(Ipv6Addr::UNSPECIFIED))
     } else {
-        // SAFETY: an all-zero sockaddr_in is valid (INADDR_ANY).
-        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        sa.sin_family = libc::AF_INET as libc::sa_family_t;
-        sa.sin_port = port.to_be();
-        // SAFETY: sa is a valid sockaddr_in of the given length.
-        unsafe {
-            libc::bind(
-                fd,
-                &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
+        (Domain::IPV4, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
+    let sock = Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), None)?;
+    sock.set_reuse_address(true)?;
+    if v6 {
+        sock.set_only_v6(true)?;
     }
+    sock.bind(&SocketAddr::new(any, port).into())?;
     Ok(sock)
 }
 
-/// setsockopt(2) with a plain-old-data value.
-fn setsockopt<T>(
-    sock: &std::net::UdpSocket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
-    // SAFETY: value points at a live T of the given size; the fd is open.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            value as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `ip_mreqn` naming the interface by IPv4 address, else by index, else
-/// "any" (the kernel routes).
-fn mreqn(group: Ipv4Addr, cfg: &LsdConfig, ifindex: Option<u32>) -> libc::ip_mreqn {
-    let local = match cfg.interface {
-        Some(IpAddr::V4(a)) => a,
-        _ => Ipv4Addr::UNSPECIFIED,
-    };
-    libc::ip_mreqn {
-        imr_multiaddr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(group.octets()),
-        },
-        imr_address: libc::in_addr {
-            s_addr: u32::from_ne_bytes(local.octets()),
-        },
-        imr_ifindex: if local.is_unspecified() {
-            ifindex.unwrap_or(0) as libc::c_int
-        } else {
-            0
-        },
+/// The interface for IPv4 multicast: by its IPv4 address when one was
+/// given, else by index, else "any" (index 0: the kernel routes).
+fn v4_interface(cfg: &LsdConfig, ifindex: Option<u32>) -> InterfaceIndexOrAddress {
+    match cfg.interface {
+        Some(IpAddr::V4(a)) if !a.is_unspecified() => InterfaceIndexOrAddress::Address(a),
+        _ => InterfaceIndexOrAddress::Index(ifindex.unwrap_or(0)),
     }
 }
 
 fn open_v4(cfg: &LsdConfig, ifindex: Option<u32>) -> io::Result<UdpSocket> {
     let sock = bind_reuse(false, cfg.port)?;
-    let m = mreqn(GROUP_V4, cfg, ifindex);
-    setsockopt(&sock, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &m)?;
+    let interface = v4_interface(cfg, ifindex);
+    sock.join_multicast_v4_n(&GROUP_V4, &interface)?;
     // Only datagrams of groups this socket joined (not of every group any
     // socket on the host joined on this port).
-    setsockopt(
-        &sock,
-        libc::IPPROTO_IP,
-        libc::IP_MULTICAST_ALL,
-        &0 as &libc::c_int,
-    )?;
+    sock.set_multicast_all_v4(false)?;
     if cfg.interface.is_some() {
-        setsockopt(&sock, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &m)?;
+        // IP_MULTICAST_IF takes an address: the one given, or an IPv4
+        // address of the interface named by another address.
+        let out = match interface {
+            InterfaceIndexOrAddress::Address(a) => Some(a),
+            InterfaceIndexOrAddress::Index(i) => ipv4_of_ifindex(i),
+        };
+        match out {
+            Some(a) => sock.set_multicast_if_v4(&a)?,
+            None => tracing::debug!("LSD: the chosen interface has no IPv4 address to send from"),
+        }
     }
     sock.set_multicast_loop_v4(true)?;
-    UdpSocket::from_std(sock)
+    UdpSocket::from_std(sock.into())
 }
 
 fn open_v6(cfg: &LsdConfig, ifindex: u32) -> io::Result<UdpSocket> {
     let sock = bind_reuse(true, cfg.port)?;
     sock.join_multicast_v6(&GROUP_V6, ifindex)?;
-    setsockopt(
-        &sock,
-        libc::IPPROTO_IPV6,
-        libc::IPV6_MULTICAST_ALL,
-        &0 as &libc::c_int,
-    )?;
+    sock.set_multicast_all_v6(false)?;
     if ifindex != 0 {
-        setsockopt(
-            &sock,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MULTICAST_IF,
-            &(ifindex as libc::c_int),
-        )?;
+        sock.set_multicast_if_v6(ifindex)?;
     }
     sock.set_multicast_loop_v6(true)?;
-    UdpSocket::from_std(sock)
+    UdpSocket::from_std(sock.into())
 }
 
 /// Index of the interface that holds address `ip`, if any (getifaddrs(3)).
 pub fn ifindex_of(ip: IpAddr) -> Option<u32> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return None;
+    let name = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .find(|ifa| ifa.address.as_ref().and_then(ip_of) == Some(ip))?
+        .interface_name;
+    nix::net::if_::if_nametoindex(name.as_str()).ok()
+}
+
+/// An IPv4 address of the interface with index `index`, if it has one.
+fn ipv4_of_ifindex(index: u32) -> Option<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        let a = ifa.address.as_ref()?.as_sockaddr_in()?.ip();
+        (nix::net::if_::if_nametoindex(ifa.interface_name.as_str()).ok()? == index).then_some(a)
+    })
+}
+
+/// The IP address of an interface address entry (IPv4 or IPv6).
+fn ip_of(sa: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = sa.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
     }
-    let mut found = None;
-    let mut cur = list;
-    while !cur.is_null() {
-        // SAFETY: cur is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_addr is non-null and its family says which sockaddr
-        // it is.
-        let addr = unsafe {
-            match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    Some(IpAddr::V4(Ipv4Addr::from(sa.sin_addr.s_addr.to_ne_bytes())))
-                }
-                libc::AF_INET6 => {
-                    let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    Some(IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr)))
-                }
-                _ => None,
-            }
-        };
-        if addr == Some(ip) {
-            // SAFETY: ifa_name is a NUL-terminated name.
-            let idx = unsafe { libc::if_nametoindex(ifa.ifa_name) };
-            if idx != 0 {
-                found = Some(idx);
-                break;
-            }
-        }
-    }
-    // SAFETY: list came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(list) };
-    found
+    sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
 }
 
 #[cfg(test)]
@@ -813,7 +704,7 @@ Infohash: 0123456789ABCDEF0123456789abcdef01234567\r\ncookie: 1a2b3c\r\n\r\n\r\n
     fn loopback_exchange_in_a_namespace() {
         if std::env::var_os("BTFS_LSD_NETNS").is_none() {
             // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } != 0 {
+            if !nix::unistd::geteuid().is_root() {
                 eprintln!("SKIP loopback_exchange_in_a_namespace: needs root");
                 return;
             }

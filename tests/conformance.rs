@@ -1,7 +1,10 @@
 //! Conformance with libtorrent's crafted test torrents (issue 9, parts 1 and
 //! 2; issue 14 for v2).
 //!
-//! For every file in `../shared/torrents/libtorrent/` (next to the crate),
+//! For every file of libtorrent's crafted test torrents (libtorrent's
+//! `test/test_torrents/`, found by `support::test_torrents`:
+//! `$BTFS_TEST_TORRENTS` or `../shared/torrents/libtorrent/` next to the
+//! crate; a loud SKIP without them, a failure under `CI=true`),
 //! the raw `info` bytes are cut out as a BEP 9 peer would serve them and
 //! handed to [`Info::from_bytes`]. The test checks:
 //! 1. the info-hash is the SHA-1 of exactly those bytes, and equals the one
@@ -38,6 +41,9 @@ use std::path::PathBuf;
 use btfs::InfoHash;
 use btfs::metainfo::{Info, MetaVersion, PieceLayers, info_span};
 
+#[path = "../mountpoint-tests/support/mod.rs"]
+mod support;
+
 /// Files whose expected outcome deliberately differs from current
 /// libtorrent's, with the reason.
 const DIFFERENCES: &[(&str, &str)] = &[
@@ -70,17 +76,6 @@ const SPAN_REFUSED: &[(&str, &str)] = &[
     ),
     ("string.torrent", "not a dictionary: no info dict at all"),
 ];
-
-fn torrents_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/torrents/libtorrent");
-    assert!(
-        dir.is_dir(),
-        "libtorrent's test torrents are missing: expected them in {} (the shared \
-         directory next to the crate, /work/shared/torrents/libtorrent on the dev machine)",
-        dir.display()
-    );
-    dir
-}
 
 /// Reads a generated TSV: skips `#` comments and the header line.
 fn tsv(name: &str) -> Vec<Vec<String>> {
@@ -170,7 +165,9 @@ fn ours(info: &Info) -> Vec<EntryRow> {
 
 #[test]
 fn libtorrent_test_torrents() {
-    let dir = torrents_dir();
+    let Some(dir) = support::test_torrents("libtorrent_test_torrents") else {
+        return;
+    };
     let rows = rows();
     let entries = entry_rows();
     let mut failures: Vec<String> = Vec::new();
@@ -331,25 +328,21 @@ fn libtorrent_test_torrents() {
     );
 }
 
-/// The precomputed hashes agree with `python3 info_of.py` when it can run
-/// (skipped, with a note, where python3 is missing).
+/// The precomputed hashes agree with `python3 info_of.py` (a missing
+/// python3 fails the test: it is a dependency of the suite).
 #[test]
 fn info_of_py_agrees_with_the_data() {
-    let dir = torrents_dir();
+    let Some(dir) = support::test_torrents("info_of_py_agrees_with_the_data") else {
+        return;
+    };
     let script = dir.join("../info_of.py");
     let mut checked = 0;
     for row in rows().iter().filter(|r| r.span.is_some()).take(12) {
-        let out = match std::process::Command::new("python3")
+        let out = std::process::Command::new(support::PYTHON)
             .arg(&script)
             .arg(dir.join(&row.file))
             .output()
-        {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("python3 not runnable ({e}); relying on the precomputed hashes");
-                return;
-            }
-        };
+            .unwrap_or_else(|e| panic!("{} {}: {e}", support::PYTHON, script.display()));
         let printed = String::from_utf8_lossy(&out.stdout);
         assert_eq!(printed.trim(), row.sha1, "{}", row.file);
         checked += 1;
@@ -362,7 +355,9 @@ fn info_of_py_agrees_with_the_data() {
 /// every path inside the torrent.
 #[test]
 fn mutated_info_dicts_never_panic() {
-    let dir = torrents_dir();
+    let Some(dir) = support::test_torrents("mutated_info_dicts_never_panic") else {
+        return;
+    };
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         seed ^= seed << 13;
@@ -431,7 +426,9 @@ fn mutated_info_dicts_never_panic() {
 /// libtorrent's on real data (up to 1000-piece layers).
 #[test]
 fn piece_layers_of_whole_torrents() {
-    let dir = torrents_dir();
+    let Some(dir) = support::test_torrents("piece_layers_of_whole_torrents") else {
+        return;
+    };
     // file -> Err(what the message names) or Ok(number of layers)
     let want: &[(&str, Result<usize, &str>)] = &[
         (

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -219,6 +220,19 @@ def raw_put(cmd):
     return to_json(r)
 
 
+# Save path of the magnet-style torrents `announce` adds (they never get
+# data); deleted however the script ends (end of stdin, quit, SIGTERM, the
+# parent's death).
+SCRATCH = tempfile.mkdtemp(prefix="lt_dht_")
+
+
+def leave():
+    """Deletes SCRATCH and exits at once (libtorrent's threads are not
+    joined: os._exit)."""
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    os._exit(0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=3)
@@ -226,7 +240,7 @@ def main():
     ap.add_argument("--bootstrap", default="")
     args = ap.parse_args()
     die_with_parent()
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: leave())
 
     ports = [args.base_port + i for i in range(args.nodes)]
     boot = [b for b in args.bootstrap.split(",") if b]
@@ -258,7 +272,7 @@ def main():
                 # every dht_announce_interval with its listen port.
                 atp = lt.add_torrent_params()
                 atp.info_hashes = lt.info_hash_t(lt.sha1_hash(bytes.fromhex(cmd["ih"])))
-                atp.save_path = tempfile.mkdtemp(prefix="lt_dht_")
+                atp.save_path = SCRATCH
                 ses.add_torrent(atp)
                 out({"event": "announced", "port": ses.listen_port()})
             elif c == "get_peers":
@@ -324,7 +338,7 @@ def main():
                 out({"event": "error", "error": "unknown command %s" % c})
         except Exception as e:
             out({"event": "error", "error": repr(e)})
-    os._exit(0)
+    leave()
 
 
 if __name__ == "__main__":

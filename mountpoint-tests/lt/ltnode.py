@@ -32,6 +32,10 @@ Events (each line has "event"; other fields as listed):
   dht_nodes    count (live nodes in the routing table); every 2 s with the DHT on
   dht_announce info_hash, ip, port          (another node announced to us)
   peer_connected / peer_disconnected   addr ("ip:port"), info_hash
+  portmap      transport ("upnp" or "natpmp"), protocol ("tcp" or "udp"),
+               external_port; with --upnp / --natpmp, when the router maps
+               a listen port
+  portmap_error transport, message
   peer_pieces  addr, num_pieces, have (count), missing (indices the peer has
                not told us it has, by bitfield or HAVE); with --report-peers,
                checked every 0.25 s, emitted when a peer's set changes
@@ -119,6 +123,11 @@ def parse_args(argv):
                    help="DHT router (dht_bootstrap_nodes: used to start lookups, never "
                         "put in the routing table); repeatable")
     p.add_argument("--lsd", action="store_true", help="enable local service discovery (BEP 14)")
+    p.add_argument("--upnp", action="store_true",
+                   help="map the listen port with UPnP IGD (only inside a test's own simulated "
+                        "internet, see support/netsim.rs)")
+    p.add_argument("--natpmp", action="store_true",
+                   help="map the listen port with NAT-PMP (same caveat as --upnp)")
     p.add_argument("--announce-interval", type=int, default=2, metavar="S",
                    help="dht_announce_interval in seconds (default 2)")
     role = p.add_mutually_exclusive_group()
@@ -163,15 +172,16 @@ def session_settings(args):
     """The settings_pack for this node (see mountpoint-tests/README.md)."""
     cat = lt.alert.category_t
     mask = (cat.error_notification | cat.status_notification | cat.storage_notification
-            | cat.dht_notification | cat.connect_notification | cat.peer_notification)
+            | cat.dht_notification | cat.connect_notification | cat.peer_notification
+            | cat.port_mapping_notification)
     if args.verbose:
         mask |= cat.dht_log_notification | cat.peer_log_notification
     s = {
         "listen_interfaces": f"{args.listen_ip}:{args.listen_port}",
         "outgoing_interfaces": "",
         "enable_lsd": bool(args.lsd),
-        "enable_upnp": False,
-        "enable_natpmp": False,
+        "enable_upnp": bool(args.upnp),
+        "enable_natpmp": bool(args.natpmp),
         # The DHT starts once the listen port is known (see start_dht).
         "enable_dht": False,
         # Never empty, even with the DHT off (the default is the public
@@ -440,6 +450,11 @@ def add_torrent(ses, args):
     return t
 
 
+def portmap_transport(a):
+    """"upnp" or "natpmp": which protocol a portmap alert is about."""
+    return "upnp" if a.map_transport == lt.portmap_transport.upnp else "natpmp"
+
+
 def handle_alert(a, t, args):
     """Turn one libtorrent alert into events or log lines."""
     if isinstance(a, lt.metadata_received_alert) and t is not None and not t.reported_torrent:
@@ -448,6 +463,12 @@ def handle_alert(a, t, args):
     elif isinstance(a, (lt.torrent_error_alert, lt.file_error_alert, lt.metadata_failed_alert,
                         lt.listen_failed_alert, lt.hash_failed_alert)):
         emit("error", message=a.message())
+    elif isinstance(a, lt.portmap_alert):
+        emit("portmap", transport=portmap_transport(a),
+             protocol="tcp" if a.map_protocol == lt.portmap_protocol.tcp else "udp",
+             external_port=a.external_port)
+    elif isinstance(a, lt.portmap_error_alert):
+        emit("portmap_error", transport=portmap_transport(a), message=a.message())
     elif isinstance(a, lt.dht_announce_alert):
         emit("dht_announce", info_hash=str(a.info_hash), ip=str(a.ip), port=a.port)
     elif isinstance(a, lt.peer_connect_alert):

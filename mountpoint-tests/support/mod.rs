@@ -48,6 +48,64 @@ fn is_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
+/// Environment variable naming the directory of libtorrent's crafted test
+/// torrents (libtorrent's `test/test_torrents/`), for the conformance tests.
+pub const TEST_TORRENTS_ENV: &str = "BTFS_TEST_TORRENTS";
+
+/// The directory of libtorrent's crafted test torrents: `$BTFS_TEST_TORRENTS`,
+/// else `../shared/torrents/libtorrent` next to the crate (where the
+/// project's machines keep them). When neither exists, prints one loud
+/// SKIP line naming `test` and returns None; under `CI=true` that is a
+/// failure instead. `info_of.py` (the span finder) is looked for in the
+/// parent directory.
+pub fn test_torrents(test: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os(TEST_TORRENTS_ENV) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/torrents/libtorrent"),
+    };
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "SKIP {test}: libtorrent's test torrents are not at {} (copy libtorrent's \
+         test/test_torrents/ there, or set {TEST_TORRENTS_ENV})",
+        dir.display()
+    );
+    if is_ci() {
+        panic!("{msg} (CI=true: a skip is a failure)");
+    }
+    loud(&format!("\n***** {msg} *****\n"));
+    None
+}
+
+/// Marks the panic of a [`Child`] that died by a signal (a crash).
+const CRASHED: &str = "CRASHED: ";
+
+/// Runs `setup` (which starts helper processes and waits for them to be
+/// ready), and once more, loudly, when it panicked because a helper died
+/// by a signal: Debian's python3-libtorrent 2.0.8 was seen to segfault at
+/// random while the whole suite runs, which is no fault of the code under
+/// test. Any other panic, or a second crash, fails the test.
+pub fn retry_if_a_helper_crashed<T>(what: &str, setup: impl Fn() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&setup)) {
+        Ok(v) => v,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !msg.contains(CRASHED) {
+                std::panic::resume_unwind(payload);
+            }
+            loud(&format!(
+                "\n***** WARNING: a helper crashed while setting up {what}; setting up once more *****\n"
+            ));
+            setup()
+        }
+    }
+}
+
 /// Runs the calling test inside a network namespace of its own.
 ///
 /// Returns true when the caller is inside the namespace and should run its
@@ -380,11 +438,15 @@ impl Child {
                 );
             }
             if !self.pump(deadline - now) && self.eof {
-                let status = self.proc.try_wait().ok().flatten();
+                let status = self.wait_exit(Duration::from_secs(2));
+                let crashed = status
+                    .and_then(|st| std::os::unix::process::ExitStatusExt::signal(&st))
+                    .is_some();
                 panic!(
-                    "{} [{}]: stdout closed (exit {status:?}) before {what}\n{}",
+                    "{} [{}]: {}stdout closed (exit {status:?}) before {what}\n{}",
                     self.name,
                     self.pid(),
+                    if crashed { CRASHED } else { "" },
                     self.report()
                 );
             }

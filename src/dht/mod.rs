@@ -267,7 +267,22 @@ impl Dht {
             counters: Default::default(),
         });
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(node::run(socket, shared.clone(), rx, tx.downgrade()));
+        let weak = tx.downgrade();
+        let refresh_shared = shared.clone();
+        let refresh: node::Refresh = Box::new(move |targets| {
+            let Some(cmd) = weak.upgrade() else { return };
+            let inner = Arc::new(Inner {
+                shared: refresh_shared.clone(),
+                cmd,
+            });
+            tokio::spawn(async move {
+                for t in targets {
+                    let mut l = Lookup::new(&inner, t, Query::FindNode { target: t }, false);
+                    while l.next().await.is_some() {}
+                }
+            });
+        });
+        tokio::spawn(node::run(socket, shared.clone(), rx, refresh));
         Ok(Dht {
             inner: Arc::new(Inner { shared, cmd: tx }),
         })

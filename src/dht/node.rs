@@ -49,6 +49,11 @@ pub enum RpcError {
     Closed,
 }
 
+/// Starts lookups of the given targets in the background (bucket refresh,
+/// BEP 5): given to [`run`] by the handle's side, which runs lookups, so
+/// the node task needs no lookup code of its own.
+pub type Refresh = Box<dyn Fn(Vec<Id>) + Send + Sync>;
+
 /// Requests to the node task.
 pub enum Cmd {
     /// Send `query` to `addr`; answer on `reply` (if any) with the response,
@@ -209,7 +214,7 @@ pub async fn run(
     socket: UdpSocket,
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Cmd>,
-    weak_tx: mpsc::WeakSender<Cmd>,
+    refresh: Refresh,
 ) {
     let mut node = Node {
         socket,
@@ -241,7 +246,7 @@ pub async fn run(
                 node.expire_pending(now);
                 if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
                     last_housekeeping = now;
-                    node.housekeeping(now, &weak_tx).await;
+                    node.housekeeping(now, &refresh).await;
                 }
                 if now.duration_since(last_save) >= SAVE_EVERY {
                     last_save = now;
@@ -378,7 +383,7 @@ impl Node {
             .store(self.pending.len(), Ordering::Relaxed);
     }
 
-    async fn housekeeping(&mut self, now: Instant, weak_tx: &mpsc::WeakSender<Cmd>) {
+    async fn housekeeping(&mut self, now: Instant, refresh: &Refresh) {
         let (targets, questionable) = {
             let mut st = self.shared.lock();
             st.tokens.maybe_rotate(now);
@@ -396,21 +401,8 @@ impl Node {
         for addr in questionable.into_iter().take(K) {
             self.send_query(addr, Query::Ping, None).await;
         }
-        if targets.is_empty() {
-            return;
-        }
-        if let Some(tx) = weak_tx.upgrade() {
-            let inner = Arc::new(super::Inner {
-                shared: self.shared.clone(),
-                cmd: tx,
-            });
-            tokio::spawn(async move {
-                for t in targets {
-                    let mut l =
-                        super::lookup::Lookup::new(&inner, t, Query::FindNode { target: t }, false);
-                    while l.next().await.is_some() {}
-                }
-            });
+        if !targets.is_empty() {
+            refresh(targets);
         }
     }
 

@@ -1,5 +1,9 @@
-//! A framed peer connection over TCP (BEP 3): dial or accept, exchange the
-//! 68-byte handshakes, then read and write [`Message`]s.
+//! A framed peer connection (BEP 3): dial or accept, exchange the 68-byte
+//! handshakes, then read and write [`Message`]s. The transport is any byte
+//! stream ([`TransportRead`], [`TransportWrite`]): TCP, which
+//! [`PeerConn::connect`] and [`PeerConn::accept`] use, or any other
+//! (MSE-encrypted, uTP) through [`PeerConn::from_stream`] and the
+//! `handshake_*` methods.
 //!
 //! Reading keeps one `BytesMut` buffer per connection: [`Message::check`]
 //! decides whether a whole frame is buffered, and only then is the frame split
@@ -12,9 +16,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 
 use crate::hash::InfoHash;
 use crate::peer::wire::{DEFAULT_MAX_MESSAGE_LEN, Handshake, Message, WireError};
@@ -22,11 +26,32 @@ use crate::peer::wire::{DEFAULT_MAX_MESSAGE_LEN, Handshake, Message, WireError};
 /// Initial capacity of the read buffer: a couple of blocks.
 const READ_BUF: usize = 64 * 1024;
 
+/// The reading half of a peer connection's transport: any byte stream
+/// (plain TCP, MSE-encrypted TCP, uTP, an in-memory pipe), with an optional
+/// hook run after each read.
+pub trait TransportRead: AsyncRead + Send + Unpin + 'static {
+    /// Runs after every read from the stream. TCP re-arms `TCP_QUICKACK`
+    /// here; the default does nothing.
+    fn after_read(&self) {}
+}
+
+impl TransportRead for OwnedReadHalf {
+    fn after_read(&self) {
+        quick_ack(self);
+    }
+}
+
+impl<S: AsyncRead + Send + 'static> TransportRead for tokio::io::ReadHalf<S> {}
+
+/// The writing half of a peer connection's transport.
+pub trait TransportWrite: AsyncWrite + Send + Unpin + 'static {}
+
+impl<W: AsyncWrite + Send + Unpin + 'static> TransportWrite for W {}
+
 /// The reading half of a peer connection.
-#[derive(Debug)]
 pub struct PeerReader {
-    /// The socket's read half.
-    half: OwnedReadHalf,
+    /// The transport's read half.
+    half: Box<dyn TransportRead>,
     /// Bytes received but not yet parsed (at most one partial frame after a
     /// message is returned, plus whatever else the last read brought).
     buf: BytesMut,
@@ -37,14 +62,30 @@ pub struct PeerReader {
 }
 
 /// The writing half of a peer connection.
-#[derive(Debug)]
 pub struct PeerWriter {
-    /// The socket's write half, buffered so small messages coalesce.
-    half: BufWriter<OwnedWriteHalf>,
+    /// The transport's write half, buffered so small messages coalesce.
+    half: BufWriter<Box<dyn TransportWrite>>,
     /// Reused encoding buffer.
     scratch: BytesMut,
     /// The remote address, for logs.
     peer_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for PeerReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerReader")
+            .field("peer_addr", &self.peer_addr)
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PeerWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerWriter")
+            .field("peer_addr", &self.peer_addr)
+            .finish()
+    }
 }
 
 /// A peer connection after the handshake: both halves together. Use it
@@ -56,24 +97,46 @@ pub struct PeerConn {
 }
 
 impl PeerConn {
-    fn new(stream: TcpStream) -> Result<PeerConn, WireError> {
-        let peer_addr = stream.peer_addr()?;
-        // requests and small control messages should not wait for Nagle
-        stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
-        Ok(PeerConn {
+    /// A connection over separate transport halves (before the handshake):
+    /// see [`PeerConn::handshake_outgoing`] and
+    /// [`PeerConn::handshake_incoming`].
+    pub fn from_halves(
+        r: impl TransportRead,
+        w: impl TransportWrite,
+        peer_addr: SocketAddr,
+    ) -> PeerConn {
+        PeerConn {
             reader: PeerReader {
-                half: r,
+                half: Box::new(r),
                 buf: BytesMut::with_capacity(READ_BUF),
                 max_message_len: DEFAULT_MAX_MESSAGE_LEN,
                 peer_addr,
             },
             writer: PeerWriter {
-                half: BufWriter::new(w),
+                half: BufWriter::new(Box::new(w)),
                 scratch: BytesMut::new(),
                 peer_addr,
             },
-        })
+        }
+    }
+
+    /// A connection over any byte stream (split with `tokio::io::split`),
+    /// before the handshake.
+    pub fn from_stream(
+        stream: impl AsyncRead + AsyncWrite + Send + 'static,
+        peer_addr: SocketAddr,
+    ) -> PeerConn {
+        let (r, w) = tokio::io::split(stream);
+        PeerConn::from_halves(r, w, peer_addr)
+    }
+
+    /// A connection over TCP: Nagle off (requests and small control
+    /// messages should not wait), `TCP_QUICKACK` after each read.
+    fn from_tcp(stream: TcpStream) -> Result<PeerConn, WireError> {
+        let peer_addr = stream.peer_addr()?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        Ok(PeerConn::from_halves(r, w, peer_addr))
     }
 
     /// Dials `addr`, sends our handshake ([`Handshake::new`]: extension
@@ -92,37 +155,17 @@ impl PeerConn {
     ) -> Result<(PeerConn, Handshake), WireError> {
         let steps = async {
             let stream = TcpStream::connect(addr).await?;
-            let mut conn = PeerConn::new(stream)?;
-            conn.writer
-                .half
-                .write_all(&Handshake::new(info_hash, peer_id).encode())
-                .await?;
-            conn.writer.flush().await?;
-            conn.reader.fill(Handshake::LEN, "handshake").await?;
-            let mut raw = [0u8; Handshake::LEN];
-            conn.reader.buf.copy_to_slice(&mut raw);
-            let theirs = Handshake::decode(&raw)?;
-            if theirs.info_hash != info_hash {
-                return Err(WireError::InfoHashMismatch {
-                    expected: info_hash,
-                    got: theirs.info_hash,
-                });
-            }
-            Ok((conn, theirs))
+            PeerConn::from_tcp(stream)?
+                .outgoing(info_hash, peer_id)
+                .await
         };
         tokio::time::timeout(timeout, steps)
             .await
             .map_err(|_| WireError::Timeout("connect and handshake"))?
     }
 
-    /// Answers an incoming connection: reads the peer's handshake up to the
-    /// info-hash, answers with ours only when `lookup(info_hash)` is true,
-    /// then reads the peer's id (some clients send it only after our
-    /// handshake). Must finish within `timeout`.
-    ///
-    /// Errors: [`WireError::UnknownInfoHash`] (nothing was sent),
-    /// [`WireError::BadHandshake`], [`WireError::Timeout`],
-    /// [`WireError::UnexpectedEof`], [`WireError::Io`].
+    /// Answers an incoming TCP connection: see
+    /// [`PeerConn::handshake_incoming`].
     pub async fn accept(
         stream: TcpStream,
         lookup: impl Fn(&InfoHash) -> bool,
@@ -130,34 +173,92 @@ impl PeerConn {
         timeout: Duration,
     ) -> Result<(PeerConn, Handshake), WireError> {
         let steps = async {
-            let mut conn = PeerConn::new(stream)?;
-            // the protocol string first: refuse non-BitTorrent (or MSE
-            // encrypted) streams as early as possible
-            conn.reader.fill(20, "handshake").await?;
-            if !Handshake::is_protocol_prefix(&conn.reader.buf[..20]) {
-                return Err(WireError::BadHandshake);
-            }
-            conn.reader.fill(48, "handshake").await?;
-            let mut info_hash = [0u8; 20];
-            info_hash.copy_from_slice(&conn.reader.buf[28..48]);
-            let info_hash = InfoHash(info_hash);
-            if !lookup(&info_hash) {
-                return Err(WireError::UnknownInfoHash(info_hash));
-            }
-            conn.writer
-                .half
-                .write_all(&Handshake::new(info_hash, our_peer_id).encode())
-                .await?;
-            conn.writer.flush().await?;
-            conn.reader.fill(Handshake::LEN, "handshake").await?;
-            let mut raw = [0u8; Handshake::LEN];
-            conn.reader.buf.copy_to_slice(&mut raw);
-            let theirs = Handshake::decode(&raw)?;
-            Ok((conn, theirs))
+            PeerConn::from_tcp(stream)?
+                .incoming(lookup, our_peer_id)
+                .await
         };
         tokio::time::timeout(timeout, steps)
             .await
             .map_err(|_| WireError::Timeout("handshake"))?
+    }
+
+    /// On a connection we opened (any transport): sends our handshake and
+    /// reads the peer's, within `timeout`. Errors as [`PeerConn::connect`].
+    pub async fn handshake_outgoing(
+        self,
+        info_hash: InfoHash,
+        peer_id: [u8; 20],
+        timeout: Duration,
+    ) -> Result<(PeerConn, Handshake), WireError> {
+        tokio::time::timeout(timeout, self.outgoing(info_hash, peer_id))
+            .await
+            .map_err(|_| WireError::Timeout("handshake"))?
+    }
+
+    /// On a connection the peer opened (any transport): reads the peer's
+    /// handshake up to the info-hash, answers with ours only when
+    /// `lookup(info_hash)` is true, then reads the peer's id (some clients
+    /// send it only after our handshake). Must finish within `timeout`.
+    ///
+    /// Errors: [`WireError::UnknownInfoHash`] (nothing was sent),
+    /// [`WireError::BadHandshake`], [`WireError::Timeout`],
+    /// [`WireError::UnexpectedEof`], [`WireError::Io`].
+    pub async fn handshake_incoming(
+        self,
+        lookup: impl Fn(&InfoHash) -> bool,
+        our_peer_id: [u8; 20],
+        timeout: Duration,
+    ) -> Result<(PeerConn, Handshake), WireError> {
+        tokio::time::timeout(timeout, self.incoming(lookup, our_peer_id))
+            .await
+            .map_err(|_| WireError::Timeout("handshake"))?
+    }
+
+    async fn outgoing(
+        mut self,
+        info_hash: InfoHash,
+        peer_id: [u8; 20],
+    ) -> Result<(PeerConn, Handshake), WireError> {
+        self.writer
+            .half
+            .write_all(&Handshake::new(info_hash, peer_id).encode())
+            .await?;
+        self.writer.flush().await?;
+        let theirs = self.reader.read_handshake().await?;
+        if theirs.info_hash != info_hash {
+            return Err(WireError::InfoHashMismatch {
+                expected: info_hash,
+                got: theirs.info_hash,
+            });
+        }
+        Ok((self, theirs))
+    }
+
+    async fn incoming(
+        mut self,
+        lookup: impl Fn(&InfoHash) -> bool,
+        our_peer_id: [u8; 20],
+    ) -> Result<(PeerConn, Handshake), WireError> {
+        // the protocol string first: refuse non-BitTorrent (or MSE
+        // encrypted) streams as early as possible
+        self.reader.fill(20, "handshake").await?;
+        if !Handshake::is_protocol_prefix(&self.reader.buf[..20]) {
+            return Err(WireError::BadHandshake);
+        }
+        self.reader.fill(48, "handshake").await?;
+        let mut info_hash = [0u8; 20];
+        info_hash.copy_from_slice(&self.reader.buf[28..48]);
+        let info_hash = InfoHash(info_hash);
+        if !lookup(&info_hash) {
+            return Err(WireError::UnknownInfoHash(info_hash));
+        }
+        self.writer
+            .half
+            .write_all(&Handshake::new(info_hash, our_peer_id).encode())
+            .await?;
+        self.writer.flush().await?;
+        let theirs = self.reader.read_handshake().await?;
+        Ok((self, theirs))
     }
 
     /// The remote address.
@@ -199,6 +300,14 @@ impl PeerConn {
 }
 
 impl PeerReader {
+    /// Reads the peer's whole 68-byte handshake.
+    async fn read_handshake(&mut self) -> Result<Handshake, WireError> {
+        self.fill(Handshake::LEN, "handshake").await?;
+        let mut raw = [0u8; Handshake::LEN];
+        self.buf.copy_to_slice(&mut raw);
+        Handshake::decode(&raw)
+    }
+
     /// Reads until the buffer holds at least `n` bytes.
     async fn fill(&mut self, n: usize, what: &'static str) -> Result<(), WireError> {
         while self.buf.len() < n {
@@ -231,7 +340,7 @@ impl PeerReader {
             self.buf
                 .reserve(want.saturating_sub(self.buf.len()).max(4096));
             let n = self.half.read_buf(&mut self.buf).await?;
-            quick_ack(&self.half);
+            self.half.after_read();
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -295,17 +404,48 @@ impl PeerWriter {
 /// of a burst until our delayed ACK: measured ~40 ms at the end of nearly
 /// every 4 MiB piece on loopback. Best effort.
 fn quick_ack(half: &OwnedReadHalf) {
-    use std::os::fd::AsRawFd;
-    let fd = half.as_ref().as_raw_fd();
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+    let _ = socket2::SockRef::from(half.as_ref()).set_tcp_quickack(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both handshakes and a message over an in-memory stream: the
+    /// connection needs no TCP (MSE and uTP transports plug in here).
+    #[tokio::test]
+    async fn handshakes_and_messages_over_any_stream() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let addr: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+        let ih = InfoHash([7; 20]);
+        let dialer =
+            PeerConn::from_stream(a, addr).handshake_outgoing(ih, [1; 20], Duration::from_secs(5));
+        let answerer = PeerConn::from_stream(b, addr).handshake_incoming(
+            |h| *h == ih,
+            [2; 20],
+            Duration::from_secs(5),
         );
+        let (out, inc) = tokio::join!(dialer, answerer);
+        let (mut out, theirs) = out.unwrap();
+        let (mut inc, ours) = inc.unwrap();
+        assert_eq!((theirs.peer_id, ours.peer_id), ([2; 20], [1; 20]));
+        assert_eq!(ours.info_hash, ih);
+        out.send(&Message::Have(42)).await.unwrap();
+        assert_eq!(inc.read_message().await.unwrap(), Some(Message::Have(42)));
+        drop(out);
+        assert_eq!(inc.read_message().await.unwrap(), None, "closed");
+
+        // An unknown info-hash is refused before anything is sent back.
+        let (a, b) = tokio::io::duplex(1024);
+        let dialer =
+            PeerConn::from_stream(a, addr).handshake_outgoing(ih, [1; 20], Duration::from_secs(5));
+        let answerer = PeerConn::from_stream(b, addr).handshake_incoming(
+            |_| false,
+            [2; 20],
+            Duration::from_secs(5),
+        );
+        let (out, inc) = tokio::join!(dialer, answerer);
+        assert!(matches!(inc, Err(WireError::UnknownInfoHash(h)) if h == ih));
+        assert!(out.is_err());
     }
 }

@@ -3,12 +3,14 @@
 //! One file per layer:
 //! - [`wire`]: the handshake, message framing ([`wire::Message::check`] then
 //!   [`wire::Message::parse`]) and the piece [`wire::Bitfield`] (BEP 3, BEP 5 `port`).
-//! - [`conn`]: a framed TCP connection: dial or accept, exchange handshakes,
-//!   then read and write messages, optionally from two tasks after
-//!   [`conn::PeerConn::split`].
+//! - [`conn`]: a framed connection over TCP or any other byte stream: dial
+//!   or accept, exchange handshakes, then read and write messages,
+//!   optionally from two tasks after [`conn::PeerConn::split`].
 //! - [`extension`]: the extension protocol handshake (BEP 10).
 //! - [`ut_metadata`]: fetching and serving the info dictionary (BEP 9).
 //! - [`pex`]: peer exchange (BEP 11).
+//! - `session`: one connection's life in a swarm (crate-internal): the
+//!   loop, metadata, PEX, downloading and uploading.
 //!
 //! Errors are [`wire::WireError`]; any error other than I/O or a timeout is a
 //! protocol violation by that peer and should close that one connection.
@@ -16,7 +18,7 @@
 pub mod conn;
 pub mod extension;
 pub mod pex;
-pub mod session;
+pub(crate) mod session;
 pub mod ut_metadata;
 pub mod wire;
 

@@ -1,5 +1,5 @@
-//! Unique names and safe symlink targets for the entries of a multi-file
-//! torrent (rules 8 and 9 of the module docs of [`super`]).
+//! The paths of a multi-file torrent's files: duplicates renamed (as
+//! libtorrent does) and symlink targets settled inside the torrent.
 
 use std::collections::HashMap;
 

@@ -520,6 +520,7 @@ impl Picker {
     }
 
     /// Partial pieces in memory (for stats).
+    #[cfg(test)]
     pub fn partial_count(&self) -> usize {
         self.partial.len()
     }

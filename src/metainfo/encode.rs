@@ -1,4 +1,5 @@
-//! Making v1 info dictionaries (BEP 3), for seeding and for tests.
+//! Encoding v1 info dictionaries (BEP 3), for seeding and for tests: the
+//! counterpart of the parser in [`super`].
 
 use super::sanitize;
 use crate::bencode::Owned;

@@ -1,0 +1,382 @@
+//! The command line as a newcomer meets it (issue 20): `list` and `stop`,
+//! what the background log holds, flags checked before anything runs, a
+//! bare info-hash, a remount right after an unmount, and the library
+//! example. Each test runs in its own network and mount namespace against
+//! a libtorrent seeder, with the product's default settings except where a
+//! test says why.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A libtorrent seeder of `data/` (three files), its magnet and address.
+struct Seeded {
+    tmp: tempfile::TempDir,
+    _seeder: LtNode,
+    magnet: String,
+    peer: String,
+}
+
+fn seeded() -> Seeded {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("data");
+    make_tree(
+        &tree,
+        &[
+            ("big.bin", TreeFile::Random(2 * 1024 * 1024 + 7, 3)),
+            ("notes.txt", TreeFile::Text("hello from libtorrent\n")),
+        ],
+    );
+    let mut seeder = LtNode::start(&["--seed", s(&tree)]);
+    seeder.wait_event("seeding", Duration::from_secs(30));
+    let magnet = seeder.magnet();
+    let peer = seeder.addr();
+    Seeded {
+        tmp,
+        _seeder: seeder,
+        magnet,
+        peer,
+    }
+}
+
+impl Seeded {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+}
+
+/// `btfs-mount ARGS` to completion, with a private run directory for
+/// `list` (`XDG_RUNTIME_DIR`), within 60 s.
+fn btfs(run_dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(btfs_mount_bin())
+        .args(args)
+        .env("XDG_RUNTIME_DIR", run_dir)
+        .output()
+        .expect("run btfs-mount");
+    eprintln!(
+        "btfs-mount {args:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Unmounts its mountpoints and stops their btfs-mount processes on drop
+/// (a test that fails half-way leaves nothing running).
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for mp in &self.0 {
+            if is_mounted(mp) {
+                unmount(mp);
+            }
+            for pid in btfs_mount_pids(mp) {
+                drop(ChildGuard(pid));
+            }
+        }
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn list_shows_mounts_and_stop_ends_them_a_writable_one_after_it_published() {
+    if !in_netns("list_shows_mounts_and_stop_ends_them_a_writable_one_after_it_published") {
+        return;
+    }
+    let sw = seeded();
+    let run = sw.path("run");
+    fs::create_dir_all(&run).unwrap();
+    let cache = sw.path("cache");
+    let (mnt, draft) = (sw.path("mnt"), sw.path("draft"));
+    fs::create_dir_all(&mnt).unwrap();
+    fs::create_dir_all(&draft).unwrap();
+    let _cleanup = Cleanup(vec![mnt.clone(), draft.clone()]);
+    let o = btfs(
+        &run,
+        &[
+            &sw.magnet,
+            s(&mnt),
+            "--no-dht",
+            "--peer",
+            &sw.peer,
+            "--cache-dir",
+            s(&cache),
+        ],
+    );
+    assert!(o.status.success());
+    let o = btfs(
+        &run,
+        &[
+            "--writable",
+            s(&draft),
+            "--no-dht",
+            "--cache-dir",
+            s(&cache),
+        ],
+    );
+    assert!(o.status.success());
+    fs::write(draft.join("new.txt"), b"written in a draft\n").unwrap();
+
+    let listed = stdout(&btfs(&run, &["list"]));
+    let ih = sw.magnet.split("btih:").nth(1).unwrap()[..40].to_string();
+    assert!(listed.contains("mount (mounted)"), "{listed}");
+    assert!(listed.contains("writable (mounted)"), "{listed}");
+    assert!(
+        listed.contains(s(&mnt)) && listed.contains(s(&draft)),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&ih),
+        "the magnet link of the mount: {listed}"
+    );
+    let log = cache.join(&ih).join("btfs-mount.log");
+    assert!(listed.contains(s(&log)), "its log: {listed}");
+
+    // A writable mount: stop unmounts it (which publishes), then ends the
+    // seeding that follows.
+    let t = Instant::now();
+    let o = btfs(&run, &["stop", s(&draft)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("published magnet:?xt=urn:btih:"),
+        "{}",
+        stderr(&o)
+    );
+    eprintln!(
+        "stop of the writable mount: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(!is_mounted(&draft));
+    let published = stderr(&o)
+        .split("published ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let new_ih = &published.split("btih:").nth(1).unwrap()[..40];
+    assert_eq!(
+        fs::read(cache.join(new_ih).join("files/new.txt")).unwrap(),
+        b"written in a draft\n",
+        "the published torrent is in the cache"
+    );
+
+    // The read-only mount, by PID.
+    let listed = stdout(&btfs(&run, &["list"]));
+    assert!(!listed.contains("writable"), "{listed}");
+    let pid = listed
+        .lines()
+        .find(|l| l.contains("mount (mounted)"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let o = btfs(&run, &["stop", &pid]);
+    assert!(o.status.success());
+    assert!(!is_mounted(&mnt));
+    assert!(stdout(&btfs(&run, &["list"])).is_empty());
+    let o = btfs(&run, &["stop", s(&mnt)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no btfs-mount process serves"));
+}
+
+#[test]
+fn the_background_log_tells_what_happened_without_flags() {
+    if !in_netns("the_background_log_tells_what_happened_without_flags") {
+        return;
+    }
+    let sw = seeded();
+    let cache = sw.path("cache");
+    let mnt = sw.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let _cleanup = Cleanup(vec![mnt.clone()]);
+    let o = btfs(
+        &sw.path("run"),
+        &[
+            &sw.magnet,
+            s(&mnt),
+            "--no-dht",
+            "--peer",
+            &sw.peer,
+            "--cache-dir",
+            s(&cache),
+        ],
+    );
+    assert!(o.status.success());
+    let ih = &sw.magnet.split("btih:").nth(1).unwrap()[..40];
+    let log = cache.join(ih).join("btfs-mount.log");
+    assert!(
+        stderr(&o).contains(&format!("log: {}", log.display())),
+        "the mount says where its log is: {}",
+        stderr(&o)
+    );
+    // What shells and file managers do on every file: isatty (ioctl
+    // TCGETS), getxattr (security.selinux), listxattr.
+    let file = mnt.join("data/notes.txt");
+    let py = format!(
+        "import os\n\
+         fd = os.open({file:?}, os.O_RDONLY)\n\
+         assert not os.isatty(fd)\n\
+         try:\n    os.getxattr({file:?}, 'security.selinux'); raise SystemExit('xattr?')\n\
+         except OSError as e:\n    assert e.errno == 61, e\n\
+         assert os.listxattr({file:?}) == []\n\
+         print(os.read(fd, 100).decode(), end='')\n",
+        file = s(&file)
+    );
+    let out = Command::new(PYTHON).arg("-c").arg(py).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out), "hello from libtorrent\n");
+    assert!(unmount(&mnt));
+    assert!(wait_until(Duration::from_secs(10), || btfs_mount_pids(
+        &mnt
+    )
+    .is_empty()));
+    let text = fs::read_to_string(&log).unwrap();
+    eprintln!("---- log ----\n{text}");
+    assert!(
+        text.contains(&format!("connected to {}", sw.peer)),
+        "our events at info level"
+    );
+    assert!(text.contains("was unmounted"), "{text}");
+    assert!(!text.contains("Not Implemented"), "no fuser warnings");
+    assert!(!text.contains("WARN"), "nothing went wrong: {text}");
+}
+
+#[test]
+fn bad_bootstrap_and_peer_flags_fail_at_once_and_a_silent_dht_is_named() {
+    if !in_netns("bad_bootstrap_and_peer_flags_fail_at_once_and_a_silent_dht_is_named") {
+        return;
+    }
+    let run = tempfile::tempdir().unwrap();
+    let mnt = run.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let magnet = "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567";
+    for (flag, value, why) in [
+        ("--bootstrap", "nosuchhost.invalid:6881", "cannot resolve"),
+        ("--bootstrap", "127.0.0.1", "the port is missing"),
+        ("--peer", "127.0.0.1:0", "port 0"),
+        ("--peer", "[::1]", "is not HOST:PORT"),
+    ] {
+        let t = Instant::now();
+        let o = btfs(run.path(), &[magnet, s(&mnt), flag, value]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(why), "{flag} {value}: {}", stderr(&o));
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+    // A bootstrap node that never answers: the timeout says so.
+    let o = btfs(
+        run.path(),
+        &[
+            magnet,
+            s(&mnt),
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--timeout",
+            "3",
+            "--cache-dir",
+            s(&run.path().join("cache")),
+        ],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("no DHT node ever answered"), "{e}");
+    assert_eq!(
+        e.lines()
+            .filter(|l| l.starts_with("btfs-mount: ") && l.contains("metadata not found"))
+            .count(),
+        1,
+        "one line says why: {e}"
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn a_bare_info_hash_mounts_and_a_remount_right_after_unmount_works() {
+    if !in_netns("a_bare_info_hash_mounts_and_a_remount_right_after_unmount_works") {
+        return;
+    }
+    let sw = seeded();
+    let cache = sw.path("cache");
+    let ih = sw.magnet.split("btih:").nth(1).unwrap()[..40].to_string();
+    let args = [
+        ih.as_str(),
+        "--no-dht",
+        "--peer",
+        &sw.peer,
+        "--cache-dir",
+        s(&cache),
+    ];
+    let mnt = sw.path("mnt");
+    let want = sha256_file(&sw.path("data/big.bin"));
+    for round in 0..3 {
+        let m = Mount::background(&mnt, &args);
+        assert_eq!(
+            sha256_file(&m.path().join("data/big.bin")),
+            want,
+            "round {round}"
+        );
+        // Unmounted, and mounted again at once: the old process may still
+        // be exiting and hold the cache's lock for a moment.
+        assert!(unmount(&mnt));
+        std::mem::forget(m);
+    }
+    assert!(wait_until(Duration::from_secs(10), || btfs_mount_pids(
+        &mnt
+    )
+    .is_empty()));
+}
+
+#[test]
+fn the_library_example_streams_a_file() {
+    if !in_netns("the_library_example_streams_a_file") {
+        return;
+    }
+    let sw = seeded();
+    let example = btfs_mount_bin().parent().unwrap().join("examples/cat");
+    assert!(
+        example.exists(),
+        "{} (built by cargo test)",
+        example.display()
+    );
+    let out = Command::new(&example)
+        .args([&sw.magnet, "data/big.bin", "--no-dht", "--peer", &sw.peer])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sha256_bytes(&out.stdout),
+        sha256_file(&sw.path("data/big.bin"))
+    );
+    let out = Command::new(&example)
+        .args([&sw.magnet, "", "--no-dht", "--peer", &sw.peer])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("2097159 data/big.bin"), "{listing}");
+    assert!(listing.contains("22 data/notes.txt"), "{listing}");
+}

@@ -1,0 +1,160 @@
+//! Looking up a URL: a magnet link's info-hash (BEP 9) or a mutable URL's
+//! current torrent (BEP 46), then its metadata, from the cache or from
+//! peers, while a progress callback is told how it goes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Client, Error};
+use crate::InfoHash;
+use crate::archive::Archive;
+use crate::magnet::{self, Url};
+use crate::storage::{CacheLayout, StorageKind};
+use crate::swarm::{MetadataError, PeerSource, Swarm, SwarmStats};
+
+/// A progress callback (see [`LookupOptions::progress`]).
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Options of one [`Client::lookup`].
+#[derive(Clone)]
+pub struct LookupOptions {
+    /// How long to wait for the metadata (default 60 s).
+    pub timeout: Duration,
+    /// Upload to other peers and announce on the DHT (default true).
+    pub seed: bool,
+    /// Extra peers to try (`--peer`).
+    pub peers: Vec<SocketAddr>,
+    /// Called about twice a second while the metadata is resolved.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for LookupOptions {
+    fn default() -> Self {
+        LookupOptions {
+            timeout: Duration::from_secs(60),
+            seed: true,
+            peers: Vec::new(),
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LookupOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupOptions")
+            .field("timeout", &self.timeout)
+            .field("seed", &self.seed)
+            .field("peers", &self.peers)
+            .finish()
+    }
+}
+
+/// Progress while a lookup resolves metadata.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub info_hash: InfoHash,
+    pub dht_nodes: usize,
+    pub swarm: SwarmStats,
+}
+
+impl Client {
+    /// Resolves `url` (a magnet link, BEP 9; or a BEP 46 mutable URL) to an
+    /// [`Archive`]: finds peers, fetches and checks the info dictionary (or
+    /// loads it from the cache), and starts the swarm.
+    ///
+    /// Errors: a malformed URL; [`Error::Metadata`] when the metadata is not
+    /// found within `opts.timeout` or is refused (bad paths, bad fields).
+    ///
+    /// A mutable URL fails with [`Error::NoItem`], [`Error::BadSignature`]
+    /// or [`Error::BadValue`] when it does not resolve to an info-hash.
+    pub async fn lookup(&self, url: &str, opts: LookupOptions) -> Result<Archive, Error> {
+        match magnet::parse(url)? {
+            Url::Magnet(m) => {
+                for t in &m.trackers {
+                    tracing::info!("ignoring tracker {t}: btfs-mount uses the DHT only");
+                }
+                self.lookup_info_hash(m.info_hash, m.peers, opts).await
+            }
+            Url::Mutable(m) => Ok(self.lookup_mutable(&m, opts).await?.archive),
+        }
+    }
+
+    /// The lookup of one info-hash: swarm, cached or fetched metadata.
+    pub(super) async fn lookup_info_hash(
+        &self,
+        info_hash: InfoHash,
+        extra: Vec<SocketAddr>,
+        opts: LookupOptions,
+    ) -> Result<Archive, Error> {
+        // Another process's cache: refuse before any peer is dialled (our
+        // own swarm of this torrent holds the lock legitimately).
+        if let StorageKind::Files(dir) = &self.inner.cfg.storage
+            && !self.has_swarm(info_hash)
+        {
+            let tdir = CacheLayout::new(dir).torrent(info_hash);
+            // Blocking: it may wait a moment for a process that is exiting.
+            tokio::task::spawn_blocking(move || crate::storage::check_cache_free(tdir.root()))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| MetadataError::Cache {
+                    dir: dir.clone(),
+                    source: Arc::new(e),
+                })?;
+        }
+        let swarm = self.swarm(info_hash, opts.seed);
+        swarm.add_peers(extra, PeerSource::Magnet);
+        swarm.add_peers(opts.peers.iter().copied(), PeerSource::Cli);
+        if swarm.loaded().is_none() {
+            self.load_cached_metadata(&swarm).await;
+        }
+        let progress_task = opts.progress.clone().map(|cb| {
+            let swarm = swarm.clone();
+            let dht = self.inner.dht.clone();
+            tokio::spawn(async move {
+                loop {
+                    cb(&Progress {
+                        info_hash: swarm.info_hash,
+                        dht_nodes: dht.as_ref().map_or(0, |d| d.stats().nodes),
+                        swarm: swarm.stats(),
+                    });
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        });
+        let r = swarm.wait_metadata(opts.timeout).await;
+        if let Some(t) = progress_task {
+            t.abort();
+        }
+        if let Err(e) = r {
+            self.remove_swarm(&swarm);
+            return Err(Error::Metadata(e));
+        }
+        Ok(Archive::new(swarm))
+    }
+
+    /// Loads `<cache>/<info-hash>/info` when present and matching.
+    async fn load_cached_metadata(&self, swarm: &Arc<Swarm>) {
+        let StorageKind::Files(dir) = &swarm.cfg.storage else {
+            return;
+        };
+        let path = CacheLayout::new(dir).torrent(swarm.info_hash).info();
+        let Ok(raw) = tokio::fs::read(&path).await else {
+            return;
+        };
+        if InfoHash::of_info(&raw) != swarm.info_hash {
+            tracing::warn!(
+                "ignoring {}: it does not match the info-hash",
+                path.display()
+            );
+            return;
+        }
+        let s = swarm.clone();
+        match tokio::task::spawn_blocking(move || s.set_metadata(&raw)).await {
+            Ok(Ok(())) => tracing::info!("{}: metadata loaded from the cache", swarm.info_hash),
+            Ok(Err(e)) => tracing::debug!("{}: cached metadata refused: {e}", swarm.info_hash),
+            Err(e) => tracing::warn!("{}: {e}", swarm.info_hash),
+        }
+    }
+}

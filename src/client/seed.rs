@@ -1,0 +1,112 @@
+//! Seeding: making a torrent of local data (a directory, a file, a
+//! draft's tree) and serving it in place, or seeding a torrent whose
+//! pieces are all held already.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Client, Error};
+use crate::InfoHash;
+use crate::archive::Archive;
+use crate::create::{self, Content};
+use crate::staging::Draft;
+use crate::storage::Storage;
+
+/// What [`Client::seed`] makes a torrent of.
+#[derive(Clone, Copy)]
+pub enum SeedSource<'a> {
+    /// A directory or regular file, read in place ([`create::scan_dir`]).
+    Dir(&'a Path),
+    /// The current tree of a writable draft.
+    Draft(&'a Draft),
+}
+
+impl<'a> From<&'a Path> for SeedSource<'a> {
+    fn from(p: &'a Path) -> Self {
+        SeedSource::Dir(p)
+    }
+}
+
+impl<'a> From<&'a PathBuf> for SeedSource<'a> {
+    fn from(p: &'a PathBuf) -> Self {
+        SeedSource::Dir(p)
+    }
+}
+
+impl<'a> From<&'a Draft> for SeedSource<'a> {
+    fn from(d: &'a Draft) -> Self {
+        SeedSource::Draft(d)
+    }
+}
+
+impl Client {
+    /// Seeds a torrent whose data is complete locally: `info_raw` is its
+    /// info dictionary (BEP 3) and `storage` holds every piece (typically a
+    /// [`crate::create::SourceStorage`] from [`create::build`]).
+    /// Creates the swarm with all pieces had, accepts peers and announces
+    /// our port on the DHT (BEP 5); [`Archive::magnet`] is the link to share.
+    /// Errors: [`Error::Metadata`] when `info_raw` is refused.
+    pub fn seed_torrent(
+        &self,
+        info_raw: &[u8],
+        storage: Arc<dyn Storage>,
+    ) -> Result<Archive, Error> {
+        let info_hash = InfoHash::of_info(info_raw);
+        let swarm = self.swarm(info_hash, true);
+        if let Err(e) = swarm.set_complete(info_raw, storage) {
+            self.remove_swarm(&swarm);
+            return Err(Error::Metadata(e));
+        }
+        Ok(Archive::new(swarm))
+    }
+
+    /// Makes a torrent of `what` (a directory or file read in place, or a
+    /// [`crate::staging::Draft`]'s current tree) and seeds it: see
+    /// [`Client::seed_content`]. The magnet link is `archive.magnet()`.
+    pub async fn seed<'a>(&self, what: impl Into<SeedSource<'a>>) -> Result<Archive, Error> {
+        let content = match what.into() {
+            SeedSource::Dir(dir) => {
+                let dir = dir.to_path_buf();
+                let scan = tokio::task::spawn_blocking(move || create::scan_dir(&dir))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                for (p, why) in &scan.skipped {
+                    tracing::warn!("skipping {}: {why}", p.display());
+                }
+                scan.content
+            }
+            SeedSource::Draft(d) => d.content().await?,
+        };
+        self.seed_content(content, None).await
+    }
+
+    /// Hashes `content` off the async threads ([`create::build`];
+    /// `progress(done, total)` in bytes after each piece) and seeds it with
+    /// [`Client::seed_torrent`]. Errors: [`Error::Io`] from reading or an
+    /// empty content, [`Error::Metadata`].
+    pub async fn seed_content(
+        &self,
+        content: Content,
+        progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    ) -> Result<Archive, Error> {
+        let built = tokio::task::spawn_blocking(move || {
+            let mut progress = progress;
+            let mut cb = |d: u64, t: u64| {
+                if let Some(p) = progress.as_mut() {
+                    p(d, t)
+                }
+            };
+            create::build(&content, &mut cb)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        tracing::info!(
+            "{}: {} files, {} bytes in pieces of {} bytes; seeding",
+            built.info_hash,
+            built.num_files,
+            built.total_length,
+            built.piece_length
+        );
+        self.seed_torrent(&built.info_raw, built.storage)
+    }
+}

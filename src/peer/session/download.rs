@@ -1,0 +1,259 @@
+//! Downloading from the peer: its pieces (bitfield, HAVE), our interest,
+//! the requests we keep in flight (asked of the swarm's picker), and the
+//! blocks that come back.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Session, SessionError, send};
+use crate::peer::conn::PeerWriter;
+use crate::peer::wire::{Bitfield, BlockRequest, Message};
+use crate::swarm::{BlockArrival, Req};
+
+/// Most requests remembered per connection after we stopped waiting for
+/// them (choked, cancelled): their blocks may still arrive and are kept.
+const MAX_RELEASED: usize = 4096;
+/// Blocks with a bad index, offset or size tolerated from one peer.
+const MAX_BAD_BLOCKS: u32 = 16;
+/// Blocks we never asked for tolerated from one peer.
+const MAX_STRAY_BLOCKS: u32 = 1024;
+/// HAVEs remembered from a peer before the metadata is known.
+const MAX_EARLY_HAVES: usize = 1 << 20;
+
+impl Session {
+    /// Whether the peer said it has piece `i` (bitfield or HAVE).
+    pub(super) fn peer_has(&self, i: u32) -> bool {
+        self.peer_pieces
+            .as_ref()
+            .and_then(|p| p.get(i as usize).copied())
+            .unwrap_or(false)
+    }
+
+    /// Whether the peer has every piece (true for a torrent of none).
+    pub(super) fn peer_has_every_piece(&self) -> bool {
+        self.peer_pieces
+            .as_ref()
+            .is_some_and(|p| p.iter().all(|&h| h))
+    }
+
+    /// Once the metadata is known: parse their bitfield, send interest.
+    /// Before: ask for the metadata.
+    pub(super) async fn after_metadata(&mut self, w: &mut PeerWriter) -> Result<(), SessionError> {
+        let Some(loaded) = self.swarm.loaded() else {
+            return self.request_metadata(w).await;
+        };
+        self.assembler = None;
+        let n = loaded.info.num_pieces();
+        if self.peer_pieces.is_none() {
+            let mut pieces = vec![false; n as usize];
+            if let Some(bf) = self.peer_bitfield.take() {
+                if bf.len() != n.div_ceil(8) as usize {
+                    return Err(SessionError::BitfieldSize {
+                        len: bf.len(),
+                        pieces: n,
+                    });
+                }
+                for (i, p) in pieces.iter_mut().enumerate() {
+                    *p = bf[i / 8] & (0x80 >> (i % 8)) != 0;
+                }
+                if (n as usize..bf.len() * 8).any(|i| bf[i / 8] & (0x80 >> (i % 8)) != 0) {
+                    return Err(SessionError::SpareBits);
+                }
+            }
+            for &i in &self.peer_have {
+                if i >= n {
+                    return Err(SessionError::HaveBeyond {
+                        index: i,
+                        pieces: n,
+                    });
+                }
+                pieces[i as usize] = true;
+            }
+            self.peer_have.clear();
+            self.peer_pieces = Some(pieces);
+        }
+        self.update_interest(w).await
+    }
+
+    /// Tells the peer whether we want something it has (now).
+    pub(super) async fn update_interest(&mut self, w: &mut PeerWriter) -> Result<(), SessionError> {
+        let Some(pieces) = &self.peer_pieces else {
+            return Ok(());
+        };
+        let want = self.swarm.wants_from(pieces);
+        if want && !self.we_interested {
+            self.we_interested = true;
+            send(w, &Message::Interested).await?;
+        } else if !want && self.we_interested && self.outstanding.is_empty() {
+            self.we_interested = false;
+            send(w, &Message::NotInterested).await?;
+        }
+        Ok(())
+    }
+
+    /// The peer choked us (BEP 3: every outstanding request is discarded).
+    pub(super) fn on_choke(&mut self) {
+        self.peer_choking = true;
+        let dropped: Vec<Req> = self.outstanding.drain(..).collect();
+        self.waiting_since = None;
+        self.release(dropped);
+        self.swarm.requests_discarded(self.id);
+    }
+
+    pub(super) async fn on_have(&mut self, w: &mut PeerWriter, i: u32) -> Result<(), SessionError> {
+        match &mut self.peer_pieces {
+            Some(p) => {
+                let slot = p
+                    .get_mut(i as usize)
+                    .ok_or(SessionError::HaveOutOfRange(i))?;
+                *slot = true;
+            }
+            None => {
+                if self.peer_have.len() < MAX_EARLY_HAVES {
+                    self.peer_have.insert(i);
+                }
+            }
+        }
+        self.update_interest(w).await
+    }
+
+    pub(super) async fn on_bitfield(
+        &mut self,
+        w: &mut PeerWriter,
+        bf: Bytes,
+    ) -> Result<(), SessionError> {
+        if self.got_bitfield {
+            return Err(SessionError::SecondBitfield);
+        }
+        self.got_bitfield = true;
+        match (&mut self.peer_pieces, self.swarm.loaded()) {
+            (Some(pieces), Some(l)) => {
+                let n = l.info.num_pieces();
+                let bits = Bitfield::from_bytes(&bf, n).map_err(SessionError::Bitfield)?;
+                for (i, p) in pieces.iter_mut().enumerate() {
+                    *p |= bits.get(i as u32);
+                }
+                self.update_interest(w).await?;
+            }
+            _ => self.peer_bitfield = Some(bf),
+        }
+        Ok(())
+    }
+
+    /// Cancels what nobody waits for any more, makes room for what reads
+    /// wait on, and keeps the peer's request queue full (see
+    /// [`crate::swarm::Swarm::plan_requests`]).
+    pub(super) async fn fill_requests(&mut self, w: &mut PeerWriter) -> Result<(), SessionError> {
+        if self.peer_choking || self.swarm.loaded().is_none() {
+            return Ok(());
+        }
+        let cap = self.depth.min(self.their_reqq);
+        let Some(plan) = self.swarm.plan_requests(
+            self.id,
+            self.peer_pieces.as_deref(),
+            &mut self.outstanding,
+            cap,
+        ) else {
+            return Ok(());
+        };
+        for r in plan.stale.iter().chain(&plan.preempted) {
+            send(w, &Message::Cancel(to_block(*r))).await?;
+        }
+        self.release(plan.stale);
+        self.release(plan.preempted);
+        if plan.new.is_empty() {
+            return Ok(());
+        }
+        if !self.we_interested {
+            self.we_interested = true;
+            send(w, &Message::Interested).await?;
+        }
+        if self.waiting_since.is_none() {
+            self.waiting_since = Some(Instant::now());
+        }
+        for r in plan.new {
+            send(w, &Message::Request(to_block(r))).await?;
+            self.outstanding.push_back(r);
+        }
+        Ok(())
+    }
+
+    /// Remembers requests we stopped waiting for (bounded).
+    fn release(&mut self, reqs: Vec<Req>) {
+        if self.released.len() + reqs.len() > MAX_RELEASED {
+            self.released.clear();
+        }
+        self.released.extend(reqs);
+    }
+
+    /// A block arrived: kept if we asked this peer for it (or did and
+    /// stopped waiting), dropped unread otherwise.
+    pub(super) fn on_piece(
+        &mut self,
+        index: u32,
+        begin: u32,
+        data: Bytes,
+    ) -> Result<(), SessionError> {
+        let len = data.len() as u32;
+        let req = Req {
+            index,
+            begin,
+            length: len,
+        };
+        match self.outstanding.iter().position(|r| *r == req) {
+            Some(pos) => {
+                self.outstanding.remove(pos);
+            }
+            // Requested, then cancelled or discarded by a choke: kept.
+            None if self.released.remove(&req) => {}
+            None => return self.on_stray_block(index, begin, len),
+        }
+        self.waiting_since = (!self.outstanding.is_empty()).then(Instant::now);
+        self.rate_bytes += len as u64;
+        match self.swarm.block_arrived(self.id, index, begin, &data) {
+            BlockArrival::Stored | BlockArrival::Duplicate => {}
+            BlockArrival::Unrequested => {
+                self.bad_blocks += 1;
+                tracing::debug!(
+                    "{}: {} sent a block with a bad index, offset or size (piece {index}, offset {begin}, {len} bytes)",
+                    self.swarm.info_hash,
+                    self.addr
+                );
+                if self.bad_blocks > MAX_BAD_BLOCKS {
+                    return Err(SessionError::BadBlocks);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A block never asked of this peer (or with a wrong offset or size):
+    /// dropped unread. A flood of them ends the connection.
+    fn on_stray_block(&mut self, index: u32, begin: u32, len: u32) -> Result<(), SessionError> {
+        self.stray_blocks += 1;
+        tracing::debug!(
+            "{}: {} sent a block we never asked it for (piece {index}, offset {begin}, {len} bytes)",
+            self.swarm.info_hash,
+            self.addr
+        );
+        if !self.swarm.is_block_in_range(index, begin, len) {
+            self.bad_blocks += 1;
+            if self.bad_blocks > MAX_BAD_BLOCKS {
+                return Err(SessionError::BadBlocks);
+            }
+        }
+        if self.stray_blocks > MAX_STRAY_BLOCKS {
+            return Err(SessionError::StrayBlocks);
+        }
+        Ok(())
+    }
+}
+
+fn to_block(r: Req) -> BlockRequest {
+    BlockRequest {
+        index: r.index,
+        begin: r.begin,
+        length: r.length,
+    }
+}

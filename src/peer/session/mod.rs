@@ -1,0 +1,316 @@
+//! One peer connection's life: handshakes, metadata exchange, requests,
+//! uploads (BEP 3 message flow, BEP 10 extension handshake, BEP 9, BEP 11).
+//!
+//! A reader task turns the transport into [`Message`]s; the session loop
+//! ([`dispatch`]) owns the writer and reacts to: messages, its waker (the
+//! picker has new wants), newly verified pieces (HAVE), a 1 s tick
+//! (timeouts, keep-alives), and the swarm's shutdown. One file per concern:
+//! [`metadata`] (BEP 10 handshake, BEP 9), [`pex`] (BEP 11), [`download`]
+//! (their pieces, our interest, requests, blocks), [`upload`] (serving).
+//! The session reaches its swarm only through [`Swarm`] methods. Any
+//! protocol violation ends this connection only, with a [`SessionError`].
+
+use std::collections::{HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::peer::conn::{PeerConn, PeerWriter};
+use crate::peer::pex as pex_wire;
+use crate::peer::ut_metadata::MetadataAssembler;
+use crate::peer::wire::{BlockRequest, Handshake, Message, WireError};
+use crate::swarm::{ConnId, PeerSource, Req, Swarm};
+
+mod dispatch;
+mod download;
+mod metadata;
+mod pex;
+mod upload;
+
+/// Why a session ended. Each message is one line for the log.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// The peer sent something that is not the peer protocol.
+    #[error("protocol error: {0}")]
+    Protocol(WireError),
+    /// Writing to the peer failed (it closed, reset).
+    #[error("write: {0}")]
+    Write(WireError),
+    /// The peer was banned (bad data, wrong metadata).
+    #[error("banned")]
+    Banned,
+    #[error("idle for too long")]
+    Idle,
+    /// Requests went unanswered (the peer is snubbing us).
+    #[error("requests unanswered for {secs} s ({outstanding} still outstanding)")]
+    Snubbed { secs: u64, outstanding: usize },
+    /// Both sides have every piece: nothing to exchange.
+    #[error("both sides are seeders")]
+    BothSeeders,
+    #[error("bitfield of {len} bytes for {pieces} pieces")]
+    BitfieldSize { len: usize, pieces: u32 },
+    #[error("bitfield has spare bits set")]
+    SpareBits,
+    #[error("bitfield: {0}")]
+    Bitfield(WireError),
+    #[error("second bitfield")]
+    SecondBitfield,
+    /// A HAVE (sent before the metadata was known) past the last piece.
+    #[error("HAVE for piece {index} of {pieces}")]
+    HaveBeyond { index: u32, pieces: u32 },
+    #[error("HAVE for piece {0} out of range")]
+    HaveOutOfRange(u32),
+    #[error(
+        "request for a block that does not exist (piece {}, offset {}, {} bytes)",
+        .0.index, .0.begin, .0.length
+    )]
+    BadRequest(BlockRequest),
+    #[error("too many blocks with a bad index, offset or size")]
+    BadBlocks,
+    #[error("too many blocks we never requested")]
+    StrayBlocks,
+    #[error("extension handshake: {0}")]
+    ExtHandshake(WireError),
+    #[error("ut_metadata: {0}")]
+    UtMetadata(WireError),
+    /// The metadata the peer offers is over our limit (bytes).
+    #[error("metadata of {size} bytes exceeds the limit of {limit}")]
+    MetadataTooLarge { size: u64, limit: u64 },
+    #[error("ut_metadata total_size {total} differs from the handshake's {handshake:?}")]
+    MetadataSizeMismatch { total: u64, handshake: Option<u64> },
+    /// The size the peer gave for the metadata is refused.
+    #[error("{0}")]
+    Assembly(crate::peer::ut_metadata::MetadataError),
+    /// A piece of the metadata does not fit (index, size).
+    #[error("ut_metadata: {0}")]
+    MetadataPiece(crate::peer::ut_metadata::MetadataError),
+    /// The assembled metadata does not hash to the info-hash.
+    #[error("metadata: {0}")]
+    BadMetadata(crate::peer::ut_metadata::MetadataError),
+    /// The metadata assembled from this peer was refused by the swarm.
+    #[error("{0}")]
+    Metadata(#[from] crate::swarm::MetadataError),
+    #[error("{0}")]
+    Upload(#[from] crate::swarm::UploadReadError),
+    /// A blocking task of the session failed (a panic).
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A peer that sends nothing for this long is dropped (BEP 3 suggests
+/// keep-alives every 2 minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
+/// Outstanding requests with no block arriving for this long: the peer is
+/// snubbing us; its requests go back to the picker and it is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most blocks we queue for upload to one peer.
+const MAX_UPLOAD_QUEUE: usize = 512;
+
+/// Runs a connected, handshaken peer until it closes, misbehaves or the
+/// swarm stops. `addr` is the peer's address (for bans and logs).
+pub(crate) async fn run(
+    swarm: Arc<Swarm>,
+    conn: PeerConn,
+    theirs: Handshake,
+    addr: SocketAddr,
+    source: PeerSource,
+) {
+    if theirs.peer_id == swarm.cfg.peer_id.0 {
+        // Our own listen address came back (PEX, LSD, DHT): never again.
+        tracing::debug!("{}: {addr} is ourselves ({source})", swarm.info_hash);
+        if source != PeerSource::Incoming {
+            swarm.forget_self(addr);
+        }
+        return;
+    }
+    let Some((id, waker)) = swarm.register_conn(addr, source) else {
+        tracing::debug!(
+            "{}: not keeping {addr}: connection limit or banned",
+            swarm.info_hash
+        );
+        swarm.dial_failed(addr);
+        return;
+    };
+    tracing::info!("{}: connected to {addr} (from {source})", swarm.info_hash);
+    let mut s = Session::new(swarm.clone(), id, addr);
+    if source != PeerSource::Incoming {
+        // We dialled it: the address accepts connections (BEP 11 flag 0x10).
+        s.pex_flags = pex_wire::FLAG_OUTGOING;
+        s.pex_addr = Some(addr);
+        swarm.set_pex_entry(id, addr, s.pex_flags);
+    }
+    let mut conn = conn;
+    conn.set_max_message_len(max_message_len(&swarm));
+    let (mut reader, writer) = conn.split();
+    let (tx, rx) = mpsc::channel(256);
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let r = reader.read_message().await;
+            let end = !matches!(r, Ok(Some(_)));
+            if tx.send(r).await.is_err() || end {
+                break;
+            }
+        }
+    });
+    let result = s
+        .run_loop(writer, rx, waker, theirs.supports_extensions())
+        .await;
+    reader_task.abort();
+    match result {
+        Ok(()) => tracing::debug!("{}: {addr} closed", swarm.info_hash),
+        Err(why) => tracing::info!("{}: dropping {addr}: {why}", swarm.info_hash),
+    }
+    swarm.unregister_conn(id, s.we_unchoke);
+}
+
+/// Dials `addr` over TCP, handshakes for the swarm's info-hash, and runs
+/// the session.
+pub(crate) async fn dial(swarm: Arc<Swarm>, addr: SocketAddr, source: PeerSource) {
+    let r = PeerConn::connect(
+        addr,
+        swarm.info_hash,
+        swarm.cfg.peer_id.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    swarm.dial_done();
+    match r {
+        Ok((conn, hs)) => run(swarm, conn, hs, addr, source).await,
+        Err(e) => {
+            tracing::debug!(
+                "{}: cannot connect to {addr} ({source}): {e}",
+                swarm.info_hash
+            );
+            swarm.dial_failed(addr);
+        }
+    }
+}
+
+/// The largest message accepted from a peer of `swarm`, in bytes: room for
+/// the bitfield of the torrent (or, before the metadata is known, of the
+/// largest torrent whose info dictionary we accept: 20 bytes per piece) and
+/// for a 16 KiB block or BEP 9 metadata piece. A longer length prefix ends
+/// the connection before anything is allocated for it.
+fn max_message_len(swarm: &Swarm) -> u32 {
+    let pieces = match swarm.loaded() {
+        Some(l) => l.info.num_pieces(),
+        None => (swarm.cfg.max_metadata_size / 20).min(u32::MAX as u64) as u32,
+    };
+    crate::peer::wire::max_message_len_for(pieces)
+}
+
+/// One connection's state.
+struct Session {
+    swarm: Arc<Swarm>,
+    id: ConnId,
+    addr: SocketAddr,
+    // Their state toward us.
+    peer_choking: bool,
+    peer_interested: bool,
+    /// Their pieces; before the metadata is known, a raw bitfield and HAVEs.
+    peer_bitfield: Option<Bytes>,
+    peer_have: HashSet<u32>,
+    peer_pieces: Option<Vec<bool>>,
+    // Our state toward them.
+    we_interested: bool,
+    we_unchoke: bool,
+    /// Their extension ids (BEP 10 `m`).
+    their_ut_metadata: Option<u8>,
+    their_metadata_size: Option<u64>,
+    assembler: Option<MetadataAssembler>,
+    /// Blocks requested from them, oldest first.
+    outstanding: VecDeque<Req>,
+    /// Blocks requested from them that we stopped waiting for (a choke
+    /// discarded them, or we cancelled): a late block is still welcome.
+    /// Any other block was never asked of this peer and is dropped unread,
+    /// so garbage nobody requested never reaches a piece.
+    released: HashSet<Req>,
+    /// Target number of outstanding requests (grows with the measured rate).
+    depth: usize,
+    /// Their `reqq` (BEP 10): most requests they queue.
+    their_reqq: usize,
+    /// Since when requests sent to them have gone without any block in
+    /// return (None: nothing asked since their last block). Requests we
+    /// cancel still count: a peer that answers none of them for
+    /// [`REQUEST_TIMEOUT`] is snubbing us, whoever else delivered.
+    waiting_since: Option<Instant>,
+    last_recv: Instant,
+    last_sent: Instant,
+    /// Bytes received since `rate_since` (for the request depth).
+    rate_bytes: u64,
+    rate_since: Instant,
+    /// Blocks they asked us for.
+    uploads: VecDeque<BlockRequest>,
+    /// Blocks with a bad index, offset or size (a protocol violation).
+    bad_blocks: u32,
+    /// Blocks we had not asked this peer for (tolerated up to a bound).
+    stray_blocks: u32,
+    got_bitfield: bool,
+    /// Their `ut_pex` extension id (BEP 11), if they speak it.
+    their_ut_pex: Option<u8>,
+    /// The address we tell other peers about (BEP 11): ours when we dialled
+    /// it, else their IP with the listen port of their extension handshake.
+    pex_addr: Option<SocketAddr>,
+    /// The `ut_pex` flags other peers learn for this peer.
+    pex_flags: u8,
+    /// Peers we told them about in `added` and have not dropped since.
+    pex_told: HashSet<SocketAddr>,
+    last_pex_sent: Option<Instant>,
+    last_pex_recv: Option<Instant>,
+    /// Our IP as they see it (BEP 10 `yourip`).
+    our_ip: Option<IpAddr>,
+}
+
+impl Session {
+    fn new(swarm: Arc<Swarm>, id: ConnId, addr: SocketAddr) -> Session {
+        let now = Instant::now();
+        Session {
+            swarm,
+            id,
+            addr,
+            peer_choking: true,
+            peer_interested: false,
+            peer_bitfield: None,
+            peer_have: HashSet::new(),
+            peer_pieces: None,
+            we_interested: false,
+            we_unchoke: false,
+            their_ut_metadata: None,
+            their_metadata_size: None,
+            assembler: None,
+            outstanding: VecDeque::new(),
+            released: HashSet::new(),
+            depth: 64,
+            their_reqq: 250,
+            waiting_since: None,
+            last_recv: now,
+            last_sent: now,
+            rate_bytes: 0,
+            rate_since: now,
+            uploads: VecDeque::new(),
+            bad_blocks: 0,
+            stray_blocks: 0,
+            got_bitfield: false,
+            their_ut_pex: None,
+            pex_addr: None,
+            pex_flags: 0,
+            pex_told: HashSet::new(),
+            last_pex_sent: None,
+            last_pex_recv: None,
+            our_ip: None,
+        }
+    }
+
+    /// Whether the torrent is private (BEP 27: no peer exchange).
+    fn is_private(&self) -> bool {
+        self.swarm.loaded().is_some_and(|l| l.info.private)
+    }
+}
+
+/// Queues `m` for the peer (sent at the loop's next flush).
+async fn send(w: &mut PeerWriter, m: &Message) -> Result<(), SessionError> {
+    w.write_message(m).await.map_err(SessionError::Write)
+}

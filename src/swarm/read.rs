@@ -1,0 +1,337 @@
+//! Reads of the piece space: a read waits until the pieces under it are
+//! verified (missing pieces become urgent for the picker, cached ones are
+//! hashed first), up to the read timeout; readahead windows of open files.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Swarm;
+use super::cache::{PiecePin, pieces_under, pin_locked};
+use super::picker::Picker;
+
+/// A piece whose read timed out this recently fails the next read at once.
+const RECENT_FAILURE: Duration = Duration::from_secs(2);
+
+/// The reads part of the swarm's state.
+#[derive(Default)]
+pub(super) struct Reads {
+    /// Pieces whose read timed out, and when: the kernel retries a failed
+    /// readahead at once, and that retry must not wait a second timeout.
+    read_failures: HashMap<u32, Instant>,
+    /// Pieces whose verified data could not be stored, with the error kind:
+    /// reads waiting on them fail with it (ENOSPC on a full cache disk).
+    store_errors: HashMap<u32, io::ErrorKind>,
+}
+
+impl Reads {
+    /// Piece `index` could not be stored: reads waiting on it fail so.
+    pub(super) fn store_error(&mut self, index: u32, kind: io::ErrorKind) {
+        self.store_errors.insert(index, kind);
+    }
+
+    /// Piece `index` was stored (or is asked for again): no error stands.
+    pub(super) fn stored(&mut self, index: u32) {
+        self.store_errors.remove(&index);
+    }
+
+    /// The first of `pieces` that could not be stored, with the error.
+    fn store_error_of(&self, pieces: &[u32]) -> Option<(u32, io::ErrorKind)> {
+        pieces
+            .iter()
+            .find_map(|i| self.store_errors.get(i).map(|k| (*i, *k)))
+    }
+
+    /// Whether a read of piece `index` timed out moments ago.
+    fn failed_recently(&self, index: u32) -> bool {
+        self.read_failures
+            .get(&index)
+            .is_some_and(|t| t.elapsed() < RECENT_FAILURE)
+    }
+
+    /// A read timed out waiting for `pieces`.
+    fn timed_out(&mut self, pieces: &[u32]) {
+        self.read_failures
+            .retain(|_, t| t.elapsed() < RECENT_FAILURE);
+        for &i in pieces {
+            self.read_failures.insert(i, Instant::now());
+        }
+    }
+}
+
+/// Counts one read of the cache in progress while it lives (also when the
+/// read's future is dropped halfway).
+pub(super) struct CacheRead<'a>(&'a AtomicUsize);
+
+impl<'a> CacheRead<'a> {
+    pub(super) fn new(n: &'a AtomicUsize) -> CacheRead<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        CacheRead(n)
+    }
+}
+
+impl Drop for CacheRead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Swarm {
+    /// Reads `len` bytes at absolute offset `offset` of the piece space,
+    /// waiting for missing pieces (they become urgent) up to the read
+    /// timeout. Cached pieces not verified since the start are hashed first
+    /// (once, however many reads want them); a bad one is dropped and
+    /// fetched like a missing piece. Errors: `TimedOut` with the reason
+    /// logged, storage errors.
+    pub async fn read(self: &Arc<Self>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let Some(loaded) = self.loaded() else {
+            return Err(io::Error::other("no metadata"));
+        };
+        let total = loaded.info.total_length;
+        if offset >= total || len == 0 {
+            return Ok(Vec::new());
+        }
+        let len = (len as u64).min(total - offset) as usize;
+        let pl = loaded.info.piece_length;
+        let (first, last) = pieces_under(pl, offset, offset + len as u64);
+        for attempt in 0..2 {
+            // Pinned on success: not evicted while we read them. The guard
+            // unpins even if this future is dropped mid-read.
+            self.wait_pieces(first, last).await?;
+            let pin = PiecePin {
+                swarm: self.clone(),
+                first,
+                last,
+            };
+            let storage = loaded.storage.clone();
+            let reading = CacheRead::new(&self.cache_reads);
+            let res = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                storage.read_at(offset, &mut buf).map(|_| buf)
+            })
+            .await
+            .map_err(io::Error::other);
+            drop(reading);
+            let res = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    drop(pin);
+                    return Err(e);
+                }
+            };
+            if res.is_err() && attempt == 0 {
+                let mut st = self.lock();
+                let st = &mut *st;
+                if let Some(p) = st.picker.as_mut() {
+                    for i in first..=last {
+                        p.unset_have(i);
+                        st.cache.remove(i, p.piece_size(i) as u64);
+                    }
+                }
+            }
+            drop(pin);
+            match res {
+                Ok(buf) => return Ok(buf),
+                Err(e) if attempt == 0 => {
+                    tracing::warn!(
+                        "{}: stored pieces {first}..={last} unreadable ({e}); fetching them again",
+                        self.info_hash
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Waits until pieces `first..=last` are all verified, and pins them
+    /// (the caller must [`Swarm::unpin`] them) on success. Cached,
+    /// unverified pieces of the range are hashed now (see
+    /// [`Swarm::start_verify`]); missing ones are requested from peers.
+    pub(super) async fn wait_pieces(self: &Arc<Self>, first: u32, last: u32) -> io::Result<()> {
+        let missing: Vec<u32> = {
+            let mut st = self.lock();
+            if pin_locked(&mut st, first, last) {
+                return Ok(());
+            }
+            let recent = (first..=last).find(|i| st.reads.failed_recently(*i));
+            let p = st
+                .picker
+                .as_mut()
+                .ok_or_else(|| io::Error::other("no metadata"))?;
+            if let Some(i) = recent
+                && !p.has(i)
+            {
+                // The kernel retries a failed readahead at once: fail the
+                // retry now instead of waiting a second read timeout.
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("piece {i} timed out moments ago"),
+                ));
+            }
+            let m: Vec<u32> = (first..=last)
+                .filter(|&i| !p.has(i) && !p.is_unverified(i))
+                .collect();
+            let unverified: Vec<u32> = (first..=last).filter(|&i| p.is_unverified(i)).collect();
+            // Every piece of the range is urgent while the read waits, the
+            // ones already held too: urgent pieces are never evicted, so
+            // the read cannot lose them before the rest arrives.
+            for i in first..=last {
+                p.add_urgent(i);
+            }
+            // A new read tries again pieces that could not be stored before.
+            for &i in &m {
+                st.reads.stored(i);
+            }
+            // Cached pieces are hashed before they are served.
+            for i in unverified {
+                self.start_verify(&mut st, i);
+            }
+            m
+        };
+        if !missing.is_empty() {
+            self.wake_peers();
+        }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.cfg.read_timeout;
+        let result = loop {
+            let notified = self.piece_event.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (still, store_error) = {
+                let mut st = self.lock();
+                // Pinned under the same lock that sees them all: an
+                // eviction cannot slip in between.
+                if pin_locked(&mut st, first, last) {
+                    (Vec::new(), None)
+                } else {
+                    let p = st.picker.as_ref().expect("loaded");
+                    let still: Vec<u32> = (first..=last).filter(|&i| !p.has(i)).collect();
+                    let err = st.reads.store_error_of(&still);
+                    (still, err)
+                }
+            };
+            if still.is_empty() {
+                break Ok(());
+            }
+            if let Some((i, kind)) = store_error {
+                break Err(io::Error::new(
+                    kind,
+                    format!("piece {i} was received but cannot be stored in the cache"),
+                ));
+            }
+            if self.is_stopped() {
+                break Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the mount is stopping",
+                ));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let s = self.stats();
+                tracing::error!(
+                    "{}: read failed after {:.1} s: {} not received ({} peers connected, {} known); \
+                     the read returns EIO (see --read-timeout)",
+                    self.info_hash,
+                    started.elapsed().as_secs_f64(),
+                    piece_list(&still),
+                    s.peers_connected,
+                    s.peers_known
+                );
+                self.lock().reads.timed_out(&still);
+                break Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} not received within the read timeout",
+                        piece_list(&still)
+                    ),
+                ));
+            }
+        };
+        let mut st = self.lock();
+        if let Some(p) = st.picker.as_mut() {
+            for i in first..=last {
+                p.remove_urgent(i);
+            }
+        }
+        result
+    }
+
+    /// Sets the readahead window (absolute byte range) of a file handle.
+    pub fn set_readahead(&self, handle: u64, start: u64, end: u64) {
+        let Some(l) = self.loaded() else { return };
+        let pl = l.info.piece_length;
+        let (s, e) = if end > start {
+            ((start / pl) as u32, end.div_ceil(pl) as u32)
+        } else {
+            (0, 0)
+        };
+        let changed = {
+            let mut st = self.lock();
+            // With a bounded cache, readahead gets at most a quarter of it:
+            // pieces fetched ahead must not evict each other (or the
+            // pieces being read) before they are read.
+            let e = match st.cache.budget() {
+                Some(b) => e.min(s.saturating_add(((b / pl) / 4).max(1) as u32)),
+                None => e,
+            };
+            match st.picker.as_mut() {
+                Some(p) => {
+                    p.set_readahead(handle, s, e);
+                    true
+                }
+                None => false,
+            }
+        };
+        if changed {
+            self.wake_peers();
+        }
+    }
+
+    /// Whether every piece in absolute byte range `[start, end)` is cached,
+    /// verified or not yet (see [`Swarm::has_range`]): readable without the
+    /// network unless a piece turns out bad when a read hashes it.
+    pub fn holds_range(&self, start: u64, end: u64) -> bool {
+        self.range_all(start, end, |p, i| p.has(i) || p.is_unverified(i))
+    }
+
+    /// Whether `pred` holds for every piece under absolute byte range
+    /// `[start, end)` (true for an empty range; false without metadata).
+    fn range_all(&self, start: u64, end: u64, pred: impl Fn(&Picker, u32) -> bool) -> bool {
+        let Some(l) = self.loaded() else { return false };
+        if end <= start {
+            return true;
+        }
+        let pl = l.info.piece_length;
+        let st = self.lock();
+        let Some(p) = st.picker.as_ref() else {
+            return false;
+        };
+        let (first, last) = pieces_under(pl, start, end);
+        (first..=last).all(|i| pred(p, i))
+    }
+
+    /// Whether every piece in absolute byte range `[start, end)` is verified
+    /// (cached pieces not hashed yet since the start do not count).
+    pub fn has_range(&self, start: u64, end: u64) -> bool {
+        self.range_all(start, end, |p, i| p.has(i))
+    }
+}
+
+/// "piece 7", or "pieces 3, 4, 9" (at most 8 named, then "... (N in all)"),
+/// for messages about missing pieces.
+pub(super) fn piece_list(pieces: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    let named: Vec<String> = pieces.iter().take(SHOWN).map(u32::to_string).collect();
+    let more = if pieces.len() > SHOWN {
+        format!(", ... ({} in all)", pieces.len())
+    } else {
+        String::new()
+    };
+    match pieces.len() {
+        1 => format!("piece {}", pieces[0]),
+        _ => format!("pieces {}{more}", named.join(", ")),
+    }
+}

@@ -1,0 +1,270 @@
+//! What a peer session asks of its swarm (the only way it reaches the
+//! picker and the cache): what we have, what to request next from a peer
+//! with a given bitfield, a block arrived, may a block be uploaded, read
+//! the blocks to upload. Each call takes the swarm's lock briefly.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::picker::BlockOutcome;
+use super::{BLOCK, ConnId, Req, Swarm};
+
+/// Largest block a peer may ask us for (BEP 3 clients ask 16 KiB; we allow
+/// up to 128 KiB, as libtorrent does).
+const MAX_UPLOAD_BLOCK: u32 = 128 * 1024;
+
+/// What became of a block a peer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockArrival {
+    /// Kept (it may have completed its piece, which is being verified).
+    Stored,
+    /// A block we already had (end-game duplicates): dropped.
+    Duplicate,
+    /// Not a block of a piece being assembled (bad index, offset or size,
+    /// or no metadata yet): dropped.
+    Unrequested,
+}
+
+/// Whether a peer's block request may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadCheck {
+    /// Serve it.
+    Serve,
+    /// A block of a piece we no longer hold (evicted from a bounded cache
+    /// after we announced it: BEP 3 has no way to take a HAVE back).
+    NotHeld,
+    /// No such block in this torrent (or no metadata): a protocol violation.
+    Invalid,
+}
+
+/// Requests to cancel and to send to one peer, from [`Swarm::plan_requests`].
+#[derive(Debug, Default)]
+pub(crate) struct RequestPlan {
+    /// Outstanding requests nobody waits for any more (cancel them).
+    pub stale: Vec<Req>,
+    /// Readahead requests given up to make room for blocks a read waits
+    /// on (cancel them).
+    pub preempted: Vec<Req>,
+    /// New requests to send, in order.
+    pub new: Vec<Req>,
+}
+
+/// A stored block could not be read for upload.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read piece {index} for upload: {source}")]
+pub(crate) struct UploadReadError {
+    pub index: u32,
+    #[source]
+    pub source: io::Error,
+}
+
+impl Swarm {
+    /// Our bitfield (BEP 3 layout), or None when we have no piece yet (or
+    /// no metadata): BEP 3 lets a client with nothing send no bitfield.
+    pub(crate) fn our_bitfield(&self) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let p = st.picker.as_ref()?;
+        (p.have_count() > 0).then(|| p.bitfield())
+    }
+
+    /// Every piece we have (verified and stored), ascending.
+    pub(crate) fn have_pieces(&self) -> Vec<u32> {
+        let st = self.lock();
+        st.picker.as_ref().map_or_else(Vec::new, |p| {
+            (0..p.num_pieces()).filter(|&i| p.has(i)).collect()
+        })
+    }
+
+    /// Whether we hold every piece.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.lock().picker.as_ref().is_some_and(|p| p.is_complete())
+    }
+
+    /// Whether a peer holding `peer_pieces` (by index) has a piece we want.
+    pub(crate) fn wants_from(&self, peer_pieces: &[bool]) -> bool {
+        let has = |i: u32| peer_pieces.get(i as usize).copied().unwrap_or(false);
+        self.lock()
+            .picker
+            .as_ref()
+            .is_some_and(|p| p.interesting(&has))
+    }
+
+    /// Plans connection `conn`'s requests: drops from `outstanding` (and
+    /// returns) those nobody waits for any more; when reads wait on blocks
+    /// the peer has and its queue of `cap` requests is full, gives up the
+    /// newest readahead requests to make room; then picks up to `cap` new
+    /// requests in all from what the peer has (`peer_pieces`: None before
+    /// its pieces are known, when nothing new is picked). The new requests
+    /// are not in `outstanding`: the caller adds them as it sends them.
+    /// None without metadata.
+    pub(crate) fn plan_requests(
+        &self,
+        conn: ConnId,
+        peer_pieces: Option<&[bool]>,
+        outstanding: &mut VecDeque<Req>,
+        cap: usize,
+    ) -> Option<RequestPlan> {
+        let mut st = self.lock();
+        let p = st.picker.as_mut()?;
+        let mut plan = RequestPlan::default();
+        p.drop_unwanted();
+        let (keep, stale): (Vec<Req>, Vec<Req>) = outstanding
+            .drain(..)
+            .partition(|r| p.is_outstanding(r) && !p.has(r.index));
+        *outstanding = keep.into();
+        plan.stale = stale;
+        let Some(pieces) = peer_pieces else {
+            return Some(plan);
+        };
+        let has = |i: u32| pieces.get(i as usize).copied().unwrap_or(false);
+        // A read waits on blocks this peer has, and the queue is full of
+        // readahead: cancel the newest readahead requests to make room, so
+        // a seek costs one piece, not the abandoned window.
+        let need = p.urgent_unrequested(&has);
+        let free = cap.saturating_sub(outstanding.len());
+        let mut k = need.saturating_sub(free);
+        let mut i = outstanding.len();
+        while k > 0 && i > 0 {
+            i -= 1;
+            let r = outstanding[i];
+            if !p.is_urgent(r.index) {
+                p.release_one(conn, &r);
+                outstanding.remove(i);
+                plan.preempted.push(r);
+                k -= 1;
+            }
+        }
+        let want = cap.saturating_sub(outstanding.len());
+        if want > 0 {
+            plan.new = p.pick(conn, &has, want);
+        }
+        Some(plan)
+    }
+
+    /// The peer of `conn` choked us: every request it had goes back to
+    /// the picker (BEP 3: a choke discards them), for other peers.
+    pub(crate) fn requests_discarded(&self, conn: ConnId) {
+        if let Some(p) = self.lock().picker.as_mut() {
+            p.release(conn);
+        }
+        self.wake_peers();
+    }
+
+    /// Whether (`index`, `begin`, `len`) is a block-aligned range inside a
+    /// piece of this torrent (false without metadata).
+    pub(crate) fn is_block_in_range(&self, index: u32, begin: u32, len: u32) -> bool {
+        self.lock().picker.as_ref().is_some_and(|p| {
+            index < p.num_pieces()
+                && begin % BLOCK == 0
+                && begin as u64 + len as u64 <= p.piece_size(index) as u64
+        })
+    }
+
+    /// A block that connection `conn` requested arrived. A block that
+    /// completes its piece starts its verification (see
+    /// [`Swarm::complete_piece`]).
+    pub(crate) fn block_arrived(
+        self: &Arc<Self>,
+        conn: ConnId,
+        index: u32,
+        begin: u32,
+        data: &[u8],
+    ) -> BlockArrival {
+        let outcome = match self.lock().picker.as_mut() {
+            Some(p) => p.on_block(conn, index, begin, data),
+            None => BlockOutcome::Unrequested,
+        };
+        match outcome {
+            BlockOutcome::Stored => BlockArrival::Stored,
+            BlockOutcome::Duplicate => BlockArrival::Duplicate,
+            BlockOutcome::Unrequested => BlockArrival::Unrequested,
+            BlockOutcome::Complete {
+                index,
+                data,
+                sources,
+                ..
+            } => {
+                self.complete_piece(index, data, sources);
+                BlockArrival::Stored
+            }
+        }
+    }
+
+    /// Whether a peer's request for `r` may be served now.
+    pub(crate) fn check_upload(&self, r: &Req) -> UploadCheck {
+        let st = self.lock();
+        let Some(p) = st.picker.as_ref() else {
+            return UploadCheck::Invalid;
+        };
+        let valid = r.index < p.num_pieces()
+            && r.length > 0
+            && r.length <= MAX_UPLOAD_BLOCK
+            && r.begin as u64 + r.length as u64 <= p.piece_size(r.index) as u64;
+        match (valid, valid && p.has(r.index)) {
+            (false, _) => UploadCheck::Invalid,
+            (true, false) => UploadCheck::NotHeld,
+            (true, true) => UploadCheck::Serve,
+        }
+    }
+
+    /// Reads the blocks `reqs` from the cache for upload, in one blocking
+    /// task, each piece pinned while it is read. Blocks of pieces no longer
+    /// held (evicted since they were asked for) are left out: an evicted
+    /// piece is never sent (its punched-out bytes would read as zeros).
+    /// The bytes returned count as uploaded. Errors: the first read error.
+    pub(crate) async fn read_for_upload(
+        self: &Arc<Self>,
+        reqs: Vec<Req>,
+    ) -> Result<Vec<(Req, Vec<u8>)>, UploadReadError> {
+        let Some(l) = self.loaded() else {
+            return Ok(Vec::new());
+        };
+        let batch: Vec<Req> = reqs
+            .into_iter()
+            .filter(|r| self.pin(r.index, r.index))
+            .collect();
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let storage = l.storage.clone();
+        let pl = l.info.piece_length;
+        let reqs = batch.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            reqs.into_iter()
+                .map(|r| {
+                    let mut buf = vec![0u8; r.length as usize];
+                    let offset = r.index as u64 * pl + r.begin as u64;
+                    storage
+                        .read_at(offset, &mut buf)
+                        .map(|_| (r, buf))
+                        .map_err(|source| UploadReadError {
+                            index: r.index,
+                            source,
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
+        for r in &batch {
+            self.unpin(r.index, r.index);
+        }
+        let data = data.map_err(|e| UploadReadError {
+            index: batch[0].index,
+            source: io::Error::other(e),
+        })??;
+        let bytes: usize = data.iter().map(|(_, d)| d.len()).sum();
+        self.counters
+            .uploaded
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    /// `n` bytes of metadata (BEP 9 pieces) arrived.
+    pub(crate) fn note_metadata_bytes(&self, n: usize) {
+        self.counters
+            .metadata_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,372 @@
+//! Verification: every piece is hashed (SHA-1, BEP 3) before it is stored,
+//! served or advertised, off the network tasks: pieces completed from
+//! peers' blocks, and pieces found in the cache at start (by the read that
+//! needs one first, or by a background verifier). A piece that fails is
+//! fetched again, and its senders are blamed only on proof ("smart ban"):
+//! [`MAX_STRIKES`] bad pieces ban an IP address.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sha1::Digest;
+
+use super::{BLOCK, ConnId, State, Swarm};
+
+/// Pieces proven bad from one IP address before it is banned.
+const MAX_STRIKES: u32 = 3;
+/// Failed attempts of one piece remembered for the smart ban.
+const MAX_SUSPECT_ATTEMPTS: usize = 4;
+/// Longest the background verifier waits for reads to leave the cache
+/// alone before it hashes its next piece anyway.
+const VERIFY_YIELD_MAX: Duration = Duration::from_millis(250);
+
+/// One failed attempt at a piece: each block's sender and SHA-1.
+type Attempt = Vec<(IpAddr, [u8; 20])>;
+
+/// The verification part of the swarm's state.
+#[derive(Default)]
+pub(super) struct Verify {
+    /// Pieces proven bad per IP address; [`MAX_STRIKES`] means a ban.
+    strikes: HashMap<IpAddr, u32>,
+    /// Pieces that failed their hash check with blocks from several peers:
+    /// per failed attempt, each block's sender and SHA-1. When the piece
+    /// later verifies, the senders of blocks that differ from the good
+    /// data are struck ("smart ban"): nobody is blamed on a guess.
+    suspects: HashMap<u32, Vec<Attempt>>,
+    /// Cached, unverified pieces being hashed now (each hashed once, by
+    /// whichever read or the background verifier asked first).
+    hashing: HashSet<u32>,
+}
+
+impl Verify {
+    #[cfg(test)]
+    pub(super) fn strikes(&self, ip: IpAddr) -> Option<u32> {
+        self.strikes.get(&ip).copied()
+    }
+}
+
+impl Swarm {
+    /// Starts hashing cached, unverified piece `index` on the blocking pool
+    /// (the caller holds the lock, `st`), unless it is not unverified or is
+    /// being hashed already: each piece is hashed once however many reads
+    /// want it. The piece is pinned (never evicted) while it is hashed.
+    /// Returns the task, or None when nothing was started. The outcome is
+    /// applied by [`Swarm::finish_verify`], which fires `piece_event`.
+    pub(super) fn start_verify(
+        self: &Arc<Self>,
+        st: &mut State,
+        index: u32,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let loaded = self.loaded()?;
+        let p = st.picker.as_ref()?;
+        if !p.is_unverified(index) || st.verify.hashing.contains(&index) {
+            return None;
+        }
+        let size = p.piece_size(index) as usize;
+        st.verify.hashing.insert(index);
+        st.cache.pin_quietly(index);
+        let swarm = self.clone();
+        let storage = loaded.storage.clone();
+        let offset = u64::from(index) * loaded.info.piece_length;
+        let want = loaded.info.piece_hash(index);
+        Some(tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; size];
+            let good = match storage.read_at(offset, &mut buf) {
+                Ok(()) => sha1::Sha1::digest(&buf)[..] == want[..],
+                Err(e) => {
+                    tracing::debug!("{}: cached piece {index}: {e}", swarm.info_hash);
+                    false
+                }
+            };
+            drop(buf);
+            swarm.counters.cached_hashed.fetch_add(1, Ordering::Relaxed);
+            swarm.finish_verify(index, good);
+        }))
+    }
+
+    /// Applies the hash check of cached piece `index` started by
+    /// [`Swarm::start_verify`]: a good piece becomes had (HAVE sent to
+    /// peers); a bad or unreadable one is dropped from the cache (forgotten,
+    /// its space freed, no longer in the `have` file) and becomes missing,
+    /// so a read that waits on it fetches it from peers. Runs blocking I/O.
+    fn finish_verify(&self, index: u32, good: bool) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.verify.hashing.remove(&index);
+        st.cache.unpin(index);
+        let Some(p) = st.picker.as_mut() else { return };
+        if !p.is_unverified(index) {
+            // Forgotten meanwhile (a failed read of its range): nothing to do.
+            drop(guard);
+            self.piece_event.notify_waiters();
+            return;
+        }
+        if good {
+            p.set_have(index);
+            drop(guard);
+            let _ = self.have_tx.send(index);
+            self.piece_event.notify_waiters();
+            return;
+        }
+        // Neither had nor wanted until its space is freed: a new copy is
+        // never written before the bad one is punched out.
+        p.evict(index);
+        st.cache.remove(index, p.piece_size(index) as u64);
+        drop(guard);
+        tracing::warn!(
+            "{}: cached piece {index} is missing or corrupt; it will be fetched again",
+            self.info_hash
+        );
+        if let Some(l) = self.loaded()
+            && let Err(e) = l.storage.discard_piece(index)
+        {
+            tracing::warn!(
+                "{}: cannot free the space of bad cached piece {index}: {e}",
+                self.info_hash
+            );
+        }
+        if let Some(p) = self.lock().picker.as_mut() {
+            p.verify_failed(index); // wanted again
+        }
+        self.piece_event.notify_waiters();
+        self.wake_peers();
+    }
+
+    /// The background verifier: hashes the cached pieces no read has asked
+    /// for yet, one at a time, so that a seeding mount soon advertises what
+    /// it really holds (each piece's HAVE goes out as it verifies). Pieces
+    /// in a readahead window go first. Low priority: before each piece it
+    /// waits while reads use the cache (reading it, or hashing pieces they
+    /// wait on), up to [`VERIFY_YIELD_MAX`] per piece, so it neither
+    /// starves nor slows reads much. Uploads do not hold it back: the
+    /// sooner it ends, the more a seeding mount can offer. Ends when no
+    /// unverified piece is left or the swarm stops.
+    pub(super) async fn verify_cached_loop(self: Arc<Self>) {
+        let started = Instant::now();
+        let mut next = 0u32;
+        let mut hashed = 0u32;
+        loop {
+            let yield_until = tokio::time::Instant::now() + VERIFY_YIELD_MAX;
+            while !self.is_stopped() && tokio::time::Instant::now() < yield_until {
+                let busy = self.cache_reads.load(Ordering::Relaxed) > 0
+                    || !self.lock().verify.hashing.is_empty();
+                if !busy {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if self.is_stopped() {
+                return;
+            }
+            let task = {
+                let mut guard = self.lock();
+                let st = &mut *guard;
+                let Some(p) = st.picker.as_ref() else { return };
+                let hashing = &st.verify.hashing;
+                let pick = p.next_unverified(next, &|i| hashing.contains(&i));
+                match pick {
+                    // A read is hashing every piece left: wait for it.
+                    None if !st.verify.hashing.is_empty() => None,
+                    None => break,
+                    Some(i) => {
+                        if i >= next {
+                            next = i + 1;
+                        }
+                        self.start_verify(st, i)
+                    }
+                }
+            };
+            match task {
+                Some(t) => {
+                    let _ = t.await;
+                    hashed += 1;
+                }
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let s = self.stats();
+        tracing::info!(
+            "{}: cached pieces verified in {:.2} s ({hashed} hashed in the background): {} of {} pieces held",
+            self.info_hash,
+            started.elapsed().as_secs_f64(),
+            s.pieces_have,
+            s.pieces_total
+        );
+    }
+
+    /// Verifies a completed piece off the network task, stores it, and
+    /// announces it. `sources` names the connection each 16 KiB block came
+    /// from (empty for pieces copied locally).
+    ///
+    /// On a hash failure the piece is fetched again. Blame: a piece whose
+    /// blocks all came from one peer is a strike against it; a piece mixed
+    /// from several peers is remembered, and once it verifies, the peers
+    /// whose blocks differed from the good data get the strike (an honest
+    /// peer is never blamed for another's blocks). [`MAX_STRIKES`] strikes
+    /// ban the IP address. A piece that cannot be stored (ENOSPC) fails the
+    /// reads waiting on it with that error.
+    pub(crate) fn complete_piece(
+        self: &Arc<Self>,
+        index: u32,
+        data: Vec<u8>,
+        sources: Vec<ConnId>,
+    ) {
+        let ips: Vec<Option<IpAddr>> = self.lock().peers.ips_of(&sources);
+        let swarm = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(loaded) = swarm.loaded() else { return };
+            let ok = sha1::Sha1::digest(&data)[..] == loaded.info.piece_hash(index)[..];
+            if ok
+                && swarm
+                    .lock()
+                    .picker
+                    .as_ref()
+                    .is_some_and(|p| p.is_unverified(index))
+            {
+                // A copy of a piece the cache holds unverified (never one
+                // from a peer: those are not requested): the cached copy is
+                // being or will be hashed; writing over it meanwhile could
+                // race with dropping it if it is bad.
+                return;
+            }
+            if ok {
+                // Its senders served good data: PEX may pass them on.
+                swarm.lock().peers.mark_useful(&sources);
+            }
+            let block_hashes = || -> Vec<[u8; 20]> {
+                data.chunks(BLOCK as usize)
+                    .map(|b| sha1::Sha1::digest(b).into())
+                    .collect()
+            };
+            if !ok {
+                swarm.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
+                let senders: HashSet<IpAddr> = ips.iter().flatten().copied().collect();
+                {
+                    let mut st = swarm.lock();
+                    if let Some(p) = st.picker.as_mut() {
+                        p.verify_failed(index);
+                    }
+                    if senders.len() > 1 {
+                        let attempt: Attempt = ips
+                            .iter()
+                            .zip(block_hashes())
+                            .filter_map(|(ip, h)| ip.map(|ip| (ip, h)))
+                            .collect();
+                        let tries = st.verify.suspects.entry(index).or_default();
+                        if tries.len() < MAX_SUSPECT_ATTEMPTS {
+                            tries.push(attempt);
+                        }
+                    }
+                }
+                tracing::warn!(
+                    "{}: piece {index} failed its SHA-1 check (blocks from {}); fetching it again",
+                    swarm.info_hash,
+                    if senders.is_empty() {
+                        "no live peer".to_string()
+                    } else {
+                        senders
+                            .iter()
+                            .map(|i| i.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                );
+                if senders.len() == 1 {
+                    let ip = *senders.iter().next().expect("one sender");
+                    swarm.strike(ip, index);
+                }
+                swarm.wake_peers();
+                return;
+            }
+            // Verified: settle earlier failed attempts of this piece.
+            let tries = swarm.lock().verify.suspects.remove(&index);
+            if let Some(tries) = tries {
+                let good = block_hashes();
+                let mut culprits = HashSet::new();
+                for attempt in tries {
+                    for ((ip, h), g) in attempt.iter().zip(&good) {
+                        if h != g {
+                            culprits.insert(*ip);
+                        }
+                    }
+                }
+                for ip in culprits {
+                    swarm.strike(ip, index);
+                }
+            }
+            // Room first, so the cache never holds more than its bound
+            // (pieces a read waits on excepted: they are stored anyway).
+            if !swarm.evict_to_fit(data.len() as u64) {
+                let mut st = swarm.lock();
+                if let Some(p) = st.picker.as_mut()
+                    && !p.is_urgent(index)
+                {
+                    p.verify_failed(index);
+                    drop(st);
+                    tracing::debug!(
+                        "{}: piece {index} dropped: the cache is full of pieces being read",
+                        swarm.info_hash
+                    );
+                    return;
+                }
+            }
+            if let Err(e) = loaded.storage.write_piece(index, &data) {
+                tracing::error!(
+                    "{}: cannot store piece {index} in the cache: {e}; reads of it fail",
+                    swarm.info_hash
+                );
+                {
+                    let mut st = swarm.lock();
+                    st.reads.store_error(index, e.kind());
+                    if let Some(p) = st.picker.as_mut() {
+                        p.verify_failed(index);
+                    }
+                }
+                swarm.piece_event.notify_waiters();
+                return;
+            }
+            swarm
+                .counters
+                .downloaded
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let complete = {
+                let mut st = swarm.lock();
+                st.reads.stored(index);
+                st.cache.insert(index, data.len() as u64);
+                let p = st.picker.as_mut().expect("loaded implies picker");
+                p.set_have(index);
+                p.is_complete()
+            };
+            swarm.evict_over_budget();
+            let _ = swarm.have_tx.send(index);
+            swarm.piece_event.notify_waiters();
+            if complete {
+                tracing::info!("{}: all pieces verified", swarm.info_hash);
+                swarm.save_resume();
+            } else if index % 64 == 0 {
+                swarm.save_resume();
+            }
+            swarm.wake_peers();
+        });
+    }
+
+    /// One more piece proven bad from `ip`; bans it at [`MAX_STRIKES`].
+    fn strike(&self, ip: IpAddr, index: u32) {
+        let n = {
+            let mut st = self.lock();
+            let n = st.verify.strikes.entry(ip).or_default();
+            *n += 1;
+            *n
+        };
+        tracing::info!(
+            "{}: peer {ip} sent bad data for piece {index} ({n} of {MAX_STRIKES} strikes)",
+            self.info_hash
+        );
+        if n >= MAX_STRIKES {
+            self.ban_ip(ip, &format!("sent {n} pieces that failed their hash check"));
+        }
+    }
+}
