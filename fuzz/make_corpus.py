@@ -66,6 +66,8 @@ def magnet_seeds():
         "empty_q": "magnet:?",
         "junk": "magnet:?&&=&xt&xt=&%zz=%ff&dn=%C3%28",
         "dn_utf8": f"magnet:?xt=urn:btih:{ih}&dn=caf%C3%A9+na%C3%AFve",
+        "v2": "magnet:?xt=urn:btmh:1220" + "95e04d0c4bad94ab206efa884666fd89777dbe4f7bd9945af1829037a85c6192",
+        "btmh_sha1": "magnet:?xt=urn:btmh:1114" + "ab" * 20,
     }
     for k, v in seeds.items():
         write("magnet", k, v)
@@ -334,6 +336,74 @@ def mse_seeds():
     write(t, "resp_select_raw", resp(8, select=u32(3)))
     write(t, "resp_pad_d_field", resp(16, pad_d_field=u16(513)))
     write(t, "resp_truncated", resp(32, cut=u16(100)))
+def v2_torrents():
+    """Whole v2-only and hybrid .torrent files (with `piece layers`, without
+    the creation date) of a small tree, made by python3-libtorrent."""
+    try:
+        import libtorrent as lt
+    except ImportError:
+        print("python3-libtorrent missing: no libtorrent-made v2 torrents", file=sys.stderr)
+        return {}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = os.path.join(tmp, "tree")
+        os.makedirs(os.path.join(root, "sub"))
+        files = {"a.txt": b"a" * 100, "empty": b"", "sub/big.bin": bytes(range(256)) * 300,
+                 "sub/c": b"c" * 40000}
+        for rel, data in files.items():
+            with open(os.path.join(root, rel), "wb") as f:
+                f.write(data)
+        for name, flags in (("lt_v2", lt.create_torrent.v2_only), ("lt_hybrid", 0)):
+            fs = lt.file_storage()
+            lt.add_files(fs, root)
+            ct = lt.create_torrent(fs, 16384, flags=flags)
+            lt.set_piece_hashes(ct, tmp)
+            t = ct.generate()
+            out[name] = lt.bencode({b"info": t[b"info"], b"piece layers": t[b"piece layers"]})
+    return out
+
+
+def v2_info_seeds():
+    t = "v2_info"
+    root = bytes(range(1, 33))
+    leaf = lambda n, r=root: {"": {"length": n, "pieces root": r}}
+    single = {"file tree": {"f": leaf(5)}, "meta version": 2, "name": "f", "piece length": 16384}
+    write(t, "single", benc(single))
+    multi = {"file tree": {"a": leaf(100), "e": {"": {"length": 0}}, "d": {"x": leaf(40000)}},
+             "meta version": 2, "name": "m", "piece length": 16384}
+    write(t, "multi", benc(multi))
+    write(t, "hostile_names", benc(dict(multi, **{"file tree": {"..": leaf(1), "//": leaf(2), "\\": leaf(3),
+                                                               "a\x00b": {".": leaf(4)}}})))
+    write(t, "bad_root", benc(dict(single, **{"file tree": {"f": leaf(5, b"\x00" * 32)}})))
+    write(t, "pad_attr", benc(dict(single, **{"file tree": {"f": {"": {"attr": "p", "length": 5,
+                                                                         "pieces root": root}}}})))
+    write(t, "symlink", benc(dict(multi, **{"file tree": {"l": {"": {"attr": "l", "length": 0,
+                                                                      "symlink path": ["d", "x"]}},
+                                                          "d": {"x": leaf(1)}}})))
+    write(t, "huge", benc(dict(multi, **{"file tree": {"a": leaf(2 ** 43), "b": leaf(2 ** 43)}})))
+    write(t, "unsorted", b"d12:meta versioni2e9:file treed1:fd0:d6:lengthi5e11:pieces root32:" + root
+          + b"eee4:name1:f12:piece lengthi16384ee")
+    write(t, "with_layers", benc({"info": multi, "piece layers": {root: b"\x07" * 96, b"x" * 33: b""}}))
+    for k, v in v2_torrents().items():
+        write(t, k, v)
+
+
+def hash_messages_seeds():
+    """First byte: 0 = hash request (21), 1 = hashes (22), 2 = hash reject
+    (23), 3 = another id; then the payload."""
+    t = "hash_messages"
+    root = b"\xab" * 32
+    header = lambda base, index, length, proof: root + struct.pack(">IIII", base, index, length, proof)
+    write(t, "request_leaves", b"\x00" + header(0, 0, 2, 3))
+    write(t, "request_pieces", b"\x00" + header(1, 0, 8, 2))
+    write(t, "request_one", b"\x00" + header(0, 13, 1, 3))
+    write(t, "request_out_of_range", b"\x00" + header(0, 4294967294, 2, 4294967295))
+    write(t, "reject", b"\x02" + header(2, 2, 2, 0))
+    write(t, "hashes_pair", b"\x01" + header(0, 2, 2, 3) + b"\x11" * 32 * 5)
+    write(t, "hashes_one", b"\x01" + header(0, 5, 1, 0) + b"\x22" * 64)
+    write(t, "hashes_bad_count", b"\x01" + header(0, 0, 4, 0) + b"\x33" * 32 * 3)
+    write(t, "hashes_partial", b"\x01" + header(0, 0, 2, 0) + b"\x44" * 40)
+    write(t, "other", b"\x03" + header(0, 0, 2, 0))
 
 
 def main():
@@ -344,6 +414,8 @@ def main():
     extension_seeds()
     krpc_seeds()
     mse_seeds()
+    v2_info_seeds()
+    hash_messages_seeds()
 
 
 if __name__ == "__main__":

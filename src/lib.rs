@@ -65,6 +65,7 @@ pub mod keepalive;
 pub mod keypair;
 pub mod lsd;
 pub mod magnet;
+pub mod merkle;
 pub mod metainfo;
 pub mod peer;
 pub mod staging;
@@ -76,6 +77,6 @@ pub mod utp;
 
 pub use archive::Archive;
 pub use client::{Client, LookupOptions};
-pub use hash::{InfoHash, PeerId};
+pub use hash::{InfoHash, InfoHashV2, PeerId};
 pub use keypair::Keypair;
 pub use storage::StorageKind;

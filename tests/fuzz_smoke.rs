@@ -93,3 +93,13 @@ fn utp_packet_corpus() {
 fn mse_corpus() {
     run("mse");
 }
+
+#[test]
+fn v2_info_corpus() {
+    run("v2_info");
+}
+
+#[test]
+fn hash_messages_corpus() {
+    run("hash_messages");
+}
