@@ -24,10 +24,10 @@ use btfs::peer::extension::ExtHandshake;
 use btfs::peer::mse;
 use btfs::peer::pex::PexMessage;
 use btfs::peer::ut_metadata::MetadataMsg;
-use btfs::utp::{HEADER_LEN, PacketHeader, PacketType};
 use btfs::peer::wire::{
     Bitfield, DEFAULT_MAX_MESSAGE_LEN, Handshake, HashMessage, MAX_HASHES_MESSAGE_LEN, Message,
 };
+use btfs::utp::{HEADER_LEN, PacketHeader, PacketType};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -535,96 +535,6 @@ async fn mse_send_then_drain(s: &mut tokio::io::DuplexStream, msg: &[u8], cut: O
         while let Ok(n) = s.read(&mut sink).await {
             if n == 0 {
                 break;
-/// v2 metadata (BEP 52): `Info::from_bytes` on an info dictionary (v2,
-/// hybrid or not), then the input as a whole .torrent: its info dictionary
-/// and `PieceLayers::from_torrent_file`. Every accepted piece layer must
-/// build its file's tree up to the file's `pieces root`.
-pub fn v2_info(data: &[u8]) {
-    if let Ok(info) = Info::from_bytes(data) {
-        check_info(&info, data);
-    }
-    let Ok(info) = Info::from_torrent_file(data) else {
-        return;
-    };
-    let span = info_span(data).expect("from_torrent_file used info_span");
-    check_info(&info, &data[span]);
-    if let Ok(layers) = PieceLayers::from_torrent_file(data, &info) {
-        assert!(layers.is_empty() || info.version != MetaVersion::V1);
-        for (i, f) in info.files.iter().enumerate() {
-            let Some(root) = f.pieces_root else { continue };
-            let shape = info.file_tree(i).expect("a tree");
-            if !shape.has_piece_layer() || layers.get(&root).is_some() {
-                let l = layers.file_layers(&info, i).expect("layers verified");
-                assert_eq!(l.root(), root);
-            }
-        }
-    }
-}
-
-/// A fixed file's tree for [`hash_messages`]: 14 blocks (the last short) in
-/// 32 KiB pieces.
-fn fixed_tree() -> &'static Layers {
-    static TREE: std::sync::OnceLock<Layers> = std::sync::OnceLock::new();
-    TREE.get_or_init(|| {
-        let data: Vec<u8> = (0..16384u32 * 13 + 5)
-            .map(|i| (i * 7 + i / 251) as u8)
-            .collect();
-        let shape = TreeShape::new(data.len() as u64, 32768).expect("valid");
-        Layers::build(shape, 0, merkle::block_hashes(&data)).expect("valid")
-    })
-}
-
-/// BEP 52 hash messages: the first byte picks the message id (21, 22, 23,
-/// or another), the rest is the payload. A decoded message re-encodes to
-/// the same frame. Against a fixed tree: a request that passes
-/// `check_request` is answered, and its answer verifies; a received
-/// `hashes` message that verifies holds exactly the tree's nodes.
-pub fn hash_messages(data: &[u8]) {
-    let Some((&sel, payload)) = data.split_first() else {
-        return;
-    };
-    let id = 21 + sel % 4;
-    let Some(Ok(m)) = HashMessage::decode(id, payload) else {
-        return;
-    };
-    let frame = m.encode();
-    assert_eq!(&frame[5..], payload, "hash message round trip");
-    assert!(frame.len() - 4 <= MAX_HASHES_MESSAGE_LEN as usize);
-    assert_eq!(
-        Message::check(&frame, MAX_HASHES_MESSAGE_LEN)
-            .ok()
-            .flatten(),
-        Some(frame.len())
-    );
-    let tree = fixed_tree();
-    let shape = tree.shape();
-    let root = tree.root();
-    let mut req = *m.request();
-    req.pieces_root = root;
-    match &m {
-        HashMessage::Request(_) | HashMessage::Reject(_) => {
-            let checked = merkle::check_request(&shape, &req);
-            match tree.answer(&req) {
-                Ok(hashes) => {
-                    assert!(checked.is_ok());
-                    let v =
-                        merkle::verify_hashes(&shape, &root, &req, &hashes, |l, i| tree.node(l, i))
-                            .expect("our answer verifies");
-                    assert!(v.nodes.len() <= req.length as usize);
-                }
-                Err(e) => assert_eq!(checked, Err(e), "only refused ranges fail"),
-            }
-        }
-        HashMessage::Hashes { hashes, .. } => {
-            if let Ok(v) =
-                merkle::verify_hashes(&shape, &root, &req, hashes, |l, i| tree.node(l, i))
-            {
-                for (k, h) in v.nodes.iter().enumerate() {
-                    assert_eq!(tree.node(v.base_layer, v.index + k as u64), Some(*h));
-                }
-                for (l, i, h) in &v.uncles {
-                    assert_eq!(tree.node(*l, *i), Some(*h));
-                }
             }
         }
     }
@@ -834,4 +744,99 @@ async fn mse_scripted_responder(data: &[u8]) {
         }
     };
     tokio::join!(evil, ours);
+}
+
+/// v2 metadata (BEP 52): `Info::from_bytes` on an info dictionary (v2,
+/// hybrid or not), then the input as a whole .torrent: its info dictionary
+/// and `PieceLayers::from_torrent_file`. Every accepted piece layer must
+/// build its file's tree up to the file's `pieces root`.
+pub fn v2_info(data: &[u8]) {
+    if let Ok(info) = Info::from_bytes(data) {
+        check_info(&info, data);
+    }
+    let Ok(info) = Info::from_torrent_file(data) else {
+        return;
+    };
+    let span = info_span(data).expect("from_torrent_file used info_span");
+    check_info(&info, &data[span]);
+    if let Ok(layers) = PieceLayers::from_torrent_file(data, &info) {
+        assert!(layers.is_empty() || info.version != MetaVersion::V1);
+        for (i, f) in info.files.iter().enumerate() {
+            let Some(root) = f.pieces_root else { continue };
+            let shape = info.file_tree(i).expect("a tree");
+            if !shape.has_piece_layer() || layers.get(&root).is_some() {
+                let l = layers.file_layers(&info, i).expect("layers verified");
+                assert_eq!(l.root(), root);
+            }
+        }
+    }
+}
+
+/// A fixed file's tree for [`hash_messages`]: 14 blocks (the last short) in
+/// 32 KiB pieces.
+fn fixed_tree() -> &'static Layers {
+    static TREE: std::sync::OnceLock<Layers> = std::sync::OnceLock::new();
+    TREE.get_or_init(|| {
+        let data: Vec<u8> = (0..16384u32 * 13 + 5)
+            .map(|i| (i * 7 + i / 251) as u8)
+            .collect();
+        let shape = TreeShape::new(data.len() as u64, 32768).expect("valid");
+        Layers::build(shape, 0, merkle::block_hashes(&data)).expect("valid")
+    })
+}
+
+/// BEP 52 hash messages: the first byte picks the message id (21, 22, 23,
+/// or another), the rest is the payload. A decoded message re-encodes to
+/// the same frame. Against a fixed tree: a request that passes
+/// `check_request` is answered, and its answer verifies; a received
+/// `hashes` message that verifies holds exactly the tree's nodes.
+pub fn hash_messages(data: &[u8]) {
+    let Some((&sel, payload)) = data.split_first() else {
+        return;
+    };
+    let id = 21 + sel % 4;
+    let Some(Ok(m)) = HashMessage::decode(id, payload) else {
+        return;
+    };
+    let frame = m.encode();
+    assert_eq!(&frame[5..], payload, "hash message round trip");
+    assert!(frame.len() - 4 <= MAX_HASHES_MESSAGE_LEN as usize);
+    assert_eq!(
+        Message::check(&frame, MAX_HASHES_MESSAGE_LEN)
+            .ok()
+            .flatten(),
+        Some(frame.len())
+    );
+    let tree = fixed_tree();
+    let shape = tree.shape();
+    let root = tree.root();
+    let mut req = *m.request();
+    req.pieces_root = root;
+    match &m {
+        HashMessage::Request(_) | HashMessage::Reject(_) => {
+            let checked = merkle::check_request(&shape, &req);
+            match tree.answer(&req) {
+                Ok(hashes) => {
+                    assert!(checked.is_ok());
+                    let v =
+                        merkle::verify_hashes(&shape, &root, &req, &hashes, |l, i| tree.node(l, i))
+                            .expect("our answer verifies");
+                    assert!(v.nodes.len() <= req.length as usize);
+                }
+                Err(e) => assert_eq!(checked, Err(e), "only refused ranges fail"),
+            }
+        }
+        HashMessage::Hashes { hashes, .. } => {
+            if let Ok(v) =
+                merkle::verify_hashes(&shape, &root, &req, hashes, |l, i| tree.node(l, i))
+            {
+                for (k, h) in v.nodes.iter().enumerate() {
+                    assert_eq!(tree.node(v.base_layer, v.index + k as u64), Some(*h));
+                }
+                for (l, i, h) in &v.uncles {
+                    assert_eq!(tree.node(*l, *i), Some(*h));
+                }
+            }
+        }
+    }
 }
