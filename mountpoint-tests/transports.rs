@@ -141,8 +141,9 @@ fn libtorrent_over_utp_only_fetches_from_us() {
     if !in_netns("libtorrent_over_utp_only_fetches_from_us") {
         return;
     }
-    // libtorrent dials with MSE offering both methods; we select RC4.
-    libtorrent_fetches_from_us(&["--utp-only"], "utp+mse/rc4");
+    // libtorrent dials with MSE offering both methods; like libtorrent, we
+    // select plaintext for the payload.
+    libtorrent_fetches_from_us(&["--utp-only"], "utp+mse/plaintext");
 }
 
 #[test]

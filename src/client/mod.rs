@@ -172,7 +172,7 @@ impl Client {
             cache_size: self.inner.cfg.cache_size,
             max_metadata_size: 16 << 20,
             storage: self.inner.cfg.storage.clone(),
-            prefers_encryption: self.inner.transports.policy != crate::peer::mse::Policy::Off,
+            prefers_encryption: self.inner.transports.policy == crate::peer::mse::Policy::Require,
         };
         let swarm = Swarm::new(info_hash, cfg);
         swarms.insert(info_hash, swarm.clone());

@@ -107,8 +107,8 @@ pub(crate) struct SwarmConfig {
     /// free space of the cache directory's filesystem at load plus what the
     /// torrent already holds.
     pub cache_size: Option<u64>,
-    /// We prefer encrypted connections (MSE `prefer` or `require`): said
-    /// to peers in the extension handshake (BEP 10 `e`).
+    /// We want RC4-encrypted connections (MSE `require`): said to peers in
+    /// the extension handshake (BEP 10 `e`), so they dial us with MSE.
     pub prefers_encryption: bool,
 }
 

@@ -40,7 +40,7 @@
 //!
 //! | policy  | we dial: offer (crypto_provide)        | peer dials with MSE: we select | peer dials in plaintext |
 //! |---------|----------------------------------------|--------------------------------|-------------------------|
-//! | prefer  | MSE first, RC4 \| plaintext (0x03); on [`MseError::retry_plaintext`] redial in plaintext | RC4 if offered, else plaintext | accepted                |
+//! | prefer  | MSE first, RC4 \| plaintext (0x03); on [`MseError::retry_plaintext`] redial in plaintext | plaintext if offered, else RC4 | accepted                |
 //! | require | MSE only, RC4 only (0x02); a peer selecting plaintext is refused | RC4 if offered, else refused ([`MseError::NoCommonCrypto`]) | refused ([`MseError::PlaintextRefused`]) |
 //! | off     | plaintext handshake only ([`initiate`] returns [`MseError::Disabled`]) | refused ([`MseError::Disabled`]), no byte sent | accepted |
 //!
@@ -53,12 +53,14 @@
 //! `allowed_enc_level = pe_plaintext`) still connects on the first try, and
 //! a default libtorrent (which keeps the lowest offered bit unless
 //! `prefer_rc4` is set) picks plaintext: header obfuscation at full speed.
-//! As the responder the choice is ours, and `prefer` takes RC4 when offered,
-//! like Transmission's "prefer encryption" and libtorrent with `prefer_rc4`:
-//! the point of the setting is to obfuscate when we can, and RC4 costs
-//! little (see `tests/mse_libtorrent.rs`, throughput test). `require` is
-//! libtorrent's `pe_forced` with `allowed_enc_level = pe_rc4` and
-//! Transmission's `encryption: 2`.
+//! As the responder the choice is ours, and `prefer` takes plaintext when
+//! offered, as a default libtorrent does: the handshake, which is what
+//! protocol sniffers look for, is obfuscated either way, and RC4 is not
+//! cheap: about 3.5 CPU-seconds per GiB on each side (measured:
+//! `tests/mse_libtorrent.rs`, throughput test), a third of a core per
+//! 100 MB/s. A peer that offers only RC4 (it requires it) gets RC4.
+//! `require` is libtorrent's `pe_forced` with `allowed_enc_level = pe_rc4`
+//! and Transmission's `encryption: 2`.
 //!
 //! # Bounds
 //! Every read and write of the handshake has [`Timeouts::step`], and the
@@ -139,7 +141,8 @@ impl fmt::Display for Crypto {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Policy {
     /// Dial with MSE offering RC4 and plaintext, fall back to a plaintext
-    /// handshake; accept both; select RC4 when offered.
+    /// handshake; accept both; as the responder, select plaintext (the
+    /// handshake obfuscated, the payload not) when offered, else RC4.
     #[default]
     Prefer,
     /// MSE with RC4 only, both directions; plaintext peers are refused.
@@ -165,8 +168,8 @@ impl Policy {
         let rc4 = crypto_provide & Crypto::Rc4.bit() != 0;
         let plain = crypto_provide & Crypto::Plaintext.bit() != 0;
         match self {
-            Policy::Prefer if rc4 => Some(Crypto::Rc4),
             Policy::Prefer if plain => Some(Crypto::Plaintext),
+            Policy::Prefer if rc4 => Some(Crypto::Rc4),
             Policy::Require if rc4 => Some(Crypto::Rc4),
             _ => None,
         }

@@ -224,17 +224,25 @@ async fn every_policy_pair() {
                     };
                     assert_eq!(acc.info_hash, IH, "{what}");
                     assert_eq!(acc.initial_payload, bt_handshake(IH, 0xA1), "{what}");
-                    assert_eq!(a.crypto(), Crypto::Rc4, "{what}");
-                    assert_eq!(acc.stream.crypto(), Crypto::Rc4, "{what}");
+                    // Both willing to go without RC4: the responder picks
+                    // plaintext (the handshake stays obfuscated).
+                    let want = if (init, resp) == (Prefer, Prefer) {
+                        Crypto::Plaintext
+                    } else {
+                        Crypto::Rc4
+                    };
+                    assert_eq!(a.crypto(), want, "{what}");
+                    assert_eq!(acc.stream.crypto(), want, "{what}");
                     let mut b = acc.stream;
                     let before = (a_wrote.lock().unwrap().len(), b_wrote.lock().unwrap().len());
                     let (from_a, from_b) = exchange(&mut a, &mut b, 5000).await;
-                    // on the wire: ciphertext, never the plaintext
+                    // on the wire: ciphertext, never the plaintext (or the
+                    // payload as is, when plaintext was selected)
                     let wire_a = a_wrote.lock().unwrap()[before.0..].to_vec();
                     let wire_b = b_wrote.lock().unwrap()[before.1..].to_vec();
                     assert_eq!(wire_a.len(), 5000);
-                    assert_ne!(wire_a, from_a, "{what}: A's bytes encrypted");
-                    assert_ne!(wire_b, from_b, "{what}: B's bytes encrypted");
+                    assert_eq!(wire_a == from_a, want == Crypto::Plaintext, "{what}: A's bytes");
+                    assert_eq!(wire_b == from_b, want == Crypto::Plaintext, "{what}: B's bytes");
                     // nor the handshake in the initial payload
                     assert!(!contains(&a_wrote.lock().unwrap(), b"BitTorrent protocol"));
                 }
@@ -833,7 +841,7 @@ fn policy_table() {
     assert_eq!(Prefer.crypto_provide(), Some(0x03));
     assert_eq!(Require.crypto_provide(), Some(0x02));
     assert_eq!(Off.crypto_provide(), None);
-    assert_eq!(Prefer.select(0x03), Some(Crypto::Rc4));
+    assert_eq!(Prefer.select(0x03), Some(Crypto::Plaintext));
     assert_eq!(Prefer.select(0x01), Some(Crypto::Plaintext));
     assert_eq!(Prefer.select(0x02), Some(Crypto::Rc4));
     assert_eq!(Prefer.select(0x04), None);
