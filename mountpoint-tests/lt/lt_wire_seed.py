@@ -7,17 +7,19 @@ Creates a few files of random bytes under WORKDIR/content (plus 250 small
 files with long names so the info dictionary is about 40 KB), makes a torrent
 of them with lt.create_torrent (v1 only unless --hybrid), seeds it from a
 session listening on 127.0.0.1 (ephemeral port, no DHT/LSD/UPnP/NAT-PMP),
-then prints one JSON line:
-  {"port", "info_hash" (v1, hex), "piece_length", "num_pieces",
-   "total_size", "info_size", "piece_sha1" [hex per piece]}
+then prints one JSON event line:
+  {"event": "seeding", "port", "info_hash" (v1, hex), "piece_length",
+   "num_pieces", "total_size", "info_size", "piece_sha1" [hex per piece]}
+(or {"event": "error", "message"} and exit 1).
 Piece hashes are computed here with hashlib over the file bytes and checked
 against libtorrent's own. Then it reads stdin line by line:
   "connect PORT"  -> handle.connect_peer(("127.0.0.1", PORT))
   "magnet HEX PORT" -> adds a torrent by info-hash only (metadata unknown)
                      and makes it dial 127.0.0.1:PORT, to fetch the
                      metadata from us over ut_metadata (BEP 9)
-  "has_metadata HEX" -> prints {"has_metadata": bool} for that torrent
-  "status"        -> prints a JSON line with the torrent's peer count
+  "has_metadata HEX" -> prints {"event": "has_metadata", "has_metadata": bool}
+                     for that torrent
+  "status"        -> prints {"event": "status", "num_peers", "total_upload"}
 and exits when stdin closes.
 """
 import hashlib
@@ -29,8 +31,13 @@ import time
 import libtorrent as lt
 
 
+def emit(event, **fields):
+    """Write one JSON event line on stdout and flush it."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
 def fail(msg):
-    print(json.dumps({"error": msg}), flush=True)
+    emit("error", message=msg)
     sys.exit(1)
 
 
@@ -106,15 +113,14 @@ def main():
             fail("not seeding after 30 s: %s" % h.status().state)
         time.sleep(0.05)
 
-    print(json.dumps({
-        "port": ses.listen_port(),
-        "info_hash": info_hash,
-        "piece_length": pl,
-        "num_pieces": ti.num_pieces(),
-        "total_size": ti.total_size(),
-        "info_size": len(info_section),
-        "piece_sha1": piece_sha1,
-    }), flush=True)
+    emit("seeding",
+         port=ses.listen_port(),
+         info_hash=info_hash,
+         piece_length=pl,
+         num_pieces=ti.num_pieces(),
+         total_size=ti.total_size(),
+         info_size=len(info_section),
+         piece_sha1=piece_sha1)
 
     magnets = {}
     for line in sys.stdin:
@@ -129,12 +135,10 @@ def main():
             magnets[words[1]].connect_peer(("127.0.0.1", int(words[2])))
         elif words[:1] == ["has_metadata"] and len(words) == 2:
             m = magnets.get(words[1])
-            print(json.dumps({"has_metadata": bool(m and m.status().has_metadata)}),
-                  flush=True)
+            emit("has_metadata", has_metadata=bool(m and m.status().has_metadata))
         elif words[:1] == ["status"]:
             st = h.status()
-            print(json.dumps({"num_peers": st.num_peers,
-                              "total_upload": st.total_payload_upload}), flush=True)
+            emit("status", num_peers=st.num_peers, total_upload=st.total_payload_upload)
         ses.pop_alerts()
 
 
