@@ -49,7 +49,7 @@ pub use child::Child;
 #[allow(unused_imports)]
 pub use lt::{LocalDht, LtDht, LtNode, lt_node, ltnode_script};
 #[allow(unused_imports)]
-pub use mount::{Mount, MountArgs, btfs_mount_bin, btfs_mount_pids, is_mounted, unmount};
+pub use mount::{Mount, MountArgs, Tmpfs, btfs_mount_bin, btfs_mount_pids, is_mounted, unmount};
 #[allow(unused_imports)]
 pub use serde_json::Value;
 #[allow(unused_imports)]

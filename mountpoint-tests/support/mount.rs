@@ -397,3 +397,29 @@ impl Drop for Mount {
         self.child = None;
     }
 }
+
+/// A tmpfs mounted on a directory (a small disk of its own, e.g. to fill
+/// it up, or to measure a cache's disk usage exactly); lazily unmounted
+/// (`umount -l`) on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Creates `dir` if missing and mounts a tmpfs of `size` bytes there
+    /// (`mount -t tmpfs -o size=SIZE`, SIZE such as `2m` or `64m`).
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(dir).expect("create the tmpfs mountpoint");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount tmpfs on {}: {st}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
