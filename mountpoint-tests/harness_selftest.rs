@@ -326,7 +326,7 @@ fn mount_args_put_the_url_first_and_the_mountpoint_second() {
     assert_eq!(args.build(), want);
     let at = args.at(std::path::Path::new("/m"));
     assert_eq!(at[..3], ["magnet:?xt=urn:btih:00", "/m", "-f"]);
-    assert_eq!(at[3..], want[1..]);
+    assert_eq!(at[2..], want[1..]);
     assert_eq!(
         MountArgs::writable().at(std::path::Path::new("/m")),
         ["--writable", "/m"]
