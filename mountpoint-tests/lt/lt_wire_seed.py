@@ -6,7 +6,8 @@ Usage: lt_wire_seed.py WORKDIR [PIECE_SIZE] [--hybrid]
 Creates a few files of random bytes under WORKDIR/content (plus 250 small
 files with long names so the info dictionary is about 40 KB), makes a torrent
 of them with lt.create_torrent (v1 only unless --hybrid), seeds it from a
-session listening on 127.0.0.1 (ephemeral port, no DHT/LSD/UPnP/NAT-PMP),
+session listening on 127.0.0.1 (ephemeral port, no DHT/LSD/UPnP/NAT-PMP;
+set up by ltsession.py),
 then prints one JSON event line:
   {"event": "seeding", "port", "info_hash" (v1, hex), "piece_length",
    "num_pieces", "total_size", "info_size", "piece_sha1" [hex per piece]}
@@ -23,17 +24,14 @@ against libtorrent's own. Then it reads stdin line by line:
 and exits when stdin closes.
 """
 import hashlib
-import json
 import os
 import sys
 import time
 
 import libtorrent as lt
 
-
-def emit(event, **fields):
-    """Write one JSON event line on stdout and flush it."""
-    print(json.dumps({"event": event, **fields}), flush=True)
+import ltsession
+from btcommon import emit
 
 
 def fail(msg):
@@ -66,13 +64,7 @@ def main():
         with open(path, "wb") as f:
             f.write(os.urandom(1 + i * 7 % 300))
 
-    fs = lt.file_storage()
-    lt.add_files(fs, content)
-    flags = 0 if hybrid else lt.create_torrent.v1_only
-    ct = lt.create_torrent(fs, piece_size, flags=flags)
-    ct.set_creator("btfs wire test")
-    lt.set_piece_hashes(ct, workdir)
-    ti = lt.torrent_info(ct.generate())
+    ti, _ = ltsession.make_torrent(content, piece_size, hybrid=hybrid, creator="btfs wire test")
     fs = ti.files()
 
     # piece hashes computed independently (pad files are zeros)
@@ -96,16 +88,11 @@ def main():
     if hashlib.sha1(info_section).hexdigest() != info_hash:
         fail("info-hash mismatch")
 
-    ses = lt.session({
-        "listen_interfaces": "127.0.0.1:0",
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "allow_multiple_connections_per_ip": True,
-        "alert_mask": lt.alert.category_t.error_notification
-                      | lt.alert.category_t.status_notification,
-    })
+    # No DHT: the router list is a placeholder (never empty).
+    ses = lt.session(ltsession.settings(
+        "127.0.0.1:0", "127.0.0.1:1",
+        alert_mask=lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification))
     h = ses.add_torrent({"ti": ti, "save_path": workdir})
     deadline = time.time() + 30
     while h.status().state != lt.torrent_status.seeding or ses.listen_port() == 0:
