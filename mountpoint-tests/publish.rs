@@ -399,8 +399,11 @@ truncate -s 1000 media/deep/er/small.bin";
     let url2 = stdout_line(child, 2, Duration::from_secs(60));
     assert_eq!(url2, url);
     assert_ne!(info_hash_of(&magnet2), info_hash_of(&magnet1));
+    // The URL is printed on stdout just before "published seq" on stderr.
     assert!(
-        child.stderr().contains("published seq 2"),
+        wait_until(Duration::from_secs(5), || child
+            .stderr()
+            .contains("published seq 2")),
         "{}",
         child.stderr_tail(20)
     );
