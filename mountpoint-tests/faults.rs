@@ -158,19 +158,6 @@ fn statfs_errno(path: &Path) -> Option<i32> {
     }
 }
 
-/// Absolute offset of `data/<rel>` in the torrent's piece space (files are
-/// laid out in the order of the torrent event).
-fn offset_of(torrent: &Value, rel: &str) -> u64 {
-    let mut off = 0;
-    for f in torrent["files"].as_array().unwrap() {
-        if f["path"].as_str().unwrap() == format!("data/{rel}") {
-            return off;
-        }
-        off += f["size"].as_u64().unwrap();
-    }
-    panic!("no data/{rel} in {torrent}")
-}
-
 #[test]
 fn damaged_cache_is_detected_and_never_served() {
     if !in_netns("damaged_cache_is_detected_and_never_served") {
@@ -192,7 +179,7 @@ fn damaged_cache_is_detected_and_never_served() {
     // Damage the cache: one byte of big.bin, mid.bin truncated to half,
     // small.txt deleted.
     let torrent = fx.seeder.as_mut().unwrap().torrent();
-    let big_off = offset_of(&torrent, "big.bin");
+    let big_off = torrent_file_offset(&torrent, "data/big.bin");
     let corrupt_at = 5 * PIECE as u64 + 1234;
     let corrupt_piece = (big_off + corrupt_at) / PIECE as u64;
     let intact_at = 20 * PIECE as u64; // far from every damage

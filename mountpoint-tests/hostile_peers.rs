@@ -126,6 +126,16 @@ impl Swarm {
             .cache_dir(&self.tmp.path().join("cache"))
     }
 
+    /// A foreground mount that knows both peers, the honest one on a free
+    /// port where nothing listens yet (start it there with
+    /// [`Swarm::start_good`]); not waited for. Returns the process and the
+    /// honest peer's port.
+    fn spawn_before_good(&self) -> (Child, u16) {
+        let good_port = free_port();
+        let args = self.args(&format!("127.0.0.1:{good_port}"));
+        (spawn_mount(&self.mnt(), &args), good_port)
+    }
+
     /// A foreground mount of the torrent with both peers.
     fn mount(&self, extra: &[&str]) -> Mount {
         let args = self.args(&self.good_addr()).read_timeout(60).args(extra);
@@ -173,10 +183,8 @@ fn wrong_piece_data_is_refetched_and_the_peer_banned() {
     // start, it could finish every piece before that: a race). Then the
     // honest seeder comes, and the read completes with the right bytes.
     let mut sw = swarm("wrong-data", false);
-    let good_port = free_port();
-    let good = format!("127.0.0.1:{good_port}");
     let mnt = sw.mnt();
-    let mut mount = spawn_mount(&mnt, &sw.args(&good));
+    let (mut mount, good_port) = sw.spawn_before_good();
     wait_mounted(&mut mount, &mnt, Duration::from_secs(30));
     let file = mnt.join("data/big.bin");
     let reader = std::thread::spawn(move || std::fs::read(file));
@@ -328,11 +336,9 @@ fn unmount_child(mut mount: Child, mnt: &Path) {
 /// retried with backoff), so the bad answer is always seen first.
 fn bad_metadata_then_good_peer(behaviour: &str, expect_log: &str) {
     let mut sw = swarm(behaviour, false);
-    let good_port = free_port();
-    let good = format!("127.0.0.1:{good_port}");
     let mnt = sw.mnt();
     let t = Instant::now();
-    let mut mount = spawn_mount(&mnt, &sw.args(&good));
+    let (mut mount, good_port) = sw.spawn_before_good();
     sw.fake
         .wait_for("bad metadata sent", Duration::from_secs(20), |v| {
             v["event"] == "sent" && v["what"] == behaviour
@@ -406,10 +412,8 @@ fn stalling_peer_is_dropped_and_its_requests_go_elsewhere() {
     // Only the staller at first (it serves the metadata, then never a
     // block); the honest seeder comes once requests are stuck with it.
     let mut sw = swarm("stall", false);
-    let good_port = free_port();
-    let good = format!("127.0.0.1:{good_port}");
     let mnt = sw.mnt();
-    let mut mount = spawn_mount(&mnt, &sw.args(&good));
+    let (mut mount, good_port) = sw.spawn_before_good();
     wait_mounted(&mut mount, &mnt, Duration::from_secs(30));
     let file = mnt.join("data/big.bin");
     let t = Instant::now();

@@ -26,19 +26,6 @@ const SIZE: usize = 128 << 20;
 /// `--read-timeout` of the remount (seconds).
 const READ_TIMEOUT: u64 = 4;
 
-/// Absolute offset of `data/<rel>` in the torrent's piece space (files are
-/// laid out in the order of the torrent event).
-fn offset_of(torrent: &Value, rel: &str) -> u64 {
-    let mut off = 0;
-    for f in torrent["files"].as_array().unwrap() {
-        if f["path"].as_str().unwrap() == format!("data/{rel}") {
-            return off;
-        }
-        off += f["size"].as_u64().unwrap();
-    }
-    panic!("no data/{rel} in {torrent}")
-}
-
 /// Reads `len` bytes of `path` at `at` through the mount.
 fn read_at(path: &Path, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
@@ -103,7 +90,7 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
     drop(seeder);
 
     // 2. Corrupt one byte of a piece in the middle, behind the cache's back.
-    let big_off = offset_of(&torrent, "big.bin");
+    let big_off = torrent_file_offset(&torrent, "data/big.bin");
     let corrupt_at = (SIZE / 2 + 1000) as u64;
     let corrupt_piece = (big_off + corrupt_at) / PIECE as u64;
     let piece_start = corrupt_piece * PIECE as u64 - big_off; // in big.bin

@@ -57,10 +57,7 @@ impl Seeder {
         let mut cmd = Command::new(PYTHON);
         cmd.arg(script).arg(dir.path());
         let mut child = Child::spawn("lt_wire_seed", cmd);
-        let ev = child.wait_for("seeding", Duration::from_secs(120), |v| {
-            v["event"] == "seeding" || v["event"] == "error"
-        });
-        assert_ne!(ev["event"], "error", "seeder failed: {ev}");
+        let ev = child.wait_event_ok("seeding", Duration::from_secs(120));
         let text = ev.to_string();
         eprintln!("seeder: {}", &text[..text.len().min(200)]);
         let num = |key: &str| ev[key].as_u64().unwrap_or_else(|| panic!("{key} in {ev}"));

@@ -170,6 +170,24 @@ impl Child {
         }
     }
 
+    /// Like [`Child::wait_event`], for a script that reports failures as
+    /// `error` events: an `error` event that comes first fails the test,
+    /// with the event.
+    pub fn wait_event_ok(&mut self, event: &str, timeout: Duration) -> Value {
+        let got = self.wait_for(&format!("{event:?} event"), timeout, |v| {
+            v["event"] == event || v["event"] == "error"
+        });
+        assert_ne!(
+            got["event"],
+            "error",
+            "{} [{}] failed before {event:?}: {got}\n{}",
+            self.name,
+            self.pid(),
+            self.report()
+        );
+        got
+    }
+
     /// Waits up to `timeout` for an event named `event` without taking it
     /// (a later `wait_event` still returns it). Err with the exit status
     /// when stdout closes first, or on timeout.

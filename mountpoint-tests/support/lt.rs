@@ -1,7 +1,7 @@
 //! python3-libtorrent peers: [`LtNode`] (`lt/ltnode.py`, one peer),
-//! [`LtNode::seed_tree`] (a seeder fixture), [`LocalDht`] (a local DHT of
-//! ltnode nodes) and [`LtDht`] (`lt/lt_dht.py`, DHT nodes driven by
-//! commands).
+//! [`LtNode::seed_tree`] (a seeder fixture), [`torrent_file_offset`],
+//! [`LocalDht`] (a local DHT of ltnode nodes) and [`LtDht`]
+//! (`lt/lt_dht.py`, DHT nodes driven by commands).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -177,6 +177,21 @@ impl std::ops::DerefMut for LtNode {
     }
 }
 
+/// Absolute offset (bytes) of the file `path` (as the `torrent` event names
+/// it, e.g. `data/big.bin`) in the torrent's piece space: the files are
+/// laid out in the order of the event (ltnode leaves pad files out, so this
+/// holds for the v1 torrents it makes). Panics if there is no such file.
+pub fn torrent_file_offset(torrent: &Value, path: &str) -> u64 {
+    let mut off = 0;
+    for f in torrent["files"].as_array().expect("torrent.files") {
+        if f["path"] == path {
+            return off;
+        }
+        off += f["size"].as_u64().expect("files[].size");
+    }
+    panic!("no {path} in {torrent}")
+}
+
 /// A local DHT of `ltnode.py --dht` nodes on 127.0.0.1: the first node is
 /// alone (it bootstraps from `127.0.0.1:1`, where nothing answers), every
 /// other one bootstraps from the first. Each node's DHT port is its listen
@@ -275,12 +290,6 @@ impl LtDht {
     /// when the script reports an `error` event instead.
     pub fn cmd(&mut self, cmd: Value, event: &str, limit: Duration) -> Value {
         self.child.send_line(&cmd.to_string());
-        let got = self
-            .child
-            .wait_for(&format!("{event:?} event"), limit, |v| {
-                v["event"] == event || v["event"] == "error"
-            });
-        assert_ne!(got["event"], "error", "lt_dht.py error after {cmd}: {got}");
-        got
+        self.child.wait_event_ok(event, limit)
     }
 }

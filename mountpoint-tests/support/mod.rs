@@ -47,7 +47,7 @@ mod tree;
 #[allow(unused_imports)]
 pub use child::Child;
 #[allow(unused_imports)]
-pub use lt::{LocalDht, LtDht, LtNode, lt_node, ltnode_script};
+pub use lt::{LocalDht, LtDht, LtNode, lt_node, ltnode_script, torrent_file_offset};
 #[allow(unused_imports)]
 pub use mount::{Mount, MountArgs, Tmpfs, btfs_mount_bin, btfs_mount_pids, is_mounted, unmount};
 #[allow(unused_imports)]
@@ -270,6 +270,16 @@ fn kill_pid(pid: u32, grace: Duration) {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+}
+
+/// The PIDs of every process `/proc` lists now (in this PID namespace).
+pub fn all_pids() -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
 }
 
 /// True while `/proc/<pid>` exists and the process is not a zombie.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{Child, kill_pid, loud, pid_alive, wait_timeout, wait_until};
+use super::{Child, all_pids, kill_pid, loud, pid_alive, wait_timeout, wait_until};
 /// The `btfs-mount` binary cargo built for this test run.
 pub fn btfs_mount_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_btfs-mount"))
@@ -78,17 +78,7 @@ pub fn btfs_mount_pids(mountpoint: &Path) -> Vec<u32> {
     let bin = fs::canonicalize(btfs_mount_bin()).unwrap_or_else(|_| btfs_mount_bin());
     let mp = mountpoint.as_os_str().as_encoded_bytes();
     let mut pids = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         let exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
         // A rebuilt binary shows as "<path> (deleted)".
         let exe_matches = exe.is_some_and(|e| {
