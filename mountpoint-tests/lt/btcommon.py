@@ -158,14 +158,21 @@ def parse_hostport(text):
 # --- stopping --------------------------------------------------------------
 
 class Stop:
-    """Set by a signal or by stdin closing; a main loop polls `reason`."""
+    """Set by a signal or by stdin closing; a main loop polls `reason`, or
+    sleeps in `wait`."""
 
     def __init__(self):
         self.reason = None
+        self.event = threading.Event()
 
     def set(self, reason):
         if self.reason is None:
             self.reason = reason
+        self.event.set()
+
+    def wait(self, seconds):
+        """Sleeps up to `seconds`; True if a stop was asked for."""
+        return self.event.wait(seconds)
 
 
 def watch_stdin(on_close):

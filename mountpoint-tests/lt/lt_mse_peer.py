@@ -24,7 +24,6 @@ and exits when stdin closes. Peer errors and disconnects go to stderr.
 import os
 import select
 import sys
-import time
 
 import libtorrent as lt
 
@@ -72,11 +71,9 @@ def main():
     settings.update(enc_settings(enc))
     ses = lt.session(settings)
     h = ses.add_torrent({"ti": ti, "save_path": content})
-    deadline = time.time() + 30
-    while h.status().state != lt.torrent_status.seeding or ses.listen_port() == 0:
-        if time.time() > deadline:
-            fail("not seeding after 30 s: %s" % h.status().state)
-        time.sleep(0.05)
+    why = ltsession.wait_seeding(ses, h, 30)
+    if why:
+        fail(why)
 
     emit("seeding",
          port=ses.listen_port(),

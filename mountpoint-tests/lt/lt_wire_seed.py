@@ -26,7 +26,6 @@ and exits when stdin closes.
 import hashlib
 import os
 import sys
-import time
 
 import libtorrent as lt
 
@@ -94,11 +93,9 @@ def main():
         alert_mask=lt.alert.category_t.error_notification
         | lt.alert.category_t.status_notification))
     h = ses.add_torrent({"ti": ti, "save_path": workdir})
-    deadline = time.time() + 30
-    while h.status().state != lt.torrent_status.seeding or ses.listen_port() == 0:
-        if time.time() > deadline:
-            fail("not seeding after 30 s: %s" % h.status().state)
-        time.sleep(0.05)
+    why = ltsession.wait_seeding(ses, h, 30)
+    if why:
+        fail(why)
 
     emit("seeding",
          port=ses.listen_port(),

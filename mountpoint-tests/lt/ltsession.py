@@ -9,7 +9,8 @@ it reach the public DHT routers, and relax the rules that assume every peer
 has an IP address of its own. mountpoint-tests/README.md says why each
 setting is there. Also here: `ALERTS` and `USER_AGENT` (what a test peer
 reports and is called), `FAST` (small swarms on one machine),
-`wait_listening`, `start_dht`, and `make_torrent` / `torrent_event`.
+`wait_listening`, `wait_seeding`, `start_dht`, and `make_torrent` /
+`torrent_event`.
 """
 
 import os
@@ -111,6 +112,18 @@ def wait_listening(ses, stop, timeout=10.0):
         emit("error", message="listen sockets not open within %.0f s" % timeout)
         return None
     return ses.listen_port()
+
+
+def wait_seeding(ses, handle, timeout):
+    """Waits until the torrent of `handle` seeds (every piece checked) and
+    the session has a listen port; returns None, or why not once `timeout`
+    seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while handle.status().state != lt.torrent_status.seeding or ses.listen_port() == 0:
+        if time.monotonic() > deadline:
+            return "not seeding after %.0f s: %s" % (timeout, handle.status().state)
+        time.sleep(0.05)
+    return None
 
 
 def start_dht(ses, routers, bootstrap):
