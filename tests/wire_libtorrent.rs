@@ -29,7 +29,7 @@ use btfs::peer::extension::{self, ExtHandshake, UT_METADATA_ID};
 use btfs::peer::ut_metadata::{self, MetadataAssembler, MetadataMsg};
 use btfs::peer::wire::{BLOCK_SIZE, Bitfield, BlockRequest, Handshake, Message, WireError};
 use btfs::{InfoHash, PeerId};
-use support::{Child, PYTHON, in_netns, runtime};
+use support::{Child, PYTHON, in_netns, piece_sha1s, runtime};
 
 /// The python3-libtorrent seeder (`lt/lt_wire_seed.py`) as a
 /// [`support::Child`] (killed by PID on drop), and the torrent it seeds.
@@ -61,16 +61,7 @@ impl Seeder {
         let text = ev.to_string();
         eprintln!("seeder: {}", &text[..text.len().min(200)]);
         let num = |key: &str| ev[key].as_u64().unwrap_or_else(|| panic!("{key} in {ev}"));
-        let piece_sha1 = ev["piece_sha1"]
-            .as_array()
-            .expect("piece_sha1")
-            .iter()
-            .map(|h| {
-                let mut a = [0u8; 20];
-                hex::decode_to_slice(h.as_str().unwrap(), &mut a).unwrap();
-                a
-            })
-            .collect();
+        let piece_sha1 = piece_sha1s(&ev, "piece_sha1");
         Seeder {
             port: num("port") as u16,
             info_hash: InfoHash::from_hex(ev["info_hash"].as_str().unwrap()).unwrap(),

@@ -1,5 +1,6 @@
 //! python3-libtorrent peers: [`LtNode`] (`lt/ltnode.py`, one peer),
 //! [`LtNode::seed_tree`] (a seeder fixture), [`torrent_file_offset`],
+//! [`piece_sha1s`],
 //! [`LocalDht`] (a local DHT of ltnode nodes) and [`LtDht`]
 //! (`lt/lt_dht.py`, DHT nodes driven by commands).
 
@@ -175,6 +176,23 @@ impl std::ops::DerefMut for LtNode {
     fn deref_mut(&mut self) -> &mut Child {
         &mut self.child
     }
+}
+
+/// The piece hashes a seeder script reported under `key` of `event` (a list
+/// of 40-hex SHA-1s, e.g. `piece_sha1` of lt_wire_seed.py's and lt_utp.py's
+/// `seeding` events), as bytes.
+pub fn piece_sha1s(event: &Value, key: &str) -> Vec<[u8; 20]> {
+    event[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no list {key:?} in {event}"))
+        .iter()
+        .map(|h| {
+            let mut a = [0u8; 20];
+            hex::decode_to_slice(h.as_str().expect("a hex string"), &mut a)
+                .unwrap_or_else(|e| panic!("{key}: {h}: {e}"));
+            a
+        })
+        .collect()
 }
 
 /// Absolute offset (bytes) of the file `path` (as the `torrent` event names

@@ -47,7 +47,7 @@ mod tree;
 #[allow(unused_imports)]
 pub use child::Child;
 #[allow(unused_imports)]
-pub use lt::{LocalDht, LtDht, LtNode, lt_node, ltnode_script, torrent_file_offset};
+pub use lt::{LocalDht, LtDht, LtNode, lt_node, ltnode_script, piece_sha1s, torrent_file_offset};
 #[allow(unused_imports)]
 pub use mount::{Mount, MountArgs, Tmpfs, btfs_mount_bin, btfs_mount_pids, is_mounted, unmount};
 #[allow(unused_imports)]
