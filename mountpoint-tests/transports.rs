@@ -41,30 +41,29 @@ fn assert_route(log: &str, peer_port: u16, route: &str) {
     );
 }
 
+/// `MAGNET -f --no-dht -v --peer PEER --cache-dir TMP/cache`: the mount's
+/// defaults otherwise (uTP on, `--encryption prefer`).
+fn mount_args(magnet: &str, peer: &str, tmp: &Path) -> MountArgs {
+    MountArgs::new(magnet)
+        .foreground()
+        .no_dht()
+        .verbose()
+        .peer(peer)
+        .cache_dir(&tmp.join("cache"))
+}
+
 /// libtorrent seeds with `lt_flags`; btfs-mount (defaults, given only the
 /// magnet and the seeder's address) mounts and reads every byte.
 fn mount_reads_from_libtorrent(lt_flags: &[&str], route: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     tree(&site);
-    let mut args = vec!["--seed", s(&site)];
-    args.extend_from_slice(lt_flags);
-    let mut lt = LtNode::start(&args);
-    lt.wait_event("seeding", Duration::from_secs(30));
-    let magnet = lt.magnet();
+    let (lt, magnet) = LtNode::seed_tree(&site, 0, lt_flags);
+    let args = mount_args(&magnet, &lt.addr(), tmp.path());
     let t = Instant::now();
     let mut m = Mount::foreground(
         &tmp.path().join("mnt"),
-        &[
-            &magnet,
-            "-f",
-            "--no-dht",
-            "-v",
-            "--peer",
-            &lt.addr(),
-            "--cache-dir",
-            s(&tmp.path().join("cache")),
-        ],
+        &args.build(),
         Duration::from_secs(60),
     );
     assert_eq!(tree_digests(&m.path().join("site")), tree_digests(&site));
@@ -185,27 +184,17 @@ fn mount_over_lossy_utp_reads_every_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     tree(&site);
-    let mut lt = LtNode::start(&["--seed", s(&site), "--utp-only"]);
-    lt.wait_event("seeding", Duration::from_secs(30));
-    let magnet = lt.magnet();
+    let (lt, magnet) = LtNode::seed_tree(&site, 0, &["--utp-only"]);
     // ~25 ms each way with a little jitter, 1 % of datagrams lost.
     let profile = relay::Profile::wan_lossy();
     let target = format!("127.0.0.1:{}", lt.port()).parse().unwrap();
     let r = relay::Relay::udp("127.0.0.1:0".parse().unwrap(), target, profile);
     let via = r.addr().to_string();
+    let args = mount_args(&magnet, &via, tmp.path());
     let t = Instant::now();
     let mut m = Mount::foreground(
         &tmp.path().join("mnt"),
-        &[
-            &magnet,
-            "-f",
-            "--no-dht",
-            "-v",
-            "--peer",
-            &via,
-            "--cache-dir",
-            s(&tmp.path().join("cache")),
-        ],
+        &args.build(),
         Duration::from_secs(60),
     );
     let mounted = t.elapsed();
