@@ -265,20 +265,13 @@ fn malformed_magnet_and_metadata_timeout_exit_nonzero_with_a_reason() {
     }
 
     // A valid magnet nobody serves: non-zero after --timeout, nothing mounted.
-    let boot = LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]);
+    let dht = LocalDht::start(1);
+    let args = MountArgs::new("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
+        .bootstrap(&dht.boot())
+        .timeout(3)
+        .cache_dir(&tmp.path().join("cache"));
     let t = Instant::now();
-    let out = Command::new(&bin)
-        .arg("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
-        .arg(&mnt)
-        .args([
-            "--bootstrap",
-            &format!("127.0.0.1:{}", boot.dht_port()),
-            "--timeout",
-            "3",
-        ])
-        .args(["--cache-dir", tmp.path().join("cache").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = Command::new(&bin).args(args.at(&mnt)).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("metadata not found within 3 s"), "{err}");
