@@ -18,7 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{LtNode, Mount, PYTHON as PY, btfs_mount_bin, in_netns, seeded_bytes, sha256_bytes};
+use support::{
+    LocalDht, LtNode, Mount, MountArgs, PYTHON as PY, btfs_mount_bin, in_netns, seeded_bytes,
+    sha256_bytes,
+};
 
 fn lt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("mountpoint-tests/lt")
@@ -30,53 +33,26 @@ fn json(out: &[u8]) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// A local DHT of three libtorrent nodes; returns them and their addresses.
-fn local_dht() -> (Vec<LtNode>, Vec<String>) {
-    let n1 = LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]);
-    let boot = n1.addr();
-    let mut nodes = vec![n1];
-    for _ in 0..2 {
-        nodes.push(LtNode::start(&["--dht", "--bootstrap", &boot]));
-    }
-    let addrs = nodes.iter().map(LtNode::addr).collect();
-    // Let the nodes find each other.
+/// A local DHT of three libtorrent nodes, given 2 s to find each other.
+fn local_dht() -> LocalDht {
+    let dht = LocalDht::start(3);
     std::thread::sleep(Duration::from_secs(2));
-    (nodes, addrs)
-}
-
-/// `--bootstrap A --bootstrap B ...` for every node of the local DHT. A
-/// fresh libtorrent DHT takes a while before its nodes know each other;
-/// giving every node as a bootstrap makes lookups reach them all at once.
-fn boot_flags(addrs: &[String]) -> Vec<String> {
-    addrs
-        .iter()
-        .flat_map(|a| ["--bootstrap".to_string(), a.clone()])
-        .collect()
+    dht
 }
 
 /// A libtorrent seeder (DHT on) of the directory `dir`.
 fn seeder(dir: &Path, boot: &str) -> LtNode {
-    let mut s = LtNode::start(&[
-        "--dht",
-        "--bootstrap",
-        boot,
-        "--announce-interval",
-        "2",
-        "--piece-size",
-        "65536",
-        "--seed",
-        dir.to_str().unwrap(),
-    ]);
-    s.wait_event("seeding", Duration::from_secs(30));
-    s
+    let dht = ["--dht", "--bootstrap", boot, "--announce-interval", "2"];
+    LtNode::seed_tree(dir, 65536, &dht).0
 }
 
 /// Runs `btfs-mount ARGS`; returns (success, stdout, stderr) and how long
 /// it took.
-fn run_btfs(args: &[&str]) -> (bool, String, String, Duration) {
+fn run_btfs<S: AsRef<str>>(args: &[S]) -> (bool, String, String, Duration) {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     let t = Instant::now();
     let mut cmd = Command::new(btfs_mount_bin());
-    cmd.args(args);
+    cmd.args(&args);
     // A cache (and saved DHT routing table) of this run only: nodes saved
     // by other runs would be dead and slow every lookup down.
     let cache = tempfile::tempdir().unwrap();
@@ -112,10 +88,10 @@ fn keygen(path: &Path) -> (String, String) {
 }
 
 /// `btfs-mount publish TARGET --key KEY --once ...`: the printed URL.
-fn publish(target: &str, key: &Path, extra: &[&str], addrs: &[String]) -> String {
+fn publish(target: &str, key: &Path, extra: &[&str], dht: &LocalDht) -> String {
     let mut args = vec!["publish", target, "--key", key.to_str().unwrap(), "--once"];
     args.extend_from_slice(extra);
-    let boots = boot_flags(addrs);
+    let boots = dht.bootstrap_flags();
     args.extend(boots.iter().map(String::as_str));
     let (ok, out, err, took) = run_btfs(&args);
     assert!(ok, "publish failed: {err}");
@@ -124,11 +100,11 @@ fn publish(target: &str, key: &Path, extra: &[&str], addrs: &[String]) -> String
 }
 
 /// libtorrent's view of a mutable item (`lt/bep46_lt_get.py`): JSON line.
-fn lt_get(pk: &str, salt: &str, want_seq: i64, addrs: &[String]) -> Value {
+fn lt_get(pk: &str, salt: &str, want_seq: i64, dht: &LocalDht) -> Value {
     let out = Command::new(PY)
         .arg(lt_dir().join("bep46_lt_get.py"))
         .args(["--public-key", pk, "--salt", salt])
-        .args(boot_flags(addrs))
+        .args(dht.bootstrap_flags())
         .args(["--want-seq", &want_seq.to_string(), "--timeout", "30"])
         .output()
         .unwrap();
@@ -139,13 +115,6 @@ fn lt_get(pk: &str, salt: &str, want_seq: i64, addrs: &[String]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     json(&out.stdout)
-}
-
-/// A foreground `btfs-mount -f URL MNT -v ARGS` (its log is its stderr).
-fn mount_fg(url: &str, mnt: &Path, extra: &[&str]) -> Mount {
-    let mut args = vec![url, "-f", "-v"];
-    args.extend_from_slice(extra);
-    Mount::foreground(mnt, &args, Duration::from_secs(60))
 }
 
 /// The log (stderr) of a foreground mount.
@@ -174,7 +143,7 @@ fn published_item_is_read_by_libtorrent_with_a_valid_signature() {
     }
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let (_nodes, addrs) = local_dht();
+    let dht = local_dht();
     let key = tmp.path().join("key");
     let (pk, url) = keygen(&key);
     assert_eq!(url, format!("magnet:?xs=urn:btpk:{pk}"));
@@ -197,10 +166,10 @@ fn published_item_is_read_by_libtorrent_with_a_valid_signature() {
         &format!("magnet:?xt=urn:btih:{ih1}&dn=x"),
         &key,
         &["--salt", "6162"],
-        &addrs,
+        &dht,
     );
     assert_eq!(got, format!("magnet:?xs=urn:btpk:{pk}&s=6162"));
-    let item = lt_get(&pk, "6162", 1, &addrs);
+    let item = lt_get(&pk, "6162", 1, &dht);
     eprintln!("libtorrent: {item}");
     assert_eq!(item["verified"].as_bool(), Some(true), "{item}");
     assert_eq!(item["ih"].as_str(), Some(ih1), "{item}");
@@ -209,15 +178,15 @@ fn published_item_is_read_by_libtorrent_with_a_valid_signature() {
 
     // Publish again (a bare info-hash): seq = highest found + 1.
     let ih2 = "fedcba9876543210fedcba9876543210fedcba98";
-    publish(ih2, &key, &["--salt", "6162"], &addrs);
-    let item = lt_get(&pk, "6162", 2, &addrs);
+    publish(ih2, &key, &["--salt", "6162"], &dht);
+    let item = lt_get(&pk, "6162", 2, &dht);
     assert_eq!(item["verified"].as_bool(), Some(true), "{item}");
     assert_eq!(item["ih"].as_str(), Some(ih2), "{item}");
     assert_eq!(item["seq"].as_i64(), Some(2), "{item}");
 
     // Our own resolver agrees.
     let mut args = vec!["dht", "get", &pk, "--salt", "6162"];
-    let boots = boot_flags(&addrs);
+    let boots = dht.bootstrap_flags();
     args.extend(boots.iter().map(String::as_str));
     let (ok, out, err, _) = run_btfs(&args);
     assert!(ok, "{err}");
@@ -232,7 +201,7 @@ fn published_item_is_read_by_libtorrent_with_a_valid_signature() {
         key.to_str().unwrap(),
         "--once",
         "--bootstrap",
-        &addrs[0],
+        &dht.boot(),
     ]);
     assert!(!ok && err.contains("chmod 600"), "{err}");
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
@@ -245,13 +214,13 @@ fn item_from_an_independent_publisher_is_resolved_and_mounted() {
     }
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let (_nodes, addrs) = local_dht();
+    let dht = local_dht();
     let site = tmp.path().join("v1/site");
     std::fs::create_dir_all(site.join("sub")).unwrap();
     std::fs::write(site.join("hello.txt"), "hello from python\n").unwrap();
     let data = seeded_bytes(300_000, 7);
     std::fs::write(site.join("sub/data.bin"), &data).unwrap();
-    let mut seed = seeder(&site, &addrs[0]);
+    let mut seed = seeder(&site, &dht.boot());
     let ih = seed.info_hash();
 
     // python3-cryptography signs, raw KRPC get + put to libtorrent nodes.
@@ -265,7 +234,7 @@ fn item_from_an_independent_publisher_is_resolved_and_mounted() {
         "--ih",
         &ih,
     ]);
-    for a in &addrs {
+    for a in &dht.addrs() {
         put.args(["--node", a]);
     }
     let out = put.output().unwrap();
@@ -278,10 +247,10 @@ fn item_from_an_independent_publisher_is_resolved_and_mounted() {
     let cache = tmp.path().join("cache");
     let started = Instant::now();
     // The default mode: returns once mounted, serves from the background.
-    let boots = boot_flags(&addrs);
-    let mut args = vec![&*url, "--cache-dir", cache.to_str().unwrap()];
-    args.extend(boots.iter().map(String::as_str));
-    let m = Mount::background(&mnt, &args);
+    let args = MountArgs::new(&url)
+        .cache_dir(&cache)
+        .args(&dht.bootstrap_flags());
+    let m = Mount::background(&mnt, &args.build());
     eprintln!("mounted in {:.2} s", started.elapsed().as_secs_f64());
     assert!(ls(&mnt).contains("site"));
     assert_eq!(
@@ -303,16 +272,20 @@ fn unresolvable_mutable_urls_fail_with_specific_errors() {
     }
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let (_nodes, addrs) = local_dht();
+    let dht = local_dht();
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    let m = mnt.to_str().unwrap();
+    // `URL MNT --timeout 20 --bootstrap ...`
+    let resolve = |url: &str| {
+        MountArgs::new(url)
+            .timeout(20)
+            .args(&dht.bootstrap_flags())
+            .at(&mnt)
+    };
 
     // No item for this key.
     let (_, url) = keygen(&tmp.path().join("k"));
-    let boots = boot_flags(&addrs);
-    let boots: Vec<&str> = boots.iter().map(String::as_str).collect();
-    let (ok, _, err, took) = run_btfs(&[&[&*url, m, "--timeout", "20"], &boots[..]].concat());
+    let (ok, _, err, took) = run_btfs(&resolve(&url));
     assert!(!ok && err.contains("no item found"), "{err}");
     eprintln!("no item: {:.1} s: {}", took.as_secs_f64(), err.trim());
 
@@ -325,7 +298,7 @@ fn unresolvable_mutable_urls_fail_with_specific_errors() {
         "--raw-value",
         &hex::encode("d2:ih3:abce"),
     ]);
-    for a in &addrs {
+    for a in &dht.addrs() {
         put.args(["--node", a]);
     }
     let out = put.output().unwrap();
@@ -333,7 +306,7 @@ fn unresolvable_mutable_urls_fail_with_specific_errors() {
     assert!(out.status.success(), "bep46_put: {line}");
     let pk = line["public_key"].as_str().unwrap().to_string();
     let url2 = format!("magnet:?xs=urn:btpk:{pk}");
-    let (ok, _, err, _) = run_btfs(&[&[&*url2, m, "--timeout", "20"], &boots[..]].concat());
+    let (ok, _, err, _) = run_btfs(&resolve(&url2));
     assert!(
         !ok && err.contains("not a BEP 46 value") && err.contains("3 bytes"),
         "{err}"
@@ -374,14 +347,10 @@ fn unresolvable_mutable_urls_fail_with_specific_errors() {
         .as_str()
         .unwrap()
         .to_string();
-    let (ok, _, err, _) = run_btfs(&[
-        &format!("magnet:?xs=urn:btpk:{pk3}"),
-        m,
-        "--bootstrap",
-        &format!("127.0.0.1:{port}"),
-        "--timeout",
-        "20",
-    ]);
+    let args = MountArgs::new(&format!("magnet:?xs=urn:btpk:{pk3}"))
+        .bootstrap(&format!("127.0.0.1:{port}"))
+        .timeout(20);
+    let (ok, _, err, _) = run_btfs(&args.at(&mnt));
     let _ = fake.kill();
     let _ = fake.wait();
     assert!(!ok && err.contains("none with a valid signature"), "{err}");
@@ -395,7 +364,7 @@ fn mount_follows_the_publisher_and_open_files_keep_their_version() {
     }
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let (_nodes, addrs) = local_dht();
+    let dht = local_dht();
     let big1 = seeded_bytes(6 << 20, 1);
     let big2 = seeded_bytes(6 << 20, 2);
     // The same 1 MiB in both torrents: at least 15 of its 64 KiB pieces are
@@ -411,20 +380,24 @@ fn mount_follows_the_publisher_and_open_files_keep_their_version() {
         std::fs::write(site.join("a-shared.bin"), &shared).unwrap();
         std::fs::write(site.join("big.bin"), big).unwrap();
         std::fs::write(site.join(format!("only-in-{v}.txt")), v).unwrap();
-        let mut s = seeder(&site, &addrs[0]);
+        let mut s = seeder(&site, &dht.boot());
         magnets.push(s.magnet());
         seeders.push(s);
     }
     let key = tmp.path().join("key");
     let (_, _) = keygen(&key);
-    let url = publish(&magnets[0], &key, &[], &addrs);
+    let url = publish(&magnets[0], &key, &[], &dht);
 
     let mnt = tmp.path().join("mnt");
     let cache = tmp.path().join("cache");
-    let boots = boot_flags(&addrs);
-    let mut args = vec!["--cache-dir", cache.to_str().unwrap(), "--refresh", "2"];
-    args.extend(boots.iter().map(String::as_str));
-    let mut m = mount_fg(&url, &mnt, &args);
+    // In the foreground: its log is its stderr.
+    let args = MountArgs::new(&url)
+        .foreground()
+        .verbose()
+        .cache_dir(&cache)
+        .args(&["--refresh", "2"])
+        .args(&dht.bootstrap_flags());
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(60));
     assert_eq!(
         cat(&mnt.join("site/version.txt")).unwrap(),
         b"v1\n",
@@ -446,7 +419,7 @@ fn mount_follows_the_publisher_and_open_files_keep_their_version() {
     // The key holder publishes v2; the mount shows it within a refresh
     // interval (plus the DHT lookup and the metadata fetch).
     let published = Instant::now();
-    publish(&magnets[1], &key, &[], &addrs);
+    publish(&magnets[1], &key, &[], &dht);
     let put_took = published.elapsed();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

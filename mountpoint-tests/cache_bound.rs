@@ -9,8 +9,7 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,13 +36,6 @@ fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
-struct Umount(PathBuf);
-impl Drop for Umount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn cache_size_bounds_disk_usage_and_reads_stay_correct() {
     if !in_netns("cache_size_bounds_disk_usage_and_reads_stay_correct") {
@@ -58,35 +50,18 @@ fn cache_size_bounds_disk_usage_and_reads_stay_correct() {
             ("small.txt", TreeFile::Text("tiny\n")),
         ],
     );
-    let mut seeder = LtNode::start(&["--seed", s(&tree), "--piece-size", &PIECE.to_string()]);
-    seeder.wait_event("seeding", Duration::from_secs(30));
-    let magnet = seeder.magnet();
+    let (seeder, magnet) = LtNode::seed_tree(&tree, PIECE as usize, &[]);
     let cache = tmp.path().join("cache");
-    fs::create_dir_all(&cache).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-        .arg(&cache)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let _tmpfs = Umount(cache.clone());
+    let _tmpfs = Tmpfs::mount(&cache, "64m");
     let mnt = tmp.path().join("mnt");
-    let mut m = Mount::foreground(
-        &mnt,
-        &[
-            &magnet,
-            "-f",
-            "-v",
-            "--no-dht",
-            "--peer",
-            &seeder.addr(),
-            "--cache-dir",
-            s(&cache),
-            "--cache-size",
-            "4M",
-        ],
-        Duration::from_secs(30),
-    );
+    let args = MountArgs::new(&magnet)
+        .foreground()
+        .verbose()
+        .no_dht()
+        .peer(&seeder.addr())
+        .cache_dir(&cache)
+        .args(&["--cache-size", "4M"]);
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     // Sample the cache's disk usage while the file is read through.
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));
@@ -136,17 +111,5 @@ fn cache_size_bounds_disk_usage_and_reads_stay_correct() {
         "the cache grew past its bound: {peak} bytes"
     );
     assert!(end >= BOUND / 2, "the cache is used: {end} bytes");
-
-    let st = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert!(
-        m.child()
-            .unwrap()
-            .wait_exit(Duration::from_secs(10))
-            .is_some()
-    );
+    m.unmount_and_wait(Duration::from_secs(10));
 }

@@ -8,6 +8,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,9 +35,7 @@ fn seeded() -> Seeded {
             ("notes.txt", TreeFile::Text("hello from libtorrent\n")),
         ],
     );
-    let mut seeder = LtNode::start(&["--seed", s(&tree)]);
-    seeder.wait_event("seeding", Duration::from_secs(30));
-    let magnet = seeder.magnet();
+    let (seeder, magnet) = LtNode::seed_tree(&tree, 0, &[]);
     let peer = seeder.addr();
     Seeded {
         tmp,
@@ -49,11 +49,20 @@ impl Seeded {
     fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }
+
+    /// `URL --no-dht --peer SEEDER --cache-dir CACHE`, `URL` the magnet
+    /// link or the bare info-hash `url`.
+    fn args(&self, url: &str, cache: &Path) -> MountArgs {
+        MountArgs::new(url)
+            .no_dht()
+            .peer(&self.peer)
+            .cache_dir(cache)
+    }
 }
 
 /// `btfs-mount ARGS` to completion, with a private run directory for
 /// `list` (`XDG_RUNTIME_DIR`), within 60 s.
-fn btfs(run_dir: &Path, args: &[&str]) -> Output {
+fn btfs<S: AsRef<OsStr> + Debug>(run_dir: &Path, args: &[S]) -> Output {
     let out = Command::new("timeout")
         .arg("60")
         .arg(btfs_mount_bin())
@@ -108,28 +117,11 @@ fn list_shows_mounts_and_stop_ends_them_a_writable_one_after_it_published() {
     fs::create_dir_all(&mnt).unwrap();
     fs::create_dir_all(&draft).unwrap();
     let _cleanup = Cleanup(vec![mnt.clone(), draft.clone()]);
-    let o = btfs(
-        &run,
-        &[
-            &sw.magnet,
-            s(&mnt),
-            "--no-dht",
-            "--peer",
-            &sw.peer,
-            "--cache-dir",
-            s(&cache),
-        ],
-    );
+    let o = btfs(&run, &sw.args(&sw.magnet, &cache).at(&mnt));
     assert!(o.status.success());
     let o = btfs(
         &run,
-        &[
-            "--writable",
-            s(&draft),
-            "--no-dht",
-            "--cache-dir",
-            s(&cache),
-        ],
+        &MountArgs::writable().no_dht().cache_dir(&cache).at(&draft),
     );
     assert!(o.status.success());
     fs::write(draft.join("new.txt"), b"written in a draft\n").unwrap();
@@ -207,18 +199,7 @@ fn the_background_log_tells_what_happened_without_flags() {
     let mnt = sw.path("mnt");
     fs::create_dir_all(&mnt).unwrap();
     let _cleanup = Cleanup(vec![mnt.clone()]);
-    let o = btfs(
-        &sw.path("run"),
-        &[
-            &sw.magnet,
-            s(&mnt),
-            "--no-dht",
-            "--peer",
-            &sw.peer,
-            "--cache-dir",
-            s(&cache),
-        ],
-    );
+    let o = btfs(&sw.path("run"), &sw.args(&sw.magnet, &cache).at(&mnt));
     assert!(o.status.success());
     let ih = &sw.magnet.split("btih:").nth(1).unwrap()[..40];
     let log = cache.join(ih).join("btfs-mount.log");
@@ -285,19 +266,11 @@ fn bad_bootstrap_and_peer_flags_fail_at_once_and_a_silent_dht_is_named() {
         assert!(t.elapsed() < Duration::from_secs(10));
     }
     // A bootstrap node that never answers: the timeout says so.
-    let o = btfs(
-        run.path(),
-        &[
-            magnet,
-            s(&mnt),
-            "--bootstrap",
-            "127.0.0.1:9",
-            "--timeout",
-            "3",
-            "--cache-dir",
-            s(&run.path().join("cache")),
-        ],
-    );
+    let args = MountArgs::new(magnet)
+        .bootstrap("127.0.0.1:9")
+        .timeout(3)
+        .cache_dir(&run.path().join("cache"));
+    let o = btfs(run.path(), &args.at(&mnt));
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("no DHT node ever answered"), "{e}");
@@ -319,14 +292,7 @@ fn a_bare_info_hash_mounts_and_a_remount_right_after_unmount_works() {
     let sw = seeded();
     let cache = sw.path("cache");
     let ih = sw.magnet.split("btih:").nth(1).unwrap()[..40].to_string();
-    let args = [
-        ih.as_str(),
-        "--no-dht",
-        "--peer",
-        &sw.peer,
-        "--cache-dir",
-        s(&cache),
-    ];
+    let args = sw.args(&ih, &cache).build();
     let mnt = sw.path("mnt");
     let want = sha256_file(&sw.path("data/big.bin"));
     for round in 0..3 {

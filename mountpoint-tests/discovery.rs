@@ -144,19 +144,14 @@ fn tree(dir: &Path) {
 
 /// btfs-mount in the foreground with info logs, DHT off, cache under `tmp`.
 fn mount(tmp: &Path, magnet: &str, extra: &[&str]) -> Mount {
-    let cache = tmp.join("cache");
-    let mut args = vec![
-        magnet,
-        "-f",
-        "-v",
-        "--no-dht",
-        "--cache-dir",
-        s(&cache),
-        "--timeout",
-        "90",
-    ];
-    args.extend_from_slice(extra);
-    Mount::foreground(&tmp.join("mnt"), &args, Duration::from_secs(120))
+    let args = MountArgs::new(magnet)
+        .foreground()
+        .verbose()
+        .no_dht()
+        .cache_dir(&tmp.join("cache"))
+        .timeout(90)
+        .args(extra);
+    Mount::foreground(&tmp.join("mnt"), &args.build(), Duration::from_secs(120))
 }
 
 fn stderr_of(m: &mut Mount) -> String {
@@ -242,9 +237,7 @@ fn lsd_libtorrent_downloads_from_our_mount() {
     let site = tmp.path().join("site");
     tree(&site);
     // The original seeder: loopback only, unreachable from the other side.
-    let mut origin = LtNode::start(&["--seed", s(&site)]);
-    origin.wait_event("seeding", Duration::from_secs(30));
-    let magnet = origin.magnet();
+    let (origin, magnet) = LtNode::seed_tree(&site, 0, &[]);
     let mut m = mount(
         tmp.path(),
         &magnet,
@@ -298,15 +291,11 @@ fn pex_finds_the_seeder_through_a_peer_without_pieces() {
     tree(&site);
     let (b, mut a, magnet) = retry_if_a_helper_crashed("seeder B and peer A", || {
         let torrent = tmp.path().join("t.torrent");
-        let mut b = LtNode::start(&[
-            "--keep-redundant",
-            "--seed",
-            s(&site),
-            "--write-torrent",
-            s(&torrent),
-        ]);
-        b.wait_event("seeding", Duration::from_secs(30));
-        let magnet = b.magnet();
+        let (b, magnet) = LtNode::seed_tree(
+            &site,
+            0,
+            &["--keep-redundant", "--write-torrent", s(&torrent)],
+        );
         let empty = tmp.path().join("a-empty");
         std::fs::create_dir_all(&empty).unwrap();
         // --verbose: A's peer log shows the ut_pex messages it receives.

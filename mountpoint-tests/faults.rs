@@ -40,9 +40,7 @@ fn fixture() -> Fixture {
             ("small.txt", TreeFile::Text("cached and small\n")),
         ],
     );
-    let mut seeder = LtNode::start(&["--seed", s(&tree), "--piece-size", &PIECE.to_string()]);
-    seeder.wait_event("seeding", Duration::from_secs(30));
-    let magnet = seeder.magnet();
+    let (mut seeder, magnet) = LtNode::seed_tree(&tree, PIECE, &[]);
     let info_hash = seeder.info_hash();
     let peer = seeder.addr();
     Fixture {
@@ -61,6 +59,13 @@ impl Fixture {
     }
     fn mnt(&self) -> PathBuf {
         self.tmp.path().join("mnt")
+    }
+    /// `MAGNET --no-dht --peer SEEDER --cache-dir CACHE`.
+    fn args(&self) -> MountArgs {
+        MountArgs::new(&self.magnet)
+            .no_dht()
+            .peer(&self.peer)
+            .cache_dir(&self.cache())
     }
     /// `<cache>/<info-hash>/files/data/<rel>`.
     fn cache_file(&self, rel: &str) -> PathBuf {
@@ -86,15 +91,7 @@ fn sigkill_while_reading_then_remount_serves_verified_bytes() {
     }
     let fx = fixture();
     let mnt = fx.mnt();
-    let cache = fx.cache();
-    let args = [
-        fx.magnet.as_str(),
-        "--no-dht",
-        "--peer",
-        &fx.peer,
-        "--cache-dir",
-        s(&cache),
-    ];
+    let args = fx.args().build();
     let m = Mount::background(&mnt, &args);
     let pid = m.pids()[0];
     // Read part of the big file, then SIGKILL the daemon in the middle of
@@ -161,19 +158,6 @@ fn statfs_errno(path: &Path) -> Option<i32> {
     }
 }
 
-/// Absolute offset of `data/<rel>` in the torrent's piece space (files are
-/// laid out in the order of the torrent event).
-fn offset_of(torrent: &Value, rel: &str) -> u64 {
-    let mut off = 0;
-    for f in torrent["files"].as_array().unwrap() {
-        if f["path"].as_str().unwrap() == format!("data/{rel}") {
-            return off;
-        }
-        off += f["size"].as_u64().unwrap();
-    }
-    panic!("no data/{rel} in {torrent}")
-}
-
 #[test]
 fn damaged_cache_is_detected_and_never_served() {
     if !in_netns("damaged_cache_is_detected_and_never_served") {
@@ -183,17 +167,7 @@ fn damaged_cache_is_detected_and_never_served() {
     let mnt = fx.mnt();
     let cache = fx.cache();
     // First mount: read everything; a clean unmount saves the resume data.
-    let m = Mount::background(
-        &mnt,
-        &[
-            fx.magnet.as_str(),
-            "--no-dht",
-            "--peer",
-            &fx.peer,
-            "--cache-dir",
-            s(&cache),
-        ],
-    );
+    let m = Mount::background(&mnt, &fx.args().build());
     for rel in ["big.bin", "mid.bin", "small.txt"] {
         assert_eq!(
             sha256_file(&mnt.join("data").join(rel)),
@@ -205,7 +179,7 @@ fn damaged_cache_is_detected_and_never_served() {
     // Damage the cache: one byte of big.bin, mid.bin truncated to half,
     // small.txt deleted.
     let torrent = fx.seeder.as_mut().unwrap().torrent();
-    let big_off = offset_of(&torrent, "big.bin");
+    let big_off = torrent_file_offset(&torrent, "data/big.bin");
     let corrupt_at = 5 * PIECE as u64 + 1234;
     let corrupt_piece = (big_off + corrupt_at) / PIECE as u64;
     let intact_at = 20 * PIECE as u64; // far from every damage
@@ -230,20 +204,13 @@ fn damaged_cache_is_detected_and_never_served() {
     // Second mount, no peer: undamaged pieces are served, damaged ones are
     // never served (EIO after the read timeout), and the log says why.
     let seeder = fx.seeder.take().unwrap();
-    let mut m = Mount::foreground(
-        &mnt,
-        &[
-            fx.magnet.as_str(),
-            "-f",
-            "-v",
-            "--no-dht",
-            "--cache-dir",
-            s(&cache),
-            "--read-timeout",
-            "2",
-        ],
-        Duration::from_secs(30),
-    );
+    let args = MountArgs::new(&fx.magnet)
+        .foreground()
+        .verbose()
+        .no_dht()
+        .cache_dir(&cache)
+        .read_timeout(2);
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     // Cached pieces are hashed after the mount is up (on first read, or
     // by the background verifier): the log names the bad ones soon.
     let child = m.child().unwrap();
@@ -275,35 +242,16 @@ fn damaged_cache_is_detected_and_never_served() {
     let err = read(&mnt.join("data/small.txt")).expect_err("deleted: not served");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     drop(f);
-    let st = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert!(
-        m.child()
-            .unwrap()
-            .wait_exit(Duration::from_secs(10))
-            .is_some()
-    );
-    drop(m);
+    m.unmount_and_wait(Duration::from_secs(10));
 
     // Third mount, with the seeder back: the damaged pieces are fetched again.
     drop(seeder);
-    let mut seeder = LtNode::start(&["--seed", s(&fx.tree), "--piece-size", &PIECE.to_string()]);
-    seeder.wait_event("seeding", Duration::from_secs(30));
-    let m = Mount::background(
-        &mnt,
-        &[
-            fx.magnet.as_str(),
-            "--no-dht",
-            "--peer",
-            &seeder.addr(),
-            "--cache-dir",
-            s(&cache),
-        ],
-    );
+    let (seeder, _) = LtNode::seed_tree(&fx.tree, PIECE, &[]);
+    let args = MountArgs::new(&fx.magnet)
+        .no_dht()
+        .peer(&seeder.addr())
+        .cache_dir(&cache);
+    let m = Mount::background(&mnt, &args.build());
     for rel in ["big.bin", "mid.bin", "small.txt"] {
         assert_eq!(
             sha256_file(&mnt.join("data").join(rel)),
@@ -321,36 +269,9 @@ fn full_cache_disk_fails_reads_and_the_mount_survives() {
     }
     let fx = fixture();
     let mnt = fx.mnt();
-    let cache = fx.cache();
-    fs::create_dir_all(&cache).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&cache)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Umount(PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _tmpfs = Umount(cache.clone());
-    let mut m = Mount::foreground(
-        &mnt,
-        &[
-            fx.magnet.as_str(),
-            "-f",
-            "--no-dht",
-            "--peer",
-            &fx.peer,
-            "--cache-dir",
-            s(&cache),
-            "--cache-size",
-            "1G",
-        ],
-        Duration::from_secs(30),
-    );
+    let _tmpfs = Tmpfs::mount(&fx.cache(), "2m");
+    let args = fx.args().foreground().args(&["--cache-size", "1G"]);
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     let small = mnt.join("data/small.txt");
     assert_eq!(read(&small).unwrap(), b"cached and small\n");
     // 3 MiB do not fit in 2 MiB.
@@ -374,36 +295,12 @@ fn full_cache_disk_fails_reads_and_the_mount_survives() {
     );
     drop_page_cache(&small);
     assert_eq!(read(&small).unwrap(), b"cached and small\n");
-    let st = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert!(
-        m.child()
-            .unwrap()
-            .wait_exit(Duration::from_secs(10))
-            .is_some()
-    );
-    drop(m);
+    m.unmount_and_wait(Duration::from_secs(10));
 
     // The default cache size (no --cache-size) is a share of the free
     // space: on the same tiny disk, big.bin now reads through, evicting.
-    let mut m = Mount::foreground(
-        &mnt,
-        &[
-            fx.magnet.as_str(),
-            "-f",
-            "-v",
-            "--no-dht",
-            "--peer",
-            &fx.peer,
-            "--cache-dir",
-            s(&cache),
-        ],
-        Duration::from_secs(30),
-    );
+    let args = fx.args().foreground().verbose();
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     assert_eq!(
         sha256_file(&mnt.join("data/big.bin")),
         sha256_file(&fx.tree.join("big.bin")),
@@ -412,41 +309,15 @@ fn full_cache_disk_fails_reads_and_the_mount_survives() {
     let log = m.child().unwrap().stderr();
     assert!(log.contains("the cache keeps at most"), "{log}");
     assert!(!log.contains("cannot store piece"), "{log}");
-    let st = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert!(
-        m.child()
-            .unwrap()
-            .wait_exit(Duration::from_secs(10))
-            .is_some()
-    );
+    m.unmount_and_wait(Duration::from_secs(10));
 }
 
 /// Mounts with a long read timeout, reads `small.txt` (metadata and one
 /// piece), then stops the only seeder: a read of `big.bin` blocks.
 fn blocked_read(fx: &mut Fixture) -> (Mount, std::process::Child) {
     let mnt = fx.mnt();
-    let cache = fx.cache();
-    let m = Mount::foreground(
-        &mnt,
-        &[
-            fx.magnet.as_str(),
-            "-f",
-            "-v",
-            "--no-dht",
-            "--peer",
-            &fx.peer,
-            "--cache-dir",
-            s(&cache),
-            "--read-timeout",
-            "600",
-        ],
-        Duration::from_secs(30),
-    );
+    let args = fx.args().foreground().verbose().read_timeout(600);
+    let m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     assert_eq!(
         read(&mnt.join("data/small.txt")).unwrap(),
         b"cached and small\n"
@@ -469,20 +340,8 @@ fn lazy_unmount_keeps_serving_open_files_until_they_close() {
     }
     let fx = fixture();
     let mnt = fx.mnt();
-    let mut m = Mount::foreground(
-        &mnt,
-        &[
-            fx.magnet.as_str(),
-            "-f",
-            "-v",
-            "--no-dht",
-            "--peer",
-            &fx.peer,
-            "--cache-dir",
-            s(&fx.cache()),
-        ],
-        Duration::from_secs(30),
-    );
+    let args = fx.args().foreground().verbose();
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     // A reader has big.bin open and has read its first 64 KiB.
     let f = fs::File::open(mnt.join("data/big.bin")).unwrap();
     let want = fx.original("big.bin");
@@ -558,16 +417,7 @@ fn a_second_mount_of_the_same_torrent_and_cache_is_refused() {
         return;
     }
     let fx = fixture();
-    let cache = fx.cache();
-    let args = [
-        fx.magnet.as_str(),
-        "--no-dht",
-        "--peer",
-        &fx.peer,
-        "--cache-dir",
-        s(&cache),
-    ];
-    let first = Mount::background(&fx.mnt(), &args);
+    let first = Mount::background(&fx.mnt(), &fx.args().build());
     assert_eq!(
         read(&first.path().join("data/small.txt")).unwrap(),
         fx.original("small.txt")
@@ -576,10 +426,8 @@ fn a_second_mount_of_the_same_torrent_and_cache_is_refused() {
     // the first mount goes on.
     let other = fx.tmp.path().join("other");
     fs::create_dir_all(&other).unwrap();
-    let mut a: Vec<&str> = vec![args[0], s(&other)];
-    a.extend(&args[1..]);
     let out = std::process::Command::new(btfs_mount_bin())
-        .args(&a)
+        .args(fx.args().at(&other))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -8,6 +8,8 @@
 //! - A fetcher with the DHT off, given the seeder's address (`--connect`).
 //! - A fetch from a `.torrent` file; ltnode exits when its stdin closes.
 //! - The [`support::Mount`] guard's unmount fallback, on a tmpfs.
+//! - [`support::in_netns`] fails a test whose name matches no test.
+//! - [`support::MountArgs`] builds the command line in order.
 //!
 //! Run: `cargo test --test harness_selftest` (as root; otherwise each
 //! namespaced test prints a loud SKIP, and fails under CI=true).
@@ -256,5 +258,77 @@ fn seeded_bytes_are_deterministic() {
     assert_eq!(
         sha256_bytes(b"abc"),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
+
+/// A mistyped name in `in_netns` fails the test instead of passing it: the
+/// namespaced run of a name that matches no test runs zero tests.
+#[test]
+fn in_netns_fails_when_the_name_matches_no_test() {
+    if std::env::var_os("BTFS_NETNS").is_some() {
+        return; // already inside: in_netns would run the body
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip_or_fail(
+            "in_netns_fails_when_the_name_matches_no_test",
+            "needs root for network namespaces",
+        );
+        return;
+    }
+    let got = std::panic::catch_unwind(|| in_netns("no_test_has_this_name"));
+    let payload = got.expect_err("a name that matches no test must fail");
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(
+        msg.contains("did not run exactly one test"),
+        "the failure says why: {msg}"
+    );
+}
+
+#[test]
+fn mount_args_put_the_url_first_and_the_mountpoint_second() {
+    let args = MountArgs::new("magnet:?xt=urn:btih:00")
+        .foreground()
+        .verbose()
+        .no_dht()
+        .peer("127.0.0.1:1")
+        .bootstrap("127.0.0.1:2")
+        .cache_dir(std::path::Path::new("/c"))
+        .port(7)
+        .read_timeout(3)
+        .timeout(9)
+        .arg("--no-lsd")
+        .args(&["--cache-size", "4M"]);
+    let want = [
+        "magnet:?xt=urn:btih:00",
+        "-f",
+        "-v",
+        "--no-dht",
+        "--peer",
+        "127.0.0.1:1",
+        "--bootstrap",
+        "127.0.0.1:2",
+        "--cache-dir",
+        "/c",
+        "--port",
+        "7",
+        "--read-timeout",
+        "3",
+        "--timeout",
+        "9",
+        "--no-lsd",
+        "--cache-size",
+        "4M",
+    ];
+    assert_eq!(args.build(), want);
+    let at = args.at(std::path::Path::new("/m"));
+    assert_eq!(at[..3], ["magnet:?xt=urn:btih:00", "/m", "-f"]);
+    assert_eq!(at[2..], want[1..]);
+    assert_eq!(
+        MountArgs::writable().at(std::path::Path::new("/m")),
+        ["--writable", "/m"]
     );
 }

@@ -67,17 +67,11 @@ fn swarm(behaviour: &str, good_now: bool) -> Swarm {
         ],
     );
     let torrent_file = tmp.path().join("t.torrent");
-    let mut first = LtNode::start(&[
-        "--seed",
-        s(&tree),
-        "--piece-size",
-        &PIECE.to_string(),
-        "--write-torrent",
-        s(&torrent_file),
-        "--no-utp",
-    ]);
-    first.wait_event("seeding", Duration::from_secs(30));
-    let magnet = first.magnet();
+    let (first, magnet) = LtNode::seed_tree(
+        &tree,
+        PIECE,
+        &["--write-torrent", s(&torrent_file), "--no-utp"],
+    );
     let good = if good_now {
         Some(first)
     } else {
@@ -116,34 +110,36 @@ impl Swarm {
         self.good = Some(n);
     }
 
-    fn cache(&self) -> String {
-        s(&self.tmp.path().join("cache")).to_string()
-    }
-
     fn mnt(&self) -> PathBuf {
         self.tmp.path().join("mnt")
     }
 
-    /// A foreground mount (`-f -v`, logs kept) of the torrent with both peers.
+    /// A foreground mount's arguments (`-f -v`, logs kept) with both
+    /// peers: the fake one and `good`.
+    fn args(&self, good: &str) -> MountArgs {
+        MountArgs::new(&self.magnet)
+            .foreground()
+            .verbose()
+            .no_dht()
+            .peer(&self.fake_addr)
+            .peer(good)
+            .cache_dir(&self.tmp.path().join("cache"))
+    }
+
+    /// A foreground mount that knows both peers, the honest one on a free
+    /// port where nothing listens yet (start it there with
+    /// [`Swarm::start_good`]); not waited for. Returns the process and the
+    /// honest peer's port.
+    fn spawn_before_good(&self) -> (Child, u16) {
+        let good_port = free_port();
+        let args = self.args(&format!("127.0.0.1:{good_port}"));
+        (spawn_mount(&self.mnt(), &args), good_port)
+    }
+
+    /// A foreground mount of the torrent with both peers.
     fn mount(&self, extra: &[&str]) -> Mount {
-        let cache = self.cache();
-        let good = self.good_addr();
-        let mut args = vec![
-            self.magnet.as_str(),
-            "-f",
-            "-v",
-            "--no-dht",
-            "--peer",
-            &self.fake_addr,
-            "--peer",
-            &good,
-            "--cache-dir",
-            &cache,
-            "--read-timeout",
-            "60",
-        ];
-        args.extend_from_slice(extra);
-        Mount::foreground(&self.mnt(), &args, Duration::from_secs(60))
+        let args = self.args(&self.good_addr()).read_timeout(60).args(extra);
+        Mount::foreground(&self.mnt(), &args.build(), Duration::from_secs(60))
     }
 
     /// Reads every file of the mount and compares it with the original.
@@ -187,25 +183,8 @@ fn wrong_piece_data_is_refetched_and_the_peer_banned() {
     // start, it could finish every piece before that: a race). Then the
     // honest seeder comes, and the read completes with the right bytes.
     let mut sw = swarm("wrong-data", false);
-    let good_port = free_port();
-    let good = format!("127.0.0.1:{good_port}");
     let mnt = sw.mnt();
-    let args: Vec<String> = [
-        sw.magnet.as_str(),
-        "-f",
-        "-v",
-        "--no-dht",
-        "--peer",
-        &sw.fake_addr,
-        "--peer",
-        &good,
-        "--cache-dir",
-        &sw.cache(),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let mut mount = spawn_mount(&mnt, &args);
+    let (mut mount, good_port) = sw.spawn_before_good();
     wait_mounted(&mut mount, &mnt, Duration::from_secs(30));
     let file = mnt.join("data/big.bin");
     let reader = std::thread::spawn(move || std::fs::read(file));
@@ -319,13 +298,13 @@ fn blocks_of_the_wrong_size_or_offset_drop_the_peer() {
     mount.unmount_and_wait(Duration::from_secs(10));
 }
 
-/// `btfs-mount ARGS[0] MNT ARGS[1..]` started without waiting (the
-/// harness's [`Mount`] waits for the mount, and the caller needs to act
-/// meanwhile). Stop it with [`unmount_child`].
-fn spawn_mount(mnt: &Path, args: &[String]) -> Child {
+/// `btfs-mount URL MNT ARGS..` started without waiting (the harness's
+/// [`Mount`] waits for the mount, and the caller needs to act meanwhile).
+/// Stop it with [`unmount_child`].
+fn spawn_mount(mnt: &Path, args: &MountArgs) -> Child {
     std::fs::create_dir_all(mnt).unwrap();
     let mut cmd = Command::new(btfs_mount_bin());
-    cmd.arg(&args[0]).arg(mnt).args(&args[1..]);
+    cmd.args(args.at(mnt));
     Child::spawn("btfs-mount", cmd)
 }
 
@@ -357,26 +336,9 @@ fn unmount_child(mut mount: Child, mnt: &Path) {
 /// retried with backoff), so the bad answer is always seen first.
 fn bad_metadata_then_good_peer(behaviour: &str, expect_log: &str) {
     let mut sw = swarm(behaviour, false);
-    let good_port = free_port();
-    let good = format!("127.0.0.1:{good_port}");
     let mnt = sw.mnt();
-    let args: Vec<String> = [
-        sw.magnet.as_str(),
-        "-f",
-        "-v",
-        "--no-dht",
-        "--peer",
-        &sw.fake_addr,
-        "--peer",
-        &good,
-        "--cache-dir",
-        &sw.cache(),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
     let t = Instant::now();
-    let mut mount = spawn_mount(&mnt, &args);
+    let (mut mount, good_port) = sw.spawn_before_good();
     sw.fake
         .wait_for("bad metadata sent", Duration::from_secs(20), |v| {
             v["event"] == "sent" && v["what"] == behaviour
@@ -450,25 +412,8 @@ fn stalling_peer_is_dropped_and_its_requests_go_elsewhere() {
     // Only the staller at first (it serves the metadata, then never a
     // block); the honest seeder comes once requests are stuck with it.
     let mut sw = swarm("stall", false);
-    let good_port = free_port();
-    let good = format!("127.0.0.1:{good_port}");
     let mnt = sw.mnt();
-    let args: Vec<String> = [
-        sw.magnet.as_str(),
-        "-f",
-        "-v",
-        "--no-dht",
-        "--peer",
-        &sw.fake_addr,
-        "--peer",
-        &good,
-        "--cache-dir",
-        &sw.cache(),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let mut mount = spawn_mount(&mnt, &args);
+    let (mut mount, good_port) = sw.spawn_before_good();
     wait_mounted(&mut mount, &mnt, Duration::from_secs(30));
     let file = mnt.join("data/big.bin");
     let t = Instant::now();

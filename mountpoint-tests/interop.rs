@@ -160,28 +160,16 @@ impl MountSeed {
         let magnet = format!("magnet:?xt=urn:btih:{}", seeder.info_hash());
         let hub = dht.then(|| LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]));
         let port = free_port();
-        let port_s = port.to_string();
-        let cache = tmp.join("cache");
-        let peer = seeder.addr();
-        let mut args = vec![
-            magnet.as_str(),
-            "--port",
-            &port_s,
-            "--cache-dir",
-            s(&cache),
-            "--no-lsd",
-            "--peer",
-            &peer,
-        ];
-        let boot;
-        match &hub {
-            Some(h) => {
-                boot = format!("127.0.0.1:{}", h.dht_port());
-                args.extend(["--bootstrap", boot.as_str()]);
-            }
-            None => args.push("--no-dht"),
-        }
-        let mount = Mount::background(&tmp.join("mnt"), &args);
+        let args = MountArgs::new(&magnet)
+            .port(port)
+            .cache_dir(&tmp.join("cache"))
+            .arg("--no-lsd")
+            .peer(&seeder.addr());
+        let args = match &hub {
+            Some(h) => args.bootstrap(&format!("127.0.0.1:{}", h.dht_port())),
+            None => args.no_dht(),
+        };
+        let mount = Mount::background(&tmp.join("mnt"), &args.build());
         // Reading every byte makes the mount hold (and verify) every piece.
         assert_same_content(&mount.path().join("site"), &site, "the mount");
         seeder.stop(Duration::from_secs(3));
@@ -218,22 +206,14 @@ fn mount_fetches(x: &mut Peer, peer_addr: &str, tmp: &Path, site: &Path) {
         .as_str()
         .expect("torrent.name")
         .to_string();
-    let cache = tmp.join("cache-fetch");
+    let args = MountArgs::new(&magnet)
+        .no_dht()
+        .arg("--no-lsd")
+        .peer(peer_addr)
+        .cache_dir(&tmp.join("cache-fetch"))
+        .timeout(60);
     let t = Instant::now();
-    let mount = Mount::background(
-        &tmp.join("mnt-fetch"),
-        &[
-            &magnet,
-            "--no-dht",
-            "--no-lsd",
-            "--peer",
-            peer_addr,
-            "--cache-dir",
-            s(&cache),
-            "--timeout",
-            "60",
-        ],
-    );
+    let mount = Mount::background(&tmp.join("mnt-fetch"), &args.build());
     assert_same_content(&mount.path().join(&name), site, x.client);
     eprintln!(
         "btfs-mount fetched {name} from {} in {:.2} s",

@@ -26,19 +26,6 @@ const SIZE: usize = 128 << 20;
 /// `--read-timeout` of the remount (seconds).
 const READ_TIMEOUT: u64 = 4;
 
-/// Absolute offset of `data/<rel>` in the torrent's piece space (files are
-/// laid out in the order of the torrent event).
-fn offset_of(torrent: &Value, rel: &str) -> u64 {
-    let mut off = 0;
-    for f in torrent["files"].as_array().unwrap() {
-        if f["path"].as_str().unwrap() == format!("data/{rel}") {
-            return off;
-        }
-        off += f["size"].as_u64().unwrap();
-    }
-    panic!("no data/{rel} in {torrent}")
-}
-
 /// Reads `len` bytes of `path` at `at` through the mount.
 fn read_at(path: &Path, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
@@ -71,10 +58,7 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
         ],
     );
     let original = fs::read(tree.join("big.bin")).unwrap();
-    let piece = PIECE.to_string();
-    let mut seeder = LtNode::start(&["--seed", s(&tree), "--piece-size", &piece]);
-    seeder.wait_event("seeding", Duration::from_secs(120));
-    let magnet = seeder.magnet();
+    let (mut seeder, magnet) = LtNode::seed_tree(&tree, PIECE, &[]);
     let info_hash = seeder.info_hash();
     let torrent = seeder.torrent();
     let total = torrent["total_size"].as_u64().unwrap();
@@ -83,18 +67,12 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
 
     // 1. Fill the cache: read everything once; a clean unmount saves `have`.
     let t = Instant::now();
-    let m = Mount::background(
-        &mnt,
-        &[
-            &magnet,
-            "--no-dht",
-            "--no-lsd",
-            "--peer",
-            &seeder.addr(),
-            "--cache-dir",
-            s(&cache),
-        ],
-    );
+    let args = MountArgs::new(&magnet)
+        .no_dht()
+        .arg("--no-lsd")
+        .peer(&seeder.addr())
+        .cache_dir(&cache);
+    let m = Mount::background(&mnt, &args.build());
     assert_eq!(
         sha256_file(&mnt.join("data/big.bin")),
         sha256_bytes(&original)
@@ -112,7 +90,7 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
     drop(seeder);
 
     // 2. Corrupt one byte of a piece in the middle, behind the cache's back.
-    let big_off = offset_of(&torrent, "big.bin");
+    let big_off = torrent_file_offset(&torrent, "data/big.bin");
     let corrupt_at = (SIZE / 2 + 1000) as u64;
     let corrupt_piece = (big_off + corrupt_at) / PIECE as u64;
     let piece_start = corrupt_piece * PIECE as u64 - big_off; // in big.bin
@@ -130,26 +108,16 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
 
     // 3. Remount with no peer at all: up at once, the cache hashed later.
     let port = free_port();
-    let port_s = port.to_string();
-    let read_timeout = READ_TIMEOUT.to_string();
+    let args = MountArgs::new(&magnet)
+        .foreground()
+        .verbose()
+        .no_dht()
+        .arg("--no-lsd")
+        .port(port)
+        .cache_dir(&cache)
+        .read_timeout(READ_TIMEOUT);
     let t = Instant::now();
-    let mut m = Mount::foreground(
-        &mnt,
-        &[
-            &magnet,
-            "-f",
-            "-v",
-            "--no-dht",
-            "--no-lsd",
-            "--port",
-            &port_s,
-            "--cache-dir",
-            s(&cache),
-            "--read-timeout",
-            &read_timeout,
-        ],
-        Duration::from_secs(60),
-    );
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(60));
     let mounted = t.elapsed();
     let mut names: Vec<String> = fs::read_dir(mnt.join("data"))
         .unwrap()
@@ -300,16 +268,8 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
 
     // 7. A seeder connects to the mount: the corrupt piece is fetched
     // again, served right, and passed on to the leecher.
-    let mut seeder = LtNode::start(&[
-        "--seed",
-        s(&tree),
-        "--piece-size",
-        &piece,
-        "--connect",
-        &format!("127.0.0.1:{port}"),
-        "--no-utp",
-    ]);
-    seeder.wait_event("seeding", Duration::from_secs(120));
+    let ours = format!("127.0.0.1:{port}");
+    let (mut seeder, _) = LtNode::seed_tree(&tree, PIECE, &["--connect", &ours, "--no-utp"]);
     seeder.wait_event("peer_connected", Duration::from_secs(30));
     let mut got = None;
     for _ in 0..5 {

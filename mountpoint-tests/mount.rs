@@ -34,26 +34,14 @@ fn sample_tree(dir: &Path) {
 }
 
 /// A local DHT of three libtorrent nodes, plus a libtorrent seeder (DHT on)
-/// of `tree` bootstrapped to them. Returns (nodes, seeder, bootstrap addr).
-fn local_swarm(tree: &Path, extra: &[&str]) -> (Vec<LtNode>, LtNode, String) {
-    let n1 = LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]);
-    let boot = format!("127.0.0.1:{}", n1.dht_port());
-    let n2 = LtNode::start(&["--dht", "--bootstrap", &boot]);
-    let n3 = LtNode::start(&["--dht", "--bootstrap", &boot]);
-    let tree_s = tree.to_str().unwrap();
-    let mut args = vec![
-        "--dht",
-        "--bootstrap",
-        &boot,
-        "--announce-interval",
-        "2",
-        "--seed",
-        tree_s,
-    ];
-    args.extend_from_slice(extra);
-    let mut seeder = LtNode::start(&args);
-    seeder.wait_event("seeding", Duration::from_secs(30));
-    (vec![n1, n2, n3], seeder, boot)
+/// of `tree` with `piece_size`-byte pieces, bootstrapped to them. Returns
+/// (the DHT, the seeder, the bootstrap addr).
+fn local_swarm(tree: &Path, piece_size: usize) -> (LocalDht, LtNode, String) {
+    let dht = LocalDht::start(3);
+    let boot = dht.boot();
+    let dht_flags = ["--dht", "--bootstrap", &boot, "--announce-interval", "2"];
+    let (seeder, _) = LtNode::seed_tree(tree, piece_size, &dht_flags);
+    (dht, seeder, boot)
 }
 
 /// `cat FILE | sha256`, through a real `cat` process.
@@ -76,7 +64,7 @@ fn magnet_from_dht_mounts_and_reads_verified_bytes_then_seeds_back() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("site");
     sample_tree(&tree);
-    let (_nodes, mut seeder, boot) = local_swarm(&tree, &["--piece-size", "262144"]);
+    let (_dht, mut seeder, boot) = local_swarm(&tree, 262144);
     let torrent = seeder.torrent();
     let magnet = torrent["magnet"].as_str().unwrap().to_string();
     assert!(
@@ -89,20 +77,12 @@ fn magnet_from_dht_mounts_and_reads_verified_bytes_then_seeds_back() {
     let mnt = tmp.path().join("mnt");
     let cache = tmp.path().join("cache");
     let started = Instant::now();
-    let mount = Mount::background(
-        &mnt,
-        &[
-            &magnet,
-            "--bootstrap",
-            &boot,
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--timeout",
-            "60",
-        ],
-    );
+    let args = MountArgs::new(&magnet)
+        .bootstrap(&boot)
+        .cache_dir(&cache)
+        .port(port)
+        .timeout(60);
+    let mount = Mount::background(&mnt, &args.build());
     eprintln!("mounted after {:.2} s", started.elapsed().as_secs_f64());
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(
@@ -214,19 +194,16 @@ fn cached_pieces_need_no_network_and_missing_ones_fail_with_eio() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("site");
     sample_tree(&tree);
-    let mut seeder = LtNode::start(&["--seed", tree.to_str().unwrap(), "--piece-size", "65536"]);
-    seeder.wait_event("seeding", Duration::from_secs(30));
-    let magnet = seeder.torrent()["magnet"].as_str().unwrap().to_string();
-    let peer = format!("127.0.0.1:{}", seeder.port());
+    let (seeder, magnet) = LtNode::seed_tree(&tree, 65536, &[]);
     let mnt = tmp.path().join("mnt");
     let cache = tmp.path().join("cache");
-    let cache_s = cache.to_str().unwrap();
 
     // First mount: read one small file, then unmount.
-    let m = Mount::background(
-        &mnt,
-        &[&magnet, "--no-dht", "--peer", &peer, "--cache-dir", cache_s],
-    );
+    let args = MountArgs::new(&magnet)
+        .no_dht()
+        .peer(&seeder.addr())
+        .cache_dir(&cache);
+    let m = Mount::background(&mnt, &args.build());
     assert_eq!(
         cat_sha256(&mnt.join("site/media/deep/er/small.bin")),
         sha256_file(&tree.join("media/deep/er/small.bin"))
@@ -237,19 +214,12 @@ fn cached_pieces_need_no_network_and_missing_ones_fail_with_eio() {
     // Second mount, no peer anywhere: the metadata and the pieces already
     // read come from the cache; anything else fails with EIO after
     // --read-timeout, and the log says why.
-    let m = Mount::background(
-        &mnt,
-        &[
-            &magnet,
-            "--no-dht",
-            "--cache-dir",
-            cache_s,
-            "--read-timeout",
-            "3",
-            "--timeout",
-            "5",
-        ],
-    );
+    let args = MountArgs::new(&magnet)
+        .no_dht()
+        .cache_dir(&cache)
+        .read_timeout(3)
+        .timeout(5);
+    let m = Mount::background(&mnt, &args.build());
     assert_eq!(
         cat_sha256(&mnt.join("site/media/deep/er/small.bin")),
         sha256_file(&tree.join("media/deep/er/small.bin"))
@@ -295,20 +265,13 @@ fn malformed_magnet_and_metadata_timeout_exit_nonzero_with_a_reason() {
     }
 
     // A valid magnet nobody serves: non-zero after --timeout, nothing mounted.
-    let boot = LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]);
+    let dht = LocalDht::start(1);
+    let args = MountArgs::new("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
+        .bootstrap(&dht.boot())
+        .timeout(3)
+        .cache_dir(&tmp.path().join("cache"));
     let t = Instant::now();
-    let out = Command::new(&bin)
-        .arg("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567")
-        .arg(&mnt)
-        .args([
-            "--bootstrap",
-            &format!("127.0.0.1:{}", boot.dht_port()),
-            "--timeout",
-            "3",
-        ])
-        .args(["--cache-dir", tmp.path().join("cache").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = Command::new(&bin).args(args.at(&mnt)).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("metadata not found within 3 s"), "{err}");
@@ -328,17 +291,16 @@ fn foreground_mount_unmounts_cleanly_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("site");
     sample_tree(&tree);
-    let mut seeder = LtNode::start(&["--seed", tree.to_str().unwrap()]);
-    seeder.wait_event("seeding", Duration::from_secs(30));
-    let magnet = seeder.torrent()["magnet"].as_str().unwrap().to_string();
-    let peer = format!("127.0.0.1:{}", seeder.port());
+    let (seeder, magnet) = LtNode::seed_tree(&tree, 0, &[]);
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
+    let args = MountArgs::new(&magnet)
+        .foreground()
+        .no_dht()
+        .peer(&seeder.addr())
+        .cache_dir(&tmp.path().join("cache"));
     let mut child = Command::new(btfs_mount_bin())
-        .arg(&magnet)
-        .arg(&mnt)
-        .args(["-f", "--no-dht", "--peer", &peer])
-        .args(["--cache-dir", tmp.path().join("cache").to_str().unwrap()])
+        .args(args.at(&mnt))
         .spawn()
         .unwrap();
     let kid = ChildGuard(child.id());

@@ -206,19 +206,11 @@ fn btfs_mount_in_a_home_reads_from_a_public_seeder() {
     let cache = tmp.path().join("cache");
     // Started inside x (it dials out through the NAT), mounted in the test's
     // mount namespace: the test reads the files itself.
-    let mount = x.enter(|| {
-        Mount::background(
-            &tmp.path().join("mnt"),
-            &[
-                &magnet,
-                "--no-dht",
-                "--peer",
-                &peer,
-                "--cache-dir",
-                &cache.to_string_lossy(),
-            ],
-        )
-    });
+    let args = MountArgs::new(&magnet)
+        .no_dht()
+        .peer(&peer)
+        .cache_dir(&cache);
+    let mount = x.enter(|| Mount::background(&tmp.path().join("mnt"), &args.build()));
     let x_ns = fs::metadata(x.netns_path()).unwrap().ino();
     let in_x = pids_in_netns(&[x_ns]);
     assert!(

@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    Child, LtNode, Mount, TreeFile, btfs_mount_bin, free_port, in_netns, make_tree, s, sample_spec,
-    tree_digests, wait_until,
+    Child, LocalDht, LtNode, Mount, MountArgs, TreeFile, btfs_mount_bin, free_port, in_netns,
+    make_tree, s, sample_spec, tree_digests, wait_until,
 };
 
 /// `btfs-mount ARGS` as a [`Child`] (its own cache dir under `tmp`).
@@ -166,22 +166,15 @@ fn shell_edits_on_a_writable_mount_are_published_and_fetched_by_libtorrent() {
     sh(&reference, EDITS);
 
     let mnt = tmp.path().join("mnt");
-    let port = free_port().to_string();
+    let port = free_port();
     let cache = tmp.path().join("cache");
-    let mut m = Mount::foreground(
-        &mnt,
-        &[
-            "--writable",
-            "-f",
-            "-v",
-            "--no-dht",
-            "--port",
-            &port,
-            "--cache-dir",
-            s(&cache),
-        ],
-        Duration::from_secs(30),
-    );
+    let args = MountArgs::writable()
+        .foreground()
+        .verbose()
+        .no_dht()
+        .port(port)
+        .cache_dir(&cache);
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     // `patch.bin` is random: the mount gets the reference's bytes (taken
     // back from the patched file).
     let patch = tmp.path().join("patch.bin");
@@ -226,20 +219,13 @@ fn shell_edits_on_a_writable_mount_are_published_and_fetched_by_libtorrent() {
     assert!(drafts.is_empty(), "staging left behind: {drafts:?}");
     child.stop(Duration::from_secs(10));
     let again = tmp.path().join("again");
-    let reader = Mount::foreground(
-        &again,
-        &[
-            magnet.as_str(),
-            "-f",
-            "--no-dht",
-            "--no-lsd",
-            "--read-timeout",
-            "5",
-            "--cache-dir",
-            s(&cache),
-        ],
-        Duration::from_secs(30),
-    );
+    let args = MountArgs::new(&magnet)
+        .foreground()
+        .no_dht()
+        .arg("--no-lsd")
+        .read_timeout(5)
+        .cache_dir(&cache);
+    let reader = Mount::foreground(&again, &args.build(), Duration::from_secs(30));
     assert_eq!(
         tree_digests(&reader.path().join("mnt")),
         tree_digests(&reference)
@@ -257,24 +243,15 @@ fn kill_9_loses_no_fsynced_file_and_resume_publishes_it() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
     let cache = tmp.path().join("cache");
-    let args = |port: &str| -> Vec<String> {
-        [
-            "-f",
-            "-v",
-            "--no-dht",
-            "--port",
-            port,
-            "--cache-dir",
-            s(&cache),
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
+    let args = |port: u16| {
+        MountArgs::writable()
+            .foreground()
+            .verbose()
+            .no_dht()
+            .port(port)
+            .cache_dir(&cache)
     };
-    let a1 = args("0");
-    let mut v: Vec<&str> = vec!["--writable"];
-    v.extend(a1.iter().map(String::as_str));
-    let m = Mount::foreground(&mnt, &v, Duration::from_secs(30));
+    let m = Mount::foreground(&mnt, &args(0).build(), Duration::from_secs(30));
     let mp = m.path().to_path_buf();
     make_tree(
         &tmp.path().join("src"),
@@ -312,11 +289,9 @@ dd if=/dev/zero of=b.txt bs=1 count=3 seek=1 conv=notrunc,fsync 2>/dev/null",
     drop(m); // unmounts the dead mount
     assert!(!support::is_mounted(&mnt));
 
-    let port = free_port().to_string();
-    let a2 = args(&port);
-    let mut v: Vec<&str> = vec!["--writable", "--resume"];
-    v.extend(a2.iter().map(String::as_str));
-    let mut m = Mount::foreground(&mnt, &v, Duration::from_secs(30));
+    let port = free_port();
+    let resume = args(port).arg("--resume");
+    let mut m = Mount::foreground(&mnt, &resume.build(), Duration::from_secs(30));
     let mp = m.path().to_path_buf();
     assert_eq!(std::fs::read(mp.join("d/e/a.txt")).unwrap(), b"synced\n");
     assert_eq!(std::fs::read(mp.join("d/moved.txt")).unwrap(), b"moved\n");
@@ -340,26 +315,6 @@ dd if=/dev/zero of=b.txt bs=1 count=3 seek=1 conv=notrunc,fsync 2>/dev/null",
     eprintln!("kill -9 test took {:.2} s", t0.elapsed().as_secs_f64());
 }
 
-/// A local DHT of three libtorrent nodes; returns them and their addresses.
-fn local_dht() -> (Vec<LtNode>, Vec<String>) {
-    let n1 = LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]);
-    let boot = n1.addr();
-    let mut nodes = vec![n1];
-    for _ in 0..2 {
-        nodes.push(LtNode::start(&["--dht", "--bootstrap", &boot]));
-    }
-    let addrs = nodes.iter().map(LtNode::addr).collect();
-    std::thread::sleep(Duration::from_secs(2));
-    (nodes, addrs)
-}
-
-fn boot_flags(addrs: &[String]) -> Vec<String> {
-    addrs
-        .iter()
-        .flat_map(|a| ["--bootstrap".to_string(), a.clone()])
-        .collect()
-}
-
 #[test]
 fn writable_mount_of_a_mutable_url_publishes_the_next_seq() {
     if !in_netns("writable_mount_of_a_mutable_url_publishes_the_next_seq") {
@@ -367,8 +322,9 @@ fn writable_mount_of_a_mutable_url_publishes_the_next_seq() {
     }
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let (_nodes, addrs) = local_dht();
-    let boots = boot_flags(&addrs);
+    let dht = LocalDht::start(3);
+    std::thread::sleep(Duration::from_secs(2));
+    let boots = dht.bootstrap_flags();
     let boots: Vec<&str> = boots.iter().map(String::as_str).collect();
     let key = tmp.path().join("site.key");
     let out = Command::new(btfs_mount_bin())
@@ -403,28 +359,18 @@ fn writable_mount_of_a_mutable_url_publishes_the_next_seq() {
 
     // Edit the latest version through a writable mount of the URL.
     let mnt = tmp.path().join("mnt");
-    let port = free_port().to_string();
+    let port = free_port();
     let cache = tmp.path().join("cache-w");
-    let mut args = vec![
-        "--writable",
-        "-f",
-        "-v",
-        "--key",
-        s(&key),
-        "--port",
-        &port,
-        "--cache-dir",
-        s(&cache),
-        "--peer",
-        &format!("127.0.0.1:{seed_port}"),
-    ]
-    .into_iter()
-    .map(str::to_string)
-    .collect::<Vec<_>>();
-    args.extend(boots.iter().map(|b| b.to_string()));
-    let mut a: Vec<&str> = vec![url.as_str()];
-    a.extend(args.iter().map(String::as_str));
-    let mut m = Mount::foreground(&mnt, &a, Duration::from_secs(60));
+    let args = MountArgs::new(&url)
+        .arg("--writable")
+        .foreground()
+        .verbose()
+        .args(&["--key", s(&key)])
+        .port(port)
+        .cache_dir(&cache)
+        .peer(&format!("127.0.0.1:{seed_port}"))
+        .args(&boots);
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(60));
     let mp = m.path().to_path_buf();
     assert_eq!(
         std::fs::read(mp.join("site/index.html")).unwrap(),
@@ -453,8 +399,11 @@ truncate -s 1000 media/deep/er/small.bin";
     let url2 = stdout_line(child, 2, Duration::from_secs(60));
     assert_eq!(url2, url);
     assert_ne!(info_hash_of(&magnet2), info_hash_of(&magnet1));
+    // The URL is printed on stdout just before "published seq" on stderr.
     assert!(
-        child.stderr().contains("published seq 2"),
+        wait_until(Duration::from_secs(5), || child
+            .stderr()
+            .contains("published seq 2")),
         "{}",
         child.stderr_tail(20)
     );
@@ -480,18 +429,14 @@ truncate -s 1000 media/deep/er/small.bin";
     // A second btfs-mount resolving the URL sees version 2.
     let mnt2 = tmp.path().join("mnt2");
     let cache2 = tmp.path().join("cache-r");
-    let mut a: Vec<&str> = vec![
-        url.as_str(),
-        "-f",
-        "-v",
-        "--cache-dir",
-        s(&cache2),
-        "--peer",
-    ];
     let peer = format!("127.0.0.1:{port}");
-    a.push(&peer);
-    a.extend(&boots);
-    let reader = Mount::foreground(&mnt2, &a, Duration::from_secs(60));
+    let args = MountArgs::new(&url)
+        .foreground()
+        .verbose()
+        .cache_dir(&cache2)
+        .peer(&peer)
+        .args(&boots);
+    let reader = Mount::foreground(&mnt2, &args.build(), Duration::from_secs(60));
     assert_eq!(
         tree_digests(&reader.path().join("site")),
         tree_digests(&reference)
@@ -535,26 +480,17 @@ fn names_that_are_not_utf8_survive_seed_mount_edit_and_publish() {
     // A writable mount shows them escaped; a name typed with `\xHH` stands
     // for the byte.
     let mnt = tmp.path().join("mnt");
-    let port = free_port().to_string();
+    let port = free_port();
     let peer1 = format!("127.0.0.1:{seed_port}");
-    let cache_w = tmp.path().join("cache-w");
-    let mut m = Mount::foreground(
-        &mnt,
-        &[
-            magnet1.as_str(),
-            "--writable",
-            "-f",
-            "-v",
-            "--no-dht",
-            "--port",
-            &port,
-            "--cache-dir",
-            s(&cache_w),
-            "--peer",
-            &peer1,
-        ],
-        Duration::from_secs(60),
-    );
+    let args = MountArgs::new(&magnet1)
+        .arg("--writable")
+        .foreground()
+        .verbose()
+        .no_dht()
+        .port(port)
+        .cache_dir(&tmp.path().join("cache-w"))
+        .peer(&peer1);
+    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(60));
     let mp = m.path().join("names");
     let mut shown: Vec<String> = std::fs::read_dir(&mp)
         .unwrap()
@@ -593,19 +529,12 @@ fn names_that_are_not_utf8_survive_seed_mount_edit_and_publish() {
     let mnt2 = tmp.path().join("mnt2");
     let cache_r = tmp.path().join("cache-r");
     let peer2 = format!("127.0.0.1:{port}");
-    let reader = Mount::foreground(
-        &mnt2,
-        &[
-            magnet2.as_str(),
-            "-f",
-            "--no-dht",
-            "--cache-dir",
-            s(&cache_r),
-            "--peer",
-            &peer2,
-        ],
-        Duration::from_secs(60),
-    );
+    let args = MountArgs::new(&magnet2)
+        .foreground()
+        .no_dht()
+        .cache_dir(&cache_r)
+        .peer(&peer2);
+    let reader = Mount::foreground(&mnt2, &args.build(), Duration::from_secs(60));
     let r = reader.path().join("names");
     assert_eq!(std::fs::read(r.join("caf\\xe9.txt")).unwrap(), b"latin-1\n");
     assert_eq!(std::fs::read(r.join(ESCAPED_FF).join("x")).unwrap(), b"x\n");

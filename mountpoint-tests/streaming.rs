@@ -17,15 +17,20 @@ use support::*;
 
 const BIG: usize = 24 * 1024 * 1024 + 777;
 
-fn seed_big(tmp: &Path, extra: &[&str]) -> (LtNode, Vec<u8>) {
+/// A seeder of `video/movie.mkv` (`BIG` random bytes) with `piece_size`
+/// pieces and the `extra` ltnode flags: the seeder, its magnet and a
+/// `--no-dht --peer SEEDER --cache-dir TMP/cache` mount of it, and the
+/// file's bytes.
+fn seed_big(tmp: &Path, piece_size: usize, extra: &[&str]) -> (LtNode, MountArgs, Vec<u8>) {
     let tree = tmp.join("video");
     make_tree(&tree, &[("movie.mkv", TreeFile::Random(BIG, 7))]);
     let data = std::fs::read(tree.join("movie.mkv")).unwrap();
-    let mut args = vec!["--seed", tree.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let mut seeder = LtNode::start(&args);
-    seeder.wait_event("seeding", Duration::from_secs(60));
-    (seeder, data)
+    let (seeder, magnet) = LtNode::seed_tree(&tree, piece_size, extra);
+    let args = MountArgs::new(&magnet)
+        .no_dht()
+        .peer(&seeder.addr())
+        .cache_dir(&tmp.join("cache"));
+    (seeder, args, data)
 }
 
 /// A tiny deterministic PRNG (xorshift) for offsets.
@@ -45,22 +50,9 @@ fn sequential_and_random_reads_return_the_right_bytes() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (mut seeder, data) = seed_big(tmp.path(), &["--piece-size", "65536"]);
-    let magnet = seeder.magnet();
-    let peer = seeder.addr();
+    let (_seeder, args, data) = seed_big(tmp.path(), 65536, &[]);
     let mnt = tmp.path().join("mnt");
-    let cache = tmp.path().join("cache");
-    let m = Mount::background(
-        &mnt,
-        &[
-            &magnet,
-            "--no-dht",
-            "--peer",
-            &peer,
-            "--cache-dir",
-            s(&cache),
-        ],
-    );
+    let m = Mount::background(&mnt, &args.build());
     let path = mnt.join("video/movie.mkv");
 
     // Random access first, on a cold cache: 200 reads of random sizes.
@@ -98,25 +90,9 @@ fn a_seeking_reader_is_not_held_up_by_pieces_it_left_behind() {
     }
     let tmp = tempfile::tempdir().unwrap();
     // A slow seeder (2 MB/s): reading the whole file would take 12 s.
-    let (mut seeder, data) = seed_big(
-        tmp.path(),
-        &["--piece-size", "262144", "--upload-limit", "2000000"],
-    );
-    let magnet = seeder.magnet();
-    let peer = seeder.addr();
+    let (_seeder, args, data) = seed_big(tmp.path(), 262144, &["--upload-limit", "2000000"]);
     let mnt = tmp.path().join("mnt");
-    let cache = tmp.path().join("cache");
-    let m = Mount::background(
-        &mnt,
-        &[
-            &magnet,
-            "--no-dht",
-            "--peer",
-            &peer,
-            "--cache-dir",
-            s(&cache),
-        ],
-    );
+    let m = Mount::background(&mnt, &args.build());
     let path = mnt.join("video/movie.mkv");
 
     // Like a video player: read the start, then jump around. Each jump must
@@ -153,19 +129,11 @@ fn a_signal_during_a_large_blocked_read_unmounts_promptly() {
     }
     let tmp = tempfile::tempdir().unwrap();
     // Very slow seeder: the cat below cannot finish during the test.
-    let (mut seeder, _data) = seed_big(
-        tmp.path(),
-        &["--piece-size", "262144", "--upload-limit", "200000"],
-    );
-    let magnet = seeder.magnet();
-    let peer = seeder.addr();
+    let (_seeder, args, _data) = seed_big(tmp.path(), 262144, &["--upload-limit", "200000"]);
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mut mount = Command::new(btfs_mount_bin())
-        .arg(&magnet)
-        .arg(&mnt)
-        .args(["-f", "--no-dht", "--peer", &peer, "--read-timeout", "600"])
-        .args(["--cache-dir", s(&tmp.path().join("cache"))])
+        .args(args.foreground().read_timeout(600).at(&mnt))
         .spawn()
         .unwrap();
     let _guard = ChildGuard(mount.id());
@@ -221,29 +189,21 @@ fn fully_cached_files_are_read_by_passthrough_and_stay_pinned() {
         ],
     );
     let a_data = std::fs::read(tree.join("a.bin")).unwrap();
-    let mut seeder = LtNode::start(&["--seed", s(&tree), "--piece-size", "262144"]);
-    seeder.wait_event("seeding", Duration::from_secs(60));
-    let magnet = seeder.magnet();
+    let (mut seeder, magnet) = LtNode::seed_tree(&tree, 262144, &[]);
     let ih = seeder.info_hash();
-    let peer = seeder.addr();
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("mnt");
+    let args = MountArgs::new(&magnet)
+        .foreground()
+        .arg("-vv")
+        .no_dht()
+        .peer(&seeder.addr())
+        .cache_dir(&cache);
     // A 5 MiB cache: reading b.bin (6 MiB) must evict, but never the
     // pieces of a.bin while a passthrough open of it pins them.
     let mut m = Mount::foreground(
         &mnt,
-        &[
-            &magnet,
-            "-f",
-            "-vv",
-            "--no-dht",
-            "--peer",
-            &peer,
-            "--cache-dir",
-            s(&cache),
-            "--cache-size",
-            "5M",
-        ],
+        &args.clone().args(&["--cache-size", "5M"]).build(),
         Duration::from_secs(60),
     );
     let a = mnt.join("data/a.bin");
@@ -297,17 +257,7 @@ fn fully_cached_files_are_read_by_passthrough_and_stay_pinned() {
     // --no-passthrough: the same cache, every read through btfs-mount.
     let mut m = Mount::foreground(
         &mnt,
-        &[
-            &magnet,
-            "-f",
-            "-vv",
-            "--no-dht",
-            "--no-passthrough",
-            "--peer",
-            &peer,
-            "--cache-dir",
-            s(&cache),
-        ],
+        &args.arg("--no-passthrough").build(),
         Duration::from_secs(60),
     );
     assert_eq!(sha256_file(&a), sha256_bytes(&a_data));

@@ -41,30 +41,54 @@ fn assert_route(log: &str, peer_port: u16, route: &str) {
     );
 }
 
+/// `MAGNET -f --no-dht -v --peer PEER --cache-dir TMP/cache`: the mount's
+/// defaults otherwise (uTP on, `--encryption prefer`).
+fn mount_args(magnet: &str, peer: &str, tmp: &Path) -> MountArgs {
+    MountArgs::new(magnet)
+        .foreground()
+        .no_dht()
+        .verbose()
+        .peer(peer)
+        .cache_dir(&tmp.join("cache"))
+}
+
+/// `btfs-mount seed SITE --no-dht -v --port PORT --cache-dir TMP/cache` (its
+/// defaults otherwise); returns it once it printed its magnet, and the
+/// magnet.
+fn btfs_seed(site: &Path, port: u16, tmp: &Path) -> (Child, String) {
+    let mut cmd = Command::new(btfs_mount_bin());
+    cmd.args([
+        "seed",
+        s(site),
+        "--no-dht",
+        "-v",
+        "--port",
+        &port.to_string(),
+    ])
+    .arg("--cache-dir")
+    .arg(tmp.join("cache"));
+    let mut seed = Child::spawn("btfs-mount seed", cmd);
+    assert!(
+        wait_until(Duration::from_secs(60), || !seed.stdout_lines().is_empty()),
+        "no magnet from btfs-mount seed\n{}",
+        seed.stderr_tail(20)
+    );
+    let magnet = seed.stdout_lines()[0].trim().to_string();
+    (seed, magnet)
+}
+
 /// libtorrent seeds with `lt_flags`; btfs-mount (defaults, given only the
 /// magnet and the seeder's address) mounts and reads every byte.
 fn mount_reads_from_libtorrent(lt_flags: &[&str], route: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     tree(&site);
-    let mut args = vec!["--seed", s(&site)];
-    args.extend_from_slice(lt_flags);
-    let mut lt = LtNode::start(&args);
-    lt.wait_event("seeding", Duration::from_secs(30));
-    let magnet = lt.magnet();
+    let (lt, magnet) = LtNode::seed_tree(&site, 0, lt_flags);
+    let args = mount_args(&magnet, &lt.addr(), tmp.path());
     let t = Instant::now();
     let mut m = Mount::foreground(
         &tmp.path().join("mnt"),
-        &[
-            &magnet,
-            "-f",
-            "--no-dht",
-            "-v",
-            "--peer",
-            &lt.addr(),
-            "--cache-dir",
-            s(&tmp.path().join("cache")),
-        ],
+        &args.build(),
         Duration::from_secs(60),
     );
     assert_eq!(tree_digests(&m.path().join("site")), tree_digests(&site));
@@ -84,24 +108,7 @@ fn libtorrent_fetches_from_us(lt_flags: &[&str], route: &str) {
     let site = tmp.path().join("site");
     tree(&site);
     let port = free_port();
-    let mut cmd = Command::new(btfs_mount_bin());
-    cmd.args([
-        "seed",
-        s(&site),
-        "--no-dht",
-        "-v",
-        "--port",
-        &port.to_string(),
-    ])
-    .arg("--cache-dir")
-    .arg(tmp.path().join("cache"));
-    let mut seed = Child::spawn("btfs-mount seed", cmd);
-    assert!(
-        wait_until(Duration::from_secs(60), || !seed.stdout_lines().is_empty()),
-        "no magnet from btfs-mount seed\n{}",
-        seed.stderr_tail(20)
-    );
-    let magnet = seed.stdout_lines()[0].trim().to_string();
+    let (mut seed, magnet) = btfs_seed(&site, port, tmp.path());
     let bare: String = magnet.split('&').next().unwrap().to_string();
     let save = tmp.path().join("lt");
     std::fs::create_dir_all(&save).unwrap();
@@ -186,27 +193,17 @@ fn mount_over_lossy_utp_reads_every_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     tree(&site);
-    let mut lt = LtNode::start(&["--seed", s(&site), "--utp-only"]);
-    lt.wait_event("seeding", Duration::from_secs(30));
-    let magnet = lt.magnet();
+    let (lt, magnet) = LtNode::seed_tree(&site, 0, &["--utp-only"]);
     // ~25 ms each way with a little jitter, 1 % of datagrams lost.
     let profile = relay::Profile::wan_lossy();
     let target = format!("127.0.0.1:{}", lt.port()).parse().unwrap();
     let r = relay::Relay::udp("127.0.0.1:0".parse().unwrap(), target, profile);
     let via = r.addr().to_string();
+    let args = mount_args(&magnet, &via, tmp.path());
     let t = Instant::now();
     let mut m = Mount::foreground(
         &tmp.path().join("mnt"),
-        &[
-            &magnet,
-            "-f",
-            "--no-dht",
-            "-v",
-            "--peer",
-            &via,
-            "--cache-dir",
-            s(&tmp.path().join("cache")),
-        ],
+        &args.build(),
         Duration::from_secs(60),
     );
     let mounted = t.elapsed();
@@ -249,33 +246,14 @@ fn a_utp_only_and_a_tcp_only_peer_are_each_connected_within_2_s() {
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     tree(&site);
-    let mut u = LtNode::start(&["--seed", s(&site), "--utp-only"]);
-    u.wait_event("seeding", Duration::from_secs(30));
+    let (u, magnet) = LtNode::seed_tree(&site, 0, &["--utp-only"]);
     let torrent = tmp.path().join("t.torrent");
-    let mut t = LtNode::start(&[
-        "--seed",
-        s(&site),
-        "--no-utp",
-        "--write-torrent",
-        s(&torrent),
-    ]);
-    t.wait_event("seeding", Duration::from_secs(30));
-    let magnet = u.magnet();
-    assert_eq!(magnet, t.magnet(), "the same torrent");
+    let (t, t_magnet) = LtNode::seed_tree(&site, 0, &["--no-utp", "--write-torrent", s(&torrent)]);
+    assert_eq!(magnet, t_magnet, "the same torrent");
+    let args = mount_args(&magnet, &u.addr(), tmp.path()).peer(&t.addr());
     let mut m = Mount::foreground(
         &tmp.path().join("mnt"),
-        &[
-            &magnet,
-            "-f",
-            "--no-dht",
-            "-v",
-            "--peer",
-            &u.addr(),
-            "--peer",
-            &t.addr(),
-            "--cache-dir",
-            s(&tmp.path().join("cache")),
-        ],
+        &args.build(),
         Duration::from_secs(60),
     );
     let both = |log: &str| {
@@ -332,22 +310,7 @@ fn hostile_handshakes_are_dropped_and_others_are_served() {
     let site = tmp.path().join("site");
     tree(&site);
     let port = free_port();
-    let mut cmd = Command::new(btfs_mount_bin());
-    cmd.args([
-        "seed",
-        s(&site),
-        "--no-dht",
-        "-v",
-        "--port",
-        &port.to_string(),
-    ])
-    .arg("--cache-dir")
-    .arg(tmp.path().join("cache"));
-    let mut seed = Child::spawn("btfs-mount seed", cmd);
-    assert!(wait_until(Duration::from_secs(60), || !seed
-        .stdout_lines()
-        .is_empty()));
-    let magnet = seed.stdout_lines()[0].trim().to_string();
+    let (mut seed, magnet) = btfs_seed(&site, port, tmp.path());
     let addr = format!("127.0.0.1:{port}");
     let t0 = Instant::now();
     // Endless random bytes (an MSE sync search that never matches).

@@ -5,7 +5,8 @@
 //! vanished host on the Internet). A slow node is a live node behind a UDP
 //! relay that delays each query past the lookup's soft timeout.
 
-mod dht_common;
+#[path = "../mountpoint-tests/support/mod.rs"]
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use btfs::dht::{Dht, DhtConfig, MutableItem, mutable_target};
 use btfs::{InfoHash, Keypair};
-use dht_common::{enter_netns, runtime};
+use support::{in_netns, runtime};
 use tokio::net::UdpSocket;
 
 /// Bound asserted on a lookup's end: well under the 2 s request timeout that
@@ -48,7 +49,7 @@ async fn kill(d: Dht) -> UdpSocket {
 
 #[test]
 fn dht_lookup_passes_over_dead_nodes() {
-    if !enter_netns("dht_lookup_passes_over_dead_nodes") {
+    if !in_netns("dht_lookup_passes_over_dead_nodes") {
         return;
     }
     runtime().block_on(async {
@@ -180,7 +181,7 @@ async fn slow_relay(to: SocketAddr, delay: Duration) -> SocketAddr {
 
 #[test]
 fn dht_late_answers_of_slow_nodes_are_used() {
-    if !enter_netns("dht_late_answers_of_slow_nodes_are_used") {
+    if !in_netns("dht_late_answers_of_slow_nodes_are_used") {
         return;
     }
     runtime().block_on(async {

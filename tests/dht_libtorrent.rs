@@ -2,14 +2,16 @@
 //! on loopback inside a private network namespace: bootstrap both ways,
 //! get_peers/announce_peer both ways, and BEP 44 mutable items both ways.
 
-mod dht_common;
+#[path = "../mountpoint-tests/support/mod.rs"]
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use btfs::dht::{Dht, DhtConfig, MutableItem, mutable_target};
 use btfs::{InfoHash, Keypair};
-use dht_common::{LtNodes, enter_netns, json_list, json_raw, json_str, runtime};
+use serde_json::json;
+use support::{LtDht, in_netns, runtime};
 
 const LT_NODES: usize = 4;
 
@@ -25,10 +27,10 @@ fn cfg(bootstrap: Vec<String>) -> DhtConfig {
 
 /// Our node A first, then libtorrent nodes bootstrapping from A, then A and
 /// two more of ours (B, C) bootstrapping from libtorrent and A.
-async fn mixed_network(base_port: u16) -> (Vec<Dht>, LtNodes) {
+async fn mixed_network(base_port: u16) -> (Vec<Dht>, LtDht) {
     let a = Dht::start(cfg(vec![])).await.unwrap();
-    let lt = LtNodes::spawn(LT_NODES, base_port, &[a.local_addr()]);
-    let lt_addrs: Vec<String> = lt.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let lt = LtDht::start(LT_NODES, base_port, &[a.local_addr()]);
+    let lt_addrs = lt.addrs();
     // Give libtorrent a moment to come up and ping A.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let a = {
@@ -52,16 +54,16 @@ async fn mixed_network(base_port: u16) -> (Vec<Dht>, LtNodes) {
     (vec![a, b, c], lt)
 }
 
-fn wait_lt_tables(lt: &mut LtNodes, min: i64) {
+fn wait_lt_tables(lt: &mut LtDht, min: i64) {
     let end = Instant::now() + Duration::from_secs(30);
     for i in 0..LT_NODES {
         loop {
             let r = lt.cmd(
-                &format!("{{\"cmd\": \"nodes\", \"node\": {i}}}"),
+                json!({"cmd": "nodes", "node": i}),
                 "nodes",
                 Duration::from_secs(10),
             );
-            let n: i64 = json_raw(&r, "count").unwrap().parse().unwrap();
+            let n = r["count"].as_i64().unwrap();
             if n >= min {
                 break;
             }
@@ -76,7 +78,7 @@ fn wait_lt_tables(lt: &mut LtNodes, min: i64) {
 
 #[test]
 fn dht_lt_bootstrap_and_peers() {
-    if !enter_netns("dht_lt_bootstrap_and_peers") {
+    if !in_netns("dht_lt_bootstrap_and_peers") {
         return;
     }
     runtime().block_on(async {
@@ -94,19 +96,16 @@ fn dht_lt_bootstrap_and_peers() {
         let ih1 = InfoHash([0x11; 20]);
         let r = tokio::task::block_in_place(|| {
             lt.cmd(
-                &format!(
-                    "{{\"cmd\": \"announce\", \"node\": 1, \"ih\": \"{}\"}}",
-                    ih1.to_hex()
-                ),
+                json!({"cmd": "announce", "node": 1, "ih": ih1.to_hex()}),
                 "announced",
                 Duration::from_secs(5),
             )
         });
-        let port = json_raw(&r, "port").unwrap();
+        let port = r["port"].as_u64().unwrap();
         let want: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         // D is read-only (BEP 43): nobody adds it to a table, so nobody
         // announces to it, and it must find the peer through a lookup.
-        let mut boot: Vec<String> = lt.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let mut boot = lt.addrs();
         boot.push(ours[0].local_addr().to_string());
         let d = Dht::start(DhtConfig {
             read_only: true,
@@ -159,15 +158,17 @@ fn dht_lt_bootstrap_and_peers() {
             loop {
                 let r = tokio::task::block_in_place(|| {
                     lt.cmd(
-                        &format!(
-                            "{{\"cmd\": \"get_peers\", \"node\": 3, \"ih\": \"{}\"}}",
-                            ih.to_hex()
-                        ),
+                        json!({"cmd": "get_peers", "node": 3, "ih": ih.to_hex()}),
                         "peers",
                         Duration::from_secs(40),
                     )
                 });
-                let peers = json_list(&r, "peers");
+                let peers: Vec<String> = r["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_string())
+                    .collect();
                 if peers.contains(&want) {
                     break;
                 }
@@ -186,7 +187,7 @@ fn dht_lt_bootstrap_and_peers() {
 
 #[test]
 fn dht_lt_mutable_items() {
-    if !enter_netns("dht_lt_mutable_items") {
+    if !in_netns("dht_lt_mutable_items") {
         return;
     }
     runtime().block_on(async {
@@ -203,34 +204,38 @@ fn dht_lt_mutable_items() {
         assert!(n >= 3, "put accepted by {n} nodes");
         let r = tokio::task::block_in_place(|| {
             lt.cmd(
-                &format!(
-                    "{{\"cmd\": \"get_mutable\", \"node\": 2, \"pk\": \"{}\", \"salt\": \"\"}}",
-                    hex::encode(kp.public_key())
-                ),
+                json!({
+                    "cmd": "get_mutable",
+                    "node": 2,
+                    "pk": hex::encode(kp.public_key()),
+                    "salt": "",
+                }),
                 "mutable",
                 Duration::from_secs(40),
             )
         });
-        assert_eq!(json_raw(&r, "found").as_deref(), Some("true"), "{r}");
-        assert_eq!(json_raw(&r, "seq").as_deref(), Some("1"));
-        assert_eq!(json_str(&r, "value_hex"), Some(hex::encode(&v)), "{r}");
-        assert_eq!(json_raw(&r, "sig_valid").as_deref(), Some("true"), "{r}");
+        assert_eq!(r["found"], true, "{r}");
+        assert_eq!(r["seq"], 1);
+        assert_eq!(r["value_hex"], hex::encode(&v), "{r}");
+        assert_eq!(r["sig_valid"], true, "{r}");
 
         // libtorrent puts a string item (with a salt); we get it.
         let seed2 = [0x24u8; 32];
         let kp2 = Keypair::from_seed(&seed2);
         let r = tokio::task::block_in_place(|| {
             lt.cmd(
-                &format!(
-                    "{{\"cmd\": \"put_mutable\", \"node\": 0, \"seed\": \"{}\", \"value\": \"hello from libtorrent\", \"salt\": \"{}\"}}",
-                    hex::encode(seed2),
-                    hex::encode(b"salty")
-                ),
+                json!({
+                    "cmd": "put_mutable",
+                    "node": 0,
+                    "seed": hex::encode(seed2),
+                    "value": "hello from libtorrent",
+                    "salt": hex::encode(b"salty"),
+                }),
                 "put",
                 Duration::from_secs(70),
             )
         });
-        let ok: i64 = json_raw(&r, "num_success").unwrap().parse().unwrap();
+        let ok = r["num_success"].as_i64().unwrap();
         assert!(ok >= 1, "libtorrent's put reached {ok} nodes");
         let got = ours[2]
             .get_mutable(kp2.public_key(), b"salty")
@@ -246,21 +251,35 @@ fn dht_lt_mutable_items() {
         let a = ours[0].local_addr();
         let seed3 = [0x33u8; 32];
         let raw = |seq: i64, sig: Option<String>| {
-            format!(
-                "{{\"cmd\": \"raw_put\", \"addr\": \"{a}\", \"seed\": \"{}\", \"salt\": \"\", \"seq\": {seq}, \"v_hex\": \"{}\", \"sig_hex\": {}}}",
-                hex::encode(seed3),
-                hex::encode(&v),
-                sig.map(|s| format!("\"{s}\"")).unwrap_or("null".into())
-            )
+            json!({
+                "cmd": "raw_put",
+                "addr": a.to_string(),
+                "seed": hex::encode(seed3),
+                "salt": "",
+                "seq": seq,
+                "v_hex": hex::encode(&v),
+                "sig_hex": sig,
+            })
         };
-        let r = tokio::task::block_in_place(|| lt.cmd(&raw(5, None), "raw_put", Duration::from_secs(10)));
-        assert!(r.contains("\"y\": \"r\""), "raw put accepted: {r}");
-        let r = tokio::task::block_in_place(|| lt.cmd(&raw(4, None), "raw_put", Duration::from_secs(10)));
-        assert!(r.contains("302"), "older seq refused with 302: {r}");
         let r = tokio::task::block_in_place(|| {
-            lt.cmd(&raw(6, Some("00".repeat(64))), "raw_put", Duration::from_secs(10))
+            lt.cmd(raw(5, None), "raw_put", Duration::from_secs(10))
         });
-        assert!(r.contains("206"), "bad signature refused with 206: {r}");
+        assert_eq!(r["reply"]["y"], "r", "raw put accepted: {r}");
+        let r = tokio::task::block_in_place(|| {
+            lt.cmd(raw(4, None), "raw_put", Duration::from_secs(10))
+        });
+        assert_eq!(r["reply"]["e"][0], 302, "older seq refused with 302: {r}");
+        let r = tokio::task::block_in_place(|| {
+            lt.cmd(
+                raw(6, Some("00".repeat(64))),
+                "raw_put",
+                Duration::from_secs(10),
+            )
+        });
+        assert_eq!(
+            r["reply"]["e"][0], 206,
+            "bad signature refused with 206: {r}"
+        );
         let kp3 = Keypair::from_seed(&seed3);
         let got = ours[0].get_mutable(kp3.public_key(), b"").await.unwrap();
         assert_eq!((got.seq, got.value.clone()), (5, v.clone()));

@@ -2,14 +2,15 @@
 //! namespace: wire robustness (garbage, transaction ids, unsorted keys),
 //! peers, BEP 44 items, and restart from the saved routing table.
 
-mod dht_common;
+#[path = "../mountpoint-tests/support/mod.rs"]
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use btfs::dht::{Dht, DhtConfig, DhtError, MutableItem, immutable_target};
 use btfs::{InfoHash, Keypair};
-use dht_common::{enter_netns, runtime};
+use support::{in_netns, runtime};
 use tokio::net::UdpSocket;
 
 fn cfg(bootstrap: Vec<String>) -> DhtConfig {
@@ -50,7 +51,7 @@ async fn exchange(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<Vec<u8
 
 #[test]
 fn dht_wire_robustness() {
-    if !enter_netns("dht_wire_robustness") {
+    if !in_netns("dht_wire_robustness") {
         return;
     }
     runtime().block_on(async {
@@ -137,7 +138,7 @@ fn dht_wire_robustness() {
 
 #[test]
 fn dht_local_peers_and_items() {
-    if !enter_netns("dht_local_peers_and_items") {
+    if !in_netns("dht_local_peers_and_items") {
         return;
     }
     runtime().block_on(async {
@@ -224,7 +225,7 @@ fn dht_local_peers_and_items() {
 
 #[test]
 fn dht_restart_from_saved_nodes() {
-    if !enter_netns("dht_restart_from_saved_nodes") {
+    if !in_netns("dht_restart_from_saved_nodes") {
         return;
     }
     runtime().block_on(async {
@@ -260,7 +261,7 @@ fn dht_restart_from_saved_nodes() {
 
 #[test]
 fn dht_ipv6_loopback() {
-    if !enter_netns("dht_ipv6_loopback") {
+    if !in_netns("dht_ipv6_loopback") {
         return;
     }
     runtime().block_on(async {
@@ -268,9 +269,15 @@ fn dht_ipv6_loopback() {
             bind: "[::1]:0".parse().unwrap(),
             ..cfg(bootstrap)
         };
-        let Ok(first) = Dht::start(v6(vec![])).await else {
-            eprintln!("SKIP dht_ipv6_loopback: no ::1 in this namespace");
-            return;
+        let first = match Dht::start(v6(vec![])).await {
+            Ok(d) => d,
+            Err(e) => {
+                support::skip_or_fail(
+                    "dht_ipv6_loopback",
+                    &format!("no ::1 in this namespace ({e})"),
+                );
+                return;
+            }
         };
         let boot = vec![first.local_addr().to_string()];
         let mut nodes = vec![first];

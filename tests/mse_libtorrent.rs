@@ -5,20 +5,20 @@
 //! disabled. Plus the RC4 stream's throughput over loopback TCP.
 //!
 //! Every test opens sockets, so it runs inside a network namespace of its
-//! own: when `BTFS_NETNS` is not set, the test re-executes itself under
-//! `unshare --net --mount` (root needed; without root it prints a loud SKIP,
-//! or fails when `CI=true`). Inside, only loopback exists.
+//! own (`support::in_netns`: root needed; without root a loud SKIP, or a
+//! failure when `CI=true`). Inside, only loopback exists.
 //!
 //! Run: `cargo test --test mse_libtorrent -- --nocapture`
 //! (throughput figures: add `--release`).
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "../mountpoint-tests/support/mod.rs"]
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -31,52 +31,7 @@ use btfs::peer::wire::{
     BLOCK_SIZE, Bitfield, BlockRequest, DEFAULT_MAX_MESSAGE_LEN, Handshake, Message,
 };
 use btfs::{InfoHash, PeerId};
-
-/// Runs the calling test inside its own network namespace. Returns true when
-/// the caller is inside and should run its body; false when this process
-/// only supervised (or skipped) the run.
-fn in_own_netns(test_name: &str) -> bool {
-    if std::env::var_os("BTFS_NETNS").is_some() {
-        let st = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .expect("run ip");
-        assert!(st.success(), "ip link set lo up failed");
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test_name}: needs root for unshare --net --mount");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n***** SKIP {test_name}: not root, cannot unshare a network namespace *****\n"
-        );
-        return false;
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let st = Command::new("unshare")
-        .args(["--net", "--mount", "--"])
-        .arg(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("BTFS_NETNS", "1")
-        .status()
-        .expect("run unshare");
-    assert!(
-        st.success(),
-        "{test_name} failed inside its network namespace"
-    );
-    false
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::{Child, PYTHON, in_netns, runtime};
 
 const STEP: Duration = Duration::from_secs(20);
 
@@ -87,39 +42,32 @@ fn timeouts() -> Timeouts {
     }
 }
 
-/// The python3-libtorrent seeder; stdin closed (and the process killed, by
-/// its pid, if it lingers) on drop.
+/// The python3-libtorrent seeder (`lt/lt_mse_peer.py`) as a
+/// [`support::Child`] (killed by PID on drop), and the torrent it seeds.
 struct LtPeer {
     child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    _dir: tempfile::TempDir,
     port: u16,
     info_hash: InfoHash,
     piece_length: u32,
     num_pieces: u32,
     data: Vec<u8>,
+    /// The seeded file; removed after the process is gone.
+    _dir: tempfile::TempDir,
 }
 
 impl LtPeer {
+    /// Starts the script with encryption policy `enc` and waits (up to
+    /// 60 s) for its `seeding` event.
     fn start(enc: &str) -> LtPeer {
         let dir = tempfile::tempdir().unwrap();
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/mountpoint-tests/lt/lt_mse_peer.py"
         );
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .arg(dir.path())
-            .arg(enc)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python3 libtorrent peer");
-        let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let v = read_json(&mut stdout);
-        assert!(v.get("error").is_none(), "libtorrent peer failed: {v}");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script).arg(dir.path()).arg(enc);
+        let mut child = Child::spawn("lt_mse_peer", cmd);
+        let v = child.wait_event_ok("seeding", Duration::from_secs(60));
         eprintln!("libtorrent ({enc}): {v}");
         let data = std::fs::read(v["data_path"].as_str().unwrap()).unwrap();
         assert_eq!(data.len() as u64, v["total_size"].as_u64().unwrap());
@@ -130,8 +78,6 @@ impl LtPeer {
             num_pieces: v["num_pieces"].as_u64().unwrap() as u32,
             data,
             child,
-            stdin,
-            stdout,
             _dir: dir,
         }
     }
@@ -141,16 +87,14 @@ impl LtPeer {
     }
 
     fn command(&mut self, cmd: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{cmd}").unwrap();
-        stdin.flush().unwrap();
+        self.child.send_line(cmd);
     }
 
     /// libtorrent's view of the peer connected from local port `port`:
     /// `(rc4_encrypted, plaintext_encrypted)` flags of its `peer_info`.
     fn peer_flags(&mut self, port: u16) -> Option<(bool, bool)> {
         self.command("peers");
-        let v = read_json(&mut self.stdout);
+        let v = self.child.wait_event("peers", STEP);
         v["peers"].as_array().unwrap().iter().find_map(|p| {
             (p["port"].as_u64() == Some(u64::from(port))).then(|| {
                 (
@@ -160,27 +104,6 @@ impl LtPeer {
             })
         })
     }
-}
-
-impl Drop for LtPeer {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read_json(r: &mut impl BufRead) -> Value {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
 }
 
 /// Peer wire messages over any stream (here an [`MseStream`]).
@@ -288,7 +211,7 @@ async fn bitfield_and_one_block<S: AsyncRead + AsyncWrite + Unpin>(
 /// `require`); libtorrent's own peer list confirms the method.
 #[test]
 fn our_initiator_downloads_from_libtorrent() {
-    if !in_own_netns("our_initiator_downloads_from_libtorrent") {
+    if !in_netns("our_initiator_downloads_from_libtorrent") {
         return;
     }
     let mut lt = LtPeer::start("forced");
@@ -351,7 +274,7 @@ fn our_initiator_downloads_from_libtorrent() {
 /// dropped within the timeouts without disturbing it.
 #[test]
 fn libtorrent_dials_our_mse_listener() {
-    if !in_own_netns("libtorrent_dials_our_mse_listener") {
+    if !in_netns("libtorrent_dials_our_mse_listener") {
         return;
     }
     let mut lt = LtPeer::start("forced");
@@ -492,7 +415,7 @@ fn libtorrent_dials_our_mse_listener() {
 /// help, and the plaintext handshake on a new connection works.
 #[test]
 fn plaintext_fallback_when_libtorrent_refuses_mse() {
-    if !in_own_netns("plaintext_fallback_when_libtorrent_refuses_mse") {
+    if !in_netns("plaintext_fallback_when_libtorrent_refuses_mse") {
         return;
     }
     let lt = LtPeer::start("disabled");
@@ -525,7 +448,7 @@ fn plaintext_fallback_when_libtorrent_refuses_mse() {
 /// `--release` for meaningful figures. Every received byte is compared.
 #[test]
 fn rc4_stream_throughput_loopback() {
-    if !in_own_netns("rc4_stream_throughput_loopback") {
+    if !in_netns("rc4_stream_throughput_loopback") {
         return;
     }
     let total: usize = if cfg!(debug_assertions) {

@@ -25,16 +25,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use btfs::utp::{UtpConfig, UtpSocket};
 use support::in_netns;
 
+/// [`support::runtime`], with the crate's logs on stderr (`RUST_LOG`).
 fn runtime() -> tokio::runtime::Runtime {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .try_init();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    support::runtime()
 }
 
 /// Panics anywhere in the process (the crate's tasks swallow theirs into

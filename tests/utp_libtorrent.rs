@@ -29,16 +29,8 @@ use std::time::{Duration, Instant};
 
 use btfs::utp::{UtpConfig, UtpSocket};
 use relay::{Profile, Relay};
-use support::in_netns;
+use support::{in_netns, runtime};
 use utp_common::{LtFetch, LtSeed, download, mbps, serve};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -20,14 +20,13 @@
 //!
 //! Run: `cargo test --test v2_libtorrent -- --nocapture`
 
-#[path = "dht_common/mod.rs"]
-mod dht_common;
+#[path = "../mountpoint-tests/support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +43,7 @@ use btfs::peer::wire::{
     BLOCK_SIZE, Bitfield, BlockRequest, HashMessage, MAX_HASHES_MESSAGE_LEN, Message,
 };
 
-use dht_common::enter_netns;
+use support::{Child, PYTHON, in_netns, runtime};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -91,7 +90,7 @@ fn p(s: &str) -> Vec<String> {
 fn run_check(dir: &Path, built: &BuiltV2, flavor: Flavor) -> Value {
     let torrent = dir.join("ours.torrent");
     std::fs::write(&torrent, built.torrent_file()).unwrap();
-    let out = Command::new("/usr/bin/python3")
+    let out = Command::new(PYTHON)
         .arg(SCRIPT)
         .arg("check")
         .arg(&torrent)
@@ -210,51 +209,12 @@ fn builder_agrees_with_libtorrent() {
     }
 }
 
-/// The python3-libtorrent process; stdin closed (and killed by pid if it
-/// lingers) on drop.
-struct Lt {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Lt {
-    fn start(args: &[&str]) -> Lt {
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(SCRIPT)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python3");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Lt {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn line(&mut self) -> Value {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
-    }
-}
-
-impl Drop for Lt {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `lt/lt_v2_peer.py seed|leech ...` as a [`support::Child`] (killed by
+/// PID on drop).
+fn lt_v2_peer(args: &[&str]) -> Child {
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(SCRIPT).args(args);
+    Child::spawn("lt_v2_peer", cmd)
 }
 
 /// The test torrent for the socket tests: one file of 80 blocks in 64 KiB
@@ -294,7 +254,7 @@ async fn ask(conn: &mut PeerConn, req: HashRequest, unchoked: &mut bool) -> Hash
 
 #[test]
 fn libtorrent_answers_our_hash_requests() {
-    if !enter_netns("libtorrent_answers_our_hash_requests") {
+    if !in_netns("libtorrent_answers_our_hash_requests") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -302,12 +262,12 @@ fn libtorrent_answers_our_hash_requests() {
     let torrent = dir.path().join("t.torrent");
     std::fs::write(&torrent, built.torrent_file()).unwrap();
     let data_dir = dir.path().join("data");
-    let mut lt = Lt::start(&[
+    let mut lt = lt_v2_peer(&[
         "seed",
         torrent.to_str().unwrap(),
         data_dir.to_str().unwrap(),
     ]);
-    let ready = lt.line();
+    let ready = lt.wait_event_ok("seeding", Duration::from_secs(60));
     let port = ready["port"]
         .as_u64()
         .unwrap_or_else(|| panic!("seed: {ready}")) as u16;
@@ -322,7 +282,7 @@ fn libtorrent_answers_our_hash_requests() {
     );
     let data = content(0, 1_300_000);
 
-    dht_common::runtime().block_on(async {
+    runtime().block_on(async {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let (mut conn, hs) = PeerConn::connect(addr, info.info_hash, PeerId::generate().0, STEP)
             .await
@@ -501,7 +461,7 @@ struct SeedLog {
 
 #[test]
 fn libtorrent_downloads_with_our_hash_answers() {
-    if !enter_netns("libtorrent_downloads_with_our_hash_answers") {
+    if !in_netns("libtorrent_downloads_with_our_hash_answers") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -540,7 +500,7 @@ fn download_from_us(built: BuiltV2) {
     let info_file = leech_dir.path().join("info");
     std::fs::write(&info_file, &built.info_raw).unwrap();
 
-    dht_common::runtime().block_on(async {
+    runtime().block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seed_info = info.clone();
@@ -562,8 +522,8 @@ fn download_from_us(built: BuiltV2) {
             port.to_string(),
         );
         let result = tokio::task::spawn_blocking(move || {
-            let mut lt = Lt::start(&["leech", &info_s, &save_s, &port_s]);
-            lt.line()
+            let mut lt = lt_v2_peer(&["leech", &info_s, &save_s, &port_s]);
+            lt.wait_event_ok("leeched", Duration::from_secs(120))
         })
         .await
         .unwrap();

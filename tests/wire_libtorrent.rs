@@ -4,16 +4,17 @@
 //! against hand-written fake peers.
 //!
 //! Every test opens sockets, so it runs inside a network namespace of its
-//! own: when `BTFS_NETNS` is not set, the test re-executes itself under
-//! `unshare --net --mount` (root needed; without root it prints a loud SKIP,
-//! or fails when `CI=true`). Inside, only loopback exists.
+//! own (`support::in_netns`: root needed; without root a loud SKIP, or a
+//! failure when `CI=true`). Inside, only loopback exists.
 //!
 //! Run: `cargo test --test wire_libtorrent -- --nocapture`
 
+#[path = "../mountpoint-tests/support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,60 +29,12 @@ use btfs::peer::extension::{self, ExtHandshake, UT_METADATA_ID};
 use btfs::peer::ut_metadata::{self, MetadataAssembler, MetadataMsg};
 use btfs::peer::wire::{BLOCK_SIZE, Bitfield, BlockRequest, Handshake, Message, WireError};
 use btfs::{InfoHash, PeerId};
+use support::{Child, PYTHON, in_netns, piece_sha1s, runtime};
 
-/// Runs the calling test inside its own network namespace. Returns true when
-/// the caller is inside and should run its body; false when this process
-/// only supervised (or skipped) the run.
-fn in_own_netns(test_name: &str) -> bool {
-    if std::env::var_os("BTFS_NETNS").is_some() {
-        let st = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .expect("run ip");
-        assert!(st.success(), "ip link set lo up failed");
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test_name}: needs root for unshare --net --mount");
-        }
-        // straight to the process's stderr, past the test harness's capture
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n***** SKIP {test_name}: not root, cannot unshare a network namespace *****\n"
-        );
-        return false;
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let st = Command::new("unshare")
-        .args(["--net", "--mount", "--"])
-        .arg(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("BTFS_NETNS", "1")
-        .status()
-        .expect("run unshare");
-    assert!(
-        st.success(),
-        "{test_name} failed inside its network namespace"
-    );
-    false
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The python3-libtorrent seeder process; stdin closed (and the process
-/// killed, by its pid, if it lingers) on drop.
+/// The python3-libtorrent seeder (`lt/lt_wire_seed.py`) as a
+/// [`support::Child`] (killed by PID on drop), and the torrent it seeds.
 struct Seeder {
     child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    _dir: tempfile::TempDir,
     port: u16,
     info_hash: InfoHash,
     piece_length: u32,
@@ -89,47 +42,35 @@ struct Seeder {
     total_size: u64,
     info_size: u64,
     piece_sha1: Vec<[u8; 20]>,
+    /// The seeded files; removed after the process is gone.
+    _dir: tempfile::TempDir,
 }
 
 impl Seeder {
+    /// Starts the script and waits (up to 120 s) for its `seeding` event.
     fn start() -> Seeder {
         let dir = tempfile::tempdir().unwrap();
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/mountpoint-tests/lt/lt_wire_seed.py"
         );
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python3 seeder");
-        let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert!(!line.contains("\"error\""), "seeder failed: {line}");
-        eprintln!("seeder: {}", &line[..line.len().min(200)]);
-        let piece_sha1 = json_str_list(&line, "piece_sha1")
-            .iter()
-            .map(|h| {
-                let mut a = [0u8; 20];
-                hex::decode_to_slice(h, &mut a).unwrap();
-                a
-            })
-            .collect();
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script).arg(dir.path());
+        let mut child = Child::spawn("lt_wire_seed", cmd);
+        let ev = child.wait_event_ok("seeding", Duration::from_secs(120));
+        let text = ev.to_string();
+        eprintln!("seeder: {}", &text[..text.len().min(200)]);
+        let num = |key: &str| ev[key].as_u64().unwrap_or_else(|| panic!("{key} in {ev}"));
+        let piece_sha1 = piece_sha1s(&ev, "piece_sha1");
         Seeder {
-            port: json_num(&line, "port") as u16,
-            info_hash: InfoHash::from_hex(&json_str(&line, "info_hash")).unwrap(),
-            piece_length: json_num(&line, "piece_length") as u32,
-            num_pieces: json_num(&line, "num_pieces") as u32,
-            total_size: json_num(&line, "total_size"),
-            info_size: json_num(&line, "info_size"),
+            port: num("port") as u16,
+            info_hash: InfoHash::from_hex(ev["info_hash"].as_str().unwrap()).unwrap(),
+            piece_length: num("piece_length") as u32,
+            num_pieces: num("num_pieces") as u32,
+            total_size: num("total_size"),
+            info_size: num("info_size"),
             piece_sha1,
             child,
-            stdin,
-            stdout,
             _dir: dir,
         }
     }
@@ -139,17 +80,14 @@ impl Seeder {
     }
 
     fn command(&mut self, cmd: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{cmd}").unwrap();
-        stdin.flush().unwrap();
+        self.child.send_line(cmd);
     }
 
     /// Asks the script whether the magnet torrent `ih` has its metadata.
     fn has_metadata(&mut self, ih: InfoHash) -> bool {
         self.command(&format!("has_metadata {}", ih.to_hex()));
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.contains("true")
+        let ev = self.child.wait_event("has_metadata", STEP);
+        ev["has_metadata"].as_bool().expect("has_metadata: bool")
     }
 
     fn piece_len(&self, index: u32) -> u32 {
@@ -161,48 +99,6 @@ impl Seeder {
     }
 }
 
-impl Drop for Seeder {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The number after `"key": ` in a one-line JSON object.
-fn json_num(line: &str, key: &str) -> u64 {
-    let at = line.find(&format!("\"{key}\": ")).unwrap() + key.len() + 4;
-    let digits: String = line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().unwrap()
-}
-
-/// The string after `"key": ` in a one-line JSON object (no escapes).
-fn json_str(line: &str, key: &str) -> String {
-    let at = line.find(&format!("\"{key}\": \"")).unwrap() + key.len() + 5;
-    line[at..].split('"').next().unwrap().to_string()
-}
-
-/// The list of strings after `"key": [` in a one-line JSON object.
-fn json_str_list(line: &str, key: &str) -> Vec<String> {
-    let at = line.find(&format!("\"{key}\": [")).unwrap() + key.len() + 5;
-    let end = at + line[at..].find(']').unwrap();
-    line[at..end]
-        .split(',')
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 const STEP: Duration = Duration::from_secs(20);
 
 /// Handshake, extension handshake, the whole info dictionary over
@@ -210,7 +106,7 @@ const STEP: Duration = Duration::from_secs(20);
 /// checked against the SHA-1 computed by the seeder script.
 #[test]
 fn libtorrent_seed_serves_metadata_and_pieces() {
-    if !in_own_netns("libtorrent_seed_serves_metadata_and_pieces") {
+    if !in_netns("libtorrent_seed_serves_metadata_and_pieces") {
         return;
     }
     let seeder = Seeder::start();
@@ -444,7 +340,7 @@ fn note(msg: Message, bitfield: &mut Option<Bytes>, choked: &mut bool) {
 /// attempts are refused and it falls back to plaintext TCP).
 #[test]
 fn libtorrent_dials_us_and_we_accept() {
-    if !in_own_netns("libtorrent_dials_us_and_we_accept") {
+    if !in_netns("libtorrent_dials_us_and_we_accept") {
         return;
     }
     let mut seeder = Seeder::start();
@@ -518,7 +414,7 @@ fn libtorrent_dials_us_and_we_accept() {
 /// must then report having the metadata (it checked the SHA-1 itself).
 #[test]
 fn libtorrent_fetches_metadata_from_us() {
-    if !in_own_netns("libtorrent_fetches_metadata_from_us") {
+    if !in_netns("libtorrent_fetches_metadata_from_us") {
         return;
     }
     let mut seeder = Seeder::start();
@@ -626,7 +522,7 @@ fn libtorrent_fetches_metadata_from_us() {
 /// malformed or cut off. Each error closes only that one connection.
 #[test]
 fn connection_errors() {
-    if !in_own_netns("connection_errors") {
+    if !in_netns("connection_errors") {
         return;
     }
     runtime().block_on(async {

@@ -25,46 +25,18 @@ it started by PID.
 """
 
 import hashlib
-import json
 import os
 import signal
 import socket
-import stat
 import sys
-import threading
 import time
 
-START = time.monotonic()
-NAME = os.path.basename(sys.argv[0])
-
-
-def emit(event, **fields):
-    """Write one JSON event line on stdout and flush it."""
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
-
-
-def log(message):
-    """Write one log line on stderr, stamped with seconds since start."""
-    sys.stderr.write(f"{NAME}[{os.getpid()}] {time.monotonic() - START:7.3f} {message}\n")
-    sys.stderr.flush()
-
-
-class Stop:
-    """Set by a signal or by stdin closing; main loops poll `reason`."""
-
-    def __init__(self):
-        self.reason = None
-        self.event = threading.Event()
-
-    def set(self, reason):
-        if self.reason is None:
-            self.reason = reason
-        self.event.set()
-
-    def wait(self, seconds):
-        """Sleep up to `seconds`; True if a stop was asked for."""
-        return self.event.wait(seconds)
+# The test scripts' shared plumbing (events, logs, stopping, HOST:PORT) and
+# libtorrent session setup live in ../lt/ (btcommon.py, ltsession.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lt"))
+from btcommon import Stop, emit, log, watch_stdin  # noqa: E402,F401  (re-exported)
+from btcommon import encode as bencode  # noqa: E402,F401  (re-exported)
+from btcommon import parse_hostport as host_port  # noqa: E402,F401  (re-exported)
 
 
 def install_stop():
@@ -72,20 +44,7 @@ def install_stop():
     stop = Stop()
     signal.signal(signal.SIGTERM, lambda *_: stop.set("SIGTERM"))
     signal.signal(signal.SIGINT, lambda *_: stop.set("SIGINT"))
-    try:
-        mode = os.fstat(0).st_mode
-    except OSError:
-        return stop
-    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-        def run():
-            try:
-                while os.read(0, 4096):
-                    pass
-            except OSError:
-                pass
-            stop.set("stdin closed")
-
-        threading.Thread(target=run, daemon=True, name="stdin-watch").start()
+    watch_stdin(lambda: stop.set("stdin closed"))
     return stop
 
 
@@ -132,18 +91,9 @@ def make_torrent(path, piece_size=0):
     python3-libtorrent 2.0.8 (Debian): returns (bytes, info_hash hex, bare
     magnet, name, total size in bytes). Used by clients that cannot make torrents themselves (aria2)
     or only through a separate tool."""
-    import libtorrent as lt
+    import ltsession  # imports libtorrent: only the drivers that need it
 
-    path = os.path.abspath(path)
-    fs = lt.file_storage()
-    lt.add_files(fs, path)
-    if fs.num_files() == 0:
-        raise ValueError(f"no files under {path}")
-    ct = lt.create_torrent(fs, piece_size, lt.create_torrent.v1_only)
-    ct.set_creator("btfs-mount interop driver")
-    lt.set_piece_hashes(ct, os.path.dirname(path))
-    data = lt.bencode(ct.generate())
-    ti = lt.torrent_info(lt.bdecode(data))
+    ti, data = ltsession.make_torrent(path, piece_size, creator="btfs-mount interop driver")
     ih = str(ti.info_hashes().v1)
     return data, ih, f"magnet:?xt=urn:btih:{ih}", ti.name(), ti.total_size()
 

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """bep46_lt_get: read a BEP 44 mutable item with libtorrent (2.0.8).
 
-Starts a libtorrent session on loopback whose DHT bootstraps from
---bootstrap (never the public routers), calls
+Starts a libtorrent session on loopback (set up by ltsession.py) whose DHT
+bootstraps from --bootstrap (never the public routers), calls
 `dht_get_mutable_item(public_key, salt)` until an item arrives or --timeout
 passes, and prints one JSON line with the highest-seq item libtorrent
 returned: {"public_key", "salt", "seq", "v" (the bencoded value, hex),
@@ -28,18 +28,10 @@ import libtorrent as lt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+import ltsession
+from btcommon import signed_buffer
+
 warnings.simplefilter("ignore", DeprecationWarning)
-
-
-def benc_bytes(b):
-    return b"%d:%s" % (len(b), b)
-
-
-def signed_buffer(salt, seq, v_raw):
-    out = b""
-    if salt:
-        out += b"4:salt" + benc_bytes(salt)
-    return out + b"3:seqi%de1:v" % seq + v_raw
 
 
 def as_bytes(x):
@@ -76,16 +68,9 @@ def main(argv):
     args = p.parse_args(argv)
     pk = bytes.fromhex(args.public_key)
     salt = bytes.fromhex(args.salt)
-    ses = lt.session({
-        "listen_interfaces": "127.0.0.1:0",
-        "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-        "enable_dht": True,
-        "dht_bootstrap_nodes": ",".join(args.bootstrap),
-        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
-        "dht_enforce_node_id": False, "dht_prefer_verified_node_ids": False,
-        "dht_ignore_dark_internet": False,
-        "alert_mask": lt.alert.category_t.dht_notification | lt.alert.category_t.error_notification,
-    })
+    ses = lt.session(ltsession.settings(
+        "127.0.0.1:0", ",".join(args.bootstrap), dht=True,
+        alert_mask=lt.alert.category_t.dht_notification | lt.alert.category_t.error_notification))
     best = None
     deadline = time.monotonic() + args.timeout
     last_ask = 0.0

@@ -2,8 +2,8 @@
 """bep46_put: an independent BEP 46 publisher for btfs-mount's tests.
 
 It shares no code with btfs-mount: it signs with python3-cryptography's
-Ed25519PrivateKey and speaks raw KRPC (BEP 5) over UDP with its own small
-bencode codec. Two modes:
+Ed25519PrivateKey and speaks raw KRPC (BEP 5) over UDP with the test
+scripts' own small bencode codec (btcommon.py). Two modes:
 
 put (default)   BEP 44 `get` to every --node (for a write token and the
                 highest seq stored), then `put` of the signed mutable item
@@ -31,79 +31,8 @@ import json
 import os
 import socket
 import sys
-import threading
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives import serialization
-
-
-class Raw(bytes):
-    """Already-bencoded bytes, inserted as is by `benc`."""
-
-
-def benc(x):
-    """Bencode ints, bytes, str, lists and dicts (keys sorted as raw bytes)."""
-    if isinstance(x, Raw):
-        return bytes(x)
-    if isinstance(x, bool):
-        raise TypeError("bool")
-    if isinstance(x, int):
-        return b"i%de" % x
-    if isinstance(x, str):
-        x = x.encode()
-    if isinstance(x, bytes):
-        return b"%d:%s" % (len(x), x)
-    if isinstance(x, list):
-        return b"l" + b"".join(benc(i) for i in x) + b"e"
-    if isinstance(x, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in x.items())
-        return b"d" + b"".join(benc(k) + benc(v) for k, v in items) + b"e"
-    raise TypeError(type(x))
-
-
-def bdec(buf, i=0):
-    """Decode one value at buf[i:]; returns (value, end). Dict values under
-    the key b"v" are returned as Raw (their exact bytes)."""
-    c = buf[i:i + 1]
-    if c == b"i":
-        j = buf.index(b"e", i)
-        return int(buf[i + 1:j]), j + 1
-    if c == b"l":
-        i += 1
-        out = []
-        while buf[i:i + 1] != b"e":
-            v, i = bdec(buf, i)
-            out.append(v)
-        return out, i + 1
-    if c == b"d":
-        i += 1
-        out = {}
-        while buf[i:i + 1] != b"e":
-            k, i = bdec(buf, i)
-            start = i
-            v, i = bdec(buf, i)
-            out[k] = Raw(buf[start:i]) if k == b"v" else v
-        return out, i + 1
-    if c.isdigit():
-        j = buf.index(b":", i)
-        n = int(buf[i:j])
-        if j + 1 + n > len(buf):
-            raise ValueError("truncated string")
-        return buf[j + 1:j + 1 + n], j + 1 + n
-    raise ValueError("bad bencode at %d" % i)
-
-
-def signed_buffer(salt, seq, v_raw):
-    """BEP 44 'signature verification': salt (if any), seq and v."""
-    out = b""
-    if salt:
-        out += b"4:salt" + benc(salt)
-    return out + b"3:seqi%de1:v" % seq + v_raw
-
-
-def parse_hostport(s):
-    host, _, port = s.rpartition(":")
-    return host.strip("[]"), int(port)
+from btcommon import Raw, decode, ed25519_keys, encode, parse_hostport, signed_buffer, watch_stdin
 
 
 class Krpc:
@@ -120,11 +49,11 @@ class Krpc:
         self.tid = (self.tid + 1) % 65536
         t = self.tid.to_bytes(2, "big")
         msg = {"t": t, "y": "q", "q": q, "a": dict(args, id=self.id)}
-        self.sock.sendto(benc(msg), addr)
+        self.sock.sendto(encode(msg), addr)
         while True:
             data, src = self.sock.recvfrom(65536)
             try:
-                r, _ = bdec(data)
+                r, _ = decode(data, raw_keys=(b"v",))
             except (ValueError, IndexError):
                 continue
             if r.get(b"t") != t:
@@ -143,8 +72,7 @@ def load_key(args):
         seed = bytes.fromhex(args.seed_hex)
     if len(seed) != 32:
         sys.exit("the seed must be 32 bytes")
-    sk = Ed25519PrivateKey.from_private_bytes(seed)
-    pk = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    sk, pk, _ = ed25519_keys(seed)
     return sk, pk
 
 
@@ -155,7 +83,7 @@ def put(args):
     if args.raw_value:
         v_raw = bytes.fromhex(args.raw_value)
     else:
-        v_raw = benc({"ih": bytes.fromhex(args.ih)})
+        v_raw = encode({"ih": bytes.fromhex(args.ih)})
     k = Krpc()
     tokens, errors, highest = {}, {}, None
     for node in args.node:
@@ -189,7 +117,7 @@ def put(args):
 def serve_bad(args):
     sk, pk = load_key(args)
     salt = bytes.fromhex(args.salt)
-    v_raw = benc({"ih": bytes.fromhex(args.ih or "00" * 20)})
+    v_raw = encode({"ih": bytes.fromhex(args.ih or "00" * 20)})
     seq = args.seq or 1
     sig = bytearray(sk.sign(signed_buffer(salt, seq, v_raw)))
     sig[0] ^= 0xFF  # a signature that does not verify
@@ -197,20 +125,11 @@ def serve_bad(args):
     sock.bind(("127.0.0.1", args.port))
     node_id = os.urandom(20)
     print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
-
-    def watch_stdin():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
+    watch_stdin(lambda: os._exit(0))
     while True:
         data, src = sock.recvfrom(65536)
         try:
-            m, _ = bdec(data)
+            m, _ = decode(data, raw_keys=(b"v",))
         except (ValueError, IndexError):
             continue
         if m.get(b"y") != b"q":
@@ -222,7 +141,7 @@ def serve_bad(args):
             r["token"] = b"tok"
         elif q == b"get":
             r.update(token=b"tok", nodes=b"", k=pk, seq=seq, sig=bytes(sig), v=Raw(v_raw))
-        sock.sendto(benc({"t": m.get(b"t", b""), "y": "r", "r": r}), src)
+        sock.sendto(encode({"t": m.get(b"t", b""), "y": "r", "r": r}), src)
 
 
 def main(argv):

@@ -4,7 +4,8 @@ bytes over ut_metadata (BEP 9), and optionally piece data, on loopback.
 
 It trusts nothing about the info dictionary: the bytes are served exactly as
 given (hostile or malformed ones included), and the info-hash is the SHA-1
-of those bytes. Only the standard library is used.
+of those bytes. Only the standard library is used (and btcommon.py, the
+scripts' bencode codec).
 
 Usage:
   bep9_peer.py --info FILE [--port P] [--blob OFFSET:FILE ...]
@@ -36,79 +37,16 @@ Exits on SIGTERM, SIGINT, or when stdin closes.
 """
 import argparse
 import hashlib
-import json
 import os
 import signal
 import socket
 import struct
-import sys
 import threading
+
+from btcommon import decode, emit, encode, watch_stdin
 
 METADATA_PIECE = 16384
 OUR_UT_METADATA = 3
-LOCK = threading.Lock()
-
-
-def emit(event, **kw):
-    kw = dict(event=event, **kw)
-    with LOCK:
-        sys.stdout.write(json.dumps(kw) + "\n")
-        sys.stdout.flush()
-
-
-# --- bencode (lenient decoder: unsorted keys are fine) --------------------
-
-def bdecode(b, i=0, depth=0):
-    """Returns (value, end). Raises ValueError on malformed input."""
-    if depth > 200:
-        raise ValueError("too deep")
-    c = b[i:i + 1]
-    if c == b"i":
-        end = b.index(b"e", i)
-        return int(b[i + 1:end]), end + 1
-    if c == b"l":
-        i += 1
-        out = []
-        while b[i:i + 1] != b"e":
-            if i >= len(b):
-                raise ValueError("truncated")
-            v, i = bdecode(b, i, depth + 1)
-            out.append(v)
-        return out, i + 1
-    if c == b"d":
-        i += 1
-        out = {}
-        while b[i:i + 1] != b"e":
-            if i >= len(b):
-                raise ValueError("truncated")
-            k, i = bdecode(b, i, depth + 1)
-            v, i = bdecode(b, i, depth + 1)
-            if isinstance(k, bytes) and k not in out:
-                out[k] = v
-        return out, i + 1
-    if c.isdigit():
-        colon = b.index(b":", i)
-        n = int(b[i:colon])
-        s = b[colon + 1:colon + 1 + n]
-        if len(s) != n:
-            raise ValueError("truncated string")
-        return s, colon + 1 + n
-    raise ValueError("bad byte at %d" % i)
-
-
-def bencode(v):
-    if isinstance(v, int):
-        return b"i%de" % v
-    if isinstance(v, str):
-        v = v.encode()
-    if isinstance(v, bytes):
-        return b"%d:%s" % (len(v), v)
-    if isinstance(v, list):
-        return b"l" + b"".join(bencode(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, x) for k, x in v.items())
-        return b"d" + b"".join(bencode(k) + bencode(x) for k, x in items) + b"e"
-    raise TypeError(type(v))
 
 
 # --- content --------------------------------------------------------------
@@ -161,7 +99,7 @@ def serve(sock, addr, args, info, info_hash, content):
         reserved[5] |= 0x10
         sock.sendall(b"\x13BitTorrent protocol" + bytes(reserved) + info_hash + b"-BP0001-" + os.urandom(12))
         ext = {"m": {"ut_metadata": OUR_UT_METADATA}, "metadata_size": len(info), "v": "bep9_peer"}
-        send_msg(sock, 20, b"\x00" + bencode(ext))
+        send_msg(sock, 20, b"\x00" + encode(ext))
         num_pieces = 0
         if not args.no_data and args.piece_length and args.total_length:
             num_pieces = -(-args.total_length // args.piece_length)
@@ -184,12 +122,12 @@ def serve(sock, addr, args, info, info_hash, content):
                 eid, rest = payload[0], payload[1:]
                 if eid == 0:
                     try:
-                        d, _ = bdecode(rest)
+                        d, _ = decode(rest)
                         their_ut_metadata = d.get(b"m", {}).get(b"ut_metadata")
                     except (ValueError, AttributeError):
                         pass
                 elif eid == OUR_UT_METADATA:
-                    d, _ = bdecode(rest)
+                    d, _ = decode(rest)
                     if d.get(b"msg_type") != 0 or their_ut_metadata is None:
                         continue
                     piece = d.get(b"piece", -1)
@@ -197,9 +135,9 @@ def serve(sock, addr, args, info, info_hash, content):
                     start = piece * METADATA_PIECE
                     if 0 <= start < len(info):
                         data = info[start:start + METADATA_PIECE]
-                        msg = bencode({"msg_type": 1, "piece": piece, "total_size": len(info)}) + data
+                        msg = encode({"msg_type": 1, "piece": piece, "total_size": len(info)}) + data
                     else:
-                        msg = bencode({"msg_type": 2, "piece": piece})
+                        msg = encode({"msg_type": 2, "piece": piece})
                     send_msg(sock, 20, bytes([their_ut_metadata]) + msg)
             elif mid == 2 and num_pieces:  # interested
                 send_msg(sock, 1)
@@ -237,7 +175,7 @@ def main():
     info_hash = hashlib.sha1(info).digest()
     # piece length and total length from the info dict, when readable
     try:
-        d, _ = bdecode(info)
+        d, _ = decode(info)
         if args.piece_length is None and isinstance(d.get(b"piece length"), int):
             args.piece_length = d[b"piece length"]
         if args.total_length is None:
@@ -270,15 +208,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stop("SIGTERM"))
     signal.signal(signal.SIGINT, lambda *_: stop("SIGINT"))
 
-    def watch_stdin():
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        except OSError:
-            pass
-        stop("stdin closed")
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
+    watch_stdin(lambda: stop("stdin closed"))
     emit("ready", port=port, info_hash=info_hash.hex(),
          magnet="magnet:?xt=urn:btih:" + info_hash.hex(), metadata_size=len(info),
          piece_length=args.piece_length, total_length=args.total_length)

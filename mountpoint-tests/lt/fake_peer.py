@@ -44,75 +44,16 @@ seconds} and `exit`. Logs on stderr. Exits on SIGTERM or when stdin closes.
 
 import argparse
 import hashlib
-import json
 import os
 import resource
 import signal
 import socket
-import stat
 import struct
 import sys
 import threading
 import time
 
-START = time.monotonic()
-LOCK = threading.Lock()
-
-
-def emit(event, **fields):
-    with LOCK:
-        sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-        sys.stdout.flush()
-
-
-def log(msg):
-    sys.stderr.write(f"fake_peer[{os.getpid()}] {time.monotonic() - START:7.3f} {msg}\n")
-    sys.stderr.flush()
-
-
-# ---- bencode ---------------------------------------------------------------
-
-def bdecode(buf, i=0):
-    """Decodes one value at buf[i:]; returns (value, end)."""
-    c = buf[i:i + 1]
-    if c == b"i":
-        j = buf.index(b"e", i)
-        return int(buf[i + 1:j]), j + 1
-    if c == b"l":
-        i += 1
-        out = []
-        while buf[i:i + 1] != b"e":
-            v, i = bdecode(buf, i)
-            out.append(v)
-        return out, i + 1
-    if c == b"d":
-        i += 1
-        out = {}
-        while buf[i:i + 1] != b"e":
-            k, i = bdecode(buf, i)
-            start = i
-            v, i = bdecode(buf, i)
-            out[k] = v
-            out.setdefault(b"__raw__", {})[k] = (start, i)
-        return out, i + 1
-    j = buf.index(b":", i)
-    n = int(buf[i:j])
-    return buf[j + 1:j + 1 + n], j + 1 + n
-
-
-def bencode(v):
-    if isinstance(v, int):
-        return b"i%de" % v
-    if isinstance(v, bytes):
-        return b"%d:%s" % (len(v), v)
-    if isinstance(v, str):
-        return bencode(v.encode())
-    if isinstance(v, list):
-        return b"l" + b"".join(bencode(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, x) for k, x in v.items())
-        return b"d" + b"".join(bencode(k) + bencode(x) for k, x in items) + b"e"
-    raise TypeError(type(v))
+from btcommon import Stop, decode, emit, encode, log, watch_stdin
 
 
 class Torrent:
@@ -120,11 +61,10 @@ class Torrent:
 
     def __init__(self, torrent_file, data_dir):
         raw = open(torrent_file, "rb").read()
-        top, _ = bdecode(raw)
-        s, e = top[b"__raw__"][b"info"]
-        self.info_raw = raw[s:e]
+        top, _ = decode(raw, raw_keys=(b"info",))
+        self.info_raw = bytes(top[b"info"])
         self.info_hash = hashlib.sha1(self.info_raw).digest()
-        info = top[b"info"]
+        info, _ = decode(self.info_raw)
         self.piece_length = info[b"piece length"]
         name = info[b"name"].decode()
         if b"files" in info:
@@ -223,7 +163,7 @@ class Conn:
             emit("handshake", addr=self.addr)
             meta_size = len(self.t.info_raw) + (1000 if b == "meta-wrong-size" else 0)
             ext = {"m": {"ut_metadata": UT_METADATA}, "metadata_size": meta_size, "v": "fake_peer"}
-            self.send(msg(20, b"\x00" + bencode(ext)))
+            self.send(msg(20, b"\x00" + encode(ext)))
             n = self.t.num_pieces
             bf = bytearray((n + 7) // 8)
             for i in range(n):
@@ -315,13 +255,13 @@ class Conn:
     def on_extended(self, eid, payload):
         b = self.args.behaviour
         if eid == 0:
-            hs, _ = bdecode(payload)
+            hs, _ = decode(payload)
             m = hs.get(b"m", {})
             self.their_ut_metadata = m.get(b"ut_metadata")
             return
         if eid != UT_METADATA or self.their_ut_metadata is None:
             return
-        req, _ = bdecode(payload)
+        req, _ = decode(payload)
         if req.get(b"msg_type") != 0:
             return
         piece = req.get(b"piece", 0)
@@ -340,7 +280,7 @@ class Conn:
             total = total + 1
             self.once("meta-total-size")
         chunk = info[piece * 16384:(piece + 1) * 16384]
-        head = bencode({"msg_type": 1, "piece": piece, "total_size": total})
+        head = encode({"msg_type": 1, "piece": piece, "total_size": total})
         self.send(msg(20, bytes([self.their_ut_metadata]) + head + chunk))
 
 
@@ -405,15 +345,6 @@ def flood(args, t, stop):
         s.close()
 
 
-class Stop:
-    def __init__(self):
-        self.reason = None
-
-    def set(self, reason):
-        if self.reason is None:
-            self.reason = reason
-
-
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--torrent", required=True, help=".torrent file (ltnode --write-torrent)")
@@ -430,16 +361,7 @@ def main(argv):
     stop = Stop()
     signal.signal(signal.SIGTERM, lambda *_: stop.set("SIGTERM"))
     signal.signal(signal.SIGINT, lambda *_: stop.set("SIGINT"))
-    try:
-        mode = os.fstat(0).st_mode
-        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-            def watch():
-                while os.read(0, 4096):
-                    pass
-                stop.set("stdin closed")
-            threading.Thread(target=watch, daemon=True).start()
-    except OSError:
-        pass
+    watch_stdin(lambda: stop.set("stdin closed"))
     if args.flood:
         flood(args, t, stop)
     else:

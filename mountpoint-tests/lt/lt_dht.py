@@ -4,8 +4,8 @@
 Usage: lt_dht.py --nodes N --base-port P --bootstrap HOST:PORT[,HOST:PORT...]
 
 Starts N libtorrent sessions on 127.0.0.1:P..P+N-1 with the DHT on, every
-session bootstrapping from the given nodes and from each other (settings that
-keep libtorrent on loopback: see shared/README.md). Then reads one JSON
+session bootstrapping from the given nodes and from each other (set up by
+ltsession.py, which keeps libtorrent on loopback). Then reads one JSON
 command per line on stdin and answers with JSON lines on stdout:
 
   {"cmd":"announce","node":i,"ih":HEX40}               -> {"event":"announced","port":P}
@@ -26,7 +26,6 @@ Exits when stdin closes, on "quit", or on SIGTERM; asks the kernel to send
 it SIGTERM when its parent dies, so no orphan is left.
 """
 import argparse
-import ctypes
 import hashlib
 import json
 import os
@@ -39,71 +38,9 @@ import tempfile
 import time
 
 import libtorrent as lt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives import serialization
 
-
-def out(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def die_with_parent():
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:
-            sys.exit(0)
-    except OSError:
-        pass
-
-
-# --- bencode (enough for KRPC) ---------------------------------------------
-def benc(x):
-    if isinstance(x, int):
-        return b"i%de" % x
-    if isinstance(x, str):
-        x = x.encode()
-    if isinstance(x, bytes):
-        return b"%d:%s" % (len(x), x)
-    if isinstance(x, list):
-        return b"l" + b"".join(benc(i) for i in x) + b"e"
-    if isinstance(x, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in x.items())
-        return b"d" + b"".join(benc(k) + benc(v) for k, v in items) + b"e"
-    if isinstance(x, Raw):
-        return x.b
-    raise TypeError(type(x))
-
-
-class Raw:
-    def __init__(self, b):
-        self.b = b
-
-
-def bdec(b, i=0):
-    c = b[i:i + 1]
-    if c == b"i":
-        j = b.index(b"e", i)
-        return int(b[i + 1:j]), j + 1
-    if c == b"l":
-        i += 1
-        out_ = []
-        while b[i:i + 1] != b"e":
-            v, i = bdec(b, i)
-            out_.append(v)
-        return out_, i + 1
-    if c == b"d":
-        i += 1
-        d = {}
-        while b[i:i + 1] != b"e":
-            k, i = bdec(b, i)
-            v, i = bdec(b, i)
-            d[k] = v
-        return d, i + 1
-    j = b.index(b":", i)
-    n = int(b[i:j])
-    return b[j + 1:j + 1 + n], j + 1 + n
+import ltsession
+from btcommon import Raw, decode, die_with_parent, ed25519_keys, emit, encode, signed_buffer
 
 
 def to_json(x):
@@ -124,22 +61,8 @@ def to_json(x):
 
 # --- keys ------------------------------------------------------------------
 def keys(seed_hex):
-    seed = bytes.fromhex(seed_hex)
-    sk = Ed25519PrivateKey.from_private_bytes(seed)
-    pk = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    # libtorrent's 64-byte secret key: SHA-512(seed), clamped (ref10 layout).
-    h = bytearray(hashlib.sha512(seed).digest())
-    h[0] &= 248
-    h[31] &= 63
-    h[31] |= 64
-    return sk, pk, bytes(h)
-
-
-def signed_buffer(salt, seq, v):
-    b = b""
-    if salt:
-        b += b"4:salt" + benc(salt)
-    return b + b"3:seqi%de1:v" % seq + v
+    """(private key, public key, libtorrent's 64-byte secret) of a seed."""
+    return ed25519_keys(bytes.fromhex(seed_hex))
 
 
 def verify(pk, sig, buf):
@@ -153,25 +76,9 @@ def verify(pk, sig, buf):
 
 # --- libtorrent sessions ---------------------------------------------------
 def make_session(port, bootstrap):
-    s = {
-        "listen_interfaces": "127.0.0.1:%d" % port,
-        "enable_dht": True,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "dht_bootstrap_nodes": bootstrap,
-        "dht_restrict_routing_ips": False,
-        "dht_restrict_search_ips": False,
-        "dht_enforce_node_id": False,
-        "dht_prefer_verified_node_ids": False,
-        "dht_ignore_dark_internet": False,
-        "allow_multiple_connections_per_ip": True,
-        "dht_announce_interval": 5,
-        # All test nodes share 127.0.0.1: never rate-limit that address.
-        "dht_block_ratelimit": 1000000,
-        "alert_mask": lt.alert.category_t.all_categories,
-    }
-    return lt.session(s)
+    return lt.session(ltsession.settings(
+        "127.0.0.1:%d" % port, bootstrap, dht=True, announce_interval=5,
+        alert_mask=lt.alert.category_t.all_categories))
 
 
 def wait_alert(ses, kind, timeout, pred=lambda a: True):
@@ -201,9 +108,9 @@ def raw_put(cmd):
     sock.bind(("127.0.0.1", 0))
 
     def rpc(tid, q, a):
-        sock.sendto(benc({"t": tid, "y": "q", "q": q, "a": a}), addr)
+        sock.sendto(encode({"t": tid, "y": "q", "q": q, "a": a}), addr)
         data, _ = sock.recvfrom(4096)
-        return bdec(data)[0]
+        return decode(data)[0]
 
     r = rpc(b"g1", "get", {"id": my_id, "target": target})
     token = r[b"r"][b"token"]
@@ -254,7 +161,7 @@ def main():
         for b in boot:
             h, pt = b.rsplit(":", 1)
             ses.add_dht_node((h, int(pt)))
-    out({"event": "ready", "ports": ports})
+    emit("ready", ports=ports)
 
     for line in sys.stdin:
         line = line.strip()
@@ -274,7 +181,7 @@ def main():
                 atp.info_hashes = lt.info_hash_t(lt.sha1_hash(bytes.fromhex(cmd["ih"])))
                 atp.save_path = SCRATCH
                 ses.add_torrent(atp)
-                out({"event": "announced", "port": ses.listen_port()})
+                emit("announced", port=ses.listen_port())
             elif c == "get_peers":
                 ih = bytes.fromhex(cmd["ih"])
                 ses.pop_alerts()
@@ -282,14 +189,14 @@ def main():
                 a = wait_alert(ses, lt.dht_get_peers_reply_alert, 30,
                                lambda a: a.info_hash.to_bytes() == ih)
                 peers = ["%s:%d" % p for p in a.peers()] if a else []
-                out({"event": "peers", "peers": peers})
+                emit("peers", peers=peers)
             elif c == "get_mutable":
                 pk = bytes.fromhex(cmd["pk"])
                 salt = bytes.fromhex(cmd.get("salt") or "")
                 ses.pop_alerts()
                 ses.dht_get_mutable_item(pk, salt)
                 a = wait_alert(ses, lt.dht_mutable_item_alert, 30)
-                res = {"event": "mutable", "found": False}
+                res = {"found": False}
                 if a is not None and a.seq > 0:
                     res["found"] = True
                     res["seq"] = a.seq
@@ -299,7 +206,7 @@ def main():
                     sig = sig.encode("latin-1") if isinstance(sig, str) else bytes(sig)
                     try:
                         item = a.item
-                        v = benc(item.encode("latin-1") if isinstance(item, str) else item)
+                        v = encode(item.encode("latin-1") if isinstance(item, str) else item)
                         res["value_from"] = "item"
                     except Exception as e:
                         # The binding cannot convert a dictionary value; read
@@ -314,30 +221,29 @@ def main():
                                 d[k.encode()] = bytes.fromhex(val)
                             except ValueError:
                                 d[k.encode()] = val.encode()
-                        v = benc(d)
+                        v = encode(d)
                         res["value_from"] = "message"
                     res["value_hex"] = v.hex()
                     res["sig_valid"] = verify(pk, sig, signed_buffer(salt, a.seq, v))
-                out(res)
+                emit("mutable", **res)
             elif c == "put_mutable":
                 _, pk, sk64 = keys(cmd["seed"])
                 salt = bytes.fromhex(cmd.get("salt") or "")
                 ses.pop_alerts()
                 ses.dht_put_mutable_item(sk64, pk, cmd["value"], salt)
                 a = wait_alert(ses, lt.dht_put_alert, 60)
-                out({"event": "put", "num_success": a.num_success if a else -1,
-                     "seq": a.seq if a else -1})
+                emit("put", num_success=a.num_success if a else -1, seq=a.seq if a else -1)
             elif c == "raw_put":
-                out({"event": "raw_put", "reply": raw_put(cmd)})
+                emit("raw_put", reply=raw_put(cmd))
             elif c == "nodes":
                 ses.post_dht_stats()
                 a = wait_alert(ses, lt.dht_stats_alert, 5)
                 n = sum(b["num_nodes"] for b in a.routing_table) if a else -1
-                out({"event": "nodes", "count": n})
+                emit("nodes", count=n)
             else:
-                out({"event": "error", "error": "unknown command %s" % c})
+                emit("error", error="unknown command %s" % c)
         except Exception as e:
-            out({"event": "error", "error": repr(e)})
+            emit("error", error=repr(e))
     leave()
 
 

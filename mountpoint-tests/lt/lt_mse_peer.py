@@ -9,28 +9,30 @@ Usage: lt_mse_peer.py WORKDIR ENC
         disabled : out_enc_policy = in_enc_policy = pe_disabled (2): no MSE
 
 Writes WORKDIR/content/data.bin (300 000 random bytes), makes a v1 torrent of
-it (32 KiB pieces), seeds it from a session on 127.0.0.1 (ephemeral port,
-TCP only: uTP off so a dial goes straight to TCP; no DHT, LSD, UPnP,
-NAT-PMP), then prints one JSON line:
-  {"port", "info_hash" (hex), "piece_length", "num_pieces", "total_size",
-   "data_path"}
-Then reads stdin line by line:
+it (32 KiB pieces), seeds it from a session on 127.0.0.1 (set up by
+ltsession.py; ephemeral port, TCP only: uTP off so a dial goes straight to
+TCP; no DHT, LSD, UPnP, NAT-PMP), then prints one JSON event line:
+  {"event": "seeding", "port", "info_hash" (hex), "piece_length",
+   "num_pieces", "total_size", "data_path"}
+(or {"event": "error", "message"} and exit 1). Then reads stdin line by line:
   "connect PORT" -> handle.connect_peer(("127.0.0.1", PORT))
   "enc ENC"      -> applies another policy (same meanings as above)
-  "peers"        -> prints {"peers": [{"port", "rc4", "plaintext_encrypted"}]}
+  "peers"        -> prints {"event": "peers", "peers": [{"port", "rc4",
+                    "plaintext_encrypted"}]}
 and exits when stdin closes. Peer errors and disconnects go to stderr.
 """
-import json
 import os
 import select
 import sys
-import time
 
 import libtorrent as lt
 
+import ltsession
+from btcommon import emit
+
 
 def fail(msg):
-    print(json.dumps({"error": msg}), flush=True)
+    emit("error", message=msg)
     sys.exit(1)
 
 
@@ -55,43 +57,31 @@ def main():
     with open(data_path, "wb") as f:
         f.write(os.urandom(300_000))
 
-    fs = lt.file_storage()
-    lt.add_files(fs, data_path)
-    ct = lt.create_torrent(fs, 32768, flags=lt.create_torrent.v1_only)
-    lt.set_piece_hashes(ct, content)
-    ti = lt.torrent_info(ct.generate())
+    ti, _ = ltsession.make_torrent(data_path, 32768, creator="btfs mse test")
 
-    settings = {
-        "listen_interfaces": "127.0.0.1:0",
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "alert_mask": lt.alert.category_t.error_notification
-                      | lt.alert.category_t.status_notification
-                      | lt.alert.category_t.peer_notification
-                      | lt.alert.category_t.connect_notification,
-    }
+    # No DHT: the router list is a placeholder (never empty).
+    settings = ltsession.settings(
+        "127.0.0.1:0", "127.0.0.1:1",
+        alert_mask=lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.peer_notification
+        | lt.alert.category_t.connect_notification)
+    settings["enable_outgoing_utp"] = False
+    settings["enable_incoming_utp"] = False
     settings.update(enc_settings(enc))
     ses = lt.session(settings)
     h = ses.add_torrent({"ti": ti, "save_path": content})
-    deadline = time.time() + 30
-    while h.status().state != lt.torrent_status.seeding or ses.listen_port() == 0:
-        if time.time() > deadline:
-            fail("not seeding after 30 s: %s" % h.status().state)
-        time.sleep(0.05)
+    why = ltsession.wait_seeding(ses, h, 30)
+    if why:
+        fail(why)
 
-    print(json.dumps({
-        "port": ses.listen_port(),
-        "info_hash": ti.info_hashes().v1.to_bytes().hex(),
-        "piece_length": ti.piece_length(),
-        "num_pieces": ti.num_pieces(),
-        "total_size": ti.total_size(),
-        "data_path": data_path,
-    }), flush=True)
+    emit("seeding",
+         port=ses.listen_port(),
+         info_hash=ti.info_hashes().v1.to_bytes().hex(),
+         piece_length=ti.piece_length(),
+         num_pieces=ti.num_pieces(),
+         total_size=ti.total_size(),
+         data_path=data_path)
 
     while True:
         for a in ses.pop_alerts():
@@ -118,7 +108,7 @@ def main():
                     "plaintext_encrypted":
                         bool(p.flags & lt.peer_info.plaintext_encrypted),
                 })
-            print(json.dumps({"peers": peers}), flush=True)
+            emit("peers", peers=peers)
 
 
 if __name__ == "__main__":

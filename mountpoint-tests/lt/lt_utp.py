@@ -6,7 +6,8 @@ Usage:
   lt_utp.py fetch TORRENT SAVEDIR [--listen IP[,IP6]] [--port P] [--enc E]
 
 TCP is off both ways (enable_outgoing_tcp / enable_incoming_tcp False), uTP
-on both ways, no DHT, LSD, UPnP or NAT-PMP: the session only speaks uTP to
+on both ways, no DHT, LSD, UPnP or NAT-PMP (the session is set up by
+ltsession.py): the session only speaks uTP to
 the peers it is told about. It listens on each IP given with --listen
 (default 127.0.0.1; an IPv6 address is written bare, e.g. ::1) on port P
 (default 0: ephemeral; libtorrent's uTP socket has the same number).
@@ -33,7 +34,6 @@ printed about once a second by fetch while it runs.
 """
 import argparse
 import hashlib
-import json
 import os
 import select
 import sys
@@ -42,11 +42,10 @@ import warnings
 
 import libtorrent as lt
 
+import ltsession
+from btcommon import emit
+
 warnings.simplefilter("ignore", DeprecationWarning)
-
-
-def emit(**kw):
-    print(json.dumps(kw), flush=True)
 
 
 ENC = {
@@ -63,22 +62,19 @@ def session(listen, port, enc):
     ifaces = ",".join(
         ("[%s]:%d" % (ip, port)) if ":" in ip else ("%s:%d" % (ip, port))
         for ip in listen.split(","))
-    settings = {
-        "listen_interfaces": ifaces,
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
+    # No DHT: the router list is a placeholder (never empty).
+    settings = ltsession.settings(
+        ifaces, "127.0.0.1:1",
+        alert_mask=lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.connect_notification
+        | lt.alert.category_t.peer_notification)
+    settings.update({
         "enable_outgoing_tcp": False,
         "enable_incoming_tcp": False,
         "enable_outgoing_utp": True,
         "enable_incoming_utp": True,
-        "allow_multiple_connections_per_ip": True,
-        "alert_mask": lt.alert.category_t.error_notification
-                      | lt.alert.category_t.status_notification
-                      | lt.alert.category_t.connect_notification
-                      | lt.alert.category_t.peer_notification,
-    }
+    })
     settings.update(ENC[enc])
     return lt.session(settings)
 
@@ -102,14 +98,10 @@ def seed(args):
             n = min(left, 1 << 20)
             f.write(os.urandom(n))
             left -= n
-    fs = lt.file_storage()
-    lt.add_files(fs, path)
-    ct = lt.create_torrent(fs, args.piece_size, flags=lt.create_torrent.v1_only)
-    lt.set_piece_hashes(ct, args.dir)
-    ti = lt.torrent_info(ct.generate())
+    ti, data = ltsession.make_torrent(path, args.piece_size, creator="btfs utp test")
     tpath = os.path.join(args.dir, "content.torrent")
     with open(tpath, "wb") as f:
-        f.write(lt.bencode(ct.generate()))
+        f.write(data)
     pl = ti.piece_length()
     hashes = []
     with open(path, "rb") as f:
@@ -120,12 +112,10 @@ def seed(args):
             hashes.append(hashlib.sha1(chunk).hexdigest())
     ses = session(args.listen, args.port, args.enc)
     h = ses.add_torrent({"ti": ti, "save_path": args.dir})
-    deadline = time.time() + 60
-    while h.status().state != lt.torrent_status.seeding:
-        if time.time() > deadline:
-            emit(event="error", message="not seeding after 60 s")
-            sys.exit(1)
-        time.sleep(0.02)
+    why = ltsession.wait_seeding(ses, h, 60)
+    if why:
+        emit(event="error", message=why)
+        sys.exit(1)
     emit(event="seeding", port=wait_port(ses),
          info_hash=ti.info_hashes().v1.to_bytes().hex(), piece_length=pl,
          num_pieces=ti.num_pieces(), total_size=ti.total_size(),

@@ -13,13 +13,16 @@ Usage:
   lt_v2_peer.py seed TORRENT SAVE_PATH
       Seeds TORRENT (a whole .torrent with piece layers) from SAVE_PATH on
       127.0.0.1 (ephemeral port, TCP only, no encryption, no DHT/LSD/UPnP/
-      NAT-PMP); prints {"port"} once seeding, then waits for stdin to close.
+      NAT-PMP; set up by ltsession.py); prints {"event": "seeding", "port"}
+      once seeding (or {"event": "error", "message", "alerts", "files"}),
+      then waits for stdin to close.
   lt_v2_peer.py leech INFO SAVE_PATH PORT
       Adds the torrent from INFO (the raw info dictionary only: no piece
       layers, so libtorrent must fetch them with hash requests) and dials
       127.0.0.1:PORT (again every 2 s) until it has every piece or 60 s pass.
-      Prints {"progress", "state", "num_pieces", "total_pieces", "errors",
-      "events" (hash failures, bans, disconnections), "missing"} when done.
+      Prints {"event": "leeched", "progress", "state", "num_pieces",
+      "total_pieces", "errors", "events" (hash failures, bans,
+      disconnections), "missing"} when done.
 """
 import json
 import os
@@ -28,20 +31,20 @@ import time
 
 import libtorrent as lt
 
-SETTINGS = {
-    "listen_interfaces": "127.0.0.1:0",
-    "enable_dht": False,
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
+import ltsession
+from btcommon import emit
+
+# No DHT (the router list is a placeholder, never empty), TCP only,
+# plaintext only.
+SETTINGS = ltsession.settings(
+    "127.0.0.1:0", "127.0.0.1:1",
+    alert_mask=lt.alert.category_t.error_notification | lt.alert.category_t.status_notification)
+SETTINGS.update({
     "enable_outgoing_utp": False,
     "enable_incoming_utp": False,
     "out_enc_policy": 2,
     "in_enc_policy": 2,
-    "allow_multiple_connections_per_ip": True,
-    "alert_mask": lt.alert.category_t.error_notification
-    | lt.alert.category_t.status_notification,
-}
+})
 
 
 def files_of(ti):
@@ -105,14 +108,12 @@ def seed(torrent, save_path):
         alerts += [a.message() for a in ses.pop_alerts()]
         if time.time() > deadline:
             st = h.status()
-            print(json.dumps({"error": "not seeding: %s %s" % (st.state, st.progress),
-                              "alerts": alerts[:20],
-                              "files": [(r, f) for r, _, f in os.walk(save_path)]}),
-                  flush=True)
+            emit("error", message="not seeding: %s %s" % (st.state, st.progress),
+                 alerts=alerts[:20], files=[(r, f) for r, _, f in os.walk(save_path)])
             return
         time.sleep(0.05)
     wait_listening(ses)
-    print(json.dumps({"port": ses.listen_port()}), flush=True)
+    emit("seeding", port=ses.listen_port())
     for _ in sys.stdin:
         ses.pop_alerts()
 
@@ -140,15 +141,14 @@ def leech(info, save_path, port):
             break
         time.sleep(0.1)
     st = h.status()
-    print(json.dumps({
-        "progress": st.progress,
-        "state": str(st.state),
-        "num_pieces": st.num_pieces,
-        "total_pieces": ti.num_pieces(),
-        "errors": errors[:20],
-        "events": events[:20],
-        "missing": [i for i, have in enumerate(st.pieces) if not have],
-    }), flush=True)
+    emit("leeched",
+         progress=st.progress,
+         state=str(st.state),
+         num_pieces=st.num_pieces,
+         total_pieces=ti.num_pieces(),
+         errors=errors[:20],
+         events=events[:20],
+         missing=[i for i, have in enumerate(st.pieces) if not have])
 
 
 def main():

@@ -6,31 +6,35 @@ Usage: lt_wire_seed.py WORKDIR [PIECE_SIZE] [--hybrid]
 Creates a few files of random bytes under WORKDIR/content (plus 250 small
 files with long names so the info dictionary is about 40 KB), makes a torrent
 of them with lt.create_torrent (v1 only unless --hybrid), seeds it from a
-session listening on 127.0.0.1 (ephemeral port, no DHT/LSD/UPnP/NAT-PMP),
-then prints one JSON line:
-  {"port", "info_hash" (v1, hex), "piece_length", "num_pieces",
-   "total_size", "info_size", "piece_sha1" [hex per piece]}
+session listening on 127.0.0.1 (ephemeral port, no DHT/LSD/UPnP/NAT-PMP;
+set up by ltsession.py),
+then prints one JSON event line:
+  {"event": "seeding", "port", "info_hash" (v1, hex), "piece_length",
+   "num_pieces", "total_size", "info_size", "piece_sha1" [hex per piece]}
+(or {"event": "error", "message"} and exit 1).
 Piece hashes are computed here with hashlib over the file bytes and checked
 against libtorrent's own. Then it reads stdin line by line:
   "connect PORT"  -> handle.connect_peer(("127.0.0.1", PORT))
   "magnet HEX PORT" -> adds a torrent by info-hash only (metadata unknown)
                      and makes it dial 127.0.0.1:PORT, to fetch the
                      metadata from us over ut_metadata (BEP 9)
-  "has_metadata HEX" -> prints {"has_metadata": bool} for that torrent
-  "status"        -> prints a JSON line with the torrent's peer count
+  "has_metadata HEX" -> prints {"event": "has_metadata", "has_metadata": bool}
+                     for that torrent
+  "status"        -> prints {"event": "status", "num_peers", "total_upload"}
 and exits when stdin closes.
 """
 import hashlib
-import json
 import os
 import sys
-import time
 
 import libtorrent as lt
 
+import ltsession
+from btcommon import emit
+
 
 def fail(msg):
-    print(json.dumps({"error": msg}), flush=True)
+    emit("error", message=msg)
     sys.exit(1)
 
 
@@ -59,13 +63,7 @@ def main():
         with open(path, "wb") as f:
             f.write(os.urandom(1 + i * 7 % 300))
 
-    fs = lt.file_storage()
-    lt.add_files(fs, content)
-    flags = 0 if hybrid else lt.create_torrent.v1_only
-    ct = lt.create_torrent(fs, piece_size, flags=flags)
-    ct.set_creator("btfs wire test")
-    lt.set_piece_hashes(ct, workdir)
-    ti = lt.torrent_info(ct.generate())
+    ti, _ = ltsession.make_torrent(content, piece_size, hybrid=hybrid, creator="btfs wire test")
     fs = ti.files()
 
     # piece hashes computed independently (pad files are zeros)
@@ -89,32 +87,24 @@ def main():
     if hashlib.sha1(info_section).hexdigest() != info_hash:
         fail("info-hash mismatch")
 
-    ses = lt.session({
-        "listen_interfaces": "127.0.0.1:0",
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "allow_multiple_connections_per_ip": True,
-        "alert_mask": lt.alert.category_t.error_notification
-                      | lt.alert.category_t.status_notification,
-    })
+    # No DHT: the router list is a placeholder (never empty).
+    ses = lt.session(ltsession.settings(
+        "127.0.0.1:0", "127.0.0.1:1",
+        alert_mask=lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification))
     h = ses.add_torrent({"ti": ti, "save_path": workdir})
-    deadline = time.time() + 30
-    while h.status().state != lt.torrent_status.seeding or ses.listen_port() == 0:
-        if time.time() > deadline:
-            fail("not seeding after 30 s: %s" % h.status().state)
-        time.sleep(0.05)
+    why = ltsession.wait_seeding(ses, h, 30)
+    if why:
+        fail(why)
 
-    print(json.dumps({
-        "port": ses.listen_port(),
-        "info_hash": info_hash,
-        "piece_length": pl,
-        "num_pieces": ti.num_pieces(),
-        "total_size": ti.total_size(),
-        "info_size": len(info_section),
-        "piece_sha1": piece_sha1,
-    }), flush=True)
+    emit("seeding",
+         port=ses.listen_port(),
+         info_hash=info_hash,
+         piece_length=pl,
+         num_pieces=ti.num_pieces(),
+         total_size=ti.total_size(),
+         info_size=len(info_section),
+         piece_sha1=piece_sha1)
 
     magnets = {}
     for line in sys.stdin:
@@ -129,12 +119,10 @@ def main():
             magnets[words[1]].connect_peer(("127.0.0.1", int(words[2])))
         elif words[:1] == ["has_metadata"] and len(words) == 2:
             m = magnets.get(words[1])
-            print(json.dumps({"has_metadata": bool(m and m.status().has_metadata)}),
-                  flush=True)
+            emit("has_metadata", has_metadata=bool(m and m.status().has_metadata))
         elif words[:1] == ["status"]:
             st = h.status()
-            print(json.dumps({"num_peers": st.num_peers,
-                              "total_upload": st.total_payload_upload}), flush=True)
+            emit("status", num_peers=st.num_peers, total_upload=st.total_payload_upload)
         ses.pop_alerts()
 
 

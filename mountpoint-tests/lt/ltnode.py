@@ -42,70 +42,26 @@ Events (each line has "event"; other fields as listed):
   error        message
   exit         reason
 
-Settings that keep libtorrent on loopback and make DHT discovery fast are in
-`session_settings` below; mountpoint-tests/README.md explains them.
+The session is set up by ltsession.py (the settings that keep libtorrent on
+loopback and make DHT discovery fast; mountpoint-tests/README.md explains
+them); `session_settings` below adds this node's flags.
 """
 
 import argparse
-import json
 import os
 import signal
-import stat
 import sys
-import threading
 import time
 import warnings
 
 import libtorrent as lt
 
+import btcommon
+import ltsession
+from btcommon import Stop, emit, log, watch_stdin
+
 # Several handy accessors (dht_state, status) are deprecated in 2.0 but work.
 warnings.simplefilter("ignore", DeprecationWarning)
-
-START = time.monotonic()
-
-
-def emit(event, **fields):
-    """Write one JSON event line on stdout and flush it."""
-    line = json.dumps({"event": event, **fields}, sort_keys=False)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def log(message):
-    """Write one log line on stderr, stamped with seconds since start."""
-    sys.stderr.write(f"ltnode[{os.getpid()}] {time.monotonic() - START:7.3f} {message}\n")
-    sys.stderr.flush()
-
-
-class Stop:
-    """Set by a signal or by stdin closing; the main loop polls it."""
-
-    def __init__(self):
-        self.reason = None
-
-    def set(self, reason):
-        if self.reason is None:
-            self.reason = reason
-
-
-def watch_stdin(stop):
-    """Stop when stdin, if it is a pipe or socket, reaches end of file."""
-    try:
-        mode = os.fstat(0).st_mode
-    except OSError:
-        return
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-        return
-
-    def run():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        stop.set("stdin closed")
-
-    threading.Thread(target=run, daemon=True, name="stdin-watch").start()
 
 
 def parse_args(argv):
@@ -165,61 +121,26 @@ def parse_args(argv):
 
 
 def parse_hostport(parser, text):
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        parser.error(f"not HOST:PORT: {text!r}")
-    return host.strip("[]"), int(port)
+    try:
+        return btcommon.parse_hostport(text)
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def session_settings(args):
-    """The settings_pack for this node (see mountpoint-tests/README.md)."""
-    cat = lt.alert.category_t
-    mask = (cat.error_notification | cat.status_notification | cat.storage_notification
-            | cat.dht_notification | cat.connect_notification | cat.peer_notification
-            | cat.port_mapping_notification)
+    """The settings_pack for this node: ltsession's, for a small swarm
+    (`ltsession.FAST`), and this node's flags."""
+    mask = ltsession.ALERTS | lt.alert.category_t.port_mapping_notification
     if args.verbose:
-        mask |= cat.dht_log_notification | cat.peer_log_notification
-    s = {
-        "listen_interfaces": f"{args.listen_ip}:{args.listen_port}",
-        "outgoing_interfaces": "",
-        "enable_lsd": bool(args.lsd),
-        "enable_upnp": bool(args.upnp),
-        "enable_natpmp": bool(args.natpmp),
-        # The DHT starts once the listen port is known (see start_dht).
-        "enable_dht": False,
-        # Never empty, even with the DHT off (the default is the public
-        # routers); start_dht sets the real list.
-        "dht_bootstrap_nodes": routers(args, 0),
-        # Every node of a test shares one IP: relax the anti-sybil rules.
-        "dht_restrict_routing_ips": False,
-        "dht_restrict_search_ips": False,
-        "dht_enforce_node_id": False,
-        "dht_prefer_verified_node_ids": False,
-        "dht_ignore_dark_internet": False,
-        "allow_multiple_connections_per_ip": True,
-        # Announce every few seconds instead of every 15 minutes.
-        "dht_announce_interval": max(1, args.announce_interval),
-        # Look up torrents at once and often; tests have few nodes.
-        "dht_aggressive_lookups": True,
-        # Every peer of a test shares 127.0.0.1: libtorrent would otherwise
-        # block that address for minutes after 5 DHT queries a second.
-        "dht_block_ratelimit": 1000000,
-        "dht_max_fail_count": 100,
-        "alert_mask": mask,
-        "alert_queue_size": 100000,
-        "user_agent": "ltnode/libtorrent-" + lt.__version__,
-        # Small swarms on one machine: no rate limits, connect quickly.
-        "connection_speed": 100,
-        "min_reconnect_time": 1,
-        "peer_connect_timeout": 3,
-        "unchoke_slots_limit": -1,
-        "auto_manage_startup": 1,
-        "auto_manage_interval": 1,
-        "active_downloads": -1,
-        "active_seeds": -1,
-        "active_limit": -1,
-        "seeding_outgoing_connections": True,
-    }
+        mask |= lt.alert.category_t.dht_log_notification | lt.alert.category_t.peer_log_notification
+    # The DHT starts once the listen port is known (see start_dht); until
+    # then the routers are a placeholder, never empty.
+    s = ltsession.settings(f"{args.listen_ip}:{args.listen_port}", routers(args, 0),
+                           lsd=args.lsd, upnp=args.upnp, natpmp=args.natpmp,
+                           announce_interval=args.announce_interval,
+                           alert_mask=mask)
+    s.update(ltsession.FAST)
+    s["user_agent"] = ltsession.USER_AGENT
     if args.upload_limit:
         s["upload_rate_limit"] = args.upload_limit
     if args.no_utp:
@@ -259,41 +180,7 @@ def routers(args, own_port):
 
 def start_dht(ses, args, port):
     """Turn the DHT on now that this node's UDP port is known."""
-    ses.apply_settings({"dht_bootstrap_nodes": routers(args, port), "enable_dht": True})
-    for node in args.bootstrap:
-        ses.add_dht_node(node)
-
-
-def make_torrent(path, piece_size):
-    """Build a v1 torrent_info of `path` (a directory or a file)."""
-    path = os.path.abspath(path)
-    fs = lt.file_storage()
-    lt.add_files(fs, path)
-    if fs.num_files() == 0:
-        raise ValueError(f"no files under {path}")
-    ct = lt.create_torrent(fs, piece_size, lt.create_torrent.v1_only)
-    ct.set_creator("btfs-mount ltnode")
-    lt.set_piece_hashes(ct, os.path.dirname(path))
-    data = lt.bencode(ct.generate())
-    return lt.torrent_info(lt.bdecode(data)), data
-
-
-def torrent_event(ti, torrent_file=None):
-    fs = ti.files()
-    files = []
-    for i in range(fs.num_files()):
-        if fs.file_flags(i) & lt.file_storage.flag_pad_file:
-            continue
-        files.append({"path": fs.file_path(i), "size": fs.file_size(i)})
-    emit("torrent",
-         info_hash=str(ti.info_hashes().v1),
-         magnet=lt.make_magnet_uri(ti),
-         name=ti.name(),
-         files=files,
-         piece_length=ti.piece_length(),
-         num_pieces=ti.num_pieces(),
-         total_size=ti.total_size(),
-         torrent_file=torrent_file)
+    ltsession.start_dht(ses, routers(args, port), args.bootstrap)
 
 
 def node_id(ses):
@@ -309,28 +196,6 @@ def node_id(ses):
         if len(raw) >= 20:
             return raw[:20].hex()
     return None
-
-
-def wait_listening(ses, args, stop, timeout=10.0):
-    """Wait for the TCP and UDP listen sockets; return the port or None."""
-    tcp = udp = False
-    deadline = time.monotonic() + timeout
-    while not (tcp and udp) and time.monotonic() < deadline and stop.reason is None:
-        ses.wait_for_alert(200)
-        for a in ses.pop_alerts():
-            if isinstance(a, lt.listen_succeeded_alert):
-                log(a.message())
-                if a.socket_type == lt.socket_type_t.tcp:
-                    tcp = True
-                elif a.socket_type in (lt.socket_type_t.udp, lt.socket_type_t.utp):
-                    udp = True
-            elif isinstance(a, lt.listen_failed_alert):
-                emit("error", message=a.message())
-                return None
-    if not (tcp and udp):
-        emit("error", message="listen sockets not open within %.0f s" % timeout)
-        return None
-    return ses.listen_port()
 
 
 class Torrent:
@@ -426,7 +291,7 @@ def add_torrent(ses, args):
     if args.seed:
         src = os.path.abspath(args.seed)
         log(f"hashing {src}")
-        ti, data = make_torrent(src, args.piece_size)
+        ti, data = ltsession.make_torrent(src, args.piece_size, creator="btfs-mount ltnode")
         if args.write_torrent:
             with open(args.write_torrent, "wb") as f:
                 f.write(data)
@@ -457,7 +322,8 @@ def add_torrent(ses, args):
     handle = ses.add_torrent(atp)
     t = Torrent(handle, role, ti)
     if ti is not None:
-        torrent_event(ti, os.path.abspath(args.write_torrent) if args.write_torrent else None)
+        ltsession.torrent_event(
+            ti, os.path.abspath(args.write_torrent) if args.write_torrent else None)
     log(f"added {role} torrent {t.info_hash}")
     return t
 
@@ -471,7 +337,7 @@ def handle_alert(a, t, args):
     """Turn one libtorrent alert into events or log lines."""
     if isinstance(a, lt.metadata_received_alert) and t is not None and not t.reported_torrent:
         t.reported_torrent = True
-        torrent_event(a.handle.torrent_file())
+        ltsession.torrent_event(a.handle.torrent_file())
     elif isinstance(a, (lt.torrent_error_alert, lt.file_error_alert, lt.metadata_failed_alert,
                         lt.listen_failed_alert, lt.hash_failed_alert)):
         emit("error", message=a.message())
@@ -503,7 +369,7 @@ def main(argv):
     stop = Stop()
     signal.signal(signal.SIGTERM, lambda *_: stop.set("SIGTERM"))
     signal.signal(signal.SIGINT, lambda *_: stop.set("SIGINT"))
-    watch_stdin(stop)
+    watch_stdin(lambda: stop.set("stdin closed"))
 
     ses = lt.session(session_settings(args))
     if args.upload_limit:
@@ -512,7 +378,7 @@ def main(argv):
         f = lt.ip_filter()
         f.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
         ses.set_peer_class_filter(f)
-    port = wait_listening(ses, args, stop)
+    port = ltsession.wait_listening(ses, stop)
     if port is None:
         return 2
     nid = None

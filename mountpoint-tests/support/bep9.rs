@@ -174,38 +174,28 @@ fn walk(root: &Path, f: &mut dyn FnMut(&Path)) {
 }
 
 /// Common `btfs-mount` arguments: the peer only, no DHT, the sandbox cache.
-fn mount_args(peer: &Bep9Peer, sb: &Sandbox, extra: &[&str]) -> Vec<String> {
-    let mut a = vec![
-        peer.magnet(),
-        "--no-dht".into(),
-        "--peer".into(),
-        peer.addr(),
-        "--cache-dir".into(),
-        sb.cache.display().to_string(),
-        "--timeout".into(),
-        "60".into(),
-        "--read-timeout".into(),
-        "60".into(),
-    ];
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
+fn mount_args(peer: &Bep9Peer, sb: &Sandbox, extra: &[&str]) -> MountArgs {
+    MountArgs::new(&peer.magnet())
+        .no_dht()
+        .peer(&peer.addr())
+        .cache_dir(&sb.cache)
+        .timeout(60)
+        .read_timeout(60)
+        .args(extra)
 }
 
 /// Mounts `peer`'s torrent on the sandbox's mountpoint in the default
 /// background mode; panics with btfs-mount's output if it does not mount.
 pub fn mount_ok(peer: &Bep9Peer, sb: &Sandbox, extra: &[&str]) -> Mount {
-    let args = mount_args(peer, sb, extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Mount::background(&sb.mnt, &args)
+    Mount::background(&sb.mnt, &mount_args(peer, sb, extra).build())
 }
 
 /// Runs `btfs-mount` (background mode) and expects it to exit non-zero
 /// within 90 s, with nothing mounted, and a stderr that contains `expect`.
 /// Returns its stderr.
 pub fn mount_refused(peer: &Bep9Peer, sb: &Sandbox, expect: &str) -> String {
-    let args = mount_args(peer, sb, &[]);
     let mut cmd = Command::new(btfs_mount_bin());
-    cmd.arg(&args[0]).arg(&sb.mnt).args(&args[1..]);
+    cmd.args(mount_args(peer, sb, &[]).at(&sb.mnt));
     let started = Instant::now();
     let mut child = Child::spawn("btfs-mount", cmd);
     let status = child

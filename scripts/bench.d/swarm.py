@@ -2,9 +2,10 @@
 """swarm: the benchmark's libtorrent seeder, with a control channel on stdin.
 
 One python3-libtorrent session that seeds several torrents at once (each made
-here from a directory, v1, with its own piece length) and is a DHT node. It
-reuses the loopback settings of mountpoint-tests/lt/ltnode.py (imported, not
-copied) and adds what the benchmark needs and ltnode has not:
+here from a directory, v1, with its own piece length) and is a DHT node. Its
+session is set up as ltnode.py's is, by mountpoint-tests/lt/ltsession.py
+(imported, not copied), and it adds what the benchmark needs and ltnode has
+not:
 
 - several torrents in one seeder (the same 1 GiB file with 256 KiB and with
   4 MiB pieces), added in seed mode right after hashing (no second check);
@@ -40,7 +41,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "mountpoint-tests", "lt"))
 
 import libtorrent as lt  # noqa: E402
-import ltnode  # noqa: E402  (session_settings, make_torrent, start_dht, emit, log)
+import ltsession  # noqa: E402  (settings, wait_listening, start_dht, make_torrent)
+from btcommon import Stop, emit, log, parse_hostport  # noqa: E402
 
 
 def parse_args(argv):
@@ -50,18 +52,10 @@ def parse_args(argv):
     p.add_argument("--seed", action="append", default=[], metavar="DIR:PIECE_BYTES")
     p.add_argument("--torrent-dir", required=True, help="where to write NAME.torrent files")
     a = p.parse_args(argv)
-    # The attributes ltnode.session_settings and ltnode.start_dht read.
-    a.listen_ip = "127.0.0.1"
-    a.lsd = False
-    a.announce_interval = 2
-    a.router = []
-    a.no_utp = False
-    a.no_encryption = False
-    a.verbose = False
-    a.upload_limit = 0
-    a.keep_redundant = False
-    a.dht = True
-    a.bootstrap = [ltnode.parse_hostport(p, s) for s in a.bootstrap]
+    try:
+        a.bootstrap = [parse_hostport(s) for s in a.bootstrap]
+    except ValueError as e:
+        p.error(str(e))
     if not a.bootstrap:
         p.error("--bootstrap is required (never the public routers)")
     seeds = []
@@ -91,7 +85,12 @@ def connected_to(handle, port):
 
 def main(argv):
     args = parse_args(argv)
-    settings = ltnode.session_settings(args)
+    # ltnode's settings: 127.0.0.1 (a placeholder router until the DHT
+    # starts), announces every 2 s, a small swarm.
+    settings = ltsession.settings(f"127.0.0.1:{args.listen_port}", "127.0.0.1:1",
+                                  announce_interval=2, alert_mask=ltsession.ALERTS)
+    settings.update(ltsession.FAST)
+    settings["user_agent"] = ltsession.USER_AGENT
     settings.update({
         # Dial TCP, plaintext: the peers we dial (btfs) take both.
         "enable_outgoing_utp": False,
@@ -107,25 +106,21 @@ def main(argv):
     })
     ses = lt.session(settings)
 
-    class Stop:
-        reason = None
-
-        def set(self, r):
-            self.reason = self.reason or r
-
     stop = Stop()
-    port = ltnode.wait_listening(ses, args, stop)
+    port = ltsession.wait_listening(ses, stop)
     if port is None:
         return 2
-    ltnode.start_dht(ses, args, port)
-    ltnode.emit("ready", port=port, dht_port=port)
+    # The node itself is its router (it answers at once, and libtorrent
+    # never puts a router in its routing table); --bootstrap nodes are pinged.
+    ltsession.start_dht(ses, f"127.0.0.1:{port}", args.bootstrap)
+    emit("ready", port=port, dht_port=port)
 
     handles = {}
     os.makedirs(args.torrent_dir, exist_ok=True)
     for d, piece in args.seeds:
         src = os.path.abspath(d)
-        ltnode.log(f"hashing {src} with {piece}-byte pieces")
-        ti, data = ltnode.make_torrent(src, piece)
+        log(f"hashing {src} with {piece}-byte pieces")
+        ti, data = ltsession.make_torrent(src, piece, creator="btfs-mount ltnode")
         tf = os.path.join(os.path.abspath(args.torrent_dir), os.path.basename(src) + ".torrent")
         with open(tf, "wb") as f:
             f.write(data)
@@ -138,10 +133,10 @@ def main(argv):
         h = ses.add_torrent(atp)
         ih = str(h.info_hashes().v1)
         handles[ih] = h
-        ltnode.torrent_event(ti, tf)
+        ltsession.torrent_event(ti, tf)
     for h in handles.values():
         h.force_dht_announce()
-    ltnode.emit("seeding", info_hashes=sorted(handles))
+    emit("seeding", info_hashes=sorted(handles))
 
     q = queue.Queue()
     threading.Thread(target=stdin_commands, args=(q,), daemon=True).start()
@@ -162,16 +157,16 @@ def main(argv):
                 host, _, p = parts[2].rpartition(":")
                 pending[(parts[1], (host, int(p)))] = (time.monotonic(), 0.0)
             elif cmd == "stats":
-                ltnode.emit("stats", upload={ih: h.status().total_payload_upload
+                emit("stats", upload={ih: h.status().total_payload_upload
                                              for ih, h in handles.items()})
             elif cmd:
-                ltnode.emit("error", message=f"bad command {cmd!r}")
+                emit("error", message=f"bad command {cmd!r}")
         now = time.monotonic()
         for key, (started, last) in list(pending.items()):
             ih, addr = key
             if connected_to(handles[ih], addr[1]):
                 del pending[key]
-                ltnode.emit("connect_done", info_hash=ih, addr=f"{addr[0]}:{addr[1]}",
+                emit("connect_done", info_hash=ih, addr=f"{addr[0]}:{addr[1]}",
                             seconds=round(now - started, 3))
             elif now - last >= 0.25:
                 handles[ih].connect_peer(addr)
@@ -186,18 +181,18 @@ def main(argv):
         ses.wait_for_alert(50 if pending else 250)
         for a in ses.pop_alerts():
             if isinstance(a, lt.dht_stats_alert):
-                ltnode.emit("dht_nodes", count=sum(b["num_nodes"] for b in a.routing_table))
+                emit("dht_nodes", count=sum(b["num_nodes"] for b in a.routing_table))
             elif isinstance(a, lt.dht_announce_alert):
-                ltnode.emit("dht_announce", info_hash=str(a.info_hash), ip=str(a.ip), port=a.port)
+                emit("dht_announce", info_hash=str(a.info_hash), ip=str(a.ip), port=a.port)
             elif isinstance(a, lt.peer_connect_alert):
-                ltnode.emit("peer_connected", addr=f"{a.endpoint[0]}:{a.endpoint[1]}",
+                emit("peer_connected", addr=f"{a.endpoint[0]}:{a.endpoint[1]}",
                             info_hash=str(a.handle.info_hashes().v1))
             elif isinstance(a, lt.peer_disconnected_alert):
-                ltnode.emit("peer_disconnected", addr=f"{a.endpoint[0]}:{a.endpoint[1]}",
+                emit("peer_disconnected", addr=f"{a.endpoint[0]}:{a.endpoint[1]}",
                             info_hash=str(a.handle.info_hashes().v1))
             elif isinstance(a, (lt.torrent_error_alert, lt.file_error_alert)):
-                ltnode.emit("error", message=a.message())
-    ltnode.emit("exit", reason=stop.reason)
+                emit("error", message=a.message())
+    emit("exit", reason=stop.reason)
     ses.pause()
     return 0
 

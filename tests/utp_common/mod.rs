@@ -23,7 +23,7 @@ use btfs::peer::wire::{
     BLOCK_SIZE, Bitfield, BlockRequest, DEFAULT_MAX_MESSAGE_LEN, Handshake, Message,
 };
 
-use crate::support::{Child, PYTHON};
+use crate::support::{Child, PYTHON, piece_sha1s};
 
 /// What a downloader needs to know about a torrent.
 #[derive(Debug, Clone)]
@@ -299,17 +299,8 @@ impl LtSeed {
             .arg(size.to_string())
             .args(["--listen", listen, "--port", &port.to_string()]);
         let mut child = Child::spawn("lt_utp seed", cmd);
-        let ev = child.wait_event("seeding", Duration::from_secs(120));
-        let piece_sha1 = ev["piece_sha1"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                let mut a = [0u8; 20];
-                hex::decode_to_slice(h.as_str().unwrap(), &mut a).unwrap();
-                a
-            })
-            .collect();
+        let ev = child.wait_event_ok("seeding", Duration::from_secs(120));
+        let piece_sha1 = piece_sha1s(&ev, "piece_sha1");
         LtSeed {
             port: ev["port"].as_u64().unwrap() as u16,
             shape: TorrentShape {

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 use std::time::Duration;
 
-use crate::support::wait_until;
+use crate::support::{all_pids, wait_until};
 
 /// How long a helper command (`ip`, `nft`, `tc`) may take.
 const CMD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -96,17 +96,7 @@ pub fn sysctl(ns: &str, key: &str, value: &str) {
 pub fn pids_in_netns(inodes: &[u64]) -> Vec<u32> {
     let me = std::process::id();
     let mut pids = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         let in_ns =
             fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| inodes.contains(&m.ino()));
         if pid != me && in_ns {

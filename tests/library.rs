@@ -3,7 +3,7 @@
 //! python3-libtorrent seeder found through a local DHT, in a network
 //! namespace of its own. Uses the in-memory storage.
 
-#[path = "support/mod.rs"]
+#[path = "../mountpoint-tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;
@@ -28,23 +28,16 @@ fn client_lookup_and_archive_reads_with_memory_storage() {
             ("dir/empty", TreeFile::Text("")),
         ],
     );
-    let n1 = LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]);
-    let boot = format!("127.0.0.1:{}", n1.dht_port());
-    let mut seeder = LtNode::start(&[
-        "--dht",
-        "--bootstrap",
-        &boot,
-        "--announce-interval",
-        "2",
-        "--seed",
-        s(&tree),
-    ]);
-    seeder.wait_event("seeding", Duration::from_secs(30));
-    let magnet = seeder.magnet();
+    let dht = LocalDht::start(1);
+    let boot = dht.boot();
+    let (mut seeder, magnet) = LtNode::seed_tree(
+        &tree,
+        0,
+        &["--dht", "--bootstrap", &boot, "--announce-interval", "2"],
+    );
     let original = std::fs::read(tree.join("dir/b.bin")).unwrap();
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let client = Client::builder()
             .bootstrap(vec![boot.clone()])
             .storage(StorageKind::Memory)
