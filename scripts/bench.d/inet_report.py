@@ -257,9 +257,15 @@ def report(ib, info, started, load_before, load_after, run_seconds):
               f"{nominal / 1e6:g} MB/s); rqbit's is one open-ended HTTP GET.")
     md.append("3. payload bytes the seeders sent for the torrent (libtorrent's "
               "total_payload_upload, summed over seeders) from the start of the measured "
-              "reads to the client's exit, divided by the bytes read. rqbit downloads the "
-              "whole torrent in the background once added, so its seek and random rows "
-              "count that too.")
+              "reads to the client's exit, divided by the bytes read. "
+              + ("rqbit was left to download the whole torrent in the background "
+                 "(--inet-rqbit-whole): its seek, random and player rows measure a client "
+                 "that has most of the file by then, and count those bytes."
+                 if a.inet_rqbit_whole else
+                 "rqbit is added with only the torrent's small.txt selected, so it fetches "
+                 "big.bin only for its streams (each stream queues 32 MiB ahead of its "
+                 "position); by default it would download the whole torrent in the "
+                 "background (--inet-rqbit-whole)."))
     md.append(f"4. one 128 KiB read at 0, {a.inet_settle:g} s of quiet (peers connect), "
               f"then {a.inet_seeks} preads of 1 MiB at random 4 KiB-aligned offsets, back to "
               f"back (libtorrent streaming: clear_piece_deadlines before each, then deadlines "

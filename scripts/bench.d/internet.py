@@ -9,20 +9,22 @@ The swarm (bench/README.md has the picture):
 - N seeders (default 8), python3-libtorrent sessions in one process
   (inet_swarm.py), each with upload_rate_limit --inet-rate (default 3 MB/s of
   payload) that applies to loopback peers too (peer class filter), each
-  listening on a 127.0.0.1 port that no client is told about;
+  listening on a 127.0.0.1 port that no client is told about; libtorrent's
+  limiter lets up to 3 s of unused quota out in a burst after idle
+  (--inet-relay-shape also shapes at the relays; off by default);
 - in front of each seeder a relay (relay.py, one asyncio process for all of
   them) on its own address 10.99.0.i:6881 (an alias on lo, added here),
   adding --inet-delay-ms (25) each way, +- --inet-jitter-ms (5), and stalls
   of --inet-stall-ms (250) at --inet-stall-rate (0.05 per second per
   direction: one every 20 s);
 - three libtorrent DHT nodes (swarm.py without torrents); the seeders are
-  not on the DHT: an announcer (in inet_swarm.py) announces each relay's
-  address (announce_peer from a socket bound to 10.99.0.i, port 6881) to
-  every DHT node, so a client that looks the torrent up finds the relays
-  and only the relays;
+  not on the DHT: a small DHT node per relay address (in inet_swarm.py)
+  announces that relay (announce_peer from a socket bound to 10.99.0.i,
+  port 6881) to every DHT node and answers queries, so a client that looks
+  the torrent up finds the relays and only the relays;
 - the data: one file of --inet-size-mib (256) random bytes, as two v1
-  torrents (directories inet-256k and inet-4m holding big.bin) with 256 KiB
-  and 4 MiB pieces.
+  torrents (directories inet-256k and inet-4m holding big.bin and a 5 KB
+  small.txt) with 256 KiB and 4 MiB pieces.
 The network side (DHT nodes, seeders, relays) runs at nice -10, so other jobs
 on the machine slow it less; the clients run at normal priority.
 
@@ -34,11 +36,16 @@ each test starts a fresh one (fresh cache, fresh session):
 - libtorrent download: `ltnode.py --fetch MAGNET --dht --bootstrap NODE
   --no-utp --no-encryption` (its own rarest-first download of everything);
 - libtorrent streaming: lt_stream.py, `set_piece_deadline` on the pieces
-  under each read (and a readahead window for sequential reads), priority 0
-  everywhere else; the driver reads the bytes from its file;
+  under each read and, for sequential reads (cat, player), on a readahead
+  window of --inet-lt-ahead-mib (32, btfs-mount's largest window) with the
+  deadlines of a reader at the read rate; priority 0 everywhere else; the
+  driver reads the bytes from its file;
 - rqbit: `rqbit server start DIR` (DHT bootstrap NODE, no persistence, LSD,
-  UPnP off), the magnet POSTed to its HTTP API, reads as HTTP GETs of
-  /torrents/ID/stream/0 with a Range header. Skipped when rqbit is absent.
+  UPnP off), the magnet POSTed to its HTTP API with only small.txt selected
+  (rqbit streams files that are not selected, fetching what its streams
+  need plus 32 MiB ahead of each; --inet-rqbit-whole keeps its default of
+  downloading the whole torrent), reads as HTTP GETs of
+  /torrents/ID/stream/FILE with a Range header. Skipped when rqbit is absent.
 
 Tests, for each piece length, each client:
   cat     read the whole file in 128 KiB reads from offset 0; first byte =
@@ -60,6 +67,11 @@ the torrent, from the moment the measured reads start (after the settle) to
 the client's exit, divided by the bytes read. Peak RSS (VmHWM) and CPU
 (utime+stime) of the client process, read just before it is stopped.
 Every offset list is drawn from a seeded RNG, the same for every client.
+Every fresh start's first read (at offset 0) is also a first-byte sample.
+
+Other modes: --inet-trace (relay wire trace, btfs-mount debug log, kernel
+FUSE/readahead trace; analyse with inet_trace.py), --inet-serve S (only the
+swarm, for experiments), --inet-clients/--inet-tests (a subset).
 """
 
 import argparse
@@ -204,7 +216,7 @@ class LtStream(Client):
         added = self.node.wait_event("added", 30)
         meta = self.node.wait_event("metadata", 120)
         self.t_meta = meta["t"]
-        f = meta["files"][0]
+        f = next(x for x in meta["files"] if x["path"].endswith("big.bin"))
         self.foff = f["offset"]
         self.path = os.path.join(self.save, f["path"])
         self.fd = None
@@ -269,15 +281,26 @@ class Rqbit(Client):
             raise RuntimeError(f"rqbit API not up: {bench.tail(self.err.name)}")
         t0 = time.monotonic()
         c = http.client.HTTPConnection("127.0.0.1", api_port, timeout=120)
-        c.request("POST", "/torrents?overwrite=true", body=ib.torrents[self.label]["magnet"])
+        # Unless --inet-rqbit-whole: only small.txt is selected, so rqbit
+        # downloads big.bin only as its streams ask (it streams files that
+        # are not selected), like the other streaming clients; by default
+        # it would download the whole torrent in the background.
+        t = ib.torrents[self.label]
+        query = "/torrents?overwrite=true"
+        if not ib.args.inet_rqbit_whole:
+            query += "&only_files_regex=small%5C.txt"  # small\.txt
+        c.request("POST", query, body=t["magnet"])
         r = c.getresponse()
         body = r.read()
         if r.status != 200:
             raise RuntimeError(f"rqbit add: {r.status} {body[:300]!r}")
-        self.id = json.loads(body)["id"]
+        added = json.loads(body)
+        self.id = added["id"]
         self.t_meta = time.monotonic()
         c.close()
-        self.url = f"/torrents/{self.id}/stream/0"
+        files = added["details"]["files"]
+        big = next(i for i, f in enumerate(files) if f["name"].endswith("big.bin"))
+        self.url = f"/torrents/{self.id}/stream/{big}"
         return t0
 
     def _api_up(self):
@@ -381,6 +404,10 @@ class InternetBench:
             d = os.path.join(self.work, "seed", f"inet-{label}")
             os.makedirs(d)
             os.link(src, os.path.join(d, "big.bin"))
+            # A second, small file: rqbit can then be given only it as
+            # "selected" and stream big.bin on demand (see Rqbit).
+            with open(os.path.join(d, "small.txt"), "wb") as f:
+                f.write(b"btfs-mount bench: the small file of the torrent.\n" * 100)
             seeds.append(f"{d}:{piece}")
         # The relays' addresses: aliases on lo, only inside this namespace.
         self.relays = [f"10.99.0.{i + 1}" for i in range(a.inet_seeders)]
@@ -778,6 +805,9 @@ def add_args(p):
                    help="relay wire trace, RUST_LOG=btfs=debug; logs kept with --inet-keep")
     g.add_argument("--inet-keep", metavar="DIR", help="copy the logs and traces here")
     g.add_argument("--rqbit", help="the rqbit binary (default: PATH, ~/.cargo/bin)")
+    g.add_argument("--inet-rqbit-whole", action="store_true",
+                   help="let rqbit download the whole torrent in the background (its default) "
+                        "instead of selecting only the small file and streaming big.bin")
     g.add_argument("--inet-serve", type=float, metavar="SECONDS",
                    help="only set the swarm up, print its magnets and DHT node, and keep it "
                         "for SECONDS (experiments; enter with nsenter -t PID -n -m)")
