@@ -41,11 +41,13 @@ each test starts a fresh one (fresh cache, fresh session):
   deadlines of a reader at the read rate; priority 0 everywhere else; the
   driver reads the bytes from its file;
 - rqbit: `rqbit server start DIR` (DHT bootstrap NODE, no persistence, LSD,
-  UPnP off), the magnet POSTed to its HTTP API with only small.txt selected
-  (rqbit streams files that are not selected, fetching what its streams
-  need plus 32 MiB ahead of each; --inet-rqbit-whole keeps its default of
-  downloading the whole torrent), reads as HTTP GETs of
-  /torrents/ID/stream/FILE with a Range header. Skipped when rqbit is absent.
+  UPnP off), the magnet POSTed to its HTTP API, reads as HTTP GETs of
+  /torrents/ID/stream/FILE with a Range header. rqbit downloads the whole
+  torrent in the background once added (its streams go first), so the later
+  reads of a test often find their data already there;
+  --inet-rqbit-stream-only selects only small.txt instead (big.bin is then
+  fetched only for its streams, 32 MiB ahead of each). Skipped when rqbit is
+  absent.
 
 Tests, for each piece length, each client:
   cat     read the whole file in 128 KiB reads from offset 0; first byte =
@@ -281,13 +283,13 @@ class Rqbit(Client):
             raise RuntimeError(f"rqbit API not up: {bench.tail(self.err.name)}")
         t0 = time.monotonic()
         c = http.client.HTTPConnection("127.0.0.1", api_port, timeout=120)
-        # Unless --inet-rqbit-whole: only small.txt is selected, so rqbit
-        # downloads big.bin only as its streams ask (it streams files that
-        # are not selected), like the other streaming clients; by default
-        # it would download the whole torrent in the background.
+        # rqbit's default: it downloads the whole torrent in the background
+        # and its streams jump the queue. With --inet-rqbit-stream-only,
+        # only small.txt is selected and big.bin is fetched only as its
+        # streams ask (rqbit streams files that are not selected).
         t = ib.torrents[self.label]
         query = "/torrents?overwrite=true"
-        if not ib.args.inet_rqbit_whole:
+        if ib.args.inet_rqbit_stream_only:
             query += "&only_files_regex=small%5C.txt"  # small\.txt
         c.request("POST", query, body=t["magnet"])
         r = c.getresponse()
@@ -805,9 +807,10 @@ def add_args(p):
                    help="relay wire trace, RUST_LOG=btfs=debug; logs kept with --inet-keep")
     g.add_argument("--inet-keep", metavar="DIR", help="copy the logs and traces here")
     g.add_argument("--rqbit", help="the rqbit binary (default: PATH, ~/.cargo/bin)")
-    g.add_argument("--inet-rqbit-whole", action="store_true",
-                   help="let rqbit download the whole torrent in the background (its default) "
-                        "instead of selecting only the small file and streaming big.bin")
+    g.add_argument("--inet-rqbit-stream-only", action="store_true",
+                   help="add the torrent to rqbit with only small.txt selected, so that it "
+                        "fetches big.bin only for its streams (rqbit 9.1.0 then keeps one "
+                        "peer and logs 'peer was in a wrong state')")
     g.add_argument("--inet-serve", type=float, metavar="SECONDS",
                    help="only set the swarm up, print its magnets and DHT node, and keep it "
                         "for SECONDS (experiments; enter with nsenter -t PID -n -m)")
