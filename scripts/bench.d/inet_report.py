@@ -301,6 +301,8 @@ def report(ib, info, started, load_before, load_after, run_seconds):
     md.append(f"10. the machine has {info['nproc']} cores shared with other jobs: load "
               f"average before {load_before}, after {load_after}; run time "
               f"{run_seconds:.0f} s.")
+    md.append("11. what limits the missed goals, from a trace of the seek and random "
+              "tests (`--inet-trace`, `inet_trace.py`): bench/internet-diagnosis.md.")
     md.append("")
     md.append("### Versions\n")
     for k in ("btfs-mount", "libtorrent", "kernel", "cpu"):

@@ -202,7 +202,7 @@ def analyse(keep, client, test, ahead_mib):
             # kernel side
             rd_inflight = None
             ra = []
-            if ftw:
+            if ftw and dev:  # only a FUSE client has kernel-side requests to show
                 while fi < len(ftw) and ftw[fi][0] < t1:
                     t, kind, f, _raw = ftw[fi]
                     fi += 1
