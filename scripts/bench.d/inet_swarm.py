@@ -212,7 +212,8 @@ class Announcer:
 # ---------------------------------------------------------------- seeders
 
 def seeder_settings(rate, tick_ms, low_watermark, sndbuf):
-    a = argparse.Namespace(listen_ip="127.0.0.1", listen_port=0, lsd=False, announce_interval=60,
+    a = argparse.Namespace(listen_ip="127.0.0.1", listen_port=0, lsd=False, upnp=False,
+                           natpmp=False, announce_interval=60,
                            router=[], no_utp=True, no_encryption=False, verbose=False,
                            upload_limit=rate, keep_redundant=False)
     s = ltnode.session_settings(a)

@@ -53,6 +53,8 @@ def parse_args(argv):
     # The attributes ltnode.session_settings and ltnode.start_dht read.
     a.listen_ip = "127.0.0.1"
     a.lsd = False
+    a.upnp = False
+    a.natpmp = False
     a.announce_interval = 2
     a.router = []
     a.no_utp = False
