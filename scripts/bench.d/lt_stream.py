@@ -14,10 +14,14 @@ Commands on stdin, one JSON object a line (offsets in torrent byte space):
       Deadlines on the pieces under [O, O+L): 0 ms for the first, +1 ms for
       each next one (so they complete in order); with A > 0, also on the
       pieces of the readahead window [O+L, O+L+A), each with the deadline
-      at which a reader going at R bytes/s would reach it. When every piece
-      under [O, O+L) is had (passed its hash check, so its bytes are in the
-      file under --save), emits `done` {id, t}. The caller then reads the
-      file itself.
+      at which a reader going at R bytes/s would reach it (set once per
+      piece until the next seek). When libtorrent says every piece under
+      [O, O+L) can be read (a read_piece_alert, asked for with
+      alert_when_available: the piece passed its hash check and is written
+      to the file under --save), emits `done` {id, t}. The caller then
+      reads the file itself. (piece_finished_alert comes too early: it is
+      posted when the hash passes, before the write, and have_piece()
+      is still false then.)
   {"op": "seek"}
       A seek: clear_piece_deadlines(), and every piece that had a deadline
       and is not had yet goes back to priority 0 (not downloaded).
@@ -59,7 +63,6 @@ def main(argv):
                               verbose=False, upload_limit=0, keep_redundant=True, dht=True,
                               bootstrap=[ltnode.parse_hostport(p, b) for b in a.bootstrap])
     settings = ltnode.session_settings(args)
-    settings["alert_mask"] = settings["alert_mask"] | lt.alert.category_t.piece_progress_notification
     ses = lt.session(settings)
     stop = ltnode.Stop()
     port = ltnode.wait_listening(ses, args, stop)
@@ -84,13 +87,37 @@ def main(argv):
     lock = threading.Lock()
     pending = {}  # read id -> set of pieces still missing
     deadlined = set()  # pieces given a deadline since the last seek
+    started = {}  # read id -> when it came in (for the watchdog)
+    avail = set()  # pieces libtorrent said it can read (read_piece_alert)
     meta = {}  # piece_length, num_pieces, total_size once known
     have_meta = threading.Event()
 
     def finish_if_done(rid):
         if rid in pending and not pending[rid]:
             del pending[rid]
+            started.pop(rid, None)
             ltnode.emit("done", id=rid, t=time.monotonic())
+
+    def watchdog():
+        """A read waiting over 5 s: look at its pieces again and give the
+        missing ones their deadline again, and log it. (Twice in a dozen
+        runs a read waited forever: every deadlined piece had, the torrent
+        'finished', the read's piece never requested; this says which.)"""
+        now = time.monotonic()
+        with lock:
+            late = [(rid, set(p)) for rid, p in pending.items() if now - started.get(rid, now) > 5]
+        for rid, pieces in late:
+            had = {i for i in pieces if h.have_piece(i)}
+            prios = {i: h.piece_priority(i) for i in pieces - had}
+            ltnode.log(f"watchdog: read {rid} waits {now - started[rid]:.1f} s for pieces "
+                       f"{sorted(pieces)}; had now {sorted(had)}; priorities {prios}")
+            for i in pieces - had:
+                h.set_piece_deadline(i, 0)
+            with lock:
+                if rid in pending:
+                    pending[rid].difference_update(had)
+                    started[rid] = now
+                    finish_if_done(rid)
 
     def do_read(cmd):
         have_meta.wait()
@@ -104,19 +131,26 @@ def main(argv):
             ahead = list(range(last + 1, min(n - 1, (end - 1) // plen) + 1))
         rid = cmd["id"]
         with lock:
-            pending[rid] = set(under)
-        for k, i in enumerate(under):
-            h.set_piece_deadline(i, k)
-        rate = max(1, cmd.get("rate") or 1)
-        for i in ahead:
-            h.set_piece_deadline(i, int(((i * plen) - (off + ln)) / rate * 1000) + len(under))
-        with lock:
+            # Pieces libtorrent already said it can read need nothing more
+            # (and asking again would make it read a whole piece back each
+            # time: 32 times per 4 MiB piece in a cat).
+            need = [i for i in under if i not in avail]
+            pending[rid] = set(need)
+            started[rid] = time.monotonic()
+            fresh = [i for i in ahead if i not in deadlined]
             deadlined.update(under)
             deadlined.update(ahead)
-            for i in under:
-                if h.have_piece(i):
-                    pending[rid].discard(i)
+        # alert_when_available: a read_piece_alert once the piece can be read
+        # back (at once for a piece already had). piece_finished_alert is
+        # not enough: libtorrent posts it when the hash passes, before the
+        # piece is written and have_piece() turns true.
+        for k, i in enumerate(need):
+            h.set_piece_deadline(i, k, lt.deadline_flags_t.alert_when_available)
+        with lock:
             finish_if_done(rid)
+        rate = max(1, cmd.get("rate") or 1)
+        for i in fresh:
+            h.set_piece_deadline(i, int(((i * plen) - (off + ln)) / rate * 1000) + len(under))
 
     def do_seek():
         h.clear_piece_deadlines()
@@ -144,11 +178,14 @@ def main(argv):
         stop.set("stdin closed")
 
     threading.Thread(target=commands, daemon=True).start()
-    last_ping = last_stats = 0.0
+    last_ping = last_stats = last_watch = 0.0
     table_empty = True
     while stop.reason is None:
         ses.wait_for_alert(50 if table_empty else 100)
         now = time.monotonic()
+        if now - last_watch > 1.0:
+            last_watch = now
+            watchdog()
         if not have_meta.is_set() and now - last_ping > 2.0:
             last_ping = now
             for node in args.bootstrap:
@@ -157,18 +194,22 @@ def main(argv):
             last_stats = now
             ses.post_dht_stats()
         for al in ses.pop_alerts():
-            if isinstance(al, lt.dht_stats_alert) and table_empty:
+            if isinstance(al, lt.read_piece_alert):
+                if al.error.value():
+                    ltnode.log(f"read_piece {al.piece}: {al.error.message()}")
+                with lock:
+                    if not al.error.value():
+                        avail.add(al.piece)
+                    for rid in list(pending):
+                        pending[rid].discard(al.piece)
+                        finish_if_done(rid)
+            elif isinstance(al, lt.dht_stats_alert) and table_empty:
                 if sum(b["num_nodes"] for b in al.routing_table):
                     # As ltnode does: the announce made at add_torrent went
                     # nowhere (empty routing table); a long-running session
                     # would have had a full table. Look the torrent up now.
                     table_empty = False
                     h.force_dht_announce()
-            elif isinstance(al, lt.piece_finished_alert):
-                with lock:
-                    for rid in list(pending):
-                        pending[rid].discard(al.piece_index)
-                        finish_if_done(rid)
             elif isinstance(al, lt.metadata_received_alert) and not have_meta.is_set():
                 ti = h.torrent_file()
                 fs = ti.files()
