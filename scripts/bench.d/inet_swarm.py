@@ -137,6 +137,11 @@ class Announcer:
         self.pending = {}  # (sock index, tid) -> (kind, info_hash, node)
         self.accepted = {}  # (relay, info_hash hex) -> DHT nodes that took the announce
 
+    # No BEP 33 `seed` flag in the announces: a libtorrent client whose
+    # wanted pieces are all had (lt_stream.py between reads: every piece at
+    # priority 0) looks peers up with `noseed`, and the DHT nodes would then
+    # leave out every relay.
+
     def send_round(self):
         for k, (s, nid, _port) in enumerate(self.socks):
             for node in self.dht_nodes:
@@ -182,7 +187,7 @@ class Announcer:
                 self.pending[(k, tid)] = ("announce", ih, node)
                 s.sendto(benc({"t": tid, "y": "q", "q": "announce_peer",
                                "a": {"id": nid, "info_hash": ih, "port": port, "token": token,
-                                     "implied_port": 0, "seed": 1}}), node)
+                                     "implied_port": 0}}), node)
         elif kind == "announce" and msg.get(b"y") == b"r":
             ip = self.relays[k][0]
             key = (f"{ip}:{port}", ih.hex())
