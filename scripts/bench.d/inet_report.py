@@ -139,7 +139,8 @@ def report(ib, info, started, load_before, load_after, run_seconds):
         goal = 0.95 * nominal
         met = "n/a" if bm is None else (
             f"yes ({bm / nominal * 100:.0f}%)" if bm >= goal
-            else f"**no** ({bm / nominal * 100:.1f}% of {nominal / 1e6:.0f} MB/s)")
+            else f"**no** ({bm / 1e6:.2f} MB/s, {bm / nominal * 100:.1f}% of "
+                 f"{nominal / 1e6:.0f} MB/s)")
         row(f"cold `cat` of {ib.size // MIB} MiB (MB/s), {name} pieces ²", cells,
             f"≥ 95% of the seeders' {nominal / 1e6:.0f} MB/s ({goal / 1e6:.1f})", met)
         cells = [bench.fmt(get("cat_sent", c, label), digits=3) if get("cat_sent", c, label)
@@ -278,7 +279,11 @@ def report(ib, info, started, load_before, load_after, run_seconds):
               f"slowest read but the first; after a seek: the first read after each seek.")
     md.append("7. VmHWM and utime+stime of the client process just before it is stopped "
               "(btfs-mount: the background daemon; libtorrent: python3 + libtorrent, whose "
-              "VmHWM counts the memory-mapped file pages it wrote; rqbit: the server).")
+              "VmHWM counts the memory-mapped file pages it wrote; rqbit: the server). "
+              + ("btfs-mount runs with its default `--encryption prefer` and the seeders "
+                 "accept MSE, so its connections are RC4-encrypted; the libtorrent clients "
+                 "and rqbit speak plaintext."
+                 if getattr(ib, "bin_has_encryption_flag", False) and not a.inet_trace else ""))
     md.append(f"8. from the seeders' own counters (total_payload_upload) sampled every 0.1 s "
               f"during each client's `cat`: how evenly it used the seeders, and whether the "
               f"limit held. libtorrent's upload_rate_limit lets up to 3 s of unused quota out "

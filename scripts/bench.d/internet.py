@@ -160,6 +160,10 @@ class BtfsMount(Client):
         env = dict(os.environ)
         if ib.args.inet_trace:
             env["RUST_LOG"] = "btfs=debug"
+            # The relays can only trace plaintext connections; btfs-mount
+            # dials encrypted (MSE) by default where it can.
+            if ib.bin_has_encryption_flag:
+                argv += ["--encryption", "off"]
         t0 = time.monotonic()
         errp = os.path.join(ib.logdir, f"btfs-mount-{ib.counter}.stderr")
         with open(errp, "wb") as err:
@@ -386,6 +390,8 @@ class InternetBench:
         self.logdir = os.path.join(self.work, "logs")
         os.makedirs(self.logdir, exist_ok=True)
         self.bin = os.path.realpath(args.bin)
+        self.bin_has_encryption_flag = "--encryption" in subprocess.run(
+            [self.bin, "--help"], capture_output=True, text=True).stdout
         self.rqbit = find_rqbit(args.rqbit)
         self.procs = []
         self.results = {}
@@ -820,7 +826,8 @@ def add_args(p):
     g.add_argument("--inet-clients", default=",".join(CLIENTS))
     g.add_argument("--inet-tests", default=",".join(TESTS))
     g.add_argument("--inet-trace", action="store_true",
-                   help="relay wire trace, RUST_LOG=btfs=debug; logs kept with --inet-keep")
+                   help="relay wire trace, RUST_LOG=btfs=debug, btfs-mount with --encryption off "
+                        "(the relays parse plaintext only); logs kept with --inet-keep")
     g.add_argument("--inet-keep", metavar="DIR", help="copy the logs and traces here")
     g.add_argument("--rqbit", help="the rqbit binary (default: PATH, ~/.cargo/bin)")
     g.add_argument("--inet-rqbit-stream-only", action="store_true",
