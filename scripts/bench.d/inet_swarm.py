@@ -217,10 +217,9 @@ class Announcer:
 # ---------------------------------------------------------------- seeders
 
 def seeder_settings(rate, tick_ms, low_watermark, sndbuf):
-    a = argparse.Namespace(listen_ip="127.0.0.1", listen_port=0, lsd=False, upnp=False,
-                           natpmp=False, announce_interval=60,
-                           router=[], no_utp=True, no_encryption=False, verbose=False,
-                           upload_limit=rate, keep_redundant=False)
+    # ltnode's own defaults for every option it reads, with ours on top.
+    a = ltnode.parse_args(["--no-utp", "--upload-limit", str(rate),
+                           "--announce-interval", "60"])
     s = ltnode.session_settings(a)
     s.update({
         "enable_dht": False,

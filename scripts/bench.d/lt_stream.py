@@ -57,11 +57,9 @@ def main(argv):
     p.add_argument("--save", required=True)
     p.add_argument("--bootstrap", action="append", default=[], required=True)
     a = p.parse_args(argv)
-    args = argparse.Namespace(listen_ip="127.0.0.1", listen_port=0, lsd=False, upnp=False,
-                              natpmp=False,
-                              announce_interval=2, router=[], no_utp=True, no_encryption=True,
-                              verbose=False, upload_limit=0, keep_redundant=True, dht=True,
-                              bootstrap=[ltnode.parse_hostport(p, b) for b in a.bootstrap])
+    # ltnode's own defaults for every option it reads, with ours on top.
+    args = ltnode.parse_args(["--dht", "--no-utp", "--no-encryption", "--keep-redundant"]
+                             + sum((["--bootstrap", b] for b in a.bootstrap), []))
     settings = ltnode.session_settings(args)
     ses = lt.session(settings)
     stop = ltnode.Stop()

@@ -50,11 +50,13 @@ def parse_args(argv):
     p.add_argument("--seed", action="append", default=[], metavar="DIR:PIECE_BYTES")
     p.add_argument("--torrent-dir", required=True, help="where to write NAME.torrent files")
     a = p.parse_args(argv)
-    # The attributes ltnode.session_settings and ltnode.start_dht read.
+    # The attributes ltnode.session_settings and ltnode.start_dht read:
+    # ltnode's own defaults (whatever options it grows), then ours.
+    for k, v in vars(ltnode.parse_args([])).items():
+        if not hasattr(a, k):
+            setattr(a, k, v)
     a.listen_ip = "127.0.0.1"
     a.lsd = False
-    a.upnp = False
-    a.natpmp = False
     a.announce_interval = 2
     a.router = []
     a.no_utp = False
