@@ -984,6 +984,10 @@ def main(argv):
     table, md = report(b, info, started, load_before, load_after)
     print(table)
     if args.out:
+        # Keep the internet-like swarm's section (scripts/bench --internet).
+        import inet_report
+        old = open(args.out).read() if os.path.exists(args.out) else ""
+        md = inet_report.keep_section(old, md)
         with open(args.out, "w") as f:
             f.write(md)
         log(f"wrote {args.out}")

@@ -1,0 +1,340 @@
+"""inet_report: the internet-like swarm's section of bench/RESULTS.md.
+
+`report(ib, ...)` turns an InternetBench's samples into a Markdown section
+(table with the goals of issue 18 marked met / missed, notes, raw samples)
+between two marker lines; `write_section(path, section)` puts it into
+RESULTS.md, replacing the previous internet section and keeping everything
+else; `keep_section(old, new)` is what the loopback benchmark calls so that
+rewriting its part keeps the internet section.
+"""
+
+import json
+import os
+import time
+
+import bench
+from bench import MIB
+
+BEGIN = "<!-- BEGIN internet-swarm section (scripts/bench --internet rewrites it) -->"
+END = "<!-- END internet-swarm section -->"
+NAMES = {"256k": "256 KiB", "4m": "4 MiB"}
+COLS = ("btfs-mount", "lt-download", "lt-stream", "rqbit")
+
+
+def extract(text):
+    """The internet section of a RESULTS.md text (markers included), or ""."""
+    i, j = text.find(BEGIN), text.find(END)
+    if i < 0 or j < i:
+        return ""
+    return text[i:j + len(END)]
+
+
+def keep_section(old, new):
+    """`new` (a loopback report) followed by the internet section of `old`."""
+    sec = extract(old)
+    return new if not sec else new.rstrip("\n") + "\n\n" + sec + "\n"
+
+
+def write_section(path, section):
+    old = open(path).read() if os.path.exists(path) else ""
+    if extract(old):
+        text = old.replace(extract(old), section.strip("\n"))
+    elif old:
+        text = old.rstrip("\n") + "\n\n" + section.strip("\n") + "\n"
+    else:
+        text = "# btfs-mount benchmark results\n\n" + section.strip("\n") + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def ms(v):
+    return "n/a" if v is None else f"{v * 1000:.0f}"
+
+
+def p(xs, q):
+    return bench.pct(xs, q) if xs else None
+
+
+def cell_pct(xs, q, scale=1000, digits=0):
+    v = p(xs, q)
+    if v is None:
+        return "–"
+    return f"{v * scale:.{digits}f}"
+
+
+def ahead(bm, others):
+    """Met text for 'ahead of the others' (lower is better)."""
+    parts = []
+    for name, v in others:
+        if v is None or bm is None:
+            parts.append(f"vs {name}: n/a")
+        elif bm < v:
+            parts.append(f"vs {name}: yes")
+        else:
+            parts.append(f"vs {name}: **no** ({bm * 1000:.0f} ≥ {v * 1000:.0f})")
+    return "; ".join(parts)
+
+
+def limit(v, goal, unit="ms", scale=1000, fmtd="{:.0f}"):
+    if v is None:
+        return f"≤ {fmtd.format(goal)}: n/a"
+    x = v * scale
+    if x <= goal:
+        return f"≤ {fmtd.format(goal)}: yes"
+    unit = f" {unit}" if unit else ""
+    return f"≤ {fmtd.format(goal)}: **no** (+{fmtd.format(x - goal)}{unit}, ×{x / goal:.2f})"
+
+
+def seeder_rates(ib, windows):
+    """From the seeders' 0.1 s samples: (mean rate of each seeder over the
+    windows, highest 1-s rate of any seeder), bytes/s."""
+    path = os.path.join(ib.logdir, "seeder-samples.jsonl")
+    try:
+        samples = [json.loads(x) for x in open(path)]
+    except (OSError, ValueError):
+        return None, None
+    means, peak = [], 0.0
+    for (t0, t1) in windows:
+        inside = [s for s in samples if t0 <= s["t"] <= t1]
+        if len(inside) < 2:
+            continue
+        secs = inside[-1]["t"] - inside[0]["t"]
+        means.extend((b - a) / secs for a, b in zip(inside[0]["up"], inside[-1]["up"]))
+        j = 0
+        for s in inside:
+            # the latest sample at least 1 s before this one
+            while j + 1 < len(inside) and inside[j + 1]["t"] <= s["t"] - 1.0:
+                j += 1
+            dt = s["t"] - inside[j]["t"]
+            if dt >= 1.0:
+                peak = max(peak, max((b - a) / dt for a, b in zip(inside[j]["up"], s["up"])))
+    return means, peak
+
+
+def report(ib, info, started, load_before, load_after, run_seconds):
+    R = ib.results
+    a = ib.args
+    nominal = a.inet_seeders * a.inet_rate
+    rows = []
+
+    def get(metric, col, label):
+        return R.get(f"{metric}_{col}_{label}", [])
+
+    def row(metric, cells, goal="", met=""):
+        rows.append((metric,) + tuple(cells) + (goal, met))
+
+    for label in ("256k", "4m"):
+        name = NAMES[label]
+        # first byte
+        cells = []
+        for c in COLS:
+            v = get("first_byte", c, label)
+            cells.append(bench.fmt(v, digits=2) if v else "–")
+        row(f"start → first byte (s), median of every fresh start, {name} pieces ¹", cells,
+            "no worse than before the seek work", "")
+        # cat
+        cells = [bench.fmt([x / 1e6 for x in get("cat", c, label)], digits=1)
+                 if get("cat", c, label) else "–" for c in COLS]
+        bm = bench.med(get("cat", "btfs-mount", label))
+        goal = 0.95 * nominal
+        met = "n/a" if bm is None else (
+            f"yes ({bm / nominal * 100:.0f}%)" if bm >= goal
+            else f"**no** ({bm / 1e6:.2f} MB/s, {bm / nominal * 100:.1f}% of "
+                 f"{nominal / 1e6:.0f} MB/s)")
+        row(f"cold `cat` of {ib.size // MIB} MiB (MB/s), {name} pieces ²", cells,
+            f"≥ 95% of the seeders' {nominal / 1e6:.0f} MB/s ({goal / 1e6:.1f})", met)
+        cells = [bench.fmt(get("cat_sent", c, label), digits=3) if get("cat_sent", c, label)
+                 else "–" for c in COLS]
+        bm = bench.med(get("cat_sent", "btfs-mount", label))
+        row(f"seeders' bytes sent per byte read, `cat`, {name} pieces ³", cells, "≤ 1.05",
+            limit(bm, 1.05, "", 1, "{:.3f}"))
+        # seek
+        for q in (50, 90):
+            cells = [cell_pct(get("seek", c, label), q) if c != "lt-download" else "–"
+                     for c in COLS]
+            bm = p(get("seek", "btfs-mount", label), q)
+            others = [("libtorrent streaming", p(get("seek", "lt-stream", label), q)),
+                      ("rqbit", p(get("seek", "rqbit", label), q))]
+            g = {("256k", 50): 200, ("256k", 90): 400, ("4m", 50): 350}.get((label, q))
+            goal = (f"≤ {g} ms; " if g else "") + "ahead of libtorrent streaming and rqbit"
+            met = (limit(bm, g) + "; " if g else "") + ahead(bm, others)
+            row(f"seek: 1 MiB read at a random offset, p{q} (ms), {name} pieces ⁴", cells,
+                goal, met)
+        cells = [bench.fmt(get("seek_sent", c, label), digits=2) if get("seek_sent", c, label)
+                 else "–" for c in COLS]
+        bm = bench.med(get("seek_sent", "btfs-mount", label))
+        floor = bench.med(R.get(f"seek_floor_{label}", []))
+        if label == "256k" or floor is None:
+            row(f"seeders' bytes sent per byte read, seek test, {name} pieces ³", cells, "≤ 1.3",
+                limit(bm, 1.3, "", 1, "{:.2f}"))
+        else:
+            # A 1 MiB read needs its whole 4 MiB pieces (they are hashed
+            # whole): the goal is read against that floor.
+            row(f"seeders' bytes sent per byte read, seek test, {name} pieces ³", cells,
+                f"≤ 1.3 × the whole-piece floor ({floor:.2f}) = {1.3 * floor:.2f}",
+                limit(bm, 1.3 * floor, "", 1, "{:.2f}"))
+        # random
+        for q in (50, 90):
+            cells = [cell_pct(get("random", c, label), q) if c != "lt-download" else "–"
+                     for c in COLS]
+            bm = p(get("random", "btfs-mount", label), q)
+            others = [("libtorrent streaming", p(get("random", "lt-stream", label), q)),
+                      ("rqbit", p(get("random", "rqbit", label), q))]
+            g = {("256k", 50): 80, ("4m", 50): 300}.get((label, q))
+            goal = (f"≤ {g} ms; " if g else "") + "ahead of libtorrent streaming and rqbit"
+            met = (limit(bm, g) + "; " if g else "") + ahead(bm, others)
+            row(f"cold random 4 KiB read, p{q} (ms), {name} pieces ⁵", cells, goal, met)
+        cells = [bench.fmt([x * 4 for x in get("random_sent", c, label)], digits=0)
+                 if get("random_sent", c, label) else "–" for c in COLS]
+        row(f"random 4 KiB reads: seeders' KiB sent per read, {name} pieces ³", cells,
+            f"whole pieces under the reads: "
+            f"{(bench.med(R.get(f'random_floor_{label}', [])) or 0) * 4:.0f} KiB per read", "")
+        # player
+        cells = [bench.fmt(get("player_max", c, label), 1000) if get("player_max", c, label)
+                 else "–" for c in COLS]
+        row(f"player (2 MB/s, seek every {a.inet_seek_every:g} s): longest wait (ms), "
+            f"{name} pieces ⁶", cells, "", "")
+        cells = [f"{cell_pct(get('player_seek', c, label), 50)} / "
+                 f"{cell_pct(get('player_seek', c, label), 90)}"
+                 if get("player_seek", c, label) else "–" for c in COLS]
+        row(f"player: wait after a seek p50 / p90 (ms), {name} pieces ⁶", cells, "", "")
+        cells = [bench.fmt(get("player_sent", c, label), digits=2)
+                 if get("player_sent", c, label) else "–" for c in COLS]
+        row(f"player: seeders' bytes sent per byte read, {name} pieces ³", cells, "", "")
+        # resources
+        cells = [bench.fmt([max(get("rss", c, label)) / MIB], digits=0)
+                 if get("rss", c, label) else "–" for c in COLS]
+        row(f"peak RSS, highest over the tests (MiB), {name} pieces ⁷", cells,
+            "no worse than before the seek work", "")
+        cells = [bench.fmt(get("cat_cpu", c, label), digits=1) if get("cat_cpu", c, label)
+                 else "–" for c in COLS]
+        row(f"CPU of the `cat` (s), {name} pieces ⁷", cells, "", "")
+        cells, peaks = [], []
+        for c in COLS:
+            means, peak = seeder_rates(ib, get("cat_window", c, label))
+            if means:
+                cells.append(f"{min(means) / 1e6:.2f}–{max(means) / 1e6:.2f} / {peak / 1e6:.2f}")
+                peaks.append(peak)
+            else:
+                cells.append("–")
+        if peaks:
+            row(f"each seeder's rate during the `cat`: mean (lowest–highest seeder) / highest "
+                f"1-s rate of any seeder (MB/s), {name} pieces ⁸", cells,
+                f"mean ≤ {a.inet_rate / 1e6:g} (the limit)",
+                "yes" if max(peaks) <= a.inet_rate * 1.05 else
+                f"bursts to {max(peaks) / 1e6:.2f} MB/s after idle (note 8)")
+
+    head = ("metric", "btfs-mount", "libtorrent download", "libtorrent streaming (deadlines)",
+            "rqbit stream (HTTP)", "goal (issue 18)", "met")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    table = "\n".join(lines)
+
+    md = [BEGIN, "", "## Internet-like swarm", ""]
+    md.append(f"Written by `scripts/bench --internet` on "
+              f"{time.strftime('%Y-%m-%d %H:%M %Z', started)}, all rows in one run "
+              f"({a.inet_reps} repetition{'s' if a.inet_reps > 1 else ''}). "
+              f"{a.inet_seeders} python3-libtorrent seeders, each limited to "
+              f"{a.inet_rate / 1e6:g} MB/s of upload, each behind a relay adding "
+              f"{a.inet_delay_ms:g} ms ± {a.inet_jitter_ms:g} ms each way with "
+              f"{a.inet_stall_ms:g} ms stalls ({a.inet_stall_rate:g} per second per direction); "
+              f"peers found only through the local DHT, which lists the relays. "
+              f"One {ib.size // MIB} MiB file as two v1 torrents (256 KiB and 4 MiB pieces). "
+              f"Each client got only the magnet link and one DHT bootstrap node. "
+              f"Design: bench/README.md. Cells: median (min–max) over repetitions, or "
+              f"nearest-rank percentiles over all samples. MB/s = 10^6 bytes/s.\n")
+    md.append(table + "\n")
+    md.append("Notes:\n")
+    md.append("1. every test starts a fresh client and reads 128 KiB at offset 0 first; "
+              "median (min–max) over those starts. btfs-mount: from starting the mount "
+              "command (DHT lookup, metadata, mount) to that read returning. libtorrent streaming: from "
+              "add_torrent(magnet) to the first read's pieces (deadline 0) being had. rqbit: "
+              "from POSTing the magnet to the first 128 KiB of the HTTP stream. libtorrent's "
+              "own download has no reader.")
+    md.append(f"2. 128 KiB reads from offset 0 to the end, from the first read to the last; "
+              f"the data is compared with the source. libtorrent download: size / (metadata "
+              f"received → every piece checked), `ltnode.py --fetch MAGNET --dht --bootstrap "
+              f"NODE --no-utp --no-encryption`. libtorrent streaming reads with a readahead "
+              f"window of {a.inet_lt_ahead_mib} MiB (deadlines for a reader at "
+              f"{nominal / 1e6:g} MB/s); rqbit's is one open-ended HTTP GET.")
+    md.append("3. payload bytes the seeders sent for the torrent (libtorrent's "
+              "total_payload_upload, summed over seeders) from the start of the measured "
+              "reads to the client's exit, divided by the bytes read. "
+              + ("rqbit was added with only the torrent's small.txt selected "
+                 "(--inet-rqbit-stream-only), so it fetched big.bin only for its streams "
+                 "(32 MiB ahead of each)."
+                 if a.inet_rqbit_stream_only else
+                 "rqbit downloads the whole torrent in the background from the moment it is "
+                 "added, at the swarm's full rate, its streams first: from the 2 s settle on, "
+                 "a growing share of the file is already there, so its seek, random and "
+                 "player rows mix reads that find their data (a few ms) with reads that wait "
+                 "(p90), and its bytes count the background download."))
+    md.append(f"4. one 128 KiB read at 0, {a.inet_settle:g} s of quiet (peers connect), "
+              f"then {a.inet_seeks} preads of 1 MiB at random 4 KiB-aligned offsets, back to "
+              f"back (libtorrent streaming: clear_piece_deadlines before each, then deadlines "
+              f"on the pieces under the read; rqbit: a GET with Range of 1 MiB).")
+    md.append(f"5. the same start, then {a.inet_random} preads of 4 KiB at random offsets.")
+    md.append(f"6. 256 KiB reads every 131 ms from offset 0; every {a.inet_seek_every:g} s a "
+              f"seek to a random offset, for {a.inet_player_seconds:g} s. Longest wait: the "
+              f"slowest read but the first; after a seek: the first read after each seek.")
+    md.append("7. VmHWM and utime+stime of the client process just before it is stopped "
+              "(btfs-mount: the background daemon; libtorrent: python3 + libtorrent, whose "
+              "VmHWM counts the memory-mapped file pages it wrote; rqbit: the server). "
+              + ("btfs-mount runs with its default `--encryption prefer` and the seeders "
+                 "accept MSE, so its connections are RC4-encrypted; the libtorrent clients "
+                 "and rqbit speak plaintext."
+                 if getattr(ib, "bin_has_encryption_flag", False) and not a.inet_trace else ""))
+    md.append(f"8. from the seeders' own counters (total_payload_upload) sampled every 0.1 s "
+              f"during each client's `cat`: how evenly it used the seeders, and whether the "
+              f"limit held. libtorrent's upload_rate_limit lets up to 3 s of unused quota out "
+              f"in a burst (bandwidth_channel::update_quota), so a seeder that was idle "
+              f"sends faster for a second or two; over a whole `cat` the mean holds. "
+              + ("Each relay also shaped its seeder's stream to the same rate "
+                 "(--inet-relay-shape), and these counters are taken before the relay."
+                 if a.inet_relay_shape else
+                 "The relays did not shape (see --inet-relay-shape)."))
+    rs = getattr(ib, "relay_stats", None)
+    if rs:
+        lates = [v for v in rs["relays"].values() if v.get("late_p50_ms") is not None]
+        if lates:
+            md.append(f"9. the relays themselves (one asyncio process, nice -10): "
+                      f"{rs['cpu_s']} CPU s in the whole run; a chunk was written after its "
+                      f"scheduled time by p50 {max(v['late_p50_ms'] for v in lates):.1f} ms, "
+                      f"p99 {max(v['late_p99_ms'] for v in lates):.1f} ms, at most "
+                      f"{max(v['late_max_ms'] for v in lates):.0f} ms (worst relay), "
+                      f"{sum(v['bytes_s2c'] for v in lates) / 1e6:.0f} MB relayed.")
+    md.append(f"10. the machine has {info['nproc']} cores shared with other jobs: load "
+              f"average before {load_before}, after {load_after}; run time "
+              f"{run_seconds:.0f} s.")
+    md.append("11. what limits the missed goals, from a trace of the seek and random "
+              "tests (`--inet-trace`, `inet_trace.py`): bench/internet-diagnosis.md.")
+    md.append("")
+    md.append("### Versions\n")
+    for k in ("btfs-mount", "libtorrent", "kernel", "cpu"):
+        md.append(f"- {k}: {info.get(k)}")
+    md.append(f"- rqbit: {rqbit_version(ib)}")
+    md.append("")
+    md.append("### Raw samples (internet-like swarm)\n")
+    md.append("```json")
+    md.append(json.dumps(R, sort_keys=True, default=str).replace("], ", "],\n "))
+    md.append("```")
+    if ib.notes or bench.KILLED:
+        md.append("\n### Problems seen during the run\n")
+        for n in ib.notes + bench.KILLED:
+            md.append(f"- {n}")
+    md.append("")
+    md.append(END)
+    return "\n".join(md) + "\n"
+
+
+def rqbit_version(ib):
+    if not ib.rqbit:
+        return "not installed"
+    import subprocess
+    try:
+        r = subprocess.run([ib.rqbit, "--version"], capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip() or "?"
+    except OSError:
+        return "?"
+
+

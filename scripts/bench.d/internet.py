@@ -1,0 +1,884 @@
+#!/usr/bin/python3
+"""internet: btfs-mount, libtorrent and rqbit on an internet-like swarm.
+
+Run by `scripts/bench --internet` (or as part of the default `scripts/bench`)
+inside a private network and mount namespace where only loopback exists.
+Python 3 stdlib, plus python3-libtorrent in the swarm's processes.
+
+The swarm (bench/README.md has the picture):
+- N seeders (default 8), python3-libtorrent sessions in one process
+  (inet_swarm.py), each with upload_rate_limit --inet-rate (default 3 MB/s of
+  payload) that applies to loopback peers too (peer class filter), each
+  listening on a 127.0.0.1 port that no client is told about; libtorrent's
+  limiter lets up to 3 s of unused quota out in a burst after idle
+  (--inet-relay-shape also shapes at the relays; off by default);
+- in front of each seeder a relay (relay.py, one asyncio process for all of
+  them) on its own address 10.99.0.i:6881 (an alias on lo, added here),
+  adding --inet-delay-ms (25) each way, +- --inet-jitter-ms (5), and stalls
+  of --inet-stall-ms (250) at --inet-stall-rate (0.05 per second per
+  direction: one every 20 s);
+- three libtorrent DHT nodes (swarm.py without torrents); the seeders are
+  not on the DHT: a small DHT node per relay address (in inet_swarm.py)
+  announces that relay (announce_peer from a socket bound to 10.99.0.i,
+  port 6881) to every DHT node and answers queries, so a client that looks
+  the torrent up finds the relays and only the relays;
+- the data: one file of --inet-size-mib (256) random bytes, as two v1
+  torrents (directories inet-256k and inet-4m holding big.bin and a 5 KB
+  small.txt) with 256 KiB and 4 MiB pieces.
+The network side (DHT nodes, seeders, relays) runs at nice -10, so other jobs
+on the machine slow it less; the clients run at normal priority.
+
+Clients: each gets only the magnet link and one DHT bootstrap node, and
+each test starts a fresh one (fresh cache, fresh session):
+- btfs-mount: `btfs-mount MAGNET MNT --cache-dir C --bootstrap NODE`
+  (default background mode, every other setting default); reads go through
+  the mount with pread(2);
+- libtorrent download: `ltnode.py --fetch MAGNET --dht --bootstrap NODE
+  --no-utp --no-encryption` (its own rarest-first download of everything);
+- libtorrent streaming: lt_stream.py, `set_piece_deadline` on the pieces
+  under each read and, for sequential reads (cat, player), on a readahead
+  window of --inet-lt-ahead-mib (32, btfs-mount's largest window) with the
+  deadlines of a reader at the read rate; priority 0 everywhere else; the
+  driver reads the bytes from its file;
+- rqbit: `rqbit server start DIR` (DHT bootstrap NODE, no persistence, LSD,
+  UPnP off), the magnet POSTed to its HTTP API, reads as HTTP GETs of
+  /torrents/ID/stream/FILE with a Range header. rqbit downloads the whole
+  torrent in the background once added (its streams go first), so the later
+  reads of a test often find their data already there;
+  --inet-rqbit-stream-only selects only small.txt instead (big.bin is then
+  fetched only for its streams, 32 MiB ahead of each). Skipped when rqbit is
+  absent.
+
+Tests, for each piece length, each client:
+  cat     read the whole file in 128 KiB reads from offset 0; first byte =
+          from starting the client (btfs-mount command; libtorrent
+          add_torrent; rqbit POST) to the first read returning; MB/s = size
+          / (first read issued .. last read returned). libtorrent download:
+          size / (metadata received .. every piece checked).
+  seek    one 128 KiB read at 0, --inet-settle s of quiet, then 1 MiB reads at
+          --inet-seeks random offsets, back to back; latency of each.
+  random  the same start, then --inet-random 4 KiB reads at random offsets.
+  player  reads 256 KiB every 131 ms (2 MB/s) from offset 0 and every
+          --inet-seek-every s (5) seeks to a random offset, for
+          --inet-player-seconds (30); a read issued late (the previous one
+          took longer than its slot) goes at once, with no catching up.
+          Reports the longest wait of any read but the first, and the wait
+          of the first read after each seek.
+Seeder bytes: sum over the seeders of libtorrent's total_payload_upload for
+the torrent, from the moment the measured reads start (after the settle) to
+the client's exit, divided by the bytes read. Peak RSS (VmHWM) and CPU
+(utime+stime) of the client process, read just before it is stopped.
+Every offset list is drawn from a seeded RNG, the same for every client.
+Every fresh start's first read (at offset 0) is also a first-byte sample.
+
+Other modes: --inet-trace (relay wire trace, btfs-mount debug log, kernel
+FUSE/readahead trace; analyse with inet_trace.py), --inet-serve S (only the
+swarm, for experiments), --inet-clients/--inet-tests (a subset).
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import bench  # noqa: E402  (Proc, proc_usage, unmount, find_daemon, free_ports, log...)
+from bench import KIB, MIB, PY, log  # noqa: E402
+
+RELAY = os.path.join(HERE, "relay.py")
+SWARM = os.path.join(HERE, "swarm.py")
+INET_SWARM = os.path.join(HERE, "inet_swarm.py")
+LT_STREAM = os.path.join(HERE, "lt_stream.py")
+LABELS = (("256k", 256 * KIB), ("4m", 4 * MIB))
+CLIENTS = ("btfs-mount", "lt-download", "lt-stream", "rqbit")
+TESTS = ("cat", "seek", "random", "player")
+RELAY_PORT = 6881
+NICE = ["nice", "-n", "-10"]
+
+
+class Proc(bench.Proc):
+    """bench.Proc that stamps each event with its arrival time (`_t`)."""
+
+    def _reader(self):
+        for line in self.p.stdout:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            e["_t"] = time.monotonic()
+            self.q.put(e)
+        self.q.put(None)
+
+
+def find_rqbit(explicit):
+    for c in [explicit, shutil.which("rqbit"), os.path.expanduser("~/.cargo/bin/rqbit"),
+              "/root/.cargo/bin/rqbit"]:
+        if c and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+# ---------------------------------------------------------------- clients
+
+class Client:
+    """One fresh client instance for one test. `start()` returns the
+    monotonic time the client was started (the first-byte clock);
+    `pread(off, n)` reads n bytes at file offset off; `seek()` tells it
+    the reader jumped; `stop()` returns (VmHWM bytes, CPU seconds)."""
+
+    pid = None
+
+    def seek(self):
+        pass
+
+    def usage(self):
+        rss, cpu = bench.proc_usage(self.pid)
+        return rss, cpu
+
+
+class BtfsMount(Client):
+    name = "btfs-mount"
+
+    def __init__(self, ib, label):
+        self.ib, self.label = ib, label
+
+    def start(self):
+        ib = self.ib
+        t = ib.torrents[self.label]
+        self.cache = ib.fresh("cache")
+        self.mnt = ib.fresh("mnt")
+        argv = [ib.bin, t["magnet"], self.mnt, "--cache-dir", self.cache,
+                "--bootstrap", f"127.0.0.1:{ib.dht_ports[0]}"]
+        env = dict(os.environ)
+        if ib.args.inet_trace:
+            env["RUST_LOG"] = "btfs=debug"
+            # The relays can only trace plaintext connections; btfs-mount
+            # dials encrypted (MSE) by default where it can.
+            if ib.bin_has_encryption_flag:
+                argv += ["--encryption", "off"]
+        t0 = time.monotonic()
+        errp = os.path.join(ib.logdir, f"btfs-mount-{ib.counter}.stderr")
+        with open(errp, "wb") as err:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                               timeout=120, env=env)
+        if r.returncode != 0 or not bench.is_mounted(self.mnt):
+            raise RuntimeError(f"btfs-mount failed (rc {r.returncode}): {bench.tail(errp)}")
+        self.t_meta = time.monotonic()
+        self.pid = bench.find_daemon(ib.bin, self.mnt)
+        self.path = os.path.join(self.mnt, t["name"], "big.bin")
+        self.fd = os.open(self.path, os.O_RDONLY)
+        st = os.fstat(self.fd)
+        ib.record(event="mount", client=self.name, label=self.label, t0=t0,
+                  dev=f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}", ino=st.st_ino,
+                  pid=self.pid, n=ib.counter)
+        return t0
+
+    def pread(self, off, n):
+        out = []
+        while n > 0:
+            b = os.pread(self.fd, n, off)
+            if not b:
+                break
+            out.append(b)
+            off += len(b)
+            n -= len(b)
+        return b"".join(out)
+
+    def stop(self):
+        rss, cpu = self.usage()
+        os.close(self.fd)
+        if self.ib.args.inet_trace:
+            src = os.path.join(self.cache, self.ib.torrents[self.label]["info_hash"],
+                               "btfs-mount.log")
+        bench.unmount(self.mnt, self.pid)
+        if self.ib.args.inet_trace and os.path.exists(src):
+            shutil.copy(src, os.path.join(self.ib.logdir, f"btfs-mount-{self.ib.counter}.log"))
+        shutil.rmtree(self.cache, ignore_errors=True)
+        return rss, cpu
+
+
+class LtStream(Client):
+    name = "lt-stream"
+
+    def __init__(self, ib, label):
+        self.ib, self.label = ib, label
+        self.rid = 0
+
+    def start(self):
+        ib = self.ib
+        self.save = ib.fresh("ltstream")
+        self.node = Proc([PY, LT_STREAM, "--magnet", ib.torrents[self.label]["magnet"],
+                          "--save", self.save, "--bootstrap", f"127.0.0.1:{ib.dht_ports[0]}"],
+                         f"lt-stream-{ib.counter}", ib.logdir)
+        self.pid = self.node.p.pid
+        added = self.node.wait_event("added", 30)
+        meta = self.node.wait_event("metadata", 120)
+        self.t_meta = meta["t"]
+        f = next(x for x in meta["files"] if x["path"].endswith("big.bin"))
+        self.foff = f["offset"]
+        self.path = os.path.join(self.save, f["path"])
+        self.fd = None
+        return added["t"]
+
+    def _read(self, off, n, ahead=0, rate=0):
+        self.rid += 1
+        rid = self.rid
+        self.node.send(json.dumps({"op": "read", "id": rid, "off": self.foff + off, "len": n,
+                                   "ahead": ahead, "rate": rate}))
+        done = self.node.wait_event("done", 120, lambda e: e["id"] == rid)
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDONLY)
+        data = os.pread(self.fd, n, off)
+        want = self.ib.expect(off, n)
+        tries = 0
+        while data != want and tries < 200:
+            # Seen once: libtorrent reported the piece before its bytes read
+            # back right. Wait for them (the wait counts in the latency) and
+            # say so in the report.
+            tries += 1
+            time.sleep(0.01)
+            data = os.pread(self.fd, n, off)
+        if tries:
+            self.ib.notes.append(
+                f"lt-stream ({self.label}): the bytes at offset {off} read back wrong after "
+                f"libtorrent reported their pieces; "
+                + (f"right {time.monotonic() - done['t']:.3f} s after" if data == want
+                   else "still wrong 2 s later"))
+        return data
+
+    def pread(self, off, n):
+        return self._read(off, n)
+
+    def stream_read(self, off, n, rate):
+        return self._read(off, n, self.ib.args.inet_lt_ahead_mib * MIB, rate)
+
+    def seek(self):
+        self.node.send(json.dumps({"op": "seek"}))
+
+    def stop(self):
+        rss, cpu = self.usage()
+        if self.fd is not None:
+            os.close(self.fd)
+        self.node.stop()
+        shutil.rmtree(self.save, ignore_errors=True)
+        return rss, cpu
+
+
+class Rqbit(Client):
+    name = "rqbit"
+
+    def __init__(self, ib, label):
+        self.ib, self.label = ib, label
+        self.conn = None
+        self.stream_resp = None
+
+    def start(self):
+        ib = self.ib
+        d = ib.fresh("rqbit")
+        home = os.path.join(d, "home")
+        os.makedirs(home)
+        api_port, bt_port = bench.free_ports(2)
+        self.api = api_port
+        env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=home, XDG_CACHE_HOME=home,
+                   XDG_DATA_HOME=home)
+        argv = [ib.rqbit, *os.environ.get("BENCH_RQBIT_EXTRA", "").split(), "--disable-dht-persistence",
+                "--dht-bootstrap-addrs", f"127.0.0.1:{ib.dht_ports[0]}",
+                "--disable-lsd", "--disable-trackers", "--disable-upnp-port-forward",
+                "--listen-port", str(bt_port), "--http-api-listen-addr", f"127.0.0.1:{api_port}",
+                "server", "start", "--disable-persistence", os.path.join(d, "out")]
+        self.dir = d
+        self.err = open(os.path.join(ib.logdir, f"rqbit-{ib.counter}.stderr"), "wb")
+        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.err,
+                                  stderr=self.err, env=env, cwd=d)
+        self.pid = self.p.pid
+        if not bench.wait_until(30, self._api_up, 0.05):
+            raise RuntimeError(f"rqbit API not up: {bench.tail(self.err.name)}")
+        t0 = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", api_port, timeout=120)
+        # rqbit's default: it downloads the whole torrent in the background
+        # and its streams jump the queue. With --inet-rqbit-stream-only,
+        # only small.txt is selected and big.bin is fetched only as its
+        # streams ask (rqbit streams files that are not selected).
+        t = ib.torrents[self.label]
+        query = "/torrents?overwrite=true"
+        if ib.args.inet_rqbit_stream_only:
+            query += "&only_files_regex=small%5C.txt"  # small\.txt
+        c.request("POST", query, body=t["magnet"])
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"rqbit add: {r.status} {body[:300]!r}")
+        added = json.loads(body)
+        self.id = added["id"]
+        self.t_meta = time.monotonic()
+        c.close()
+        files = added["details"]["files"]
+        big = next(i for i, f in enumerate(files) if f["name"].endswith("big.bin"))
+        self.url = f"/torrents/{self.id}/stream/{big}"
+        return t0
+
+    def _api_up(self):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.api, timeout=1)
+            c.request("GET", "/")
+            ok = c.getresponse().status == 200
+            c.close()
+            return ok
+        except OSError:
+            return False
+
+    def pread(self, off, n):
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.api, timeout=300)
+        self.conn.request("GET", self.url, headers={"Range": f"bytes={off}-{off + n - 1}"})
+        r = self.conn.getresponse()
+        data = r.read()
+        if r.status not in (200, 206):
+            raise RuntimeError(f"rqbit stream: HTTP {r.status}")
+        return data
+
+    def stream_read(self, off, n, rate):
+        """Sequential reads go through one open-ended GET (what a player
+        does), reopened after a seek."""
+        if self.stream_resp is None or self.stream_pos != off:
+            self.seek()
+            self.stream_conn = http.client.HTTPConnection("127.0.0.1", self.api, timeout=300)
+            self.stream_conn.request("GET", self.url, headers={"Range": f"bytes={off}-"})
+            self.stream_resp = self.stream_conn.getresponse()
+            if self.stream_resp.status not in (200, 206):
+                raise RuntimeError(f"rqbit stream: HTTP {self.stream_resp.status}")
+            self.stream_pos = off
+        data = self.stream_resp.read(n)
+        self.stream_pos += len(data)
+        return data
+
+    def seek(self):
+        if self.stream_resp is not None:
+            self.stream_conn.close()
+            self.stream_resp = None
+
+    def stop(self):
+        rss, cpu = self.usage()
+        self.seek()
+        if self.conn is not None:
+            self.conn.close()
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        self.err.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return rss, cpu
+
+
+# ---------------------------------------------------------------- the bench
+
+class InternetBench:
+    def __init__(self, args):
+        self.args = args
+        self.work = os.path.join(args.work, "inet")
+        self.logdir = os.path.join(self.work, "logs")
+        os.makedirs(self.logdir, exist_ok=True)
+        self.bin = os.path.realpath(args.bin)
+        self.bin_has_encryption_flag = "--encryption" in subprocess.run(
+            [self.bin, "--help"], capture_output=True, text=True).stdout
+        self.rqbit = find_rqbit(args.rqbit)
+        self.procs = []
+        self.results = {}
+        self.notes = []
+        self.counter = 0
+        self.timeline = open(os.path.join(self.logdir, "reads.jsonl"), "w")
+
+    def fresh(self, kind):
+        self.counter += 1
+        d = os.path.join(self.work, f"{kind}-{self.counter}")
+        os.makedirs(d)
+        return d
+
+    def add(self, key, value):
+        self.results.setdefault(key, []).append(value)
+
+    # -- setup --------------------------------------------------------------
+    def setup(self):
+        a = self.args
+        self.size = a.inet_size_mib * MIB
+        src = os.path.join(self.work, "data", "big.bin")
+        os.makedirs(os.path.dirname(src))
+        log(f"internet: writing {a.inet_size_mib} MiB of random data")
+        with open(src, "wb") as f:
+            left = self.size
+            while left:
+                n = min(left, 8 * MIB)
+                f.write(os.urandom(n))
+                left -= n
+        self.src = src
+        self.srcfd = os.open(src, os.O_RDONLY)
+        seeds = []
+        for label, piece in LABELS:
+            d = os.path.join(self.work, "seed", f"inet-{label}")
+            os.makedirs(d)
+            os.link(src, os.path.join(d, "big.bin"))
+            # A second, small file: rqbit can then be given only it as
+            # "selected" and stream big.bin on demand (see Rqbit).
+            with open(os.path.join(d, "small.txt"), "wb") as f:
+                f.write(b"btfs-mount bench: the small file of the torrent.\n" * 100)
+            seeds.append(f"{d}:{piece}")
+        # The relays' addresses: aliases on lo, only inside this namespace.
+        self.relays = [f"10.99.0.{i + 1}" for i in range(a.inet_seeders)]
+        for ip in self.relays:
+            subprocess.run(["ip", "addr", "add", f"{ip}/32", "dev", "lo"], check=True)
+        # DHT nodes.
+        self.dht_ports = bench.free_ports(3)
+        boot = [f"127.0.0.1:{p}" for p in self.dht_ports]
+        for i, p in enumerate(self.dht_ports):
+            node = Proc(NICE + [PY, SWARM, "--listen-port", str(p), "--torrent-dir", self.work]
+                        + sum((["--bootstrap", b] for b in boot if b != f"127.0.0.1:{p}"), []),
+                        f"inet-dht{i}", self.logdir)
+            self.procs.append(node)
+            node.wait_event("ready", 20)
+        # Seeders (and the announcer).
+        argv = NICE + [PY, INET_SWARM, "--torrent-dir", os.path.join(self.work, "torrents"),
+                       "--rate", str(a.inet_rate), "--tick-ms", str(a.inet_tick_ms),
+                       "--low-watermark", str(a.inet_low_watermark),
+                       "--sndbuf", str(64 * KIB if a.inet_relay_shape else 0),
+                       "--samples", os.path.join(self.logdir, "seeder-samples.jsonl")]
+        for s in seeds:
+            argv += ["--seed", s]
+        for ip in self.relays:
+            argv += ["--relay", f"{ip}:{RELAY_PORT}"]
+        for b in boot:
+            argv += ["--dht", b]
+        log(f"internet: hashing, starting {a.inet_seeders} seeders")
+        self.swarm = Proc(argv, "inet-swarm", self.logdir)
+        self.procs.append(self.swarm)
+        self.torrents = {}
+        self.tindex = {}
+        for i in range(len(LABELS)):
+            e = self.swarm.wait_event("torrent", 300)
+            lab = "256k" if e["piece_length"] == 256 * KIB else "4m"
+            self.torrents[lab] = e
+            self.tindex[lab] = i
+        seeding = self.swarm.wait_event("seeding", 120)
+        # Relays.
+        argv = NICE + [PY, RELAY, "--delay-ms", str(a.inet_delay_ms),
+                       "--jitter-ms", str(a.inet_jitter_ms), "--stall-rate", str(a.inet_stall_rate),
+                       "--stall-ms", str(a.inet_stall_ms), "--seed", "7",
+                       "--rate", str(a.inet_rate if a.inet_relay_shape else 0),
+                       "--max-queue", str(a.inet_relay_queue)]
+        if a.inet_trace:
+            argv += ["--trace", os.path.join(self.logdir, "relay-trace.jsonl")]
+        for ip, port in zip(self.relays, seeding["ports"]):
+            argv.append(f"{ip}:{RELAY_PORT}=127.0.0.1:{port}")
+        self.relay = Proc(argv, "relays", self.logdir)
+        self.procs.append(self.relay)
+        self.relay.wait_event("ready", 20)
+        # Every relay announced for every torrent to at least one DHT node.
+        want = {(f"{ip}:{RELAY_PORT}", t["info_hash"]) for ip in self.relays
+                for t in self.torrents.values()}
+        while want:
+            e = self.swarm.wait_event("announced", 60)
+            if e["nodes_ok"] > 0:
+                want.discard((e["relay"], e["info_hash"]))
+        if a.inet_trace:
+            self.start_ftrace()
+        log("internet: swarm ready: " + ", ".join(f"{k}={v['info_hash']}"
+                                                  for k, v in self.torrents.items()))
+
+    def kill_live(self):
+        """After a failed test: stop its client if it is still there."""
+        c, self.live = getattr(self, "live", None), None
+        if c is None:
+            return
+        try:
+            if getattr(c, "pid", None) and bench.proc_alive(c.pid):
+                c.stop()
+        except Exception as e:  # noqa: BLE001 - best effort, reported
+            self.notes.append(f"stopping {c.name} after a failure: {e}")
+
+    def start_ftrace(self):
+        """--inet-trace: record the kernel's FUSE requests and page cache
+        readahead (tracepoints fuse:fuse_request_send/end and
+        readahead:page_cache_sync_ra/async_ra) in a tracing instance of our
+        own, stamped with CLOCK_MONOTONIC (trace_clock mono). tracefs is
+        mounted in this run's private mount namespace."""
+        mnt = os.path.join(self.work, "tracefs")
+        os.makedirs(mnt, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tracefs", "nodev", mnt], capture_output=True)
+        if r.returncode != 0:
+            self.notes.append(f"no kernel trace: cannot mount tracefs: {r.stderr.decode()}")
+            return
+        self.tracefs = mnt
+        inst = os.path.join(mnt, "instances", f"btfs-bench-{os.getpid()}")
+        try:
+            os.mkdir(inst)
+            for k, v in (("trace_clock", "mono"), ("buffer_size_kb", "65536"),
+                         ("events/fuse/enable", "1"),
+                         ("events/readahead/page_cache_sync_ra/enable", "1"),
+                         ("events/readahead/page_cache_async_ra/enable", "1"),
+                         ("tracing_on", "1")):
+                with open(os.path.join(inst, k), "w") as f:
+                    f.write(v)
+            self.ftrace = inst
+        except OSError as e:
+            self.notes.append(f"no kernel trace: {e}")
+
+    def stop_ftrace(self):
+        inst = getattr(self, "ftrace", None)
+        if inst:
+            try:
+                with open(os.path.join(inst, "tracing_on"), "w") as f:
+                    f.write("0")
+                shutil.copy(os.path.join(inst, "trace"), os.path.join(self.logdir, "ftrace.txt"))
+                for k in ("events/fuse/enable", "events/readahead/page_cache_sync_ra/enable",
+                          "events/readahead/page_cache_async_ra/enable"):
+                    with open(os.path.join(inst, k), "w") as f:
+                        f.write("0")
+                os.rmdir(inst)
+            except OSError as e:
+                self.notes.append(f"kernel trace: {e}")
+        if getattr(self, "tracefs", None):
+            subprocess.run(["umount", self.tracefs], capture_output=True)
+
+    def stop_all(self):
+        self.kill_live()
+        self.stop_ftrace()
+        for p in reversed(self.procs):
+            if p is self.relay:
+                # The relays report their own lateness on the way out.
+                p.p.stdin.close()
+                try:
+                    e = p.wait_event("stats", 10)
+                    self.relay_stats = e
+                except RuntimeError:
+                    pass
+            p.stop()
+        for ip in getattr(self, "relays", []):
+            subprocess.run(["ip", "addr", "del", f"{ip}/32", "dev", "lo"], capture_output=True)
+
+    def seeder_stats(self):
+        self.swarm.send("stats")
+        return self.swarm.wait_event("stats", 10)
+
+    def uploaded(self, label):
+        """Payload bytes all seeders have sent for this torrent so far."""
+        i = self.tindex[label]
+        return sum(per[i] for per in self.seeder_stats()["upload"])
+
+    def expect(self, off, n):
+        return os.pread(self.srcfd, n, off)
+
+    def record(self, **kw):
+        self.timeline.write(json.dumps(kw) + "\n")
+
+    def offsets(self, n, length, seed):
+        rng = random.Random(seed)
+        return [rng.randrange(0, (self.size - length) // (4 * KIB)) * 4 * KIB for _ in range(n)]
+
+    # -- tests --------------------------------------------------------------
+    def new_client(self, kind, label):
+        c = {"btfs-mount": BtfsMount, "lt-stream": LtStream, "rqbit": Rqbit}[kind](self, label)
+        self.live = c
+        return c
+
+    def test_cat(self, kind, label):
+        c = self.new_client(kind, label)
+        u0 = self.uploaded(label)
+        t0 = c.start()
+        block = 128 * KIB
+        t_open = time.monotonic()
+        first = None
+        pos = 0
+        rate = self.args.inet_seeders * self.args.inet_rate
+        while pos < self.size:
+            n = min(block, self.size - pos)
+            data = (c.stream_read(pos, n, rate) if hasattr(c, "stream_read")
+                    else c.pread(pos, n))
+            if data != self.expect(pos, n):
+                raise RuntimeError(f"{kind}: wrong data at {pos}")
+            if first is None:
+                first = time.monotonic()
+            pos += n
+        t_end = time.monotonic()
+        rss, cpu = c.stop()
+        sent = self.uploaded(label) - u0
+        self.record(test="cat", client=kind, label=label, t_start=t0, t_open=t_open,
+                    t_first=first, t_end=t_end)
+        k = f"{kind}_{label}"
+        self.add(f"first_byte_{k}", first - t0)
+        self.add(f"ready_{k}", c.t_meta - t0)
+        self.add(f"cat_{k}", self.size / (t_end - t_open))
+        self.add(f"cat_sent_{k}", sent / self.size)
+        self.add(f"cat_rss_{k}", rss)
+        self.add(f"cat_cpu_{k}", cpu)
+        self.add(f"rss_{k}", rss)
+        self.add(f"cat_window_{k}", (t_open, t_end))
+        log(f"  {kind} {label}: cat {self.size / (t_end - t_open) / 1e6:.1f} MB/s, first byte "
+            f"{first - t0:.3f} s, sent/read {sent / self.size:.3f}, RSS {rss / MIB:.0f} MiB, "
+            f"CPU {cpu:.1f} s")
+
+    def test_lt_download(self, label):
+        t = self.torrents[label]
+        save = self.fresh("ltsave")
+        u0 = self.uploaded(label)
+        node = Proc([PY, bench.LTNODE, "--fetch", t["magnet"], "--save", save, "--dht",
+                     "--bootstrap", f"127.0.0.1:{self.dht_ports[0]}", "--no-utp",
+                     "--no-encryption"], f"lt-download-{self.counter}", self.logdir)
+        try:
+            meta = node.wait_event("torrent", 120)
+            fin = node.wait_event("finished", 600)
+            rss, cpu = bench.proc_usage(node.p.pid)
+        finally:
+            node.stop()
+        shutil.rmtree(save, ignore_errors=True)
+        sent = self.uploaded(label) - u0
+        secs = fin["_t"] - meta["_t"]
+        k = f"lt-download_{label}"
+        self.add(f"cat_{k}", self.size / secs)
+        self.add(f"cat_sent_{k}", sent / self.size)
+        self.add(f"cat_rss_{k}", rss)
+        self.add(f"cat_cpu_{k}", cpu)
+        self.add(f"rss_{k}", rss)
+        self.add(f"cat_window_{k}", (meta["_t"], fin["_t"]))
+        self.record(test="cat", client="lt-download", label=label, t_open=meta["_t"],
+                    t_end=fin["_t"])
+        log(f"  lt-download {label}: {self.size / secs / 1e6:.1f} MB/s, sent/read "
+            f"{sent / self.size:.3f}, RSS {rss / MIB:.0f} MiB, CPU {cpu:.1f} s")
+
+    def warm(self, c, label, t0):
+        """The start of the seek and random tests: one read at 0 (a first-byte
+        sample), then quiet."""
+        data = c.pread(0, 128 * KIB)
+        if data != self.expect(0, 128 * KIB):
+            raise RuntimeError(f"{c.name}: wrong data at 0")
+        self.add(f"first_byte_{c.name}_{label}", time.monotonic() - t0)
+        self.add(f"ready_{c.name}_{label}", c.t_meta - t0)
+        time.sleep(self.args.inet_settle)
+
+    def test_reads(self, kind, label, test, rep):
+        """seek (1 MiB reads) or random (4 KiB reads) at random offsets."""
+        a = self.args
+        n, length = (a.inet_seeks, MIB) if test == "seek" else (a.inet_random, 4 * KIB)
+        offs = self.offsets(n, length, seed={"seek": 1000, "random": 2000}[test] + rep)
+        c = self.new_client(kind, label)
+        t0 = c.start()
+        self.warm(c, label, t0)
+        u0 = self.uploaded(label)
+        t_measure = time.monotonic()
+        lat = []
+        for off in offs:
+            c.seek()
+            t1 = time.monotonic()
+            data = c.pread(off, length)
+            t2 = time.monotonic()
+            if data != self.expect(off, length):
+                raise RuntimeError(f"{kind}: wrong data at {off}")
+            lat.append(t2 - t1)
+            self.record(test=test, client=kind, label=label, off=off, len=length, t1=t1, t2=t2)
+        t_stop = time.monotonic()
+        rss, cpu = c.stop()
+        sent = self.uploaded(label) - u0
+        self.record(event="test", test=test, client=kind, label=label, t0=t0,
+                    t_measure=t_measure, t_stop=t_stop, t_end=time.monotonic(), sent=sent)
+        k = f"{kind}_{label}"
+        plen = dict(LABELS)[label]
+        pieces = {i for off in offs for i in range(off // plen, (off + length - 1) // plen + 1)}
+        self.add(f"{test}_floor_{label}", len(pieces) * plen / (n * length))
+        for x in lat:
+            self.add(f"{test}_{k}", x)
+        self.add(f"{test}_sent_{k}", sent / (n * length))
+        self.add(f"rss_{k}", rss)
+        s = sorted(lat)
+        log(f"  {kind} {label}: {test} p50 {bench.pct(s, 50) * 1000:.0f} ms, p90 "
+            f"{bench.pct(s, 90) * 1000:.0f} ms, max {s[-1] * 1000:.0f} ms, sent/read "
+            f"{sent / (n * length):.2f}")
+
+    def test_player(self, kind, label, rep):
+        a = self.args
+        rate = 2_000_000
+        block = 256 * KIB
+        interval = block / rate
+        c = self.new_client(kind, label)
+        t0 = c.start()
+        rng = random.Random(9000 + rep)
+        u0 = self.uploaded(label)
+        waits, after_seek = [], []
+        pos, nbytes = 0, 0
+        t_begin = time.monotonic()
+        next_read = t_begin
+        last_seek = t_begin
+        seeked = False
+        first = True
+        while time.monotonic() - t_begin < a.inet_player_seconds:
+            now = time.monotonic()
+            if now - last_seek >= a.inet_seek_every:
+                pos = rng.randrange(0, (self.size - 8 * MIB) // (4 * KIB)) * 4 * KIB
+                c.seek()
+                last_seek = now
+                seeked = True
+            if next_read > now:
+                time.sleep(next_read - now)
+            t1 = time.monotonic()
+            data = (c.stream_read(pos, block, rate) if hasattr(c, "stream_read")
+                    else c.pread(pos, block))
+            t2 = time.monotonic()
+            if data != self.expect(pos, block):
+                raise RuntimeError(f"{kind}: wrong data at {pos}")
+            self.record(test="player", client=kind, label=label, off=pos, len=block, t1=t1,
+                        t2=t2, seek=seeked)
+            if first:
+                self.add(f"first_byte_{kind}_{label}", t2 - t0)
+                self.add(f"ready_{kind}_{label}", c.t_meta - t0)
+            else:
+                waits.append(t2 - t1)
+            if seeked:
+                after_seek.append(t2 - t1)
+            first = seeked = False
+            pos += block
+            nbytes += block
+            next_read = max(next_read + interval, time.monotonic())
+            if pos + block > self.size:
+                pos = 0
+        rss, cpu = c.stop()
+        sent = self.uploaded(label) - u0
+        k = f"{kind}_{label}"
+        self.add(f"player_max_{k}", max(waits))
+        for x in after_seek:
+            self.add(f"player_seek_{k}", x)
+        self.add(f"player_sent_{k}", sent / nbytes)
+        self.add(f"player_slow_{k}", sum(1 for w in waits if w > 1.0))
+        self.add(f"rss_{k}", rss)
+        log(f"  {kind} {label}: player longest wait {max(waits) * 1000:.0f} ms, after seeks "
+            + ", ".join(f"{x * 1000:.0f}" for x in after_seek) + f" ms, sent/read {sent / nbytes:.2f}")
+
+    def run(self):
+        a = self.args
+        clients = [c for c in a.inet_clients.split(",") if c]
+        tests = [t for t in a.inet_tests.split(",") if t]
+        if "rqbit" in clients and not self.rqbit:
+            self.notes.append("rqbit is not installed (looked in PATH, ~/.cargo/bin, "
+                              "/root/.cargo/bin): its column is empty.")
+            clients.remove("rqbit")
+        self.clients = clients
+        for rep in range(a.inet_reps):
+            for label, _ in LABELS:
+                for test in tests:
+                    log(f"internet: {test}, {label} pieces (rep {rep + 1}/{a.inet_reps})")
+                    for kind in clients:
+                        try:
+                            if test == "cat":
+                                if kind == "lt-download":
+                                    self.test_lt_download(label)
+                                else:
+                                    self.test_cat(kind, label)
+                            elif kind == "lt-download":
+                                continue
+                            elif test in ("seek", "random"):
+                                self.test_reads(kind, label, test, rep)
+                            elif test == "player":
+                                self.test_player(kind, label, rep)
+                        except (RuntimeError, OSError, http.client.HTTPException) as e:
+                            msg = f"{kind}, {test}, {label} pieces: {e}"
+                            log("  FAILED: " + msg)
+                            self.notes.append(msg)
+                            self.kill_live()
+        self.timeline.close()
+
+
+def add_args(p):
+    """The --inet-* options (shared with scripts/bench)."""
+    g = p.add_argument_group("internet-like swarm")
+    g.add_argument("--inet-seeders", type=int, default=8)
+    g.add_argument("--inet-rate", type=int, default=3_000_000,
+                   help="upload_rate_limit of each seeder, payload bytes/s")
+    g.add_argument("--inet-tick-ms", type=int, default=50, help="seeders' tick_interval")
+    g.add_argument("--inet-relay-shape", action="store_true",
+                   help="also shape each relay's downstream to --inet-rate (libtorrent's limit "
+                        "alone lets 3 s of unused quota out in a burst); experimental: the "
+                        "python shaper delivers only ~2.3 MB/s of 3")
+    g.add_argument("--inet-relay-queue", type=int, default=1 << 20,
+                   help="bytes a relay buffers per direction before it stops reading")
+    g.add_argument("--inet-low-watermark", type=int, default=0,
+                   help="seeders' send_buffer_low_watermark, bytes (0: libtorrent's default)")
+    g.add_argument("--inet-delay-ms", type=float, default=25.0)
+    g.add_argument("--inet-jitter-ms", type=float, default=5.0)
+    g.add_argument("--inet-stall-rate", type=float, default=0.05)
+    g.add_argument("--inet-stall-ms", type=float, default=250.0)
+    g.add_argument("--inet-size-mib", type=int, default=256)
+    g.add_argument("--inet-reps", type=int, default=1)
+    g.add_argument("--inet-seeks", type=int, default=20)
+    g.add_argument("--inet-random", type=int, default=30)
+    g.add_argument("--inet-settle", type=float, default=2.0)
+    g.add_argument("--inet-player-seconds", type=float, default=30.0)
+    g.add_argument("--inet-seek-every", type=float, default=5.0)
+    g.add_argument("--inet-lt-ahead-mib", type=int, default=32,
+                   help="libtorrent streaming: readahead window of sequential reads (btfs-mount's "
+                        "grows to 32 MiB)")
+    g.add_argument("--inet-clients", default=",".join(CLIENTS))
+    g.add_argument("--inet-tests", default=",".join(TESTS))
+    g.add_argument("--inet-trace", action="store_true",
+                   help="relay wire trace, RUST_LOG=btfs=debug, btfs-mount with --encryption off "
+                        "(the relays parse plaintext only); logs kept with --inet-keep")
+    g.add_argument("--inet-keep", metavar="DIR", help="copy the logs and traces here")
+    g.add_argument("--rqbit", help="the rqbit binary (default: PATH, ~/.cargo/bin)")
+    g.add_argument("--inet-rqbit-stream-only", action="store_true",
+                   help="add the torrent to rqbit with only small.txt selected, so that it "
+                        "fetches big.bin only for its streams (rqbit 9.1.0 then keeps one "
+                        "peer and logs 'peer was in a wrong state')")
+    g.add_argument("--inet-serve", type=float, metavar="SECONDS",
+                   help="only set the swarm up, print its magnets and DHT node, and keep it "
+                        "for SECONDS (experiments; enter with nsenter -t PID -n -m)")
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bin", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--out", help="RESULTS.md to write the internet section into")
+    add_args(p)
+    args = p.parse_args(argv)
+    import inet_report
+    started = time.localtime()
+    load_before = " ".join(open("/proc/loadavg").read().split()[:3])
+    ib = InternetBench(args)
+    t_begin = time.monotonic()
+    try:
+        ib.setup()
+        if args.inet_serve:
+            # Only the swarm, for experiments: clients in this namespace
+            # (nsenter -t PID -n -m) use the magnets and the bootstrap node.
+            for label, t in ib.torrents.items():
+                print(json.dumps({"label": label, "magnet": t["magnet"],
+                                  "bootstrap": f"127.0.0.1:{ib.dht_ports[0]}",
+                                  "pid": os.getpid()}), flush=True)
+            try:
+                time.sleep(args.inet_serve)
+            except KeyboardInterrupt:
+                pass
+            return 0
+        ib.run()
+    finally:
+        ib.stop_all()
+        if args.inet_keep:
+            shutil.copytree(ib.logdir, args.inet_keep, dirs_exist_ok=True)
+    load_after = " ".join(open("/proc/loadavg").read().split()[:3])
+    section = inet_report.report(ib, bench.machine_info(args), started, load_before, load_after,
+                                 time.monotonic() - t_begin)
+    print(section)
+    if args.out:
+        inet_report.write_section(args.out, section)
+        log(f"wrote the internet section of {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
