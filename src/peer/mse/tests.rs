@@ -241,8 +241,16 @@ async fn every_policy_pair() {
                     let wire_a = a_wrote.lock().unwrap()[before.0..].to_vec();
                     let wire_b = b_wrote.lock().unwrap()[before.1..].to_vec();
                     assert_eq!(wire_a.len(), 5000);
-                    assert_eq!(wire_a == from_a, want == Crypto::Plaintext, "{what}: A's bytes");
-                    assert_eq!(wire_b == from_b, want == Crypto::Plaintext, "{what}: B's bytes");
+                    assert_eq!(
+                        wire_a == from_a,
+                        want == Crypto::Plaintext,
+                        "{what}: A's bytes"
+                    );
+                    assert_eq!(
+                        wire_b == from_b,
+                        want == Crypto::Plaintext,
+                        "{what}: B's bytes"
+                    );
                     // nor the handshake in the initial payload
                     assert!(!contains(&a_wrote.lock().unwrap(), b"BitTorrent protocol"));
                 }
