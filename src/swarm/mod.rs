@@ -40,6 +40,7 @@ pub(crate) mod discovery;
 mod metadata;
 mod peers;
 pub(crate) mod picker;
+mod progress;
 mod read;
 mod requests;
 #[cfg(test)]
@@ -49,6 +50,7 @@ mod verify;
 pub use crate::storage::StorageKind;
 pub use cache::PiecePin;
 pub use metadata::MetadataError;
+pub use progress::PeerInfo;
 pub(crate) use picker::{BLOCK, ConnId, Req};
 pub(crate) use requests::{BlockArrival, UploadCheck, UploadReadError};
 
