@@ -604,7 +604,7 @@ impl Inner {
             }
         };
         if let Some(a) = archive {
-            tracing::info!("{ih}: an old version no longer used; closing it");
+            tracing::info!("{ih}: no longer shown nor used; closing it");
             self.client.close(&a);
         }
     }

@@ -196,6 +196,8 @@ async fn file(
                 format!("the range starts past the end ({size} bytes)"),
             )
             .into_response();
+            h.remove(header::CONTENT_TYPE);
+            h.remove(header::CACHE_CONTROL);
             resp.headers_mut().extend(h);
             return Ok(resp);
         }
