@@ -1,1 +1,495 @@
-//! placeholder, replaced below
+//! End-to-end tests of `btfs-mount serve` (issue 15): the HTTP gateway
+//! driven by curl and by headless Chromium, the FUSE root, and the
+//! `user.btfs.*` extended attributes. Every test re-runs itself in a
+//! network namespace of its own (only loopback); torrents are seeded by
+//! python3-libtorrent (`lt/ltnode.py`), published torrents are fetched
+//! back by it, and BEP 46 items go through a local DHT of libtorrent nodes.
+//!
+//! Needs root (namespaces, FUSE), /usr/bin/python3 with libtorrent,
+//! curl, chromium and getfattr (scripts/setup installs them).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{
+    Child, LtNode, TreeFile, btfs_mount_bin, free_port, in_netns, make_tree, s, seeded_bytes,
+    sha256_bytes, wait_until,
+};
+
+/// An HTTP answer as curl saw it.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    /// The value of header `name` (case-insensitive), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Runs `curl -s -i ARGS` (no `Expect: 100-continue`) and parses the answer.
+fn curl(args: &[&str]) -> Resp {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-i", "--max-time", "90", "-H", "Expect:"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rest: &[u8] = &out.stdout;
+    loop {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(rest)));
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let body = &rest[end + 4..];
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("status line");
+        if (100..200).contains(&status) {
+            rest = body;
+            continue;
+        }
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        return Resp {
+            status,
+            headers,
+            body: body.to_vec(),
+        };
+    }
+}
+
+/// A foreground `btfs-mount serve -f -v ...`, stopped on drop.
+struct Serve {
+    child: Child,
+    http: String,
+    cache: PathBuf,
+}
+
+impl Serve {
+    /// Starts `serve` on 127.0.0.1:<free port> with a cache dir under
+    /// `tmp` and `extra` flags; waits until it listens (and mounts).
+    fn start(tmp: &Path, extra: &[&str]) -> Serve {
+        let port = free_port();
+        Self::start_on(tmp, &format!("127.0.0.1:{port}"), extra)
+    }
+
+    fn start_on(tmp: &Path, addr: &str, extra: &[&str]) -> Serve {
+        let cache = tmp.join(format!("cache-{}", addr.replace([':', '.'], "-")));
+        let mut cmd = Command::new(btfs_mount_bin());
+        cmd.args(["serve", "-f", "-v", "--http", addr, "--cache-dir", s(&cache)])
+            .args(extra);
+        let mut child = Child::spawn("btfs-mount serve", cmd);
+        let ok = wait_until(Duration::from_secs(30), || {
+            child.stderr().contains("serving http://") && child.try_wait().is_none()
+                || child.try_wait().is_some()
+        });
+        assert!(
+            ok && child.try_wait().is_none(),
+            "serve did not start:\n{}",
+            child.stderr()
+        );
+        if extra.contains(&"--mount") {
+            assert!(
+                wait_until(Duration::from_secs(10), || child
+                    .stderr()
+                    .contains("FUSE root on")),
+                "{}",
+                child.stderr()
+            );
+        }
+        Serve {
+            child,
+            http: format!("http://{addr}"),
+            cache,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    fn get(&self, path: &str) -> Resp {
+        curl(&[&self.url(path)])
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.cache.join("serve.token"))
+            .expect("token file")
+            .trim()
+            .to_string()
+    }
+
+    fn log(&self) -> String {
+        self.child.stderr()
+    }
+
+    fn status(&self) -> Value {
+        self.get("/api/status").json()
+    }
+}
+
+/// A libtorrent seeder of `dir` (no DHT), 64 KiB pieces.
+fn seeder(dir: &Path) -> LtNode {
+    let mut lt = LtNode::start(&["--seed", s(dir), "--piece-size", "65536"]);
+    lt.info_hash();
+    lt
+}
+
+/// Downloads `magnet` with libtorrent from `peer` into `tmp/lt-NAME`.
+fn lt_fetch(tmp: &Path, magnet: &str, peer: &str, name: &str) -> PathBuf {
+    let save = tmp.join(format!("lt-{name}"));
+    std::fs::create_dir_all(&save).unwrap();
+    let mut lt = LtNode::start(&[
+        "--fetch",
+        magnet,
+        "--save",
+        s(&save),
+        "--connect",
+        peer,
+        "--no-utp",
+        "--no-encryption",
+    ]);
+    lt.wait_event("finished", Duration::from_secs(90));
+    drop(lt);
+    save
+}
+
+/// The info-hash (40 hex) of a magnet link.
+fn info_hash_of(magnet: &str) -> String {
+    let i = magnet.find("btih:").expect("btih in magnet") + 5;
+    magnet[i..i + 40].to_lowercase()
+}
+
+/// `getfattr -n NAME --only-values PATH`.
+fn getfattr(path: &Path, name: &str) -> String {
+    let out = Command::new("getfattr")
+        .args(["-n", name, "--only-values", s(path)])
+        .output()
+        .expect("run getfattr (package attr)");
+    assert!(
+        out.status.success(),
+        "getfattr {name} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn http_status_codes_ranges_directories_and_uploads() {
+    if !in_netns("http_status_codes_ranges_directories_and_uploads") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let big = seeded_bytes(3_000_000, 1);
+    make_tree(
+        &tmp.path().join("site"),
+        &[
+            ("index.html", TreeFile::Text("<h1>home</h1>\n")),
+            ("docs/readme.txt", TreeFile::Text("read me\n")),
+            ("docs/a b.txt", TreeFile::Text("spaced\n")),
+            ("media/big.bin", TreeFile::Bytes(big.clone())),
+        ],
+    );
+    let mut lt = seeder(&tmp.path().join("site"));
+    let ih = lt.info_hash();
+    // A second torrent whose seeder goes away after the metadata: 504.
+    make_tree(
+        &tmp.path().join("gone"),
+        &[("data.bin", TreeFile::Random(2_000_000, 9))],
+    );
+    let mut lt_gone = seeder(&tmp.path().join("gone"));
+    let ih_gone = lt_gone.info_hash();
+    // A slow seeder (200 kB/s): a read of its 8 MB file lasts.
+    let slow_dir = tmp.path().join("slow");
+    make_tree(&slow_dir, &[("slow.bin", TreeFile::Random(8_000_000, 5))]);
+    let mut slow = LtNode::start(&[
+        "--seed", s(&slow_dir), "--piece-size", "65536", "--upload-limit", "200000",
+    ]);
+    let ih_slow = slow.info_hash();
+    let peer_port = free_port();
+    let (p1, p2, p3) = (lt.addr(), lt_gone.addr(), slow.addr());
+    let sv = Serve::start(
+        tmp.path(),
+        &[
+            "--no-dht", "--no-lsd", "--peer", &p1, "--peer", &p2, "--peer", &p3, "--port",
+            &peer_port.to_string(), "--timeout", "10", "--read-timeout", "3",
+        ],
+    );
+    let base = format!("/bt/{ih}");
+
+    // Directories: redirect to the trailing slash, index.html, listings.
+    let r = sv.get(&base);
+    assert_eq!(r.status, 301, "{r:?}\n{}", sv.log());
+    assert_eq!(r.header("location"), Some(&*format!("{base}/")));
+    let r = sv.get(&format!("{base}/site"));
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some(&*format!("{base}/site/")));
+    let r = sv.get(&format!("{base}/site/"));
+    assert_eq!((r.status, r.text().as_str()), (200, "<h1>home</h1>\n"));
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    let r = sv.get(&format!("{base}/site/docs/"));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("href=\"./a%20b.txt\"") && r.text().contains("readme.txt"),
+        "{}",
+        r.text()
+    );
+    let r = curl(&["-H", "Accept: application/json", &sv.url(&format!("{base}/site/docs/"))]);
+    let j = r.json();
+    assert_eq!(j["info_hash"], ih);
+    let names: Vec<&str> = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a b.txt", "readme.txt"]);
+    assert_eq!(j["entries"][0]["size"], 7);
+    let r = sv.get(&format!("{base}/site/docs/a%20b.txt"));
+    assert_eq!((r.status, r.text().as_str()), (200, "spaced\n"));
+
+    // A whole file, and its headers.
+    let file = format!("{base}/site/media/big.bin");
+    let r = sv.get(&file);
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_bytes(&r.body), sha256_bytes(&big));
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert_eq!(r.header("content-length"), Some("3000000"));
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert!(r.header("link").is_none());
+    let etag = r.header("etag").expect("etag").to_string();
+    assert!(etag.starts_with(&format!("\"{ih}-")), "{etag}");
+    // HEAD: the same headers, no body.
+    let r = curl(&["-I", &sv.url(&file)]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("3000000"));
+    assert_eq!(r.header("etag"), Some(&*etag));
+    assert!(r.body.is_empty());
+    // Conditional GET.
+    let r = curl(&["-H", &format!("If-None-Match: {etag}"), &sv.url(&file)]);
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+
+    // Ranges: 206 with Content-Range, suffix, open-ended, 416, multi-range.
+    let r = curl(&["-r", "100-199", &sv.url(&file)]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 100-199/3000000"));
+    assert_eq!(r.body, big[100..200]);
+    let r = curl(&["-r", "-1000", &sv.url(&file)]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, big[big.len() - 1000..]);
+    let r = curl(&["-r", "2999990-", &sv.url(&file)]);
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (206, Some("bytes 2999990-2999999/3000000"))
+    );
+    assert_eq!(r.body, big[2_999_990..]);
+    let r = curl(&["-I", "-r", "1000000-1000009", &sv.url(&file)]);
+    assert_eq!((r.status, r.header("content-length")), (206, Some("10")));
+    let r = curl(&["-r", "3000000-", &sv.url(&file)]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */3000000"));
+    let r = curl(&["-r", "0-1,10-11", &sv.url(&file)]);
+    assert_eq!(r.status, 200, "several ranges: the whole file");
+    assert_eq!(r.body.len(), 3_000_000);
+    let r = curl(&["-r", "0-9", "-H", "If-Range: \"stale\"", &sv.url(&file)]);
+    assert_eq!(r.status, 200, "If-Range that does not match: the whole file");
+
+    // 400: malformed hashes, paths that try to escape, encoded separators.
+    for bad in [
+        "/bt/0123/x".to_string(),
+        format!("/bt/{}/x", &ih[..39]),
+        format!("/bt/{}zz/x", &ih[..38]),
+        format!("{base}/site/%2e%2e/%2e%2e/etc/passwd"),
+        format!("{base}/site/docs%2Freadme.txt"),
+        format!("{base}/site/a%00b"),
+        format!("{base}/site/%ff"),
+    ] {
+        let r = curl(&["--path-as-is", &sv.url(&bad)]);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(!r.text().trim().is_empty());
+    }
+    let r = curl(&["--path-as-is", &sv.url(&format!("{base}/site/../../x"))]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("leave the archive"), "{}", r.text());
+
+    // 404: unknown paths.
+    let r = sv.get(&format!("{base}/site/nope.txt"));
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("nope.txt"), "{}", r.text());
+    assert_eq!(sv.get("/elsewhere").status, 404);
+
+    // 504: the metadata of an info-hash nobody has, within --timeout.
+    let t = Instant::now();
+    let r = sv.get(&format!("/bt/{}/", "ab".repeat(20)));
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("metadata not found within 10 s"), "{}", r.text());
+    assert!(t.elapsed() < Duration::from_secs(20));
+    // 504: a read whose pieces cannot arrive within --read-timeout.
+    let r = sv.get(&format!("/bt/{ih_gone}/"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    lt_gone.stop(Duration::from_secs(3));
+    let t = Instant::now();
+    let r = sv.get(&format!("/bt/{ih_gone}/gone/data.bin"));
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("not received"), "{}", r.text());
+    assert!(t.elapsed() < Duration::from_secs(10));
+
+    // A client that goes away: its response (its lease, its reads and its
+    // reader's readahead) is dropped.
+    // (--max-time: it ends by itself should the test fail before the kill.)
+    let mut gone = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "60"])
+        .arg(sv.url(&format!("/bt/{ih_slow}/slow/slow.bin")))
+        .spawn()
+        .unwrap();
+    let readers = |sv: &Serve| {
+        sv.status()["archives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["info_hash"] == ih_slow)
+            .map_or(0, |a| a["readers"].as_u64().unwrap())
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || readers(&sv) == 1),
+        "the slow read never started\n{}",
+        sv.log()
+    );
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || readers(&sv) == 0),
+        "the response outlived its client\n{}",
+        sv.log()
+    );
+    drop(slow);
+
+    // Uploads: the token is checked; a POST makes a torrent that libtorrent
+    // fetches back from us.
+    let token_path = sv.cache.join("serve.token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let token = sv.token();
+    assert_eq!(token.len(), 64);
+    let up = tmp.path().join("up");
+    make_tree(
+        &up,
+        &[
+            ("page.html", TreeFile::Text("<p>uploaded</p>\n")),
+            ("blob.bin", TreeFile::Random(300_000, 3)),
+        ],
+    );
+    let form = |p: &str, name: &str| format!("file=@{};filename={name}", s(&up.join(p)));
+    let post = |auth: Option<&str>| {
+        let mut args = vec![
+            "-X".to_string(),
+            "POST".into(),
+            "-F".into(),
+            form("page.html", "page.html"),
+            "-F".into(),
+            form("blob.bin", "data/blob.bin"),
+        ];
+        if let Some(a) = auth {
+            args.extend(["-H".to_string(), format!("Authorization: Bearer {a}")]);
+        }
+        args.push(sv.url("/bt/?name=uploaded"));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&refs)
+    };
+    let r = post(None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.header("www-authenticate").is_some());
+    assert_eq!(post(Some("0000")).status, 401);
+    let r = post(Some(&token));
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), sv.log());
+    let magnet = r.text().trim().to_string();
+    let new_ih = info_hash_of(&magnet);
+    assert_eq!(r.header("location"), Some(&*format!("/bt/{new_ih}/")));
+    let r = sv.get(&format!("/bt/{new_ih}/uploaded/data/blob.bin"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, seeded_bytes(300_000, 3));
+    let got = lt_fetch(
+        tmp.path(),
+        &magnet,
+        &format!("127.0.0.1:{peer_port}"),
+        "uploaded",
+    );
+    assert_eq!(
+        std::fs::read(got.join("uploaded/page.html")).unwrap(),
+        b"<p>uploaded</p>\n"
+    );
+    assert_eq!(
+        sha256_bytes(&std::fs::read(got.join("uploaded/data/blob.bin")).unwrap()),
+        sha256_bytes(&seeded_bytes(300_000, 3))
+    );
+    // Writes elsewhere: PUT on an info-hash is 405, on a key not held 403.
+    let auth = format!("Authorization: Bearer {token}");
+    let r = curl(&["-X", "PUT", "-H", &auth, "--data-binary", "x", &sv.url(&format!("{base}/x"))]);
+    assert_eq!(r.status, 405, "{}", r.text());
+    let r = curl(&[
+        "-X", "PUT", "-H", &auth, "--data-binary", "x",
+        &sv.url(&format!("/bt/{}/x", "cd".repeat(32))),
+    ]);
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // The status page lists what is open.
+    let st = sv.status();
+    let ours = st["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["info_hash"] == ih)
+        .cloned()
+        .expect("the archive in /api/status");
+    assert_eq!(ours["title"], "site");
+    assert_eq!(ours["files"].as_array().unwrap().len(), 4);
+    // (libtorrent drops a seed-to-seed connection: the peer may be gone.)
+    assert!(ours["peers_known"].as_u64().unwrap() >= 1, "{ours}");
+    for p in ours["peers"].as_array().unwrap() {
+        assert_eq!(p["source"], "cli", "{ours}");
+    }
+    let html = sv.get("/").text();
+    assert!(html.contains(&ih) && html.contains("<progress"), "{html}");
+    assert!(html.contains("http-equiv=\"refresh\""));
+}
