@@ -493,3 +493,186 @@ fn http_status_codes_ranges_directories_and_uploads() {
     assert!(html.contains(&ih) && html.contains("<progress"), "{html}");
     assert!(html.contains("http-equiv=\"refresh\""));
 }
+
+/// A local DHT of three libtorrent nodes; returns them and their addresses.
+fn local_dht() -> (Vec<LtNode>, Vec<String>) {
+    let n1 = LtNode::start(&["--dht", "--bootstrap", "127.0.0.1:1"]);
+    let boot = n1.addr();
+    let mut nodes = vec![n1];
+    for _ in 0..2 {
+        nodes.push(LtNode::start(&["--dht", "--bootstrap", &boot]));
+    }
+    let addrs = nodes.iter().map(LtNode::addr).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    (nodes, addrs)
+}
+
+/// `--bootstrap A --bootstrap B ...` for every node of the local DHT.
+fn boot_flags(addrs: &[String]) -> Vec<String> {
+    addrs
+        .iter()
+        .flat_map(|a| ["--bootstrap".to_string(), a.clone()])
+        .collect()
+}
+
+/// Runs `btfs-mount ARGS` (with a cache of its own); panics on failure;
+/// returns stdout.
+fn btfs(tmp: &Path, args: &[&str]) -> String {
+    let cache = tempfile::tempdir_in(tmp).unwrap();
+    let mut cmd = Command::new(btfs_mount_bin());
+    cmd.args(args);
+    if args.first() != Some(&"keygen") {
+        cmd.arg("--cache-dir").arg(cache.path());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "btfs-mount {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn mutable_urls_follow_versions_and_put_delete_publish() {
+    if !in_netns("mutable_urls_follow_versions_and_put_delete_publish") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_nodes, addrs) = local_dht();
+    let boots = boot_flags(&addrs);
+    let mut seeders = Vec::new();
+    let mut magnets = Vec::new();
+    for v in ["v1", "v2"] {
+        let dir = tmp.path().join(v).join("site");
+        make_tree(
+            &dir,
+            &[
+                ("version.txt", TreeFile::Text(if v == "v1" { "v1\n" } else { "v2\n" })),
+                ("shared.bin", TreeFile::Random(200_000, 4)),
+            ],
+        );
+        let mut s = LtNode::start(&[
+            "--dht", "--bootstrap", &addrs[0], "--announce-interval", "2", "--piece-size",
+            "65536", "--seed", s(&dir),
+        ]);
+        magnets.push(s.magnet());
+        seeders.push(s);
+    }
+    let key = tmp.path().join("site.key");
+    let out = btfs(tmp.path(), &["keygen", "--out", s(&key)]);
+    let pk = out
+        .lines()
+        .find_map(|l| l.strip_prefix("public key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let publish = |target: &str| {
+        let mut args = vec!["publish", target, "--key", s(&key), "--once"];
+        args.extend(boots.iter().map(String::as_str));
+        btfs(tmp.path(), &args);
+    };
+    publish(&magnets[0]);
+    let ih1 = info_hash_of(&magnets[0]);
+    let ih2 = info_hash_of(&magnets[1]);
+
+    let peer_port = free_port();
+    let mut flags = vec![
+        "--refresh", "2", "--timeout", "30", "--key", s(&key), "--no-lsd", "--port",
+    ];
+    let pp = peer_port.to_string();
+    flags.push(&pp);
+    flags.extend(boots.iter().map(String::as_str));
+    let sv = Serve::start(tmp.path(), &flags);
+    let url = format!("/bt/{pk}/site/version.txt");
+    let r = sv.get(&url);
+    assert_eq!((r.status, r.text().as_str()), (200, "v1\n"), "{}", sv.log());
+    assert_eq!(
+        r.header("link"),
+        Some(&*format!("</bt/{ih1}/site/version.txt>; rel=\"canonical\""))
+    );
+    assert_eq!(r.header("cache-control"), Some("public, max-age=30"));
+    // The canonical URL serves the same bytes, immutable.
+    let c = sv.get(&format!("/bt/{ih1}/site/version.txt"));
+    assert_eq!(c.text(), "v1\n");
+    // The directory of a mutable URL redirects like any other (302: it may
+    // become a file in a later version).
+    let r = sv.get(&format!("/bt/{pk}/site"));
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some(&*format!("/bt/{pk}/site/")));
+
+    // The key holder points the URL at v2: the gateway follows.
+    publish(&magnets[1]);
+    assert!(
+        wait_until(Duration::from_secs(60), || sv.get(&url).text() == "v2\n"),
+        "v2 not served in 60 s\n{}",
+        sv.log()
+    );
+    let r = sv.get(&url);
+    assert_eq!(
+        r.header("link"),
+        Some(&*format!("</bt/{ih2}/site/version.txt>; rel=\"canonical\""))
+    );
+    let st = sv.status();
+    let m = st["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == pk)
+        .cloned()
+        .expect("the mutable name in /api/status");
+    assert_eq!(m["info_hash"], ih2);
+    assert_eq!(m["seq"], 2);
+
+    // PUT and DELETE with the key publish seq 3 and 4.
+    let token = sv.token();
+    let auth = format!("Authorization: Bearer {token}");
+    let r = curl(&["-X", "PUT", "--data-binary", "new", &sv.url(&format!("/bt/{pk}/site/new.txt"))]);
+    assert_eq!(r.status, 401);
+    let r = curl(&[
+        "-X", "PUT", "-H", "Authorization: Bearer nope", "--data-binary", "new",
+        &sv.url(&format!("/bt/{pk}/site/new.txt")),
+    ]);
+    assert_eq!(r.status, 401);
+    let body = seeded_bytes(150_000, 8);
+    let body_file = tmp.path().join("put.bin");
+    std::fs::write(&body_file, &body).unwrap();
+    let r = curl(&[
+        "-X", "PUT", "-H", &auth, "--data-binary", &format!("@{}", s(&body_file)),
+        &sv.url(&format!("/bt/{pk}/site/new/put.bin")),
+    ]);
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), sv.log());
+    assert!(r.text().contains("seq 3"), "{}", r.text());
+    assert_eq!(r.header("location"), Some(&*format!("/bt/{pk}/site/new/put.bin")));
+    // Served at once (no refresh needed), the rest of v2 kept.
+    let r = sv.get(&format!("/bt/{pk}/site/new/put.bin"));
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_bytes(&r.body), sha256_bytes(&body));
+    assert_eq!(sv.get(&url).text(), "v2\n");
+    // Replacing a file: 200.
+    let r = curl(&[
+        "-X", "PUT", "-H", &auth, "--data-binary", "v4\n", &sv.url(&url),
+    ]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("seq 4"), "{}", r.text());
+    assert_eq!(sv.get(&url).text(), "v4\n");
+    // DELETE.
+    let r = curl(&["-X", "DELETE", "-H", &auth, &sv.url(&format!("/bt/{pk}/site/shared.bin"))]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("seq 5"), "{}", r.text());
+    let magnet5 = r.text().lines().next().unwrap().to_string();
+    assert_eq!(sv.get(&format!("/bt/{pk}/site/shared.bin")).status, 404);
+    let r = curl(&["-X", "DELETE", "-H", &auth, &sv.url(&format!("/bt/{pk}/site/shared.bin"))]);
+    assert_eq!(r.status, 404);
+    // libtorrent reads the newest version back from us (the daemon seeds
+    // the newest version it published; older ones close).
+    let got = lt_fetch(tmp.path(), &magnet5, &format!("127.0.0.1:{peer_port}"), "v5");
+    assert_eq!(std::fs::read(got.join("site/new/put.bin")).unwrap(), body);
+    assert_eq!(std::fs::read(got.join("site/version.txt")).unwrap(), b"v4\n");
+    assert!(!got.join("site/shared.bin").exists());
+    // And the DHT says seq 5 (our own resolver, a fresh node).
+    let mut args = vec!["dht", "get", &pk];
+    args.extend(boots.iter().map(String::as_str));
+    let out = btfs(tmp.path(), &args);
+    assert!(out.contains("seq 5"), "{out}");
+}
