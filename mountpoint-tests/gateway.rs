@@ -108,8 +108,16 @@ impl Serve {
     fn start_on(tmp: &Path, addr: &str, extra: &[&str]) -> Serve {
         let cache = tmp.join(format!("cache-{}", addr.replace([':', '.'], "-")));
         let mut cmd = Command::new(btfs_mount_bin());
-        cmd.args(["serve", "-f", "-v", "--http", addr, "--cache-dir", s(&cache)])
-            .args(extra);
+        cmd.args([
+            "serve",
+            "-f",
+            "-v",
+            "--http",
+            addr,
+            "--cache-dir",
+            s(&cache),
+        ])
+        .args(extra);
         let mut child = Child::spawn("btfs-mount serve", cmd);
         let ok = wait_until(Duration::from_secs(30), || {
             child.stderr().contains("serving http://") && child.try_wait().is_none()
@@ -236,7 +244,12 @@ fn http_status_codes_ranges_directories_and_uploads() {
     let slow_dir = tmp.path().join("slow");
     make_tree(&slow_dir, &[("slow.bin", TreeFile::Random(8_000_000, 5))]);
     let mut slow = LtNode::start(&[
-        "--seed", s(&slow_dir), "--piece-size", "65536", "--upload-limit", "200000",
+        "--seed",
+        s(&slow_dir),
+        "--piece-size",
+        "65536",
+        "--upload-limit",
+        "200000",
     ]);
     let ih_slow = slow.info_hash();
     let peer_port = free_port();
@@ -244,8 +257,20 @@ fn http_status_codes_ranges_directories_and_uploads() {
     let sv = Serve::start(
         tmp.path(),
         &[
-            "--no-dht", "--no-lsd", "--peer", &p1, "--peer", &p2, "--peer", &p3, "--port",
-            &peer_port.to_string(), "--timeout", "10", "--read-timeout", "3",
+            "--no-dht",
+            "--no-lsd",
+            "--peer",
+            &p1,
+            "--peer",
+            &p2,
+            "--peer",
+            &p3,
+            "--port",
+            &peer_port.to_string(),
+            "--timeout",
+            "10",
+            "--read-timeout",
+            "3",
         ],
     );
     let base = format!("/bt/{ih}");
@@ -267,7 +292,11 @@ fn http_status_codes_ranges_directories_and_uploads() {
         "{}",
         r.text()
     );
-    let r = curl(&["-H", "Accept: application/json", &sv.url(&format!("{base}/site/docs/"))]);
+    let r = curl(&[
+        "-H",
+        "Accept: application/json",
+        &sv.url(&format!("{base}/site/docs/")),
+    ]);
     let j = r.json();
     assert_eq!(j["info_hash"], ih);
     let names: Vec<&str> = j["entries"]
@@ -330,7 +359,10 @@ fn http_status_codes_ranges_directories_and_uploads() {
     assert_eq!(r.status, 200, "several ranges: the whole file");
     assert_eq!(r.body.len(), 3_000_000);
     let r = curl(&["-r", "0-9", "-H", "If-Range: \"stale\"", &sv.url(&file)]);
-    assert_eq!(r.status, 200, "If-Range that does not match: the whole file");
+    assert_eq!(
+        r.status, 200,
+        "If-Range that does not match: the whole file"
+    );
 
     // 400: malformed hashes, paths that try to escape, encoded separators.
     for bad in [
@@ -360,7 +392,11 @@ fn http_status_codes_ranges_directories_and_uploads() {
     let t = Instant::now();
     let r = sv.get(&format!("/bt/{}/", "ab".repeat(20)));
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(r.text().contains("metadata not found within 10 s"), "{}", r.text());
+    assert!(
+        r.text().contains("metadata not found within 10 s"),
+        "{}",
+        r.text()
+    );
     assert!(t.elapsed() < Duration::from_secs(20));
     // 504: a read whose pieces cannot arrive within --read-timeout.
     let r = sv.get(&format!("/bt/{ih_gone}/"));
@@ -465,10 +501,23 @@ fn http_status_codes_ranges_directories_and_uploads() {
     );
     // Writes elsewhere: PUT on an info-hash is 405, on a key not held 403.
     let auth = format!("Authorization: Bearer {token}");
-    let r = curl(&["-X", "PUT", "-H", &auth, "--data-binary", "x", &sv.url(&format!("{base}/x"))]);
+    let r = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "--data-binary",
+        "x",
+        &sv.url(&format!("{base}/x")),
+    ]);
     assert_eq!(r.status, 405, "{}", r.text());
     let r = curl(&[
-        "-X", "PUT", "-H", &auth, "--data-binary", "x",
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "--data-binary",
+        "x",
         &sv.url(&format!("/bt/{}/x", "cd".repeat(32))),
     ]);
     assert_eq!(r.status, 403, "{}", r.text());
@@ -548,13 +597,23 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
         make_tree(
             &dir,
             &[
-                ("version.txt", TreeFile::Text(if v == "v1" { "v1\n" } else { "v2\n" })),
+                (
+                    "version.txt",
+                    TreeFile::Text(if v == "v1" { "v1\n" } else { "v2\n" }),
+                ),
                 ("shared.bin", TreeFile::Random(200_000, 4)),
             ],
         );
         let mut s = LtNode::start(&[
-            "--dht", "--bootstrap", &addrs[0], "--announce-interval", "2", "--piece-size",
-            "65536", "--seed", s(&dir),
+            "--dht",
+            "--bootstrap",
+            &addrs[0],
+            "--announce-interval",
+            "2",
+            "--piece-size",
+            "65536",
+            "--seed",
+            s(&dir),
         ]);
         magnets.push(s.magnet());
         seeders.push(s);
@@ -578,7 +637,14 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
 
     let peer_port = free_port();
     let mut flags = vec![
-        "--refresh", "2", "--timeout", "30", "--key", s(&key), "--no-lsd", "--port",
+        "--refresh",
+        "2",
+        "--timeout",
+        "30",
+        "--key",
+        s(&key),
+        "--no-lsd",
+        "--port",
     ];
     let pp = peer_port.to_string();
     flags.push(&pp);
@@ -627,10 +693,21 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
     // PUT and DELETE with the key publish seq 3 and 4.
     let token = sv.token();
     let auth = format!("Authorization: Bearer {token}");
-    let r = curl(&["-X", "PUT", "--data-binary", "new", &sv.url(&format!("/bt/{pk}/site/new.txt"))]);
+    let r = curl(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        "new",
+        &sv.url(&format!("/bt/{pk}/site/new.txt")),
+    ]);
     assert_eq!(r.status, 401);
     let r = curl(&[
-        "-X", "PUT", "-H", "Authorization: Bearer nope", "--data-binary", "new",
+        "-X",
+        "PUT",
+        "-H",
+        "Authorization: Bearer nope",
+        "--data-binary",
+        "new",
         &sv.url(&format!("/bt/{pk}/site/new.txt")),
     ]);
     assert_eq!(r.status, 401);
@@ -638,12 +715,20 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
     let body_file = tmp.path().join("put.bin");
     std::fs::write(&body_file, &body).unwrap();
     let r = curl(&[
-        "-X", "PUT", "-H", &auth, "--data-binary", &format!("@{}", s(&body_file)),
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "--data-binary",
+        &format!("@{}", s(&body_file)),
         &sv.url(&format!("/bt/{pk}/site/new/put.bin")),
     ]);
     assert_eq!(r.status, 201, "{}\n{}", r.text(), sv.log());
     assert!(r.text().contains("seq 3"), "{}", r.text());
-    assert_eq!(r.header("location"), Some(&*format!("/bt/{pk}/site/new/put.bin")));
+    assert_eq!(
+        r.header("location"),
+        Some(&*format!("/bt/{pk}/site/new/put.bin"))
+    );
     // Served at once (no refresh needed), the rest of v2 kept.
     let r = sv.get(&format!("/bt/{pk}/site/new/put.bin"));
     assert_eq!(r.status, 200);
@@ -651,28 +736,345 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
     assert_eq!(sv.get(&url).text(), "v2\n");
     // Replacing a file: 200.
     let r = curl(&[
-        "-X", "PUT", "-H", &auth, "--data-binary", "v4\n", &sv.url(&url),
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "--data-binary",
+        "v4\n",
+        &sv.url(&url),
     ]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("seq 4"), "{}", r.text());
     assert_eq!(sv.get(&url).text(), "v4\n");
     // DELETE.
-    let r = curl(&["-X", "DELETE", "-H", &auth, &sv.url(&format!("/bt/{pk}/site/shared.bin"))]);
+    let r = curl(&[
+        "-X",
+        "DELETE",
+        "-H",
+        &auth,
+        &sv.url(&format!("/bt/{pk}/site/shared.bin")),
+    ]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("seq 5"), "{}", r.text());
     let magnet5 = r.text().lines().next().unwrap().to_string();
     assert_eq!(sv.get(&format!("/bt/{pk}/site/shared.bin")).status, 404);
-    let r = curl(&["-X", "DELETE", "-H", &auth, &sv.url(&format!("/bt/{pk}/site/shared.bin"))]);
+    let r = curl(&[
+        "-X",
+        "DELETE",
+        "-H",
+        &auth,
+        &sv.url(&format!("/bt/{pk}/site/shared.bin")),
+    ]);
     assert_eq!(r.status, 404);
     // libtorrent reads the newest version back from us (the daemon seeds
     // the newest version it published; older ones close).
-    let got = lt_fetch(tmp.path(), &magnet5, &format!("127.0.0.1:{peer_port}"), "v5");
+    let got = lt_fetch(
+        tmp.path(),
+        &magnet5,
+        &format!("127.0.0.1:{peer_port}"),
+        "v5",
+    );
     assert_eq!(std::fs::read(got.join("site/new/put.bin")).unwrap(), body);
-    assert_eq!(std::fs::read(got.join("site/version.txt")).unwrap(), b"v4\n");
+    assert_eq!(
+        std::fs::read(got.join("site/version.txt")).unwrap(),
+        b"v4\n"
+    );
     assert!(!got.join("site/shared.bin").exists());
     // And the DHT says seq 5 (our own resolver, a fresh node).
     let mut args = vec!["dht", "get", &pk];
     args.extend(boots.iter().map(String::as_str));
     let out = btfs(tmp.path(), &args);
     assert!(out.contains("seq 5"), "{out}");
+}
+
+/// The test site of the browser test: a page whose script reports what
+/// the browser rendered (`window.results`, a Promise), a stylesheet, a PNG,
+/// a page behind a relative link, and 10 minutes of audio (a PCM WAV, 26 MB:
+/// more than the browser buffers ahead) in a `<video>` element that the
+/// script seeks to 90 %. (No video encoder is installed here: an
+/// audio-only file in a `<video>` element goes through the same media
+/// pipeline and the same Range requests.)
+fn write_browser_site(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        r#"<!DOCTYPE html><html><head><meta charset="utf-8">
+<link rel="stylesheet" href="css/style.css"><title>btfs site</title></head><body>
+<h1 id="t">Hello from a torrent</h1>
+<img id="i" src="img/dot.png"><a id="l" href="page2.html">next page</a>
+<video id="v" preload="metadata" src="media/tone.wav" muted></video>
+<pre id="out">pending</pre>
+<script>
+const r = {};
+let resolve;
+window.results = new Promise(ok => resolve = ok);
+const finish = () => { document.getElementById('out').textContent = JSON.stringify(r); resolve(r); };
+window.addEventListener('load', async () => {
+  r.color = getComputedStyle(document.getElementById('t')).color;
+  r.img = document.getElementById('i').naturalWidth;
+  const link = document.getElementById('l');
+  r.href = link.href;
+  const page = await fetch(link.href);
+  r.link = page.status + ' ' + (await page.text()).trim();
+  const v = document.getElementById('v');
+  v.addEventListener('error', () => { r.error = v.error && v.error.code; finish(); });
+  v.addEventListener('seeked', () => { r.seeked = v.currentTime; r.duration = v.duration; finish(); });
+  const seek = () => { v.currentTime = v.duration * 0.9; };
+  if (v.readyState >= 1) seek(); else v.addEventListener('loadedmetadata', seek);
+});
+</script></body></html>
+"#,
+    )
+    .unwrap();
+    let py = r#"
+import struct, sys, wave, zlib, math, os
+d = sys.argv[1]
+os.makedirs(d + '/css', exist_ok=True); os.makedirs(d + '/img', exist_ok=True)
+os.makedirs(d + '/media', exist_ok=True)
+open(d + '/css/style.css', 'w').write('h1 { color: rgb(200, 30, 40); }\n')
+open(d + '/page2.html', 'w').write('<p>page two</p>\n')
+def chunk(t, b): return struct.pack('>I', len(b)) + t + b + struct.pack('>I', zlib.crc32(t + b))
+raw = b''.join(b'\x00' + b'\x10\x80\xf0' * 7 for _ in range(5))
+open(d + '/img/dot.png', 'wb').write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 7, 5, 8, 2, 0, 0, 0))
+    + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+w = wave.open(d + '/media/tone.wav', 'wb'); w.setnchannels(1); w.setsampwidth(2); w.setframerate(22050)
+second = b''.join(struct.pack('<h', int(8000 * math.sin(i * 2 * math.pi * 441 / 22050))) for i in range(22050))
+w.writeframes(second * 600)
+w.close()
+"#;
+    let st = Command::new(support::PYTHON)
+        .args(["-c", py, s(dir)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn chromium_renders_a_site_and_seeks_a_media_element() {
+    if !in_netns("chromium_renders_a_site_and_seeks_a_media_element") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    write_browser_site(&site);
+    let mut lt = seeder(&site);
+    let ih = lt.info_hash();
+    let p = lt.addr();
+    let sv = Serve::start(tmp.path(), &["--no-dht", "--no-lsd", "--peer", &p]);
+    let page = sv.url(&format!("/bt/{ih}/site/"));
+    let out = Command::new(support::PYTHON)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("mountpoint-tests/browser/cdp.py"))
+        .args([&page, "--timeout", "60"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let j: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+        panic!(
+            "cdp.py: {e}: {line}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            sv.log()
+        )
+    });
+    assert_eq!(j["ok"], true, "{j}\n{}", sv.log());
+    let v = &j["value"];
+    eprintln!("the browser saw: {v}");
+    // The stylesheet applied, the image decoded, the relative link resolved
+    // inside the same archive URL.
+    assert_eq!(v["color"], "rgb(200, 30, 40)", "{v}");
+    assert_eq!(v["img"], 7, "{v}");
+    assert_eq!(
+        v["href"],
+        sv.url(&format!("/bt/{ih}/site/page2.html")),
+        "{v}"
+    );
+    assert_eq!(v["link"], "200 <p>page two</p>", "{v}");
+    assert!(
+        j["dom"].as_str().unwrap().contains("Hello from a torrent"),
+        "{j}"
+    );
+    // The media element seeked to 90 % of 600 s, by a Range request at a
+    // non-zero offset.
+    let seeked = v["seeked"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no seek: {v}"));
+    assert!((539.0..=541.0).contains(&seeked), "{v}");
+    let log = sv.log();
+    let offsets: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("site/media/tone.wav: bytes "))
+        .filter_map(|l| l.split("bytes ").nth(1)?.split('-').next()?.parse().ok())
+        .collect();
+    assert!(
+        offsets.iter().any(|&o| o > 20_000_000),
+        "no Range request far into the media: {offsets:?}\n{log}"
+    );
+}
+
+#[test]
+fn fuse_root_serves_two_archives_at_once_with_xattrs() {
+    if !in_netns("fuse_root_serves_two_archives_at_once_with_xattrs") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut seeds = Vec::new();
+    let mut hashes = Vec::new();
+    for (name, seed) in [("one", 11u64), ("two", 12)] {
+        let dir = tmp.path().join(name);
+        make_tree(&dir, &[("data.bin", TreeFile::Random(4_000_000, seed))]);
+        let mut lt = seeder(&dir);
+        hashes.push(lt.info_hash());
+        seeds.push(lt);
+    }
+    let mnt = tmp.path().join("root");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let (p1, p2) = (seeds[0].addr(), seeds[1].addr());
+    let sv = Serve::start(
+        tmp.path(),
+        &[
+            "--no-dht",
+            "--no-lsd",
+            "--peer",
+            &p1,
+            "--peer",
+            &p2,
+            "--mount",
+            s(&mnt),
+            "--timeout",
+            "5",
+        ],
+    );
+    let listed = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(listed().is_empty(), "{:?}", listed());
+    // Both read at once, each through its own path.
+    let readers: Vec<_> = [("one", 0usize, 11u64), ("two", 1, 12)]
+        .into_iter()
+        .map(|(name, i, seed)| {
+            let path = mnt.join(&hashes[i]).join(name).join("data.bin");
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let got =
+                    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_eq!(
+                    sha256_bytes(&got),
+                    sha256_bytes(&seeded_bytes(4_000_000, seed))
+                );
+                t.elapsed()
+            })
+        })
+        .collect();
+    for r in readers {
+        let took = r.join().expect("a reader failed");
+        eprintln!(
+            "read 4 MB through the FUSE root in {:.2} s",
+            took.as_secs_f64()
+        );
+    }
+    let mut want = hashes.clone();
+    want.sort();
+    assert_eq!(listed(), want);
+    // The same archives over HTTP: one engine.
+    let st = sv.status();
+    assert_eq!(st["archives"].as_array().unwrap().len(), 2);
+    // Extended attributes on a file and a directory of the root.
+    let f = mnt.join(&hashes[0]).join("one/data.bin");
+    assert_eq!(getfattr(&f, "user.btfs.progress"), "4000000/4000000");
+    assert_eq!(getfattr(&f, "user.btfs.info_hash"), hashes[0]);
+    assert!(getfattr(&f, "user.btfs.peers").parse::<u32>().is_ok());
+    assert_eq!(
+        getfattr(&mnt.join(&hashes[1]), "user.btfs.info_hash"),
+        hashes[1]
+    );
+    // An info-hash nobody has: ENOENT after --timeout, and a log line.
+    let nobody = mnt.join("cd".repeat(20));
+    let t = Instant::now();
+    let e = std::fs::metadata(&nobody).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(
+        sv.log()
+            .contains(&format!("lookup of {} failed", "cd".repeat(20))),
+        "{}",
+        sv.log()
+    );
+    // A name that is not one: ENOENT at once.
+    assert!(std::fs::metadata(mnt.join("not-a-hash")).is_err());
+    drop(sv);
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || !support::is_mounted(&mnt)
+    ));
+}
+
+#[test]
+fn xattrs_on_a_single_archive_mount() {
+    if !in_netns("xattrs_on_a_single_archive_mount") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("x");
+    make_tree(
+        &dir,
+        &[
+            ("a.bin", TreeFile::Random(500_000, 21)),
+            ("sub/b.bin", TreeFile::Random(300_000, 22)),
+        ],
+    );
+    let mut lt = seeder(&dir);
+    let ih = lt.info_hash();
+    let magnet = lt.magnet();
+    let cache = tmp.path().join("cache");
+    let m = support::Mount::temp_background(&[
+        &magnet,
+        "--no-dht",
+        "--no-lsd",
+        "--peer",
+        &lt.addr(),
+        "--cache-dir",
+        s(&cache),
+    ]);
+    let root = m.path().join("x");
+    assert_eq!(getfattr(&root.join("a.bin"), "user.btfs.info_hash"), ih);
+    assert_eq!(getfattr(&root, "user.btfs.info_hash"), ih);
+    assert_eq!(
+        getfattr(&root.join("sub/b.bin"), "user.btfs.progress"),
+        "0/300000"
+    );
+    let got = std::fs::read(root.join("sub/b.bin")).unwrap();
+    assert_eq!(got, seeded_bytes(300_000, 22));
+    assert_eq!(
+        getfattr(&root.join("sub/b.bin"), "user.btfs.progress"),
+        "300000/300000"
+    );
+    // The directory sums its files; pieces shared with a.bin count for it.
+    let dirp = getfattr(&root, "user.btfs.progress");
+    let (v, t) = dirp.split_once('/').unwrap();
+    assert_eq!(t, "800000");
+    assert!(v.parse::<u64>().unwrap() >= 300_000, "{dirp}");
+    assert_eq!(getfattr(&root.join("a.bin"), "user.btfs.peers"), "1");
+    let out = Command::new("getfattr")
+        .args(["-d", "-m", "-", s(&root.join("a.bin"))])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for n in [
+        "user.btfs.progress",
+        "user.btfs.info_hash",
+        "user.btfs.peers",
+    ] {
+        assert!(listed.contains(n), "{listed}");
+    }
+    // Unknown attributes stay quietly absent.
+    let st = Command::new("getfattr")
+        .args(["-n", "user.other", s(&root.join("a.bin"))])
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
 }

@@ -35,11 +35,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::InfoHash;
 use crate::archive::Archive;
 use crate::client::{Client, Error, LookupOptions};
 use crate::magnet::{MAX_SALT_LEN, MutableUrl};
 use crate::swarm::PeerInfo;
-use crate::InfoHash;
 
 /// How an archive is named: by info-hash, or by a BEP 46 mutable URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -525,7 +525,10 @@ impl Inner {
             _ => None,
         };
         let mut st = self.lock();
-        let t = st.torrents.entry(ih).or_insert_with(|| Torrent::new(&current.archive));
+        let t = st
+            .torrents
+            .entry(ih)
+            .or_insert_with(|| Torrent::new(&current.archive));
         t.users += 1;
         t.last_used = now;
         st.names.insert(
@@ -597,7 +600,10 @@ impl Inner {
     fn close_if_unused(&self, ih: InfoHash) {
         let archive = {
             let mut st = self.lock();
-            let shown = st.names.values().any(|n| n.current.archive.info_hash() == ih);
+            let shown = st
+                .names
+                .values()
+                .any(|n| n.current.archive.info_hash() == ih);
             match st.torrents.get(&ih) {
                 Some(t) if t.users == 0 && !shown => st.torrents.remove(&ih).map(|t| t.archive),
                 _ => None,
@@ -617,7 +623,12 @@ impl Inner {
         if let Some(f) = &n.follow {
             f.abort();
         }
-        for hook in self.on_close.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for hook in self
+            .on_close
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             hook(name);
         }
         self.close_if_unused(n.current.archive.info_hash());
@@ -765,8 +776,14 @@ mod tests {
         let ms = Name::parse(&format!("{pk}.6e")).unwrap();
         assert_eq!(ms.segment(), format!("{pk}.6e"));
         assert_eq!(ms.url(), format!("magnet:?xs=urn:btpk:{pk}&s=6e"));
-        for bad in ["", "xyz", &ih[1..], &format!("{ih}.00"), &format!("{pk}."), &format!("{pk}.0g")]
-        {
+        for bad in [
+            "",
+            "xyz",
+            &ih[1..],
+            &format!("{ih}.00"),
+            &format!("{pk}."),
+            &format!("{pk}.0g"),
+        ] {
             assert!(
                 matches!(Name::parse(bad), Err(NameError::Malformed(_))),
                 "{bad}"

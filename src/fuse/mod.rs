@@ -324,7 +324,10 @@ impl ArchiveFs {
     pub(crate) fn root_attr(&self) -> (Duration, FileAttr) {
         let v = self.shared.read();
         let ver = &v.by_gen[&v.current];
-        (self.ttl(true), self.attr(v.current, &ver.archive, ver.mtime, 0))
+        (
+            self.ttl(true),
+            self.attr(v.current, &ver.archive, ver.mtime, 0),
+        )
     }
 
     /// The archive (version) inode `ino` belongs to, when it is a file.

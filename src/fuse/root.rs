@@ -226,17 +226,21 @@ impl RootFs {
                         }
                         .with_options(options)
                         .nested(base_of(slot), pt);
-                        let follower = manager.watch(&name).filter(|_| name.is_mutable()).map(|mut rx| {
-                            let switcher = fs.switcher();
-                            tokio::spawn(async move {
-                                while rx.changed().await.is_ok() {
-                                    let a = rx.borrow_and_update().archive.clone();
-                                    if a.info_hash() != switcher.current().info_hash() {
-                                        switcher.switch(a);
-                                    }
-                                }
-                            })
-                        });
+                        let follower =
+                            manager
+                                .watch(&name)
+                                .filter(|_| name.is_mutable())
+                                .map(|mut rx| {
+                                    let switcher = fs.switcher();
+                                    tokio::spawn(async move {
+                                        while rx.changed().await.is_ok() {
+                                            let a = rx.borrow_and_update().archive.clone();
+                                            if a.info_hash() != switcher.current().info_hash() {
+                                                switcher.switch(a);
+                                            }
+                                        }
+                                    })
+                                });
                         let s = Arc::new(Shown { fs, follower });
                         slots.shown.insert(slot, s.clone());
                         s
@@ -320,7 +324,9 @@ impl Filesystem for RootFs {
         reply: ReplyData,
     ) {
         match self.shown(ino) {
-            Some(s) => s.fs.read(req, ino, fh, offset, size, flags, lock_owner, reply),
+            Some(s) => {
+                s.fs.read(req, ino, fh, offset, size, flags, lock_owner, reply)
+            }
             None => reply.error(Errno::EBADF),
         }
     }
@@ -350,7 +356,14 @@ impl Filesystem for RootFs {
         drop(lease);
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -365,7 +378,14 @@ impl Filesystem for RootFs {
         }
     }
 
-    fn readdir(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         if u64::from(ino) != ROOT {
             return match self.shown(ino) {
                 Some(s) => s.fs.readdir(req, ino, fh, offset, reply),
@@ -381,7 +401,12 @@ impl Filesystem for RootFs {
                 .collect()
         };
         let dots = [(ROOT, ".".to_string()), (ROOT, "..".to_string())];
-        for (i, (ino, name)) in dots.into_iter().chain(entries).enumerate().skip(offset as usize) {
+        for (i, (ino, name)) in dots
+            .into_iter()
+            .chain(entries)
+            .enumerate()
+            .skip(offset as usize)
+        {
             if reply.add(INodeNo(ino), i as u64 + 1, FileType::Directory, &name) {
                 break;
             }
@@ -445,7 +470,10 @@ mod tests {
     fn slots_own_the_high_bits() {
         assert_eq!(slot_of(INodeNo(ROOT)), None);
         assert_eq!(slot_of(INodeNo(base_of(3) | 1)), Some(3));
-        assert_eq!(slot_of(INodeNo(base_of(u16::MAX) | 7 << 32 | 9)), Some(u16::MAX));
+        assert_eq!(
+            slot_of(INodeNo(base_of(u16::MAX) | 7 << 32 | 9)),
+            Some(u16::MAX)
+        );
         assert_eq!((base_of(3) | 7 << 32 | 9) & INNER_MASK, 7 << 32 | 9);
         let mut s = Slots::default();
         let a = Name::parse(&"00".repeat(20)).unwrap();

@@ -102,7 +102,8 @@ fn decode(seg: &str) -> Result<String, AddrError> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let ok = b.len() >= i + 3 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+            let ok =
+                b.len() >= i + 3 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
             if !ok {
                 return Err(AddrError::BadEncoding);
             }
@@ -188,7 +189,10 @@ mod tests {
         assert_eq!(parse(&format!("/bt/{IH}/%ff")), Err(AddrError::BadEncoding));
         assert_eq!(parse(&format!("/bt/{IH}/%4")), Err(AddrError::BadEncoding));
         assert!(matches!(parse("/bt/xyz/a"), Err(AddrError::Name(_))));
-        assert!(matches!(parse(&format!("/bt/{}/", &IH[2..])), Err(AddrError::Name(_))));
+        assert!(matches!(
+            parse(&format!("/bt/{}/", &IH[2..])),
+            Err(AddrError::Name(_))
+        ));
         assert_eq!(parse("/bt/"), Err(AddrError::NotArchive));
         assert_eq!(parse("/other"), Err(AddrError::NotArchive));
     }

@@ -89,11 +89,18 @@ pub async fn get(
                 p.push("index.html".into());
                 return file(gw, method, r, index, &p, headers).await;
             }
-            let json = listing::wants_json(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+            let json =
+                listing::wants_json(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
             let (body, ctype) = if json {
-                (listing::json(&r.name, &r.archive, id, &path), "application/json")
+                (
+                    listing::json(&r.name, &r.archive, id, &path),
+                    "application/json",
+                )
             } else {
-                (listing::html(&r.name, &r.archive, id, &path), "text/html; charset=utf-8")
+                (
+                    listing::html(&r.name, &r.archive, id, &path),
+                    "text/html; charset=utf-8",
+                )
             };
             let mut resp = (StatusCode::OK, body).into_response();
             let h = resp.headers_mut();
@@ -111,13 +118,18 @@ pub async fn get(
                     "" | "." => {}
                     ".." => {
                         if p.pop().is_none() {
-                            return Err(HttpError::not_found("the symlink points outside the archive"));
+                            return Err(HttpError::not_found(
+                                "the symlink points outside the archive",
+                            ));
                         }
                     }
                     c => p.push(c.to_string()),
                 }
             }
-            Ok(redirect(StatusCode::FOUND, &url_of(&target.name, &p, false)))
+            Ok(redirect(
+                StatusCode::FOUND,
+                &url_of(&target.name, &p, false),
+            ))
         }
         NodeKind::File { .. } => file(gw, method, r, id, &target.path, headers).await,
     }
@@ -151,7 +163,10 @@ async fn file(
     path: &[String],
     headers: &HeaderMap,
 ) -> Result<Response, HttpError> {
-    let reader = r.archive.open_node(id).map_err(|e| HttpError::of_read(&e))?;
+    let reader = r
+        .archive
+        .open_node(id)
+        .map_err(|e| HttpError::of_read(&e))?;
     let size = reader.size();
     let NodeKind::File { index, offset, .. } = r.archive.tree().nodes[id].kind else {
         unreachable!("a file node")
@@ -160,21 +175,30 @@ async fn file(
     let hv = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
     let mut h = HeaderMap::new();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex and digits"));
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex and digits"),
+    );
     let cache = if r.name.is_mutable() {
         format!("public, max-age={MUTABLE_MAX_AGE}")
     } else {
         "public, max-age=31536000, immutable".to_string()
     };
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache).expect("ascii"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&cache).expect("ascii"),
+    );
     let name = path.last().map_or("", String::as_str);
     let mime = mime_guess::from_path(name).first_or_octet_stream();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(mime.essence_str()).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        HeaderValue::from_str(mime.essence_str())
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     canonical(&mut h, &r, path, false);
-    if hv(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+    if hv(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
     let (status, start, end) = match want(hv(header::RANGE), hv(header::IF_RANGE), &etag, size) {
@@ -229,7 +253,16 @@ async fn file(
             tracing::warn!("{}/{}: {e}", r.name, path.join("/"));
             HttpError::of_read(&e)
         })?;
-    let body = stream(reader, start + first.len() as u64, end, offset, pl, first, r.lease, gw);
+    let body = stream(
+        reader,
+        start + first.len() as u64,
+        end,
+        offset,
+        pl,
+        first,
+        r.lease,
+        gw,
+    );
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = h;
@@ -248,7 +281,11 @@ fn chunk_len(pos: u64, end: u64, piece_length: u64, first: bool) -> u64 {
     };
     let e = (pos + limit).min(end);
     let boundary = e / piece_length * piece_length;
-    let e = if boundary > pos && e < end { boundary } else { e };
+    let e = if boundary > pos && e < end {
+        boundary
+    } else {
+        e
+    };
     e - pos
 }
 
@@ -278,21 +315,25 @@ fn stream(
         .map(move |(p, n)| {
             let r = reader.clone();
             async move {
-                r.read_at(p, n as usize).await.map(Bytes::from).inspect_err(|e| {
-                    tracing::warn!("read of {n} bytes at {p} failed mid-response: {e}")
-                })
+                r.read_at(p, n as usize)
+                    .await
+                    .map(Bytes::from)
+                    .inspect_err(|e| {
+                        tracing::warn!("read of {n} bytes at {p} failed mid-response: {e}")
+                    })
             }
         })
         .buffered(CHUNKS_IN_FLIGHT);
-    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(first)) })
-        .chain(rest)
-        .map(move |c| {
-            let _held = &lease;
-            if let Ok(b) = &c {
-                served.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            c
-        });
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(first)) })
+            .chain(rest)
+            .map(move |c| {
+                let _held = &lease;
+                if let Ok(b) = &c {
+                    served.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                c
+            });
     Body::from_stream(body)
 }
 

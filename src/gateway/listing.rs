@@ -135,6 +135,9 @@ mod tests {
         assert!(wants_json(Some("text/html;q=0.5, application/json;q=0.9")));
         assert!(!wants_json(Some("text/html,*/*")));
         assert!(!wants_json(None));
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -97,7 +97,9 @@ where
     S: futures_util::Stream<Item = Result<axum::body::Bytes, E>>,
     E: std::fmt::Display,
 {
-    let (name, dirs) = path.split_last().ok_or_else(|| HttpError::bad_request("no file name"))?;
+    let (name, dirs) = path
+        .split_last()
+        .ok_or_else(|| HttpError::bad_request("no file name"))?;
     let parent = if dirs.is_empty() {
         ROOT
     } else {
@@ -105,7 +107,10 @@ where
         draft.create_dir(&p).map_err(edit_error)?;
         draft.resolve(&p).map_err(edit_error)?
     };
-    let id = draft.create_file(parent, name, false).map_err(edit_error)?.id;
+    let id = draft
+        .create_file(parent, name, false)
+        .map_err(edit_error)?
+        .id;
     let mut stream = std::pin::pin!(body);
     let mut pos = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -120,9 +125,10 @@ where
 fn edit_error(e: std::io::Error) -> HttpError {
     match e.raw_os_error() {
         Some(libc::EINVAL | libc::ENAMETOOLONG) => HttpError::bad_request(format!("bad path: {e}")),
-        Some(libc::EISDIR | libc::EEXIST | libc::ENOTDIR) => {
-            HttpError::new(StatusCode::CONFLICT, format!("a file and a directory collide: {e}"))
-        }
+        Some(libc::EISDIR | libc::EEXIST | libc::ENOTDIR) => HttpError::new(
+            StatusCode::CONFLICT,
+            format!("a file and a directory collide: {e}"),
+        ),
         Some(libc::EFBIG) => HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         _ if e.kind() == std::io::ErrorKind::InvalidInput => HttpError::bad_request(e.to_string()),
         _ if e.kind() == std::io::ErrorKind::NotFound => HttpError::not_found(e.to_string()),
@@ -152,7 +158,11 @@ async fn finish(gw: &Gateway, draft: Draft) -> Result<Archive, HttpError> {
 /// torrent named NAME (default `upload`; a single file gives a single-file
 /// torrent), seeded until the daemon stops. Answers 201 with
 /// `Location: /bt/<info-hash>/` and the magnet link as the body.
-pub async fn post(gw: &Arc<Gateway>, query: Option<&str>, mut multipart: Multipart) -> Result<Response, HttpError> {
+pub async fn post(
+    gw: &Arc<Gateway>,
+    query: Option<&str>,
+    mut multipart: Multipart,
+) -> Result<Response, HttpError> {
     let name = query
         .and_then(|q| {
             q.split('&')
@@ -178,14 +188,20 @@ pub async fn post(gw: &Arc<Gateway>, query: Option<&str>, mut multipart: Multipa
             .filter(|c| !c.is_empty())
             .map(str::to_string)
             .collect();
-        if path.is_empty() || path.iter().any(|c| c == "." || c == ".." || c.contains(['\\', '\0'])) {
+        if path.is_empty()
+            || path
+                .iter()
+                .any(|c| c == "." || c == ".." || c.contains(['\\', '\0']))
+        {
             return Err(HttpError::bad_request(format!("bad file name {fname:?}")));
         }
         write_body(&draft, &path, field).await?;
         files += 1;
     }
     if files == 0 {
-        return Err(HttpError::bad_request("the upload holds no file (multipart parts with a filename)"));
+        return Err(HttpError::bad_request(
+            "the upload holds no file (multipart parts with a filename)",
+        ));
     }
     let archive = finish(gw, draft).await?;
     let ih = archive.info_hash();
@@ -195,7 +211,10 @@ pub async fn post(gw: &Arc<Gateway>, query: Option<&str>, mut multipart: Multipa
         .await
         .map_err(|e| HttpError::of_lookup(&e))?;
     gw.pin(Name::InfoHash(ih), opened.lease);
-    tracing::info!("upload: {files} files seeded as {ih} ({:?})", archive.info().name);
+    tracing::info!(
+        "upload: {files} files seeded as {ih} ({:?})",
+        archive.info().name
+    );
     let loc = format!("/bt/{ih}/");
     let mut resp = (StatusCode::CREATED, format!("{}\n", archive.magnet())).into_response();
     resp.headers_mut()
@@ -228,14 +247,22 @@ pub async fn edit(
             return Ok(r);
         }
     };
-    let key = gw.cfg.keys.iter().find(|k| k.public_key() == public_key).cloned().ok_or_else(|| {
-        HttpError::forbidden(format!(
-            "this daemon holds no key for {} (start serve with --key FILE)",
-            hex::encode(public_key)
-        ))
-    })?;
+    let key = gw
+        .cfg
+        .keys
+        .iter()
+        .find(|k| k.public_key() == public_key)
+        .cloned()
+        .ok_or_else(|| {
+            HttpError::forbidden(format!(
+                "this daemon holds no key for {} (start serve with --key FILE)",
+                hex::encode(public_key)
+            ))
+        })?;
     if target.path.is_empty() {
-        return Err(HttpError::bad_request("name a file: /bt/<public key>/<path>"));
+        return Err(HttpError::bad_request(
+            "name a file: /bt/<public key>/<path>",
+        ));
     }
     let lock = gw.edit_lock(&target.name);
     let _turn = lock.lock().await;
@@ -250,10 +277,17 @@ pub async fn edit(
         .is_some();
     let meta = DraftMeta {
         url: Some(target.name.url()),
-        ..DraftMeta::named(base.as_ref().map_or("site", |o| o.archive.info().name.as_str()))
+        ..DraftMeta::named(
+            base.as_ref()
+                .map_or("site", |o| o.archive.info().name.as_str()),
+        )
     };
-    let draft = Draft::create(&gw.cfg.cache_dir, meta, base.as_ref().map(|o| o.archive.clone()))
-        .map_err(|e| HttpError::internal(format!("cannot create a draft: {e}")))?;
+    let draft = Draft::create(
+        &gw.cfg.cache_dir,
+        meta,
+        base.as_ref().map(|o| o.archive.clone()),
+    )
+    .map_err(|e| HttpError::internal(format!("cannot create a draft: {e}")))?;
     let created = match body {
         Some(b) => {
             write_body(&draft, &target.path, b.into_data_stream()).await?;
@@ -270,7 +304,12 @@ pub async fn edit(
         .client()
         .publish_item(&archive.magnet(), &key, &salt)
         .await
-        .map_err(|e| HttpError::new(StatusCode::BAD_GATEWAY, format!("seeding {} but: {e}", archive.info_hash())))?;
+        .map_err(|e| {
+            HttpError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("seeding {} but: {e}", archive.info_hash()),
+            )
+        })?;
     let seq = published.item.seq;
     let lease = gw.manager.set_current(&target.name, archive.clone(), seq);
     gw.pin(target.name.clone(), lease);
@@ -288,7 +327,11 @@ pub async fn edit(
         target.joined(),
         archive.info_hash()
     );
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut resp = (status, format!("{}\nseq {seq}\n", archive.magnet())).into_response();
     let h = resp.headers_mut();
     let canonical = url_of(&Name::InfoHash(archive.info_hash()), &target.path, false);

@@ -126,18 +126,39 @@ mod tests {
     #[test]
     fn single_ranges() {
         assert_eq!(w("bytes=0-99", 1000), Want::Part { start: 0, end: 100 });
-        assert_eq!(w("bytes=500-", 1000), Want::Part { start: 500, end: 1000 });
-        assert_eq!(w("bytes=-100", 1000), Want::Part { start: 900, end: 1000 });
-        assert_eq!(w("bytes=-5000", 1000), Want::Part { start: 0, end: 1000 });
-        assert_eq!(w("bytes=990-5000", 1000), Want::Part { start: 990, end: 1000 });
+        assert_eq!(
+            w("bytes=500-", 1000),
+            Want::Part {
+                start: 500,
+                end: 1000
+            }
+        );
+        assert_eq!(
+            w("bytes=-100", 1000),
+            Want::Part {
+                start: 900,
+                end: 1000
+            }
+        );
+        assert_eq!(
+            w("bytes=-5000", 1000),
+            Want::Part {
+                start: 0,
+                end: 1000
+            }
+        );
+        assert_eq!(
+            w("bytes=990-5000", 1000),
+            Want::Part {
+                start: 990,
+                end: 1000
+            }
+        );
         assert_eq!(w("Bytes = 1-1", 1000), Want::Part { start: 1, end: 2 });
         assert_eq!(w("bytes=1000-", 1000), Want::Unsatisfiable);
         assert_eq!(w("bytes=-0", 1000), Want::Unsatisfiable);
         assert_eq!(w("bytes=0-", 0), Want::Unsatisfiable);
-        assert_eq!(
-            w(&format!("bytes={}-", u64::MAX), 10),
-            Want::Unsatisfiable
-        );
+        assert_eq!(w(&format!("bytes={}-", u64::MAX), 10), Want::Unsatisfiable);
         assert_eq!(
             w(&format!("bytes=0-{}", u64::MAX), 10),
             Want::Part { start: 0, end: 10 }
@@ -171,7 +192,12 @@ mod tests {
         );
         assert_eq!(want(Some("bytes=0-0"), Some("\"old\""), E, 10), Want::Full);
         assert_eq!(
-            want(Some("bytes=0-0"), Some("Tue, 15 Nov 1994 08:12:31 GMT"), E, 10),
+            want(
+                Some("bytes=0-0"),
+                Some("Tue, 15 Nov 1994 08:12:31 GMT"),
+                E,
+                10
+            ),
             Want::Full
         );
         assert_eq!(content_range(0, 100, 1000), "bytes 0-99/1000");

@@ -50,8 +50,8 @@ mod verify;
 pub use crate::storage::StorageKind;
 pub use cache::PiecePin;
 pub use metadata::MetadataError;
-pub use progress::PeerInfo;
 pub(crate) use picker::{BLOCK, ConnId, Req};
+pub use progress::PeerInfo;
 pub(crate) use requests::{BlockArrival, UploadCheck, UploadReadError};
 
 use picker::Picker;
