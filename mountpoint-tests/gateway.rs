@@ -521,6 +521,9 @@ fn http_status_codes_ranges_directories_and_uploads() {
         &sv.url(&format!("/bt/{}/x", "cd".repeat(32))),
     ]);
     assert_eq!(r.status, 403, "{}", r.text());
+    let r = curl(&["-X", "PATCH", &sv.url(&format!("{base}/x"))]);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE"));
 
     // The status page lists what is open.
     let st = sv.status();
@@ -1077,4 +1080,51 @@ fn xattrs_on_a_single_archive_mount() {
         .output()
         .unwrap();
     assert!(!st.status.success());
+}
+
+#[test]
+fn a_non_loopback_listener_needs_flags_and_refuses_writes() {
+    if !in_netns("a_non_loopback_listener_needs_flags_and_refuses_writes") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // An address of this namespace only (a test range).
+    let st = Command::new("ip")
+        .args(["addr", "add", "10.77.0.1/32", "dev", "lo"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let addr = format!("10.77.0.1:{}", free_port());
+    let out = Command::new(btfs_mount_bin())
+        .args([
+            "serve",
+            "-f",
+            "--no-dht",
+            "--no-lsd",
+            "--http",
+            &addr,
+            "--cache-dir",
+        ])
+        .arg(tmp.path().join("c0"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--allow-remote"),
+        "{err}"
+    );
+    let sv = Serve::start_on(
+        tmp.path(),
+        &addr,
+        &["--no-dht", "--no-lsd", "--allow-remote"],
+    );
+    assert!(sv.log().contains("writes are refused"), "{}", sv.log());
+    assert_eq!(sv.get("/").status, 200);
+    let auth = format!("Authorization: Bearer {}", sv.token());
+    let f = tmp.path().join("f.txt");
+    std::fs::write(&f, "x").unwrap();
+    let form = format!("file=@{}", s(&f));
+    let r = curl(&["-X", "POST", "-H", &auth, "-F", &form, &sv.url("/bt/")]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("--allow-remote-writes"), "{}", r.text());
 }

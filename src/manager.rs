@@ -213,6 +213,8 @@ struct State {
     torrents: HashMap<InfoHash, Torrent>,
     /// One lock per name being looked up: concurrent opens wait for it.
     opening: HashMap<Name, Arc<tokio::sync::Mutex<()>>>,
+    /// The last failed lookup of a name, for the opens that waited on it.
+    failures: HashMap<Name, (Instant, Arc<Error>)>,
 }
 
 /// Called with each name that closed.
@@ -291,10 +293,15 @@ impl Manager {
     /// The current archive of `name`, opened (looked up) if it is not open:
     /// waits for the metadata up to the lookup timeout. Errors: as
     /// [`Client::lookup`] and [`Client::lookup_mutable`].
-    pub async fn open(&self, name: &Name) -> Result<Opened, Error> {
+    ///
+    /// Opens that waited for a lookup that failed get the same error (a
+    /// page's twenty requests to a dead torrent wait one timeout, not
+    /// twenty); an open after that tries again.
+    pub async fn open(&self, name: &Name) -> Result<Opened, Arc<Error>> {
         if let Some(o) = self.inner.try_open(name) {
             return Ok(o);
         }
+        let asked = Instant::now();
         let gate = self
             .inner
             .lock()
@@ -306,10 +313,28 @@ impl Manager {
         if let Some(o) = self.inner.try_open(name) {
             return Ok(o);
         }
+        if let Some((when, e)) = self.inner.lock().failures.get(name)
+            && *when >= asked
+        {
+            return Err(e.clone());
+        }
         let result = self.lookup(name).await;
-        self.inner.lock().opening.remove(name);
-        let current = result?;
-        Ok(self.inner.insert(name, current, self))
+        let mut st = self.inner.lock();
+        st.opening.remove(name);
+        match result {
+            Ok(current) => {
+                st.failures.remove(name);
+                drop(st);
+                Ok(self.inner.insert(name, current, self))
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                // Bounded: failures older than a minute are dropped first.
+                st.failures.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
+                st.failures.insert(name.clone(), (Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// The current archive of `name` if it is open (no lookup); marks it used.

@@ -83,3 +83,8 @@ fn extension_corpus() {
 fn krpc_corpus() {
     run("krpc");
 }
+
+#[test]
+fn gateway_request_corpus() {
+    run("gateway_request");
+}

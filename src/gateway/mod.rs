@@ -242,7 +242,7 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request) -> Result<Response, HttpError
                     .insert(header::LOCATION, HeaderValue::from_static("/"));
                 Ok(r)
             }
-            _ => Err(not_allowed("GET, HEAD, POST")),
+            _ => Ok(not_allowed("GET, HEAD, POST")),
         };
     }
     if !raw.starts_with(addr::PREFIX) {
@@ -264,13 +264,18 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request) -> Result<Response, HttpError
             let headers = req.headers().clone();
             publish::edit(gw, target, &headers, None).await
         }
-        _ => Err(not_allowed("GET, HEAD, PUT, DELETE")),
+        _ => Ok(not_allowed("GET, HEAD, PUT, DELETE")),
     }
 }
 
-fn not_allowed(allow: &'static str) -> HttpError {
-    HttpError::new(
+/// 405 with the `Allow` header.
+fn not_allowed(allow: &'static str) -> Response {
+    let mut r = HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("method not allowed here (allowed: {allow})"),
     )
+    .into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
 }

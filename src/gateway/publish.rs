@@ -268,7 +268,7 @@ pub async fn edit(
     let _turn = lock.lock().await;
     let base = match gw.manager.open(&target.name).await {
         Ok(o) => Some(o),
-        Err(ClientError::NoItem { .. }) => None,
+        Err(e) if matches!(*e, ClientError::NoItem { .. }) => None,
         Err(e) => return Err(HttpError::of_lookup(&e)),
     };
     let existed = base
