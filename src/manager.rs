@@ -330,8 +330,10 @@ impl Manager {
             Err(e) => {
                 let e = Arc::new(e);
                 // Bounded: failures older than a minute are dropped first.
-                st.failures.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
-                st.failures.insert(name.clone(), (Instant::now(), e.clone()));
+                st.failures
+                    .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
+                st.failures
+                    .insert(name.clone(), (Instant::now(), e.clone()));
                 Err(e)
             }
         }

@@ -230,7 +230,10 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request) -> Result<Response, HttpError
     if raw == "/bt" || raw == "/bt/" {
         return match method {
             Method::POST => {
-                publish::authorize(gw, req.headers())?;
+                if let Err(e) = publish::authorize(gw, req.headers()) {
+                    drain(req.into_body()).await;
+                    return Err(e);
+                }
                 let mp = Multipart::from_request(req, &())
                     .await
                     .map_err(|e| HttpError::bad_request(format!("not a multipart upload: {e}")))?;
@@ -258,6 +261,10 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request) -> Result<Response, HttpError
         }
         Method::PUT => {
             let (parts, body): (_, Body) = req.into_parts();
+            if let Err(e) = publish::authorize(gw, &parts.headers) {
+                drain(body).await;
+                return Err(e);
+            }
             publish::edit(gw, target, &parts.headers, Some(body)).await
         }
         Method::DELETE => {
@@ -266,6 +273,27 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request) -> Result<Response, HttpError
         }
         _ => Ok(not_allowed("GET, HEAD, PUT, DELETE")),
     }
+}
+
+/// Most bytes of a refused write's body read (and dropped) before the
+/// answer, so that the client, still sending, reads the answer instead of
+/// a broken connection.
+const DRAIN_MAX: usize = 64 << 20;
+
+/// Reads and drops up to [`DRAIN_MAX`] bytes of `body`, for at most 10 s.
+async fn drain(body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// 405 with the `Allow` header.
