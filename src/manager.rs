@@ -788,6 +788,50 @@ impl ArchiveStatus {
 mod tests {
     use super::*;
 
+    /// A seeded torrent opened through the manager stays open while a
+    /// lease holds it, and closes once idle (the close hook hears of it).
+    #[tokio::test]
+    async fn archives_close_when_idle_and_not_while_leased() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("t")).unwrap();
+        std::fs::write(dir.path().join("t/a.txt"), b"hello").unwrap();
+        let client = Client::builder()
+            .dht(false)
+            .lsd(false)
+            .bind_ip("127.0.0.1".parse().unwrap())
+            .storage(crate::StorageKind::Memory)
+            .start()
+            .await
+            .unwrap();
+        let seeded = client.seed(&dir.path().join("t")).await.unwrap();
+        let name = Name::InfoHash(seeded.info_hash());
+        let m = Manager::new(
+            client.clone(),
+            ManagerConfig {
+                idle: Duration::from_millis(1500),
+                ..ManagerConfig::default()
+            },
+        );
+        let closed = Arc::new(Mutex::new(Vec::new()));
+        let c = closed.clone();
+        m.on_close(move |n| c.lock().unwrap().push(n.clone()));
+        let o = m.open(&name).await.unwrap();
+        assert_eq!(o.archive.read_file("t/a.txt").await.unwrap(), b"hello");
+        assert_eq!(m.names(), [name.clone()]);
+        let st = m.status();
+        assert_eq!(st[0].readers, 1);
+        assert_eq!(st[0].verified, 5);
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        assert_eq!(m.names(), [name.clone()], "a leased archive stays open");
+        drop(o);
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert!(m.names().is_empty(), "idle: closed");
+        assert_eq!(*closed.lock().unwrap(), [name.clone()]);
+        // Opened again on the next use (a new swarm: the old one stopped).
+        assert!(m.get(&name).is_none());
+        client.stop().await;
+    }
+
     #[test]
     fn names_parse_and_print_back() {
         let ih = "0123456789abcdef0123456789abcdef01234567";

@@ -460,8 +460,11 @@ class Bench:
                 st, n = s.get(t, "big.bin")
                 assert st in (200, 206), st
             el = time.monotonic() - t0
-            assert n == self.size, (n, self.size)
-            return self.size / el / 1e6
+            if n != self.size:
+                log(f"{s.label}: cold read ended after {n} of {self.size} bytes")
+                self.failures.append(f"{s.label}, cold read: the body ended after {n} of "
+                                     f"{self.size} bytes; MB/s counts what arrived")
+            return n / el / 1e6
         finally:
             s.stop()
 

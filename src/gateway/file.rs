@@ -31,7 +31,7 @@ use super::{Gateway, listing};
 const CHUNK: u64 = 1 << 20;
 /// Chunks read ahead of the one being sent (like the kernel's parallel
 /// FUSE reads).
-const CHUNKS_IN_FLIGHT: usize = 2;
+const CHUNKS_IN_FLIGHT: usize = 4;
 /// `max-age` of a mutable URL's answers, seconds: a new version shows
 /// within this plus the refresh interval.
 pub const MUTABLE_MAX_AGE: u64 = 30;
