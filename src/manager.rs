@@ -817,16 +817,20 @@ mod tests {
         m.on_close(move |n| c.lock().unwrap().push(n.clone()));
         let o = m.open(&name).await.unwrap();
         assert_eq!(o.archive.read_file("t/a.txt").await.unwrap(), b"hello");
-        assert_eq!(m.names(), [name.clone()]);
+        assert_eq!(m.names(), std::slice::from_ref(&name));
         let st = m.status();
         assert_eq!(st[0].readers, 1);
         assert_eq!(st[0].verified, 5);
         tokio::time::sleep(Duration::from_millis(3000)).await;
-        assert_eq!(m.names(), [name.clone()], "a leased archive stays open");
+        assert_eq!(
+            m.names(),
+            std::slice::from_ref(&name),
+            "a leased archive stays open"
+        );
         drop(o);
         tokio::time::sleep(Duration::from_millis(3500)).await;
         assert!(m.names().is_empty(), "idle: closed");
-        assert_eq!(*closed.lock().unwrap(), [name.clone()]);
+        assert_eq!(*closed.lock().unwrap(), std::slice::from_ref(&name));
         // Opened again on the next use (a new swarm: the old one stopped).
         assert!(m.get(&name).is_none());
         client.stop().await;
