@@ -639,6 +639,8 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
     let ih2 = info_hash_of(&magnets[1]);
 
     let peer_port = free_port();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let mut flags = vec![
         "--refresh",
         "2",
@@ -647,6 +649,8 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
         "--key",
         s(&key),
         "--no-lsd",
+        "--mount",
+        s(&root),
         "--port",
     ];
     let pp = peer_port.to_string();
@@ -670,6 +674,10 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some(&*format!("/bt/{pk}/site/")));
 
+    // The FUSE root shows the same mutable archive.
+    let in_root = root.join(&pk).join("site/version.txt");
+    assert_eq!(std::fs::read(&in_root).unwrap(), b"v1\n");
+
     // The key holder points the URL at v2: the gateway follows.
     publish(&magnets[1]);
     assert!(
@@ -681,6 +689,13 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
     assert_eq!(
         r.header("link"),
         Some(&*format!("</bt/{ih2}/site/version.txt>; rel=\"canonical\""))
+    );
+    // ... and so does the FUSE root (its root entries live 1 s).
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read(&in_root)
+            .is_ok_and(|b| b == b"v2\n")),
+        "the FUSE root still shows v1\n{}",
+        sv.log()
     );
     let st = sv.status();
     let m = st["archives"]
@@ -1127,4 +1142,19 @@ fn a_non_loopback_listener_needs_flags_and_refuses_writes() {
     let r = curl(&["-X", "POST", "-H", &auth, "-F", &form, &sv.url("/bt/")]);
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("--allow-remote-writes"), "{}", r.text());
+    // `list` shows the daemon and its URL; `stop` ends it.
+    let out = Command::new(btfs_mount_bin()).arg("list").output().unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let pid = sv.child.pid().to_string();
+    assert!(
+        listed.contains(&format!("{pid}  serve (serving)")) && listed.contains(&sv.http),
+        "{listed}"
+    );
+    let st = Command::new(btfs_mount_bin())
+        .args(["stop", &pid])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut sv = sv;
+    assert!(sv.child.try_wait().is_some_and(|s| s.success()));
 }
