@@ -561,7 +561,9 @@ class Bench:
 
 
 def fmt(samples, unit, scale=1.0, digits=2):
-    v = [x * scale for x in samples]
+    v = [x * scale for x in samples if x == x]  # NaN: every client of that run failed
+    if not v:
+        return "failed"
     return f"{statistics.median(v):.{digits}f} {unit} ({min(v):.{digits}f}-{max(v):.{digits}f})"
 
 
