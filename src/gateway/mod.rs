@@ -13,7 +13,7 @@
 //! ```
 //!
 //! One file per concept: [`addr`] (what a URL names), [`range`] (byte
-//! ranges), [`file`] (serving files and directories), [`listing`]
+//! ranges), [`file`](mod@file) (serving files and directories), [`listing`]
 //! (directory listings), [`error`] (status codes), [`publish`] (writes,
 //! the bearer token), [`status`] (the status page and JSON). Archives are
 //! opened, shared and closed by a [`Manager`], which a FUSE root
