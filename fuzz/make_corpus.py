@@ -66,6 +66,8 @@ def magnet_seeds():
         "empty_q": "magnet:?",
         "junk": "magnet:?&&=&xt&xt=&%zz=%ff&dn=%C3%28",
         "dn_utf8": f"magnet:?xt=urn:btih:{ih}&dn=caf%C3%A9+na%C3%AFve",
+        "v2": "magnet:?xt=urn:btmh:1220" + "95e04d0c4bad94ab206efa884666fd89777dbe4f7bd9945af1829037a85c6192",
+        "btmh_sha1": "magnet:?xt=urn:btmh:1114" + "ab" * 20,
     }
     for k, v in seeds.items():
         write("magnet", k, v)
@@ -256,12 +258,164 @@ def krpc_seeds():
     write(t, "long_tid", benc({"t": "x" * 33, "y": "q", "q": "ping", "a": {"id": nid}}))
 
 
+def utp_packet_seeds():
+    """uTP datagrams (BEP 29): each packet type, the selective ACK and
+    libtorrent close-reason extensions, and broken ones."""
+    t = "utp_packet"
+
+    def pkt(ty, conn, seq, ack, wnd=1 << 20, exts=(), payload=b""):
+        first = exts[0][0] if exts else 0
+        out = struct.pack(">BBHIIIHH", (ty << 4) | 1, first, conn, 0x01020304, 0x0a0b0c0d, wnd, seq, ack)
+        for i, (_, data) in enumerate(exts):
+            nxt = exts[i + 1][0] if i + 1 < len(exts) else 0
+            out += bytes([nxt, len(data)]) + data
+        return out + payload
+
+    write(t, "syn", pkt(4, 0x1234, 1, 0, 0))
+    write(t, "state", pkt(2, 0x1235, 100, 1))
+    write(t, "data", pkt(0, 0x1235, 2, 100, payload=b"\x13BitTorrent protocol" + bytes(48)))
+    write(t, "fin_close_reason", pkt(1, 0x1235, 3, 100, exts=[(3, b"\x00\x0f\x00\x00")]))
+    write(t, "reset", pkt(3, 0x1235, 0, 100, 0))
+    write(t, "state_sack", pkt(2, 0x1235, 101, 3, exts=[(1, b"\x05\x00\x00\x80")]))
+    write(t, "sack_then_unknown", pkt(2, 0x1235, 101, 3, exts=[(1, b"\xff" * 8), (42, b"xyz")]))
+    write(t, "sack_long", pkt(2, 0x1235, 101, 3, exts=[(1, b"\xaa" * 255)]))
+    write(t, "ext_overrun", pkt(2, 1, 1, 1)[:1] + b"\x01" + pkt(2, 1, 1, 1)[2:] + b"\x00\xc8ab")
+    write(t, "version2", bytes([0x42]) + pkt(4, 1, 1, 0)[1:])
+    write(t, "type7", bytes([0x71]) + pkt(4, 1, 1, 0)[1:])
+    write(t, "short", pkt(4, 1, 1, 0)[:19])
+    write(t, "krpc_ping", benc({"t": "aa", "y": "q", "q": "ping", "a": {"id": b"\x01" * 20}}))
+def mse_seeds():
+    """Seeds for `mse` (fuzz/targets.rs): byte 0 picks the mode, then the
+    fields in the order the target reads them."""
+    t = "mse"
+    u16 = lambda v: struct.pack(">H", v)
+    u32 = lambda v: struct.pack(">I", v)
+
+    def stream(tag, n):
+        out = b""
+        i = 0
+        while len(out) < n:
+            out += hashlib.sha1(b"%s %d" % (tag, i)).digest()
+            i += 1
+        return out[:n]
+
+    hs = b"\x13BitTorrent protocol" + b"\x00" * 5 + b"\x10\x00\x01" + b"\x5a" * 20 + b"-FM0100-abcdefghijkl"
+    x = stream(b"x", 20)
+    # 0: raw bytes to our responder (byte 1: read size - 1)
+    write(t, "raw_responder_garbage", b"\x00\x3f" + stream(b"garbage", 800))
+    write(t, "raw_responder_plaintext", b"\x00\x04" + hs + b"\x00\x00\x00\x01\x02")
+    write(t, "raw_responder_half_prefix", b"\x00\x00" + hs[:11])
+    # 1: raw bytes as the answer to our initiator
+    write(t, "raw_initiator_garbage", b"\x01\xff" + stream(b"answer", 700))
+    write(t, "raw_initiator_plaintext", b"\x01\x10" + hs + b"\x00" * 40)
+    # 2: scripted initiator
+    def init(flags, pad_a=100, skey=b"", vc=b"", provide=b"\x03", pad_c=17, pad_c_field=b"",
+             ia=hs, ia_field=b"", cut=b"", after=b"\x00\x00\x00\x01\x02"):
+        return (b"\x02" + x + bytes([flags]) + u16(pad_a) + skey + vc + provide + u16(pad_c)
+                + pad_c_field + u16(len(ia)) + ia_field + cut + ia + after)
+    write(t, "init_honest_rc4", init(0))
+    write(t, "init_honest_plaintext", init(0, provide=b"\x01", pad_a=512, pad_c=512))
+    write(t, "init_no_ia", init(0, ia=b"", pad_a=0, pad_c=0, after=hs))
+    write(t, "init_unknown_skey", init(1, skey=b"\x77" * 20))
+    write(t, "init_bad_vc", init(2, vc=b"\x00" * 7 + b"\x01"))
+    write(t, "init_provide_raw", init(4, provide=u32(0xFFFFFFFC)))
+    write(t, "init_pad_c_field", init(8, pad_c_field=u16(0xFFFF)))
+    write(t, "init_ia_field", init(16, ia_field=u16(1025)))
+    write(t, "init_truncated", init(32, cut=u16(30)))
+    write(t, "init_pad_a_513", init(0, pad_a=513))
+    # 3: scripted responder
+    def resp(flags, pad_b=200, vc=b"", select=b"\x02", pad_d=10, pad_d_field=b"", cut=b"",
+             after=hs + b"\x00\x00\x00\x05\x05\xff"):
+        return (b"\x03" + x + bytes([flags]) + u16(pad_b) + vc + select + u16(pad_d) + pad_d_field
+                + cut + after)
+    write(t, "resp_honest_rc4", resp(0))
+    write(t, "resp_honest_plaintext", resp(0, select=b"\x01", pad_b=512, pad_d=512))
+    write(t, "resp_require_plaintext", resp(1, select=b"\x01"))
+    write(t, "resp_plaintext_reply", resp(2))
+    write(t, "resp_bad_vc", resp(4, vc=b"\x01" * 8))
+    write(t, "resp_select_raw", resp(8, select=u32(3)))
+    write(t, "resp_pad_d_field", resp(16, pad_d_field=u16(513)))
+    write(t, "resp_truncated", resp(32, cut=u16(100)))
+def v2_torrents():
+    """Whole v2-only and hybrid .torrent files (with `piece layers`, without
+    the creation date) of a small tree, made by python3-libtorrent."""
+    try:
+        import libtorrent as lt
+    except ImportError:
+        print("python3-libtorrent missing: no libtorrent-made v2 torrents", file=sys.stderr)
+        return {}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = os.path.join(tmp, "tree")
+        os.makedirs(os.path.join(root, "sub"))
+        files = {"a.txt": b"a" * 100, "empty": b"", "sub/big.bin": bytes(range(256)) * 300,
+                 "sub/c": b"c" * 40000}
+        for rel, data in files.items():
+            with open(os.path.join(root, rel), "wb") as f:
+                f.write(data)
+        for name, flags in (("lt_v2", lt.create_torrent.v2_only), ("lt_hybrid", 0)):
+            fs = lt.file_storage()
+            lt.add_files(fs, root)
+            ct = lt.create_torrent(fs, 16384, flags=flags)
+            lt.set_piece_hashes(ct, tmp)
+            t = ct.generate()
+            out[name] = lt.bencode({b"info": t[b"info"], b"piece layers": t[b"piece layers"]})
+    return out
+
+
+def v2_info_seeds():
+    t = "v2_info"
+    root = bytes(range(1, 33))
+    leaf = lambda n, r=root: {"": {"length": n, "pieces root": r}}
+    single = {"file tree": {"f": leaf(5)}, "meta version": 2, "name": "f", "piece length": 16384}
+    write(t, "single", benc(single))
+    multi = {"file tree": {"a": leaf(100), "e": {"": {"length": 0}}, "d": {"x": leaf(40000)}},
+             "meta version": 2, "name": "m", "piece length": 16384}
+    write(t, "multi", benc(multi))
+    write(t, "hostile_names", benc(dict(multi, **{"file tree": {"..": leaf(1), "//": leaf(2), "\\": leaf(3),
+                                                               "a\x00b": {".": leaf(4)}}})))
+    write(t, "bad_root", benc(dict(single, **{"file tree": {"f": leaf(5, b"\x00" * 32)}})))
+    write(t, "pad_attr", benc(dict(single, **{"file tree": {"f": {"": {"attr": "p", "length": 5,
+                                                                         "pieces root": root}}}})))
+    write(t, "symlink", benc(dict(multi, **{"file tree": {"l": {"": {"attr": "l", "length": 0,
+                                                                      "symlink path": ["d", "x"]}},
+                                                          "d": {"x": leaf(1)}}})))
+    write(t, "huge", benc(dict(multi, **{"file tree": {"a": leaf(2 ** 43), "b": leaf(2 ** 43)}})))
+    write(t, "unsorted", b"d12:meta versioni2e9:file treed1:fd0:d6:lengthi5e11:pieces root32:" + root
+          + b"eee4:name1:f12:piece lengthi16384ee")
+    write(t, "with_layers", benc({"info": multi, "piece layers": {root: b"\x07" * 96, b"x" * 33: b""}}))
+    for k, v in v2_torrents().items():
+        write(t, k, v)
+
+
+def hash_messages_seeds():
+    """First byte: 0 = hash request (21), 1 = hashes (22), 2 = hash reject
+    (23), 3 = another id; then the payload."""
+    t = "hash_messages"
+    root = b"\xab" * 32
+    header = lambda base, index, length, proof: root + struct.pack(">IIII", base, index, length, proof)
+    write(t, "request_leaves", b"\x00" + header(0, 0, 2, 3))
+    write(t, "request_pieces", b"\x00" + header(1, 0, 8, 2))
+    write(t, "request_one", b"\x00" + header(0, 13, 1, 3))
+    write(t, "request_out_of_range", b"\x00" + header(0, 4294967294, 2, 4294967295))
+    write(t, "reject", b"\x02" + header(2, 2, 2, 0))
+    write(t, "hashes_pair", b"\x01" + header(0, 2, 2, 3) + b"\x11" * 32 * 5)
+    write(t, "hashes_one", b"\x01" + header(0, 5, 1, 0) + b"\x22" * 64)
+    write(t, "hashes_bad_count", b"\x01" + header(0, 0, 4, 0) + b"\x33" * 32 * 3)
+    write(t, "hashes_partial", b"\x01" + header(0, 0, 2, 0) + b"\x44" * 40)
+    write(t, "other", b"\x03" + header(0, 0, 2, 0))
+
+
 def main():
+    utp_packet_seeds()
     magnet_seeds()
     info_seeds()
     wire_seeds()
     extension_seeds()
     krpc_seeds()
+    mse_seeds()
+    v2_info_seeds()
+    hash_messages_seeds()
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ pub mod keypair;
 pub mod lsd;
 pub mod magnet;
 pub mod manager;
+pub mod merkle;
 pub mod metainfo;
 pub mod peer;
 pub mod staging;
@@ -76,9 +77,10 @@ pub mod storage;
 /// Public for [`swarm::SwarmStats`] (progress) and [`swarm::MetadataError`];
 /// the swarm itself is the engine's internal.
 pub mod swarm;
+pub mod utp;
 
 pub use archive::Archive;
 pub use client::{Client, LookupOptions};
-pub use hash::{InfoHash, PeerId};
+pub use hash::{InfoHash, InfoHashV2, PeerId};
 pub use keypair::Keypair;
 pub use storage::StorageKind;

@@ -4,7 +4,9 @@
 //! Shapes:
 //! - `magnet:?xt=urn:btih:<info-hash>&dn=<name>&x.pe=<ip:port>&tr=<url>` →
 //!   [`Url::Magnet`]. The info-hash is 40 hex or 32 base32 characters, any
-//!   case. `dn` is percent-decoded (`+` read as a space). `x.pe` (repeatable)
+//!   case. BEP 52 v2 links carry `xt=urn:btmh:1220<64 hex>` (the SHA-256 v2
+//!   info-hash as a multihash: function 0x12, length 0x20) instead, hybrid
+//!   links carry both. `dn` is percent-decoded (`+` read as a space). `x.pe` (repeatable)
 //!   must be a literal `ip:port` (`[v6]:port` for IPv6); a `host:port` with a
 //!   name is skipped with a warning (we never resolve names), anything else
 //!   is an error. `tr` is kept only so the caller can log it as ignored (this
@@ -12,9 +14,10 @@
 //! - `magnet:?xs=urn:btpk:<64 hex public key>&s=<salt hex>` →
 //!   [`Url::Mutable`] (BEP 46). The salt is at most 64 bytes.
 //!
-//! Unknown parameters are ignored. Several `xt` are allowed (hybrid links
-//! carry `urn:btih` and `urn:btmh`): the first `urn:btih` wins, and a link with
-//! only `urn:btmh` (BEP 52 v2) is refused because v2 is not supported. When
+//! Unknown parameters are ignored. Several `xt` are allowed: the first
+//! `urn:btih` and the first `urn:btmh` win. A link with only `urn:btmh` is a
+//! v2 link: its [`Magnet::info_hash`] is the v2 info-hash truncated to 20
+//! bytes, the one peers and the DHT know (BEP 52). When
 //! a link carries both `xs=urn:btpk:` and `xt=urn:btih:`, the mutable form
 //! wins: such a link asks to follow the publisher's updates.
 
@@ -24,7 +27,7 @@ use std::str::FromStr;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-use crate::hash::InfoHash;
+use crate::hash::{InfoHash, InfoHashV2};
 
 /// Longest salt BEP 46 (through BEP 44) allows, in bytes.
 pub const MAX_SALT_LEN: usize = 64;
@@ -38,11 +41,18 @@ pub enum Url {
     Mutable(MutableUrl),
 }
 
-/// A BEP 9 magnet link.
+/// A BEP 9 magnet link (v1, v2 or hybrid).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Magnet {
-    /// The v1 info-hash (`xt=urn:btih:`).
+    /// The 20-byte info-hash to find the torrent by (handshake, BEP 9, DHT):
+    /// the v1 info-hash (`xt=urn:btih:`) when the link has one, otherwise
+    /// the v2 info-hash truncated to 20 bytes (BEP 52).
     pub info_hash: InfoHash,
+    /// The v2 info-hash (`xt=urn:btmh:1220...`, BEP 52), when given.
+    pub info_hash_v2: Option<InfoHashV2>,
+    /// True when [`Magnet::info_hash`] is a v1 info-hash (`xt=urn:btih:`);
+    /// false for a v2-only link.
+    pub has_v1: bool,
     /// `dn`, percent-decoded: a suggested name, shown until the metadata
     /// arrives. Never used as a path.
     pub display_name: Option<String>,
@@ -67,14 +77,22 @@ pub struct MutableUrl {
 pub enum MagnetError {
     #[error("not a magnet link (must start with magnet:?)")]
     NotMagnet,
-    #[error("missing xt=urn:btih: or xs=urn:btpk:")]
+    #[error("missing xt=urn:btih:, xt=urn:btmh: or xs=urn:btpk:")]
     MissingTopic,
     #[error("info-hash must be 40 hex or 32 base32 characters, got {0}")]
     BadInfoHash(usize),
     #[error("info-hash of {0} characters must be {1}")]
     BadInfoHashDigits(usize, &'static str),
-    #[error("v2 magnet links (urn:btmh) are not supported")]
-    V2Only,
+    /// `xt=urn:btmh:` that is not 68 hex characters (a 2-byte multihash
+    /// header and a 32-byte digest); the length seen.
+    #[error("v2 info-hash (xt=urn:btmh:) must be 68 hex characters (1220 and a SHA-256), got {0}")]
+    BadV2InfoHash(usize),
+    /// `xt=urn:btmh:` with a multihash other than SHA-256 (`1220`); the
+    /// header seen.
+    #[error(
+        "v2 info-hash (xt=urn:btmh:) must be a SHA-256 multihash (starting 1220), got one starting {0}"
+    )]
+    UnsupportedMultihash(String),
     #[error("bad x.pe peer address '{0}'")]
     BadPeer(String),
     #[error("public key (xs=urn:btpk:) must be 64 hex characters, got '{0}'")]
@@ -98,7 +116,7 @@ pub fn parse(url: &str) -> Result<Url, MagnetError> {
     };
 
     let mut info_hash: Option<InfoHash> = None;
-    let mut saw_btmh = false;
+    let mut info_hash_v2: Option<InfoHashV2> = None;
     let mut public_key: Option<[u8; 32]> = None;
     let mut salt: Vec<u8> = Vec::new();
     let mut display_name = None;
@@ -115,8 +133,9 @@ pub fn parse(url: &str) -> Result<Url, MagnetError> {
                 if let Some(h) = strip_prefix_ci(&v, "urn:btih:") {
                     let ih = parse_info_hash(h)?;
                     info_hash.get_or_insert(ih);
-                } else if strip_prefix_ci(&v, "urn:btmh:").is_some() {
-                    saw_btmh = true;
+                } else if let Some(h) = strip_prefix_ci(&v, "urn:btmh:") {
+                    let v2 = parse_btmh(h)?;
+                    info_hash_v2.get_or_insert(v2);
                 }
             }
             "xs" => {
@@ -151,16 +170,19 @@ pub fn parse(url: &str) -> Result<Url, MagnetError> {
     if let Some(public_key) = public_key {
         return Ok(Url::Mutable(MutableUrl { public_key, salt }));
     }
-    match info_hash {
-        Some(info_hash) => Ok(Url::Magnet(Magnet {
-            info_hash,
-            display_name,
-            peers,
-            trackers,
-        })),
-        None if saw_btmh => Err(MagnetError::V2Only),
-        None => Err(MagnetError::MissingTopic),
-    }
+    let (info_hash, has_v1) = match (info_hash, info_hash_v2) {
+        (Some(v1), _) => (v1, true),
+        (None, Some(v2)) => (v2.truncated(), false),
+        (None, None) => return Err(MagnetError::MissingTopic),
+    };
+    Ok(Url::Magnet(Magnet {
+        info_hash,
+        info_hash_v2,
+        has_v1,
+        display_name,
+        peers,
+        trackers,
+    }))
 }
 
 impl FromStr for Url {
@@ -208,6 +230,18 @@ fn parse_info_hash(s: &str) -> Result<InfoHash, MagnetError> {
     }
 }
 
+/// `1220` followed by 64 hex characters (any case): a SHA-256 multihash
+/// (BEP 52, "magnet links": `xt=urn:btmh:<tagged info-hash>`).
+fn parse_btmh(s: &str) -> Result<InfoHashV2, MagnetError> {
+    if s.len() != 68 || !s.is_ascii() {
+        return Err(MagnetError::BadV2InfoHash(s.len()));
+    }
+    if !s[..4].eq_ignore_ascii_case("1220") {
+        return Err(MagnetError::UnsupportedMultihash(s[..4].to_string()));
+    }
+    InfoHashV2::from_hex(&s[4..]).ok_or(MagnetError::BadV2InfoHash(s.len()))
+}
+
 /// A literal socket address → `Some`; `name:port` with a valid port → `None`
 /// (skipped with a warning); anything else → error.
 fn parse_peer(s: &str) -> Result<Option<SocketAddr>, MagnetError> {
@@ -243,21 +277,56 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 impl Magnet {
-    /// A magnet link with only the info-hash.
+    /// A v1 magnet link with only the info-hash.
     pub fn new(info_hash: InfoHash) -> Self {
         Magnet {
             info_hash,
+            info_hash_v2: None,
+            has_v1: true,
             display_name: None,
             peers: Vec::new(),
             trackers: Vec::new(),
         }
     }
 
-    /// `magnet:?xt=urn:btih:<40 lowercase hex>`, then `&dn=` (percent-encoded),
-    /// one `&x.pe=ip:port` per peer and one `&tr=` (percent-encoded) per
-    /// tracker. [`parse`] reads it back to an equal value.
+    /// A v2-only magnet link (`xt=urn:btmh:` alone); its
+    /// [`Magnet::info_hash`] is `v2` truncated.
+    pub fn v2(v2: InfoHashV2) -> Self {
+        Magnet {
+            info_hash: v2.truncated(),
+            info_hash_v2: Some(v2),
+            has_v1: false,
+            ..Magnet::new(v2.truncated())
+        }
+    }
+
+    /// A hybrid magnet link: both `xt`.
+    pub fn hybrid(v1: InfoHash, v2: InfoHashV2) -> Self {
+        Magnet {
+            info_hash_v2: Some(v2),
+            ..Magnet::new(v1)
+        }
+    }
+
+    /// The v1 info-hash, when the link has one.
+    pub fn info_hash_v1(&self) -> Option<InfoHash> {
+        self.has_v1.then_some(self.info_hash)
+    }
+
+    /// `magnet:?xt=urn:btih:<40 lowercase hex>` (when the link has a v1
+    /// info-hash), `&xt=urn:btmh:1220<64 lowercase hex>` (when it has a v2
+    /// one), then `&dn=` (percent-encoded), one `&x.pe=ip:port` per peer and
+    /// one `&tr=` (percent-encoded) per tracker. [`parse`] reads it back to
+    /// an equal value.
     pub fn to_url(&self) -> String {
-        let mut s = format!("magnet:?xt=urn:btih:{}", self.info_hash.to_hex());
+        let mut topics = Vec::with_capacity(2);
+        if self.has_v1 || self.info_hash_v2.is_none() {
+            topics.push(format!("xt=urn:btih:{}", self.info_hash.to_hex()));
+        }
+        if let Some(v2) = &self.info_hash_v2 {
+            topics.push(format!("xt=urn:btmh:1220{}", v2.to_hex()));
+        }
+        let mut s = format!("magnet:?{}", topics.join("&"));
         if let Some(dn) = &self.display_name {
             s.push_str("&dn=");
             s.extend(utf8_percent_encode(dn, VALUE));
@@ -369,19 +438,101 @@ mod tests {
         );
     }
 
+    /// v2 info-hash of libtorrent's `v2_only.torrent` (EXPECTATIONS.md).
+    const V2: &str = "95e04d0c4bad94ab206efa884666fd89777dbe4f7bd9945af1829037a85c6192";
+
     #[test]
-    fn v2_only_refused_hybrid_accepted() {
-        let btmh = format!("1220{}", "ab".repeat(32));
+    fn v2_only_link() {
+        let m = magnet(&format!("magnet:?xt=urn:btmh:1220{V2}&dn=test1MB"));
+        assert_eq!(m.info_hash_v2.unwrap().to_hex(), V2);
+        assert!(!m.has_v1);
+        assert_eq!(m.info_hash_v1(), None);
+        // the 20-byte id is the truncated SHA-256
+        assert_eq!(m.info_hash.to_hex(), &V2[..40]);
+        assert_eq!(m.display_name.as_deref(), Some("test1MB"));
+        // any case, and the multihash header in upper case too
+        let upper = magnet(&format!("magnet:?xt=URN:BTMH:1220{}", V2.to_uppercase()));
+        assert_eq!(upper.info_hash_v2, m.info_hash_v2);
+        let v2 = InfoHashV2::from_hex(V2).unwrap();
+        let mut made = Magnet::v2(v2);
+        made.display_name = Some("test1MB".into());
+        assert_eq!(made, m);
         assert_eq!(
-            parse(&format!("magnet:?xt=urn:btmh:{btmh}")),
-            Err(MagnetError::V2Only)
+            m.to_url(),
+            format!("magnet:?xt=urn:btmh:1220{V2}&dn=test1MB")
+        );
+        assert_eq!(parse(&m.to_url()).unwrap(), Url::Magnet(m));
+    }
+
+    #[test]
+    fn hybrid_link_both_orders() {
+        for url in [
+            format!("magnet:?xt=urn:btmh:1220{V2}&xt=urn:btih:{HEX}"),
+            format!("magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:1220{V2}"),
+        ] {
+            let m = magnet(&url);
+            assert_eq!(m.info_hash.to_hex(), HEX);
+            assert!(m.has_v1);
+            assert_eq!(m.info_hash_v1().unwrap().to_hex(), HEX);
+            assert_eq!(m.info_hash_v2.unwrap().to_hex(), V2);
+            let made = Magnet::hybrid(
+                InfoHash::from_hex(HEX).unwrap(),
+                InfoHashV2::from_hex(V2).unwrap(),
+            );
+            assert_eq!(made, m);
+            assert_eq!(
+                m.to_url(),
+                format!("magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:1220{V2}")
+            );
+            assert_eq!(parse(&m.to_url()).unwrap(), Url::Magnet(m));
+        }
+        // the first of each kind wins
+        let other = "cd".repeat(32);
+        let m = magnet(&format!(
+            "magnet:?xt=urn:btmh:1220{V2}&xt=urn:btmh:1220{other}&xt=urn:btih:{HEX}"
+        ));
+        assert_eq!(m.info_hash_v2.unwrap().to_hex(), V2);
+    }
+
+    #[test]
+    fn bad_btmh() {
+        // wrong lengths, not hex, other multihash functions
+        assert_eq!(
+            parse(&format!("magnet:?xt=urn:btmh:{V2}")),
+            Err(MagnetError::BadV2InfoHash(64))
         );
         assert_eq!(
-            MagnetError::V2Only.to_string(),
-            "v2 magnet links (urn:btmh) are not supported"
+            parse(&format!("magnet:?xt=urn:btmh:1220{}", &V2[..62])),
+            Err(MagnetError::BadV2InfoHash(66))
         );
-        let m = magnet(&format!("magnet:?xt=urn:btmh:{btmh}&xt=urn:btih:{HEX}"));
-        assert_eq!(m.info_hash.to_hex(), HEX);
+        assert_eq!(
+            parse(&format!("magnet:?xt=urn:btmh:1220{}zz", &V2[..62])),
+            Err(MagnetError::BadV2InfoHash(68))
+        );
+        assert_eq!(
+            parse(&format!("magnet:?xt=urn:btmh:1120{V2}")),
+            Err(MagnetError::UnsupportedMultihash("1120".into()))
+        );
+        assert_eq!(
+            parse(&format!("magnet:?xt=urn:btmh:1214{V2}")),
+            Err(MagnetError::UnsupportedMultihash("1214".into()))
+        );
+        // a multi-byte character where the header is: refused, no panic
+        assert_eq!(
+            parse(&format!("magnet:?xt=urn:btmh:12%C3%A9{V2}")),
+            Err(MagnetError::BadV2InfoHash(68))
+        );
+        // a bad btmh is an error even next to a good btih
+        assert!(parse(&format!("magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:12")).is_err());
+        assert_eq!(
+            MagnetError::UnsupportedMultihash("1120".into()).to_string(),
+            "v2 info-hash (xt=urn:btmh:) must be a SHA-256 multihash (starting 1220), got one \
+             starting 1120"
+        );
+        assert_eq!(
+            MagnetError::BadV2InfoHash(64).to_string(),
+            "v2 info-hash (xt=urn:btmh:) must be 68 hex characters (1220 and a SHA-256), got 64"
+        );
     }
 
     #[test]

@@ -85,6 +85,26 @@ fn krpc_corpus() {
 }
 
 #[test]
+fn utp_packet_corpus() {
+    run("utp_packet");
+}
+
+#[test]
+fn mse_corpus() {
+    run("mse");
+}
+
+#[test]
+fn v2_info_corpus() {
+    run("v2_info");
+}
+
+#[test]
+fn hash_messages_corpus() {
+    run("hash_messages");
+}
+
+#[test]
 fn gateway_request_corpus() {
     run("gateway_request");
 }

@@ -34,7 +34,8 @@ for the info-hash with `--flood-handshake`, else nothing) and holds them
 for `--hold` seconds.
 
 Events, one JSON object per line on stdout: `ready` {port, info_hash},
-`connection` {addr}, `handshake` {addr}, `sent` {what, addr} (the first
+`connection` {addr} (a connection that starts with the plaintext protocol
+string; others, e.g. MSE attempts, are closed unreported), `handshake` {addr}, `sent` {what, addr} (the first
 time each kind of bad thing is sent on a connection), `closed` {addr,
 seconds, by} (by: "peer" when the other side closed, "us"), `request`
 {index, begin, length} (first 20 only), `flood` {opened, failed, closed_by_peer,
@@ -191,18 +192,31 @@ class Conn:
         self.sock.sendall(data)
 
     def run(self):
-        emit("connection", addr=self.addr)
         b = self.args.behaviour
         by = "us"
+        announced = False
         try:
             if b == "silent":
                 # Never a byte; wait until the other side gives up.
+                emit("connection", addr=self.addr)
+                announced = True
                 while self.sock.recv(65536):
                     pass
                 by = "peer"
                 return
-            hs = recv_exact(self.sock, 68)
-            if hs is None or hs[:20] != PROTOCOL or hs[28:48] != self.t.info_hash:
+            # A plaintext-only peer, like many real ones: a connection that
+            # does not start with the protocol string (an MSE attempt) is
+            # closed at once and is not one of the connections the events
+            # report (the client then dials again in plaintext).
+            prefix = recv_exact(self.sock, 20)
+            if prefix != PROTOCOL:
+                log(f"{self.addr}: not a plaintext handshake (MSE?); closed")
+                return
+            emit("connection", addr=self.addr)
+            announced = True
+            rest = recv_exact(self.sock, 48)
+            hs = None if rest is None else prefix + rest
+            if hs is None or hs[28:48] != self.t.info_hash:
                 log(f"{self.addr}: bad handshake")
                 return
             self.send(handshake(self.t.info_hash, b"-FK0001-" + os.urandom(12)))
@@ -244,7 +258,8 @@ class Conn:
             by = "peer"
             log(f"{self.addr}: {e}")
         finally:
-            emit("closed", addr=self.addr, seconds=round(time.monotonic() - self.started, 3), by=by)
+            if announced:
+                emit("closed", addr=self.addr, seconds=round(time.monotonic() - self.started, 3), by=by)
             try:
                 self.sock.close()
             except OSError:

@@ -144,6 +144,9 @@ def parse_args(argv):
                    help="upload rate limit in bytes/s (0: none), to make a slow seeder")
     p.add_argument("--no-utp", action="store_true", help="TCP only (libtorrent dials uTP first otherwise)")
     p.add_argument("--no-encryption", action="store_true", help="plaintext only (no MSE handshake)")
+    p.add_argument("--utp-only", action="store_true", help="uTP only: no TCP in or out")
+    p.add_argument("--require-encryption", action="store_true",
+                   help="MSE with RC4 forced both ways (out/in_enc_policy forced, allowed_enc_level rc4)")
     p.add_argument("--keep-redundant", action="store_true",
                    help="keep connections where neither side wants data "
                         "(close_redundant_connections off), e.g. a seed and an upload-only peer")
@@ -227,6 +230,15 @@ def session_settings(args):
     if args.no_encryption:
         s["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
         s["in_enc_policy"] = int(lt.enc_policy.pe_disabled)
+    if args.utp_only:
+        s["enable_outgoing_tcp"] = False
+        s["enable_incoming_tcp"] = False
+        s["enable_outgoing_utp"] = True
+        s["enable_incoming_utp"] = True
+    if args.require_encryption:
+        s["out_enc_policy"] = int(lt.enc_policy.pe_forced)
+        s["in_enc_policy"] = int(lt.enc_policy.pe_forced)
+        s["allowed_enc_level"] = int(lt.enc_level.rc4)
     return s
 
 

@@ -517,6 +517,16 @@ impl Child {
         )
     }
 
+    /// Writes `line` and a newline to the child's stdin (a command for
+    /// scripts that read them, e.g. `lt/lt_utp.py`). Panics if stdin is
+    /// closed.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("child stdin open");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("{}: write stdin: {e}", self.name));
+    }
+
     /// Closes the child's stdin (ltnode exits on that).
     pub fn close_stdin(&mut self) {
         self.stdin = None;

@@ -5,14 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use super::Inner;
 use crate::InfoHash;
 use crate::lsd::LsdPeer;
 use crate::peer::conn::PeerConn;
 use crate::peer::session;
+use crate::peer::transport::{DialError, Route};
+use crate::peer::wire::Handshake;
 use crate::swarm::PeerSource;
+use crate::utp::UtpSocket;
 
 /// Most incoming connections in their handshake at once. Each holds a
 /// socket, a task and read/write buffers (~72 KiB) for up to 10 s; past this
@@ -21,13 +27,16 @@ use crate::swarm::PeerSource;
 /// (Connections past the handshake are bounded per torrent by `max_peers`.)
 pub const MAX_PENDING_HANDSHAKES: usize = 32;
 
-/// Accepts incoming peer connections and hands each to its swarm; at most
-/// [`MAX_PENDING_HANDSHAKES`] handshakes run at once (others are closed).
-pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+/// How long an incoming connection may take to finish its handshakes (MSE
+/// included).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts incoming TCP peer connections and hands each to its swarm;
+/// at most [`MAX_PENDING_HANDSHAKES`] handshakes (TCP and uTP together,
+/// `pending`) run at once, others are closed.
+pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, pending: Arc<Semaphore>) {
     let mut shutdown = inner.shutdown.subscribe();
-    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
-    let mut refused = 0u64;
-    let mut last_warn: Option<tokio::time::Instant> = None;
+    let mut refused = Refused::default();
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -41,30 +50,96 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             _ = shutdown.changed() => return,
         };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
-            drop(stream);
-            refused += 1;
-            if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                tracing::warn!(
-                    "incoming connection from {addr} closed: {MAX_PENDING_HANDSHAKES} handshakes already pending ({refused} refused so far)"
-                );
-                last_warn = Some(tokio::time::Instant::now());
-            }
+            refused.note(addr);
             continue;
         };
         let inner = inner.clone();
         tokio::spawn(async move {
             let known = |ih: &InfoHash| inner.swarm_of(ih).is_some_and(|s| s.cfg.seed);
-            let r = PeerConn::accept(stream, known, inner.peer_id.0, Duration::from_secs(10)).await;
+            let r = inner
+                .transports
+                .answer_tcp(stream, addr, known, inner.peer_id.0, HANDSHAKE_TIMEOUT)
+                .await;
             drop(permit);
-            match r {
-                Ok((conn, hs)) => {
-                    if let Some(swarm) = inner.swarm_of(&hs.info_hash) {
-                        session::run(swarm, conn, hs, addr, PeerSource::Incoming).await;
-                    }
-                }
-                Err(e) => tracing::debug!("incoming {addr}: {e}"),
-            }
+            run_incoming(&inner, r, addr).await;
         });
+    }
+}
+
+/// Accepts incoming uTP connections, as [`accept_loop`] does for TCP.
+pub(super) async fn utp_accept_loop(
+    inner: Arc<Inner>,
+    utp: Arc<UtpSocket>,
+    pending: Arc<Semaphore>,
+) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut refused = Refused::default();
+    loop {
+        let stream = tokio::select! {
+            r = utp.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("uTP accept: {e}");
+                    return;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let addr = stream.peer_addr();
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            refused.note(addr);
+            continue;
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let known = |ih: &InfoHash| inner.swarm_of(ih).is_some_and(|s| s.cfg.seed);
+            let r = inner
+                .transports
+                .answer_utp(stream, known, inner.peer_id.0, HANDSHAKE_TIMEOUT)
+                .await;
+            drop(permit);
+            run_incoming(&inner, r, addr).await;
+        });
+    }
+}
+
+/// Runs the session of an answered incoming connection.
+async fn run_incoming(
+    inner: &Inner,
+    r: Result<(PeerConn, Handshake, Route), DialError>,
+    addr: SocketAddr,
+) {
+    match r {
+        Ok((conn, hs, route)) => {
+            if let Some(swarm) = inner.swarm_of(&hs.info_hash) {
+                session::run(swarm, conn, hs, addr, PeerSource::Incoming, route).await;
+            }
+        }
+        Err(e) => tracing::debug!("incoming {addr}: {e}"),
+    }
+}
+
+/// Counts connections closed because too many handshakes were pending,
+/// and says so in the log at most every 10 s.
+#[derive(Default)]
+struct Refused {
+    count: u64,
+    last_warn: Option<tokio::time::Instant>,
+}
+
+impl Refused {
+    fn note(&mut self, addr: SocketAddr) {
+        self.count += 1;
+        if self
+            .last_warn
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            tracing::warn!(
+                "incoming connection from {addr} closed: {MAX_PENDING_HANDSHAKES} handshakes already pending ({} refused so far)",
+                self.count
+            );
+            self.last_warn = Some(tokio::time::Instant::now());
+        }
     }
 }
 

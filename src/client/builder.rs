@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::accept::{accept_loop, lsd_peers_loop};
+use super::accept::{MAX_PENDING_HANDSHAKES, accept_loop, lsd_peers_loop, utp_accept_loop};
 use super::{Client, Error, Inner};
 use crate::PeerId;
 use crate::dht::{Dht, DhtConfig};
 use crate::lsd::{Lsd, LsdConfig};
+use crate::peer::mse::Policy;
+use crate::peer::transport::Transports;
 use crate::storage::{CacheLayout, StorageKind, default_cache_dir};
+use crate::utp::{UtpConfig, UtpSocket};
 
 /// The public mainline DHT routers, used when no bootstrap node is given.
 pub const DEFAULT_BOOTSTRAP: &[&str] = &[
@@ -40,6 +43,8 @@ pub struct ClientBuilder {
     pub(super) lsd: bool,
     pub(super) lsd_interface: Option<IpAddr>,
     pub(super) cache_size: Option<u64>,
+    pub(super) encryption: Policy,
+    pub(super) utp: bool,
 }
 
 impl Default for ClientBuilder {
@@ -59,6 +64,8 @@ impl Default for ClientBuilder {
             lsd: true,
             lsd_interface: None,
             cache_size: None,
+            encryption: Policy::default(),
+            utp: true,
         }
     }
 }
@@ -137,16 +144,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Message Stream Encryption (MSE/PE) for peer connections: `Prefer`
+    /// (the default: dial encrypted, fall back to plaintext, accept both),
+    /// `Require` (RC4 only, both ways) or `Off` (plaintext only). See
+    /// [`crate::peer::mse`].
+    pub fn encryption(mut self, policy: Policy) -> Self {
+        self.encryption = policy;
+        self
+    }
+
+    /// uTP (BEP 29) on or off (default on): dialled first, beside TCP, and
+    /// accepted on the UDP port numbered like the TCP listen port.
+    pub fn utp(mut self, on: bool) -> Self {
+        self.utp = on;
+        self
+    }
+
     /// Binds the sockets and starts the DHT node (bootstrapping in the
     /// background). Errors: a port already in use.
     pub async fn start(self) -> Result<Client, Error> {
-        let peer_addr = SocketAddr::new(self.bind_ip, self.peer_port);
-        let listener = TcpListener::bind(peer_addr).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot listen for peers on TCP {peer_addr} (--port): {e}"),
-            )
-        })?;
+        let (listener, utp) = self.bind_peer_sockets().await?;
         let peer_port = listener.local_addr()?.port();
         let dht = if self.dht {
             let cfg = DhtConfig {
@@ -203,11 +220,57 @@ impl ClientBuilder {
             bootstrapped,
             swarms: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::watch::channel(false).0,
+            transports: Transports::new(self.encryption, utp.clone()),
         });
-        tokio::spawn(accept_loop(inner.clone(), listener));
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+        tokio::spawn(accept_loop(inner.clone(), listener, pending.clone()));
+        if let Some(utp) = utp {
+            tokio::spawn(utp_accept_loop(inner.clone(), utp, pending));
+        }
         if let Some(rx) = lsd_rx {
             tokio::spawn(lsd_peers_loop(inner.clone(), rx));
         }
         Ok(Client { inner })
+    }
+}
+
+/// How many TCP ports are tried (with port 0) before uTP is given up when
+/// the UDP port of the same number is taken each time.
+const PORT_PAIR_TRIES: usize = 8;
+
+impl ClientBuilder {
+    /// The TCP listener on `peer_port` (0: a free port) and, with uTP on,
+    /// the uTP socket on the UDP port of the same number (BEP 29: a DHT
+    /// announce then reaches us by both). A free TCP port whose UDP twin is
+    /// taken is given back and another tried; a fixed port whose UDP twin
+    /// is taken runs without uTP (logged).
+    async fn bind_peer_sockets(&self) -> Result<(TcpListener, Option<Arc<UtpSocket>>), Error> {
+        let tries = if self.peer_port == 0 && self.utp {
+            PORT_PAIR_TRIES
+        } else {
+            1
+        };
+        for attempt in 1..=tries {
+            let peer_addr = SocketAddr::new(self.bind_ip, self.peer_port);
+            let listener = TcpListener::bind(peer_addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen for peers on TCP {peer_addr} (--port): {e}"),
+                )
+            })?;
+            if !self.utp {
+                return Ok((listener, None));
+            }
+            let udp = SocketAddr::new(self.bind_ip, listener.local_addr()?.port());
+            match UtpSocket::bind(udp, UtpConfig::default()).await {
+                Ok(u) => return Ok((listener, Some(Arc::new(u)))),
+                Err(e) if attempt < tries => tracing::debug!("uTP: {e}; trying another port"),
+                Err(e) => {
+                    tracing::warn!("uTP is off: {e}");
+                    return Ok((listener, None));
+                }
+            }
+        }
+        unreachable!("the loop returns")
     }
 }

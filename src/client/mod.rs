@@ -19,6 +19,7 @@ use crate::archive::Archive;
 use crate::dht::Dht;
 use crate::lsd::Lsd;
 use crate::peer::session;
+use crate::peer::transport::Transports;
 use crate::swarm::{Swarm, SwarmConfig, discovery};
 use crate::{InfoHash, PeerId};
 
@@ -28,6 +29,7 @@ mod lookup;
 mod mutable;
 mod seed;
 
+pub use crate::peer::mse::Policy as Encryption;
 pub use crate::storage::default_cache_dir;
 pub use accept::MAX_PENDING_HANDSHAKES;
 pub use builder::{ClientBuilder, DEFAULT_BOOTSTRAP};
@@ -87,6 +89,9 @@ struct Inner {
     bootstrapped: tokio::sync::watch::Sender<bool>,
     swarms: Mutex<HashMap<InfoHash, Arc<Swarm>>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// How peers are dialled and answered (TCP, uTP, MSE), and the
+    /// info-hashes an incoming MSE handshake may name.
+    transports: Transports,
 }
 
 impl Inner {
@@ -167,11 +172,17 @@ impl Client {
             cache_size: self.inner.cfg.cache_size,
             max_metadata_size: 16 << 20,
             storage: self.inner.cfg.storage.clone(),
+            prefers_encryption: self.inner.transports.policy != crate::peer::mse::Policy::Off,
         };
         let swarm = Swarm::new(info_hash, cfg);
         swarms.insert(info_hash, swarm.clone());
-        let dialer: discovery::Dialer =
-            Arc::new(|swarm, addr, source| Box::pin(session::dial(swarm, addr, source)));
+        if seed {
+            self.inner.transports.serve(info_hash);
+        }
+        let transports = self.inner.transports.clone();
+        let dialer: discovery::Dialer = Arc::new(move |swarm, target| {
+            Box::pin(session::dial(swarm, target, transports.clone()))
+        });
         discovery::start(
             &swarm,
             dialer,
@@ -185,6 +196,7 @@ impl Client {
     fn remove_swarm(&self, swarm: &Arc<Swarm>) {
         swarm.stop();
         self.inner.swarms().remove(&swarm.info_hash);
+        self.inner.transports.unserve(&swarm.info_hash);
     }
 
     /// Stops one archive's swarm (its connections and announces).

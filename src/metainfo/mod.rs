@@ -1,6 +1,7 @@
 //! Info dictionaries: BEP 3 (single- and multi-file), BEP 47 (pad files and
-//! the `attr` flags `p`, `l`, `x`, `h`, `symlink path`), and enough of BEP 52
-//! to recognise v2 and hybrid torrents.
+//! the `attr` flags `p`, `l`, `x`, `h`, `symlink path`) and BEP 52 (v2-only
+//! and hybrid v1+v2 torrents; [`piece_layers`] reads the `piece layers` of a
+//! .torrent, [`build_v2`] makes v2 and hybrid torrents).
 //!
 //! [`Info::from_bytes`] takes the raw info dictionary, exactly what BEP 9
 //! delivers, and returns the file layout with every path sanitized. The
@@ -8,19 +9,28 @@
 //! `shared/torrents/EXPECTATIONS.md` and checked by `tests/conformance.rs`.
 //!
 //! Rules, in the order they are applied:
-//! 1. The info-hash is the SHA-1 of the bytes as given, never a re-encoding.
+//! 1. The info-hashes are of the bytes as given, never a re-encoding: SHA-1
+//!    (v1), and SHA-256 when `meta version` is 2 ([`Info::info_hash_v2`]).
 //! 2. Decoding is lenient (unsorted keys are fine, the first of duplicate
 //!    keys wins) and bounded: nesting depth 100, 3,000,000 tokens. When
 //!    `meta version` is present the dictionary must be canonical bencoding
 //!    (BEP 52); a version above 2 is refused.
-//! 3. `meta version` 2 without `pieces` is a v2-only torrent: refused with
-//!    [`MetainfoError::V2Only`]. With `pieces` it is a hybrid: loaded through
-//!    its v1 keys, after checking that the `file tree` describes the same
-//!    files at the same piece-aligned offsets.
+//! 3. `meta version` 2 without `pieces` is a v2-only torrent
+//!    ([`MetaVersion::V2`]): its files come from the `file tree`, in tree
+//!    order, each non-empty file starting on a piece boundary, the gaps
+//!    after files listed as pad entries `<name>/.pad/<length>`, as
+//!    libtorrent lists them (the last file's too, except in a single-file
+//!    torrent). Its [`Info::info_hash`] is the v2 info-hash truncated to 20
+//!    bytes, the one peers and the DHT use. A tree holding one file at its
+//!    top is a single-file torrent named after that file (as libtorrent
+//!    names it). With `pieces` it is a hybrid ([`MetaVersion::Hybrid`]):
+//!    loaded through its v1 keys, after checking that the `file tree`
+//!    describes the same files at the same piece-aligned offsets; each file
+//!    then also gets its `pieces root`.
 //! 4. `name.utf-8` is preferred over `name`, `path.utf-8` over `path`.
 //! 5. Limits, checked before anything is allocated per piece or per file:
-//!    `piece length` in 1..=2^30 bytes ([`MAX_PIECE_LENGTH`]; for hybrids a
-//!    power of two of at least 16 KiB), at most [`MAX_PIECES`] pieces, at
+//!    `piece length` in 1..=2^30 bytes ([`MAX_PIECE_LENGTH`]; with `meta
+//!    version` 2 a power of two of at least 16 KiB), at most [`MAX_PIECES`] pieces, at
 //!    most [`MAX_PATH_DEPTH`] elements in a path, each file at most
 //!    [`MAX_FILE_LENGTH`] bytes, sizes summed with overflow checks.
 //! 6. Paths are sanitized one element at a time by [`sanitize::component`]
@@ -51,17 +61,23 @@
 //!    names tried is bounded by [`MAX_RENAME_PROBES`]; beyond it the torrent
 //!    is refused, as current libtorrent refuses `duplicate_files2`.
 
+pub mod build_v2;
 pub mod encode;
 mod paths;
+pub mod piece_layers;
 pub mod sanitize;
+mod v1;
 mod v2;
 
 use std::ops::Range;
 
+pub use build_v2::{BuildV2Error, BuiltV2, Flavor, V2Source, build_v2};
 pub use encode::{build_info, choose_piece_length};
+pub use piece_layers::PieceLayers;
 
 use crate::bencode::{self, Kind, Limits, Value};
-use crate::hash::InfoHash;
+use crate::hash::{InfoHash, InfoHashV2};
+use crate::merkle::{Hash, TreeShape};
 
 /// Most pieces a torrent may have (libtorrent's loading limit).
 pub const MAX_PIECES: u64 = 2_097_152;
@@ -76,11 +92,28 @@ pub const MAX_FILE_LENGTH: u64 = ((1 << 30) - 1) * 16384 - 1;
 /// (libtorrent: 500).
 pub const MAX_RENAME_PROBES: u32 = 500;
 
-/// A parsed v1 (or hybrid, through its v1 part) info dictionary.
+/// Which hashes a torrent carries (BEP 52).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetaVersion {
+    /// BEP 3 only: SHA-1 `pieces`, no `meta version` 2.
+    V1,
+    /// BEP 52 only: `meta version` 2 and a `file tree`, no `pieces`.
+    V2,
+    /// Both, describing the same files (checked).
+    Hybrid,
+}
+
+/// A parsed info dictionary: v1, v2-only or hybrid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
-    /// SHA-1 of [`Info::raw`].
+    /// The 20-byte info-hash peers (handshake, BEP 9) and the DHT know the
+    /// torrent by: the SHA-1 of [`Info::raw`] (v1 and hybrid), or for a
+    /// v2-only torrent its v2 info-hash truncated to 20 bytes (BEP 52).
     pub info_hash: InfoHash,
+    /// SHA-256 of [`Info::raw`] when `meta version` is 2 (v2 and hybrid).
+    pub info_hash_v2: Option<InfoHashV2>,
+    /// v1, v2-only or hybrid.
+    pub version: MetaVersion,
     /// The exact bytes of the info dictionary (served to peers by BEP 9).
     pub raw: Vec<u8>,
     /// The torrent's name, sanitized: one safe path component (the hex
@@ -88,13 +121,17 @@ pub struct Info {
     pub name: String,
     /// Bytes per piece (the last piece may be shorter).
     pub piece_length: u64,
-    /// SHA-1 of each piece, in order.
+    /// SHA-1 of each piece, in order (v1 and hybrid; empty for v2-only,
+    /// whose pieces are checked against [`FileEntry::pieces_root`]).
     pub pieces: Vec<[u8; 20]>,
-    /// Sum of all file lengths, pad files included, in bytes.
+    /// Size of the piece space in bytes: all file lengths, pad files
+    /// included.
     pub total_length: u64,
-    /// Every entry in the order of the info dictionary, pad files included.
+    /// Every entry in the order of the info dictionary (v2-only: tree
+    /// order), pad files included.
     pub files: Vec<FileEntry>,
-    /// True for a `files` list (even with one file), false for `length`.
+    /// True for a `files` list (even with one file) or a `file tree` that is
+    /// not one top-level file; false for a single-file torrent.
     pub multi_file: bool,
     /// `private` is 1 (BEP 27).
     pub private: bool,
@@ -122,6 +159,10 @@ pub struct FileEntry {
     pub executable: bool,
     /// `attr` contains `h`.
     pub hidden: bool,
+    /// The file's BEP 52 `pieces root` (v2 and hybrid torrents): the root of
+    /// its SHA-256 Merkle tree ([`crate::merkle`]). `None` for v1 torrents,
+    /// pad files, empty files and symlinks.
+    pub pieces_root: Option<Hash>,
 }
 
 /// Why an info dictionary (or a .torrent file) is refused. Messages name the
@@ -149,12 +190,13 @@ pub enum MetainfoError {
          leading zeros), which BEP 52 requires once `meta version` is present"
     )]
     NotCanonical,
-    /// `meta version` 2 without v1 `pieces`.
-    #[error("v2-only torrents (BEP 52) are not supported")]
-    V2Only,
     /// A hybrid whose `files` and `file tree` describe different files.
     #[error("info dictionary: `files` and `file tree` disagree (v1 and v2 metadata): {0}")]
     V1V2Mismatch(String),
+    /// The `piece layers` of a .torrent are invalid (BEP 52: the torrent is
+    /// then invalid); only from [`PieceLayers::from_torrent_file`].
+    #[error("torrent file: `piece layers` {0}")]
+    PieceLayers(String),
     /// Renaming duplicate names would take more than [`MAX_RENAME_PROBES`].
     #[error(
         "info dictionary: `files` has too many duplicate file names (more than {0} renames needed)"
@@ -168,7 +210,8 @@ impl MetainfoError {
     pub fn field(&self) -> Option<&str> {
         match self {
             MetainfoError::Field { field, .. } => Some(field),
-            MetainfoError::V2Only | MetainfoError::V1V2Mismatch(_) => Some("file tree"),
+            MetainfoError::V1V2Mismatch(_) => Some("file tree"),
+            MetainfoError::PieceLayers(_) => Some("piece layers"),
             MetainfoError::TooManyDuplicates(_) => Some("files"),
             MetainfoError::NotCanonical => Some("meta version"),
             _ => None,
@@ -212,7 +255,7 @@ pub fn info_span(torrent: &[u8]) -> Result<Range<usize>, MetainfoError> {
 }
 
 /// What `attr` says (BEP 47).
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Attr {
     pad: bool,
     symlink: bool,
@@ -220,64 +263,7 @@ struct Attr {
     hidden: bool,
 }
 
-fn attr_of(file: &Value<'_>) -> Attr {
-    let a = file.get(b"attr").and_then(Value::as_bytes).unwrap_or(b"");
-    Attr {
-        pad: a.contains(&b'p'),
-        symlink: a.contains(&b'l'),
-        executable: a.contains(&b'x'),
-        hidden: a.contains(&b'h'),
-    }
-}
-
-/// Reads a length field: a non-negative integer of at most
-/// [`MAX_FILE_LENGTH`] bytes.
-fn length_of(v: Option<&Value<'_>>, field: &str) -> Result<u64, MetainfoError> {
-    let v = v.ok_or_else(|| field_err(field, "is missing"))?;
-    let n = v
-        .as_int()
-        .ok_or_else(|| field_err(field, format!("must be an integer, got {}", type_name(v))))?;
-    if n < 0 {
-        return Err(field_err(field, format!("must not be negative, got {n}")));
-    }
-    if n as u64 > MAX_FILE_LENGTH {
-        return Err(field_err(
-            field,
-            format!("is {n} bytes, more than the limit of {MAX_FILE_LENGTH} bytes per file"),
-        ));
-    }
-    Ok(n as u64)
-}
-
-/// Reads a list of path elements (`path`, `symlink path`): at most
-/// [`MAX_PATH_DEPTH`] byte strings.
-fn elements<'a>(v: &Value<'a>, field: &str) -> Result<Vec<&'a [u8]>, MetainfoError> {
-    let list = v
-        .as_list()
-        .ok_or_else(|| field_err(field, format!("must be a list, got {}", type_name(v))))?;
-    if list.len() > MAX_PATH_DEPTH {
-        return Err(field_err(
-            field,
-            format!(
-                "has {} elements, more than the limit of {MAX_PATH_DEPTH}",
-                list.len()
-            ),
-        ));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, e)| {
-            e.as_bytes().ok_or_else(|| {
-                field_err(
-                    field,
-                    format!("element {i} must be a byte string, got {}", type_name(e)),
-                )
-            })
-        })
-        .collect()
-}
-
-/// A v1 entry before the torrent name is prepended and before de-duplication.
+/// An entry before the torrent name is prepended and before de-duplication.
 struct Entry {
     /// Components under the torrent root (empty for a single-file torrent).
     rel: Vec<String>,
@@ -286,6 +272,8 @@ struct Entry {
     attr: Attr,
     /// Target components under the torrent root.
     symlink: Option<Vec<String>>,
+    /// BEP 52 `pieces root` (v2 and hybrid torrents, non-empty files).
+    pieces_root: Option<Hash>,
 }
 
 impl Info {
@@ -300,9 +288,8 @@ impl Info {
         if info.as_dict().is_none() {
             return Err(MetainfoError::NotADictionary);
         }
-        let info_hash = InfoHash::of_info(raw);
 
-        // BEP 52: `meta version`, strict bencoding, v2-only refusal.
+        // BEP 52: `meta version` first, then strict bencoding
         let meta_version = match info.get(b"meta version") {
             None => None,
             Some(v) => match v.as_int() {
@@ -324,25 +311,48 @@ impl Info {
         if meta_version.is_some() && !info.is_canonical() {
             return Err(MetainfoError::NotCanonical);
         }
-        let is_v2 = meta_version == Some(2);
-        if is_v2 && info.get(b"pieces").is_none() {
-            return Err(MetainfoError::V2Only);
-        }
+        let version = match (meta_version == Some(2), info.get(b"pieces").is_some()) {
+            (false, _) => MetaVersion::V1,
+            (true, true) => MetaVersion::Hybrid,
+            (true, false) => MetaVersion::V2,
+        };
+        let info_hash_v2 = (version != MetaVersion::V1).then(|| InfoHashV2::of_info(raw));
+        let info_hash = match info_hash_v2 {
+            Some(v2) if version == MetaVersion::V2 => v2.truncated(),
+            _ => InfoHash::of_info(raw),
+        };
+        let tree = match version {
+            MetaVersion::V1 => None,
+            _ => {
+                let tree_v = info.get(b"file tree").ok_or_else(|| {
+                    field_err("file tree", "is missing although `meta version` is 2")
+                })?;
+                Some(v2::files(tree_v)?)
+            }
+        };
 
-        // name
+        // name (a v2-only single-file torrent is named after its one file)
         let name_v = info
             .get(b"name.utf-8")
             .filter(|v| v.as_bytes().is_some())
             .or_else(|| info.get(b"name"))
             .ok_or_else(|| field_err("name", "is missing"))?;
-        let name_raw = name_v.as_bytes().ok_or_else(|| {
+        let mut name_raw = name_v.as_bytes().ok_or_else(|| {
             field_err(
                 "name",
                 format!("must be a byte string, got {}", type_name(name_v)),
             )
         })?;
         let files_v = info.get(b"files");
-        let multi_file = files_v.is_some();
+        let multi_file = match (&tree, version) {
+            (Some(t), MetaVersion::V2) => {
+                if let Some(key) = &t.single_file_key {
+                    name_raw = key;
+                }
+                t.single_file_key.is_none()
+            }
+            _ => files_v.is_some(),
+        };
         let filtered = sanitize::filter(name_raw);
         let name = match filtered.as_str() {
             "" | "." | ".." if multi_file => info_hash.to_hex(),
@@ -381,7 +391,7 @@ impl Info {
                 format!("is {piece_length} bytes, more than the limit of {MAX_PIECE_LENGTH}"),
             ));
         }
-        if is_v2 && (!piece_length.is_power_of_two() || piece_length < 16384) {
+        if version != MetaVersion::V1 && (!piece_length.is_power_of_two() || piece_length < 16384) {
             return Err(field_err(
                 "piece length",
                 format!(
@@ -391,87 +401,59 @@ impl Info {
         }
 
         // files
-        let mut entries = match files_v {
-            Some(fv) => multi_file_entries(fv)?,
-            None => {
-                let attr = attr_of(&info);
-                vec![Entry {
-                    rel: Vec::new(),
-                    length: length_of(info.get(b"length"), "length")?,
-                    offset: 0,
-                    attr: Attr {
-                        pad: false,
-                        symlink: false,
-                        ..attr
-                    },
-                    symlink: None,
-                }]
+        let (entries, total) = match tree {
+            Some(t) if version == MetaVersion::V2 => {
+                v2::layout(t.files, piece_length, !multi_file)?
+            }
+            _ => {
+                let (mut entries, total) = v1::entries(&info, files_v)?;
+                if total == 0 {
+                    return Err(no_content());
+                }
+                if let Some(t) = tree {
+                    // a hybrid's two descriptions must agree (checked before
+                    // `pieces`: a misaligned v1 layout usually also has the
+                    // wrong piece count)
+                    v2::check_hybrid(
+                        &mut entries,
+                        &t.files,
+                        multi_file,
+                        &name,
+                        piece_length,
+                        total,
+                    )?;
+                    // BEP 52: the v1 pad files of a hybrid are implied by the
+                    // v2 layout; name them `.pad/<length>` whatever `path` said
+                    for e in entries.iter_mut().filter(|e| e.attr.pad) {
+                        e.rel = vec![".pad".to_string(), e.length.to_string()];
+                    }
+                }
+                (entries, total)
             }
         };
-        let mut total: u64 = 0;
-        for e in &mut entries {
-            e.offset = total;
-            total = total
-                .checked_add(e.length)
-                .ok_or_else(|| field_err("files", "lengths add up to more than 2^64 bytes"))?;
-        }
         if total == 0 {
-            return Err(field_err(
-                "length",
-                "adds up to 0 bytes: the torrent has no content",
-            ));
-        }
-
-        // a hybrid's two descriptions must agree (checked before `pieces`:
-        // a misaligned v1 layout usually also has the wrong piece count)
-        if is_v2 {
-            let tree = info
-                .get(b"file tree")
-                .ok_or_else(|| field_err("file tree", "is missing although `meta version` is 2"))?;
-            let v2_files = v2::files(tree)?;
-            check_hybrid(&entries, &v2_files, multi_file, &name, piece_length, total)?;
-            // BEP 52: the v1 pad files of a hybrid are implied by the v2
-            // layout; name them `.pad/<length>` whatever `path` said
-            for e in entries.iter_mut().filter(|e| e.attr.pad) {
-                e.rel = vec![".pad".to_string(), e.length.to_string()];
-            }
+            return Err(no_content());
         }
 
         // pieces: count checked before anything is allocated per piece
         let num_pieces = total.div_ceil(piece_length);
         if num_pieces > MAX_PIECES {
             return Err(field_err(
-                "pieces",
+                if version == MetaVersion::V2 {
+                    "file tree"
+                } else {
+                    "pieces"
+                },
                 format!(
                     "would need too many pieces: {total} bytes in pieces of {piece_length} \
                      bytes make {num_pieces}, more than the limit of {MAX_PIECES}"
                 ),
             ));
         }
-        let pieces_v = info
-            .get(b"pieces")
-            .ok_or_else(|| field_err("pieces", "is missing"))?;
-        let pieces_raw = pieces_v.as_bytes().ok_or_else(|| {
-            field_err(
-                "pieces",
-                format!("must be a byte string, got {}", type_name(pieces_v)),
-            )
-        })?;
-        if pieces_raw.len() % 20 != 0 {
-            return Err(field_err(
-                "pieces",
-                format!("is {} bytes, not a multiple of 20", pieces_raw.len()),
-            ));
-        }
-        if (pieces_raw.len() / 20) as u64 != num_pieces {
-            return Err(field_err(
-                "pieces",
-                format!(
-                    "holds {} hashes, but {total} bytes in pieces of {piece_length} bytes need {num_pieces}",
-                    pieces_raw.len() / 20
-                ),
-            ));
-        }
+        let pieces = match version {
+            MetaVersion::V2 => Vec::new(),
+            _ => v1::pieces(&info, total, piece_length, num_pieces)?,
+        };
 
         let mut files: Vec<FileEntry> = entries
             .into_iter()
@@ -492,6 +474,7 @@ impl Info {
                     }),
                     executable: e.attr.executable,
                     hidden: e.attr.hidden,
+                    pieces_root: e.pieces_root,
                 }
             })
             .collect();
@@ -500,12 +483,10 @@ impl Info {
             paths::settle_symlinks(&mut files, &tree);
         }
 
-        let pieces = pieces_raw
-            .chunks_exact(20)
-            .map(|c| c.try_into().expect("chunks of 20"))
-            .collect();
         Ok(Info {
             info_hash,
+            info_hash_v2,
+            version,
             raw: raw.to_vec(),
             name,
             piece_length,
@@ -526,13 +507,15 @@ impl Info {
         Info::from_bytes(&buf[span])
     }
 
-    /// Number of pieces.
+    /// Number of pieces: [`Info::total_length`] / [`Info::piece_length`],
+    /// rounded up (at most [`MAX_PIECES`]).
     pub fn num_pieces(&self) -> u32 {
-        self.pieces.len() as u32
+        self.total_length.div_ceil(self.piece_length) as u32
     }
 
-    /// Size of piece `index` in bytes: [`Info::piece_length`], except the last
-    /// piece, which holds the remainder. 0 for an index out of range.
+    /// Size of piece `index` in bytes: [`Info::piece_length`], except the
+    /// last piece, which holds the remainder; 0 for an index out of range.
+    /// Pad bytes count (they are zeros on the wire and in the v1 SHA-1).
     pub fn piece_size(&self, index: u32) -> u64 {
         let n = self.num_pieces();
         if index >= n {
@@ -542,6 +525,55 @@ impl Info {
         } else {
             self.piece_length
         }
+    }
+
+    /// Bytes of file data in piece `index`. For v2 and hybrid torrents,
+    /// where a piece holds data of one file only, these are the bytes its
+    /// Merkle hash covers: [`Info::piece_size`] less the alignment gap
+    /// after its file's end (BEP 52: "the last piece of each file may be
+    /// shorter"); a v2 client may request just these. For v1 torrents, and
+    /// out of range, the same as [`Info::piece_size`].
+    pub fn piece_data_size(&self, index: u32) -> u64 {
+        let size = self.piece_size(index);
+        if self.version == MetaVersion::V1 {
+            return size;
+        }
+        let start = u64::from(index) * self.piece_length;
+        match self.piece_file(index).map(|i| &self.files[i]) {
+            Some(f) => (f.offset + f.length).min(start + size) - start,
+            None => 0,
+        }
+    }
+
+    /// The v1 info-hash (SHA-1 of [`Info::raw`]) of a v1 or hybrid torrent;
+    /// `None` for a v2-only torrent.
+    pub fn info_hash_v1(&self) -> Option<InfoHash> {
+        (self.version != MetaVersion::V2).then_some(self.info_hash)
+    }
+
+    /// The entry (an index into [`Info::files`]) whose data piece `index`
+    /// holds, for v2 and hybrid torrents, where a piece never spans two
+    /// files (BEP 52). `None` for a v1 torrent, an index out of range, or a
+    /// piece of padding only.
+    pub fn piece_file(&self, index: u32) -> Option<usize> {
+        if self.version == MetaVersion::V1 || index >= self.num_pieces() {
+            return None;
+        }
+        let start = u64::from(index) * self.piece_length;
+        let after = self.files.partition_point(|f| f.offset <= start);
+        let i = (0..after)
+            .rev()
+            .find(|&i| !self.files[i].pad && self.files[i].length > 0)?;
+        let f = &self.files[i];
+        (start < f.offset + f.length).then_some(i)
+    }
+
+    /// The shape of the Merkle tree of entry `file` (an index into
+    /// [`Info::files`]), when it has a `pieces root`.
+    pub fn file_tree(&self, file: usize) -> Option<TreeShape> {
+        let f = self.files.get(file)?;
+        f.pieces_root?;
+        TreeShape::new(f.length, self.piece_length).ok()
     }
 
     /// SHA-1 of piece `index`; all zeros for an index out of range.
@@ -563,142 +595,12 @@ impl Info {
     }
 }
 
-/// Reads a `files` list into entries (relative paths, no offsets yet).
-fn multi_file_entries(fv: &Value<'_>) -> Result<Vec<Entry>, MetainfoError> {
-    let list = fv
-        .as_list()
-        .ok_or_else(|| field_err("files", format!("must be a list, got {}", type_name(fv))))?;
-    if list.is_empty() {
-        return Err(field_err("files", "is empty: no files in the torrent"));
-    }
-    let mut entries = Vec::with_capacity(list.len());
-    for (i, f) in list.iter().enumerate() {
-        let field = |k: &str| format!("files[{i}].{k}");
-        if f.as_dict().is_none() {
-            return Err(field_err(
-                format!("files[{i}]"),
-                format!("must be a dictionary, got {}", type_name(f)),
-            ));
-        }
-        let mut attr = attr_of(f);
-        let path_v = f
-            .get(b"path.utf-8")
-            .filter(|v| v.as_list().is_some())
-            .or_else(|| f.get(b"path"));
-        let raw_path = match path_v {
-            Some(pv) => elements(pv, &field("path"))?,
-            None => Vec::new(),
-        };
-        // symlinks take no room in the piece space; `length` is optional
-        let symlink_v = if attr.symlink && !attr.pad {
-            f.get(b"symlink path")
-        } else {
-            None
-        };
-        let length = if attr.symlink && !attr.pad {
-            0
-        } else {
-            length_of(f.get(b"length"), &field("length"))?
-        };
-        let symlink = match symlink_v {
-            Some(sv) => Some(
-                elements(sv, &field("symlink path"))?
-                    .into_iter()
-                    .filter_map(sanitize::component)
-                    .collect::<Vec<_>>(),
-            ),
-            None => None,
-        };
-        attr.symlink = symlink.is_some();
-        let rel = if !raw_path.is_empty() {
-            sanitize::path(raw_path)
-        } else if attr.pad {
-            vec![".pad".to_string(), length.to_string()]
-        } else {
-            return Err(field_err(
-                field("path"),
-                "is missing or empty (only pad files may omit it)",
-            ));
-        };
-        if rel.iter().any(|c| c.contains("_____padding_file_")) {
-            attr.pad = true;
-        }
-        let symlink = if attr.pad { None } else { symlink };
-        entries.push(Entry {
-            rel,
-            length,
-            offset: 0,
-            attr,
-            symlink,
-        });
-    }
-    Ok(entries)
-}
-
-/// Checks a hybrid's v1 entries against its `file tree`: the same non-pad
-/// files, in the same order, with the same paths, sizes and symlink targets,
-/// each non-empty file starting on the piece boundary BEP 52 puts it on,
-/// and no v1 bytes beyond the last file's padded end.
-fn check_hybrid(
-    v1: &[Entry],
-    v2: &[v2::V2File],
-    multi_file: bool,
-    name: &str,
-    piece_length: u64,
-    total: u64,
-) -> Result<(), MetainfoError> {
-    let mismatch = |m: String| Err(MetainfoError::V1V2Mismatch(m));
-    let real: Vec<&Entry> = v1.iter().filter(|e| !e.attr.pad).collect();
-    if real.len() != v2.len() {
-        return mismatch(format!(
-            "{} files in `files`, {} in `file tree`",
-            real.len(),
-            v2.len()
-        ));
-    }
-    let mut v2_offset: u64 = 0;
-    for (e, f) in real.iter().zip(v2) {
-        let v1_path: Vec<String> = if multi_file {
-            e.rel.clone()
-        } else {
-            vec![name.to_string()]
-        };
-        let shown = f.path.join("/");
-        if v1_path != f.path {
-            return mismatch(format!(
-                "file '{}' in `files` is '{shown}' in `file tree`",
-                v1_path.join("/")
-            ));
-        }
-        if e.length != f.length {
-            return mismatch(format!(
-                "file '{shown}' is {} bytes in `files`, {} in `file tree`",
-                e.length, f.length
-            ));
-        }
-        if e.symlink != f.symlink {
-            return mismatch(format!("file '{shown}' has different symlink targets"));
-        }
-        if f.length > 0 {
-            if e.offset != v2_offset {
-                return mismatch(format!(
-                    "file '{shown}' starts at byte {} in `files`, but v2 aligns it to {v2_offset}",
-                    e.offset
-                ));
-            }
-            v2_offset = v2_offset
-                .checked_add(f.length)
-                .and_then(|end| end.div_ceil(piece_length).checked_mul(piece_length))
-                .ok_or_else(|| field_err("file tree", "lengths overflow"))?;
-        }
-    }
-    if total > v2_offset {
-        return mismatch(format!(
-            "`files` holds {total} bytes, more than the {v2_offset} the `file tree` needs"
-        ));
-    }
-    Ok(())
+/// The refusal of a torrent whose files hold no byte.
+fn no_content() -> MetainfoError {
+    field_err("length", "adds up to 0 bytes: the torrent has no content")
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v2_tests;

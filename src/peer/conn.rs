@@ -214,7 +214,7 @@ impl PeerConn {
             .map_err(|_| WireError::Timeout("handshake"))?
     }
 
-    async fn outgoing(
+    pub(crate) async fn outgoing(
         mut self,
         info_hash: InfoHash,
         peer_id: [u8; 20],
@@ -234,7 +234,7 @@ impl PeerConn {
         Ok((self, theirs))
     }
 
-    async fn incoming(
+    pub(crate) async fn incoming(
         mut self,
         lookup: impl Fn(&InfoHash) -> bool,
         our_peer_id: [u8; 20],

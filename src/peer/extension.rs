@@ -41,6 +41,9 @@ pub struct ExtHandshake {
     pub yourip: Option<IpAddr>,
     /// `reqq`: how many outstanding `request` messages the sender queues.
     pub reqq: Option<u32>,
+    /// `e` (BEP 10): the sender prefers encrypted connections (MSE/PE), so
+    /// a dial to it should try MSE first.
+    pub prefers_encryption: bool,
 }
 
 impl ExtHandshake {
@@ -93,6 +96,9 @@ impl ExtHandshake {
         if let Some(q) = self.reqq {
             d = d.insert("reqq", Owned::Int(i64::from(q)));
         }
+        if self.prefers_encryption {
+            d = d.insert("e", Owned::Int(1));
+        }
         d.encode()
     }
 
@@ -138,6 +144,7 @@ impl ExtHandshake {
                     _ => None,
                 }),
             reqq: int(b"reqq").and_then(|q| u32::try_from(q).ok()),
+            prefers_encryption: int(b"e") == Some(1),
         })
     }
 }

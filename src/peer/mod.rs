@@ -11,14 +11,18 @@
 //! - [`pex`]: peer exchange (BEP 11).
 //! - `session`: one connection's life in a swarm (crate-internal): the
 //!   loop, metadata, PEX, downloading and uploading.
+//! - [`mse`]: Message Stream Encryption, the obfuscated handshake and RC4
+//!   stream ("BitTorrent protocol encryption").
 //!
 //! Errors are [`wire::WireError`]; any error other than I/O or a timeout is a
 //! protocol violation by that peer and should close that one connection.
 
 pub mod conn;
 pub mod extension;
+pub mod mse;
 pub mod pex;
 pub(crate) mod session;
+pub mod transport;
 pub mod ut_metadata;
 pub mod wire;
 

@@ -1,6 +1,12 @@
 //! Peer wire messages (BEP 3, "peer messages"; BEP 5 `port`; BEP 10 message
-//! id 20): the handshake, the length-prefixed message frames, and the piece
-//! bit vector.
+//! id 20; BEP 52 `hash request`, `hashes` and `hash reject`, ids 21 to 23):
+//! the handshake, the length-prefixed message frames, and the piece bit
+//! vector.
+//!
+//! The BEP 52 hash messages travel as [`Message::Unknown`] frames (their
+//! sizes are checked by [`Message::check`] and [`Message::parse`]) and are
+//! read with [`HashMessage::from_message`]; [`HashMessage::to_message`]
+//! makes the frame to send.
 //!
 //! Framing follows a two-step shape: [`Message::check`] looks at the start of
 //! a read buffer and only answers "is a whole frame buffered, and how long is
@@ -14,6 +20,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::bencode;
 use crate::hash::InfoHash;
+pub use crate::merkle::HashRequest;
+use crate::merkle::{Hash, MAX_REQUEST_LENGTH, MAX_UNCLES, uncle_count};
 
 /// The size of a block, the unit of `request`/`piece` (BEP 3: "usually 2^14",
 /// and the largest request most clients serve), in bytes.
@@ -162,6 +170,13 @@ impl Handshake {
     pub fn supports_dht(&self) -> bool {
         self.reserved[7] & 0x01 != 0
     }
+
+    /// The sender also knows the torrent's v2 info-hash and may be switched
+    /// to it (BEP 52, "upgrade path": the 4th most significant bit of the
+    /// last reserved byte, `reserved[7] & 0x10`).
+    pub fn supports_v2(&self) -> bool {
+        self.reserved[7] & 0x10 != 0
+    }
 }
 
 /// A block: `length` bytes at byte offset `begin` of piece `index` (BEP 3
@@ -205,8 +220,9 @@ pub enum Message {
     /// id 20 (BEP 10): extended message `id` (0 = extension handshake,
     /// otherwise an id *we* assigned in our handshake's `m`), then its payload.
     Extended { id: u8, payload: Bytes },
-    /// Any other id (e.g. BEP 6 fast extension, BEP 52 hash messages), kept
-    /// so the caller can ignore it.
+    /// Any other id (e.g. BEP 6 fast extension), kept so the caller can
+    /// ignore it. BEP 52 hash messages (ids 21 to 23) arrive here too, size
+    /// checked; read them with [`HashMessage::from_message`].
     Unknown { id: u8, payload: Bytes },
 }
 
@@ -221,6 +237,12 @@ const ID_PIECE: u8 = 7;
 const ID_CANCEL: u8 = 8;
 const ID_PORT: u8 = 9;
 const ID_EXTENDED: u8 = 20;
+/// BEP 52 `hash request`.
+pub const ID_HASH_REQUEST: u8 = 21;
+/// BEP 52 `hashes`.
+pub const ID_HASHES: u8 = 22;
+/// BEP 52 `hash reject`.
+pub const ID_HASH_REJECT: u8 = 23;
 
 /// The payload size rule of message `id` (payload = frame body after the id
 /// byte): `(name, min, exact)`. `None` for ids we don't know.
@@ -237,6 +259,9 @@ fn payload_rule(id: u8) -> Option<(&'static str, usize, bool)> {
         ID_CANCEL => ("cancel", 12, true),
         ID_PORT => ("port", 2, true),
         ID_EXTENDED => ("extended", 1, false),
+        ID_HASH_REQUEST => ("hash request", HASH_HEADER_LEN, true),
+        ID_HASHES => ("hashes", HASH_HEADER_LEN + 32, false),
+        ID_HASH_REJECT => ("hash reject", HASH_HEADER_LEN, true),
         _ => return None,
     })
 }
@@ -413,6 +438,196 @@ impl Message {
         let mut out = BytesMut::with_capacity(4 + self.encoded_len());
         self.encode_into(&mut out);
         out.freeze()
+    }
+}
+
+/// Bytes of the payload shared by the three BEP 52 hash messages: the
+/// `pieces root` (32), then base layer, index, length and proof layers
+/// (4 bytes each, big-endian).
+pub const HASH_HEADER_LEN: usize = 48;
+
+/// A bound on the hashes one `hashes` message may carry:
+/// [`MAX_REQUEST_LENGTH`] nodes and [`MAX_UNCLES`] uncles (no valid message
+/// has both at once).
+pub const MAX_HASHES_PER_MESSAGE: usize = (MAX_REQUEST_LENGTH + MAX_UNCLES) as usize;
+
+/// A bound on the length of a valid `hashes` message body (id, header,
+/// hashes), in bytes (264,241). A connection that exchanges v2 hashes needs a message-length
+/// limit of at least this ([`Message::check`]'s `max_len`).
+pub const MAX_HASHES_MESSAGE_LEN: u32 = (1 + HASH_HEADER_LEN + 32 * MAX_HASHES_PER_MESSAGE) as u32;
+
+/// A BEP 52 hash message ("peer messages": ids 21, 22, 23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashMessage {
+    /// id 21: asks for a range of a file's Merkle tree.
+    Request(HashRequest),
+    /// id 22: answers a request: `request.length` nodes of the base layer,
+    /// then [`uncle_count`] uncle hashes, lowest first. Check them with
+    /// [`crate::merkle::verify_hashes`].
+    Hashes {
+        request: HashRequest,
+        hashes: Vec<Hash>,
+    },
+    /// id 23: the request will not be answered (same payload as the
+    /// request).
+    Reject(HashRequest),
+}
+
+fn get_hash(b: &mut &[u8]) -> Hash {
+    let mut h = [0u8; 32];
+    b.copy_to_slice(&mut h);
+    h
+}
+
+impl HashMessage {
+    /// Its message id.
+    pub fn id(&self) -> u8 {
+        match self {
+            HashMessage::Request(_) => ID_HASH_REQUEST,
+            HashMessage::Hashes { .. } => ID_HASHES,
+            HashMessage::Reject(_) => ID_HASH_REJECT,
+        }
+    }
+
+    /// The range the message names.
+    pub fn request(&self) -> &HashRequest {
+        match self {
+            HashMessage::Request(r) | HashMessage::Reject(r) => r,
+            HashMessage::Hashes { request, .. } => request,
+        }
+    }
+
+    /// Decodes the payload (after the id byte) of message `id`. `None` when
+    /// `id` is not 21, 22 or 23.
+    ///
+    /// Errors ([`WireError::Malformed`], the connection must be closed): a
+    /// request or reject that is not exactly 48 bytes; a `hashes` message
+    /// whose hash bytes are not whole 32-byte hashes, whose length is 0 or
+    /// above [`MAX_REQUEST_LENGTH`], whose proof layers are
+    /// [`MAX_UNCLES`] or more, or which does not carry exactly `length`
+    /// + [`uncle_count`] hashes. Whether a range fits a file is checked
+    ///   later, against its tree ([`crate::merkle::check_request`]).
+    pub fn decode(id: u8, payload: &[u8]) -> Option<Result<HashMessage, WireError>> {
+        let name = match id {
+            ID_HASH_REQUEST => "hash request",
+            ID_HASHES => "hashes",
+            ID_HASH_REJECT => "hash reject",
+            _ => return None,
+        };
+        Some(Self::decode_known(id, name, payload))
+    }
+
+    fn decode_known(id: u8, name: &'static str, payload: &[u8]) -> Result<HashMessage, WireError> {
+        if payload.len() < HASH_HEADER_LEN || (id != ID_HASHES && payload.len() != HASH_HEADER_LEN)
+        {
+            return Err(WireError::malformed(
+                name,
+                format!(
+                    "payload of {} bytes, expected {HASH_HEADER_LEN}{}",
+                    payload.len(),
+                    if id == ID_HASHES { " and hashes" } else { "" }
+                ),
+            ));
+        }
+        let mut b = payload;
+        let request = HashRequest {
+            pieces_root: get_hash(&mut b),
+            base_layer: b.get_u32(),
+            index: b.get_u32(),
+            length: b.get_u32(),
+            proof_layers: b.get_u32(),
+        };
+        Ok(match id {
+            ID_HASH_REQUEST => HashMessage::Request(request),
+            ID_HASH_REJECT => HashMessage::Reject(request),
+            _ => {
+                if b.len() % 32 != 0 {
+                    return Err(WireError::malformed(
+                        name,
+                        format!("{} bytes of hashes, not a multiple of 32", b.len()),
+                    ));
+                }
+                if request.length == 0 || request.length > MAX_REQUEST_LENGTH {
+                    return Err(WireError::malformed(
+                        name,
+                        format!(
+                            "length {} is not from 1 to {MAX_REQUEST_LENGTH}",
+                            request.length
+                        ),
+                    ));
+                }
+                if request.proof_layers >= MAX_UNCLES {
+                    return Err(WireError::malformed(
+                        name,
+                        format!(
+                            "{} proof layers, more than a tree can have",
+                            request.proof_layers
+                        ),
+                    ));
+                }
+                let want = request.length as usize
+                    + uncle_count(request.length, request.proof_layers) as usize;
+                if b.len() / 32 != want {
+                    return Err(WireError::malformed(
+                        name,
+                        format!(
+                            "{} hashes where length {} and {} proof layers need {want}",
+                            b.len() / 32,
+                            request.length,
+                            request.proof_layers
+                        ),
+                    ));
+                }
+                let mut hashes = Vec::with_capacity(want);
+                while !b.is_empty() {
+                    hashes.push(get_hash(&mut b));
+                }
+                HashMessage::Hashes { request, hashes }
+            }
+        })
+    }
+
+    /// Reads a received [`Message::Unknown`] with id 21, 22 or 23; `None`
+    /// for any other message. Errors: as [`HashMessage::decode`].
+    pub fn from_message(msg: &Message) -> Option<Result<HashMessage, WireError>> {
+        match msg {
+            Message::Unknown { id, payload } => HashMessage::decode(*id, payload),
+            _ => None,
+        }
+    }
+
+    /// The payload after the id byte.
+    pub fn payload(&self) -> Bytes {
+        let r = self.request();
+        let extra = match self {
+            HashMessage::Hashes { hashes, .. } => 32 * hashes.len(),
+            _ => 0,
+        };
+        let mut out = BytesMut::with_capacity(HASH_HEADER_LEN + extra);
+        out.put_slice(&r.pieces_root);
+        out.put_u32(r.base_layer);
+        out.put_u32(r.index);
+        out.put_u32(r.length);
+        out.put_u32(r.proof_layers);
+        if let HashMessage::Hashes { hashes, .. } = self {
+            for h in hashes {
+                out.put_slice(h);
+            }
+        }
+        out.freeze()
+    }
+
+    /// The message to send (a [`Message::Unknown`] with this id).
+    pub fn to_message(&self) -> Message {
+        Message::Unknown {
+            id: self.id(),
+            payload: self.payload(),
+        }
+    }
+
+    /// The whole frame (length prefix, id, payload).
+    pub fn encode(&self) -> Bytes {
+        self.to_message().encode()
     }
 }
 
@@ -831,5 +1046,166 @@ mod tests {
         assert_eq!(max_message_len_for(10), 2 * BLOCK_SIZE);
         assert_eq!(max_message_len_for(8_000_000), 1_000_001);
         assert!(max_message_len_for(0) >= BLOCK_SIZE + 13);
+    }
+
+    fn hreq(base_layer: u32, index: u32, length: u32, proof_layers: u32) -> HashRequest {
+        HashRequest {
+            pieces_root: [0xab; 32],
+            base_layer,
+            index,
+            length,
+            proof_layers,
+        }
+    }
+
+    /// Encodes, frames, checks, parses and decodes a hash message.
+    fn hash_round_trip(m: HashMessage) {
+        let frame = m.encode();
+        let len = Message::check(&frame, MAX_HASHES_MESSAGE_LEN)
+            .unwrap()
+            .unwrap();
+        assert_eq!(len, frame.len());
+        let parsed = Message::parse(frame).unwrap();
+        assert_eq!(parsed, m.to_message());
+        assert_eq!(HashMessage::from_message(&parsed).unwrap().unwrap(), m);
+    }
+
+    #[test]
+    fn hash_messages_round_trip() {
+        hash_round_trip(HashMessage::Request(hreq(0, 512, 512, 9)));
+        hash_round_trip(HashMessage::Reject(hreq(6, 0, 2, 0)));
+        hash_round_trip(HashMessage::Hashes {
+            request: hreq(0, 0, 2, 3),
+            hashes: vec![[1; 32], [2; 32], [3; 32], [4; 32], [5; 32]],
+        });
+        // one node: its own sibling is the first uncle
+        hash_round_trip(HashMessage::Hashes {
+            request: hreq(0, 7, 1, 0),
+            hashes: vec![[1; 32], [2; 32]],
+        });
+        // the largest messages: 8192 nodes and 51 uncles, 1 node and 64
+        let most = HashMessage::Hashes {
+            request: hreq(0, 0, MAX_REQUEST_LENGTH, MAX_UNCLES - 1),
+            hashes: vec![[9; 32]; MAX_REQUEST_LENGTH as usize + 51],
+        };
+        assert!(most.encode().len() <= 4 + MAX_HASHES_MESSAGE_LEN as usize);
+        hash_round_trip(most);
+        hash_round_trip(HashMessage::Hashes {
+            request: hreq(0, 0, 1, MAX_UNCLES - 1),
+            hashes: vec![[9; 32]; 1 + MAX_UNCLES as usize],
+        });
+        // other messages are not hash messages
+        assert!(HashMessage::from_message(&Message::Have(1)).is_none());
+        assert!(
+            HashMessage::from_message(&Message::Unknown {
+                id: 24,
+                payload: Bytes::new()
+            })
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn hash_request_exact_bytes() {
+        let r = HashRequest {
+            pieces_root: [7; 32],
+            base_layer: 2,
+            index: 0x0102_0304,
+            length: 512,
+            proof_layers: 9,
+        };
+        let mut want = vec![0, 0, 0, 49, 21];
+        want.extend_from_slice(&[7; 32]);
+        want.extend_from_slice(&[0, 0, 0, 2, 1, 2, 3, 4, 0, 0, 2, 0, 0, 0, 0, 9]);
+        assert_eq!(&HashMessage::Request(r).encode()[..], &want[..]);
+        want[4] = 23;
+        assert_eq!(&HashMessage::Reject(r).encode()[..], &want[..]);
+    }
+
+    #[test]
+    fn malformed_hash_messages() {
+        let header = |length: u32, proof_layers: u32| {
+            let mut p = vec![0xab; 32];
+            p.extend_from_slice(&0u32.to_be_bytes());
+            p.extend_from_slice(&0u32.to_be_bytes());
+            p.extend_from_slice(&length.to_be_bytes());
+            p.extend_from_slice(&proof_layers.to_be_bytes());
+            p
+        };
+        // request and reject: exactly 48 bytes, seen from the frame header
+        for id in [ID_HASH_REQUEST, ID_HASH_REJECT] {
+            for n in [0usize, 47, 49, 80] {
+                let f = raw(1 + n as u32, id, &vec![0; n]);
+                assert!(
+                    matches!(
+                        Message::check(&f, 1 << 20),
+                        Err(WireError::Malformed { .. })
+                    ),
+                    "id {id} payload {n}"
+                );
+                assert!(HashMessage::decode(id, &vec![0; n]).unwrap().is_err());
+            }
+            assert!(HashMessage::decode(id, &[0; 48]).unwrap().is_ok());
+        }
+        // hashes: at least one hash, whole hashes, the right count
+        let f = raw(1 + 48, ID_HASHES, &[0; 48]);
+        assert!(matches!(
+            Message::check(&f, 1 << 20),
+            Err(WireError::Malformed { .. })
+        ));
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            ([header(2, 0), vec![0; 65]].concat(), "not a multiple of 32"),
+            (
+                [header(2, 0), vec![0; 96]].concat(),
+                "3 hashes where length 2",
+            ),
+            ([header(2, 3), vec![0; 64]].concat(), "need 5"),
+            ([header(1, 0), vec![0; 32]].concat(), "need 2"),
+            ([header(0, 0), vec![0; 32]].concat(), "length 0"),
+            (
+                [header(MAX_REQUEST_LENGTH + 1, 0), vec![0; 32]].concat(),
+                "length 8193",
+            ),
+            (
+                [header(2, MAX_UNCLES), vec![0; 32]].concat(),
+                "64 proof layers",
+            ),
+            (
+                [header(2, u32::MAX), vec![0; 32]].concat(),
+                "proof layers, more than",
+            ),
+        ];
+        for (payload, want) in cases {
+            let e = HashMessage::decode(ID_HASHES, &payload)
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    WireError::Malformed {
+                        message: "hashes",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains(want), "'{e}' lacks '{want}'");
+        }
+        // a frame one byte over the largest valid `hashes` message is
+        // refused from its length prefix alone
+        let prefix = (MAX_HASHES_MESSAGE_LEN + 1).to_be_bytes();
+        assert!(matches!(
+            Message::check(&prefix, MAX_HASHES_MESSAGE_LEN),
+            Err(WireError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn v2_upgrade_bit() {
+        let mut h = Handshake::new(InfoHash([1; 20]), [2; 20]);
+        assert!(!h.supports_v2());
+        h.reserved[7] |= 0x10;
+        assert!(h.supports_v2());
+        assert!(h.supports_dht());
     }
 }

@@ -6,11 +6,11 @@
 //! arrive through the client, which knows every swarm.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::peers::DialTarget;
 use super::{PeerSource, Swarm};
 use crate::dht::Dht;
 use crate::lsd::Lsd;
@@ -18,11 +18,8 @@ use crate::lsd::Lsd;
 /// Connects to a peer for a swarm and runs the connection until it ends
 /// (the client's choice of transport and session). It must call
 /// [`Swarm::dial_done`] once the dial itself ended, connected or not.
-pub(crate) type Dialer = Arc<
-    dyn Fn(Arc<Swarm>, SocketAddr, PeerSource) -> Pin<Box<dyn Future<Output = ()> + Send>>
-        + Send
-        + Sync,
->;
+pub(crate) type Dialer =
+    Arc<dyn Fn(Arc<Swarm>, DialTarget) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Starts the discovery tasks of `swarm`: dialling with `dialer`, the DHT
 /// (when there is one) announcing `port`, LSD announces (when on). They
@@ -67,8 +64,8 @@ async fn lsd_announce_loop(swarm: Arc<Swarm>, lsd: Lsd) {
 async fn dial_loop(swarm: Arc<Swarm>, dialer: Dialer) {
     let mut shutdown = swarm.subscribe_shutdown();
     loop {
-        for (addr, source) in swarm.take_dial_candidates() {
-            tokio::spawn(dialer(swarm.clone(), addr, source));
+        for target in swarm.take_dial_candidates() {
+            tokio::spawn(dialer(swarm.clone(), target));
         }
         tokio::select! {
             _ = swarm.candidates_changed() => {}

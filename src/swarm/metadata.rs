@@ -42,6 +42,9 @@ pub enum MetadataError {
     /// The swarm was stopped while waiting.
     #[error("stopped")]
     Stopped,
+    /// A v2-only info dictionary (BEP 52): its pieces cannot be verified yet.
+    #[error("a v2-only torrent (BEP 52): its pieces cannot be verified yet")]
+    V2Pieces,
 }
 
 impl Swarm {
@@ -174,7 +177,14 @@ impl Swarm {
         if InfoHash::of_info(raw) != self.info_hash {
             return Err(MetadataError::Mismatch);
         }
-        Ok(Info::from_bytes(raw)?)
+        let info = Info::from_bytes(raw)?;
+        // Its pieces have no SHA-1 to check them against: until pieces are
+        // verified against their Merkle trees (BEP 52), a v2-only torrent
+        // whose SHA-1 someone gave as a btih is refused here.
+        if info.version == crate::metainfo::MetaVersion::V2 {
+            return Err(MetadataError::V2Pieces);
+        }
+        Ok(info)
     }
 
     fn load(&self, raw: &[u8]) -> Result<Loaded, MetadataError> {

@@ -50,6 +50,7 @@ mod verify;
 pub use crate::storage::StorageKind;
 pub use cache::PiecePin;
 pub use metadata::MetadataError;
+pub(crate) use peers::DialTarget;
 pub(crate) use picker::{BLOCK, ConnId, Req};
 pub use progress::PeerInfo;
 pub(crate) use requests::{BlockArrival, UploadCheck, UploadReadError};
@@ -108,6 +109,9 @@ pub(crate) struct SwarmConfig {
     /// free space of the cache directory's filesystem at load plus what the
     /// torrent already holds.
     pub cache_size: Option<u64>,
+    /// We prefer encrypted connections (MSE `prefer` or `require`): said
+    /// to peers in the extension handshake (BEP 10 `e`).
+    pub prefers_encryption: bool,
 }
 
 /// The loaded torrent: info dictionary and its storage.

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{ConnId, PeerSource, Swarm};
+use crate::peer::pex::{FLAG_ENCRYPTION, FLAG_UTP};
+use crate::peer::transport::{Kind, Route};
 
 /// Most dialable addresses remembered per torrent.
 const MAX_CANDIDATES: usize = 2000;
@@ -24,6 +26,22 @@ struct Candidate {
     connected: bool,
     /// False for the ephemeral address of an incoming connection.
     dialable: bool,
+    /// How the last successful dial reached it: the next dial tries that
+    /// first.
+    route: Option<Route>,
+    /// What peer exchange said of it (BEP 11 `added.f`: prefers
+    /// encryption, supports uTP), a hint while no dial has worked.
+    pex_flags: u8,
+}
+
+/// A candidate taken for dialling.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DialTarget {
+    pub addr: SocketAddr,
+    pub source: PeerSource,
+    /// What worked before, or what PEX said it speaks (see
+    /// [`Candidate::pex_flags`]); None when nothing is known.
+    pub hint: Option<Route>,
 }
 
 /// The peers part of the swarm's state.
@@ -150,6 +168,8 @@ impl Peers {
             next_try: Instant::now(),
             connected: false,
             dialable: true,
+            route: None,
+            pex_flags: 0,
         });
         Some((c, new))
     }
@@ -171,12 +191,25 @@ impl Swarm {
         addrs: impl IntoIterator<Item = SocketAddr>,
         source: PeerSource,
     ) -> usize {
+        self.add_peers_with_flags(addrs.into_iter().map(|a| (a, 0)), source)
+    }
+
+    /// [`Swarm::add_peers`] with what peer exchange says of each (BEP 11
+    /// `added.f` flags), kept as a dialling hint.
+    pub(crate) fn add_peers_with_flags(
+        &self,
+        addrs: impl IntoIterator<Item = (SocketAddr, u8)>,
+        source: PeerSource,
+    ) -> usize {
         let mut st = self.lock();
         let mut new = 0;
-        for a in addrs {
-            if let Some((_, true)) = st.peers.candidate_entry(a, source) {
-                new += 1;
-                tracing::debug!("{}: peer {a} from {source}", self.info_hash);
+        for (a, flags) in addrs {
+            if let Some((c, is_new)) = st.peers.candidate_entry(a, source) {
+                c.pex_flags |= flags & (FLAG_ENCRYPTION | FLAG_UTP);
+                if is_new {
+                    new += 1;
+                    tracing::debug!("{}: peer {a} from {source}", self.info_hash);
+                }
             }
         }
         drop(st);
@@ -190,29 +223,50 @@ impl Swarm {
     /// at most as many as free connection slots (live connections and dials
     /// in progress both take one); marks them connected and counts them as
     /// dialling until [`Swarm::dial_done`].
-    pub(crate) fn take_dial_candidates(&self) -> Vec<(SocketAddr, PeerSource)> {
+    pub(crate) fn take_dial_candidates(&self) -> Vec<DialTarget> {
         let mut guard = self.lock();
         let p = &mut guard.peers;
         let free = self.cfg.max_peers.saturating_sub(p.conns.len() + p.dialing);
         let now = Instant::now();
         let banned = &p.banned;
-        let mut out: Vec<(SocketAddr, PeerSource)> = p
+        let mut out: Vec<DialTarget> = p
             .candidates
             .iter()
             .filter(|(a, c)| {
                 c.dialable && !c.connected && c.next_try <= now && !banned.contains(&a.ip())
             })
-            .map(|(a, c)| (*a, c.source))
+            .map(|(a, c)| DialTarget {
+                addr: *a,
+                source: c.source,
+                hint: c.route.or_else(|| {
+                    (c.pex_flags != 0).then(|| Route {
+                        kind: if c.pex_flags & FLAG_UTP != 0 {
+                            Kind::Utp
+                        } else {
+                            Kind::Tcp
+                        },
+                        mse: (c.pex_flags & FLAG_ENCRYPTION != 0)
+                            .then_some(crate::peer::mse::Crypto::Rc4),
+                    })
+                }),
+            })
             .take(free)
             .collect();
-        out.sort_by_key(|(a, _)| *a);
-        for (a, _) in &out {
-            if let Some(c) = p.candidates.get_mut(a) {
+        out.sort_by_key(|t| t.addr);
+        for t in &out {
+            if let Some(c) = p.candidates.get_mut(&t.addr) {
                 c.connected = true;
             }
         }
         p.dialing += out.len();
         out
+    }
+
+    /// The dial of `addr` worked by `route`: the next dial tries it first.
+    pub(crate) fn note_route(&self, addr: SocketAddr, route: Route) {
+        if let Some(c) = self.lock().peers.candidates.get_mut(&addr) {
+            c.route = Some(route);
+        }
     }
 
     /// A dial taken with [`Swarm::take_dial_candidates`] ended (connected
@@ -258,6 +312,8 @@ impl Swarm {
             next_try: Instant::now(),
             connected: true,
             dialable: source != PeerSource::Incoming,
+            route: None,
+            pex_flags: 0,
         });
         c.connected = true;
         c.failures = 0;

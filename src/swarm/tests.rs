@@ -60,6 +60,7 @@ fn swarm_in(cache_size: Option<u64>, storage: StorageKind) -> Arc<Swarm> {
         max_metadata_size: 1 << 20,
         storage,
         cache_size,
+        prefers_encryption: false,
     };
     Swarm::new(InfoHash::of_info(&raw), cfg)
 }

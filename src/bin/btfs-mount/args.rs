@@ -94,6 +94,15 @@ pub struct PeerArgs {
     /// (default: the interface the kernel routes multicast to).
     #[arg(long, value_name = "IP")]
     pub lsd_interface: Option<IpAddr>,
+    /// Message Stream Encryption (MSE/PE) with peers: `prefer` dials
+    /// encrypted and falls back to plaintext, and accepts both; `require`
+    /// allows only RC4-encrypted connections, both ways; `off` speaks
+    /// plaintext only.
+    #[arg(long, value_name = "POLICY", default_value = "prefer")]
+    pub encryption: btfs::client::Encryption,
+    /// Do not use uTP (BEP 29): TCP only.
+    #[arg(long)]
+    pub no_utp: bool,
 }
 
 /// Mounting (the command without a subcommand).

@@ -184,11 +184,14 @@ impl Logging {
         if let Ok(f) = EnvFilter::try_from_default_env() {
             return f;
         }
+        // librqbit_utp warns at every start when the kernel caps the UDP
+        // receive buffer below the 250 MB it asks for (net.core.rmem_max):
+        // nothing a user can act on per mount; shown with -vv.
         EnvFilter::new(match (verbose, file) {
-            (0, false) => "warn",
+            (0, false) => "warn,librqbit_utp=error",
             // A log file says what happened without -v: our own events at
             // info, other crates' warnings.
-            (0, true) | (1, _) => "warn,btfs=info,btfs_mount=info",
+            (0, true) | (1, _) => "warn,librqbit_utp=error,btfs=info,btfs_mount=info",
             _ => "debug",
         })
     }

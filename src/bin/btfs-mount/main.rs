@@ -135,6 +135,8 @@ async fn start_client(peer: &PeerArgs, engine: Engine) -> anyhow::Result<Client>
         .dht(!peer.no_dht)
         .lsd(!peer.no_lsd)
         .lsd_interface(peer.lsd_interface)
+        .encryption(peer.encryption)
+        .utp(!peer.no_utp)
         .dht_port(peer.node.dht_port)
         .peer_port(peer.port)
         .read_timeout(engine.read_timeout.unwrap_or(Duration::from_secs(60)))

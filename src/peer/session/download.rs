@@ -123,10 +123,11 @@ impl Session {
         w: &mut PeerWriter,
         bf: Bytes,
     ) -> Result<(), SessionError> {
-        if self.got_bitfield {
-            return Err(SessionError::SecondBitfield);
-        }
-        self.got_bitfield = true;
+        // BEP 3 sends the bitfield only right after the handshake, but
+        // aria2 1.36 sends BITFIELD again instead of several HAVEs whenever
+        // that is shorter (DefaultBtInteractive::checkHave), and libtorrent
+        // takes it (peer_connection::incoming_bitfield). A later bitfield
+        // adds to what the peer has: bits are OR-ed, never cleared.
         match (&mut self.peer_pieces, self.swarm.loaded()) {
             (Some(pieces), Some(l)) => {
                 let n = l.info.num_pieces();
@@ -136,7 +137,13 @@ impl Session {
                 }
                 self.update_interest(w).await?;
             }
-            _ => self.peer_bitfield = Some(bf),
+            _ => match &mut self.peer_bitfield {
+                Some(old) if old.len() == bf.len() => {
+                    let merged: Vec<u8> = old.iter().zip(bf.iter()).map(|(a, b)| a | b).collect();
+                    *old = Bytes::from(merged);
+                }
+                _ => self.peer_bitfield = Some(bf),
+            },
         }
         Ok(())
     }

@@ -19,10 +19,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::peer::conn::{PeerConn, PeerWriter};
+use crate::peer::mse::Crypto;
 use crate::peer::pex as pex_wire;
+use crate::peer::transport::{Kind, Route, Transports};
 use crate::peer::ut_metadata::MetadataAssembler;
 use crate::peer::wire::{BlockRequest, Handshake, Message, WireError};
-use crate::swarm::{ConnId, PeerSource, Req, Swarm};
+use crate::swarm::{ConnId, DialTarget, PeerSource, Req, Swarm};
 
 mod dispatch;
 mod download;
@@ -56,8 +58,6 @@ pub(crate) enum SessionError {
     SpareBits,
     #[error("bitfield: {0}")]
     Bitfield(WireError),
-    #[error("second bitfield")]
-    SecondBitfield,
     /// A HAVE (sent before the metadata was known) past the last piece.
     #[error("HAVE for piece {index} of {pieces}")]
     HaveBeyond { index: u32, pieces: u32 },
@@ -117,6 +117,7 @@ pub(crate) async fn run(
     theirs: Handshake,
     addr: SocketAddr,
     source: PeerSource,
+    route: Route,
 ) {
     if theirs.peer_id == swarm.cfg.peer_id.0 {
         // Our own listen address came back (PEX, LSD, DHT): never again.
@@ -134,11 +135,21 @@ pub(crate) async fn run(
         swarm.dial_failed(addr);
         return;
     };
-    tracing::info!("{}: connected to {addr} (from {source})", swarm.info_hash);
+    tracing::info!(
+        "{}: connected to {addr} (from {source}) over {route}",
+        swarm.info_hash
+    );
     let mut s = Session::new(swarm.clone(), id, addr);
+    // What other peers learn of this one (BEP 11 `added.f`).
+    if route.kind == Kind::Utp {
+        s.pex_flags |= pex_wire::FLAG_UTP;
+    }
+    if route.mse == Some(Crypto::Rc4) {
+        s.pex_flags |= pex_wire::FLAG_ENCRYPTION;
+    }
     if source != PeerSource::Incoming {
         // We dialled it: the address accepts connections (BEP 11 flag 0x10).
-        s.pex_flags = pex_wire::FLAG_OUTGOING;
+        s.pex_flags |= pex_wire::FLAG_OUTGOING;
         s.pex_addr = Some(addr);
         swarm.set_pex_entry(id, addr, s.pex_flags);
     }
@@ -166,19 +177,30 @@ pub(crate) async fn run(
     swarm.unregister_conn(id, s.we_unchoke);
 }
 
-/// Dials `addr` over TCP, handshakes for the swarm's info-hash, and runs
+/// How long one dial may take, fallbacks (another transport, plaintext
+/// after MSE) included.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Dials `target` with `transports` (see [`Transports::dial`]), handshakes
+/// for the swarm's info-hash, remembers the route that worked, and runs
 /// the session.
-pub(crate) async fn dial(swarm: Arc<Swarm>, addr: SocketAddr, source: PeerSource) {
-    let r = PeerConn::connect(
-        addr,
-        swarm.info_hash,
-        swarm.cfg.peer_id.0,
-        Duration::from_secs(10),
-    )
-    .await;
+pub(crate) async fn dial(swarm: Arc<Swarm>, target: DialTarget, transports: Transports) {
+    let DialTarget { addr, source, hint } = target;
+    let r = transports
+        .dial(
+            addr,
+            swarm.info_hash,
+            swarm.cfg.peer_id.0,
+            hint,
+            DIAL_TIMEOUT,
+        )
+        .await;
     swarm.dial_done();
     match r {
-        Ok((conn, hs)) => run(swarm, conn, hs, addr, source).await,
+        Ok((conn, hs, route)) => {
+            swarm.note_route(addr, route);
+            run(swarm, conn, hs, addr, source, route).await
+        }
         Err(e) => {
             tracing::debug!(
                 "{}: cannot connect to {addr} ({source}): {e}",
@@ -248,7 +270,6 @@ struct Session {
     bad_blocks: u32,
     /// Blocks we had not asked this peer for (tolerated up to a bound).
     stray_blocks: u32,
-    got_bitfield: bool,
     /// Their `ut_pex` extension id (BEP 11), if they speak it.
     their_ut_pex: Option<u8>,
     /// The address we tell other peers about (BEP 11): ours when we dialled
@@ -293,7 +314,6 @@ impl Session {
             uploads: VecDeque::new(),
             bad_blocks: 0,
             stray_blocks: 0,
-            got_bitfield: false,
             their_ut_pex: None,
             pex_addr: None,
             pex_flags: 0,

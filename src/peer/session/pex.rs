@@ -57,14 +57,16 @@ impl Session {
         let is_us = |a: &SocketAddr| {
             a.port() == port && (a.ip().is_loopback() || Some(a.ip()) == self.our_ip)
         };
-        let added: Vec<SocketAddr> = msg
+        let added: Vec<(SocketAddr, u8)> = msg
             .added
             .iter()
-            .map(|(a, _)| *a)
-            .filter(|a| *a != self.addr && Some(*a) != own && !is_us(a))
+            .copied()
+            .filter(|(a, _)| *a != self.addr && Some(*a) != own && !is_us(a))
             .take(PEX_MAX_PEERS)
             .collect();
-        let n = self.swarm.add_peers(added.iter().copied(), PeerSource::Pex);
+        let n = self
+            .swarm
+            .add_peers_with_flags(added.iter().copied(), PeerSource::Pex);
         tracing::info!(
             "{}: ut_pex from {}: {} added ({n} new), {} dropped",
             self.swarm.info_hash,

@@ -1,0 +1,7 @@
+//! Fuzz target `mse`: see `fuzz/targets.rs`, `mse`.
+#![no_main]
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::mse(data));

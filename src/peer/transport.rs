@@ -1,0 +1,450 @@
+//! How a peer connection is opened and answered: the byte transport (TCP,
+//! uTP) and the encryption on it (MSE/PE, see [`crate::peer::mse`]), below
+//! the BitTorrent handshake.
+//!
+//! Why a module of its own: public swarms are not plaintext TCP. Many
+//! clients dial uTP first, some only accept uTP; many dial with MSE only
+//! (webtorrent's default sends nothing else), and some users require it.
+//! A connection is therefore tried several ways, and what worked with a
+//! peer is remembered ([`Route`]) so the next dial goes straight to it.
+//!
+//! Dialling ([`Transports::dial`]):
+//! 1. the transport: with both on and nothing known of the peer, uTP is
+//!    dialled first and TCP [`TCP_STAGGER`] later, and the first to connect
+//!    wins (the other is dropped). So a uTP-only peer and a TCP-only peer
+//!    are both connected within about a round trip, where a strict "uTP,
+//!    then TCP after a timeout" would cost a TCP-only peer seconds.
+//! 2. the encryption, by [`Policy`]: `prefer` runs MSE offering RC4 and
+//!    plaintext, and on a failure that means "this peer does not speak MSE"
+//!    ([`MseError::retry_plaintext`]) dials again with a plaintext
+//!    handshake; `require` runs MSE with RC4 only; `off` sends a plaintext
+//!    handshake.
+//! 3. the BitTorrent handshake (BEP 3), through the encrypted stream.
+//!
+//! Answering ([`Transports::answer`]): one listening port serves both
+//! plaintext and MSE, told apart by the first bytes
+//! ([`crate::peer::mse::accept_inbound`]); an MSE handshake is matched
+//! against every info-hash we serve ([`SkeyTable`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::InfoHash;
+use crate::peer::conn::{PeerConn, TransportRead, TransportWrite};
+use crate::peer::mse::{self, Crypto, Inbound, MseError, MseReader, Policy, SkeyTable, Timeouts};
+use crate::peer::wire::{Handshake, WireError};
+use crate::utp::{UtpSocket, UtpStream};
+
+/// With nothing known of a peer, how long after starting a uTP dial a TCP
+/// dial starts too (the first to connect wins). Long enough for a uTP
+/// SYN/STATE round trip on a LAN or a near peer, short enough that a
+/// TCP-only peer is not kept waiting.
+pub const TCP_STAGGER: Duration = Duration::from_millis(250);
+
+/// The byte transport of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Tcp,
+    Utp,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Tcp => "tcp",
+            Kind::Utp => "utp",
+        })
+    }
+}
+
+/// How a connection was made: the transport, and whether the handshake
+/// was obfuscated (MSE) and with which payload encryption. Remembered per
+/// peer address so the next dial tries what worked first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub kind: Kind,
+    /// None: a plaintext BitTorrent handshake (no MSE at all).
+    pub mse: Option<Crypto>,
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.mse {
+            None => write!(f, "{}", self.kind),
+            Some(c) => write!(f, "{}+mse/{c}", self.kind),
+        }
+    }
+}
+
+/// Why a dial failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("encryption: {0}")]
+    Mse(#[from] MseError),
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("timed out")]
+    Timeout,
+}
+
+/// A connected byte stream of one transport, before any handshake: how it
+/// splits into the halves a [`PeerConn`] reads and writes.
+trait RawStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    const KIND: Kind;
+    type R: TransportRead;
+    type W: TransportWrite;
+    fn halves(self) -> (Self::R, Self::W);
+}
+
+impl RawStream for TcpStream {
+    const KIND: Kind = Kind::Tcp;
+    type R = tokio::net::tcp::OwnedReadHalf;
+    type W = tokio::net::tcp::OwnedWriteHalf;
+    fn halves(self) -> (Self::R, Self::W) {
+        self.into_split()
+    }
+}
+
+impl RawStream for UtpStream {
+    const KIND: Kind = Kind::Utp;
+    type R = tokio::io::ReadHalf<UtpStream>;
+    type W = tokio::io::WriteHalf<UtpStream>;
+    fn halves(self) -> (Self::R, Self::W) {
+        tokio::io::split(self)
+    }
+}
+
+/// The transports and encryption setting of a client, shared by its dial
+/// tasks and its accept loops.
+#[derive(Clone)]
+pub struct Transports {
+    /// MSE setting (`--encryption`).
+    pub policy: Policy,
+    /// Our uTP socket (on the UDP port numbered like our TCP listen port),
+    /// unless uTP is off or could not be bound.
+    utp: Option<Arc<UtpSocket>>,
+    /// Every info-hash we accept incoming connections for, as MSE matches
+    /// them (`HASH('req2', info-hash)`).
+    skeys: Arc<RwLock<SkeyTable>>,
+    /// Per-step limits of the MSE handshake.
+    timeouts: Timeouts,
+}
+
+impl Transports {
+    /// Transports with MSE `policy`, over TCP and, when given, uTP.
+    pub fn new(policy: Policy, utp: Option<Arc<UtpSocket>>) -> Transports {
+        Transports {
+            policy,
+            utp,
+            skeys: Arc::new(RwLock::new(SkeyTable::new())),
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// The uTP socket, if uTP is on.
+    pub fn utp(&self) -> Option<&Arc<UtpSocket>> {
+        self.utp.as_ref()
+    }
+
+    /// Incoming MSE handshakes for `info_hash` are accepted from now on.
+    pub fn serve(&self, info_hash: InfoHash) {
+        self.skeys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(info_hash);
+    }
+
+    /// Incoming MSE handshakes for `info_hash` are no longer matched.
+    pub fn unserve(&self, info_hash: &InfoHash) {
+        self.skeys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(info_hash);
+    }
+
+    /// Dials `addr` for `info_hash` and exchanges BitTorrent handshakes,
+    /// trying routes as the module docs say; `hint` is what worked with
+    /// this peer before (or what peer exchange said it speaks). The whole
+    /// dial, fallbacks included, must finish within `timeout`. Returns the
+    /// connection, the peer's handshake and the route that worked.
+    ///
+    /// Errors: the failure of the route tried first ([`DialError`]);
+    /// [`DialError::Timeout`].
+    pub async fn dial(
+        &self,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        peer_id: [u8; 20],
+        hint: Option<Route>,
+        timeout: Duration,
+    ) -> Result<(PeerConn, Handshake, Route), DialError> {
+        let mse_first = match (self.policy, hint) {
+            (Policy::Off, _) => false,
+            (Policy::Require, _) => true,
+            // What worked before: plaintext stays plaintext.
+            (Policy::Prefer, Some(r)) => r.mse.is_some(),
+            (Policy::Prefer, None) => true,
+        };
+        let utp = self
+            .utp
+            .as_ref()
+            .filter(|u| u.local_addr().is_ipv4() == addr.is_ipv4() || dual_stack(u));
+        let steps = async {
+            let Some(utp) = utp else {
+                return self.dial_tcp(addr, info_hash, peer_id, mse_first).await;
+            };
+            let on_utp = self.dial_utp(utp, addr, info_hash, peer_id, mse_first);
+            let on_tcp = self.dial_tcp(addr, info_hash, peer_id, mse_first);
+            match hint.map(|r| r.kind) {
+                // Known: that transport first, the other only if it fails.
+                Some(Kind::Tcp) => match on_tcp.await {
+                    Ok(c) => Ok(c),
+                    Err(e) => on_utp.await.map_err(|_| e),
+                },
+                Some(Kind::Utp) => match on_utp.await {
+                    Ok(c) => Ok(c),
+                    Err(e) => on_tcp.await.map_err(|_| e),
+                },
+                // Unknown: uTP now, TCP a moment later, the first wins.
+                None => {
+                    let on_tcp = async {
+                        tokio::time::sleep(TCP_STAGGER).await;
+                        on_tcp.await
+                    };
+                    first_ok(on_utp, on_tcp).await
+                }
+            }
+        };
+        tokio::time::timeout(timeout, steps)
+            .await
+            .map_err(|_| DialError::Timeout)?
+    }
+
+    /// One dial over TCP: MSE first when `mse_first` (falling back to a
+    /// new plaintext connection as the policy allows), else plaintext.
+    async fn dial_tcp(
+        &self,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        peer_id: [u8; 20],
+        mse_first: bool,
+    ) -> Result<(PeerConn, Handshake, Route), DialError> {
+        let connect = || async {
+            let s = TcpStream::connect(addr).await.map_err(DialError::Connect)?;
+            s.set_nodelay(true).map_err(DialError::Connect)?;
+            Ok(s)
+        };
+        self.dial_on(connect, addr, info_hash, peer_id, mse_first)
+            .await
+    }
+
+    /// One dial over uTP, as [`Transports::dial_tcp`].
+    async fn dial_utp(
+        &self,
+        utp: &UtpSocket,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        peer_id: [u8; 20],
+        mse_first: bool,
+    ) -> Result<(PeerConn, Handshake, Route), DialError> {
+        let connect = || async {
+            utp.connect(addr, UTP_CONNECT_TIMEOUT)
+                .await
+                .map_err(|e| DialError::Connect(std::io::Error::other(e)))
+        };
+        self.dial_on(connect, addr, info_hash, peer_id, mse_first)
+            .await
+    }
+
+    /// The encryption and BitTorrent handshake of a dial on any transport;
+    /// `connect` opens a fresh connection (twice when MSE falls back to
+    /// plaintext).
+    async fn dial_on<S: RawStream, F: Future<Output = Result<S, DialError>>>(
+        &self,
+        connect: impl Fn() -> F,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        peer_id: [u8; 20],
+        mse_first: bool,
+    ) -> Result<(PeerConn, Handshake, Route), DialError> {
+        let plain = |s: S| {
+            let (r, w) = s.halves();
+            let route = Route {
+                kind: S::KIND,
+                mse: None,
+            };
+            handshake_out(PeerConn::from_halves(r, w, addr), info_hash, peer_id, route)
+        };
+        let stream = connect().await?;
+        if !mse_first {
+            return plain(stream).await;
+        }
+        let e = match mse::initiate(stream, info_hash, self.policy, &[], self.timeouts).await {
+            Ok(s) => {
+                let route = Route {
+                    kind: S::KIND,
+                    mse: Some(s.crypto()),
+                };
+                let (r, w) = s.into_split_with(S::halves);
+                let conn = PeerConn::from_halves(r, w, addr);
+                return handshake_out(conn, info_hash, peer_id, route).await;
+            }
+            Err(e) => e,
+        };
+        if !(e.retry_plaintext() && self.policy.falls_back_to_plaintext()) {
+            return Err(DialError::Mse(e));
+        }
+        tracing::debug!(
+            "{addr}: no MSE over {} ({e}); dialling again in plaintext",
+            S::KIND
+        );
+        plain(connect().await?).await
+    }
+
+    /// Answers a TCP connection a peer opened; see [`Transports::answer`].
+    pub async fn answer_tcp(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        known: impl Fn(&InfoHash) -> bool,
+        peer_id: [u8; 20],
+        timeout: Duration,
+    ) -> Result<(PeerConn, Handshake, Route), DialError> {
+        stream.set_nodelay(true).map_err(DialError::Connect)?;
+        self.answer(stream, addr, known, peer_id, timeout).await
+    }
+
+    /// Answers a uTP connection a peer opened; see [`Transports::answer`].
+    pub async fn answer_utp(
+        &self,
+        stream: UtpStream,
+        known: impl Fn(&InfoHash) -> bool,
+        peer_id: [u8; 20],
+        timeout: Duration,
+    ) -> Result<(PeerConn, Handshake, Route), DialError> {
+        let addr = stream.peer_addr();
+        self.answer(stream, addr, known, peer_id, timeout).await
+    }
+
+    /// Answers a connection a peer opened: plaintext or MSE, told apart by
+    /// the first bytes; then the BitTorrent handshake, answered only when
+    /// `known(info_hash)` (and, for MSE, only for the info-hash the
+    /// obfuscated handshake named). Must finish within `timeout`.
+    ///
+    /// Errors: [`DialError::Mse`] (garbage, an unknown torrent, a refused
+    /// method), [`DialError::Wire`], [`DialError::Timeout`].
+    async fn answer<S: RawStream>(
+        &self,
+        stream: S,
+        addr: SocketAddr,
+        known: impl Fn(&InfoHash) -> bool,
+        peer_id: [u8; 20],
+        timeout: Duration,
+    ) -> Result<(PeerConn, Handshake, Route), DialError> {
+        let steps = async {
+            let find = |h: &[u8; 20]| self.skeys.read().unwrap_or_else(|e| e.into_inner()).find(h);
+            let timeouts = Timeouts {
+                total: timeout,
+                ..self.timeouts
+            };
+            let (s, mse_ih) = match mse::accept_inbound(stream, find, self.policy, timeouts).await?
+            {
+                Inbound::Plaintext(s) => (s, None),
+                Inbound::Encrypted(acc) => {
+                    let (s, ih) = acc.into_stream();
+                    (s, Some(ih))
+                }
+            };
+            let route = Route {
+                kind: S::KIND,
+                mse: mse_ih.map(|_| s.crypto()),
+            };
+            let (r, w) = s.into_split_with(S::halves);
+            let conn = PeerConn::from_halves(r, w, addr);
+            handshake_in(conn, known, mse_ih, peer_id, route).await
+        };
+        tokio::time::timeout(timeout, steps)
+            .await
+            .map_err(|_| DialError::Timeout)?
+    }
+}
+
+/// How long a uTP dial waits for the peer's answer to its `ST_SYN` (sent
+/// again after 1, 2, ... s).
+const UTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Whether `utp` is bound to `[::]`, which reaches IPv4 peers too.
+fn dual_stack(utp: &UtpSocket) -> bool {
+    let a = utp.local_addr();
+    a.is_ipv6() && a.ip().is_unspecified()
+}
+
+/// The first of `a` and `b` to succeed; when both fail, `a`'s error.
+async fn first_ok<T, E>(
+    a: impl Future<Output = Result<T, E>>,
+    b: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::pin!(a);
+    tokio::pin!(b);
+    let (mut a_err, mut b_done) = (None, false);
+    loop {
+        tokio::select! {
+            r = &mut a, if a_err.is_none() => match r {
+                Ok(v) => return Ok(v),
+                Err(e) if b_done => return Err(e),
+                Err(e) => a_err = Some(e),
+            },
+            r = &mut b, if !b_done => match r {
+                Ok(v) => return Ok(v),
+                Err(e) => match a_err.take() {
+                    Some(ae) => return Err(ae),
+                    None => {
+                        b_done = true;
+                        drop(e);
+                    }
+                },
+            },
+        }
+    }
+}
+
+/// Our BitTorrent handshake on a connection we opened, and the peer's
+/// answer (the caller's timeout bounds it).
+async fn handshake_out(
+    conn: PeerConn,
+    info_hash: InfoHash,
+    peer_id: [u8; 20],
+    route: Route,
+) -> Result<(PeerConn, Handshake, Route), DialError> {
+    let (conn, hs) = conn.outgoing(info_hash, peer_id).await?;
+    Ok((conn, hs, route))
+}
+
+/// The BitTorrent handshake of an incoming connection; with `mse_ih`, the
+/// peer must name the torrent its MSE handshake named.
+async fn handshake_in(
+    conn: PeerConn,
+    known: impl Fn(&InfoHash) -> bool,
+    mse_ih: Option<InfoHash>,
+    peer_id: [u8; 20],
+    route: Route,
+) -> Result<(PeerConn, Handshake, Route), DialError> {
+    let lookup = |ih: &InfoHash| mse_ih.is_none_or(|m| m == *ih) && known(ih);
+    let (conn, hs) = conn.incoming(lookup, peer_id).await?;
+    Ok((conn, hs, route))
+}
+
+impl<R: TransportRead> TransportRead for MseReader<R> {
+    fn after_read(&self) {
+        self.get_ref().after_read();
+    }
+}
