@@ -46,6 +46,7 @@ pub const TARGETS: &[Target] = &[
     ("mse", mse),
     ("v2_info", v2_info),
     ("hash_messages", hash_messages),
+    ("gateway_request", gateway_request),
 ];
 
 /// `magnet::parse` (BEP 9 magnet links and BEP 46 mutable URLs). A parsed
@@ -837,6 +838,37 @@ pub fn hash_messages(data: &[u8]) {
                     assert_eq!(tree.node(*l, *i), Some(*h));
                 }
             }
+        }
+    }
+}
+
+/// The HTTP gateway's request parsers: the first line is a raw `/bt/...`
+/// request path ([`btfs::gateway::addr::parse`]), the second a `Range`
+/// header ([`btfs::gateway::range::want`]) against sizes derived from the
+/// input. A parsed path never holds `.`, `..`, `/`, `\` or NUL in a
+/// component, and its URL parses back to it; a range is inside the file.
+pub fn gateway_request(data: &[u8]) {
+    use btfs::gateway::{addr, range};
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = s.splitn(2, '\n');
+    let path = lines.next().unwrap_or("");
+    let header = lines.next().unwrap_or("");
+    if let Ok(t) = addr::parse(path) {
+        for c in &t.path {
+            assert!(!c.is_empty() && c != "." && c != "..", "{c:?}");
+            assert!(!c.contains(['/', '\\', '\0']), "{c:?}");
+        }
+        let again = addr::parse(&addr::url_of(&t.name, &t.path, false)).expect("url_of parses");
+        assert_eq!(again.path, t.path);
+        assert_eq!(again.name, t.name);
+    }
+    let size = data.len() as u64 * 977;
+    for size in [0, 1, size, u64::MAX] {
+        match range::want(Some(header), None, "\"x\"", size) {
+            range::Want::Part { start, end } => assert!(start < end && end <= size),
+            range::Want::Unsatisfiable | range::Want::Full => {}
         }
     }
 }

@@ -234,6 +234,34 @@ impl Archive {
         self.swarm.stats()
     }
 
+    /// The connected peers and where each came from (BEP 5 DHT, BEP 14
+    /// LSD, BEP 11 PEX, the URL, the command line, or incoming).
+    pub fn peers(&self) -> Vec<crate::swarm::PeerInfo> {
+        self.swarm.peer_list()
+    }
+
+    /// Progress of tree node `id`: (bytes in verified pieces, size in
+    /// bytes). A directory sums every file under it; a symlink is (0, 0).
+    /// `None` for an unknown node.
+    pub fn node_progress(&self, id: NodeId) -> Option<(u64, u64)> {
+        let mut stack = vec![id];
+        let (mut verified, mut size) = (0u64, 0u64);
+        self.tree.nodes.get(id)?;
+        while let Some(n) = stack.pop() {
+            match &self.tree.nodes[n].kind {
+                NodeKind::Dir(ch) => stack.extend(ch.values().copied()),
+                NodeKind::File {
+                    size: s, offset, ..
+                } => {
+                    size += s;
+                    verified += self.swarm.verified_bytes(*offset, offset + s);
+                }
+                NodeKind::Symlink(_) => {}
+            }
+        }
+        Some((verified, size))
+    }
+
     /// Lists the directory at `path` (`/`-separated, "" for the root).
     /// Errors: `NotFound`, or `NotADirectory`.
     pub fn read_dir(&self, path: &str) -> io::Result<Vec<DirEntry>> {

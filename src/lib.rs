@@ -34,7 +34,9 @@
 //!   connections), [`archive`] (a torrent as a file tree);
 //! - the write side: [`create`] (torrents from local data), [`staging`]
 //!   (drafts);
-//! - adapters: [`fuse`], [`fuse_writable`].
+//! - adapters: [`fuse`], [`fuse_writable`], and for a long-running
+//!   process serving many archives, [`manager`] (open on first use, close
+//!   when idle) shared by [`gateway`] (HTTP) and [`fuse::root`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), btfs::client::Error> {
@@ -60,11 +62,13 @@ pub mod create;
 pub mod dht;
 pub mod fuse;
 pub mod fuse_writable;
+pub mod gateway;
 pub mod hash;
 pub mod keepalive;
 pub mod keypair;
 pub mod lsd;
 pub mod magnet;
+pub mod manager;
 pub mod merkle;
 pub mod metainfo;
 pub mod peer;

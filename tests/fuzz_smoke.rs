@@ -103,3 +103,8 @@ fn v2_info_corpus() {
 fn hash_messages_corpus() {
     run("hash_messages");
 }
+
+#[test]
+fn gateway_request_corpus() {
+    run("gateway_request");
+}

@@ -46,6 +46,8 @@ use fuser::{
 use crate::archive::{Archive, FileReader, LocalFile, NodeKind};
 
 pub mod mount;
+pub mod root;
+mod xattr;
 pub use mount::{Ended, Mount, MountpointError, detach, in_mount_table, prepare_mountpoint};
 
 /// The source name of every btfs-mount filesystem in the mount table.
@@ -244,6 +246,10 @@ fn split_ino(ino: INodeNo, current: u32) -> Option<(u32, usize)> {
 /// A mounted archive (or mutable URL: a sequence of archives).
 pub struct ArchiveFs {
     shared: Arc<Shared>,
+    /// OR'ed into every inode this filesystem gives the kernel, and taken
+    /// off those it gets: 0 for a mount of its own, the archive's slot
+    /// (`slot << 48`) inside a FUSE root ([`root::RootFs`]).
+    base: u64,
     rt: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
@@ -278,6 +284,7 @@ impl ArchiveFs {
             },
         );
         ArchiveFs {
+            base: 0,
             shared: Arc::new(Shared {
                 versions: RwLock::new(Versions { current: 0, by_gen }),
                 open: Mutex::new(HashMap::new()),
@@ -299,6 +306,36 @@ impl ArchiveFs {
         self
     }
 
+    /// The same filesystem giving inodes `base | ino` (see [`ArchiveFs`]'s
+    /// `base`), with passthrough already granted (or not) by the kernel:
+    /// how a FUSE root mounts it under one of its directories.
+    pub(crate) fn nested(mut self, base: u64, passthrough: bool) -> ArchiveFs {
+        self.base = base;
+        self.passthrough.store(passthrough, Ordering::Relaxed);
+        self
+    }
+
+    /// The inode of node `id` of version `generation` (see [`ino_of`]).
+    fn ino(&self, generation: u32, id: usize) -> INodeNo {
+        INodeNo(self.base | u64::from(ino_of(generation, id)))
+    }
+
+    /// The attributes of this filesystem's root (the current version's).
+    pub(crate) fn root_attr(&self) -> (Duration, FileAttr) {
+        let v = self.shared.read();
+        let ver = &v.by_gen[&v.current];
+        (
+            self.ttl(true),
+            self.attr(v.current, &ver.archive, ver.mtime, 0),
+        )
+    }
+
+    /// The archive (version) inode `ino` belongs to, when it is a file.
+    pub(crate) fn file_archive(&self, ino: INodeNo) -> Option<Archive> {
+        let (_, archive, _, id) = self.node(ino)?;
+        matches!(archive.tree().nodes[id].kind, NodeKind::File { .. }).then_some(archive)
+    }
+
     /// A handle that swaps the version shown.
     pub fn switcher(&self) -> Switcher {
         Switcher {
@@ -310,6 +347,10 @@ impl ArchiveFs {
     /// version's node 0. `None` for an unknown inode or a dropped version.
     fn node(&self, ino: INodeNo) -> Option<(u32, Archive, SystemTime, usize)> {
         let v = self.shared.read();
+        let ino = match self.base {
+            0 => ino,
+            _ => INodeNo(u64::from(ino) & root::INNER_MASK),
+        };
         let (generation, id) = split_ino(ino, v.current)?;
         let ver = v.by_gen.get(&generation)?;
         (id < ver.archive.tree().nodes.len())
@@ -346,7 +387,7 @@ impl ArchiveFs {
             NodeKind::Symlink(t) => (FileType::Symlink, t.len() as u64, 0o777, 1),
         };
         FileAttr {
-            ino: ino_of(generation, id),
+            ino: self.ino(generation, id),
             size,
             blocks: size.div_ceil(512),
             atime: mtime,
@@ -365,6 +406,27 @@ impl ArchiveFs {
     }
 }
 
+/// At FUSE init: asks for large reads and, when `passthrough`, for FUSE
+/// passthrough. Returns whether the kernel granted passthrough.
+fn negotiate(config: &mut KernelConfig, passthrough: bool) -> bool {
+    // Ask for large reads; the kernel caps it by the mount's readahead.
+    let _ = config.set_max_readahead(1 << 20);
+    if !passthrough {
+        return false;
+    }
+    // Depth 2: the cache may itself sit on a stacked filesystem
+    // (overlayfs in a container).
+    match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+        Ok(()) if config.set_max_stack_depth(2).is_ok() => true,
+        _ => {
+            tracing::info!(
+                "the kernel offers no FUSE passthrough (Linux >= 6.9): every read goes through btfs-mount"
+            );
+            false
+        }
+    }
+}
+
 fn errno_of(e: &io::Error) -> Errno {
     match e.kind() {
         io::ErrorKind::NotFound => Errno::ENOENT,
@@ -375,19 +437,8 @@ fn errno_of(e: &io::Error) -> Errno {
 
 impl Filesystem for ArchiveFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // Ask for large reads; the kernel caps it by the mount's readahead.
-        let _ = config.set_max_readahead(1 << 20);
-        if self.options.passthrough {
-            // Depth 2: the cache may itself sit on a stacked filesystem
-            // (overlayfs in a container).
-            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
-                Ok(()) if config.set_max_stack_depth(2).is_ok() => {
-                    self.passthrough.store(true, Ordering::Relaxed);
-                }
-                _ => tracing::info!(
-                    "the kernel offers no FUSE passthrough (Linux >= 6.9): every read goes through btfs-mount"
-                ),
-            }
+        if negotiate(config, self.options.passthrough) {
+            self.passthrough.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -612,8 +663,8 @@ impl Filesystem for ArchiveFs {
         };
         let parent = tree.nodes[id].parent;
         let dots = [
-            (ino_of(g, id), FileType::Directory, "."),
-            (ino_of(g, parent), FileType::Directory, ".."),
+            (self.ino(g, id), FileType::Directory, "."),
+            (self.ino(g, parent), FileType::Directory, ".."),
         ];
         let entries = dots.into_iter().chain(children.iter().map(|(name, &c)| {
             let kind = match tree.nodes[c].kind {
@@ -621,7 +672,7 @@ impl Filesystem for ArchiveFs {
                 NodeKind::File { .. } => FileType::RegularFile,
                 NodeKind::Symlink(_) => FileType::Symlink,
             };
-            (ino_of(g, c), kind, name.as_str())
+            (self.ino(g, c), kind, name.as_str())
         }));
         for (i, (ino, kind, name)) in entries.enumerate().skip(offset as usize) {
             if reply.add(ino, i as u64 + 1, kind, name) {
@@ -634,22 +685,22 @@ impl Filesystem for ArchiveFs {
     fn getxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        // Asked on every open by SELinux-aware tools (`security.selinux`)
-        // and `ls -l` (`system.posix_acl_access`): a plain "no such
-        // attribute", never a warning.
-        reply.error(Errno::NO_XATTR);
+        // See xattr.rs: user.btfs.*; anything else is quietly absent.
+        let value = self
+            .node(ino)
+            .and_then(|(_, archive, _, id)| xattr::value(&archive, id, name));
+        xattr::reply_value(value, size, reply);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        if size == 0 {
-            reply.size(0)
-        } else {
-            reply.data(&[])
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        match self.node(ino) {
+            Some(_) => xattr::reply_list(size, reply),
+            None => reply.error(Errno::ENOENT),
         }
     }
 

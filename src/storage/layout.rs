@@ -16,6 +16,8 @@
 //!             published         the magnet link, once published
 //!         <id>.log              the log of a background writable mount of it
 //!     bep46/<target hex>        the last BEP 46 seq published for a key and salt
+//!     serve.token               the bearer token of `btfs-mount serve`'s writes (0600)
+//!     serve.log                 the log of a background `btfs-mount serve`
 //!     dht_nodes                 the DHT's routing table (named by crate::dht)
 //! ```
 //!
@@ -56,6 +58,17 @@ impl CacheLayout {
     /// `<cache>/staging/<id>`: the draft named `id` (hex).
     pub fn draft(&self, id: &str) -> DraftDir {
         DraftDir(self.staging().join(id))
+    }
+
+    /// `<cache>/serve.token`: the bearer token HTTP writes to the gateway
+    /// of `btfs-mount serve` must carry, written (mode 0600) at its start.
+    pub fn serve_token(&self) -> PathBuf {
+        self.root.join("serve.token")
+    }
+
+    /// `<cache>/serve.log`: the log of a background `btfs-mount serve`.
+    pub fn serve_log(&self) -> PathBuf {
+        self.root.join("serve.log")
     }
 
     /// `<cache>/bep46/<target hex>`: the memo of the last `seq` this
@@ -203,6 +216,8 @@ mod tests {
         assert_eq!(d.data(7), PathBuf::from("/c/staging/0011/data/7"));
         assert_eq!(d.published(), PathBuf::from("/c/staging/0011/published"));
         assert_eq!(d.log(), PathBuf::from("/c/staging/0011.log"));
+        assert_eq!(c.serve_token(), PathBuf::from("/c/serve.token"));
+        assert_eq!(c.serve_log(), PathBuf::from("/c/serve.log"));
         assert_eq!(
             c.seq_memo(&[1; 20]),
             PathBuf::from(format!("/c/bep46/{}", "01".repeat(20)))

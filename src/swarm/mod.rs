@@ -40,6 +40,7 @@ pub(crate) mod discovery;
 mod metadata;
 mod peers;
 pub(crate) mod picker;
+mod progress;
 mod read;
 mod requests;
 #[cfg(test)]
@@ -51,6 +52,7 @@ pub use cache::PiecePin;
 pub use metadata::MetadataError;
 pub(crate) use peers::DialTarget;
 pub(crate) use picker::{BLOCK, ConnId, Req};
+pub use progress::PeerInfo;
 pub(crate) use requests::{BlockArrival, UploadCheck, UploadReadError};
 
 use picker::Picker;

@@ -99,6 +99,26 @@ impl Peers {
         self.conns.len()
     }
 
+    /// Each live connection's address (the peer's listen address when it
+    /// told us) and where we learned of it (`incoming` when it dialled us
+    /// and is no known candidate), sorted by address.
+    pub(super) fn connected_list(&self) -> Vec<(SocketAddr, PeerSource)> {
+        let mut v: Vec<(SocketAddr, PeerSource)> = self
+            .conns
+            .iter()
+            .map(|(id, (addr, _))| {
+                let addr = self.listen_addrs.get(id).copied().unwrap_or(*addr);
+                let source = self
+                    .candidates
+                    .get(&addr)
+                    .map_or(PeerSource::Incoming, |c| c.source);
+                (addr, source)
+            })
+            .collect();
+        v.sort_by_key(|(a, _)| *a);
+        v
+    }
+
     /// Candidates per source, sorted by source name.
     pub(super) fn by_source(&self) -> Vec<(String, usize)> {
         let mut by: HashMap<PeerSource, usize> = HashMap::new();

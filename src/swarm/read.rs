@@ -151,7 +151,13 @@ impl Swarm {
     /// (the caller must [`Swarm::unpin`] them) on success. Cached,
     /// unverified pieces of the range are hashed now (see
     /// [`Swarm::start_verify`]); missing ones are requested from peers.
+    ///
+    /// Cancel-safe: when the future is dropped while it waits (an HTTP
+    /// client that disconnected), its pieces stop being urgent at once.
     pub(super) async fn wait_pieces(self: &Arc<Self>, first: u32, last: u32) -> io::Result<()> {
+        // Set once the range is made urgent; dropping it (at the end, or
+        // with this future) makes it not urgent again.
+        let urgent: Urgent<'_>;
         let missing: Vec<u32> = {
             let mut st = self.lock();
             if pin_locked(&mut st, first, last) {
@@ -182,6 +188,11 @@ impl Swarm {
             for i in first..=last {
                 p.add_urgent(i);
             }
+            urgent = Urgent {
+                swarm: self,
+                first,
+                last,
+            };
             // A new read tries again pieces that could not be stored before.
             for &i in &m {
                 st.reads.stored(i);
@@ -250,12 +261,7 @@ impl Swarm {
                 ));
             }
         };
-        let mut st = self.lock();
-        if let Some(p) = st.picker.as_mut() {
-            for i in first..=last {
-                p.remove_urgent(i);
-            }
-        }
+        drop(urgent);
         result
     }
 
@@ -317,6 +323,25 @@ impl Swarm {
     /// (cached pieces not hashed yet since the start do not count).
     pub fn has_range(&self, start: u64, end: u64) -> bool {
         self.range_all(start, end, |p, i| p.has(i))
+    }
+}
+
+/// Pieces `first..=last` made urgent by one waiting read; dropping it
+/// takes that read's urgency back (also when the read's future is dropped).
+struct Urgent<'a> {
+    swarm: &'a Swarm,
+    first: u32,
+    last: u32,
+}
+
+impl Drop for Urgent<'_> {
+    fn drop(&mut self) {
+        let mut st = self.swarm.lock();
+        if let Some(p) = st.picker.as_mut() {
+            for i in self.first..=self.last {
+                p.remove_urgent(i);
+            }
+        }
     }
 }
 

@@ -320,3 +320,18 @@ fn a_bounded_cache_evicts_unverified_pieces_without_hashing_them() {
         s.stop();
     });
 }
+
+/// A read whose future is dropped while it waits (an HTTP client that
+/// disconnected) takes its pieces' urgency back at once.
+#[tokio::test]
+async fn a_dropped_read_is_no_longer_urgent() {
+    let s = swarm(None);
+    let reader = {
+        let s = s.clone();
+        tokio::spawn(async move { s.read(3 * PL as u64, 10).await })
+    };
+    wait(|| s.lock().picker.as_ref().is_some_and(|p| p.is_urgent(3))).await;
+    reader.abort();
+    let _ = reader.await;
+    assert!(!s.lock().picker.as_ref().unwrap().is_urgent(3));
+}

@@ -233,6 +233,13 @@ pub enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         timeout: u64,
     },
+    /// Serve many archives from one process: an HTTP gateway
+    /// (/bt/<info-hash>/<path>, /bt/<public key>[.<salt>]/<path>, a status
+    /// page at /) and/or a FUSE root (--mount DIR: DIR/<info-hash>/...).
+    /// Archives open on first use and close when idle; one DHT node, one
+    /// peer port and one cache serve them all. Goes to the background once
+    /// listening, like a mount (-f stays in the foreground).
+    Serve(Box<ServeArgs>),
     /// DHT debugging commands.
     Dht {
         #[command(subcommand)]
@@ -240,6 +247,69 @@ pub enum Command {
         #[command(flatten)]
         dht: DhtGroupArgs,
     },
+}
+
+/// Flags of `btfs-mount serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address of the HTTP gateway. A non-loopback address exposes every
+    /// archive this machine can reach to the network: it needs
+    /// --allow-remote.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub http: std::net::SocketAddr,
+    /// No HTTP gateway (with --mount: a FUSE root only).
+    #[arg(long, conflicts_with = "http")]
+    pub no_http: bool,
+    /// Allow --http on a non-loopback address (reads only: see
+    /// --allow-remote-writes).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Also serve writes (POST, PUT, DELETE, with the bearer token) on a
+    /// non-loopback --http address.
+    #[arg(long, requires = "allow_remote")]
+    pub allow_remote_writes: bool,
+    /// A FUSE root: DIR lists the open archives, DIR/<info-hash>/ and
+    /// DIR/<public key>[.<salt hex>]/ open one on first lookup.
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+    /// Key file (`btfs-mount keygen`), repeatable: PUT and DELETE on
+    /// /bt/<its public key>[.<salt>]/<path> edit that archive and publish
+    /// the next BEP 46 seq.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    #[command(flatten)]
+    pub peer: PeerArgs,
+    /// A peer to try for every archive (repeatable).
+    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub peers: Vec<String>,
+    /// Seconds a first use waits for an archive's metadata (and a mutable
+    /// URL's item) before failing (HTTP 504, FUSE ENOENT).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+    /// Seconds a read may wait for data (HTTP 504, FUSE EIO).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub read_timeout: u64,
+    /// Seconds an archive stays open with nothing reading it.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub idle: u64,
+    /// Seconds between checks of a mutable URL for a newer version (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub refresh: u64,
+    /// Do not upload to peers or announce on the DHT.
+    #[arg(long)]
+    pub no_seed: bool,
+    /// Download every open archive whole in the background.
+    #[arg(long)]
+    pub prefetch: bool,
+    /// Never use FUSE passthrough under --mount.
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// Most cache space per torrent, in bytes (suffixes K, M, G, T).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Stay in the foreground (Ctrl-C or SIGTERM stops).
+    #[arg(short, long)]
+    pub foreground: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -24,6 +24,7 @@ mod mount;
 mod publish;
 mod registry;
 mod seed;
+mod serve;
 mod writable;
 
 use args::{Cli, Command, NodeArgs, PeerArgs};
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
             salt,
             peer,
         }) => run_async(seed::run(path, key, salt, peer)),
+        Some(Command::Serve(args)) => serve::main(*args, &logging),
         Some(Command::List) => list::list(),
         Some(Command::Stop { target, timeout }) => {
             list::stop(&target, Duration::from_secs(timeout))

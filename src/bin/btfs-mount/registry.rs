@@ -1,7 +1,7 @@
 //! Which btfs-mount processes run now, for `btfs-mount list` and `stop`.
 //!
 //! Every long-running command (a mount, a writable mount, `seed`,
-//! `publish`) writes one small file, `<run dir>/<pid>`, and keeps it up to
+//! `publish`, `serve`) writes one small file, `<run dir>/<pid>`, and keeps it up to
 //! date: its kind, mountpoint, URL, magnet link, log file and state. The
 //! file goes when the process exits; one left by a process that was killed
 //! is ignored (and deleted) by the next `list`, because its PID is gone or
@@ -27,10 +27,12 @@ pub struct Entry {
     /// Start time of the process, in clock ticks since boot
     /// (`/proc/<pid>/stat` field 22): a reused PID has another.
     pub start: u64,
-    /// `mount`, `writable`, `seed` or `publish`.
+    /// `mount`, `writable`, `seed`, `publish` or `serve`.
     pub kind: String,
     /// `starting`, `resolving`, `mounted`, `publishing` (a writable mount
-    /// making its torrent, or `publish` keeping an item alive) or `seeding`.
+    /// making its torrent, or `publish` keeping an item alive), `seeding`
+    /// or `serving` (`serve`: its URL is the gateway's, its mountpoint the
+    /// FUSE root's).
     pub state: String,
     pub mountpoint: Option<PathBuf>,
     /// The URL the user gave (a magnet link or a mutable URL).
