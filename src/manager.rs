@@ -18,7 +18,7 @@
 //! ([`crate::fuse::root`]) share one manager.
 //!
 //! ```no_run
-//! # async fn demo(client: btfs::Client) -> Result<(), btfs::client::Error> {
+//! # async fn demo(client: btfs::Client) -> Result<(), Box<dyn std::error::Error>> {
 //! use btfs::manager::{Manager, ManagerConfig, Name};
 //! let m = Manager::new(client, ManagerConfig::default());
 //! let name = Name::parse("0123456789abcdef0123456789abcdef01234567").unwrap();

@@ -10,7 +10,7 @@ use crate::InfoHash;
 use crate::archive::Archive;
 use crate::create::{self, Content};
 use crate::staging::Draft;
-use crate::storage::Storage;
+use crate::storage::{CacheLayout, Storage, StorageKind};
 
 /// What [`Client::seed`] makes a torrent of.
 #[derive(Clone, Copy)]
@@ -108,5 +108,51 @@ impl Client {
             built.piece_length
         );
         self.seed_torrent(&built.info_raw, built.storage)
+    }
+
+    /// Hashes `content` into a new torrent ([`create::build`], off the
+    /// async threads; `progress(done, total)` in bytes), installs it into
+    /// the file cache as any downloaded torrent ([`create::install`]:
+    /// `<cache>/<info-hash>/`, files hard-linked where they can be), and
+    /// seeds it from there, so that mounting its magnet later needs no
+    /// peer. When the install fails (a full disk), it is seeded from its
+    /// sources instead, with a warning in the log. Returns the archive and
+    /// whether it was installed (the caller may then delete the sources of
+    /// a draft). Errors: [`Error::Io`] reading the sources,
+    /// [`Error::Metadata`]; a client with in-memory storage only seeds.
+    pub async fn seed_into_cache(
+        &self,
+        content: Content,
+        progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    ) -> Result<(Archive, bool), Error> {
+        let StorageKind::Files(cache) = self.inner.cfg.storage.clone() else {
+            return Ok((self.seed_content(content, progress).await?, false));
+        };
+        let (built, installed) = tokio::task::spawn_blocking(move || {
+            let mut progress = progress;
+            let mut cb = |d: u64, t: u64| {
+                if let Some(p) = progress.as_mut() {
+                    p(d, t)
+                }
+            };
+            let built = create::build(&content, &mut cb)?;
+            let dir = CacheLayout::new(&cache).torrent(built.info_hash);
+            let installed = create::install(&content, &built, dir.root())
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        "cannot put the new torrent into the cache ({e}); seeding it from its sources"
+                    )
+                })
+                .ok();
+            Ok::<_, std::io::Error>((built, installed))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let was_installed = installed.is_some();
+        let storage: Arc<dyn Storage> = match installed {
+            Some(s) => s,
+            None => built.storage.clone(),
+        };
+        Ok((self.seed_torrent(&built.info_raw, storage)?, was_installed))
     }
 }

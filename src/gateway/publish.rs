@@ -25,12 +25,10 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use crate::archive::Archive;
-use crate::client::{Client, Error as ClientError};
-use crate::create::Content;
+use crate::client::Error as ClientError;
 use crate::keepalive::{Event, KeepAlive};
 use crate::manager::Name;
 use crate::staging::{Draft, DraftMeta, ROOT};
-use crate::storage::CacheLayout;
 
 use super::Gateway;
 use super::addr::{Target, url_of};
@@ -61,33 +59,6 @@ pub fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), HttpError> {
 /// Compares without an early exit (the time does not tell how much matched).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
-/// Hashes `content` into a v1 torrent, installs it into the file cache
-/// (`<cache>/<info-hash>/`, [`crate::create::install`]; when that fails,
-/// it is seeded from its sources) and seeds it. Blocking parts run off the
-/// async threads. Errors: I/O reading the sources, a torrent refused.
-pub async fn seed_into_cache(
-    client: &Client,
-    content: Content,
-    cache: &std::path::Path,
-) -> Result<Archive, ClientError> {
-    let cache = cache.to_path_buf();
-    let (built, installed) = tokio::task::spawn_blocking(move || {
-        let built = crate::create::build(&content, &mut |_, _| {})?;
-        let dir = CacheLayout::new(&cache).torrent(built.info_hash);
-        let installed = crate::create::install(&content, &built, dir.root())
-            .inspect_err(|e| tracing::warn!("cannot install the new torrent in the cache: {e}"))
-            .ok();
-        Ok::<_, std::io::Error>((built, installed))
-    })
-    .await
-    .map_err(std::io::Error::other)??;
-    let storage: Arc<dyn crate::storage::Storage> = match installed {
-        Some(s) => s,
-        None => built.storage.clone(),
-    };
-    client.seed_torrent(&built.info_raw, storage)
 }
 
 /// Streams `body` into file `path` of `draft` (created with its parents, or
@@ -142,7 +113,10 @@ async fn finish(gw: &Gateway, draft: Draft) -> Result<Archive, HttpError> {
         std::io::ErrorKind::NotFound => HttpError::new(StatusCode::CONFLICT, e.to_string()),
         _ => HttpError::of_read(&e),
     })?;
-    let archive = seed_into_cache(gw.manager.client(), content, &gw.cfg.cache_dir)
+    let (archive, _installed) = gw
+        .manager
+        .client()
+        .seed_into_cache(content, None)
         .await
         .map_err(|e| HttpError::internal(format!("cannot make the torrent: {e}")))?;
     let dir = draft.dir().to_path_buf();

@@ -126,7 +126,8 @@ pub async fn run(args: MountArgs, mountpoint: PathBuf, logging: &Logging) -> any
             Ok(n) => tracing::info!("{n} unused staged files deleted"),
             Err(e) => tracing::warn!("cannot delete unused staged files: {e}"),
         }
-        let (archive, installed) = publish_into_cache(&client, content, &args.peer.node.cache())
+        let (archive, installed) = client
+            .seed_into_cache(content, Some(hashing_progress()))
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
@@ -134,6 +135,11 @@ pub async fn run(args: MountArgs, mountpoint: PathBuf, logging: &Logging) -> any
                     draft.dir().display()
                 )
             })?;
+        if !installed {
+            eprintln!(
+                "btfs-mount: cannot copy the new torrent into the cache (see the log); seeding it from the draft, which is kept"
+            );
+        }
         if installed {
             // Every byte is in the cache now: the draft is done.
             if let Err(e) = std::fs::remove_dir_all(draft.dir()) {
@@ -145,40 +151,6 @@ pub async fn run(args: MountArgs, mountpoint: PathBuf, logging: &Logging) -> any
         seed_until_stopped(&client, &archive, kp.map(|k| (k, salt)), stop).await
     })
     .await
-}
-
-/// Hashes `content` into a new torrent, installs it into the file cache
-/// (`<cache>/<info-hash>/`, see [`btfs::create::install`]) and seeds it
-/// from there. When the install fails (a full disk), seeds from the
-/// sources instead and says so; the bool tells which happened.
-async fn publish_into_cache(
-    client: &Client,
-    content: btfs::create::Content,
-    cache: &Path,
-) -> anyhow::Result<(btfs::Archive, bool)> {
-    let cache = cache.to_path_buf();
-    let mut progress = hashing_progress();
-    let (built, installed) = tokio::task::spawn_blocking(move || {
-        let built = btfs::create::build(&content, &mut *progress)?;
-        let dir = CacheLayout::new(&cache).torrent(built.info_hash).root().to_path_buf();
-        let installed = btfs::create::install(&content, &built, &dir)
-            .map_err(|e| {
-                eprintln!(
-                    "btfs-mount: cannot copy the new torrent into the cache ({e}); seeding it from the draft, which is kept"
-                );
-            })
-            .ok();
-        Ok::<_, std::io::Error>((built, installed))
-    })
-    .await??;
-    let storage: Arc<dyn btfs::storage::Storage> = match &installed {
-        Some(s) => s.clone(),
-        None => built.storage.clone(),
-    };
-    let archive = client
-        .seed_torrent(&built.info_raw, storage)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((archive, installed.is_some()))
 }
 
 /// The draft to mount: resumed (`--resume`, or an unpublished draft of the
