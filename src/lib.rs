@@ -23,15 +23,20 @@
 //!
 //! Modules, lowest layer first:
 //! - protocols: [`bencode`], [`metainfo`] (info dictionaries, BEP 3, 47,
-//!   52), [`magnet`] (URLs, BEP 9 and 46), [`bep46`] (the mutable item's
-//!   value), [`peer`] (wire protocol and extensions, BEP 3, 10, 9, 11),
-//!   [`dht`] (BEP 5, 42, 43, 44), [`lsd`] (BEP 14), [`hash`] (the
-//!   identifiers: info-hash, peer id), [`keypair`] (ed25519 keys);
+//!   52), [`merkle`] (BEP 52 hash trees and proofs), [`magnet`] (URLs,
+//!   BEP 9 and 46), [`bep46`] (the mutable item's value), [`peer`] (wire
+//!   protocol and extensions, BEP 3, 10, 9, 11, 52), [`dht`] (BEP 5, 42,
+//!   43, 44), [`lsd`] (BEP 14), [`hash`] (the identifiers: info-hash, peer
+//!   id), [`keypair`] (ed25519 keys);
+//! - transports, under the peer sessions: TCP, [`utp`] (BEP 29, over
+//!   librqbit-utp), [`peer::mse`] (Message Stream Encryption), chosen and
+//!   raced per peer by [`peer::transport`];
 //! - the engine: [`storage`] (piece space on disk or in memory, and the
 //!   cache directory's [`storage::layout`]), [`swarm`] (one torrent: peers,
 //!   metadata, picker, verification, cache, reads, discovery), [`client`]
 //!   (the entry point: lookups, seeding, mutable URLs, incoming
-//!   connections), [`archive`] (a torrent as a file tree);
+//!   connections), [`archive`] (a torrent as a file tree), [`keepalive`]
+//!   (republishing BEP 44 items before the DHT forgets them);
 //! - the write side: [`create`] (torrents from local data), [`staging`]
 //!   (drafts);
 //! - adapters: [`fuse`], [`fuse_writable`], and for a long-running

@@ -192,6 +192,60 @@ impl FromStr for Url {
     }
 }
 
+/// Parses what a user typed where a link is expected: a magnet link or
+/// BEP 46 URL as [`parse`] does, or a bare info-hash (40 hex or 32 base32
+/// characters), taken as `magnet:?xt=urn:btih:<it>`.
+///
+/// Errors: [`MagnetError`], as [`parse`].
+pub fn parse_arg(arg: &str) -> Result<Url, MagnetError> {
+    let t = arg.trim();
+    let bare = (t.len() == 40 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        || (t.len() == 32 && t.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if bare {
+        parse(&format!("magnet:?xt=urn:btih:{t}"))
+    } else {
+        parse(t)
+    }
+}
+
+/// Something [`crate::Client::lookup`] takes as a link: an already parsed
+/// [`Url`] (parsed once, by the caller), or a string parsed with
+/// [`parse_arg`] (a magnet link, a BEP 46 URL or a bare info-hash).
+pub trait IntoUrl {
+    /// The parsed link. Errors: [`MagnetError`] for a malformed string.
+    fn into_url(self) -> Result<Url, MagnetError>;
+}
+
+impl IntoUrl for Url {
+    fn into_url(self) -> Result<Url, MagnetError> {
+        Ok(self)
+    }
+}
+
+impl IntoUrl for &Url {
+    fn into_url(self) -> Result<Url, MagnetError> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoUrl for &str {
+    fn into_url(self) -> Result<Url, MagnetError> {
+        parse_arg(self)
+    }
+}
+
+impl IntoUrl for String {
+    fn into_url(self) -> Result<Url, MagnetError> {
+        parse_arg(&self)
+    }
+}
+
+impl IntoUrl for &String {
+    fn into_url(self) -> Result<Url, MagnetError> {
+        parse_arg(self)
+    }
+}
+
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
@@ -369,6 +423,18 @@ mod tests {
     use super::*;
 
     const HEX: &str = "c14199bbec64d0e9e439aa3b6b7639e666b86eca";
+
+    #[test]
+    fn bare_info_hashes_are_links_where_a_user_types_one() {
+        let want = parse(&format!("magnet:?xt=urn:btih:{HEX}")).unwrap();
+        assert_eq!(parse_arg(HEX).unwrap(), want);
+        assert_eq!(parse_arg(&format!(" {HEX}\n")).unwrap(), want);
+        assert_eq!(HEX.into_url().unwrap(), want);
+        assert_eq!(want.clone().into_url().unwrap(), want);
+        // Not 40 hex: still an error, and the strict parser wants magnet:?
+        assert_eq!(parse_arg(&HEX[1..]), Err(MagnetError::NotMagnet));
+        assert_eq!(parse(HEX), Err(MagnetError::NotMagnet));
+    }
 
     fn magnet(s: &str) -> Magnet {
         match parse(s).unwrap() {

@@ -68,8 +68,17 @@ impl Client {
     ///
     /// A mutable URL fails with [`Error::NoItem`], [`Error::BadSignature`]
     /// or [`Error::BadValue`] when it does not resolve to an info-hash.
-    pub async fn lookup(&self, url: &str, opts: LookupOptions) -> Result<Archive, Error> {
-        match magnet::parse(url)? {
+    ///
+    /// `url` is a parsed [`Url`] or a string ([`magnet::IntoUrl`]: a magnet
+    /// link, a BEP 46 URL or a bare info-hash); a caller that parsed it to
+    /// check it first passes the [`Url`] and it is not parsed again. To
+    /// know a mutable URL's `seq`, use [`Client::lookup_mutable`].
+    pub async fn lookup(
+        &self,
+        url: impl magnet::IntoUrl,
+        opts: LookupOptions,
+    ) -> Result<Archive, Error> {
+        match url.into_url()? {
             Url::Magnet(m) => {
                 for t in &m.trackers {
                     tracing::info!("ignoring tracker {t}: btfs-mount uses the DHT only");

@@ -392,19 +392,6 @@ pub fn parse_salt(salt: &str) -> anyhow::Result<Vec<u8>> {
     Ok(s)
 }
 
-/// The URL to mount: a magnet link or mutable URL as given, or a bare
-/// info-hash (40 hex or 32 base32 characters) as its magnet link.
-pub fn mount_url(arg: &str) -> String {
-    let t = arg.trim();
-    let bare = (t.len() == 40 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-        || (t.len() == 32 && t.bytes().all(|b| b.is_ascii_alphanumeric()));
-    if bare {
-        format!("magnet:?xt=urn:btih:{t}")
-    } else {
-        arg.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,13 +416,9 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_bare_info_hashes() {
+    fn sizes() {
         assert_eq!(parse_size("2K").unwrap(), 2048);
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert!(parse_size("2Q").is_err());
-        let ih = "0123456789abcdef0123456789abcdef01234567";
-        assert_eq!(mount_url(ih), format!("magnet:?xt=urn:btih:{ih}"));
-        assert_eq!(mount_url("magnet:?xt=x"), "magnet:?xt=x");
-        assert_eq!(mount_url("/tmp/x"), "/tmp/x");
     }
 }

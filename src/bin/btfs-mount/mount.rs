@@ -29,9 +29,9 @@ pub fn main(mut args: MountArgs, logging: &Logging) -> anyhow::Result<()> {
             if args.resume {
                 bail!("--resume takes no URL: the draft remembers where it started");
             }
-            let url = crate::args::mount_url(url);
-            btfs::magnet::parse(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
-            args.url = Some(url);
+            // A bare info-hash becomes its magnet link here, once.
+            let parsed = btfs::magnet::parse_arg(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+            args.url = Some(parsed.to_string());
         }
         let mountpoint = check_mountpoint(&mountpoint)?;
         if !args.foreground && !daemon::is_background_child() {
@@ -43,13 +43,12 @@ pub fn main(mut args: MountArgs, logging: &Logging) -> anyhow::Result<()> {
         bail!("usage: btfs-mount [OPTIONS] <URL> <MOUNTPOINT> (see --help)");
     };
     // Check the URL before anything else: a malformed one mounts nothing.
-    let url = crate::args::mount_url(&url);
-    btfs::magnet::parse(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let parsed = btfs::magnet::parse_arg(&url).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mountpoint = check_mountpoint(&mountpoint)?;
     if !args.foreground && !daemon::is_background_child() {
         return daemon::spawn_background();
     }
-    crate::run_async(serve(args, url, mountpoint, logging))
+    crate::run_async(serve(args, parsed, mountpoint, logging))
 }
 
 /// [`prepare_mountpoint`], with a warning (once, not again in the
@@ -178,10 +177,11 @@ async fn resolve_peers(peers: &[String]) -> anyhow::Result<Vec<std::net::SocketA
 /// unmounted, or until SIGINT/SIGTERM (then unmounts).
 async fn serve(
     args: MountArgs,
-    url: String,
+    parsed: btfs::magnet::Url,
     mountpoint: PathBuf,
     logging: &Logging,
 ) -> anyhow::Result<()> {
+    let url = parsed.to_string();
     let started = Instant::now();
     let stop = crate::stop_signal();
     registry::register("mount", Some(&mountpoint), Some(&url), None);
@@ -194,9 +194,9 @@ async fn serve(
             progress: Some(printer.callback(dht)),
             ..lookup_options(&args).await?
         };
-        let mutable = match btfs::magnet::parse(&url) {
-            Ok(btfs::magnet::Url::Mutable(m)) => Some(m),
-            _ => None,
+        let mutable = match &parsed {
+            btfs::magnet::Url::Mutable(m) => Some(m.clone()),
+            btfs::magnet::Url::Magnet(_) => None,
         };
         let follow_opts = LookupOptions {
             progress: None,
@@ -205,7 +205,7 @@ async fn serve(
         let looked_up = match &mutable {
             Some(m) => client.lookup_mutable(m, opts).await,
             None => client
-                .lookup(&url, opts)
+                .lookup(&parsed, opts)
                 .await
                 .map(|archive| Version { seq: 0, archive }),
         };

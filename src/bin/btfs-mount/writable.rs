@@ -24,9 +24,10 @@ async fn lookup_base(
     args: &MountArgs,
 ) -> anyhow::Result<btfs::Archive> {
     let opts = crate::mount::lookup_options(args).await?;
-    let r = match btfs::magnet::parse(url).map_err(|e| anyhow::anyhow!("{e}"))? {
+    let parsed = btfs::magnet::parse_arg(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let r = match &parsed {
         btfs::magnet::Url::Mutable(m) => {
-            let v = client.lookup_mutable(&m, opts).await;
+            let v = client.lookup_mutable(m, opts).await;
             v.map(|v| {
                 eprintln!(
                     "btfs-mount: {url} is at seq {}: {}",
@@ -36,7 +37,7 @@ async fn lookup_base(
                 v.archive
             })
         }
-        btfs::magnet::Url::Magnet(_) => client.lookup(url, opts).await,
+        btfs::magnet::Url::Magnet(_) => client.lookup(&parsed, opts).await,
     };
     r.map_err(|e| anyhow::anyhow!("{e}"))
 }
