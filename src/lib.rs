@@ -77,6 +77,7 @@ pub mod manager;
 pub mod merkle;
 pub mod metainfo;
 pub mod peer;
+pub mod reach;
 pub mod staging;
 pub mod storage;
 /// Public for [`swarm::SwarmStats`] (progress) and [`swarm::MetadataError`];

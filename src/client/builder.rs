@@ -45,6 +45,7 @@ pub struct ClientBuilder {
     pub(super) cache_size: Option<u64>,
     pub(super) encryption: Policy,
     pub(super) utp: bool,
+    pub(super) port_mapping: bool,
 }
 
 impl Default for ClientBuilder {
@@ -66,6 +67,7 @@ impl Default for ClientBuilder {
             cache_size: None,
             encryption: Policy::default(),
             utp: true,
+            port_mapping: true,
         }
     }
 }
@@ -160,6 +162,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Port mapping on the home router (default on): UPnP IGD, else
+    /// NAT-PMP/PCP, for the TCP peer port and the UDP ports (uTP, DHT),
+    /// renewed while the client runs and deleted by [`Client::stop`]. The
+    /// router's external address becomes the DHT's (BEP 42 node id). See
+    /// [`crate::reach`]; [`Client::reachability`] says how it went.
+    pub fn port_mapping(mut self, on: bool) -> Self {
+        self.port_mapping = on;
+        self
+    }
+
     /// Binds the sockets and starts the DHT node (bootstrapping in the
     /// background). Errors: a port already in use.
     pub async fn start(self) -> Result<Client, Error> {
@@ -211,6 +223,29 @@ impl ClientBuilder {
         } else {
             (None, None)
         };
+        let shutdown = tokio::sync::watch::channel(false).0;
+        let reach = crate::reach::Reach::default();
+        let portmap = self.port_mapping.then(|| {
+            let mut udp: Vec<u16> = Vec::new();
+            if utp.is_some() {
+                udp.push(peer_port);
+            }
+            if let Some(d) = &dht {
+                udp.push(d.local_addr().port());
+            }
+            udp.dedup();
+            let ports = crate::reach::portmap::Ports {
+                tcp: peer_port,
+                udp,
+            };
+            let d = dht.clone();
+            let on_external = Box::new(move |ip| {
+                if let Some(d) = &d {
+                    d.set_external_ip(ip);
+                }
+            });
+            crate::reach::portmap::start(reach.clone(), ports, on_external, shutdown.subscribe())
+        });
         let inner = Arc::new(Inner {
             cfg: self.clone(),
             peer_id: self.peer_id.unwrap_or_else(PeerId::generate),
@@ -219,8 +254,10 @@ impl ClientBuilder {
             lsd,
             bootstrapped,
             swarms: Mutex::new(HashMap::new()),
-            shutdown: tokio::sync::watch::channel(false).0,
+            shutdown,
             transports: Transports::new(self.encryption, utp.clone()),
+            reach,
+            portmap: Mutex::new(portmap),
         });
         let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
         tokio::spawn(accept_loop(inner.clone(), listener, pending.clone()));

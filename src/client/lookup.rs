@@ -56,6 +56,12 @@ pub struct Progress {
     pub info_hash: InfoHash,
     pub dht_nodes: usize,
     pub swarm: SwarmStats,
+    /// Connected peers over IPv4 and over IPv6.
+    pub peers_v4: usize,
+    pub peers_v6: usize,
+    /// Whether peers on the internet can dial us, one phrase
+    /// ([`crate::reach::Reach::summary`]).
+    pub reach: String,
 }
 
 impl Client {
@@ -120,14 +126,10 @@ impl Client {
         }
         let progress_task = opts.progress.clone().map(|cb| {
             let swarm = swarm.clone();
-            let dht = self.inner.dht.clone();
+            let client = self.clone();
             tokio::spawn(async move {
                 loop {
-                    cb(&Progress {
-                        info_hash: swarm.info_hash,
-                        dht_nodes: dht.as_ref().map_or(0, |d| d.stats().nodes),
-                        swarm: swarm.stats(),
-                    });
+                    cb(&client.progress(&swarm));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             })
@@ -141,6 +143,26 @@ impl Client {
             return Err(Error::Metadata(e));
         }
         Ok(Archive::new(swarm))
+    }
+
+    /// A progress report of `swarm` (see [`Progress`]).
+    fn progress(&self, swarm: &Swarm) -> Progress {
+        let peers = swarm.peer_list();
+        let v6 = peers.iter().filter(|p| p.addr.is_ipv6()).count();
+        Progress {
+            info_hash: swarm.info_hash,
+            dht_nodes: self.inner.dht.as_ref().map_or(0, |d| d.stats().nodes),
+            swarm: swarm.stats(),
+            peers_v4: peers.len() - v6,
+            peers_v6: v6,
+            reach: self.inner.reach.summary(),
+        }
+    }
+
+    /// A progress report of an archive's swarm, for a status line once it
+    /// is mounted: DHT nodes, peers (by address family), reachability.
+    pub fn status(&self, archive: &Archive) -> Progress {
+        self.progress(archive.swarm())
     }
 
     /// Loads `<cache>/<info-hash>/info` when present and matching.

@@ -92,6 +92,11 @@ struct Inner {
     /// How peers are dialled and answered (TCP, uTP, MSE), and the
     /// info-hashes an incoming MSE handshake may name.
     transports: Transports,
+    /// Whether peers on the internet can dial us (see [`crate::reach`]).
+    reach: crate::reach::Reach,
+    /// The port mapper, until [`Client::stop`] waits for it to delete its
+    /// mappings.
+    portmap: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -116,6 +121,18 @@ impl Client {
     /// Our TCP peer port.
     pub fn peer_port(&self) -> u16 {
         self.inner.peer_port
+    }
+
+    /// Whether peers on the internet can dial us: the external address and
+    /// port mapped at the router by UPnP or NAT-PMP/PCP, or why not.
+    pub fn reachability(&self) -> crate::reach::Reachability {
+        self.inner.reach.status()
+    }
+
+    /// The reachability handle: status changes ([`crate::reach::Reach::subscribe`]),
+    /// our external IP as the router or peers see it, a status phrase.
+    pub fn reach(&self) -> &crate::reach::Reach {
+        &self.inner.reach
     }
 
     /// The DHT node, unless the DHT is off.
@@ -173,6 +190,7 @@ impl Client {
             max_metadata_size: 16 << 20,
             storage: self.inner.cfg.storage.clone(),
             prefers_encryption: self.inner.transports.policy == crate::peer::mse::Policy::Require,
+            reach: self.inner.reach.clone(),
         };
         let swarm = Swarm::new(info_hash, cfg);
         swarms.insert(info_hash, swarm.clone());
@@ -204,9 +222,21 @@ impl Client {
         self.remove_swarm(archive.swarm());
     }
 
-    /// Stops every swarm and the DHT node (saving its routing table).
+    /// Stops every swarm and the DHT node (saving its routing table), and
+    /// deletes the port mappings at the router (waits at most
+    /// [`crate::reach::portmap::DELETE_TIMEOUT`] and a little more for it).
     pub async fn stop(&self) {
         self.inner.shutdown.send_replace(true);
+        let portmap = self
+            .inner
+            .portmap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = portmap {
+            let limit = crate::reach::portmap::DELETE_TIMEOUT + Duration::from_secs(1);
+            let _ = tokio::time::timeout(limit, task).await;
+        }
         let swarms: Vec<Arc<Swarm>> = self.inner.swarms().drain().map(|(_, s)| s).collect();
         for s in swarms {
             s.stop();

@@ -293,6 +293,13 @@ impl Dht {
         self.inner.shared.local_addr
     }
 
+    /// Tells the node our external IP, as the home router reported it
+    /// (UPnP or NAT-PMP/PCP): like enough matching BEP 42 votes, it gives a
+    /// node id valid for that address (BEP 42) unless ours already is.
+    pub fn set_external_ip(&self, ip: IpAddr) {
+        self.inner.shared.lock().adopt_external_ip(ip);
+    }
+
     /// Our current node id.
     pub fn node_id(&self) -> [u8; 20] {
         self.inner.shared.lock().table.own_id()

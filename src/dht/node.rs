@@ -189,7 +189,17 @@ impl State {
         let Some((best, n)) = counts.into_iter().max_by_key(|(_, n)| *n) else {
             return;
         };
-        if n < IP_VOTES_NEEDED || self.external_ip == Some(best) {
+        if n < IP_VOTES_NEEDED {
+            return;
+        }
+        self.adopt_external_ip(best);
+    }
+
+    /// Takes `best` as our external IP (voted by nodes, or learned from
+    /// the router by port mapping): when our id is not valid for it (BEP
+    /// 42), takes a new id and rebuilds the table around it.
+    pub fn adopt_external_ip(&mut self, best: IpAddr) {
+        if self.external_ip == Some(best) {
             return;
         }
         self.external_ip = Some(best);
@@ -619,6 +629,19 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_external_ip_from_the_router_gives_a_bep42_id() {
+        let mut st = State::new([0; 20], Vec::new());
+        let public: IpAddr = "203.0.113.11".parse().unwrap();
+        assert!(!bep42_valid(&st.table.own_id(), &public));
+        st.adopt_external_ip(public);
+        assert_eq!(st.external_ip, Some(public));
+        let id = st.table.own_id();
+        assert!(bep42_valid(&id, &public));
+        st.adopt_external_ip(public);
+        assert_eq!(st.table.own_id(), id, "the same address keeps the id");
+    }
 
     #[test]
     fn bep42_votes_change_our_id() {

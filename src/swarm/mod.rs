@@ -112,6 +112,9 @@ pub(crate) struct SwarmConfig {
     /// We want RC4-encrypted connections (MSE `require`): said to peers in
     /// the extension handshake (BEP 10 `e`), so they dial us with MSE.
     pub prefers_encryption: bool,
+    /// Whether and where peers on the internet reach us (port mapping,
+    /// `yourip` claims): a PEX entry naming our mapped address is us.
+    pub reach: crate::reach::Reach,
 }
 
 /// The loaded torrent: info dictionary and its storage.

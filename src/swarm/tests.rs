@@ -61,6 +61,7 @@ fn swarm_in(cache_size: Option<u64>, storage: StorageKind) -> Arc<Swarm> {
         storage,
         cache_size,
         prefers_encryption: false,
+        reach: crate::reach::Reach::default(),
     };
     Swarm::new(InfoHash::of_info(&raw), cfg)
 }

@@ -103,6 +103,11 @@ pub struct PeerArgs {
     /// Do not use uTP (BEP 29): TCP only.
     #[arg(long)]
     pub no_utp: bool,
+    /// Do not ask the home router to forward our ports (UPnP IGD,
+    /// NAT-PMP/PCP). Without a mapping, peers on the internet cannot dial
+    /// us behind a NAT; we still dial them.
+    #[arg(long)]
+    pub no_port_mapping: bool,
 }
 
 /// Mounting (the command without a subcommand).

@@ -123,6 +123,7 @@ async fn start_dht_client(node: &NodeArgs) -> anyhow::Result<Client> {
     let peer = PeerArgs {
         node: node.clone(),
         no_lsd: true,
+        no_port_mapping: true,
         ..PeerArgs::default()
     };
     start_client(&peer, Engine::default()).await
@@ -137,6 +138,7 @@ async fn start_client(peer: &PeerArgs, engine: Engine) -> anyhow::Result<Client>
         .lsd_interface(peer.lsd_interface)
         .encryption(peer.encryption)
         .utp(!peer.no_utp)
+        .port_mapping(!peer.no_port_mapping)
         .dht_port(peer.node.dht_port)
         .peer_port(peer.port)
         .read_timeout(engine.read_timeout.unwrap_or(Duration::from_secs(60)))

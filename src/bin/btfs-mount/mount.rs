@@ -65,7 +65,8 @@ pub fn check_mountpoint(mp: &std::path::Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The progress line while the metadata resolves, e.g. `3 DHT nodes, 2
-/// peers found (dht 2), 1 connected, 1200 metadata bytes`.
+/// peers found (dht 2), 1 connected (IPv4 1, IPv6 0), 1200 metadata bytes;
+/// reachable at 203.0.113.11:6881 (UPnP)`.
 pub fn progress_line(p: &Progress, dht: bool) -> String {
     let s = &p.swarm;
     let sources = if s.by_source.is_empty() {
@@ -79,7 +80,7 @@ pub fn progress_line(p: &Progress, dht: bool) -> String {
         format!(" ({})", by.join(", "))
     };
     format!(
-        "btfs-mount: {}{} peers found{sources}, {} connected, {} metadata bytes",
+        "btfs-mount: {}{} peers found{sources}, {} connected (IPv4 {}, IPv6 {}), {} metadata bytes; {}",
         if dht {
             format!("{} DHT nodes, ", p.dht_nodes)
         } else {
@@ -87,8 +88,44 @@ pub fn progress_line(p: &Progress, dht: bool) -> String {
         },
         s.peers_known,
         s.peers_connected,
-        s.metadata_bytes
+        p.peers_v4,
+        p.peers_v6,
+        s.metadata_bytes,
+        p.reach
     )
+}
+
+/// The status line of a mounted torrent, for the log, e.g. `status: 2
+/// peers connected (IPv4 2, IPv6 0), 40/40 pieces; reachable at
+/// 203.0.113.11:6881 (UPnP)`.
+pub fn status_line(p: &Progress) -> String {
+    let s = &p.swarm;
+    format!(
+        "status: {} peers connected (IPv4 {}, IPv6 {}), {}/{} pieces; {}",
+        s.peers_connected, p.peers_v4, p.peers_v6, s.pieces_have, s.pieces_total, p.reach
+    )
+}
+
+/// Logs the status line of `archive` when it is mounted and then each time
+/// the reachability or the peer counts change (at most every 10 s), until
+/// the client stops.
+pub fn log_status(client: btfs::Client, archive: btfs::Archive) {
+    tokio::spawn(async move {
+        let mut reach = client.reach().subscribe();
+        let mut last = None;
+        loop {
+            let p = client.status(&archive);
+            let key = (p.reach.clone(), p.peers_v4, p.peers_v6);
+            if last.as_ref() != Some(&key) {
+                tracing::info!("{}", status_line(&p));
+                last = Some(key);
+            }
+            tokio::select! {
+                r = reach.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+        }
+    });
 }
 
 /// Prints progress lines on stderr: rewritten in place on a terminal,
@@ -286,6 +323,7 @@ async fn serve(
             e.log = daemon::is_background_child().then(|| log.clone());
         });
         daemon::report_ready(&log, false, logging);
+        log_status(client.clone(), archive.clone());
         tokio::select! {
             _ = mount.ended() => {}
             _ = stop => {

@@ -101,6 +101,9 @@ impl Session {
         self.their_ut_metadata = hs.m.get("ut_metadata").copied().filter(|&i| i != 0);
         self.their_ut_pex = hs.id_of(UT_PEX);
         self.our_ip = hs.yourip;
+        if let Some(ip) = hs.yourip {
+            self.swarm.cfg.reach.vote(self.addr.ip(), ip);
+        }
         self.their_metadata_size = hs.metadata_size;
         if let Some(q) = hs.reqq {
             self.their_reqq = (q as usize).clamp(*THEIR_REQQ.start(), *THEIR_REQQ.end());

@@ -55,7 +55,8 @@ impl Session {
         let port = self.swarm.cfg.listen_port;
         // Our own listen address comes back when they know us.
         let is_us = |a: &SocketAddr| {
-            a.port() == port && (a.ip().is_loopback() || Some(a.ip()) == self.our_ip)
+            (a.port() == port && (a.ip().is_loopback() || Some(a.ip()) == self.our_ip))
+                || self.swarm.cfg.reach.is_us(a)
         };
         let added: Vec<(SocketAddr, u8)> = msg
             .added

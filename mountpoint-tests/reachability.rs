@@ -1,0 +1,314 @@
+//! Reachability on the simulated internet of `support/netsim.rs` (issue 17,
+//! items 3 and 6): a mount behind a home router maps its ports with the
+//! router's miniupnpd (UPnP IGD, or NAT-PMP/PCP), a libtorrent peer on the
+//! internet dials it at the router's external address and downloads every
+//! byte from it, the mappings are gone after unmount or SIGTERM, and the
+//! same home without UPnP still downloads by dialling out while the log
+//! says it is not reachable. Every mount runs with its defaults (DHT, uTP,
+//! LSD, port mapping on); only the DHT bootstrap node and a seeder address
+//! are given.
+//!
+//! Real-world cases:
+//! - `upnp_mount_is_dialled_from_the_internet`: a home router with UPnP on
+//!   (most consumer routers, OpenWrt with miniupnpd): seeding while mounted
+//!   reaches peers on the internet.
+//! - `natpmp_mapping_is_deleted_on_sigterm`: an Apple/OpenWrt router with
+//!   NAT-PMP/PCP only, and a mount stopped by a signal (logout, `systemctl
+//!   stop`, Ctrl-C): nothing stays forwarded on the router.
+//! - `without_upnp_the_mount_dials_out`: UPnP off on the router (common,
+//!   and the default on many ISP boxes): the mount still works and says it
+//!   cannot be dialled.
+
+#[path = "support/netsim.rs"]
+mod netsim;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use netsim::*;
+use support::*;
+
+/// Prints a timing line past libtest's capture.
+fn note(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "reachability: {msg}");
+}
+
+/// A public DHT node and a public libtorrent seeder of `sample_spec()`,
+/// both on the internet, and the mount arguments that use them (DHT on,
+/// bootstrapped from that node, the seeder named with `--peer`).
+struct World {
+    net: Internet,
+    _dht: LtNode,
+    seeder: Option<LtNode>,
+    magnet: String,
+    info_hash: String,
+    site: PathBuf,
+    dht_addr: String,
+    seeder_addr: String,
+}
+
+impl World {
+    fn new(tmp: &Path) -> World {
+        let net = Internet::new();
+        let d = net.public_host("d");
+        let a = net.public_host("a");
+        let (d_ip, a_ip) = (d.ip().to_string(), a.ip().to_string());
+        // A lone DHT node: its router is itself (ltnode), its --bootstrap
+        // an address where nothing answers.
+        let dht = d.lt_node(&[
+            "--listen-ip",
+            &d_ip,
+            "--dht",
+            "--bootstrap",
+            "198.51.100.1:1",
+        ]);
+        let dht_addr = format!("{d_ip}:{}", dht.dht_port());
+        let site = tmp.join("site");
+        make_tree(&site, &sample_spec());
+        let mut seeder = a.lt_node(&[
+            "--listen-ip",
+            &a_ip,
+            "--seed",
+            &site.to_string_lossy(),
+            "--dht",
+            "--bootstrap",
+            &dht_addr,
+        ]);
+        seeder.wait_event("seeding", Duration::from_secs(60));
+        let magnet = seeder.magnet();
+        let info_hash = seeder.info_hash();
+        let seeder_addr = format!("{a_ip}:{}", seeder.port());
+        World {
+            net,
+            _dht: dht,
+            seeder: Some(seeder),
+            magnet,
+            info_hash,
+            site,
+            dht_addr,
+            seeder_addr,
+        }
+    }
+
+    /// The default mount arguments: only the DHT bootstrap node and the
+    /// seeder are named.
+    fn mount_args(&self, cache: &Path) -> MountArgs {
+        MountArgs::new(&self.magnet)
+            .bootstrap(&self.dht_addr)
+            .peer(&self.seeder_addr)
+            .cache_dir(cache)
+    }
+
+    /// The mount's log file.
+    fn log(&self, cache: &Path) -> String {
+        fs::read_to_string(cache.join(&self.info_hash).join("btfs-mount.log")).unwrap_or_default()
+    }
+}
+
+/// The status lines of a mount log (printed past the capture).
+fn note_status(log: &str) {
+    for l in log
+        .lines()
+        .filter(|l| l.contains("status:") || l.contains("port mapping"))
+    {
+        note(l);
+    }
+}
+
+/// Reads every file of the mount and compares it with the seeder's.
+fn assert_tree_read(mnt: &Path, site: &Path) {
+    let want = tree_digests(site);
+    let got = tree_digests(&mnt.join("site"));
+    assert_eq!(got, want, "the mounted tree differs from the seeder's");
+}
+
+/// Waits for the router's mappings to `host` to be exactly a TCP mapping and
+/// at least one UDP mapping; returns the TCP one.
+fn wait_mapped(home: &Home, host: Ipv4Addr, log: impl Fn() -> String) -> Mapping {
+    let ok = wait_until(Duration::from_secs(20), || {
+        let m = home.mappings();
+        m.iter()
+            .any(|m| m.protocol == "tcp" && *m.internal.ip() == host)
+            && m.iter()
+                .any(|m| m.protocol == "udp" && *m.internal.ip() == host)
+    });
+    let maps = home.mappings();
+    assert!(
+        ok,
+        "no TCP+UDP mapping to {host}: {maps:?}\nminiupnpd:\n{}\nmount log:\n{}",
+        home.miniupnpd_log(),
+        log()
+    );
+    maps.into_iter()
+        .find(|m| m.protocol == "tcp")
+        .expect("a TCP mapping")
+}
+
+/// Waits until the log has a line containing `what`.
+fn wait_log(what: &str, log: impl Fn() -> String) {
+    assert!(
+        wait_until(Duration::from_secs(20), || log().contains(what)),
+        "the mount log never said {what:?}:\n{}",
+        log()
+    );
+}
+
+#[test]
+fn upnp_mount_is_dialled_from_the_internet() {
+    if !in_netns("upnp_mount_is_dialled_from_the_internet") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = World::new(tmp.path());
+    let home = w.net.home(
+        "h1",
+        HomeOpts {
+            upnp: true,
+            ..HomeOpts::default()
+        },
+    );
+    let x = home.host("x");
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("mnt");
+    let args = w.mount_args(&cache);
+    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
+    let tcp = wait_mapped(&home, x.ip(), || w.log(&cache));
+    let external = SocketAddrV4::new(home.wan_ip(), tcp.external_port);
+    note(&format!("mapped {tcp:?} in {:?}", t0.elapsed()));
+    // The mount listens where the router forwards.
+    assert_eq!(*tcp.internal.ip(), x.ip());
+    wait_log(&format!("reachable at {external} (UPnP)"), || w.log(&cache));
+    assert_tree_read(&mnt, &w.site);
+    // The seeder leaves: the only source left is the mount behind the NAT,
+    // which a public libtorrent peer reaches only through the mapping.
+    drop(w.seeder.take());
+    let b = w.net.public_host("b");
+    let save = tmp.path().join("fetched");
+    fs::create_dir(&save).unwrap();
+    let b_ip = b.ip().to_string();
+    let mut fetcher = b.lt_node(&[
+        "--listen-ip",
+        &b_ip,
+        "--fetch",
+        &w.magnet,
+        "--save",
+        &save.to_string_lossy(),
+        "--connect",
+        &external.to_string(),
+    ]);
+    fetcher.wait_event_ok("finished", Duration::from_secs(120));
+    assert_eq!(
+        tree_digests(&save.join("site")),
+        tree_digests(&w.site),
+        "what libtorrent fetched from the mount"
+    );
+    note(&format!(
+        "libtorrent fetched everything from the mount behind the NAT: {:?}",
+        t0.elapsed()
+    ));
+    drop(fetcher);
+    mount.unmount_and_wait(Duration::from_secs(15));
+    let left: Vec<Mapping> = home
+        .mappings()
+        .into_iter()
+        .filter(|m| *m.internal.ip() == x.ip())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "mappings left after unmount: {left:?}\n{}",
+        w.log(&cache)
+    );
+    let log = w.log(&cache);
+    note_status(&log);
+    assert!(log.contains("port mappings deleted (UPnP)"), "{log}");
+}
+
+#[test]
+fn natpmp_mapping_is_deleted_on_sigterm() {
+    if !in_netns("natpmp_mapping_is_deleted_on_sigterm") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let w = World::new(tmp.path());
+    let home = w.net.home(
+        "h1",
+        HomeOpts {
+            natpmp: true,
+            ..HomeOpts::default()
+        },
+    );
+    let x = home.host("x");
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("mnt");
+    let args = w.mount_args(&cache);
+    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
+    let tcp = wait_mapped(&home, x.ip(), || w.log(&cache));
+    let external = SocketAddrV4::new(home.wan_ip(), tcp.external_port);
+    // miniupnpd answers PCP, so PCP is used (NAT-PMP is the fallback).
+    wait_log(&format!("reachable at {external} (PCP)"), || w.log(&cache));
+    assert_eq!(
+        fs::read(mnt.join("site/index.html")).unwrap(),
+        fs::read(w.site.join("index.html")).unwrap()
+    );
+    let pids = mount.pids();
+    assert!(!pids.is_empty());
+    for &pid in &pids {
+        // SAFETY: kill(2) on a PID of a process this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    }
+    let gone = wait_until(Duration::from_secs(15), || {
+        pids.iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+    });
+    assert!(gone, "btfs-mount did not exit on SIGTERM");
+    assert!(!mount.is_mounted(), "still mounted after SIGTERM");
+    let left: Vec<Mapping> = home
+        .mappings()
+        .into_iter()
+        .filter(|m| *m.internal.ip() == x.ip())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "mappings left after SIGTERM: {left:?}\n{}",
+        w.log(&cache)
+    );
+    drop(mount);
+}
+
+#[test]
+fn without_upnp_the_mount_dials_out() {
+    if !in_netns("without_upnp_the_mount_dials_out") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let w = World::new(tmp.path());
+    let home = w.net.home("h1", HomeOpts::default());
+    let x = home.host("x");
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("mnt");
+    let args = w.mount_args(&cache);
+    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
+    assert_tree_read(&mnt, &w.site);
+    wait_log("not reachable (no UPnP or NAT-PMP/PCP gateway", || {
+        w.log(&cache)
+    });
+    let log = w.log(&cache);
+    note_status(&log);
+    assert!(
+        log.contains("IPv4 1, IPv6 0"),
+        "the status line counts the seeder as an IPv4 peer:\n{log}"
+    );
+    assert!(home.mappings().is_empty(), "{:?}", home.mappings());
+    note(&format!(
+        "read through the NAT without UPnP: {:?}",
+        t0.elapsed()
+    ));
+    mount.unmount_and_wait(Duration::from_secs(15));
+}
