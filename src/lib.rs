@@ -26,7 +26,8 @@
 //!   52), [`merkle`] (BEP 52 hash trees and proofs), [`magnet`] (URLs,
 //!   BEP 9 and 46), [`bep46`] (the mutable item's value), [`peer`] (wire
 //!   protocol and extensions, BEP 3, 10, 9, 11, 52), [`dht`] (BEP 5, 42,
-//!   43, 44), [`lsd`] (BEP 14), [`hash`] (the identifiers: info-hash, peer
+//!   43, 44), [`lsd`] (BEP 14), [`reach`] (port mapping by UPnP IGD and
+//!   NAT-PMP/PCP, our external address), [`hash`] (the identifiers: info-hash, peer
 //!   id), [`keypair`] (ed25519 keys);
 //! - transports, under the peer sessions: TCP, [`utp`] (BEP 29, over
 //!   librqbit-utp), [`peer::mse`] (Message Stream Encryption), chosen and
