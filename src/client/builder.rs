@@ -140,8 +140,9 @@ impl ClientBuilder {
         self.lsd = on;
         self
     }
-    /// The interface for LSD multicast, named by one of its addresses
-    /// (default: the one the kernel routes multicast to).
+    /// Narrows LSD to one interface, named by one of its addresses
+    /// (default `None`: every up, multicast-capable, non-loopback
+    /// interface, followed as interfaces come and go).
     pub fn lsd_interface(mut self, ip: Option<IpAddr>) -> Self {
         self.lsd_interface = ip;
         self
