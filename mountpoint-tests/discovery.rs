@@ -30,8 +30,9 @@ const THEIR_IP: &str = "10.213.0.2";
 
 /// A network namespace made with `ip netns add`, joined to the test's own
 /// namespace by a veth pair (`vA` here with [`OUR_IP`], `vB` there with
-/// [`THEIR_IP`]), with multicast routed over the pair on both sides.
-/// Deleted (with the veth pair) on drop.
+/// [`THEIR_IP`]), with no routes beyond the link's own (no multicast or
+/// default route: LSD must find the interface itself). Deleted (with the
+/// veth pair) on drop.
 struct NetNs {
     name: String,
 }
@@ -66,7 +67,6 @@ impl NetNs {
         ]);
         run(&["ip", "addr", "add", &format!("{OUR_IP}/24"), "dev", "vA"]);
         run(&["ip", "link", "set", "vA", "up"]);
-        run(&["ip", "route", "add", "239.0.0.0/8", "dev", "vA"]);
         run(&[
             "ip",
             "netns",
@@ -80,18 +80,6 @@ impl NetNs {
             "vB",
         ]);
         run(&["ip", "netns", "exec", n, "ip", "link", "set", "vB", "up"]);
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            n,
-            "ip",
-            "route",
-            "add",
-            "239.0.0.0/8",
-            "dev",
-            "vB",
-        ]);
         // Both ends up (carrier) before anyone sends.
         let up = wait_until(Duration::from_secs(10), || {
             let o = Command::new("ip")
@@ -196,7 +184,7 @@ fn lsd_mounts_from_a_libtorrent_seeder_on_the_link() {
     assert!(!magnet.contains("x.pe"), "{magnet}");
     seeder.wait_event("seeding", Duration::from_secs(30));
 
-    let mut m = mount(tmp.path(), &magnet, &["--lsd-interface", OUR_IP]);
+    let mut m = mount(tmp.path(), &magnet, &[]);
     let resolved = started.elapsed();
     assert_eq!(
         tree_digests(&m.path().join("site")),
@@ -238,11 +226,7 @@ fn lsd_libtorrent_downloads_from_our_mount() {
     tree(&site);
     // The original seeder: loopback only, unreachable from the other side.
     let (origin, magnet) = LtNode::seed_tree(&site, 0, &[]);
-    let mut m = mount(
-        tmp.path(),
-        &magnet,
-        &["--peer", &origin.addr(), "--lsd-interface", OUR_IP],
-    );
+    let mut m = mount(tmp.path(), &magnet, &["--peer", &origin.addr()]);
     assert_eq!(tree_digests(&m.path().join("site")), tree_digests(&site));
     drop(origin);
 

@@ -20,11 +20,16 @@
 //! (multicast loopback), and ignores headers it does not know.
 //!
 //! [`Lsd::start`] binds `:6771` on both families with `SO_REUSEADDR` (other
-//! BitTorrent clients on the host share the port), joins the groups on the
-//! chosen interface (or the one the kernel routes multicast to) and sends
-//! announces from the same sockets. IPv6 is best effort: when the group
-//! cannot be joined (no IPv6, or an interface without multicast, such as
-//! `lo`) it is logged at debug level and LSD runs on IPv4 alone.
+//! BitTorrent clients on the host share the port) and, like libtorrent,
+//! joins the groups on every interface that is up, multicast-capable and not
+//! loopback (IPv4 by index, IPv6 per interface index), and announces out of
+//! each of them from a send socket per interface (`IP_MULTICAST_IF`,
+//! `IPV6_MULTICAST_IF`). So LSD works with no default route and no multicast
+//! route, on a host with several LANs. The interfaces are listed again every
+//! 30 s (getifaddrs(3)): new ones are joined and the running torrents
+//! announced there at once, vanished ones left. `--lsd-interface` narrows
+//! LSD to one interface. IPv6 is best effort: when it cannot be used (no
+//! IPv6, or an interface without an IPv6 address) LSD runs on IPv4 there.
 //!
 //! Sockets are set up with `socket2` (`SO_REUSEADDR` must be set before
 //! `bind`, which `std` cannot do) and then handed to tokio.
@@ -70,16 +75,19 @@ pub const MAX_INFOHASHES: usize = 64;
 /// Settings of the LSD service.
 #[derive(Debug, Clone)]
 pub struct LsdConfig {
-    /// The interface to send on and join the groups on, named by one of its
-    /// addresses (`--lsd-interface`). An IPv4 address selects the IPv4
-    /// interface directly; for IPv6 (and for an IPv6 address) the interface
-    /// holding that address is looked up. `None`: the kernel chooses (the
-    /// interface its multicast route points at).
+    /// Narrows LSD to one interface, named by one of its addresses
+    /// (`--lsd-interface`): the interface holding it (loopback too), IPv4
+    /// announces sent from it when it is IPv4. `None` (the default): every
+    /// interface that is up, multicast-capable and not loopback (see
+    /// [`multicast_interfaces`]).
     pub interface: Option<IpAddr>,
     /// UDP port of the groups (default [`LSD_PORT`]).
     pub port: u16,
     /// Also use the IPv6 group (best effort).
     pub ipv6: bool,
+    /// How often the interfaces are listed again to follow those that
+    /// appear or go away (default 30 s).
+    pub rescan: Duration,
 }
 
 impl Default for LsdConfig {
@@ -88,6 +96,7 @@ impl Default for LsdConfig {
             interface: None,
             port: LSD_PORT,
             ipv6: true,
+            rescan: Duration::from_secs(30),
         }
     }
 }
@@ -268,58 +277,82 @@ impl RateLimiter {
     }
 }
 
-/// The running LSD service: sockets on `:6771` joined to the groups, a
-/// receive task per socket, and [`Lsd::announce`]. Cheap to clone (a
-/// handle). Stops with [`Lsd::shutdown`] (or when the receiver of peers is
-/// dropped).
+/// The running LSD service: one receive socket per family on `:6771`,
+/// joined to the group on every interface LSD runs on, a send socket per
+/// interface and family, a receive task per receive socket, a task that
+/// rescans the interfaces every [`LsdConfig::rescan`], and
+/// [`Lsd::announce`]. Cheap to clone (a handle). Stops with
+/// [`Lsd::shutdown`] (or when the receiver of peers is dropped).
 #[derive(Clone)]
 pub struct Lsd {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// The IPv4 socket and its group address; absent if IPv4 failed.
-    v4: Option<(Arc<UdpSocket>, SocketAddr)>,
-    /// The IPv6 socket and its group address; absent when IPv6 is off or
-    /// unavailable.
-    v6: Option<(Arc<UdpSocket>, SocketAddr)>,
+    cfg: LsdConfig,
+    /// The IPv4 receive socket; absent if IPv4 failed.
+    v4: Option<Arc<UdpSocket>>,
+    /// The IPv6 receive socket; absent when IPv6 is off or unavailable.
+    v6: Option<Arc<UdpSocket>>,
+    /// The interfaces we joined the groups on, with their send sockets.
+    links: Mutex<Vec<Link>>,
     /// Our TCP listen port, announced.
     peer_port: u16,
     /// Per-process cookie: our own announces come back by multicast
     /// loopback and are recognised by it.
     cookie: String,
-    /// When each info-hash was last announced (for [`MIN_ANNOUNCE_GAP`]).
+    /// When each info-hash was last announced: for [`MIN_ANNOUNCE_GAP`],
+    /// and to announce the torrents still running on an interface that
+    /// appears (entries older than two [`ANNOUNCE_INTERVAL`]s are dropped).
     last_announce: Mutex<HashMap<InfoHash, Instant>>,
     shutdown: watch::Sender<bool>,
 }
 
+/// One interface LSD runs on, with the sockets that send there.
+struct Link {
+    iface: LsdInterface,
+    /// Sends to the IPv4 group out of this interface (`IP_MULTICAST_IF`).
+    send4: Option<Arc<UdpSocket>>,
+    /// Sends to the IPv6 group out of this interface (`IPV6_MULTICAST_IF`).
+    send6: Option<Arc<UdpSocket>>,
+}
+
+impl Link {
+    /// The send sockets with their group addresses.
+    fn targets(&self, port: u16) -> Vec<(Arc<UdpSocket>, SocketAddr)> {
+        let g4 = SocketAddr::new(IpAddr::V4(GROUP_V4), port);
+        let g6 = SocketAddr::new(IpAddr::V6(GROUP_V6), port);
+        let mut t = Vec::new();
+        t.extend(self.send4.iter().map(|s| (s.clone(), g4)));
+        t.extend(self.send6.iter().map(|s| (s.clone(), g6)));
+        t
+    }
+}
+
 impl Lsd {
-    /// Opens the sockets and starts listening. Announced peers arrive on
-    /// the returned channel (bounded; peers are dropped while it is full).
-    /// `peer_port` is our TCP listen port. Errors: neither IPv4 nor IPv6
-    /// could be set up (the IPv4 error is returned).
+    /// Opens the receive sockets, joins the groups on every interface LSD
+    /// runs on (see [`multicast_interfaces`]) and starts listening and
+    /// following interfaces. Announced peers arrive on the returned channel
+    /// (bounded; peers are dropped while it is full). `peer_port` is our
+    /// TCP listen port. Having no interface yet is not an error (they are
+    /// joined when they appear). Errors: neither the IPv4 nor the IPv6
+    /// receive socket could be bound (the IPv4 error is returned).
     pub async fn start(
         cfg: LsdConfig,
         peer_port: u16,
     ) -> io::Result<(Lsd, mpsc::Receiver<LsdPeer>)> {
-        let ifindex = cfg.interface.and_then(ifindex_of);
-        let v4 = match open_v4(&cfg, ifindex) {
-            Ok(s) => Some((Arc::new(s), SocketAddr::new(IpAddr::V4(GROUP_V4), cfg.port))),
+        let v4 = match open_recv(false, cfg.port) {
+            Ok(s) => Some(Arc::new(s)),
             Err(e) => {
-                let msg = format!("LSD: IPv4 group {GROUP_V4}:{} unavailable: {e}", cfg.port);
-                if cfg.interface.is_some() {
-                    tracing::warn!("{msg}");
-                } else {
-                    tracing::info!("{msg} (choose an interface with --lsd-interface)");
-                }
+                tracing::warn!("LSD: cannot bind UDP 0.0.0.0:{}: {e}", cfg.port);
                 None
             }
         };
         let v6 = if cfg.ipv6 {
-            match open_v6(&cfg, ifindex.unwrap_or(0)) {
-                Ok(s) => Some((Arc::new(s), SocketAddr::new(IpAddr::V6(GROUP_V6), cfg.port))),
+            match open_recv(true, cfg.port) {
+                Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
-                    tracing::debug!("LSD: IPv6 group [{GROUP_V6}]:{} unavailable: {e}", cfg.port);
+                    tracing::debug!("LSD: IPv6 unavailable ([::]:{}): {e}", cfg.port);
                     None
                 }
             }
@@ -328,7 +361,7 @@ impl Lsd {
         };
         if v4.is_none() && v6.is_none() {
             return Err(io::Error::other(
-                "LSD: neither the IPv4 nor the IPv6 group could be joined",
+                "LSD: neither the IPv4 nor the IPv6 socket could be bound",
             ));
         }
         let mut c = [0u8; 4];
@@ -336,15 +369,17 @@ impl Lsd {
         let cookie = hex::encode(c);
         let (tx, rx) = mpsc::channel(256);
         let inner = Arc::new(Inner {
+            cfg,
             v4,
             v6,
+            links: Mutex::new(Vec::new()),
             peer_port,
             cookie,
             last_announce: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
         });
         let limiter = Arc::new(Mutex::new(RateLimiter::new(10, 50)));
-        for (sock, _) in inner.v4.iter().chain(inner.v6.iter()) {
+        for sock in inner.v4.iter().chain(inner.v6.iter()) {
             tokio::spawn(recv_loop(
                 sock.clone(),
                 inner.cookie.clone(),
@@ -353,14 +388,25 @@ impl Lsd {
                 inner.shutdown.subscribe(),
             ));
         }
+        let lsd = Lsd { inner };
+        lsd.sync_interfaces();
+        let n = lsd.interface_count();
         tracing::info!(
-            "LSD: listening on port {} (IPv4 {}, IPv6 {}), cookie {}",
-            cfg.port,
-            if inner.v4.is_some() { "on" } else { "off" },
-            if inner.v6.is_some() { "on" } else { "off" },
-            inner.cookie
+            "LSD: listening on port {} (IPv4 {}, IPv6 {}) on {n} interface{}, cookie {}",
+            lsd.inner.cfg.port,
+            if lsd.inner.v4.is_some() { "on" } else { "off" },
+            if lsd.inner.v6.is_some() { "on" } else { "off" },
+            if n == 1 { "" } else { "s" },
+            lsd.inner.cookie
         );
-        Ok((Lsd { inner }, rx))
+        if n == 0 {
+            tracing::info!(
+                "LSD: no multicast interface yet (rescanning every {} s)",
+                lsd.inner.cfg.rescan.as_secs()
+            );
+        }
+        tokio::spawn(rescan_loop(lsd.clone()));
+        Ok((lsd, rx))
     }
 
     /// Our cookie (8 hex characters).
@@ -368,9 +414,22 @@ impl Lsd {
         &self.inner.cookie
     }
 
-    /// Announces `info_hashes` on every group we joined, skipping those
-    /// announced less than [`MIN_ANNOUNCE_GAP`] ago. Returns how many
-    /// datagrams were sent. Send errors are logged at debug level.
+    /// The interfaces LSD runs on now.
+    pub fn interfaces(&self) -> Vec<LsdInterface> {
+        self.lock_links().iter().map(|l| l.iface.clone()).collect()
+    }
+
+    fn interface_count(&self) -> usize {
+        self.lock_links().len()
+    }
+
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, Vec<Link>> {
+        self.inner.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Announces `info_hashes` on every interface and group we joined,
+    /// skipping those announced less than [`MIN_ANNOUNCE_GAP`] ago. Returns
+    /// how many datagrams were sent. Send errors are logged at debug level.
     pub async fn announce(&self, info_hashes: &[InfoHash]) -> usize {
         let due: Vec<InfoHash> = {
             let mut last = self
@@ -379,20 +438,39 @@ impl Lsd {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            last.retain(|_, t| now.duration_since(*t) < MIN_ANNOUNCE_GAP);
+            last.retain(|_, t| now.duration_since(*t) < 2 * ANNOUNCE_INTERVAL);
             let due: Vec<InfoHash> = info_hashes
                 .iter()
                 .copied()
-                .filter(|ih| !last.contains_key(ih))
+                .filter(|ih| {
+                    last.get(ih)
+                        .is_none_or(|t| now.duration_since(*t) >= MIN_ANNOUNCE_GAP)
+                })
                 .collect();
             for ih in &due {
                 last.insert(*ih, now);
             }
             due
         };
+        let port = self.inner.cfg.port;
+        let targets: Vec<_> = self
+            .lock_links()
+            .iter()
+            .flat_map(|l| l.targets(port))
+            .collect();
+        self.send(&due, &targets).await
+    }
+
+    /// Sends announces of `info_hashes` to every target; returns how many
+    /// were sent.
+    async fn send(
+        &self,
+        info_hashes: &[InfoHash],
+        targets: &[(Arc<UdpSocket>, SocketAddr)],
+    ) -> usize {
         let mut sent = 0;
-        for batch in batches(&due) {
-            for (sock, group) in self.inner.v4.iter().chain(self.inner.v6.iter()) {
+        for batch in batches(info_hashes) {
+            for (sock, group) in targets {
                 let pkt = format_announce(*group, self.inner.peer_port, batch, &self.inner.cookie);
                 match sock.send_to(&pkt, group).await {
                     Ok(_) => sent += 1,
@@ -403,9 +481,107 @@ impl Lsd {
         sent
     }
 
-    /// Stops the receive tasks.
+    /// Brings the joined interfaces in line with [`multicast_interfaces`]:
+    /// leaves the groups on interfaces that went away or changed, joins
+    /// them on new ones. Returns the send targets of the new interfaces.
+    fn sync_interfaces(&self) -> Vec<(Arc<UdpSocket>, SocketAddr)> {
+        let wanted = multicast_interfaces(self.inner.cfg.interface);
+        let port = self.inner.cfg.port;
+        let mut links = self.lock_links();
+        links.retain(|l| {
+            let keep = wanted.contains(&l.iface);
+            if !keep {
+                self.leave(&l.iface);
+                tracing::info!("LSD: interface {} is gone or changed", l.iface);
+            }
+            keep
+        });
+        let mut added = Vec::new();
+        for iface in wanted {
+            if links.iter().any(|l| l.iface == iface) {
+                continue;
+            }
+            let link = self.join(iface);
+            if link.send4.is_none() && link.send6.is_none() {
+                continue;
+            }
+            tracing::info!("LSD: announcing and listening on {}", link.iface);
+            added.extend(link.targets(port));
+            links.push(link);
+        }
+        added
+    }
+
+    /// Joins the groups on `iface` and opens its send sockets; failures
+    /// are logged at debug level and leave that family out.
+    fn join(&self, iface: LsdInterface) -> Link {
+        let index = InterfaceIndexOrAddress::Index(iface.index);
+        let send4 = match (iface.v4, &self.inner.v4) {
+            (Some(a), Some(r)) => socket2::SockRef::from(r.as_ref())
+                .join_multicast_v4_n(&GROUP_V4, &index)
+                .and_then(|()| open_send_v4(a))
+                .inspect_err(|e| tracing::debug!("LSD: IPv4 group on {iface}: {e}"))
+                .ok()
+                .map(Arc::new),
+            _ => None,
+        };
+        let send6 = match (iface.v6, &self.inner.v6) {
+            (true, Some(r)) => socket2::SockRef::from(r.as_ref())
+                .join_multicast_v6(&GROUP_V6, iface.index)
+                .and_then(|()| open_send_v6(iface.index))
+                .inspect_err(|e| tracing::debug!("LSD: IPv6 group on {iface}: {e}"))
+                .ok()
+                .map(Arc::new),
+            _ => None,
+        };
+        Link {
+            iface,
+            send4,
+            send6,
+        }
+    }
+
+    /// Leaves the groups on `iface` (errors ignored: a removed interface
+    /// has left them already).
+    fn leave(&self, iface: &LsdInterface) {
+        if let (Some(_), Some(r)) = (iface.v4, &self.inner.v4) {
+            let index = InterfaceIndexOrAddress::Index(iface.index);
+            let _ = socket2::SockRef::from(r.as_ref()).leave_multicast_v4_n(&GROUP_V4, &index);
+        }
+        if let (true, Some(r)) = (iface.v6, &self.inner.v6) {
+            let _ = socket2::SockRef::from(r.as_ref()).leave_multicast_v6(&GROUP_V6, iface.index);
+        }
+    }
+
+    /// Stops the receive and rescan tasks.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+}
+
+/// Every [`LsdConfig::rescan`], follows the interfaces and announces the
+/// running torrents on those that appeared.
+async fn rescan_loop(lsd: Lsd) {
+    let mut shutdown = lsd.inner.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(lsd.inner.cfg.rescan) => {}
+            _ = shutdown.changed() => return,
+        }
+        let added = lsd.sync_interfaces();
+        if added.is_empty() {
+            continue;
+        }
+        let running: Vec<InfoHash> = lsd
+            .inner
+            .last_announce
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let n = lsd.send(&running, &added).await;
+        tracing::debug!("LSD: {n} announces on new interfaces");
     }
 }
 
@@ -472,9 +648,11 @@ async fn recv_loop(
     }
 }
 
-/// A UDP socket with `SO_REUSEADDR` (and `IPV6_V6ONLY` for IPv6), bound
-/// to the wildcard address and `port`, non-blocking.
-fn bind_reuse(v6: bool, port: u16) -> io::Result<Socket> {
+/// The receive socket of one family: UDP with `SO_REUSEADDR` (and
+/// `IPV6_V6ONLY` for IPv6) on the wildcard address and `port`,
+/// non-blocking, receiving only the groups it joins (`IP_MULTICAST_ALL`
+/// off).
+fn open_recv(v6: bool, port: u16) -> io::Result<UdpSocket> {
     let (domain, any) = if v6 {
         (Domain::IPV6, IpAddr::V6(Ipv6Addr::UNSPECIFIED))
     } else {
@@ -484,52 +662,116 @@ fn bind_reuse(v6: bool, port: u16) -> io::Result<Socket> {
     sock.set_reuse_address(true)?;
     if v6 {
         sock.set_only_v6(true)?;
+        sock.set_multicast_all_v6(false)?;
+    } else {
+        sock.set_multicast_all_v4(false)?;
     }
     sock.bind(&SocketAddr::new(any, port).into())?;
-    Ok(sock)
+    UdpSocket::from_std(sock.into())
 }
 
-/// The interface for IPv4 multicast: by its IPv4 address when one was
-/// given, else by index, else "any" (index 0: the kernel routes).
-fn v4_interface(cfg: &LsdConfig, ifindex: Option<u32>) -> InterfaceIndexOrAddress {
-    match cfg.interface {
-        Some(IpAddr::V4(a)) if !a.is_unspecified() => InterfaceIndexOrAddress::Address(a),
-        _ => InterfaceIndexOrAddress::Index(ifindex.unwrap_or(0)),
+/// A socket that sends to the IPv4 group out of the interface holding
+/// `addr`, from `addr` (multicast loopback on: other clients on this host
+/// hear us).
+fn open_send_v4(addr: Ipv4Addr) -> io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM.nonblocking().cloexec(), None)?;
+    sock.set_multicast_if_v4(&addr)?;
+    sock.set_multicast_loop_v4(true)?;
+    sock.bind(&SocketAddr::new(IpAddr::V4(addr), 0).into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// A socket that sends to the IPv6 group out of interface `index`.
+fn open_send_v6(index: u32) -> io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::IPV6, Type::DGRAM.nonblocking().cloexec(), None)?;
+    sock.set_only_v6(true)?;
+    sock.set_multicast_if_v6(index)?;
+    sock.set_multicast_loop_v6(true)?;
+    sock.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// An interface LSD runs on (from getifaddrs(3)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LsdInterface {
+    /// Interface index (`if_nametoindex`).
+    pub index: u32,
+    /// Device name, e.g. `eth0`.
+    pub name: String,
+    /// The IPv4 address announces are sent from; `None`: no IPv4 here.
+    pub v4: Option<Ipv4Addr>,
+    /// Whether the interface has an IPv6 address (the IPv6 group is
+    /// joined on it).
+    pub v6: bool,
+}
+
+impl std::fmt::Display for LsdInterface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)?;
+        if let Some(a) = self.v4 {
+            write!(f, " ({a})")?;
+        }
+        if self.v6 {
+            write!(f, " (IPv6)")?;
+        }
+        Ok(())
     }
 }
 
-fn open_v4(cfg: &LsdConfig, ifindex: Option<u32>) -> io::Result<UdpSocket> {
-    let sock = bind_reuse(false, cfg.port)?;
-    let interface = v4_interface(cfg, ifindex);
-    sock.join_multicast_v4_n(&GROUP_V4, &interface)?;
-    // Only datagrams of groups this socket joined (not of every group any
-    // socket on the host joined on this port).
-    sock.set_multicast_all_v4(false)?;
-    if cfg.interface.is_some() {
-        // IP_MULTICAST_IF takes an address: the one given, or an IPv4
-        // address of the interface named by another address.
-        let out = match interface {
-            InterfaceIndexOrAddress::Address(a) => Some(a),
-            InterfaceIndexOrAddress::Index(i) => ipv4_of_ifindex(i),
-        };
-        match out {
-            Some(a) => sock.set_multicast_if_v4(&a)?,
-            None => tracing::debug!("LSD: the chosen interface has no IPv4 address to send from"),
+/// The interfaces LSD runs on now. With `only` (`--lsd-interface`): the
+/// interface holding that address (even loopback), sending IPv4 from it
+/// when it is IPv4. Otherwise: every interface that is up, has the
+/// multicast flag and is not loopback, with IPv4 when it has an IPv4
+/// address and IPv6 when it has an IPv6 one. Sorted by index. Empty when
+/// getifaddrs(3) fails.
+pub fn multicast_interfaces(only: Option<IpAddr>) -> Vec<LsdInterface> {
+    use nix::net::if_::InterfaceFlags as F;
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut by_name: std::collections::BTreeMap<String, (F, Vec<IpAddr>)> = Default::default();
+    for ifa in addrs {
+        let e = by_name
+            .entry(ifa.interface_name.clone())
+            .or_insert((ifa.flags, Vec::new()));
+        if let Some(ip) = ifa.address.as_ref().and_then(ip_of) {
+            e.1.push(ip);
         }
     }
-    sock.set_multicast_loop_v4(true)?;
-    UdpSocket::from_std(sock.into())
-}
-
-fn open_v6(cfg: &LsdConfig, ifindex: u32) -> io::Result<UdpSocket> {
-    let sock = bind_reuse(true, cfg.port)?;
-    sock.join_multicast_v6(&GROUP_V6, ifindex)?;
-    sock.set_multicast_all_v6(false)?;
-    if ifindex != 0 {
-        sock.set_multicast_if_v6(ifindex)?;
+    let mut out = Vec::new();
+    for (name, (flags, ips)) in by_name {
+        if let Some(o) = only {
+            if !ips.contains(&o) {
+                continue;
+            }
+        } else if !flags.contains(F::IFF_UP)
+            || !flags.contains(F::IFF_MULTICAST)
+            || flags.contains(F::IFF_LOOPBACK)
+        {
+            continue;
+        }
+        let Ok(index) = nix::net::if_::if_nametoindex(name.as_str()) else {
+            continue;
+        };
+        let v4 = match only {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => ips.iter().find_map(|ip| match ip {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            }),
+        };
+        let v6 = ips.iter().any(|ip| ip.is_ipv6());
+        if v4.is_some() || v6 {
+            out.push(LsdInterface {
+                index,
+                name,
+                v4,
+                v6,
+            });
+        }
     }
-    sock.set_multicast_loop_v6(true)?;
-    UdpSocket::from_std(sock.into())
+    out.sort_by_key(|i| i.index);
+    out
 }
 
 /// Index of the interface that holds address `ip`, if any (getifaddrs(3)).
@@ -539,14 +781,6 @@ pub fn ifindex_of(ip: IpAddr) -> Option<u32> {
         .find(|ifa| ifa.address.as_ref().and_then(ip_of) == Some(ip))?
         .interface_name;
     nix::net::if_::if_nametoindex(name.as_str()).ok()
-}
-
-/// An IPv4 address of the interface with index `index`, if it has one.
-fn ipv4_of_ifindex(index: u32) -> Option<Ipv4Addr> {
-    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
-        let a = ifa.address.as_ref()?.as_sockaddr_in()?.ip();
-        (nix::net::if_::if_nametoindex(ifa.interface_name.as_str()).ok()? == index).then_some(a)
-    })
 }
 
 /// The IP address of an interface address entry (IPv4 or IPv6).
@@ -734,6 +968,7 @@ Infohash: 0123456789ABCDEF0123456789abcdef01234567\r\ncookie: 1a2b3c\r\n\r\n\r\n
                 interface: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                 port: LSD_PORT,
                 ipv6: true,
+                rescan: Duration::from_secs(30),
             };
             let (a, mut ra) = Lsd::start(cfg.clone(), 1111).await.unwrap();
             let (b, mut rb) = Lsd::start(cfg, 2222).await.unwrap();

@@ -395,6 +395,24 @@ impl Host {
         with_netns(&self.netns, f)
     }
 
+    /// Plugs a new interface (`ethN`, the next number) into `seg` while the
+    /// host runs, as a cable or a Wi-Fi network that appears later; no
+    /// route is added. Returns it (also in [`Host::ifaces`] of this handle).
+    pub fn attach(&mut self, seg: &Segment) -> Iface {
+        let dev = format!("eth{}", self.ifaces.len());
+        let (ip4, ip6) = seg.next_addrs();
+        let link = attach(&self.inner, &self.netns, &dev, seg, ip4, ip6, None);
+        let iface = Iface {
+            dev,
+            ip: ip4,
+            ip6,
+            segment: seg.name.clone(),
+            link,
+        };
+        self.ifaces.push(iface.clone());
+        iface
+    }
+
     /// Starts `ltnode.py ARGS` in this host (see [`LtNode::start`]). Pass
     /// `--listen-ip` with one of this host's addresses.
     pub fn lt_node(&self, args: &[&str]) -> LtNode {

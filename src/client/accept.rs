@@ -49,6 +49,8 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, pendin
             },
             _ = shutdown.changed() => return,
         };
+        // An IPv4 peer on our dual-stack listener arrives IPv4-mapped.
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             refused.note(addr);
             continue;
@@ -86,6 +88,7 @@ pub(super) async fn utp_accept_loop(
             _ = shutdown.changed() => return,
         };
         let addr = stream.peer_addr();
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             refused.note(addr);
             continue;

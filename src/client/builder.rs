@@ -2,7 +2,7 @@
 //! which binds the sockets and starts the DHT node, LSD and the accept loop.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ impl Default for ClientBuilder {
             dht: true,
             dht_port: 0,
             peer_port: 0,
-            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind_ip: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             peer_id: None,
             storage: StorageKind::Files(default_cache_dir()),
             read_timeout: Duration::from_secs(60),
@@ -93,7 +93,10 @@ impl ClientBuilder {
         self.peer_port = port;
         self
     }
-    /// Address to bind both sockets to (default 0.0.0.0).
+    /// Address to bind the peer sockets (TCP and uTP) and the DHT to.
+    /// Default `::`: the peer sockets listen on both families (a dual-stack
+    /// socket; `0.0.0.0` when the host has no IPv6) and the DHT on
+    /// `0.0.0.0` (it is IPv4 only).
     pub fn bind_ip(mut self, ip: IpAddr) -> Self {
         self.bind_ip = ip;
         self
@@ -139,8 +142,9 @@ impl ClientBuilder {
         self.lsd = on;
         self
     }
-    /// The interface for LSD multicast, named by one of its addresses
-    /// (default: the one the kernel routes multicast to).
+    /// Narrows LSD to one interface, named by one of its addresses
+    /// (default `None`: every up, multicast-capable, non-loopback
+    /// interface, followed as interfaces come and go).
     pub fn lsd_interface(mut self, ip: Option<IpAddr>) -> Self {
         self.lsd_interface = ip;
         self
@@ -179,7 +183,7 @@ impl ClientBuilder {
         let peer_port = listener.local_addr()?.port();
         let dht = if self.dht {
             let cfg = DhtConfig {
-                bind: SocketAddr::new(self.bind_ip, self.dht_port),
+                bind: SocketAddr::new(self.dht_ip(), self.dht_port),
                 bootstrap: self.bootstrap.clone(),
                 state_dir: match &self.storage {
                     StorageKind::Files(d) => Some(CacheLayout::new(d).root().to_path_buf()),
@@ -271,11 +275,42 @@ impl ClientBuilder {
     }
 }
 
+/// Whether `ip` is `::`, which we bind as a dual-stack socket (both
+/// families).
+fn is_dual_stack(ip: IpAddr) -> bool {
+    ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+}
+
+/// A TCP listener on `addr`; on `::` a dual-stack one (`IPV6_V6ONLY` off),
+/// which accepts IPv4 peers as IPv4-mapped addresses.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv6() {
+        let s = tokio::net::TcpSocket::new_v6()?;
+        socket2::SockRef::from(&s).set_only_v6(!is_dual_stack(addr.ip()))?;
+        s
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(1024)
+}
+
 /// How many TCP ports are tried (with port 0) before uTP is given up when
 /// the UDP port of the same number is taken each time.
 const PORT_PAIR_TRIES: usize = 8;
 
 impl ClientBuilder {
+    /// The DHT's address: [`ClientBuilder::bind_ip`], but `0.0.0.0` for
+    /// `::` (the DHT is IPv4 only).
+    fn dht_ip(&self) -> IpAddr {
+        if is_dual_stack(self.bind_ip) {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            self.bind_ip
+        }
+    }
+
     /// The TCP listener on `peer_port` (0: a free port) and, with uTP on,
     /// the uTP socket on the UDP port of the same number (BEP 29: a DHT
     /// announce then reaches us by both). A free TCP port whose UDP twin is
@@ -287,9 +322,19 @@ impl ClientBuilder {
         } else {
             1
         };
+        let mut bind_ip = self.bind_ip;
         for attempt in 1..=tries {
-            let peer_addr = SocketAddr::new(self.bind_ip, self.peer_port);
-            let listener = TcpListener::bind(peer_addr).await.map_err(|e| {
+            let peer_addr = SocketAddr::new(bind_ip, self.peer_port);
+            let listener = match listen(peer_addr) {
+                Err(e) if is_dual_stack(bind_ip) => {
+                    // No IPv6 on this host: IPv4 alone.
+                    tracing::info!("cannot listen on TCP {peer_addr} ({e}): IPv4 only");
+                    bind_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+                    listen(SocketAddr::new(bind_ip, self.peer_port))
+                }
+                r => r,
+            }
+            .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
                     format!("cannot listen for peers on TCP {peer_addr} (--port): {e}"),
@@ -298,7 +343,7 @@ impl ClientBuilder {
             if !self.utp {
                 return Ok((listener, None));
             }
-            let udp = SocketAddr::new(self.bind_ip, listener.local_addr()?.port());
+            let udp = SocketAddr::new(bind_ip, listener.local_addr()?.port());
             match UtpSocket::bind(udp, UtpConfig::default()).await {
                 Ok(u) => return Ok((listener, Some(Arc::new(u)))),
                 Err(e) if attempt < tries => tracing::debug!("uTP: {e}; trying another port"),

@@ -8,7 +8,7 @@
 //! not a bencoded dictionary at all is an error.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use crate::bencode::{self, Owned};
 use crate::peer::wire::WireError;
@@ -39,6 +39,10 @@ pub struct ExtHandshake {
     pub client: Option<String>,
     /// `yourip`: our address as the sender sees it (4 or 16 bytes on the wire).
     pub yourip: Option<IpAddr>,
+    /// `ipv6` (BEP 7, BEP 10): the sender's global IPv6 address (16 bytes on
+    /// the wire), so an IPv4 connection tells the other side where to reach
+    /// it over IPv6 too.
+    pub ipv6: Option<Ipv6Addr>,
     /// `reqq`: how many outstanding `request` messages the sender queues.
     pub reqq: Option<u32>,
     /// `e` (BEP 10): the sender prefers encrypted connections (MSE/PE), so
@@ -93,6 +97,9 @@ impl ExtHandshake {
             };
             d = d.insert("yourip", bytes);
         }
+        if let Some(a) = self.ipv6 {
+            d = d.insert("ipv6", a.octets().to_vec());
+        }
         if let Some(q) = self.reqq {
             d = d.insert("reqq", Owned::Int(i64::from(q)));
         }
@@ -143,10 +150,51 @@ impl ExtHandshake {
                     16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
                     _ => None,
                 }),
+            ipv6: v
+                .get(b"ipv6")
+                .and_then(|y| y.as_bytes())
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(Ipv6Addr::from)
+                .filter(|a| is_global_v6(*a)),
             reqq: int(b"reqq").and_then(|q| u32::try_from(q).ok()),
             prefers_encryption: int(b"e") == Some(1),
         })
     }
+}
+
+/// Whether `a` can be a peer's address from anywhere: not unspecified,
+/// loopback, multicast, link-local (`fe80::/10`), unique-local
+/// (`fc00::/7`) or IPv4-mapped.
+pub fn is_global_v6(a: Ipv6Addr) -> bool {
+    let s = a.segments();
+    !(a.is_unspecified()
+        || a.is_loopback()
+        || a.is_multicast()
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xfe00) == 0xfc00
+        || a.to_ipv4_mapped().is_some())
+}
+
+/// A global IPv6 address of this host ([`is_global_v6`]), for our `ipv6`
+/// key; `None` without one. Read with getifaddrs(3) at most once a minute.
+pub fn our_global_ipv6() -> Option<Ipv6Addr> {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static CACHE: Mutex<Option<(Instant, Option<Ipv6Addr>)>> = Mutex::new(None);
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((t, a)) = *c
+        && t.elapsed() < Duration::from_secs(60)
+    {
+        return a;
+    }
+    let a = nix::ifaddrs::getifaddrs().ok().and_then(|mut it| {
+        it.find_map(|ifa| {
+            let a = ifa.address.as_ref()?.as_sockaddr_in6()?.ip();
+            is_global_v6(a).then_some(a)
+        })
+    });
+    *c = Some((Instant::now(), a));
+    a
 }
 
 #[cfg(test)]
@@ -173,6 +221,13 @@ mod tests {
 
         hs.yourip = Some(IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(ExtHandshake::decode(&hs.encode()).unwrap(), hs);
+        // BEP 7 `ipv6`: 16 bytes; a non-global address reads as absent
+        hs.ipv6 = Some("2001:db8::5".parse().unwrap());
+        assert!(hs.encode().windows(6).any(|w| w == b"4:ipv6"));
+        assert_eq!(ExtHandshake::decode(&hs.encode()).unwrap(), hs);
+        hs.ipv6 = Some("fe80::1".parse().unwrap());
+        assert_eq!(ExtHandshake::decode(&hs.encode()).unwrap().ipv6, None);
+        hs.ipv6 = None;
         assert_eq!(
             ExtHandshake::decode(&ExtHandshake::default().encode()).unwrap(),
             ExtHandshake::default()

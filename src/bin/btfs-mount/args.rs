@@ -90,8 +90,9 @@ pub struct PeerArgs {
     /// peers on the local network).
     #[arg(long)]
     pub no_lsd: bool,
-    /// Interface for Local Service Discovery, named by one of its addresses
-    /// (default: the interface the kernel routes multicast to).
+    /// Narrow Local Service Discovery to one interface, named by one of its
+    /// addresses (default: every up, multicast-capable, non-loopback
+    /// interface, IPv4 and IPv6, rescanned every 30 s).
     #[arg(long, value_name = "IP")]
     pub lsd_interface: Option<IpAddr>,
     /// Message Stream Encryption (MSE/PE) with peers: `prefer` dials

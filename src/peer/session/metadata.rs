@@ -33,6 +33,7 @@ impl Session {
         hs.client = Some(concat!("btfs-mount ", env!("CARGO_PKG_VERSION")).into());
         hs.reqq = Some(OUR_REQQ);
         hs.yourip = Some(self.addr.ip());
+        hs.ipv6 = crate::peer::extension::our_global_ipv6();
         hs.prefers_encryption = self.swarm.cfg.prefers_encryption;
         hs
     }
