@@ -194,7 +194,10 @@ impl FileStorage {
 
 impl Storage for FileStorage {
     fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()> {
-        let offset = index as u64 * self.piece_length;
+        self.write_at(index as u64 * self.piece_length, data)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.split(offset, data.len(), |i, at, r| {
             if self.extents[i].path.is_none() {
                 return Ok(()); // pad file

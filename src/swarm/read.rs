@@ -108,6 +108,8 @@ impl Swarm {
             };
             let storage = loaded.storage.clone();
             let reading = CacheRead::new(&self.cache_reads);
+            // A read already waiting: counted, never refused.
+            let _buf = super::budget::global().force(len as u64);
             let res = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; len];
                 storage.read_at(offset, &mut buf).map(|_| buf)

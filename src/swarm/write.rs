@@ -1,0 +1,76 @@
+//! Received blocks go to the storage as they arrive: a piece being
+//! downloaded is never assembled in memory, whatever its length. Each
+//! block is taken by the picker (so two copies of one block are never
+//! written at once), written off the async threads, then counted as
+//! received; the piece's last block starts its verification from the
+//! storage ([`super::verify`]). Until a piece verifies, its bytes in the
+//! storage are neither read for a reader nor uploaded.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::picker::BlockOutcome;
+use super::{BlockArrival, ConnId, Swarm};
+
+impl Swarm {
+    /// A block that connection `conn` requested arrived: it is written to
+    /// the storage (on the blocking pool; the caller awaits the write, so a
+    /// peer's blocks queue in its socket rather than in memory), then
+    /// counted. A block that completes its piece starts the piece's
+    /// verification (see [`Swarm::verify_downloaded`]). A block that cannot
+    /// be written (ENOSPC) becomes missing again and fails the reads
+    /// waiting on its piece with that error.
+    pub(crate) async fn block_arrived(
+        self: &Arc<Self>,
+        conn: ConnId,
+        index: u32,
+        begin: u32,
+        data: Bytes,
+    ) -> BlockArrival {
+        let Some(loaded) = self.loaded() else {
+            return BlockArrival::Unrequested;
+        };
+        let claim = match self.lock().picker.as_mut() {
+            Some(p) => p.claim_block(conn, index, begin, data.len() as u32),
+            None => BlockOutcome::Unrequested,
+        };
+        match claim {
+            BlockOutcome::Write => {}
+            BlockOutcome::Unrequested => return BlockArrival::Unrequested,
+            _ => return BlockArrival::Duplicate,
+        }
+        let storage = loaded.storage.clone();
+        let offset = u64::from(index) * loaded.info.piece_length + u64::from(begin);
+        let written = tokio::task::spawn_blocking(move || storage.write_at(offset, &data))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
+            tracing::error!(
+                "{}: cannot write a block of piece {index} to the cache: {e}; reads of it fail",
+                self.info_hash
+            );
+            {
+                let mut st = self.lock();
+                st.reads.store_error(index, e.kind());
+                if let Some(p) = st.picker.as_mut() {
+                    p.block_write_failed(index, begin);
+                }
+            }
+            self.piece_event.notify_waiters();
+            return BlockArrival::Stored;
+        }
+        let outcome = match self.lock().picker.as_mut() {
+            Some(p) => p.block_written(conn, index, begin),
+            None => BlockOutcome::Duplicate,
+        };
+        match outcome {
+            BlockOutcome::Complete { index, sources, .. } => {
+                self.verify_downloaded(index, sources);
+                BlockArrival::Stored
+            }
+            BlockOutcome::Duplicate => BlockArrival::Duplicate,
+            _ => BlockArrival::Stored,
+        }
+    }
+}
