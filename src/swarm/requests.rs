@@ -108,10 +108,13 @@ impl Swarm {
         cap: usize,
         budget_cap: usize,
     ) -> Option<RequestPlan> {
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let p = st.picker.as_mut()?;
         let mut plan = RequestPlan::default();
-        p.drop_unwanted();
+        for i in p.drop_unwanted() {
+            st.cache.end_partial(i);
+        }
         let (keep, stale): (Vec<Req>, Vec<Req>) = outstanding
             .drain(..)
             .partition(|r| p.is_outstanding(r) && !p.has(r.index));
@@ -144,7 +147,7 @@ impl Swarm {
             let (new, limited) = p.pick_within(conn, &has, want, ahead);
             plan.new = new;
             if limited {
-                drop(st);
+                drop(guard);
                 super::budget::global().note_limited(
                     "no more blocks are requested ahead of reads until some is freed",
                 );

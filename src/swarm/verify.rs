@@ -213,13 +213,15 @@ impl Swarm {
         sources: Vec<ConnId>,
     ) {
         let Some(loaded) = self.loaded() else { return };
-        if !self
-            .lock()
-            .picker
-            .as_mut()
-            .is_some_and(|p| p.claim_piece(index))
         {
-            return;
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let Some(p) = st.picker.as_mut() else { return };
+            if !p.claim_piece(index) {
+                return;
+            }
+            st.cache
+                .begin_partial(index, u64::from(p.piece_size(index)));
         }
         let storage = loaded.storage.clone();
         let swarm = self.clone();
@@ -331,9 +333,9 @@ impl Swarm {
                 self.strike(ip, index);
             }
         }
-        // Room in the cache's bound (pieces a read waits on excepted:
-        // they are kept anyway).
-        if !self.evict_to_fit(u64::from(size)) {
+        // Within the cache's bound (the piece counts since its first
+        // block; pieces a read waits on are kept anyway).
+        if !self.evict_to_fit(0) {
             let urgent = self
                 .lock()
                 .picker
@@ -384,8 +386,12 @@ impl Swarm {
                 self.info_hash
             );
         }
-        if let Some(p) = self.lock().picker.as_mut() {
-            p.verify_failed(index);
+        {
+            let mut st = self.lock();
+            st.cache.end_partial(index);
+            if let Some(p) = st.picker.as_mut() {
+                p.verify_failed(index);
+            }
         }
         self.piece_event.notify_waiters();
         self.wake_peers();
@@ -401,6 +407,7 @@ impl Swarm {
         {
             let mut st = self.lock();
             st.reads.store_error(index, e.kind());
+            st.cache.end_partial(index);
             if let Some(p) = st.picker.as_mut() {
                 p.verify_failed(index);
             }

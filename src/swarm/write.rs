@@ -31,9 +31,22 @@ impl Swarm {
         let Some(loaded) = self.loaded() else {
             return BlockArrival::Unrequested;
         };
-        let claim = match self.lock().picker.as_mut() {
-            Some(p) => p.claim_block(conn, index, begin, data.len() as u32),
-            None => BlockOutcome::Unrequested,
+        let (claim, first) = {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            match st.picker.as_mut() {
+                Some(p) => {
+                    let c = p.claim_block(conn, index, begin, data.len() as u32);
+                    // A piece's first block: the piece counts against the
+                    // cache's bound from now on.
+                    let first = c == BlockOutcome::Write
+                        && st
+                            .cache
+                            .begin_partial(index, u64::from(p.piece_size(index)));
+                    (c, first)
+                }
+                None => (BlockOutcome::Unrequested, false),
+            }
         };
         match claim {
             BlockOutcome::Write => {}
@@ -42,9 +55,17 @@ impl Swarm {
         }
         let storage = loaded.storage.clone();
         let offset = u64::from(index) * loaded.info.piece_length + u64::from(begin);
-        let written = tokio::task::spawn_blocking(move || storage.write_at(offset, &data))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let swarm = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            if first {
+                // Room first, so the cache never holds more than its bound
+                // (pieces being read excepted: they are kept anyway).
+                swarm.evict_over_budget();
+            }
+            storage.write_at(offset, &data)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = written {
             tracing::error!(
                 "{}: cannot write a block of piece {index} to the cache: {e}; reads of it fail",
