@@ -29,8 +29,9 @@ pub(super) struct Reads {
 
 impl Reads {
     /// Piece `index` could not be stored: reads waiting on it fail so.
-    pub(super) fn store_error(&mut self, index: u32, kind: io::ErrorKind) {
-        self.store_errors.insert(index, kind);
+    /// False when that was known already.
+    pub(super) fn store_error(&mut self, index: u32, kind: io::ErrorKind) -> bool {
+        self.store_errors.insert(index, kind).is_none()
     }
 
     /// Piece `index` was stored (or is asked for again): no error stands.

@@ -406,7 +406,7 @@ impl Swarm {
         );
         {
             let mut st = self.lock();
-            st.reads.store_error(index, e.kind());
+            let _ = st.reads.store_error(index, e.kind());
             st.cache.end_partial(index);
             if let Some(p) = st.picker.as_mut() {
                 p.verify_failed(index);

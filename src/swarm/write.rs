@@ -67,16 +67,18 @@ impl Swarm {
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = written {
-            tracing::error!(
-                "{}: cannot write a block of piece {index} to the cache: {e}; reads of it fail",
-                self.info_hash
-            );
-            {
+            let new = {
                 let mut st = self.lock();
-                st.reads.store_error(index, e.kind());
                 if let Some(p) = st.picker.as_mut() {
                     p.block_write_failed(index, begin);
                 }
+                st.reads.store_error(index, e.kind())
+            };
+            if new {
+                tracing::error!(
+                    "{}: cannot store piece {index} in the cache (writing a block: {e}); reads of it fail",
+                    self.info_hash
+                );
             }
             self.piece_event.notify_waiters();
             return BlockArrival::Stored;
