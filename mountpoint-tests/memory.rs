@@ -69,7 +69,7 @@ fn pieces_of_64_mib_stream_at_bounded_memory() {
         .peer(&seeder.addr())
         .cache_dir(&tmp.path().join("cache"))
         .read_timeout(120);
-    let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
+    let m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     let pid = m.pids()[0];
     let file = mnt.join("data/big.bin");
     // Four reads at once, each in a piece of its own: four 64 MiB pieces
