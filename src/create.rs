@@ -280,6 +280,13 @@ impl Storage for SourceStorage {
         ))
     }
 
+    fn write_at(&self, offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("offset {offset}: a seeded directory is read-only"),
+        ))
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let extents = &self.extents;
         let span = |e: &Extent| (e.offset, e.length);

@@ -43,6 +43,7 @@ pub struct ClientBuilder {
     pub(super) lsd: bool,
     pub(super) lsd_interface: Option<IpAddr>,
     pub(super) cache_size: Option<u64>,
+    pub(super) memory_limit: Option<u64>,
     pub(super) encryption: Policy,
     pub(super) utp: bool,
     pub(super) port_mapping: bool,
@@ -65,6 +66,7 @@ impl Default for ClientBuilder {
             lsd: true,
             lsd_interface: None,
             cache_size: None,
+            memory_limit: None,
             encryption: Policy::default(),
             utp: true,
             port_mapping: true,
@@ -129,6 +131,16 @@ impl ClientBuilder {
         self.cache_size = bytes;
         self
     }
+    /// The process's memory budget in bytes, set when the client starts
+    /// (see [`crate::swarm::budget`]): one figure for everything that grows
+    /// with traffic (blocks in flight, upload buffers, per-peer queues, the
+    /// metadata being assembled, hash work), shared by every client and
+    /// archive of the process. None (the default) leaves it as it is
+    /// ([`crate::swarm::budget::DEFAULT_MEMORY_LIMIT`] unless set).
+    pub fn memory_limit(mut self, bytes: Option<u64>) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
     /// Download every piece in the background, at the lowest priority.
     pub fn prefetch(mut self, on: bool) -> Self {
         self.prefetch = on;
@@ -179,6 +191,9 @@ impl ClientBuilder {
     /// Binds the sockets and starts the DHT node (bootstrapping in the
     /// background). Errors: a port already in use.
     pub async fn start(self) -> Result<Client, Error> {
+        if let Some(bytes) = self.memory_limit {
+            crate::swarm::budget::set_memory_limit(bytes);
+        }
         let (listener, utp) = self.bind_peer_sockets().await?;
         let peer_port = listener.local_addr()?.port();
         let dht = if self.dht {

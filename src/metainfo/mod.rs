@@ -29,7 +29,8 @@
 //!    then also gets its `pieces root`.
 //! 4. `name.utf-8` is preferred over `name`, `path.utf-8` over `path`.
 //! 5. Limits, checked before anything is allocated per piece or per file:
-//!    `piece length` in 1..=2^30 bytes ([`MAX_PIECE_LENGTH`]; with `meta
+//!    `piece length` in 1..=536 854 528 bytes ([`MAX_PIECE_LENGTH`], as
+//!    libtorrent; with `meta
 //!    version` 2 a power of two of at least 16 KiB), at most [`MAX_PIECES`] pieces, at
 //!    most [`MAX_PATH_DEPTH`] elements in a path, each file at most
 //!    [`MAX_FILE_LENGTH`] bytes, sizes summed with overflow checks.
@@ -81,8 +82,13 @@ use crate::merkle::{Hash, TreeShape};
 
 /// Most pieces a torrent may have (libtorrent's loading limit).
 pub const MAX_PIECES: u64 = 2_097_152;
-/// Largest accepted `piece length`, in bytes (2^30, libtorrent's limit).
-pub const MAX_PIECE_LENGTH: u64 = 1 << 30;
+/// Largest accepted `piece length`, in bytes: 536 854 528 ((2^15 - 1)
+/// blocks of 16 KiB, just under 512 MiB), libtorrent's limit since 2.0.10
+/// (`file_storage::max_piece_size`: its piece picker counts at most 2^15 - 1
+/// blocks per piece). A torrent with larger pieces is refused, naming it.
+/// Pieces never sit whole in memory (blocks go to the cache as they
+/// arrive), so any length up to this one costs no more memory than 16 KiB.
+pub const MAX_PIECE_LENGTH: u64 = ((1 << 15) - 1) * 16384;
 /// Most elements in a `path` or `symlink path` list (libtorrent: 100).
 pub const MAX_PATH_DEPTH: usize = 100;
 /// Largest accepted file, in bytes: just under (2^30 - 1) blocks of 16 KiB,
@@ -388,7 +394,10 @@ impl Info {
         if piece_length > MAX_PIECE_LENGTH {
             return Err(field_err(
                 "piece length",
-                format!("is {piece_length} bytes, more than the limit of {MAX_PIECE_LENGTH}"),
+                format!(
+                    "is {piece_length} bytes, more than the largest accepted, {MAX_PIECE_LENGTH} bytes \
+                     (libtorrent's limit: 32767 blocks of 16 KiB)"
+                ),
             ));
         }
         if version != MetaVersion::V1 && (!piece_length.is_power_of_two() || piece_length < 16384) {

@@ -256,8 +256,11 @@ fn field_errors_name_the_field() {
         err(&base(Owned::from("16384")))
             .contains("`piece length` must be a positive integer, got a byte string")
     );
-    assert!(err(&base(Owned::Int((1 << 30) + 1))).contains("`piece length` is 1073741825 bytes"));
-    assert!(Info::from_bytes(&base(Owned::Int(1 << 30))).is_ok());
+    assert!(err(&base(Owned::Int(1 << 30))).contains(
+        "`piece length` is 1073741824 bytes, more than the largest accepted, 536854528 bytes"
+    ));
+    assert!(err(&base(Owned::Int(MAX_PIECE_LENGTH as i64 + 1))).contains("536854529 bytes"));
+    assert!(Info::from_bytes(&base(Owned::Int(MAX_PIECE_LENGTH as i64))).is_ok());
 
     let e = Info::from_bytes(b"d4:name1:x6:lengthi5ee").unwrap_err();
     assert_eq!(e.field(), Some("piece length"));

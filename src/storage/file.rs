@@ -32,6 +32,9 @@ pub struct FileStorage {
     total_length: u64,
     /// Open files, by extent index; bounded so huge torrents don't exhaust fds.
     open: Mutex<lru::LruCache<usize, Arc<File>>>,
+    /// Extents whose file is known to be this cache's alone (one link):
+    /// written to without another check (see [`FileStorage::private_file`]).
+    private: Mutex<std::collections::HashSet<usize>>,
     /// `<dir>/lock`, held with an exclusive `flock` while this storage
     /// lives: two processes must never share one torrent's cache (one could
     /// evict or rewrite a piece the other believes it holds). The kernel
@@ -135,6 +138,7 @@ impl FileStorage {
             piece_length: info.piece_length,
             total_length: info.total_length,
             open: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(64).unwrap())),
+            private: Mutex::new(std::collections::HashSet::new()),
             _lock: lock,
         })
     }
@@ -173,6 +177,46 @@ impl FileStorage {
         Ok(f)
     }
 
+    /// The file of extent `idx`, to be written to or punched: one this
+    /// cache shares with another by a hard link (`create::install` links an
+    /// unchanged file to the base torrent's cache file) is first made a copy
+    /// of its own, so unverified blocks or a discarded piece never change
+    /// bytes the other cache holds as verified. Created if missing.
+    fn private_file(&self, idx: usize) -> io::Result<Arc<File>> {
+        use std::os::unix::fs::MetadataExt;
+        let known = self
+            .private
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&idx);
+        let f = self.file(idx, true)?;
+        if known {
+            return Ok(f);
+        }
+        if f.metadata()?.nlink() > 1 {
+            let path = self.extents[idx].path.as_ref().expect("not a pad file");
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(format!(".{}.unlink.tmp", std::process::id()));
+            let tmp = PathBuf::from(tmp);
+            fs::copy(path, &tmp)?;
+            fs::rename(&tmp, path)?;
+            tracing::debug!(
+                "{}: unshared hard-linked {}",
+                self.root().display(),
+                path.display()
+            );
+            self.open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop(&idx);
+        }
+        self.private
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(idx);
+        self.file(idx, true)
+    }
+
     /// Calls `each(extent index, offset in file, range in buf)` for every
     /// extent that `[offset, offset + len)` touches.
     fn split(
@@ -194,12 +238,15 @@ impl FileStorage {
 
 impl Storage for FileStorage {
     fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()> {
-        let offset = index as u64 * self.piece_length;
+        self.write_at(index as u64 * self.piece_length, data)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.split(offset, data.len(), |i, at, r| {
             if self.extents[i].path.is_none() {
                 return Ok(()); // pad file
             }
-            self.file(i, true)?.write_all_at(&data[r], at)
+            self.private_file(i)?.write_all_at(&data[r], at)
         })
     }
 
@@ -233,11 +280,12 @@ impl Storage for FileStorage {
             if self.extents[i].path.is_none() {
                 return Ok(());
             }
-            let f = match self.file(i, false) {
-                Ok(f) => f,
+            match self.file(i, false) {
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(e),
             };
+            let f = self.private_file(i)?;
             nix::fcntl::fallocate(
                 &*f,
                 FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
@@ -299,9 +347,21 @@ mod tests {
         let mut b = [0u8; 5];
         s.read_at(0, &mut b).unwrap();
         assert_eq!(&b, b"hello");
-        s.discard_piece(0).unwrap();
-        s.read_at(0, &mut b).unwrap();
+        // A file hard-linked into another cache is unshared before it is
+        // written to or punched: the other copy keeps its bytes.
+        let other = tmp.path().join("other");
+        fs::hard_link(s.file_path(0).unwrap(), &other).unwrap();
+        let s2 = {
+            drop(s);
+            FileStorage::open(&dir, &info()).unwrap()
+        };
+        s2.discard_piece(0).unwrap();
+        s2.read_at(0, &mut b).unwrap();
         assert_eq!(b, [0; 5], "punched out");
+        assert_eq!(fs::read(&other).unwrap(), b"hello");
+        s2.write_at(0, b"HELLO").unwrap();
+        assert_eq!(fs::read(&other).unwrap(), b"hello");
+        let s = s2;
         drop(s);
         check_cache_free(&dir).unwrap();
         FileStorage::open(&dir, &info()).unwrap();

@@ -33,9 +33,16 @@ pub use mem::MemStorage;
 /// Offsets are absolute in the torrent (0 ..= `total_length`). Callers only
 /// write whole verified pieces and only read ranges of pieces they hold.
 pub trait Storage: Send + Sync + 'static {
-    /// Writes the verified piece `index` (`data.len()` = that piece's size).
+    /// Writes the whole piece `index` (`data.len()` = that piece's size).
     /// Errors: the underlying I/O error (ENOSPC on a full disk).
     fn write_piece(&self, index: u32, data: &[u8]) -> io::Result<()>;
+    /// Writes `data` at absolute offset `offset` of the piece space: one
+    /// received block (BEP 3, 16 KiB) of a piece not verified yet. The
+    /// swarm writes blocks as they arrive and hashes the piece from here
+    /// once complete, so a piece never sits whole in memory; its bytes are
+    /// neither read for a reader nor uploaded before it verifies. Errors:
+    /// the underlying I/O error (ENOSPC), `InvalidInput` past the end.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Fills `buf` from absolute offset `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// The persisted bitfield of the pieces stored (BEP 3 layout: high bit

@@ -17,6 +17,13 @@ pub(super) struct Cache {
     lru: lru::LruCache<u32, ()>,
     /// Bytes of the pieces in `lru`.
     cached_bytes: u64,
+    /// Pieces being downloaded (their blocks are written to the cache as
+    /// they arrive) or verified, with their sizes: they count against the
+    /// bound from their first block on, so the cache never holds more than
+    /// its bound, partial pieces included.
+    partial: HashMap<u32, u64>,
+    /// Bytes of the pieces in `partial`.
+    partial_bytes: u64,
     /// The cache bound in bytes (None: unlimited), set at load.
     budget: Option<u64>,
     /// Pieces being read (from the cache, for a reader or an upload, or
@@ -30,6 +37,8 @@ impl Default for Cache {
         Cache {
             lru: lru::LruCache::unbounded(),
             cached_bytes: 0,
+            partial: HashMap::new(),
+            partial_bytes: 0,
             budget: None,
             pins: HashMap::new(),
         }
@@ -51,8 +60,27 @@ impl Cache {
         self.budget
     }
 
+    /// Piece `index` (of `size` bytes) gets its first block: true if it was
+    /// not counted yet (room is to be made for it).
+    pub(super) fn begin_partial(&mut self, index: u32, size: u64) -> bool {
+        if self.partial.contains_key(&index) {
+            return false;
+        }
+        self.partial.insert(index, size);
+        self.partial_bytes += size;
+        true
+    }
+
+    /// Piece `index` is no longer being downloaded or verified.
+    pub(super) fn end_partial(&mut self, index: u32) {
+        if let Some(size) = self.partial.remove(&index) {
+            self.partial_bytes -= size;
+        }
+    }
+
     /// Piece `index` (of `size` bytes) was stored: the most recently used.
     pub(super) fn insert(&mut self, index: u32, size: u64) {
+        self.end_partial(index);
         if self.lru.put(index, ()).is_none() {
             self.cached_bytes += size;
         }
@@ -100,7 +128,7 @@ impl Cache {
             return (Vec::new(), true);
         };
         let mut victims = Vec::new();
-        while self.cached_bytes + extra > budget {
+        while self.cached_bytes + self.partial_bytes + extra > budget {
             let pins = &self.pins;
             let Some(i) = self
                 .lru
@@ -116,7 +144,10 @@ impl Cache {
             picker.evict(i);
             victims.push(i);
         }
-        (victims, self.cached_bytes + extra <= budget)
+        (
+            victims,
+            self.cached_bytes + self.partial_bytes + extra <= budget,
+        )
     }
 }
 

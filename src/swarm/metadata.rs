@@ -47,7 +47,44 @@ pub enum MetadataError {
     V2Pieces,
 }
 
+/// The memory of one metadata assembly (BEP 9) in the process's budget;
+/// dropping it ends the assembly's share.
+pub(crate) struct AssemblyPermit {
+    swarm: Arc<Swarm>,
+    _mem: super::budget::Reservation,
+}
+
+impl Drop for AssemblyPermit {
+    fn drop(&mut self) {
+        self.swarm
+            .metadata_assemblers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Swarm {
+    /// Counts a metadata assembly of `size` bytes in the memory budget.
+    /// None when the budget is reached and another connection of this
+    /// swarm assembles the metadata already (the first one always may: a
+    /// lookup never stalls on the budget).
+    pub(crate) fn metadata_permit(self: &Arc<Self>, size: u64) -> Option<AssemblyPermit> {
+        use std::sync::atomic::Ordering;
+        let budget = super::budget::global();
+        let mem = match budget.try_reserve(size) {
+            Some(r) => r,
+            None if self.metadata_assemblers.load(Ordering::Relaxed) == 0 => budget.force(size),
+            None => {
+                budget.note_limited("the metadata is asked of one peer at a time");
+                return None;
+            }
+        };
+        self.metadata_assemblers.fetch_add(1, Ordering::Relaxed);
+        Some(AssemblyPermit {
+            swarm: self.clone(),
+            _mem: mem,
+        })
+    }
+
     /// The metadata refusal, if the info dictionary was refused.
     pub fn metadata_error(&self) -> Option<MetadataError> {
         self.lock().metadata_error.clone()

@@ -5,9 +5,12 @@
 //! the command line add theirs) and its connections ask them for the
 //! metadata ([`metadata`], BEP 9); after, the same connections download the
 //! pieces that reads wait on ([`read`], chosen by [`picker`] through the
-//! session-facing API of [`requests`]), which are verified ([`verify`],
+//! session-facing API of [`requests`]). Blocks go to the cache as they
+//! arrive ([`write`]); a complete piece is verified from it ([`verify`],
 //! SHA-1 off the network tasks, smart ban), kept within the cache's bound
-//! ([`cache`]) in [`crate::storage`], and served to other peers.
+//! ([`cache`]) in [`crate::storage`], and served to other peers. What
+//! grows with traffic is held within the process's memory budget
+//! ([`budget`]), so memory never grows with the piece length.
 //!
 //! One file per concept; each owns its part of the state:
 //! - [`peers`]: candidates, connections, bans, unchoke slots, PEX entries.
@@ -15,7 +18,10 @@
 //! - [`requests`]: what a peer session asks the swarm (what to request
 //!   next, a block arrived, what we have, may we upload).
 //! - [`picker`]: which blocks to request, by priority.
-//! - [`verify`]: hashing completed and cached pieces, blame and strikes.
+//! - [`write`]: received blocks to the cache, as they arrive.
+//! - [`verify`]: hashing completed and cached pieces from the cache,
+//!   blame and strikes.
+//! - [`budget`]: the process-wide memory budget (`--memory-limit`).
 //! - [`cache`]: the cache's byte budget, eviction, pins, LRU order.
 //! - [`read`]: reads that wait for pieces, readahead windows.
 //! - [`discovery`]: the dial, DHT and LSD-announce loops of a swarm.
@@ -35,6 +41,7 @@ use crate::metainfo::Info;
 use crate::storage::Storage;
 use crate::{InfoHash, PeerId};
 
+pub mod budget;
 mod cache;
 pub(crate) mod discovery;
 mod metadata;
@@ -46,9 +53,11 @@ mod requests;
 #[cfg(test)]
 mod tests;
 mod verify;
+mod write;
 
 pub use crate::storage::StorageKind;
 pub use cache::PiecePin;
+pub(crate) use metadata::AssemblyPermit;
 pub use metadata::MetadataError;
 pub(crate) use peers::DialTarget;
 pub(crate) use picker::{BLOCK, ConnId, Req};
@@ -98,7 +107,8 @@ pub(crate) struct SwarmConfig {
     pub read_timeout: Duration,
     /// Most peer connections at once.
     pub max_peers: usize,
-    /// Memory for partial pieces other than those reads wait on, in bytes.
+    /// Cache space for partial pieces other than those reads wait on, in
+    /// bytes (their blocks are in the cache, not in memory).
     pub max_partial_bytes: u64,
     /// Largest info dictionary accepted over BEP 9, in bytes.
     pub max_metadata_size: u64,
@@ -187,6 +197,9 @@ pub(crate) struct Swarm {
     /// Reads ([`Swarm::read`]) reading the cache right now: the background
     /// verifier yields to them.
     cache_reads: AtomicUsize,
+    /// Connections assembling the metadata now (see
+    /// [`Swarm::metadata_permit`]).
+    metadata_assemblers: AtomicUsize,
 }
 
 impl Swarm {
@@ -212,6 +225,7 @@ impl Swarm {
             candidates_changed: Notify::new(),
             counters: Counters::default(),
             cache_reads: AtomicUsize::new(0),
+            metadata_assemblers: AtomicUsize::new(0),
         })
     }
 

@@ -43,14 +43,24 @@ enum BlockState {
     Missing,
     /// Requested from these connections (more than one only in end-game).
     Requested(Vec<ConnId>),
+    /// Arrived from `conn` and being written to the storage. Nobody else's
+    /// copy is taken meanwhile, so two writes of one block never race.
+    /// `discard`: its sender was banned meanwhile; missing once written.
+    Writing {
+        conn: ConnId,
+        discard: bool,
+    },
+    /// Written to the storage (not verified: the piece is hashed whole).
     Received,
 }
 
-/// A piece being downloaded: its buffer and per-block state.
+/// A piece being downloaded: per-block state. Its bytes are in the
+/// storage, written block by block as they arrive (never in memory).
 struct Partial {
-    buf: Vec<u8>,
     blocks: Vec<BlockState>,
     received: usize,
+    /// Blocks being written now.
+    writing: usize,
     /// Connections that sent blocks of this piece (penalised on hash failure).
     contributors: Vec<ConnId>,
     /// The connection each received block came from (by block index), so a
@@ -61,18 +71,20 @@ struct Partial {
 /// What happened to a received block.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BlockOutcome {
-    /// Stored; the piece is not complete yet.
+    /// Taken: write it to the storage, then call [`Picker::block_written`]
+    /// (or [`Picker::block_write_failed`]).
+    Write,
+    /// Written; the piece is not complete yet.
     Stored,
-    /// Stored, and this completed the piece: verify it.
+    /// Written, and this completed the piece: verify it from the storage.
     Complete {
         index: u32,
-        data: Vec<u8>,
         contributors: Vec<ConnId>,
         /// The connection each block came from, one per block (16 KiB).
         sources: Vec<ConnId>,
     },
-    /// A block we already had (end-game duplicate) or a piece no longer in
-    /// progress: harmless, dropped.
+    /// A block we already had or are writing (end-game duplicates), or of a
+    /// piece no longer in progress: harmless, dropped.
     Duplicate,
     /// Never requested, or with a wrong offset or size: a protocol violation.
     Unrequested,
@@ -95,14 +107,15 @@ pub struct Picker {
     /// Readahead windows by file handle: `[start, end)` piece ranges.
     readahead: HashMap<u64, (u32, u32)>,
     prefetch: bool,
-    /// Budget of non-urgent partial pieces (memory bound: count × piece length).
+    /// Budget of non-urgent partial pieces (a bound on the cache space of
+    /// pieces begun and not finished: count × piece length).
     max_partial: usize,
 }
 
 impl Picker {
     /// A picker for `num_pieces` pieces of `piece_length` bytes (the last one
-    /// shorter, `total_length` in all). `max_partial_bytes` bounds the memory
-    /// of partial pieces other than urgent ones (at least two pieces).
+    /// shorter, `total_length` in all). `max_partial_bytes` bounds the cache
+    /// space of partial pieces other than urgent ones (at least two pieces).
     pub fn new(
         piece_length: u64,
         total_length: u64,
@@ -238,6 +251,21 @@ impl Picker {
         }
     }
 
+    /// Takes piece `index` for a copy made locally: true (it is then being
+    /// verified) unless it is had, cached, being verified or downloaded.
+    pub fn claim_piece(&mut self, index: u32) -> bool {
+        if index >= self.num_pieces
+            || self.has(index)
+            || self.unverified.contains(&index)
+            || self.verifying.contains(&index)
+            || self.partial.contains_key(&index)
+        {
+            return false;
+        }
+        self.verifying.insert(index);
+        true
+    }
+
     /// Whether a pending read waits on `index`.
     pub fn is_urgent(&self, index: u32) -> bool {
         self.urgent.contains_key(&index)
@@ -303,10 +331,26 @@ impl Picker {
 
     /// Picks up to `max` block requests for connection `conn`, whose peer
     /// holds the pieces for which `peer_has` is true.
+    #[cfg(test)]
     pub fn pick(&mut self, conn: ConnId, peer_has: &dyn Fn(u32) -> bool, max: usize) -> Vec<Req> {
+        self.pick_within(conn, peer_has, max, max).0
+    }
+
+    /// [`Picker::pick`], with at most `max_ahead` of the requests for pieces
+    /// no read waits on (the memory budget's share); true when that bound
+    /// left out a block that would have been requested.
+    pub fn pick_within(
+        &mut self,
+        conn: ConnId,
+        peer_has: &dyn Fn(u32) -> bool,
+        max: usize,
+        max_ahead: usize,
+    ) -> (Vec<Req>, bool) {
         let mut out = Vec::new();
+        let mut ahead = 0usize;
+        let mut limited = false;
         if max == 0 {
-            return out;
+            return (out, false);
         }
         let cands: Vec<u32> = {
             let mut seen = BTreeSet::new();
@@ -317,9 +361,16 @@ impl Picker {
         };
         for &p in &cands {
             if out.len() >= max {
-                return out;
+                return (out, limited);
             }
             let urgent = self.urgent.contains_key(&p);
+            if !urgent && ahead >= max_ahead {
+                // Only pieces reads wait on past the budget's share.
+                limited |= self.partial.get(&p).is_none_or(|part| {
+                    part.blocks.iter().any(|b| matches!(b, BlockState::Missing))
+                });
+                continue;
+            }
             if !self.partial.contains_key(&p) {
                 let non_urgent = self
                     .partial
@@ -334,9 +385,9 @@ impl Picker {
                 self.partial.insert(
                     p,
                     Partial {
-                        buf: vec![0u8; size as usize],
                         blocks: vec![BlockState::Missing; nblocks],
                         received: 0,
+                        writing: 0,
                         contributors: Vec::new(),
                         sources: vec![None; nblocks],
                     },
@@ -349,8 +400,15 @@ impl Picker {
                     break;
                 }
                 if matches!(st, BlockState::Missing) {
+                    if !urgent && ahead >= max_ahead {
+                        limited = true;
+                        break;
+                    }
                     *st = BlockState::Requested(vec![conn]);
                     out.push(block_req(p, b, size));
+                    if !urgent {
+                        ahead += 1;
+                    }
                 }
             }
         }
@@ -376,15 +434,17 @@ impl Picker {
                 }
             }
         }
-        out
+        (out, limited)
     }
 
-    /// Records a received block from `conn`. Copies it into the piece buffer.
+    /// A block arrived from `conn`: [`BlockOutcome::Write`] when it is to
+    /// be written to the storage (the block is then being written: a copy
+    /// from anyone else is a duplicate until [`Picker::block_written`]).
     ///
-    /// A block of an in-progress piece is kept whoever it was requested
+    /// A block of an in-progress piece is taken whoever it was requested
     /// from (it is verified with the whole piece anyway): a peer may still
     /// deliver requests we released after a choke or cancelled.
-    pub fn on_block(&mut self, conn: ConnId, index: u32, begin: u32, data: &[u8]) -> BlockOutcome {
+    pub fn claim_block(&mut self, conn: ConnId, index: u32, begin: u32, len: u32) -> BlockOutcome {
         let Some(size) = self.piece_size_checked(index) else {
             return BlockOutcome::Unrequested;
         };
@@ -396,13 +456,40 @@ impl Picker {
             return BlockOutcome::Unrequested;
         }
         let b = (begin / BLOCK) as usize;
-        if b >= part.blocks.len() || data.len() as u32 != block_req(index, b, size).length {
+        if b >= part.blocks.len() || len != block_req(index, b, size).length {
             return BlockOutcome::Unrequested;
         }
-        if matches!(part.blocks[b], BlockState::Received) {
+        if matches!(
+            part.blocks[b],
+            BlockState::Received | BlockState::Writing { .. }
+        ) {
             return BlockOutcome::Duplicate;
         }
-        part.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+        part.blocks[b] = BlockState::Writing {
+            conn,
+            discard: false,
+        };
+        part.writing += 1;
+        BlockOutcome::Write
+    }
+
+    /// The block at `begin` of piece `index` that `conn` sent (taken by
+    /// [`Picker::claim_block`]) is in the storage: received, unless its
+    /// sender was banned meanwhile. [`BlockOutcome::Complete`] when it was
+    /// the piece's last block (the piece is then being verified).
+    pub fn block_written(&mut self, conn: ConnId, index: u32, begin: u32) -> BlockOutcome {
+        let Some(part) = self.partial.get_mut(&index) else {
+            return BlockOutcome::Duplicate;
+        };
+        let b = (begin / BLOCK) as usize;
+        let Some(BlockState::Writing { conn: c, discard }) = part.blocks.get(b).cloned() else {
+            return BlockOutcome::Duplicate;
+        };
+        part.writing -= 1;
+        if discard || c != conn {
+            part.blocks[b] = BlockState::Missing;
+            return BlockOutcome::Duplicate;
+        }
         part.blocks[b] = BlockState::Received;
         part.sources[b] = Some(conn);
         part.received += 1;
@@ -416,13 +503,24 @@ impl Picker {
         self.verifying.insert(index);
         BlockOutcome::Complete {
             index,
-            data: part.buf,
             contributors: part.contributors,
             sources: part
                 .sources
                 .into_iter()
                 .map(|c| c.unwrap_or(conn))
                 .collect(),
+        }
+    }
+
+    /// The block at `begin` of piece `index` taken by
+    /// [`Picker::claim_block`] could not be written: missing again.
+    pub fn block_write_failed(&mut self, index: u32, begin: u32) {
+        if let Some(part) = self.partial.get_mut(&index)
+            && let Some(st) = part.blocks.get_mut((begin / BLOCK) as usize)
+            && matches!(st, BlockState::Writing { .. })
+        {
+            *st = BlockState::Missing;
+            part.writing -= 1;
         }
     }
 
@@ -451,10 +549,18 @@ impl Picker {
     pub fn discard_blocks_from(&mut self, conns: &[ConnId]) {
         for part in self.partial.values_mut() {
             for (st, src) in part.blocks.iter_mut().zip(part.sources.iter_mut()) {
-                if matches!(st, BlockState::Received) && src.is_some_and(|c| conns.contains(&c)) {
-                    *st = BlockState::Missing;
-                    *src = None;
-                    part.received -= 1;
+                match st {
+                    BlockState::Received if src.is_some_and(|c| conns.contains(&c)) => {
+                        *st = BlockState::Missing;
+                        *src = None;
+                        part.received -= 1;
+                    }
+                    // Dropped once written (a second write of the block
+                    // must not race with this one).
+                    BlockState::Writing { conn, discard } if conns.contains(conn) => {
+                        *discard = true;
+                    }
+                    _ => {}
                 }
             }
             part.contributors.retain(|c| !conns.contains(c));
@@ -474,13 +580,14 @@ impl Picker {
         }
     }
 
-    /// Drops partial pieces nobody wants any more and that hold no data;
+    /// Drops partial pieces nobody wants any more and that hold no data
+    /// (none written, none being written);
     /// returns their indices so their outstanding requests can be cancelled.
     pub fn drop_unwanted(&mut self) -> Vec<u32> {
         let drop: Vec<u32> = self
             .partial
             .iter()
-            .filter(|(i, p)| p.received == 0 && !self.wanted(**i))
+            .filter(|(i, p)| p.received == 0 && p.writing == 0 && !self.wanted(**i))
             .map(|(i, _)| *i)
             .collect();
         for i in &drop {
@@ -571,33 +678,38 @@ mod tests {
         assert_eq!(order, vec![2, 2, 1, 1, 0, 0, 3]);
     }
 
+    /// A block from `conn` taken and written at once.
+    fn arrive(p: &mut Picker, conn: ConnId, index: u32, begin: u32, len: u32) -> BlockOutcome {
+        match p.claim_block(conn, index, begin, len) {
+            BlockOutcome::Write => p.block_written(conn, index, begin),
+            o => o,
+        }
+    }
+
     #[test]
     fn blocks_complete_a_piece_and_bad_blocks_are_refused() {
         let mut p = picker();
         p.add_urgent(0);
         let reqs = p.pick(1, &|_| true, 100);
         assert_eq!(reqs.len(), 2);
-        assert_eq!(p.on_block(1, 9, 0, &[0; 16384]), BlockOutcome::Unrequested);
-        assert_eq!(p.on_block(1, 1, 0, &[0; 16384]), BlockOutcome::Duplicate);
-        assert_eq!(p.on_block(1, 0, 5, &[0; 10]), BlockOutcome::Unrequested);
-        assert_eq!(p.on_block(1, 0, 0, &[1; 10]), BlockOutcome::Unrequested);
+        assert_eq!(arrive(&mut p, 1, 9, 0, BLOCK), BlockOutcome::Unrequested);
+        assert_eq!(arrive(&mut p, 1, 1, 0, BLOCK), BlockOutcome::Duplicate);
+        assert_eq!(arrive(&mut p, 1, 0, 5, 10), BlockOutcome::Unrequested);
+        assert_eq!(arrive(&mut p, 1, 0, 0, 10), BlockOutcome::Unrequested);
         // kept even from a peer it was not requested from
-        assert_eq!(p.on_block(2, 0, 0, &[1; 16384]), BlockOutcome::Stored);
-        assert_eq!(
-            p.on_block(1, 0, 0, &[1; BLOCK as usize]),
-            BlockOutcome::Duplicate
-        );
-        match p.on_block(1, 0, BLOCK, &[2; BLOCK as usize]) {
+        assert_eq!(p.claim_block(2, 0, 0, BLOCK), BlockOutcome::Write);
+        // a second copy while the first is being written is a duplicate
+        assert_eq!(p.claim_block(1, 0, 0, BLOCK), BlockOutcome::Duplicate);
+        assert_eq!(p.block_written(2, 0, 0), BlockOutcome::Stored);
+        assert_eq!(arrive(&mut p, 1, 0, 0, BLOCK), BlockOutcome::Duplicate);
+        match arrive(&mut p, 1, 0, BLOCK, BLOCK) {
             BlockOutcome::Complete {
                 index,
-                data,
                 contributors,
                 sources,
             } => {
                 assert_eq!(sources, vec![2, 1]);
                 assert_eq!(index, 0);
-                assert_eq!(&data[..BLOCK as usize], &[1; BLOCK as usize][..]);
-                assert_eq!(&data[BLOCK as usize..], &[2; BLOCK as usize][..]);
                 assert_eq!(contributors, vec![2, 1]);
             }
             o => panic!("{o:?}"),
@@ -609,15 +721,36 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_makes_the_block_missing_again() {
+        let mut p = picker();
+        p.add_urgent(0);
+        assert_eq!(p.pick(1, &|_| true, 100).len(), 2);
+        assert_eq!(p.claim_block(1, 0, 0, BLOCK), BlockOutcome::Write);
+        // a piece with a block being written is not dropped
+        p.remove_urgent(0);
+        assert!(p.drop_unwanted().is_empty());
+        p.add_urgent(0);
+        p.block_write_failed(0, 0);
+        p.release(1);
+        assert_eq!(p.pick(2, &|_| true, 100).len(), 2);
+    }
+
+    #[test]
     fn blocks_of_a_banned_sender_are_fetched_again() {
         let mut p = picker();
         p.add_urgent(0);
         let reqs = p.pick(1, &|_| true, 1);
         assert_eq!(reqs.len(), 1);
-        assert_eq!(p.on_block(1, 0, 0, &[9; 16384]), BlockOutcome::Stored);
+        assert_eq!(arrive(&mut p, 1, 0, 0, BLOCK), BlockOutcome::Stored);
         p.discard_blocks_from(&[1]);
         // both blocks are wanted again, from anyone
         assert_eq!(p.pick(2, &|_| true, 10).len(), 2);
+        // a block of a sender banned while it was being written is dropped
+        assert_eq!(p.claim_block(3, 0, 0, BLOCK), BlockOutcome::Write);
+        p.discard_blocks_from(&[3]);
+        assert_eq!(p.block_written(3, 0, 0), BlockOutcome::Duplicate);
+        p.release(2);
+        assert_eq!(p.pick(4, &|_| true, 10).len(), 2);
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub(super) struct Reads {
 
 impl Reads {
     /// Piece `index` could not be stored: reads waiting on it fail so.
-    pub(super) fn store_error(&mut self, index: u32, kind: io::ErrorKind) {
-        self.store_errors.insert(index, kind);
+    /// False when that was known already.
+    pub(super) fn store_error(&mut self, index: u32, kind: io::ErrorKind) -> bool {
+        self.store_errors.insert(index, kind).is_none()
     }
 
     /// Piece `index` was stored (or is asked for again): no error stands.
@@ -108,6 +109,8 @@ impl Swarm {
             };
             let storage = loaded.storage.clone();
             let reading = CacheRead::new(&self.cache_reads);
+            // A read already waiting: counted, never refused.
+            let _buf = super::budget::global().force(len as u64);
             let res = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; len];
                 storage.read_at(offset, &mut buf).map(|_| buf)

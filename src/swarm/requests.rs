@@ -8,7 +8,6 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::picker::BlockOutcome;
 use super::{BLOCK, ConnId, Req, Swarm};
 
 /// Largest block a peer may ask us for (BEP 3 clients ask 16 KiB; we allow
@@ -96,20 +95,26 @@ impl Swarm {
     /// the peer has and its queue of `cap` requests is full, gives up the
     /// newest readahead requests to make room; then picks up to `cap` new
     /// requests in all from what the peer has (`peer_pieces`: None before
-    /// its pieces are known, when nothing new is picked). The new requests
-    /// are not in `outstanding`: the caller adds them as it sends them.
-    /// None without metadata.
+    /// its pieces are known, when nothing new is picked). Past `budget_cap`
+    /// requests in all (what the memory budget allows this connection), only
+    /// blocks that reads wait on are picked, and the log says the budget
+    /// held readahead back. The new requests are not in `outstanding`: the
+    /// caller adds them as it sends them. None without metadata.
     pub(crate) fn plan_requests(
         &self,
         conn: ConnId,
         peer_pieces: Option<&[bool]>,
         outstanding: &mut VecDeque<Req>,
         cap: usize,
+        budget_cap: usize,
     ) -> Option<RequestPlan> {
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let p = st.picker.as_mut()?;
         let mut plan = RequestPlan::default();
-        p.drop_unwanted();
+        for i in p.drop_unwanted() {
+            st.cache.end_partial(i);
+        }
         let (keep, stale): (Vec<Req>, Vec<Req>) = outstanding
             .drain(..)
             .partition(|r| p.is_outstanding(r) && !p.has(r.index));
@@ -138,7 +143,15 @@ impl Swarm {
         }
         let want = cap.saturating_sub(outstanding.len());
         if want > 0 {
-            plan.new = p.pick(conn, &has, want);
+            let ahead = budget_cap.min(cap).saturating_sub(outstanding.len());
+            let (new, limited) = p.pick_within(conn, &has, want, ahead);
+            plan.new = new;
+            if limited {
+                drop(guard);
+                super::budget::global().note_limited(
+                    "no more blocks are requested ahead of reads until some is freed",
+                );
+            }
         }
         Some(plan)
     }
@@ -160,36 +173,6 @@ impl Swarm {
                 && begin % BLOCK == 0
                 && begin as u64 + len as u64 <= p.piece_size(index) as u64
         })
-    }
-
-    /// A block that connection `conn` requested arrived. A block that
-    /// completes its piece starts its verification (see
-    /// [`Swarm::complete_piece`]).
-    pub(crate) fn block_arrived(
-        self: &Arc<Self>,
-        conn: ConnId,
-        index: u32,
-        begin: u32,
-        data: &[u8],
-    ) -> BlockArrival {
-        let outcome = match self.lock().picker.as_mut() {
-            Some(p) => p.on_block(conn, index, begin, data),
-            None => BlockOutcome::Unrequested,
-        };
-        match outcome {
-            BlockOutcome::Stored => BlockArrival::Stored,
-            BlockOutcome::Duplicate => BlockArrival::Duplicate,
-            BlockOutcome::Unrequested => BlockArrival::Unrequested,
-            BlockOutcome::Complete {
-                index,
-                data,
-                sources,
-                ..
-            } => {
-                self.complete_piece(index, data, sources);
-                BlockArrival::Stored
-            }
-        }
     }
 
     /// Whether a peer's request for `r` may be served now.

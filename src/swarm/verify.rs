@@ -19,6 +19,8 @@ use super::{BLOCK, ConnId, State, Swarm};
 const MAX_STRIKES: u32 = 3;
 /// Failed attempts of one piece remembered for the smart ban.
 const MAX_SUSPECT_ATTEMPTS: usize = 4;
+/// Bytes read from the storage per step when a piece is hashed.
+pub(super) const HASH_CHUNK: usize = 64 * 1024;
 /// Longest the background verifier waits for reads to leave the cache
 /// alone before it hashes its next piece anyway.
 const VERIFY_YIELD_MAX: Duration = Duration::from_millis(250);
@@ -65,7 +67,7 @@ impl Swarm {
         if !p.is_unverified(index) || st.verify.hashing.contains(&index) {
             return None;
         }
-        let size = p.piece_size(index) as usize;
+        let size = p.piece_size(index);
         st.verify.hashing.insert(index);
         st.cache.pin_quietly(index);
         let swarm = self.clone();
@@ -73,15 +75,17 @@ impl Swarm {
         let offset = u64::from(index) * loaded.info.piece_length;
         let want = loaded.info.piece_hash(index);
         Some(tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; size];
-            let good = match storage.read_at(offset, &mut buf) {
-                Ok(()) => sha1::Sha1::digest(&buf)[..] == want[..],
+            let hashed = {
+                let _work = super::budget::global().force(HASH_CHUNK as u64);
+                hash_stored(&*storage, offset, size)
+            };
+            let good = match hashed {
+                Ok(h) => h[..] == want[..],
                 Err(e) => {
                     tracing::debug!("{}: cached piece {index}: {e}", swarm.info_hash);
                     false
                 }
             };
-            drop(buf);
             swarm.counters.cached_hashed.fetch_add(1, Ordering::Relaxed);
             swarm.finish_verify(index, good);
         }))
@@ -197,160 +201,218 @@ impl Swarm {
         );
     }
 
-    /// Verifies a completed piece off the network task, stores it, and
-    /// announces it. `sources` names the connection each 16 KiB block came
-    /// from (empty for pieces copied locally).
-    ///
-    /// On a hash failure the piece is fetched again. Blame: a piece whose
-    /// blocks all came from one peer is a strike against it; a piece mixed
-    /// from several peers is remembered, and once it verifies, the peers
-    /// whose blocks differed from the good data get the strike (an honest
-    /// peer is never blamed for another's blocks). [`MAX_STRIKES`] strikes
-    /// ban the IP address. A piece that cannot be stored (ENOSPC) fails the
-    /// reads waiting on it with that error.
+    /// Stores a whole piece copied locally (from another torrent of the
+    /// same content: `sources` is empty; tests name senders) and verifies
+    /// it as [`Swarm::verify_downloaded`] does. Nothing is written when the
+    /// piece is held, cached, being verified or being downloaded. The piece
+    /// is in memory here, so only callers that hold it already use this.
     pub(crate) fn complete_piece(
         self: &Arc<Self>,
         index: u32,
         data: Vec<u8>,
         sources: Vec<ConnId>,
     ) {
-        let ips: Vec<Option<IpAddr>> = self.lock().peers.ips_of(&sources);
+        let Some(loaded) = self.loaded() else { return };
+        {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let Some(p) = st.picker.as_mut() else { return };
+            if !p.claim_piece(index) {
+                return;
+            }
+            st.cache
+                .begin_partial(index, u64::from(p.piece_size(index)));
+        }
+        let storage = loaded.storage.clone();
         let swarm = self.clone();
         tokio::task::spawn_blocking(move || {
-            let Some(loaded) = swarm.loaded() else { return };
-            let ok = sha1::Sha1::digest(&data)[..] == loaded.info.piece_hash(index)[..];
-            if ok
-                && swarm
-                    .lock()
-                    .picker
-                    .as_ref()
-                    .is_some_and(|p| p.is_unverified(index))
-            {
-                // A copy of a piece the cache holds unverified (never one
-                // from a peer: those are not requested): the cached copy is
-                // being or will be hashed; writing over it meanwhile could
-                // race with dropping it if it is bad.
+            if let Err(e) = storage.write_piece(index, &data) {
+                drop(data);
+                swarm.store_failed(index, e);
                 return;
             }
-            if ok {
-                // Its senders served good data: PEX may pass them on.
-                swarm.lock().peers.mark_useful(&sources);
-            }
-            let block_hashes = || -> Vec<[u8; 20]> {
-                data.chunks(BLOCK as usize)
-                    .map(|b| sha1::Sha1::digest(b).into())
-                    .collect()
-            };
-            if !ok {
-                swarm.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
-                let senders: HashSet<IpAddr> = ips.iter().flatten().copied().collect();
-                {
-                    let mut st = swarm.lock();
-                    if let Some(p) = st.picker.as_mut() {
-                        p.verify_failed(index);
-                    }
-                    if senders.len() > 1 {
-                        let attempt: Attempt = ips
-                            .iter()
-                            .zip(block_hashes())
-                            .filter_map(|(ip, h)| ip.map(|ip| (ip, h)))
-                            .collect();
-                        let tries = st.verify.suspects.entry(index).or_default();
-                        if tries.len() < MAX_SUSPECT_ATTEMPTS {
-                            tries.push(attempt);
-                        }
-                    }
-                }
-                tracing::warn!(
-                    "{}: piece {index} failed its SHA-1 check (blocks from {}); fetching it again",
-                    swarm.info_hash,
-                    if senders.is_empty() {
-                        "no live peer".to_string()
-                    } else {
-                        senders
-                            .iter()
-                            .map(|i| i.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                );
-                if senders.len() == 1 {
-                    let ip = *senders.iter().next().expect("one sender");
-                    swarm.strike(ip, index);
-                }
-                swarm.wake_peers();
-                return;
-            }
-            // Verified: settle earlier failed attempts of this piece.
-            let tries = swarm.lock().verify.suspects.remove(&index);
-            if let Some(tries) = tries {
-                let good = block_hashes();
-                let mut culprits = HashSet::new();
-                for attempt in tries {
-                    for ((ip, h), g) in attempt.iter().zip(&good) {
-                        if h != g {
-                            culprits.insert(*ip);
-                        }
-                    }
-                }
-                for ip in culprits {
-                    swarm.strike(ip, index);
-                }
-            }
-            // Room first, so the cache never holds more than its bound
-            // (pieces a read waits on excepted: they are stored anyway).
-            if !swarm.evict_to_fit(data.len() as u64) {
-                let mut st = swarm.lock();
-                if let Some(p) = st.picker.as_mut()
-                    && !p.is_urgent(index)
-                {
-                    p.verify_failed(index);
-                    drop(st);
-                    tracing::debug!(
-                        "{}: piece {index} dropped: the cache is full of pieces being read",
-                        swarm.info_hash
-                    );
-                    return;
-                }
-            }
-            if let Err(e) = loaded.storage.write_piece(index, &data) {
-                tracing::error!(
-                    "{}: cannot store piece {index} in the cache: {e}; reads of it fail",
-                    swarm.info_hash
-                );
-                {
-                    let mut st = swarm.lock();
-                    st.reads.store_error(index, e.kind());
-                    if let Some(p) = st.picker.as_mut() {
-                        p.verify_failed(index);
-                    }
-                }
-                swarm.piece_event.notify_waiters();
-                return;
-            }
-            swarm
-                .counters
-                .downloaded
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            let complete = {
-                let mut st = swarm.lock();
-                st.reads.stored(index);
-                st.cache.insert(index, data.len() as u64);
-                let p = st.picker.as_mut().expect("loaded implies picker");
-                p.set_have(index);
-                p.is_complete()
-            };
-            swarm.evict_over_budget();
-            let _ = swarm.have_tx.send(index);
-            swarm.piece_event.notify_waiters();
-            if complete {
-                tracing::info!("{}: all pieces verified", swarm.info_hash);
-                swarm.save_resume();
-            } else if index % 64 == 0 {
-                swarm.save_resume();
-            }
-            swarm.wake_peers();
+            drop(data);
+            swarm.verify_blocking(index, sources);
         });
+    }
+
+    /// Verifies downloaded piece `index`, whose blocks are all in the
+    /// storage, off the network tasks: it is hashed from the storage with
+    /// sequential reads of [`HASH_CHUNK`] bytes, so memory does not grow
+    /// with the piece length. `sources` names the connection each 16 KiB
+    /// block came from.
+    ///
+    /// On a hash failure the piece is discarded from the storage, then
+    /// fetched again. Blame: a piece whose blocks all came from one peer is
+    /// a strike against it; a piece mixed from several peers is remembered
+    /// (each block's SHA-1, read back before the discard), and once it
+    /// verifies, the peers whose blocks differed from the good data get the
+    /// strike (an honest peer is never blamed for another's blocks).
+    /// [`MAX_STRIKES`] strikes ban the IP address.
+    pub(crate) fn verify_downloaded(self: &Arc<Self>, index: u32, sources: Vec<ConnId>) {
+        let swarm = self.clone();
+        tokio::task::spawn_blocking(move || swarm.verify_blocking(index, sources));
+    }
+
+    /// [`Swarm::verify_downloaded`], on the calling (blocking) thread.
+    fn verify_blocking(self: &Arc<Self>, index: u32, sources: Vec<ConnId>) {
+        let Some(loaded) = self.loaded() else { return };
+        let ips: Vec<Option<IpAddr>> = self.lock().peers.ips_of(&sources);
+        let size = loaded.info.piece_size(index) as u32;
+        let offset = u64::from(index) * loaded.info.piece_length;
+        let storage = loaded.storage.clone();
+        let hashed = {
+            let _work = super::budget::global().force(HASH_CHUNK as u64);
+            hash_stored(&*storage, offset, size)
+        };
+        let ok = match hashed {
+            Ok(h) => h[..] == loaded.info.piece_hash(index)[..],
+            Err(e) => {
+                tracing::warn!(
+                    "{}: cannot read back piece {index} from the cache: {e}; fetching it again",
+                    self.info_hash
+                );
+                self.discard_unverified(index);
+                return;
+            }
+        };
+        let block_hashes = || -> Vec<[u8; 20]> {
+            let _work = super::budget::global().force(u64::from(BLOCK));
+            stored_block_hashes(&*storage, offset, size).unwrap_or_default()
+        };
+        if !ok {
+            self.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
+            let senders: HashSet<IpAddr> = ips.iter().flatten().copied().collect();
+            if senders.len() > 1 {
+                let attempt: Attempt = ips
+                    .iter()
+                    .zip(block_hashes())
+                    .filter_map(|(ip, h)| ip.map(|ip| (ip, h)))
+                    .collect();
+                let mut st = self.lock();
+                let tries = st.verify.suspects.entry(index).or_default();
+                if tries.len() < MAX_SUSPECT_ATTEMPTS {
+                    tries.push(attempt);
+                }
+            }
+            tracing::warn!(
+                "{}: piece {index} failed its SHA-1 check (blocks from {}); fetching it again",
+                self.info_hash,
+                if senders.is_empty() {
+                    "no live peer".to_string()
+                } else {
+                    senders
+                        .iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+            self.discard_unverified(index);
+            if senders.len() == 1 {
+                let ip = *senders.iter().next().expect("one sender");
+                self.strike(ip, index);
+            }
+            return;
+        }
+        // Its senders served good data: PEX may pass them on.
+        self.lock().peers.mark_useful(&sources);
+        // Verified: settle earlier failed attempts of this piece.
+        let tries = self.lock().verify.suspects.remove(&index);
+        if let Some(tries) = tries {
+            let good = block_hashes();
+            let mut culprits = HashSet::new();
+            for attempt in tries {
+                for ((ip, h), g) in attempt.iter().zip(&good) {
+                    if h != g {
+                        culprits.insert(*ip);
+                    }
+                }
+            }
+            for ip in culprits {
+                self.strike(ip, index);
+            }
+        }
+        // Within the cache's bound (the piece counts since its first
+        // block; pieces a read waits on are kept anyway).
+        if !self.evict_to_fit(0) {
+            let urgent = self
+                .lock()
+                .picker
+                .as_ref()
+                .is_some_and(|p| p.is_urgent(index));
+            if !urgent {
+                tracing::debug!(
+                    "{}: piece {index} dropped: the cache is full of pieces being read",
+                    self.info_hash
+                );
+                self.discard_unverified(index);
+                return;
+            }
+        }
+        self.counters
+            .downloaded
+            .fetch_add(u64::from(size), Ordering::Relaxed);
+        let complete = {
+            let mut st = self.lock();
+            st.reads.stored(index);
+            st.cache.insert(index, u64::from(size));
+            let p = st.picker.as_mut().expect("loaded implies picker");
+            p.set_have(index);
+            p.is_complete()
+        };
+        self.evict_over_budget();
+        let _ = self.have_tx.send(index);
+        self.piece_event.notify_waiters();
+        if complete {
+            tracing::info!("{}: all pieces verified", self.info_hash);
+            self.save_resume();
+        } else if index % 64 == 0 {
+            self.save_resume();
+        }
+        self.wake_peers();
+    }
+
+    /// Piece `index` (being verified: neither had nor wanted) is not kept:
+    /// its bytes are discarded from the storage first, then it becomes
+    /// missing (wanted again), so a new copy is never written before the
+    /// old one is gone. Runs blocking I/O.
+    fn discard_unverified(&self, index: u32) {
+        if let Some(l) = self.loaded()
+            && let Err(e) = l.storage.discard_piece(index)
+        {
+            tracing::warn!(
+                "{}: cannot free the space of piece {index}: {e}",
+                self.info_hash
+            );
+        }
+        {
+            let mut st = self.lock();
+            st.cache.end_partial(index);
+            if let Some(p) = st.picker.as_mut() {
+                p.verify_failed(index);
+            }
+        }
+        self.piece_event.notify_waiters();
+        self.wake_peers();
+    }
+
+    /// Piece `index` (being verified) could not be written: reads waiting
+    /// on it fail with the error, and it becomes missing again.
+    fn store_failed(&self, index: u32, e: std::io::Error) {
+        tracing::error!(
+            "{}: cannot store piece {index} in the cache: {e}; reads of it fail",
+            self.info_hash
+        );
+        {
+            let mut st = self.lock();
+            let _ = st.reads.store_error(index, e.kind());
+            st.cache.end_partial(index);
+            if let Some(p) = st.picker.as_mut() {
+                p.verify_failed(index);
+            }
+        }
+        self.piece_event.notify_waiters();
     }
 
     /// One more piece proven bad from `ip`; bans it at [`MAX_STRIKES`].
@@ -369,4 +431,40 @@ impl Swarm {
             self.ban_ip(ip, &format!("sent {n} pieces that failed their hash check"));
         }
     }
+}
+
+/// SHA-1 of the `size` bytes at absolute `offset` of `storage`, read in
+/// sequential steps of [`HASH_CHUNK`] bytes. Errors: the storage's.
+pub(super) fn hash_stored(
+    storage: &dyn crate::storage::Storage,
+    offset: u64,
+    size: u32,
+) -> std::io::Result<[u8; 20]> {
+    let mut h = sha1::Sha1::new();
+    let mut buf = vec![0u8; HASH_CHUNK.min(size as usize)];
+    let mut done = 0u64;
+    while done < u64::from(size) {
+        let n = (u64::from(size) - done).min(HASH_CHUNK as u64) as usize;
+        storage.read_at(offset + done, &mut buf[..n])?;
+        h.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// The SHA-1 of each 16 KiB block of the `size`-byte piece at absolute
+/// `offset` of `storage` (for the smart ban). Errors: the storage's.
+fn stored_block_hashes(
+    storage: &dyn crate::storage::Storage,
+    offset: u64,
+    size: u32,
+) -> std::io::Result<Vec<[u8; 20]>> {
+    let mut buf = vec![0u8; BLOCK as usize];
+    (0..size.div_ceil(BLOCK))
+        .map(|b| {
+            let n = (size - b * BLOCK).min(BLOCK) as usize;
+            storage.read_at(offset + u64::from(b * BLOCK), &mut buf[..n])?;
+            Ok(sha1::Sha1::digest(&buf[..n]).into())
+        })
+        .collect()
 }

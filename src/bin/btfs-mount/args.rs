@@ -109,6 +109,14 @@ pub struct PeerArgs {
     /// us behind a NAT; we still dial them.
     #[arg(long)]
     pub no_port_mapping: bool,
+    /// Memory budget of the process, in bytes (suffixes K, M, G: powers of
+    /// 1024) for everything that grows with traffic: blocks in flight,
+    /// upload buffers, per-peer queues, metadata being assembled, hash
+    /// work. At the limit nothing more is requested ahead of reads (reads
+    /// already waiting still get their blocks), and the log says so.
+    /// Default 8M; at least 256K.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
 }
 
 /// Mounting (the command without a subcommand).

@@ -133,6 +133,7 @@ async fn start_dht_client(node: &NodeArgs) -> anyhow::Result<Client> {
 async fn start_client(peer: &PeerArgs, engine: Engine) -> anyhow::Result<Client> {
     let mut b = Client::builder()
         .cache_size(engine.cache_size)
+        .memory_limit(peer.memory_limit)
         .dht(!peer.no_dht)
         .lsd(!peer.no_lsd)
         .lsd_interface(peer.lsd_interface)

@@ -12,10 +12,12 @@ use super::{IDLE_TIMEOUT, REQUEST_TIMEOUT, Session, SessionError, send};
 use crate::peer::conn::PeerWriter;
 use crate::peer::wire::{Message, WireError};
 use crate::swarm::BLOCK;
+use crate::swarm::budget::Reservation;
 
 /// What the reader task hands the loop: a message, the end of the stream
-/// (`Ok(None)`), or why reading failed.
-pub(super) type Incoming = Result<Option<Message>, WireError>;
+/// (`Ok(None)`), or why reading failed; with the message's bytes counted
+/// in the memory budget while it waits.
+pub(super) type Incoming = (Result<Option<Message>, WireError>, Reservation);
 
 impl Session {
     pub(super) async fn run_loop(
@@ -48,12 +50,12 @@ impl Session {
         loop {
             tokio::select! {
                 m = rx.recv() => {
-                    match m {
+                    match m.map(|(m, _queued)| m) {
                         Some(Ok(Some(msg))) => {
                             self.last_recv = Instant::now();
                             self.on_message(&mut w, msg).await?;
                             // Drain what is already buffered before writing.
-                            while let Ok(m) = rx.try_recv() {
+                            while let Ok((m, _queued)) = rx.try_recv() {
                                 match m {
                                     Ok(Some(msg)) => self.on_message(&mut w, msg).await?,
                                     Ok(None) => return Ok(()),
@@ -148,7 +150,7 @@ impl Session {
                 self.uploads.retain(|u| *u != r);
             }
             Message::Piece { index, begin, data } => {
-                self.on_piece(index, begin, data)?;
+                self.on_piece(index, begin, data).await?;
             }
             Message::Port(_) => {}
             Message::Extended { id, payload } => self.on_extended(w, id, payload).await?,
@@ -187,6 +189,10 @@ impl Session {
         }
         self.update_pex_flags();
         self.maybe_send_pex(w).await?;
+        // The metadata, if the memory budget kept us from asking before.
+        if self.swarm.loaded().is_none() && self.assembler.is_none() {
+            self.request_metadata(w).await?;
+        }
         // Wants change without a message from this peer (reads, evictions):
         // say so, or a peer that choked us while we wanted nothing never
         // unchokes us again.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::{Session, SessionError, send};
 use crate::peer::conn::PeerWriter;
 use crate::peer::wire::{Bitfield, BlockRequest, Message};
-use crate::swarm::{BlockArrival, Req};
+use crate::swarm::{BLOCK, BlockArrival, Req};
 
 /// Most requests remembered per connection after we stopped waiting for
 /// them (choked, cancelled): their blocks may still arrive and are kept.
@@ -98,7 +98,15 @@ impl Session {
         let dropped: Vec<Req> = self.outstanding.drain(..).collect();
         self.waiting_since = None;
         self.release(dropped);
+        self.sync_inflight();
         self.swarm.requests_discarded(self.id);
+    }
+
+    /// Counts our outstanding requests as blocks in flight in the memory
+    /// budget (see [`crate::swarm::budget`]).
+    pub(super) fn sync_inflight(&mut self) {
+        self.inflight
+            .set(self.outstanding.len() as u64 * u64::from(BLOCK));
     }
 
     pub(super) async fn on_have(&mut self, w: &mut PeerWriter, i: u32) -> Result<(), SessionError> {
@@ -156,12 +164,19 @@ impl Session {
             return Ok(());
         }
         let cap = self.depth.min(self.their_reqq);
-        let Some(plan) = self.swarm.plan_requests(
+        // Blocks in flight beyond what the memory budget allows are asked
+        // only for pieces that reads wait on.
+        let granted = self.inflight.grow_to(cap as u64 * u64::from(BLOCK));
+        let budget_cap = (granted / u64::from(BLOCK)) as usize;
+        let plan = self.swarm.plan_requests(
             self.id,
             self.peer_pieces.as_deref(),
             &mut self.outstanding,
             cap,
-        ) else {
+            budget_cap,
+        );
+        let Some(plan) = plan else {
+            self.sync_inflight();
             return Ok(());
         };
         for r in plan.stale.iter().chain(&plan.preempted) {
@@ -170,6 +185,7 @@ impl Session {
         self.release(plan.stale);
         self.release(plan.preempted);
         if plan.new.is_empty() {
+            self.sync_inflight();
             return Ok(());
         }
         if !self.we_interested {
@@ -183,6 +199,7 @@ impl Session {
             send(w, &Message::Request(to_block(r))).await?;
             self.outstanding.push_back(r);
         }
+        self.sync_inflight();
         Ok(())
     }
 
@@ -196,7 +213,7 @@ impl Session {
 
     /// A block arrived: kept if we asked this peer for it (or did and
     /// stopped waiting), dropped unread otherwise.
-    pub(super) fn on_piece(
+    pub(super) async fn on_piece(
         &mut self,
         index: u32,
         begin: u32,
@@ -218,7 +235,10 @@ impl Session {
         }
         self.waiting_since = (!self.outstanding.is_empty()).then(Instant::now);
         self.rate_bytes += len as u64;
-        match self.swarm.block_arrived(self.id, index, begin, &data) {
+        let arrival = self.swarm.block_arrived(self.id, index, begin, data).await;
+        // Written (or dropped): no longer in flight.
+        self.sync_inflight();
+        match arrival {
             BlockArrival::Stored | BlockArrival::Duplicate => {}
             BlockArrival::Unrequested => {
                 self.bad_blocks += 1;

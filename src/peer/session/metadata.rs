@@ -56,7 +56,10 @@ impl Session {
         }
         let a =
             MetadataAssembler::new(self.swarm.info_hash, size).map_err(SessionError::Assembly)?;
-        self.assembler = Some(a);
+        let Some(permit) = self.swarm.metadata_permit(size) else {
+            return Ok(()); // asked again at a later tick
+        };
+        self.assembler = Some((a, permit));
         let pieces = size.div_ceil(ut_metadata::METADATA_PIECE as u64) as u32;
         for piece in 0..pieces {
             let payload = MetadataMsg::Request { piece }.encode();
@@ -198,7 +201,7 @@ impl Session {
         if self.swarm.loaded().is_some() {
             return Ok(());
         }
-        let Some(a) = self.assembler.as_mut() else {
+        let Some((a, _)) = self.assembler.as_mut() else {
             return Ok(());
         };
         if Some(total_size) != self.their_metadata_size {
@@ -212,8 +215,11 @@ impl Session {
         if !a.is_complete() {
             return Ok(());
         }
-        let mut a = self.assembler.take().expect("present");
-        let raw = match a.finish() {
+        let (mut a, permit) = self.assembler.take().expect("present");
+        let raw = a.finish();
+        drop(a);
+        drop(permit);
+        let raw = match raw {
             Ok(raw) => raw,
             Err(e) => {
                 self.swarm

@@ -24,7 +24,8 @@ use crate::peer::pex as pex_wire;
 use crate::peer::transport::{Kind, Route, Transports};
 use crate::peer::ut_metadata::MetadataAssembler;
 use crate::peer::wire::{BlockRequest, Handshake, Message, WireError};
-use crate::swarm::{ConnId, DialTarget, PeerSource, Req, Swarm};
+use crate::swarm::budget::Reservation;
+use crate::swarm::{AssemblyPermit, ConnId, DialTarget, PeerSource, Req, Swarm};
 
 mod dispatch;
 mod download;
@@ -108,6 +109,20 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most blocks we queue for upload to one peer.
 const MAX_UPLOAD_QUEUE: usize = 512;
+/// Most messages read from a peer and not handled yet (then its socket
+/// holds the rest: TCP flow control, not our memory).
+const READ_QUEUE: usize = 64;
+
+/// Bytes a message read from a peer holds while it waits in the read
+/// queue, other than a block's (counted as in flight already).
+fn queued_bytes(m: &Message) -> u64 {
+    match m {
+        Message::Bitfield(b) => b.len() as u64,
+        Message::Extended { payload, .. } => payload.len() as u64,
+        Message::Unknown { payload, .. } => payload.len() as u64,
+        _ => 0,
+    }
+}
 
 /// Runs a connected, handshaken peer until it closes, misbehaves or the
 /// swarm stops. `addr` is the peer's address (for bans and logs).
@@ -156,12 +171,19 @@ pub(crate) async fn run(
     let mut conn = conn;
     conn.set_max_message_len(max_message_len(&swarm));
     let (mut reader, writer) = conn.split();
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, rx) = mpsc::channel(READ_QUEUE);
     let reader_task = tokio::spawn(async move {
         loop {
             let r = reader.read_message().await;
             let end = !matches!(r, Ok(Some(_)));
-            if tx.send(r).await.is_err() || end {
+            // Counted in the memory budget while queued (blocks count as
+            // in flight from their request on).
+            let held = match &r {
+                Ok(Some(m)) => queued_bytes(m),
+                _ => 0,
+            };
+            let queued = crate::swarm::budget::global().force(held);
+            if tx.send((r, queued)).await.is_err() || end {
                 break;
             }
         }
@@ -242,7 +264,9 @@ struct Session {
     /// Their extension ids (BEP 10 `m`).
     their_ut_metadata: Option<u8>,
     their_metadata_size: Option<u64>,
-    assembler: Option<MetadataAssembler>,
+    /// The metadata being assembled from this peer, with its share of the
+    /// memory budget.
+    assembler: Option<(MetadataAssembler, AssemblyPermit)>,
     /// Blocks requested from them, oldest first.
     outstanding: VecDeque<Req>,
     /// Blocks requested from them that we stopped waiting for (a choke
@@ -250,6 +274,8 @@ struct Session {
     /// Any other block was never asked of this peer and is dropped unread,
     /// so garbage nobody requested never reaches a piece.
     released: HashSet<Req>,
+    /// `outstanding` as blocks in flight in the process's memory budget.
+    inflight: Reservation,
     /// Target number of outstanding requests (grows with the measured rate).
     depth: usize,
     /// Their `reqq` (BEP 10): most requests they queue.
@@ -304,6 +330,7 @@ impl Session {
             assembler: None,
             outstanding: VecDeque::new(),
             released: HashSet::new(),
+            inflight: Reservation::empty(),
             depth: 64,
             their_reqq: 250,
             waiting_since: None,

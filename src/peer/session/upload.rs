@@ -6,6 +6,7 @@ use bytes::Bytes;
 use super::{MAX_UPLOAD_QUEUE, Session, SessionError, send};
 use crate::peer::conn::PeerWriter;
 use crate::peer::wire::{BlockRequest, Message};
+use crate::swarm::budget::Reservation;
 use crate::swarm::{Req, UploadCheck};
 
 /// Blocks read from storage in one blocking task and sent per loop turn.
@@ -70,14 +71,40 @@ impl Session {
     }
 
     /// Serves a bounded batch per loop turn so downloads are not starved;
-    /// the batch is read from storage in one blocking task. Blocks of
-    /// pieces evicted since they were asked for are dropped.
+    /// the batch is read from storage in one blocking task, its buffers
+    /// counted in the memory budget until sent (at the limit, one block per
+    /// turn). Blocks of pieces evicted since they were asked for are
+    /// dropped.
     pub(super) async fn serve_uploads(&mut self, w: &mut PeerWriter) -> Result<(), SessionError> {
         if self.uploads.is_empty() || self.swarm.loaded().is_none() {
             return Ok(());
         }
         let n = self.uploads.len().min(UPLOAD_BATCH);
-        let batch: Vec<Req> = self.uploads.drain(..n).map(to_req).collect();
+        let want: u64 = self
+            .uploads
+            .iter()
+            .take(n)
+            .map(|r| u64::from(r.length))
+            .sum();
+        let mut buffers = Reservation::empty();
+        let granted = buffers.grow_to(want);
+        let mut fits = 0u64;
+        let k = self
+            .uploads
+            .iter()
+            .take(n)
+            .take_while(|r| {
+                fits += u64::from(r.length);
+                fits <= granted
+            })
+            .count()
+            .max(1);
+        if k < n {
+            crate::swarm::budget::global().note_limited("uploads are served a block at a time");
+        }
+        let first = u64::from(self.uploads[0].length);
+        buffers.set(buffers.bytes().max(first));
+        let batch: Vec<Req> = self.uploads.drain(..k).map(to_req).collect();
         for (r, data) in self.swarm.read_for_upload(batch).await? {
             send(
                 w,
@@ -89,6 +116,7 @@ impl Session {
             )
             .await?;
         }
+        drop(buffers);
         Ok(())
     }
 }
