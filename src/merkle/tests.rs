@@ -237,7 +237,13 @@ fn bounds_are_refused() {
         assert_eq!(TreeShape::new(1, pl), Err(MerkleError::BadPieceLength(pl)));
         assert!(FileHasher::new(pl).is_err());
     }
-    assert!(TreeShape::new(1, 1 << 30).is_ok());
+    // the largest power of two within libtorrent's piece-length limit
+    // (MAX_PIECE_LENGTH, 32767 blocks) is 2^28; 2^29 is above it
+    assert!(TreeShape::new(1, 1 << 28).is_ok());
+    assert_eq!(
+        TreeShape::new(1, 1 << 29),
+        Err(MerkleError::BadPieceLength(1 << 29))
+    );
     // a leaf layer of 2^30 nodes is refused before anything is allocated
     let big = TreeShape::new(MAX_FILE_LENGTH, 16384).unwrap();
     assert_eq!(

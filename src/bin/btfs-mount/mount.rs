@@ -174,14 +174,22 @@ impl ProgressPrinter {
 }
 
 /// Why a lookup failed, with the hint that no DHT node ever answered when
-/// that is so (a wrong or unreachable `--bootstrap`, or no network).
+/// that is so (a wrong or unreachable `--bootstrap`, or no network) and
+/// the failure is one the DHT could explain: nothing found in time. A
+/// refused cache or a bad info dictionary gets no such hint.
 pub fn lookup_failure(
     e: btfs::client::Error,
     printer: &ProgressPrinter,
     dht: bool,
 ) -> anyhow::Error {
+    use btfs::client::Error;
+    use btfs::swarm::MetadataError;
+    let not_found = matches!(
+        e,
+        Error::Metadata(MetadataError::Timeout { .. }) | Error::NoItem { .. }
+    );
     let msg = crate::one_line(&anyhow::Error::new(e));
-    if dht && printer.most_dht_nodes() == 0 {
+    if dht && not_found && printer.most_dht_nodes() == 0 {
         anyhow::anyhow!("{msg}; no DHT node ever answered (check --bootstrap and the network)")
     } else {
         anyhow::anyhow!("{msg}")
