@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bep44::MutableItem;
-use super::krpc::{PutArgs, Query, Response};
+use super::krpc::{Id, PutArgs, Query, Response};
 use super::lookup::Lookup;
 use super::node::{self, Cmd, RpcError, Shared, Sibling, State};
 use super::routing::K;
@@ -71,18 +71,22 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Starts one node task on `socket`, loading `state_file` from
-/// [`DhtConfig::state_dir`] (its nodes become bootstrap seeds).
+/// [`DhtConfig::state_dir`] (its nodes become bootstrap seeds). The node
+/// id: [`DhtConfig::node_id`], else the saved one, else `same_as` (BEP 32:
+/// a dual-stack node should use one id in both tables), else a random one
+/// (BEP 42 when bound to a public address).
 pub(crate) fn start(
     cfg: DhtConfig,
     socket: UdpSocket,
     state_file: &'static str,
+    same_as: Option<Id>,
 ) -> std::io::Result<Arc<Inner>> {
     let local_addr = socket.local_addr()?;
     let (saved_id, saved_nodes) = match &cfg.state_dir {
         Some(d) => node::load_state(d, state_file),
         None => (None, Vec::new()),
     };
-    let own = cfg.node_id.or(saved_id).unwrap_or_else(|| {
+    let own = cfg.node_id.or(saved_id).or(same_as).unwrap_or_else(|| {
         let ip = local_addr.ip();
         if ip.is_unspecified() || id::is_exempt(&ip) {
             id::random_id()

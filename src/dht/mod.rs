@@ -246,13 +246,14 @@ impl Dht {
         } else {
             node::STATE_FILE6
         };
-        let mut nodes = vec![family::start(cfg.clone(), socket, first)?];
+        let mut nodes = vec![family::start(cfg.clone(), socket, first, None)?];
         if let (true, Some(ip6)) = (cfg.bind.is_ipv4(), cfg.bind6) {
             let bound = family::bind(SocketAddr::new(ip6, port))
                 .or_else(|_| family::bind(SocketAddr::new(ip6, 0)));
             match bound {
                 Ok(s) => {
-                    let six = family::start(cfg, s, node::STATE_FILE6)?;
+                    let id = nodes[0].shared.lock().table.own_id();
+                    let six = family::start(cfg, s, node::STATE_FILE6, Some(id))?;
                     family::pair(&nodes[0], &six);
                     nodes.push(six);
                 }

@@ -682,7 +682,12 @@ impl Node {
                 // Peers announced over this family's socket: compact 6-byte
                 // entries from the IPv4 node, 18-byte ones (BEP 7's IPv6
                 // form) from the IPv6 node.
-                r.values = st.peers.get(&info_hash, MAX_VALUES, now);
+                // BEP 32: at most 1024-byte datagrams, so fewer of the
+                // longer IPv6 entries; never the other family's.
+                let v4 = self.shared.local_addr.is_ipv4();
+                let max = if v4 { MAX_VALUES } else { MAX_VALUES / 2 };
+                r.values = st.peers.get(&info_hash, max, now);
+                r.values.retain(|p| p.is_ipv4() == v4);
                 r.nodes = closest;
                 Body::Response(r)
             }
