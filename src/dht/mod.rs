@@ -53,7 +53,8 @@ use storage::{MAX_SALT_LEN, MAX_V_LEN};
 /// Configuration of a DHT node.
 #[derive(Debug, Clone)]
 pub struct DhtConfig {
-    /// UDP address to bind (IPv4 or IPv6). Default `0.0.0.0:6881`.
+    /// UDP address of the first node: IPv4, or IPv6 for an IPv6-only DHT
+    /// (its socket is `IPV6_V6ONLY`). Default `0.0.0.0:6881`.
     pub bind: SocketAddr,
     /// BEP 32: when `bind` is IPv4, the IPv6 address of a second node (its
     /// own socket, `IPV6_V6ONLY`, and routing table), bound to `bind`'s

@@ -126,14 +126,14 @@ impl Session {
 
     /// Their global IPv6 address (BEP 7 and BEP 10 `ipv6`), told over an
     /// IPv4 connection: a candidate at their listen port (`p`, or the port
-    /// we dialled), dialled like a peer learned by PEX when this connection
-    /// is gone or a slot is free.
+    /// we dialled), dialled like a peer learned by PEX once this connection
+    /// is gone (never a second connection to the same peer).
     fn on_their_ipv6(&mut self, ip: std::net::Ipv6Addr, listen_port: Option<u16>) {
         let we_dialled = self.pex_flags & pex_wire::FLAG_OUTGOING != 0;
         let port = listen_port.or(we_dialled.then_some(self.addr.port()));
         if let (true, Some(port)) = (self.addr.is_ipv4(), port) {
             let a = SocketAddr::new(std::net::IpAddr::V6(ip), port);
-            if self.swarm.add_peers([a], PeerSource::Pex) > 0 {
+            if self.swarm.note_alt_addr(self.id, a) {
                 tracing::debug!(
                     "{}: {} says its IPv6 address is {a}",
                     self.swarm.info_hash,
