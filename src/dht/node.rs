@@ -286,6 +286,7 @@ pub async fn run(
         shared,
         pending: HashMap::new(),
         next_tid: u32::from_be_bytes(random_id()[..4].try_into().expect("4 bytes")),
+        want_both: WantBoth::default(),
     };
     let mut buf = vec![0u8; 65536];
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -345,6 +346,38 @@ struct Node {
     shared: Arc<Shared>,
     pending: HashMap<[u8; 4], Pending>,
     next_tid: u32,
+    want_both: WantBoth,
+}
+
+/// How often a node asks for both families' nodes (BEP 32 `want`) while
+/// its sibling's table is thin: freely for the first [`WANT_BOTH_FREE`]
+/// queries (bootstrap), then once per [`WANT_BOTH_EVERY`], so a host
+/// without working IPv6 (or IPv4) does not ask for, and ping, the other
+/// family's nodes on every query forever (BEP 32: "occasionally").
+#[derive(Debug, Default)]
+struct WantBoth {
+    sent: u32,
+    last: Option<Instant>,
+}
+
+/// Queries that may ask for both families at once (see [`WantBoth`]).
+const WANT_BOTH_FREE: u32 = 64;
+/// Then one such query per this period (see [`WantBoth`]).
+const WANT_BOTH_EVERY: Duration = Duration::from_secs(10);
+
+impl WantBoth {
+    /// Whether the next query may ask for both families; counts it if so.
+    fn take(&mut self, now: Instant) -> bool {
+        let ok = self.sent < WANT_BOTH_FREE
+            || self
+                .last
+                .is_none_or(|t| now.duration_since(t) >= WANT_BOTH_EVERY);
+        if ok {
+            self.sent = self.sent.saturating_add(1);
+            self.last = Some(now);
+        }
+        ok
+    }
 }
 
 impl Node {
@@ -391,10 +424,11 @@ impl Node {
                 break t;
             }
         };
-        // BEP 32: while the other family's table is thin, ask for both.
+        // BEP 32: while the other family's table is thin, ask for both
+        // (rate-limited after the first queries, see `WantBoth`).
         let want = match query {
             Query::FindNode { .. } | Query::GetPeers { .. } | Query::Get { .. }
-                if self.shared.sibling_thin() =>
+                if self.shared.sibling_thin() && self.want_both.take(Instant::now()) =>
             {
                 Want::BOTH
             }
@@ -782,6 +816,18 @@ mod tests {
             st.vote(v.parse().unwrap(), "192.168.1.2".parse().unwrap());
         }
         assert_eq!(st.table.own_id(), id);
+    }
+
+    #[test]
+    fn asking_for_both_families_is_rate_limited_after_bootstrap() {
+        let mut w = WantBoth::default();
+        let t0 = Instant::now();
+        for _ in 0..WANT_BOTH_FREE {
+            assert!(w.take(t0));
+        }
+        assert!(!w.take(t0 + Duration::from_secs(1)));
+        assert!(w.take(t0 + WANT_BOTH_EVERY));
+        assert!(!w.take(t0 + WANT_BOTH_EVERY + Duration::from_secs(9)));
     }
 
     #[test]
