@@ -1,6 +1,7 @@
 //! KRPC messages (BEP 5, section "KRPC Protocol"): decode from and encode to
 //! single UDP datagrams, with the extension keys of BEP 42 (`ip`), BEP 43
-//! (`ro`), BEP 44 (`get`/`put`) and BEP 32 (`nodes6`, 18-byte `values`).
+//! (`ro`), BEP 44 (`get`/`put`) and BEP 32 (`nodes6`, `want`, 18-byte
+//! `values`).
 //!
 //! Decoding is lenient where other clients differ (unsorted dictionary keys,
 //! unknown keys, transaction ids of any length up to [`MAX_TID_LEN`]) and
