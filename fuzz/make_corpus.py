@@ -239,6 +239,10 @@ def krpc_seeds():
     write(t, "ping", q("ping", {}))
     write(t, "find_node", q("find_node", {"target": b"\x01" * 20}))
     write(t, "get_peers", q("get_peers", {"info_hash": b"\x02" * 20}))
+    # BEP 32 `want`: both families, one, unknown entries, not a list.
+    write(t, "find_node_want", q("find_node", {"target": b"\x01" * 20, "want": ["n4", "n6"]}))
+    write(t, "get_peers_want6", q("get_peers", {"info_hash": b"\x02" * 20, "want": ["n6", "x", 4]}))
+    write(t, "want_not_list", q("find_node", {"target": b"\x01" * 20, "want": "n4"}))
     write(t, "announce", q("announce_peer", {"info_hash": b"\x02" * 20, "port": 6881, "token": "tok", "implied_port": 1}))
     write(t, "get", q("get", {"target": b"\x03" * 20, "seq": 4}))
     write(t, "put", q("put", {"token": "tok", "v": {"ih": b"\x04" * 20}, "k": b"\x05" * 32, "sig": b"\x06" * 64,

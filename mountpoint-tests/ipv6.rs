@@ -103,3 +103,108 @@ fn ipv6_only_libtorrent_both_directions() {
     drop(fetcher);
     m.unmount_and_wait(Duration::from_secs(10));
 }
+
+/// BEP 32 and BEP 7 over the DHT: libtorrent nodes on `[::1]` only (a DHT
+/// bootstrap node, and a seeder with its DHT on, announcing), and
+/// btfs-mount given only the magnet link (no `x.pe`) and the IPv6
+/// bootstrap node, with its default settings (DHT on, both families). It
+/// finds the seeder over the IPv6 DHT (18-byte `values` in `get_peers`
+/// answers), reads correct bytes, and announces itself over IPv6: a
+/// libtorrent downloader on `[::1]` only, told nothing but the magnet and
+/// the bootstrap node, finds us on the DHT and downloads everything from
+/// us (after the seeder left).
+///
+/// Real-world case: an IPv6-only host (or an IPv4 home behind
+/// carrier-grade NAT) whose only way to a swarm is the IPv6 DHT.
+#[test]
+fn ipv6_only_libtorrent_found_over_the_ipv6_dht() {
+    let name = "ipv6_only_libtorrent_found_over_the_ipv6_dht";
+    if !in_netns(name) {
+        return;
+    }
+    if !has_ipv6_loopback() {
+        skip_or_fail(name, "no [::1] here");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    tree(&site);
+    let boot = lt_node(&["--listen-ip", "[::1]", "--dht", "--bootstrap", "[::1]:1"]);
+    let boot_addr = format!("[::1]:{}", boot.dht_port());
+    let mut seeder = lt_node(&[
+        "--listen-ip",
+        "[::1]",
+        "--dht",
+        "--bootstrap",
+        &boot_addr,
+        "--seed",
+        s(&site),
+    ]);
+    seeder.wait_event("seeding", Duration::from_secs(60));
+    let magnet = seeder.magnet();
+    assert!(
+        !magnet.contains("x.pe"),
+        "the magnet names a peer: {magnet}"
+    );
+    let their = format!("[::1]:{}", seeder.port());
+
+    let port = free_port();
+    let args = MountArgs::new(&magnet)
+        .foreground()
+        .verbose()
+        .bootstrap(&boot_addr)
+        .port(port)
+        .cache_dir(&tmp.path().join("cache"))
+        .timeout(90);
+    let mut m = Mount::foreground(
+        &tmp.path().join("mnt"),
+        &args.build(),
+        Duration::from_secs(100),
+    );
+    assert_eq!(
+        tree_digests(&m.path().join("site")),
+        tree_digests(&site),
+        "bytes read from the IPv6 seeder found on the DHT differ"
+    );
+    let log = m.child().expect("foreground").stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("connected to {their}")) && l.contains("(from dht)")),
+        "no connection to the seeder {their} found on the DHT in the log:\n{log}"
+    );
+    drop(seeder);
+
+    let dl = tmp.path().join("download");
+    std::fs::create_dir_all(&dl).unwrap();
+    let mut fetcher = lt_node(&[
+        "--listen-ip",
+        "[::1]",
+        "--dht",
+        "--bootstrap",
+        &boot_addr,
+        "--fetch",
+        &magnet,
+        "--save",
+        s(&dl),
+    ]);
+    fetcher.wait_event("finished", Duration::from_secs(120));
+    assert_eq!(
+        tree_digests(&dl.join("site")),
+        tree_digests(&site),
+        "libtorrent's download from btfs-mount, found over the IPv6 DHT, differs"
+    );
+    let log = m.child().expect("foreground").stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("announced port") && !l.contains("to 0 DHT nodes")),
+        "no DHT announce in the log:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("connected to [::1]:") && l.contains("(from incoming)")),
+        "no incoming IPv6 connection in the log:\n{log}"
+    );
+    drop(fetcher);
+    drop(boot);
+    m.unmount_and_wait(Duration::from_secs(10));
+}

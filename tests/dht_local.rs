@@ -302,3 +302,148 @@ fn dht_ipv6_loopback() {
         }
     });
 }
+
+/// The reply dictionary `r` of a KRPC answer, as (nodes bytes, nodes6
+/// bytes, values entries).
+fn reply_parts(raw: &[u8]) -> (Option<usize>, Option<usize>, Vec<usize>) {
+    let v = btfs::bencode::decode(raw, Default::default()).unwrap();
+    let r = v.get(b"r").expect("a reply");
+    let len = |k: &[u8]| r.get(k).and_then(|x| x.as_bytes()).map(|b| b.len());
+    let values = match r.get(b"values").map(|x| &x.kind) {
+        Some(btfs::bencode::Kind::List(l)) => l
+            .iter()
+            .map(|e| e.as_bytes().map_or(0, |b| b.len()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    (len(b"nodes"), len(b"nodes6"), values)
+}
+
+/// BEP 32: dual-stack nodes (an IPv4 socket on 127.0.0.1 and an IPv6 one
+/// on ::1, two routing tables) bootstrapped through one IPv6 node only
+/// fill both tables (IPv4 nodes learned from `nodes` answers to `want`;
+/// only the second node is also given the first's IPv4 address, so that
+/// some IPv4 table is not empty);
+/// an announce goes to both DHTs, and a lookup finds the peer under both
+/// addresses. Raw KRPC: `want` decides `nodes`/`nodes6`, and `values`
+/// follow the family of the socket (6-byte over IPv4, 18-byte over IPv6).
+#[test]
+fn dht_dual_stack_bep32() {
+    if !in_netns("dht_dual_stack_bep32") {
+        return;
+    }
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        support::skip_or_fail("dht_dual_stack_bep32", "no ::1 in this namespace");
+        return;
+    }
+    runtime().block_on(async {
+        let dual = |bootstrap: Vec<String>| DhtConfig {
+            bind6: Some("::1".parse().unwrap()),
+            ..cfg(bootstrap)
+        };
+        let first = Dht::start(dual(vec![])).await.unwrap();
+        let addrs = first.local_addrs();
+        assert_eq!(addrs.len(), 2, "{addrs:?}");
+        assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{addrs:?}");
+        assert_eq!(addrs[0].port(), addrs[1].port(), "the same port when free");
+        let boot6 = vec![addrs[1].to_string()];
+        let mut nodes = vec![first];
+        let both = vec![addrs[1].to_string(), addrs[0].to_string()];
+        nodes.push(Dht::start(dual(both)).await.unwrap());
+        for _ in 0..6 {
+            nodes.push(Dht::start(dual(boot6.clone())).await.unwrap());
+        }
+        for d in nodes.iter().skip(1) {
+            d.bootstrap().await;
+        }
+        for d in &nodes {
+            d.bootstrap().await;
+        }
+        for d in nodes.iter().skip(1) {
+            let s = d.stats();
+            assert!(s.nodes6 >= 4, "IPv6 table: {s:?}");
+            assert!(
+                s.nodes - s.nodes6 >= 3,
+                "IPv4 table, filled only from nodes answers to want: {s:?}"
+            );
+        }
+        let ih = InfoHash([0x32; 20]);
+        assert!(nodes[3].announce_peer(ih, Some(4032)).await >= 6);
+        let mut rx = nodes[6].get_peers(ih);
+        let mut got = Vec::new();
+        while let Some(b) = rx.recv().await {
+            got.extend(b);
+        }
+        for want in ["127.0.0.1:4032", "[::1]:4032"] {
+            let want: SocketAddr = want.parse().unwrap();
+            assert!(got.contains(&want), "{want} not in {got:?}");
+        }
+
+        // Raw KRPC to nodes[0], over each family.
+        let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let v6 = UdpSocket::bind("[::1]:0").await.unwrap();
+        let find = |want: &str| {
+            format!(
+                "d1:ad2:id20:abcdefghij01234567896:target20:mnopqrstuvwxyz123456{want}e1:q9:find_node1:t2:aa1:y1:qe"
+            )
+            .into_bytes()
+        };
+        let to4 = nodes[0].local_addrs()[0];
+        let to6 = nodes[0].local_addrs()[1];
+        let (n4, n6, _) = reply_parts(&exchange(&v4, to4, &find("")).await.unwrap());
+        assert!(n4.is_some_and(|n| n > 0 && n % 26 == 0), "{n4:?}");
+        assert_eq!(n6, None, "no want over IPv4: nodes only");
+        let (n4, n6, _) = reply_parts(&exchange(&v4, to4, &find("4:wantl2:n6e")).await.unwrap());
+        assert_eq!(n4, None, "want n6 only");
+        assert!(n6.is_some_and(|n| n > 0 && n % 38 == 0), "{n6:?}");
+        let (n4, n6, _) =
+            reply_parts(&exchange(&v6, to6, &find("4:wantl2:n42:n6e")).await.unwrap());
+        assert!(n4.is_some_and(|n| n % 26 == 0) && n6.is_some_and(|n| n % 38 == 0));
+        let (n4, n6, _) = reply_parts(&exchange(&v6, to6, &find("")).await.unwrap());
+        assert!(n4.is_none() && n6.is_some(), "no want over IPv6: nodes6 only");
+
+        // Announce from each raw socket (implied port) to nodes[0], then
+        // read the values back.
+        let gp = |want: &str| {
+            format!(
+                "d1:ad2:id20:abcdefghij01234567899:info_hash20:{}{want}e1:q9:get_peers1:t2:bb1:y1:qe",
+                std::str::from_utf8(&[b'z'; 20]).unwrap()
+            )
+            .into_bytes()
+        };
+        let token_of = |raw: &[u8]| -> Vec<u8> {
+            let v = btfs::bencode::decode(raw, Default::default()).unwrap();
+            v.get(b"r").unwrap().get(b"token").unwrap().as_bytes().unwrap().to_vec()
+        };
+        for (sock, to) in [(&v4, to4), (&v6, to6)] {
+            let t = token_of(&exchange(sock, to, &gp("")).await.unwrap());
+            let mut ann = format!(
+                "d1:ad2:id20:abcdefghij012345678912:implied_porti1e9:info_hash20:{}4:porti1e5:token{}:",
+                std::str::from_utf8(&[b'z'; 20]).unwrap(),
+                t.len()
+            )
+            .into_bytes();
+            ann.extend_from_slice(&t);
+            ann.extend_from_slice(b"e1:q13:announce_peer1:t2:cc1:y1:qe");
+            let r = exchange(sock, to, &ann).await.unwrap();
+            assert!(r.windows(4).any(|w| w == b"1:rd"), "{}", String::from_utf8_lossy(&r));
+        }
+        // Over IPv4: 6-byte values only; over IPv6: 18-byte values only,
+        // whatever `want` says (it governs nodes only).
+        let (_, _, vals) = reply_parts(&exchange(&v4, to4, &gp("4:wantl2:n42:n6e")).await.unwrap());
+        assert_eq!(vals, vec![6], "IPv4 get_peers values");
+        let (_, _, vals) = reply_parts(&exchange(&v6, to6, &gp("4:wantl2:n4e")).await.unwrap());
+        assert_eq!(vals, vec![18], "IPv6 get_peers values");
+        // And our lookup merges both stores: the peer under both families.
+        let mut rx = nodes[5].get_peers(InfoHash([b'z'; 20]));
+        let mut got = Vec::new();
+        while let Some(b) = rx.recv().await {
+            got.extend(b);
+        }
+        assert!(got.contains(&v4.local_addr().unwrap()), "{got:?}");
+        assert!(got.contains(&v6.local_addr().unwrap()), "{got:?}");
+        for d in &nodes {
+            d.shutdown().await;
+        }
+    });
+}

@@ -199,6 +199,7 @@ impl ClientBuilder {
         let dht = if self.dht {
             let cfg = DhtConfig {
                 bind: SocketAddr::new(self.dht_ip(), self.dht_port),
+                bind6: is_dual_stack(self.bind_ip).then_some(self.bind_ip),
                 bootstrap: self.bootstrap.clone(),
                 state_dir: match &self.storage {
                     StorageKind::Files(d) => Some(CacheLayout::new(d).root().to_path_buf()),
@@ -316,8 +317,9 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 const PORT_PAIR_TRIES: usize = 8;
 
 impl ClientBuilder {
-    /// The DHT's address: [`ClientBuilder::bind_ip`], but `0.0.0.0` for
-    /// `::` (the DHT is IPv4 only).
+    /// The DHT's first node's address: [`ClientBuilder::bind_ip`], but
+    /// `0.0.0.0` for `::`, which also starts the IPv6 node on `[::]`
+    /// (BEP 32: one node, socket and routing table per family).
     fn dht_ip(&self) -> IpAddr {
         if is_dual_stack(self.bind_ip) {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)

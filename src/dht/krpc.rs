@@ -1,6 +1,7 @@
 //! KRPC messages (BEP 5, section "KRPC Protocol"): decode from and encode to
 //! single UDP datagrams, with the extension keys of BEP 42 (`ip`), BEP 43
-//! (`ro`), BEP 44 (`get`/`put`) and BEP 32 (`nodes6`, 18-byte `values`).
+//! (`ro`), BEP 44 (`get`/`put`) and BEP 32 (`nodes6`, `want`, 18-byte
+//! `values`).
 //!
 //! Decoding is lenient where other clients differ (unsorted dictionary keys,
 //! unknown keys, transaction ids of any length up to [`MAX_TID_LEN`]) and
@@ -53,6 +54,67 @@ pub struct PutArgs {
     /// Mutable items: compare-and-swap, the sequence number expected to be
     /// stored now.
     pub cas: Option<i64>,
+}
+
+/// BEP 32 `want`: which address families of nodes the querier wants in the
+/// answer of a `find_node`, `get_peers` or BEP 44 `get` (`n4`: `nodes`,
+/// compact 26-byte IPv4 entries; `n6`: `nodes6`, 38-byte IPv6 entries).
+/// Neither set means the key is absent: the responder answers with nodes
+/// of the family the query came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Want {
+    /// `n4`: IPv4 nodes wanted.
+    pub n4: bool,
+    /// `n6`: IPv6 nodes wanted.
+    pub n6: bool,
+}
+
+impl Want {
+    /// Both families (`want = ["n4", "n6"]`).
+    pub const BOTH: Want = Want { n4: true, n6: true };
+
+    /// Whether the key is absent (neither family named).
+    pub fn is_absent(&self) -> bool {
+        !self.n4 && !self.n6
+    }
+
+    /// The families to answer with for a query that came in over IPv4
+    /// (`v4 = true`) or IPv6: the ones asked for, else that family (BEP 32).
+    /// Returns `(ipv4 nodes, ipv6 nodes)`.
+    pub fn families(&self, v4: bool) -> (bool, bool) {
+        if self.is_absent() {
+            (v4, !v4)
+        } else {
+            (self.n4, self.n6)
+        }
+    }
+
+    /// Reads a `want` value: a list of strings; unknown entries (and
+    /// anything that is not a list of strings) are ignored.
+    fn decode(v: Option<&Value<'_>>) -> Want {
+        let mut w = Want::default();
+        if let Some(Kind::List(l)) = v.map(|v| &v.kind) {
+            for e in l.iter().take(8) {
+                match e.as_bytes() {
+                    Some(b"n4") => w.n4 = true,
+                    Some(b"n6") => w.n6 = true,
+                    _ => {}
+                }
+            }
+        }
+        w
+    }
+
+    fn encode(&self) -> Owned {
+        let mut l = Vec::new();
+        if self.n4 {
+            l.push(Owned::from("n4"));
+        }
+        if self.n6 {
+            l.push(Owned::from("n6"));
+        }
+        Owned::List(l)
+    }
 }
 
 /// A query (`y = q`) and its method-specific arguments.
@@ -116,8 +178,9 @@ pub struct Response {
 /// What a message is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
-    /// A query from the node with id `id`.
-    Query { id: Id, query: Query },
+    /// A query from the node with id `id`; `want` (BEP 32) is read for any
+    /// method and sent when not absent.
+    Query { id: Id, query: Query, want: Want },
     /// A response to one of our queries.
     Response(Response),
     /// An error reply: code (201 generic, 202 server, 203 protocol, 204
@@ -342,7 +405,8 @@ fn decode_query(root: &Value<'_>, tid: &[u8]) -> Result<Body, DecodeError> {
         }
         _ => return Err(err(204, "method unknown")),
     };
-    Ok(Body::Query { id, query })
+    let want = Want::decode(a.get(b"want"));
+    Ok(Body::Query { id, query, want })
 }
 
 fn decode_response(r: &Value<'_>) -> Option<Response> {
@@ -402,11 +466,15 @@ impl Message {
             root = root.insert("ro", 1);
         }
         match &self.body {
-            Body::Query { id, query } => {
+            Body::Query { id, query, want } => {
+                let mut a = encode_args(id, query);
+                if !want.is_absent() {
+                    a = a.insert("want", want.encode());
+                }
                 root = root
                     .insert("y", "q")
                     .insert("q", query.method())
-                    .insert("a", encode_args(id, query));
+                    .insert("a", a);
             }
             Body::Response(r) => {
                 root = root.insert("y", "r").insert("r", encode_response(r));
@@ -524,7 +592,8 @@ mod tests {
             m.body,
             Body::Query {
                 id: *b"abcdefghij0123456789",
-                query: Query::Ping
+                query: Query::Ping,
+                want: Want::default(),
             }
         );
         let r = b"d1:rd2:id20:mnopqrstuvwxyz123456e1:t2:aa1:y1:re";
@@ -547,7 +616,8 @@ mod tests {
                 id: *b"abcdefghij0123456789",
                 query: Query::GetPeers {
                     info_hash: *b"mnopqrstuvwxyz123456"
-                }
+                },
+                want: Want::default(),
             }
         );
         // 33-byte tid is dropped, 32 accepted.
@@ -575,6 +645,7 @@ mod tests {
                         implied_port: true,
                         token: b"tok".to_vec(),
                     },
+                    want: Want::default(),
                 },
                 ip: None,
                 read_only: true,
@@ -592,6 +663,7 @@ mod tests {
                         salt: b"s".to_vec(),
                         cas: Some(3),
                     }),
+                    want: Want::default(),
                 },
                 ip: None,
                 read_only: false,
@@ -679,6 +751,93 @@ mod tests {
                 message: "A Generic Error Ocurred".into()
             }
         );
+    }
+
+    #[test]
+    fn bep32_want_is_read_sent_and_answered() {
+        // BEP 32's example: find_node with want = ["n4", "n6"].
+        let q = b"d1:ad2:id20:abcdefghij01234567896:target20:mnopqrstuvwxyz1234564:wantl2:n42:n6ee1:q9:find_node1:t2:aa1:y1:qe";
+        let m = decode(q).unwrap();
+        let Body::Query { want, .. } = &m.body else {
+            panic!("{m:?}")
+        };
+        assert_eq!(*want, Want::BOTH);
+        assert_eq!(decode(&m.encode()).unwrap(), m);
+        // Only n6; unknown entries and a non-list are ignored.
+        let q6 = b"d1:ad2:id20:abcdefghij01234567899:info_hash20:mnopqrstuvwxyz1234564:wantl2:n62:n9i4eee1:q9:get_peers1:t2:aa1:y1:qe";
+        let Body::Query { want, .. } = decode(q6).unwrap().body else {
+            panic!()
+        };
+        assert_eq!(
+            want,
+            Want {
+                n4: false,
+                n6: true
+            }
+        );
+        let bad = b"d1:ad2:id20:abcdefghij01234567894:want2:n4e1:q4:ping1:t2:aa1:y1:qe";
+        let Body::Query { want, .. } = decode(bad).unwrap().body else {
+            panic!()
+        };
+        assert!(want.is_absent());
+        // Absent: the family the query came in on; else what was asked.
+        assert_eq!(Want::default().families(true), (true, false));
+        assert_eq!(Want::default().families(false), (false, true));
+        assert_eq!(Want::BOTH.families(true), (true, true));
+        let n6 = Want {
+            n4: false,
+            n6: true,
+        };
+        assert_eq!(n6.families(true), (false, true));
+    }
+
+    #[test]
+    fn nodes6_and_peers6_round_trip_in_their_keys() {
+        // An IPv6 answer: 38-byte nodes in `nodes6`, 18-byte peers in
+        // `values` (BEP 32, BEP 7's compact IPv6 peer form).
+        let n6 = NodeInfo {
+            id: [0xaa; 20],
+            addr: ip("[2001:db8::1]:6881"),
+        };
+        let n4 = NodeInfo {
+            id: [0xbb; 20],
+            addr: ip("192.0.2.1:6881"),
+        };
+        let r = Message {
+            tid: b"aa".to_vec(),
+            body: Body::Response(Response {
+                id: [1; 20],
+                nodes: vec![n4, n6],
+                values: vec![ip("[2001:db8::2]:51413")],
+                token: Some(b"tk".to_vec()),
+                ..Default::default()
+            }),
+            ip: None,
+            read_only: false,
+        };
+        let enc = r.encode();
+        let root = bencode::decode(&enc, LIMITS).unwrap();
+        let rd = root.get(b"r").unwrap();
+        let nodes6 = rd.get(b"nodes6").unwrap().as_bytes().unwrap();
+        assert_eq!(nodes6.len(), 38);
+        assert_eq!(&nodes6[..20], &[0xaa; 20]);
+        assert_eq!(
+            &nodes6[20..36],
+            &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(&nodes6[36..], &6881u16.to_be_bytes());
+        assert_eq!(rd.get(b"nodes").unwrap().as_bytes().unwrap().len(), 26);
+        let Some(Kind::List(values)) = rd.get(b"values").map(|v| &v.kind) else {
+            panic!()
+        };
+        let peer = values[0].as_bytes().unwrap();
+        assert_eq!(peer.len(), 18);
+        assert_eq!(&peer[16..], &51413u16.to_be_bytes());
+        assert_eq!(decode(&enc).unwrap(), r);
+        // A nodes6 string whose length is not a multiple of 38 is ignored.
+        let mut out = Vec::new();
+        parse_nodes(&[0u8; 39], true, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::Inner;
+use super::family::Inner;
 use super::id::distance;
 use super::krpc::{Id, NodeInfo, Query, Response};
 use super::node::RpcError;
@@ -126,9 +126,15 @@ impl Traversal {
         t
     }
 
-    /// Learns a candidate (from a `nodes` list of an answer).
+    /// Learns a candidate (from a `nodes` list of an answer). Nodes of the
+    /// other address family than our socket's are not candidates (BEP 32:
+    /// each family's node looks up over its own socket).
     pub fn add(&mut self, n: NodeInfo) {
-        if n.id == self.own || n.addr.port() == 0 || n.addr == self.local {
+        if n.id == self.own
+            || n.addr.port() == 0
+            || n.addr == self.local
+            || n.addr.is_ipv4() != self.local.is_ipv4()
+        {
             return;
         }
         let key = (distance(&n.id, &self.target), n.addr);

@@ -1,19 +1,26 @@
-//! Our mainline DHT node: BEP 5 (KRPC, routing table, peers), BEP 42 (node id
-//! tied to the external IP), BEP 43 (read-only nodes), BEP 44 (immutable and
-//! mutable items) and room for BEP 32 (IPv6 `nodes6`).
+//! Our mainline DHT node: BEP 5 (KRPC, routing table, peers), BEP 32 (IPv6:
+//! a dual-stack DHT, `nodes6`, `want`), BEP 42 (node id tied to the external
+//! IP), BEP 43 (read-only nodes), BEP 44 (immutable and mutable items).
 //!
-//! A [`Dht`] is a cheap, cloneable handle to a node running as a tokio task
-//! that owns the UDP socket. Start one with [`Dht::start`], fill its routing
-//! table with [`Dht::bootstrap`], then find peers ([`Dht::get_peers`], which
-//! streams batches as they arrive), announce ([`Dht::announce_peer`]) and
-//! get or put BEP 44 items. [`Dht::shutdown`] saves the routing table in
-//! [`DhtConfig::state_dir`] so the next start bootstraps without routers.
+//! A [`Dht`] is a cheap, cloneable handle to one node per address family,
+//! each running as a tokio task that owns its UDP socket and its routing
+//! table: by default an IPv4 node on `0.0.0.0` and an IPv6 node on `[::]`
+//! (`IPV6_V6ONLY`, the same port when free), as libtorrent runs one DHT
+//! node per listen socket (BEP 32). Start them with [`Dht::start`], fill
+//! their routing tables with [`Dht::bootstrap`] (bootstrap nodes of either
+//! family), then find peers ([`Dht::get_peers`], which streams batches as
+//! they arrive from lookups over both tables), announce
+//! ([`Dht::announce_peer`], over both) and get or put BEP 44 items.
+//! [`Dht::shutdown`] saves the routing tables in [`DhtConfig::state_dir`]
+//! so the next start bootstraps without routers.
 //!
-//! Modules: [`krpc`] (messages), [`routing`] (buckets), `lookup`
+//! Modules: [`krpc`] (messages), [`routing`] (buckets), `family` (one
+//! address family's node and the operations over its table), `lookup`
 //! (iterative lookups), [`rtt`] (round trips, soft timeouts), [`storage`] (what we store for others), [`bep44`]
 //! (items and signatures), [`id`] (distances, BEP 42), `node` (the task).
 
 pub mod bep44;
+mod family;
 pub mod id;
 pub mod krpc;
 mod lookup;
@@ -29,7 +36,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 pub use bep44::{MutableItem, immutable_target, mutable_target, signed_buffer};
@@ -38,17 +44,24 @@ pub use node::RpcError;
 
 use crate::bencode::{self, Kind, Limits};
 use crate::hash::InfoHash;
-use krpc::{PutArgs, Query, Response};
-use lookup::Lookup;
-use node::{Cmd, Shared, State};
+use family::Inner;
+use krpc::{PutArgs, Query};
+use node::Cmd;
 use routing::K;
 use storage::{MAX_SALT_LEN, MAX_V_LEN};
 
 /// Configuration of a DHT node.
 #[derive(Debug, Clone)]
 pub struct DhtConfig {
-    /// UDP address to bind (IPv4 or IPv6). Default `0.0.0.0:6881`.
+    /// UDP address of the first node: IPv4, or IPv6 for an IPv6-only DHT
+    /// (its socket is `IPV6_V6ONLY`). Default `0.0.0.0:6881`.
     pub bind: SocketAddr,
+    /// BEP 32: when `bind` is IPv4, the IPv6 address of a second node (its
+    /// own socket, `IPV6_V6ONLY`, and routing table), bound to `bind`'s
+    /// port when that is free on it, else to any free port. A bind error
+    /// (no IPv6 on this host) leaves the DHT IPv4 only, logged. Ignored
+    /// when `bind` is IPv6. `None`: IPv4 only. Default `Some(::)`.
+    pub bind6: Option<IpAddr>,
     /// Bootstrap routers as `"host:port"`, resolved with
     /// `tokio::net::lookup_host` at bootstrap. Default: the public mainline
     /// routers. Tests must set their own.
@@ -81,6 +94,7 @@ impl Default for DhtConfig {
     fn default() -> Self {
         DhtConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 6881)),
+            bind6: Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
             bootstrap: vec![
                 "router.bittorrent.com:6881".into(),
                 "dht.transmissionbt.com:6881".into(),
@@ -127,10 +141,12 @@ pub enum DhtError {
 /// Counters and sizes of a running node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DhtStats {
-    /// Our current node id.
+    /// Our current node id (the IPv4 node's in a dual-stack DHT).
     pub node_id: [u8; 20],
-    /// Nodes in the routing table.
+    /// Nodes in the routing tables (both families).
     pub nodes: usize,
+    /// Of those, nodes in the IPv6 routing table (BEP 32).
+    pub nodes6: usize,
     /// Queries received (answered or not).
     pub queries_in: u64,
     /// Queries sent.
@@ -159,7 +175,8 @@ pub struct DhtStats {
     pub peers_stored: usize,
     /// BEP 44 items stored for others.
     pub items_stored: usize,
-    /// Our external IP as voted by other nodes (BEP 42), once known.
+    /// Our external IP as voted by other nodes (BEP 42), once known (the
+    /// IPv4 node's first).
     pub external_ip: Option<IpAddr>,
 }
 
@@ -177,44 +194,18 @@ pub struct MutableLookup {
     pub refused: usize,
 }
 
-/// A handle to a running DHT node. Cloning is cheap; the node stops when
-/// [`Dht::shutdown`] is called or every handle is dropped.
+/// A handle to a running DHT: one node per address family (BEP 32), the
+/// IPv4 one first. Cloning is cheap; the nodes stop when [`Dht::shutdown`]
+/// is called or every handle is dropped.
 #[derive(Clone)]
 pub struct Dht {
-    inner: Arc<Inner>,
+    nodes: Arc<[Arc<Inner>]>,
 }
 
 impl std::fmt::Debug for Dht {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Dht({})", self.inner.shared.local_addr)
-    }
-}
-
-/// What handles and lookups hold: the shared state and the way to the task.
-pub(crate) struct Inner {
-    shared: Arc<Shared>,
-    cmd: mpsc::Sender<Cmd>,
-}
-
-impl Inner {
-    /// Sends one query and waits for its response (bounded by the request
-    /// timeout).
-    async fn query(&self, addr: SocketAddr, query: Query) -> Result<Response, RpcError> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Cmd::Query {
-                addr,
-                query: Box::new(query),
-                reply: Some(tx),
-            })
-            .await
-            .map_err(|_| RpcError::Closed)?;
-        let limit = self.shared.cfg.request_timeout + Duration::from_millis(500);
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(RpcError::Closed),
-            Err(_) => Err(RpcError::Timeout),
-        }
+        let addrs: Vec<SocketAddr> = self.local_addrs();
+        write!(f, "Dht({addrs:?})")
     }
 }
 
@@ -241,159 +232,172 @@ fn check_value(v: &[u8]) -> Result<(), DhtError> {
 }
 
 impl Dht {
-    /// Binds the UDP socket and starts the node task. Loads the state file
-    /// from [`DhtConfig::state_dir`] if there is one (its nodes become
-    /// bootstrap seeds). Errors: the bind error.
+    /// Binds the UDP sockets and starts the node tasks: a node on
+    /// [`DhtConfig::bind`], and with [`DhtConfig::bind6`] (when `bind` is
+    /// IPv4) a second node on IPv6, on the same port when it is free there
+    /// (BEP 32). Loads each node's state file from
+    /// [`DhtConfig::state_dir`] if there is one (`dht_nodes`, `dht_nodes6`;
+    /// their nodes become bootstrap seeds). Errors: the bind error of
+    /// `bind` (the IPv6 node's is logged, and the DHT runs IPv4 only).
     pub async fn start(cfg: DhtConfig) -> std::io::Result<Dht> {
-        let socket = UdpSocket::bind(cfg.bind).await?;
-        let local_addr = socket.local_addr()?;
-        let (saved_id, saved_nodes) = match &cfg.state_dir {
-            Some(d) => node::load_state(d),
-            None => (None, Vec::new()),
+        let socket = family::bind(cfg.bind)?;
+        let port = socket.local_addr()?.port();
+        let first = if cfg.bind.is_ipv4() {
+            node::STATE_FILE
+        } else {
+            node::STATE_FILE6
         };
-        let own = cfg.node_id.or(saved_id).unwrap_or_else(|| {
-            let ip = local_addr.ip();
-            if ip.is_unspecified() || id::is_exempt(&ip) {
-                id::random_id()
-            } else {
-                id::bep42_id(&ip, id::random_id()[0])
-            }
-        });
-        let seeds = saved_nodes.iter().map(|n| n.addr).collect();
-        let shared = Arc::new(Shared {
-            cfg,
-            local_addr,
-            state: std::sync::Mutex::new(State::new(own, seeds)),
-            counters: Default::default(),
-        });
-        let (tx, rx) = mpsc::channel(1024);
-        let weak = tx.downgrade();
-        let refresh_shared = shared.clone();
-        let refresh: node::Refresh = Box::new(move |targets| {
-            let Some(cmd) = weak.upgrade() else { return };
-            let inner = Arc::new(Inner {
-                shared: refresh_shared.clone(),
-                cmd,
-            });
-            tokio::spawn(async move {
-                for t in targets {
-                    let mut l = Lookup::new(&inner, t, Query::FindNode { target: t }, false);
-                    while l.next().await.is_some() {}
+        let mut nodes = vec![family::start(cfg.clone(), socket, first, None)?];
+        if let (true, Some(ip6)) = (cfg.bind.is_ipv4(), cfg.bind6) {
+            let bound = family::bind(SocketAddr::new(ip6, port))
+                .or_else(|_| family::bind(SocketAddr::new(ip6, 0)));
+            match bound {
+                Ok(s) => {
+                    let id = nodes[0].shared.lock().table.own_id();
+                    let six = family::start(cfg, s, node::STATE_FILE6, Some(id))?;
+                    family::pair(&nodes[0], &six);
+                    nodes.push(six);
                 }
-            });
-        });
-        tokio::spawn(node::run(socket, shared.clone(), rx, refresh));
+                Err(e) => tracing::info!("DHT: no IPv6 node on [{ip6}] ({e}): IPv4 only"),
+            }
+        }
         Ok(Dht {
-            inner: Arc::new(Inner { shared, cmd: tx }),
+            nodes: nodes.into(),
         })
     }
 
-    /// The bound UDP address (with the real port when 0 was asked).
+    fn primary(&self) -> &Arc<Inner> {
+        &self.nodes[0]
+    }
+
+    /// The node of `addr`'s family, if we run one.
+    fn node_for(&self, addr: &SocketAddr) -> Option<&Arc<Inner>> {
+        self.nodes.iter().find(|n| n.is_v4() == addr.is_ipv4())
+    }
+
+    /// The bound UDP address (with the real port when 0 was asked) of the
+    /// first node: the IPv4 one in a dual-stack DHT.
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.shared.local_addr
+        self.primary().shared.local_addr
     }
 
-    /// Tells the node our external IP, as the home router reported it
-    /// (UPnP or NAT-PMP/PCP): like enough matching BEP 42 votes, it gives a
-    /// node id valid for that address (BEP 42) unless ours already is.
+    /// The bound UDP address of every node, IPv4 first (BEP 32: one per
+    /// address family).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.shared.local_addr).collect()
+    }
+
+    /// Tells the node of `ip`'s family our external IP, as the home router
+    /// reported it (UPnP or NAT-PMP/PCP): like enough matching BEP 42
+    /// votes, it gives a node id valid for that address (BEP 42) unless
+    /// ours already is.
     pub fn set_external_ip(&self, ip: IpAddr) {
-        self.inner.shared.lock().adopt_external_ip(ip);
+        if let Some(n) = self.node_for(&SocketAddr::new(ip, 0)) {
+            n.shared.lock().adopt_external_ip(ip);
+        }
     }
 
-    /// Our current node id.
+    /// Our current node id (the first node's).
     pub fn node_id(&self) -> [u8; 20] {
-        self.inner.shared.lock().table.own_id()
+        self.primary().shared.lock().table.own_id()
     }
 
-    /// Fills the routing table: resolves the bootstrap routers, then looks
-    /// up our own id through them, the saved nodes and the table, then a
-    /// random id. Returns the number of nodes in the table afterwards.
+    /// Fills the routing tables: resolves the bootstrap routers (each
+    /// address goes to the node of its family), then each node looks up
+    /// its own id through them, its saved nodes and its table, then a
+    /// random id; both families at once. A node whose table is still thin
+    /// then runs again, with the nodes of its family the other node learned
+    /// (BEP 32 `nodes6`/`nodes` answers to `want`). Returns the number of
+    /// nodes in the tables afterwards (both families).
     pub async fn bootstrap(&self) -> usize {
-        let cfg = &self.inner.shared.cfg;
+        let cfg = &self.primary().shared.cfg;
         let routers = resolve(&cfg.bootstrap, cfg.request_timeout).await;
-        {
-            let mut st = self.inner.shared.lock();
-            for r in routers {
-                if !st.seeds.contains(&r) {
-                    st.seeds.push(r);
+        for n in self.nodes.iter() {
+            let mut st = n.shared.lock();
+            for r in routers.iter().filter(|r| r.is_ipv4() == n.is_v4()) {
+                if !st.seeds.contains(r) {
+                    st.seeds.push(*r);
                 }
             }
         }
-        let own = self.node_id();
-        Lookup::new(&self.inner, own, Query::FindNode { target: own }, true)
-            .run()
-            .await;
-        let t = id::random_id();
-        Lookup::new(&self.inner, t, Query::FindNode { target: t }, false)
-            .run()
-            .await;
-        self.inner.shared.lock().table.len()
+        let mut set = tokio::task::JoinSet::new();
+        for n in self.nodes.iter() {
+            let n = n.clone();
+            set.spawn(async move { family::bootstrap(&n).await });
+        }
+        set.join_all().await;
+        if self.nodes.len() > 1 {
+            for n in self.nodes.iter() {
+                let len = n.shared.lock().table.len();
+                if len < K {
+                    family::bootstrap(n).await;
+                }
+            }
+        }
+        self.stats().nodes
     }
 
     /// Adds a node we know is alive (e.g. from a peer's BEP 5 `PORT`
-    /// message) by pinging it. Returns true when it answered.
+    /// message) by pinging it from the node of its family. Returns true
+    /// when it answered.
     pub async fn add_node(&self, addr: SocketAddr) -> bool {
-        self.inner.query(addr, Query::Ping).await.is_ok()
+        match self.node_for(&addr) {
+            Some(n) => n.query(addr, Query::Ping).await.is_ok(),
+            None => false,
+        }
     }
 
-    /// Finds peers for `info_hash` (BEP 5 `get_peers` lookup). Batches of new
-    /// peers (no repeats) arrive on the channel as nodes answer, the ones
-    /// stored on our own node first; the channel closes when the lookup ends
-    /// (at most [`DhtConfig::lookup_timeout`]). Dropping the receiver stops
-    /// the lookup. Must be called inside a tokio runtime (it spawns a task).
+    /// Finds peers for `info_hash` (BEP 5 `get_peers` lookup, over every
+    /// family's table at once, BEP 32). Batches of new peers (no repeats;
+    /// IPv4 and IPv6, from 6- and 18-byte compact `values`) arrive on the
+    /// channel as nodes answer, the ones stored on our own nodes first; the
+    /// channel closes when the lookups end (at most
+    /// [`DhtConfig::lookup_timeout`]). Dropping the receiver stops them.
+    /// Must be called inside a tokio runtime (it spawns tasks).
     pub fn get_peers(&self, info_hash: InfoHash) -> mpsc::Receiver<Vec<SocketAddr>> {
         let (tx, rx) = mpsc::channel(64);
-        let inner = self.inner.clone();
+        let nodes = self.nodes.clone();
         tokio::spawn(async move {
             let ih = info_hash.0;
-            let mut seen = HashSet::new();
-            let local =
-                inner
-                    .shared
-                    .lock()
-                    .peers
-                    .get(&ih, storage::MAX_PEERS_PER_TORRENT, Instant::now());
-            let local: Vec<SocketAddr> = local.into_iter().filter(|p| seen.insert(*p)).collect();
+            let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
+            let local: Vec<SocketAddr> = {
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                let mut out = Vec::new();
+                for n in nodes.iter() {
+                    let got = n.shared.lock().peers.get(
+                        &ih,
+                        storage::MAX_PEERS_PER_TORRENT,
+                        Instant::now(),
+                    );
+                    out.extend(got.into_iter().filter(|p| seen.insert(*p)));
+                }
+                out
+            };
             if !local.is_empty() && tx.send(local).await.is_err() {
                 return;
             }
-            let mut l = Lookup::new(&inner, ih, Query::GetPeers { info_hash: ih }, false);
-            while let Some((_, r)) = l.next().await {
-                let batch: Vec<SocketAddr> = r
-                    .values
-                    .into_iter()
-                    .filter(|p| p.port() != 0 && seen.insert(*p))
-                    .collect();
-                if !batch.is_empty() && tx.send(batch).await.is_err() {
-                    return;
-                }
+            let mut set = tokio::task::JoinSet::new();
+            for n in nodes.iter() {
+                set.spawn(family::get_peers(n.clone(), ih, tx.clone(), seen.clone()));
             }
+            drop(tx);
+            set.join_all().await;
         });
         rx
     }
 
     /// Announces that we have `info_hash` (BEP 5 `announce_peer`) to the K
-    /// closest nodes that gave us a token, with `port`, or with
-    /// `implied_port = 1` when `None` (peers then use our DHT source port,
-    /// which helps behind NAT). Returns how many nodes accepted.
+    /// closest nodes of each family's table that gave us a token, with
+    /// `port`, or with `implied_port = 1` when `None` (peers then use our
+    /// DHT source port, which helps behind NAT). An announce over IPv6
+    /// makes us an IPv6 peer for the nodes that store it. Returns how many
+    /// nodes accepted (both families).
     pub async fn announce_peer(&self, info_hash: InfoHash, port: Option<u16>) -> usize {
-        let ih = info_hash.0;
-        let mut l = Lookup::new(&self.inner, ih, Query::GetPeers { info_hash: ih }, false);
-        l.run().await;
-        let port_arg = port.unwrap_or(self.local_addr().port());
         let mut set = tokio::task::JoinSet::new();
-        for (n, token) in l.closest_answered(K) {
-            let Some(token) = token else { continue };
-            let inner = self.inner.clone();
-            let q = Query::AnnouncePeer {
-                info_hash: ih,
-                port: port_arg,
-                implied_port: port.is_none(),
-                token,
-            };
-            set.spawn(async move { inner.query(n.addr, q).await.is_ok() });
+        for n in self.nodes.iter() {
+            set.spawn(family::announce(n.clone(), info_hash.0, port));
         }
-        set.join_all().await.into_iter().filter(|ok| *ok).count()
+        set.join_all().await.into_iter().sum()
     }
 
     /// Gets a mutable item (BEP 44 `get`) for `public_key` and `salt`: the
@@ -405,64 +409,35 @@ impl Dht {
 
     /// Like [`Dht::get_mutable`], and also counts what was seen, so a caller
     /// can tell "no node has an item" from "items were found but none had a
-    /// valid signature for this key and salt".
+    /// valid signature for this key and salt". Asks both families' nodes.
     pub async fn get_mutable_report(&self, public_key: [u8; 32], salt: &[u8]) -> MutableLookup {
         let target = mutable_target(&public_key, salt);
         let mut report = MutableLookup::default();
-        let consider = |item: MutableItem, report: &mut MutableLookup| {
-            if item.public_key != public_key || item.value.len() > MAX_V_LEN || !item.verify() {
-                report.refused += 1;
-                return;
-            }
-            report.valid += 1;
-            if report.item.as_ref().is_none_or(|b| item.seq > b.seq) {
-                report.item = Some(item);
-            }
-        };
-        let local = self
-            .inner
-            .shared
-            .lock()
-            .items
-            .get(&target, Instant::now())
-            .cloned();
-        if let Some(m) = local
-            .as_ref()
-            .and_then(|i| i.mutable.clone().map(|m| (i.v.clone(), m)))
+        if let Some(item) = self
+            .nodes
+            .iter()
+            .filter_map(|n| family::local_mutable(n, &target))
+            .max_by_key(|i| i.seq)
         {
-            let (v, m) = m;
-            let item = MutableItem {
-                public_key: m.k,
-                salt: m.salt,
-                seq: m.seq,
-                value: v,
-                signature: m.sig,
-            };
-            consider(item, &mut report);
+            report.consider(item, &public_key);
         }
-        let mut l = Lookup::new(&self.inner, target, Query::Get { target, seq: None }, false);
-        while let Some((_, r)) = l.next().await {
-            report.answered += 1;
-            if let (Some(k), Some(seq), Some(v), Some(sig)) = (r.k, r.seq, r.v, r.sig) {
-                let item = MutableItem {
-                    public_key: k,
-                    salt: salt.to_vec(),
-                    seq,
-                    value: v,
-                    signature: sig,
-                };
-                consider(item, &mut report);
-            }
+        let mut set = tokio::task::JoinSet::new();
+        for n in self.nodes.iter() {
+            set.spawn(family::get_mutable(n.clone(), public_key, salt.to_vec()));
+        }
+        for r in set.join_all().await {
+            report.merge(r);
         }
         report
     }
 
     /// Stores a signed mutable item (BEP 44 `put`) on the K closest nodes
-    /// that gave a write token, and on our own node. Returns how many remote
-    /// nodes accepted it. Errors: [`DhtError::InvalidSignature`],
-    /// [`DhtError::InvalidValue`], [`DhtError::ValueTooLarge`],
-    /// [`DhtError::SaltTooLarge`] before sending; [`DhtError::Rejected`]
-    /// when every node refused; [`DhtError::NoNodes`] when none answered.
+    /// of each family that gave a write token, and on our own nodes.
+    /// Returns how many remote nodes accepted it. Errors:
+    /// [`DhtError::InvalidSignature`], [`DhtError::InvalidValue`],
+    /// [`DhtError::ValueTooLarge`], [`DhtError::SaltTooLarge`] before
+    /// sending; [`DhtError::Rejected`] when every node refused;
+    /// [`DhtError::NoNodes`] when none answered.
     pub async fn put_mutable(&self, item: MutableItem) -> Result<usize, DhtError> {
         check_value(&item.value)?;
         if item.salt.len() > MAX_SALT_LEN {
@@ -484,18 +459,22 @@ impl Dht {
     }
 
     /// Gets an immutable item (BEP 44 `get`): the raw bencoded value whose
-    /// SHA-1 is `target`, or `None`. Returns as soon as one node has it.
+    /// SHA-1 is `target`, or `None`. Returns as soon as one node (of either
+    /// family) has it.
     pub async fn get_immutable(&self, target: [u8; 20]) -> Option<Vec<u8>> {
-        if let Some(i) = self.inner.shared.lock().items.get(&target, Instant::now())
-            && i.mutable.is_none()
-        {
-            return Some(i.v.clone());
-        }
-        let mut l = Lookup::new(&self.inner, target, Query::Get { target, seq: None }, false);
-        while let Some((_, r)) = l.next().await {
-            if let Some(v) = r.v
-                && immutable_target(&v) == target
+        for n in self.nodes.iter() {
+            if let Some(i) = n.shared.lock().items.get(&target, Instant::now())
+                && i.mutable.is_none()
             {
+                return Some(i.v.clone());
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for n in self.nodes.iter() {
+            set.spawn(family::get_immutable(n.clone(), target));
+        }
+        while let Some(r) = set.join_next().await {
+            if let Ok(Some(v)) = r {
                 return Some(v);
             }
         }
@@ -516,32 +495,19 @@ impl Dht {
     }
 
     async fn put(&self, target: [u8; 20], args: PutArgs) -> Result<usize, DhtError> {
-        if self.inner.cmd.is_closed() {
+        if self.primary().cmd.is_closed() {
             return Err(DhtError::Shutdown);
         }
-        // Our own store: a refusal here (e.g. a newer seq) is not fatal.
-        let _ = self.inner.shared.lock().items.put(&args, Instant::now());
-        let mut l = Lookup::new(&self.inner, target, Query::Get { target, seq: None }, false);
-        l.run().await;
         let mut set = tokio::task::JoinSet::new();
-        for (n, token) in l.closest_answered(K) {
-            let Some(token) = token else { continue };
-            let inner = self.inner.clone();
-            let q = Query::Put(PutArgs {
-                token,
-                ..args.clone()
-            });
-            set.spawn(async move { inner.query(n.addr, q).await });
+        for n in self.nodes.iter() {
+            set.spawn(family::put(n.clone(), target, args.clone()));
         }
         let mut ok = 0;
         let mut refusal = None;
-        for r in set.join_all().await {
-            match r {
-                Ok(_) => ok += 1,
-                Err(RpcError::Remote { code, message }) => {
-                    refusal.get_or_insert(DhtError::Rejected { code, message });
-                }
-                Err(_) => {}
+        for (n, r) in set.join_all().await {
+            ok += n;
+            if refusal.is_none() {
+                refusal = r;
             }
         }
         match (ok, refusal) {
@@ -551,41 +517,67 @@ impl Dht {
         }
     }
 
-    /// Counters and sizes.
+    /// Counters and sizes, summed over both families' nodes.
     pub fn stats(&self) -> DhtStats {
-        let s = &self.inner.shared;
-        let c = &s.counters;
-        let st = s.lock();
-        DhtStats {
-            node_id: st.table.own_id(),
-            nodes: st.table.len(),
-            queries_in: c.queries_in.load(Ordering::Relaxed),
-            queries_out: c.queries_out.load(Ordering::Relaxed),
-            responses_in: c.responses_in.load(Ordering::Relaxed),
-            errors_in: c.errors_in.load(Ordering::Relaxed),
-            timeouts: c.timeouts.load(Ordering::Relaxed),
-            soft_timeouts: c.soft_timeouts.load(Ordering::Relaxed),
-            late_answers: c.late_answers.load(Ordering::Relaxed),
-            round_trip: st.rtt.smoothed(),
-            dropped_datagrams: c.dropped_datagrams.load(Ordering::Relaxed),
-            pending_queries: c.pending.load(Ordering::Relaxed),
-            peers_stored: st.peers.len(),
-            items_stored: st.items.len(),
-            external_ip: st.external_ip,
+        let mut out = DhtStats {
+            node_id: self.node_id(),
+            nodes: 0,
+            nodes6: 0,
+            queries_in: 0,
+            queries_out: 0,
+            responses_in: 0,
+            errors_in: 0,
+            timeouts: 0,
+            soft_timeouts: 0,
+            late_answers: 0,
+            round_trip: None,
+            dropped_datagrams: 0,
+            pending_queries: 0,
+            peers_stored: 0,
+            items_stored: 0,
+            external_ip: None,
+        };
+        for n in self.nodes.iter() {
+            let s = &n.shared;
+            let c = &s.counters;
+            let st = s.lock();
+            out.nodes += st.table.len();
+            if !n.is_v4() {
+                out.nodes6 += st.table.len();
+            }
+            out.queries_in += c.queries_in.load(Ordering::Relaxed);
+            out.queries_out += c.queries_out.load(Ordering::Relaxed);
+            out.responses_in += c.responses_in.load(Ordering::Relaxed);
+            out.errors_in += c.errors_in.load(Ordering::Relaxed);
+            out.timeouts += c.timeouts.load(Ordering::Relaxed);
+            out.soft_timeouts += c.soft_timeouts.load(Ordering::Relaxed);
+            out.late_answers += c.late_answers.load(Ordering::Relaxed);
+            out.round_trip = out.round_trip.or(st.rtt.smoothed());
+            out.dropped_datagrams += c.dropped_datagrams.load(Ordering::Relaxed);
+            out.pending_queries += c.pending.load(Ordering::Relaxed);
+            out.peers_stored += st.peers.len();
+            out.items_stored += st.items.len();
+            out.external_ip = out.external_ip.or(st.external_ip);
         }
+        out
     }
 
-    /// Nodes in the routing table (id and address).
+    /// Nodes in the routing tables (id and address), IPv4 table first.
     pub fn routing_nodes(&self) -> Vec<NodeInfo> {
-        self.inner.shared.lock().table.all_nodes()
+        self.nodes
+            .iter()
+            .flat_map(|n| n.shared.lock().table.all_nodes())
+            .collect()
     }
 
-    /// Stops the node task, saving the routing table (state file in
+    /// Stops the node tasks, saving the routing tables (state files in
     /// [`DhtConfig::state_dir`]). Later calls on any handle find no nodes.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.cmd.send(Cmd::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
+        for n in self.nodes.iter() {
+            let (tx, rx) = oneshot::channel();
+            if n.cmd.send(Cmd::Shutdown(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
         }
     }
 }

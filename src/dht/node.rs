@@ -4,13 +4,20 @@
 //!
 //! Other tasks (lookups, the public API) talk to it through [`Cmd`]s and read
 //! the shared [`State`] under a short-lived lock; nothing awaits while holding
-//! it.
+//! it, and no task holds two nodes' locks at once.
+//!
+//! BEP 32: a dual-stack DHT is two such nodes, one per address family, each
+//! with its own socket and routing table (as libtorrent runs one DHT node
+//! per listen socket). Each knows the other as its [`Sibling`]: it answers
+//! `want = ["n4", "n6"]` with nodes from both tables, asks for the other
+//! family's nodes while the sibling's table is thin, and hands the nodes of
+//! the other family it learns to the sibling, which pings them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -18,15 +25,20 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::DhtConfig;
 use super::id::{bep42_id, bep42_valid, is_exempt, random_id};
-use super::krpc::{self, Body, DecodeError, Id, Message, NodeInfo, Query, Response};
+use super::krpc::{self, Body, DecodeError, Id, Message, NodeInfo, Query, Response, Want};
 use super::routing::{Insert, K, QUESTIONABLE_AFTER, RoutingTable, Unresponsive};
 use super::rtt::RoundTrip;
 use super::storage::{ItemStore, MAX_VALUES, PeerStore, Tokens};
 
 /// Pending outgoing queries, at most (memory bound).
 pub const MAX_PENDING: usize = 4096;
-/// Name of the state file in [`DhtConfig::state_dir`].
+/// Name of the state file in [`DhtConfig::state_dir`] (the IPv4 node's, or
+/// a single node's).
 pub const STATE_FILE: &str = "dht_nodes";
+/// Name of the IPv6 node's state file of a dual-stack DHT (BEP 32).
+pub const STATE_FILE6: &str = "dht_nodes6";
+/// Nodes of the other family handed to the sibling per answer, at most.
+const MAX_HANDOVER: usize = K;
 /// Distinct voters needed before we believe an external IP (BEP 42).
 const IP_VOTES_NEEDED: usize = 3;
 /// Votes remembered.
@@ -100,16 +112,59 @@ pub struct State {
     pub unresponsive: Unresponsive,
 }
 
+/// The other family's node of a dual-stack DHT (BEP 32).
+#[derive(Debug)]
+pub struct Sibling {
+    /// Its shared state (its routing table answers `want` for its family).
+    pub shared: Weak<Shared>,
+    /// Its task, to ping the nodes of its family we learn.
+    pub cmd: mpsc::WeakSender<Cmd>,
+}
+
 /// Everything the node task and the handles share.
 #[derive(Debug)]
 pub struct Shared {
     pub cfg: DhtConfig,
     pub local_addr: SocketAddr,
+    /// File name of the state file in [`DhtConfig::state_dir`].
+    pub state_file: &'static str,
     pub state: Mutex<State>,
     pub counters: Counters,
+    /// The other family's node, in a dual-stack DHT; set once after both
+    /// started.
+    pub sibling: OnceLock<Sibling>,
 }
 
 impl Shared {
+    /// The IPv4 and IPv6 nodes closest to `target` wanted by `want` for a
+    /// query that came in on our family (BEP 32): up to K of each, from our
+    /// table and the sibling's. Takes one lock at a time.
+    pub fn closest_wanted(&self, target: &Id, want: Want) -> Vec<NodeInfo> {
+        let (n4, n6) = want.families(self.local_addr.is_ipv4());
+        let ours = if self.local_addr.is_ipv4() { n4 } else { n6 };
+        let theirs = if self.local_addr.is_ipv4() { n6 } else { n4 };
+        let mut out = Vec::new();
+        if ours {
+            out = self.lock().table.closest(target, K);
+        }
+        if theirs && let Some(s) = self.sibling_shared() {
+            out.extend(s.lock().table.closest(target, K));
+        }
+        out
+    }
+
+    /// The sibling's shared state, while it runs.
+    pub fn sibling_shared(&self) -> Option<Arc<Shared>> {
+        self.sibling.get()?.shared.upgrade()
+    }
+
+    /// True when there is a sibling whose routing table holds fewer than K
+    /// nodes: our queries then ask for both families (BEP 32 `want`).
+    fn sibling_thin(&self) -> bool {
+        self.sibling_shared()
+            .is_some_and(|s| s.lock().table.len() < K)
+    }
+
     /// Locks the state (a poisoned lock is still usable: the state has no
     /// invariant a panic elsewhere could break halfway).
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -119,8 +174,8 @@ impl Shared {
 
 /// Reads the state file: our previous id and previously good nodes.
 /// Format, one item a line: `id <40 hex>` and `node <40 hex> <ip:port>`.
-pub fn load_state(dir: &Path) -> (Option<Id>, Vec<NodeInfo>) {
-    let Ok(text) = std::fs::read_to_string(dir.join(STATE_FILE)) else {
+pub fn load_state(dir: &Path, file: &str) -> (Option<Id>, Vec<NodeInfo>) {
+    let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
         return (None, Vec::new());
     };
     let mut id = None;
@@ -146,15 +201,15 @@ pub fn load_state(dir: &Path) -> (Option<Id>, Vec<NodeInfo>) {
 }
 
 /// Writes the state file atomically (temporary file, then rename).
-pub fn save_state(dir: &Path, id: &Id, nodes: &[NodeInfo]) -> std::io::Result<()> {
+pub fn save_state(dir: &Path, file: &str, id: &Id, nodes: &[NodeInfo]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut text = format!("# btfs DHT routing table\nid {}\n", hex::encode(id));
     for n in nodes {
         text.push_str(&format!("node {} {}\n", hex::encode(n.id), n.addr));
     }
-    let tmp: PathBuf = dir.join(format!("{STATE_FILE}.tmp"));
+    let tmp: PathBuf = dir.join(format!("{file}.tmp"));
     std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, dir.join(STATE_FILE))
+    std::fs::rename(tmp, dir.join(file))
 }
 
 impl State {
@@ -231,6 +286,7 @@ pub async fn run(
         shared,
         pending: HashMap::new(),
         next_tid: u32::from_be_bytes(random_id()[..4].try_into().expect("4 bytes")),
+        want_both: WantBoth::default(),
     };
     let mut buf = vec![0u8; 65536];
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -290,6 +346,38 @@ struct Node {
     shared: Arc<Shared>,
     pending: HashMap<[u8; 4], Pending>,
     next_tid: u32,
+    want_both: WantBoth,
+}
+
+/// How often a node asks for both families' nodes (BEP 32 `want`) while
+/// its sibling's table is thin: freely for the first [`WANT_BOTH_FREE`]
+/// queries (bootstrap), then once per [`WANT_BOTH_EVERY`], so a host
+/// without working IPv6 (or IPv4) does not ask for, and ping, the other
+/// family's nodes on every query forever (BEP 32: "occasionally").
+#[derive(Debug, Default)]
+struct WantBoth {
+    sent: u32,
+    last: Option<Instant>,
+}
+
+/// Queries that may ask for both families at once (see [`WantBoth`]).
+const WANT_BOTH_FREE: u32 = 64;
+/// Then one such query per this period (see [`WantBoth`]).
+const WANT_BOTH_EVERY: Duration = Duration::from_secs(10);
+
+impl WantBoth {
+    /// Whether the next query may ask for both families; counts it if so.
+    fn take(&mut self, now: Instant) -> bool {
+        let ok = self.sent < WANT_BOTH_FREE
+            || self
+                .last
+                .is_none_or(|t| now.duration_since(t) >= WANT_BOTH_EVERY);
+        if ok {
+            self.sent = self.sent.saturating_add(1);
+            self.last = Some(now);
+        }
+        ok
+    }
 }
 
 impl Node {
@@ -305,7 +393,7 @@ impl Node {
             }
             (st.table.own_id(), nodes)
         };
-        if let Err(e) = save_state(dir, &id, &nodes) {
+        if let Err(e) = save_state(dir, self.shared.state_file, &id, &nodes) {
             tracing::warn!("DHT: cannot save routing table in {}: {e}", dir.display());
         }
     }
@@ -336,10 +424,24 @@ impl Node {
                 break t;
             }
         };
+        // BEP 32: while the other family's table is thin, ask for both
+        // (rate-limited after the first queries, see `WantBoth`).
+        let want = match query {
+            Query::FindNode { .. } | Query::GetPeers { .. } | Query::Get { .. }
+                if self.shared.sibling_thin() && self.want_both.take(Instant::now()) =>
+            {
+                Want::BOTH
+            }
+            _ => Want::default(),
+        };
         let own = self.shared.lock().table.own_id();
         let msg = Message {
             tid: tid.to_vec(),
-            body: Body::Query { id: own, query },
+            body: Body::Query {
+                id: own,
+                query,
+                want,
+            },
             ip: None,
             read_only: self.shared.cfg.read_only,
         };
@@ -448,13 +550,13 @@ impl Node {
             }
         };
         match msg.body {
-            Body::Query { id, query } => {
+            Body::Query { id, query, want } => {
                 c.queries_in.fetch_add(1, Ordering::Relaxed);
                 // BEP 43: a read-only node does not answer queries.
                 if self.shared.cfg.read_only {
                     return;
                 }
-                let (body, ping) = self.answer(from, id, query, msg.read_only);
+                let (body, ping) = self.answer(from, id, query, want, msg.read_only);
                 let reply = Message {
                     tid: msg.tid,
                     body,
@@ -493,6 +595,7 @@ impl Node {
                     }
                     ping
                 };
+                self.hand_over(&r.nodes);
                 if let Some(reply) = p.reply {
                     let _ = reply.send(Ok(r));
                 }
@@ -533,20 +636,56 @@ impl Node {
         p
     }
 
+    /// BEP 32: nodes of the other family in an answer (`nodes6` to our IPv4
+    /// node, `nodes` to our IPv6 node) go to the sibling, which pings them
+    /// into its table, while its table is thin. Bounded per answer; a full
+    /// sibling queue drops them.
+    fn hand_over(&self, nodes: &[NodeInfo]) {
+        let v4 = self.shared.local_addr.is_ipv4();
+        let mut other = nodes
+            .iter()
+            .filter(|n| n.addr.is_ipv4() != v4 && n.addr.port() != 0)
+            .peekable();
+        if other.peek().is_none() || !self.shared.sibling_thin() {
+            return;
+        }
+        let Some(cmd) = self.shared.sibling.get().and_then(|s| s.cmd.upgrade()) else {
+            return;
+        };
+        for n in other.take(MAX_HANDOVER) {
+            let _ = cmd.try_send(Cmd::Query {
+                addr: n.addr,
+                query: Box::new(Query::Ping),
+                reply: None,
+            });
+        }
+    }
+
     /// BEP 42: ids of nodes at public addresses must match their IP.
     fn id_acceptable(&self, id: &Id, from: &SocketAddr) -> bool {
         !self.shared.cfg.enforce_node_id || bep42_valid(id, &from.ip())
     }
 
-    /// Serves one query; returns the reply body and nodes to ping.
+    /// Serves one query; returns the reply body and nodes to ping. Nodes in
+    /// `find_node`, `get_peers` and `get` answers are those `want` asks for
+    /// (BEP 32; absent: our own family), up to K of each family.
     fn answer(
         &self,
         from: SocketAddr,
         id: Id,
         query: Query,
+        want: Want,
         read_only: bool,
     ) -> (Body, Vec<SocketAddr>) {
         let now = Instant::now();
+        // Before our own lock: the sibling's table may be read here.
+        let closest = match &query {
+            Query::FindNode { target } | Query::Get { target, .. } => {
+                self.shared.closest_wanted(target, want)
+            }
+            Query::GetPeers { info_hash } => self.shared.closest_wanted(info_hash, want),
+            _ => Vec::new(),
+        };
         let mut st = self.shared.lock();
         let own = st.table.own_id();
         let mut ping = Vec::new();
@@ -568,14 +707,22 @@ impl Node {
         };
         let body = match query {
             Query::Ping => Body::Response(r),
-            Query::FindNode { target } => {
-                r.nodes = st.table.closest(&target, K);
+            Query::FindNode { .. } => {
+                r.nodes = closest;
                 Body::Response(r)
             }
             Query::GetPeers { info_hash } => {
                 r.token = Some(st.tokens.issue(&from.ip()));
-                r.values = st.peers.get(&info_hash, MAX_VALUES, now);
-                r.nodes = st.table.closest(&info_hash, K);
+                // Peers announced over this family's socket: compact 6-byte
+                // entries from the IPv4 node, 18-byte ones (BEP 7's IPv6
+                // form) from the IPv6 node.
+                // BEP 32: at most 1024-byte datagrams, so fewer of the
+                // longer IPv6 entries; never the other family's.
+                let v4 = self.shared.local_addr.is_ipv4();
+                let max = if v4 { MAX_VALUES } else { MAX_VALUES / 2 };
+                r.values = st.peers.get(&info_hash, max, now);
+                r.values.retain(|p| p.is_ipv4() == v4);
+                r.nodes = closest;
                 Body::Response(r)
             }
             Query::AnnouncePeer {
@@ -595,7 +742,7 @@ impl Node {
             }
             Query::Get { target, seq } => {
                 r.token = Some(st.tokens.issue(&from.ip()));
-                r.nodes = st.table.closest(&target, K);
+                r.nodes = closest;
                 if let Some(item) = st.items.get(&target, now) {
                     match &item.mutable {
                         None => r.v = Some(item.v.clone()),
@@ -672,6 +819,18 @@ mod tests {
     }
 
     #[test]
+    fn asking_for_both_families_is_rate_limited_after_bootstrap() {
+        let mut w = WantBoth::default();
+        let t0 = Instant::now();
+        for _ in 0..WANT_BOTH_FREE {
+            assert!(w.take(t0));
+        }
+        assert!(!w.take(t0 + Duration::from_secs(1)));
+        assert!(w.take(t0 + WANT_BOTH_EVERY));
+        assert!(!w.take(t0 + WANT_BOTH_EVERY + Duration::from_secs(9)));
+    }
+
+    #[test]
     fn state_file_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let nodes = vec![
@@ -684,9 +843,10 @@ mod tests {
                 addr: "[::1]:6".parse().unwrap(),
             },
         ];
-        save_state(dir.path(), &[7; 20], &nodes).unwrap();
-        assert_eq!(load_state(dir.path()), (Some([7; 20]), nodes));
+        save_state(dir.path(), STATE_FILE, &[7; 20], &nodes).unwrap();
+        assert_eq!(load_state(dir.path(), STATE_FILE), (Some([7; 20]), nodes));
+        assert_eq!(load_state(dir.path(), STATE_FILE6), (None, vec![]));
         std::fs::write(dir.path().join(STATE_FILE), "garbage\nnode zz 1.2.3.4:5\n").unwrap();
-        assert_eq!(load_state(dir.path()), (None, vec![]));
+        assert_eq!(load_state(dir.path(), STATE_FILE), (None, vec![]));
     }
 }

@@ -56,6 +56,10 @@ pub(super) struct Peers {
     /// Listen addresses of incoming connections' peers (BEP 10 `p`), by
     /// connection: their candidates count as connected while it lives.
     listen_addrs: HashMap<ConnId, SocketAddr>,
+    /// Another address a connection's peer told us it has (BEP 7 `ipv6` in
+    /// the extension handshake), by connection: a candidate that counts as
+    /// connected while that connection lives, dialled after it ends.
+    alt_addrs: HashMap<ConnId, SocketAddr>,
     next_conn: ConnId,
     unchoked: usize,
     /// Dials in progress (they hold a connection slot until they end).
@@ -74,6 +78,7 @@ impl Default for Peers {
             conns: HashMap::new(),
             pex: HashMap::new(),
             listen_addrs: HashMap::new(),
+            alt_addrs: HashMap::new(),
             next_conn: 1,
             unchoked: 0,
             dialing: 0,
@@ -342,6 +347,26 @@ impl Swarm {
         }
     }
 
+    /// The peer of connection `id` also has `addr` (BEP 7: the `ipv6` of
+    /// its extension handshake over IPv4): a candidate learned from a peer
+    /// (dialled like a PEX one), but not while this connection lives, so
+    /// a peer is not connected twice. Returns true when it is new; one
+    /// such address per connection.
+    pub(crate) fn note_alt_addr(&self, id: ConnId, addr: SocketAddr) -> bool {
+        let p = &mut self.lock().peers;
+        if !p.conns.contains_key(&id) || p.alt_addrs.contains_key(&id) {
+            return false;
+        }
+        match p.candidate_entry(addr, PeerSource::Pex) {
+            Some((c, _)) if !c.connected => {
+                c.connected = true;
+                p.alt_addrs.insert(id, addr);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A connection ended: its requests go back to the picker, its upload
     /// slot (if `was_unchoked`) is free again.
     pub(crate) fn unregister_conn(&self, id: ConnId, was_unchoked: bool) {
@@ -350,6 +375,9 @@ impl Swarm {
         let p = &mut st.peers;
         p.pex.remove(&id);
         if let Some(addr) = p.listen_addrs.remove(&id) {
+            p.disconnected(addr);
+        }
+        if let Some(addr) = p.alt_addrs.remove(&id) {
             p.disconnected(addr);
         }
         if let Some((addr, _)) = p.conns.remove(&id) {

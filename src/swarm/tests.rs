@@ -165,6 +165,26 @@ async fn a_peer_that_dialled_us_is_not_dialled_back_while_connected() {
     assert_eq!(s.candidate_state(listen), Some((false, true)));
 }
 
+#[tokio::test]
+async fn a_peers_ipv6_address_is_dialled_once_its_ipv4_connection_ends() {
+    let s = swarm(None);
+    let v4: SocketAddr = "192.0.2.7:6881".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::7]:6881".parse().unwrap();
+    let (id, _) = s.register_conn(v4, PeerSource::Cli).unwrap();
+    assert!(s.note_alt_addr(id, v6), "BEP 7 ipv6: a new candidate");
+    assert!(!s.note_alt_addr(id, v6), "once per connection");
+    assert!(
+        s.take_dial_candidates().iter().all(|t| t.addr != v6),
+        "not dialled while the IPv4 connection lives"
+    );
+    s.unregister_conn(id, false);
+    assert_eq!(
+        s.candidate_state(v6),
+        Some((false, true)),
+        "dialable after a backoff"
+    );
+}
+
 /// A cache of all 8 pieces under `dir`, written by a first swarm whose
 /// stop saved the `have` file; returns the cache file of `t.bin`.
 fn full_cache(dir: &Path) -> PathBuf {

@@ -115,10 +115,32 @@ impl Session {
         if let Some(p) = hs.listen_port.filter(|&p| p != 0) {
             self.on_listen_port(p);
         }
+        if let Some(v6) = hs.ipv6 {
+            self.on_their_ipv6(v6, hs.listen_port.filter(|&p| p != 0));
+        }
         if self.swarm.loaded().is_none() {
             self.request_metadata(w).await?;
         }
         Ok(())
+    }
+
+    /// Their global IPv6 address (BEP 7 and BEP 10 `ipv6`), told over an
+    /// IPv4 connection: a candidate at their listen port (`p`, or the port
+    /// we dialled), dialled like a peer learned by PEX once this connection
+    /// is gone (never a second connection to the same peer).
+    fn on_their_ipv6(&mut self, ip: std::net::Ipv6Addr, listen_port: Option<u16>) {
+        let we_dialled = self.pex_flags & pex_wire::FLAG_OUTGOING != 0;
+        let port = listen_port.or(we_dialled.then_some(self.addr.port()));
+        if let (true, Some(port)) = (self.addr.is_ipv4(), port) {
+            let a = SocketAddr::new(std::net::IpAddr::V6(ip), port);
+            if self.swarm.note_alt_addr(self.id, a) {
+                tracing::debug!(
+                    "{}: {} says its IPv6 address is {a}",
+                    self.swarm.info_hash,
+                    self.addr
+                );
+            }
+        }
     }
 
     /// Their listen port (BEP 10 `p`; we may have seen an ephemeral one).
