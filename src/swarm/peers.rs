@@ -295,8 +295,14 @@ impl Swarm {
     }
 
     /// A dial failed: back off exponentially (2 s, 4 s, ... up to 5 min).
+    /// Not a failure when a live connection has that address (the peer
+    /// dialled us meanwhile, as both sides of a BEP 55 holepunch do).
     pub(crate) fn dial_failed(&self, addr: SocketAddr) {
-        if let Some(c) = self.lock().peers.candidates.get_mut(&addr) {
+        let p = &mut self.lock().peers;
+        if p.conns.values().any(|(a, _)| *a == addr) {
+            return;
+        }
+        if let Some(c) = p.candidates.get_mut(&addr) {
             c.connected = false;
             c.failures += 1;
             let secs = 2u64.saturating_pow(c.failures.min(8)).min(300);
