@@ -227,3 +227,105 @@ fn mount_reads_from_a_natted_libtorrent_seeder_by_holepunch() {
     ));
     mount.unmount_and_wait(Duration::from_secs(15));
 }
+
+#[test]
+fn mount_relays_a_rendezvous_between_two_natted_libtorrent_peers() {
+    if !in_netns("mount_relays_a_rendezvous_between_two_natted_libtorrent_peers") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Internet::new();
+    let content = make_content(&net, tmp.path());
+
+    // A lone DHT node for the mount to bootstrap from (its defaults keep
+    // the DHT on; nothing else uses it).
+    let d = net.public_host("dht");
+    let dht = d.lt_node(&[
+        "--listen-ip",
+        &d.ip().to_string(),
+        "--dht",
+        "--bootstrap",
+        "198.51.100.1:1",
+    ]);
+    // The mount, on a public address, is the relay; it is started once the
+    // seeder dials it (every 2 s), which gives it the metadata.
+    let m = net.public_host("mount");
+    let port = 7881;
+    let mount_addr = format!("{}:{port}", m.ip());
+
+    // The seeder, in its home, dials the mount; the mount reads one small
+    // file from it, so the seeder has sent good data and the mount passes
+    // it on by PEX (with the holepunch flag).
+    let hs = net.home("home-seed", HomeOpts::default());
+    let y = hs.host("y");
+    let mut seeder = y.lt_node(&[
+        "--listen-ip",
+        &y.ip().to_string(),
+        "--seed-torrent",
+        s(&content.torrent),
+        "--save",
+        s(tmp.path()),
+        "--connect",
+        &mount_addr,
+        "--verbose",
+    ]);
+    seeder.wait_event("seeding", Duration::from_secs(60));
+    let seeder_public = format!("{}:{}", hs.wan_ip(), seeder.port());
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("mnt");
+    let args = MountArgs::new(&content.magnet)
+        .bootstrap(&format!("{}:{}", d.ip(), dht.dht_port()))
+        .port(port)
+        .cache_dir(&cache);
+    let mount = m.enter(|| Mount::background(&mnt, &args.build()));
+    let index = fs::read(mnt.join("site/index.html")).unwrap();
+    assert_eq!(
+        sha256_bytes(&index),
+        sha256_file(&content.site.join("index.html"))
+    );
+
+    // The fetcher, in another home, dials the mount too, learns of the
+    // seeder by PEX, cannot dial it, and asks the mount to introduce it.
+    let hf = net.home("home-fetch", HomeOpts::default());
+    let z = hf.host("z");
+    let save = tmp.path().join("fetched");
+    let mut fetcher = z.lt_node(&[
+        "--listen-ip",
+        &z.ip().to_string(),
+        "--fetch",
+        s(&content.torrent),
+        "--save",
+        s(&save),
+        "--connect",
+        &mount_addr,
+        "--verbose",
+    ]);
+    let fetcher_public = format!("{}:{}", hf.wan_ip(), fetcher.port());
+    let connected = fetcher.wait_for("seeder connected", Duration::from_secs(90), |v| {
+        v["event"] == "peer_connected" && v["addr"] == seeder_public.as_str()
+    });
+    note(&format!("fetcher connected to the seeder: {connected}"));
+    fetcher.wait_event("finished", Duration::from_secs(120));
+    let log = mount_log(&cache, &content.info_hash);
+    note_lines(&log, &["holepunch"]);
+    for l in lt_holepunch_lines(&fetcher) {
+        note(&format!("fetcher: {l}"));
+    }
+    assert_eq!(
+        tree_digests(&save.join("site")),
+        tree_digests(&content.site),
+        "the fetcher's tree differs from the seeder's (sha256)"
+    );
+    assert!(
+        log.contains(&format!(
+            "holepunch: introducing {fetcher_public} and {seeder_public}"
+        )),
+        "the mount did not relay the fetcher's rendezvous:\n{log}"
+    );
+    note(&format!(
+        "relayed a rendezvous between two homes in {:?}",
+        t0.elapsed()
+    ));
+    mount.unmount_and_wait(Duration::from_secs(15));
+}
