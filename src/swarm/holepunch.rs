@@ -303,6 +303,144 @@ impl Swarm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::holepunch::HolepunchKind;
+    use crate::swarm::tests::swarm;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A live connection at `addr` that speaks holepunch, with its outbox.
+    fn speaker(s: &Swarm, addr: &str, utp: bool) -> (ConnId, mpsc::Receiver<HolepunchMsg>) {
+        let (id, _) = s.register_conn(a(addr), PeerSource::Cli).unwrap();
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        s.holepunch_register(id, a(addr), utp, tx);
+        (id, rx)
+    }
+
+    #[test]
+    fn relay_introduces_connected_speakers_and_refuses_the_rest() {
+        let s = swarm(None);
+        let (ia, mut ra) = speaker(&s, "203.0.113.11:40000", true);
+        let (_ib, mut rb) = speaker(&s, "203.0.113.12:50000", true);
+        // a TCP speaker is introduced at its listen address
+        let (ic, mut rc) = speaker(&s, "203.0.113.13:61000", false);
+        s.holepunch_listen_addr(ic, a("203.0.113.13:6881"));
+        s.register_conn(a("198.51.100.5:1"), PeerSource::Cli)
+            .unwrap();
+        s.add_peers([a("198.51.100.6:1")], PeerSource::Dht);
+
+        let target = a("203.0.113.12:50000");
+        assert_eq!(
+            s.relay_rendezvous(ia, target),
+            Some(HolepunchMsg::connect(target))
+        );
+        assert_eq!(
+            rb.try_recv().unwrap(),
+            HolepunchMsg::connect(a("203.0.113.11:40000"))
+        );
+        assert_eq!(
+            s.relay_rendezvous(ic, target),
+            Some(HolepunchMsg::connect(target))
+        );
+        assert_eq!(
+            rb.try_recv().unwrap(),
+            HolepunchMsg::connect(a("203.0.113.13:6881"))
+        );
+        // by listen address too
+        assert_eq!(
+            s.relay_rendezvous(ia, a("203.0.113.13:6881")),
+            Some(HolepunchMsg::connect(a("203.0.113.13:6881")))
+        );
+        assert_eq!(rc.try_recv().unwrap().kind, HolepunchKind::Connect);
+        for (t, why) in [
+            ("203.0.113.11:40000", HolepunchError::NoSelf),
+            ("198.51.100.5:1", HolepunchError::NoSupport),
+            ("198.51.100.6:1", HolepunchError::NotConnected),
+            ("192.0.2.1:9", HolepunchError::NoSuchPeer),
+        ] {
+            assert_eq!(
+                s.relay_rendezvous(ia, a(t)),
+                Some(HolepunchMsg::error(a(t), why)),
+                "{t}"
+            );
+        }
+        assert!(ra.try_recv().is_err(), "nothing sent to the asker's outbox");
+        // a peer that does not speak holepunch gets no answer
+        let (other, _) = s
+            .register_conn(a("198.51.100.7:1"), PeerSource::Cli)
+            .unwrap();
+        assert_eq!(s.relay_rendezvous(other, target), None);
+    }
+
+    #[test]
+    fn relay_limits_rendezvous_per_peer_and_per_swarm() {
+        let s = swarm(None);
+        let (ia, _ra) = speaker(&s, "203.0.113.11:40000", true);
+        let (_ib, _rb) = speaker(&s, "203.0.113.12:50000", true);
+        let target = a("192.0.2.1:9");
+        for _ in 0..RENDEZVOUS_PER_PEER {
+            assert!(s.relay_rendezvous(ia, target).is_some());
+        }
+        assert_eq!(s.relay_rendezvous(ia, target), None, "per-peer limit");
+        // the swarm-wide limit: more askers, each under its own limit
+        let mut answered = RENDEZVOUS_PER_PEER;
+        for n in 0..8 {
+            let (id, _r) = speaker(&s, &format!("203.0.113.{}:1", 20 + n), true);
+            for _ in 0..RENDEZVOUS_PER_PEER {
+                answered += usize::from(s.relay_rendezvous(id, target).is_some());
+            }
+        }
+        assert_eq!(answered, RENDEZVOUS_GLOBAL);
+    }
+
+    #[test]
+    fn initiator_asks_the_peer_that_told_it_once_a_minute() {
+        let s = swarm(None);
+        let (ir, mut rr) = speaker(&s, "198.51.100.10:6881", true);
+        let (_io, mut ro) = speaker(&s, "198.51.100.11:6881", true);
+        let t = a("203.0.113.12:50000");
+        s.add_peers_with_flags([(t, FLAG_HOLEPUNCH)], PeerSource::Pex, Some(ir));
+        // the same peer named later by another connection changes nothing
+        s.add_peers_with_flags([(t, 0)], PeerSource::Pex, None);
+        assert!(s.take_dial_candidates().iter().any(|c| c.addr == t));
+        s.dial_done();
+        s.dial_failed(t);
+        assert_eq!(s.maybe_rendezvous(t), Some(a("198.51.100.10:6881")));
+        assert_eq!(rr.try_recv().unwrap(), HolepunchMsg::rendezvous(t));
+        assert!(ro.try_recv().is_err());
+        assert_eq!(s.maybe_rendezvous(t), None, "asked already");
+
+        // no holepunch flag and a non-speaking introducer: no rendezvous
+        let (plain, _) = s
+            .register_conn(a("198.51.100.12:1"), PeerSource::Cli)
+            .unwrap();
+        let u = a("203.0.113.13:1");
+        s.add_peers_with_flags([(u, FLAG_UTP)], PeerSource::Pex, Some(plain));
+        assert_eq!(s.maybe_rendezvous(u), None);
+        // with the flag, another speaker relays
+        s.add_peers_with_flags([(u, FLAG_HOLEPUNCH)], PeerSource::Pex, None);
+        assert_eq!(s.maybe_rendezvous(u), Some(a("198.51.100.10:6881")));
+        // peers not from PEX are never holepunched
+        let v = a("203.0.113.14:1");
+        s.add_peers_with_flags([(v, FLAG_HOLEPUNCH)], PeerSource::Dht, Some(ir));
+        assert_eq!(s.maybe_rendezvous(v), None);
+    }
+
+    #[test]
+    fn connect_makes_a_due_utp_candidate_once() {
+        let s = swarm(None);
+        let x = a("203.0.113.11:40000");
+        assert!(s.holepunch_connect(x));
+        let due = s.take_dial_candidates();
+        let c = due.iter().find(|c| c.addr == x).expect("due now");
+        assert_eq!(c.source, PeerSource::Holepunch);
+        assert_eq!(c.hint.map(|r| r.kind), Some(Kind::Utp));
+        assert!(!s.holepunch_connect(x), "being dialled");
+        s.dial_done();
+        s.register_conn(x, PeerSource::Holepunch).unwrap();
+        assert!(!s.holepunch_connect(x), "connected");
+    }
 
     #[test]
     fn slots_are_bounded_and_expire() {
