@@ -57,6 +57,8 @@ struct Speaker {
     outbox: Outbox,
     /// When it asked us to relay, within the last window.
     asked: VecDeque<Instant>,
+    /// When it told us to dial someone, within the last window.
+    connects: VecDeque<Instant>,
 }
 
 impl Speaker {
@@ -131,6 +133,7 @@ impl Swarm {
                 utp,
                 outbox,
                 asked: VecDeque::new(),
+                connects: VecDeque::new(),
             },
         );
     }
@@ -267,14 +270,23 @@ impl Swarm {
         Some(relay_addr)
     }
 
-    /// Target or introduced initiator: a relay says to dial `peer` (BEP 55
-    /// connect). It becomes a candidate due now, over uTP first (a
-    /// simultaneous open through both NAT routers), with source
-    /// [`PeerSource::Holepunch`]. False when it is banned, already
-    /// connected or being dialled, or an address no one can dial.
-    pub(crate) fn holepunch_connect(&self, peer: SocketAddr) -> bool {
+    /// Target or introduced initiator: the peer of connection `from`, a
+    /// relay, says to dial `peer` (BEP 55 connect). It becomes a candidate
+    /// due now, over uTP first (a simultaneous open through both NAT
+    /// routers), with source [`PeerSource::Holepunch`]. False when `from`
+    /// does not speak holepunch or sent more than [`RENDEZVOUS_PER_PEER`]
+    /// connects in the window (no peer makes us dial addresses at will),
+    /// or `peer` is banned, us, already connected or being dialled, or an
+    /// address no one can dial.
+    pub(crate) fn holepunch_connect(&self, from: ConnId, peer: SocketAddr) -> bool {
         let mut guard = self.lock();
         let p = &mut guard.peers;
+        let Some(relay) = p.holepunch.speakers.get_mut(&from) else {
+            return false;
+        };
+        if !take_slot(&mut relay.connects, RENDEZVOUS_PER_PEER, Instant::now()) {
+            return false;
+        }
         if p.banned.contains(&peer.ip())
             || self.cfg.reach.is_us(&peer)
             || p.conns.values().any(|(a, _)| *a == peer)
@@ -430,16 +442,29 @@ mod tests {
     #[test]
     fn connect_makes_a_due_utp_candidate_once() {
         let s = swarm(None);
+        let (r, _rr) = speaker(&s, "198.51.100.10:6881", true);
         let x = a("203.0.113.11:40000");
-        assert!(s.holepunch_connect(x));
+        assert!(s.holepunch_connect(r, x));
         let due = s.take_dial_candidates();
         let c = due.iter().find(|c| c.addr == x).expect("due now");
         assert_eq!(c.source, PeerSource::Holepunch);
         assert_eq!(c.hint.map(|r| r.kind), Some(Kind::Utp));
-        assert!(!s.holepunch_connect(x), "being dialled");
+        assert!(!s.holepunch_connect(r, x), "being dialled");
         s.dial_done();
         s.register_conn(x, PeerSource::Holepunch).unwrap();
-        assert!(!s.holepunch_connect(x), "connected");
+        assert!(!s.holepunch_connect(r, x), "connected");
+        // only from a peer that speaks holepunch, and not at will
+        let (plain, _) = s
+            .register_conn(a("198.51.100.5:1"), PeerSource::Cli)
+            .unwrap();
+        assert!(!s.holepunch_connect(plain, a("203.0.113.12:1")));
+        let mut n = 3; // three connects from `r` above
+        while s.holepunch_connect(r, a(&format!("192.0.2.1:{}", 100 + n))) {
+            n += 1;
+            s.take_dial_candidates();
+            assert!(n <= RENDEZVOUS_PER_PEER, "no limit");
+        }
+        assert_eq!(n, RENDEZVOUS_PER_PEER);
     }
 
     #[test]

@@ -40,6 +40,9 @@ impl Session {
         payload: &[u8],
     ) -> Result<(), SessionError> {
         let ih = self.swarm.info_hash;
+        if self.is_private() {
+            return Ok(());
+        }
         let msg = match HolepunchMsg::decode(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -54,7 +57,7 @@ impl Session {
                 }
             }
             HolepunchKind::Connect => {
-                let dialling = self.swarm.holepunch_connect(msg.addr);
+                let dialling = self.swarm.holepunch_connect(self.id, msg.addr);
                 tracing::info!(
                     "{ih}: holepunch: {} says connect to {}{}",
                     self.addr,
@@ -62,7 +65,8 @@ impl Session {
                     if dialling {
                         "; dialling it over uTP"
                     } else {
-                        " (already connected, being dialled, or banned)"
+                        " (ignored: connected or being dialled already, banned, \
+                         or too many connects from that peer)"
                     }
                 );
             }
