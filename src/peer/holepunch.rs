@@ -96,6 +96,7 @@ impl std::fmt::Display for HolepunchError {
 /// One `ut_holepunch` message (BEP 55).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HolepunchMsg {
+    /// What it asks (`msg_type`).
     pub kind: HolepunchKind,
     /// The peer the message is about: the target of a rendezvous or error,
     /// the peer to dial for a connect. IPv4-mapped IPv6 addresses are

@@ -138,6 +138,11 @@ impl Swarm {
         );
     }
 
+    /// The peer of connection `id` no longer speaks `ut_holepunch`.
+    pub(crate) fn holepunch_unregister(&self, id: ConnId) {
+        self.lock().peers.holepunch.remove(id);
+    }
+
     /// The peer of connection `id` listens at `addr` (BEP 10 `p`).
     pub(crate) fn holepunch_listen_addr(&self, id: ConnId, addr: SocketAddr) {
         if let Some(s) = self.lock().peers.holepunch.speakers.get_mut(&id) {

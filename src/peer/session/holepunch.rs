@@ -19,6 +19,10 @@ impl Session {
     pub(super) fn on_holepunch_support(&mut self, id: Option<u8>) {
         let id = id.filter(|_| !self.is_private());
         let was = std::mem::replace(&mut self.their_ut_holepunch, id);
+        if was.is_some() && id.is_none() {
+            // switched off in a repeated handshake (BEP 10)
+            self.swarm.holepunch_unregister(self.id);
+        }
         if was.is_some() || id.is_none() {
             return;
         }
