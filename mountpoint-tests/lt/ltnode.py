@@ -106,6 +106,9 @@ def parse_args(argv):
     p.add_argument("--keep-redundant", action="store_true",
                    help="keep connections where neither side wants data "
                         "(close_redundant_connections off), e.g. a seed and an upload-only peer")
+    p.add_argument("--ignore-pex", action="store_true",
+                   help="take no peers from peer exchange (max_pex_peers 0): this node dials only "
+                        "--connect peers and peers a BEP 55 holepunch relay names")
     p.add_argument("--verbose", action="store_true", help="log DHT and peer traffic on stderr")
     p.add_argument("--report-peers", action="store_true",
                    help="emit peer_pieces events: which pieces each connected peer advertised")
@@ -148,6 +151,8 @@ def session_settings(args):
         s["enable_incoming_utp"] = False
     if args.keep_redundant:
         s["close_redundant_connections"] = False
+    if args.ignore_pex:
+        s["max_pex_peers"] = 0
     if args.no_encryption:
         s["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
         s["in_enc_policy"] = int(lt.enc_policy.pe_disabled)

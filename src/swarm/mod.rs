@@ -44,6 +44,7 @@ use crate::{InfoHash, PeerId};
 pub mod budget;
 mod cache;
 pub(crate) mod discovery;
+mod holepunch;
 mod metadata;
 mod peers;
 pub(crate) mod picker;
@@ -57,6 +58,7 @@ mod write;
 
 pub use crate::storage::StorageKind;
 pub use cache::PiecePin;
+pub(crate) use holepunch::{OUTBOX as HOLEPUNCH_OUTBOX, Outbox as HolepunchOutbox};
 pub(crate) use metadata::AssemblyPermit;
 pub use metadata::MetadataError;
 pub(crate) use peers::DialTarget;
@@ -78,6 +80,8 @@ pub(crate) enum PeerSource {
     Cli,
     /// It connected to us.
     Incoming,
+    /// A relay told us to dial it (BEP 55 `connect`).
+    Holepunch,
 }
 
 impl fmt::Display for PeerSource {
@@ -89,6 +93,7 @@ impl fmt::Display for PeerSource {
             PeerSource::Magnet => "magnet",
             PeerSource::Cli => "cli",
             PeerSource::Incoming => "incoming",
+            PeerSource::Holepunch => "holepunch",
         })
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 
 use super::{IDLE_TIMEOUT, REQUEST_TIMEOUT, Session, SessionError, send};
 use crate::peer::conn::PeerWriter;
+use crate::peer::holepunch::HolepunchMsg;
 use crate::peer::wire::{Message, WireError};
 use crate::swarm::BLOCK;
 use crate::swarm::budget::Reservation;
@@ -24,6 +25,7 @@ impl Session {
         &mut self,
         mut w: PeerWriter,
         mut rx: mpsc::Receiver<Incoming>,
+        mut hp_rx: mpsc::Receiver<HolepunchMsg>,
         waker: Arc<Notify>,
         extensions: bool,
     ) -> Result<(), SessionError> {
@@ -78,6 +80,9 @@ impl Session {
                         return Ok(());
                     }
                     self.on_have_event(&mut w, h).await?;
+                }
+                Some(m) = hp_rx.recv() => {
+                    self.send_holepunch(&mut w, m).await?;
                 }
                 _ = tick.tick() => {
                     self.on_tick(&mut w).await?;

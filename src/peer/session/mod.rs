@@ -5,7 +5,8 @@
 //! ([`dispatch`]) owns the writer and reacts to: messages, its waker (the
 //! picker has new wants), newly verified pieces (HAVE), a 1 s tick
 //! (timeouts, keep-alives), and the swarm's shutdown. One file per concern:
-//! [`metadata`] (BEP 10 handshake, BEP 9), [`pex`] (BEP 11), [`download`]
+//! [`metadata`] (BEP 10 handshake, BEP 9), [`pex`] (BEP 11), [`holepunch`]
+//! (BEP 55), [`download`]
 //! (their pieces, our interest, requests, blocks), [`upload`] (serving).
 //! The session reaches its swarm only through [`Swarm`] methods. Any
 //! protocol violation ends this connection only, with a [`SessionError`].
@@ -29,6 +30,7 @@ use crate::swarm::{AssemblyPermit, ConnId, DialTarget, PeerSource, Req, Swarm};
 
 mod dispatch;
 mod download;
+mod holepunch;
 mod metadata;
 mod pex;
 mod upload;
@@ -155,6 +157,7 @@ pub(crate) async fn run(
         swarm.info_hash
     );
     let mut s = Session::new(swarm.clone(), id, addr);
+    s.utp = route.kind == Kind::Utp;
     // What other peers learn of this one (BEP 11 `added.f`).
     if route.kind == Kind::Utp {
         s.pex_flags |= pex_wire::FLAG_UTP;
@@ -172,6 +175,8 @@ pub(crate) async fn run(
     conn.set_max_message_len(max_message_len(&swarm));
     let (mut reader, writer) = conn.split();
     let (tx, rx) = mpsc::channel(READ_QUEUE);
+    let (hp_tx, hp_rx) = mpsc::channel(crate::swarm::HOLEPUNCH_OUTBOX);
+    s.hp_outbox = Some(hp_tx);
     let reader_task = tokio::spawn(async move {
         loop {
             let r = reader.read_message().await;
@@ -189,7 +194,7 @@ pub(crate) async fn run(
         }
     });
     let result = s
-        .run_loop(writer, rx, waker, theirs.supports_extensions())
+        .run_loop(writer, rx, hp_rx, waker, theirs.supports_extensions())
         .await;
     reader_task.abort();
     match result {
@@ -224,11 +229,21 @@ pub(crate) async fn dial(swarm: Arc<Swarm>, target: DialTarget, transports: Tran
             run(swarm, conn, hs, addr, source, route).await
         }
         Err(e) => {
-            tracing::debug!(
-                "{}: cannot connect to {addr} ({source}): {e}",
-                swarm.info_hash
-            );
+            if source == PeerSource::Holepunch {
+                tracing::info!(
+                    "{}: holepunch: dial of {addr} over uTP failed: {e}",
+                    swarm.info_hash
+                );
+            } else {
+                tracing::debug!(
+                    "{}: cannot connect to {addr} ({source}): {e}",
+                    swarm.info_hash
+                );
+            }
             swarm.dial_failed(addr);
+            // BEP 55: a peer learned by PEX may be behind a NAT router;
+            // a peer connected to both can introduce us.
+            swarm.maybe_rendezvous(addr);
         }
     }
 }
@@ -309,6 +324,13 @@ struct Session {
     last_pex_recv: Option<Instant>,
     /// Our IP as they see it (BEP 10 `yourip`).
     our_ip: Option<IpAddr>,
+    /// Whether this connection runs over uTP.
+    utp: bool,
+    /// Their `ut_holepunch` extension id (BEP 55), if they speak it.
+    their_ut_holepunch: Option<u8>,
+    /// Where the swarm hands this session holepunch messages for its peer
+    /// (given to the swarm once they say they speak `ut_holepunch`).
+    hp_outbox: Option<crate::swarm::HolepunchOutbox>,
 }
 
 impl Session {
@@ -348,6 +370,9 @@ impl Session {
             last_pex_sent: None,
             last_pex_recv: None,
             our_ip: None,
+            utp: false,
+            their_ut_holepunch: None,
+            hp_outbox: None,
         }
     }
 
