@@ -1,0 +1,276 @@
+//! BEP 52 at run time (issue 14): v2 and hybrid torrents seeded by
+//! python3-libtorrent 2.0.8 (`lt/ltnode.py --seed DIR --flavor hybrid|v2`),
+//! mounted by `xt=urn:btmh` magnet links, alone or beside `xt=urn:btih`.
+//! Every file's SHA-256 through the mount is compared with the source.
+//!
+//! - [`hybrid_by_btmh_alone_is_one_swarm`]: a hybrid mounted by its v2
+//!   info-hash alone (metadata over BEP 9 under the truncated v2 hash,
+//!   checked by its full SHA-256); then a libtorrent leecher that knows only
+//!   the v1 magnet downloads everything from the mount: peers on the v1 and
+//!   the v2 info-hash are one swarm.
+//! - [`v2_hash_found_on_the_dht`]: a hybrid and a v2-only seeder on a
+//!   local DHT of libtorrent nodes; the mount of the hybrid's btmh link
+//!   finds its seeder by the truncated v2 info-hash, with no `--peer`.
+//! - [`hybrid_by_both_and_by_btih`]: the magnet libtorrent prints (both
+//!   `xt`), then the same torrent by `btih` alone, each from a fresh cache.
+//! - [`btmh_with_wrong_full_hash_is_refused`]: a link whose SHA-256 agrees
+//!   with the torrent on the 20 bytes of the handshake but not on the rest:
+//!   the metadata is refused, nothing is mounted.
+//! - [`v2_only_by_btmh_both_ways`]: a v2-only torrent mounted by its btmh
+//!   link: metadata by BEP 9, piece layers by BEP 52 hash requests, every
+//!   piece checked against its file's Merkle tree; then a libtorrent
+//!   leecher given only the btmh link downloads it from the mount alone
+//!   (we serve the metadata and answer its hash requests); then a remount
+//!   with no peer at all reads every file from the cache (piece layers
+//!   kept there).
+//!
+//! Run: `cargo test --test v2 -- --nocapture` (as root: each test enters a
+//! network namespace of its own).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::*;
+
+/// Files of the test torrents: several pieces, a file smaller than a
+/// piece, an empty file, nested directories.
+fn tree(dir: &Path) {
+    make_tree(
+        dir,
+        &[
+            ("index.html", TreeFile::Text("<h1>hello v2 swarm</h1>\n")),
+            ("empty.txt", TreeFile::Text("")),
+            (
+                "media/big.bin",
+                TreeFile::Random(3 * 1024 * 1024 + 12345, 1),
+            ),
+            ("media/deep/small.bin", TreeFile::Random(70_000, 2)),
+        ],
+    );
+}
+
+/// A libtorrent seeder of a `flavor` ("hybrid" or "v2") torrent of a fresh
+/// tree with 64 KiB pieces, and its `torrent` event.
+fn seed(tmp: &Path, flavor: &str) -> (LtNode, serde_json::Value, std::path::PathBuf) {
+    let site = tmp.join("site");
+    tree(&site);
+    let (mut seeder, _) = LtNode::seed_tree(&site, 65536, &["--flavor", flavor]);
+    let torrent = seeder.torrent();
+    (seeder, torrent, site)
+}
+
+fn btmh(torrent: &serde_json::Value) -> String {
+    let v2 = torrent["info_hash_v2"].as_str().expect("info_hash_v2");
+    assert_eq!(v2.len(), 64, "a v2 info-hash: {torrent}");
+    format!("magnet:?xt=urn:btmh:1220{v2}")
+}
+
+fn btih(torrent: &serde_json::Value) -> String {
+    format!(
+        "magnet:?xt=urn:btih:{}",
+        torrent["info_hash"].as_str().expect("info_hash")
+    )
+}
+
+/// Mounts `magnet` from `peer` with a fresh cache under `dir` and checks
+/// every file against `site`. Returns the mount.
+fn mount_and_check(magnet: &str, peer: &str, dir: &Path, site: &Path, port: u16) -> Mount {
+    let args = MountArgs::new(magnet)
+        .no_dht()
+        .peer(peer)
+        .port(port)
+        .cache_dir(&dir.join("cache"));
+    let mount = Mount::background(&dir.join("mnt"), &args.build());
+    assert_eq!(
+        tree_digests(&mount.path().join("site")),
+        tree_digests(site),
+        "every file through the mount of {magnet}"
+    );
+    mount
+}
+
+#[test]
+fn hybrid_by_btmh_alone_is_one_swarm() {
+    if !in_netns("hybrid_by_btmh_alone_is_one_swarm") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (seeder, torrent, site) = seed(tmp.path(), "hybrid");
+    let port = free_port();
+    let m = tmp.path().join("m");
+    let mount = mount_and_check(&btmh(&torrent), &seeder.addr(), &m, &site, port);
+    let log = std::fs::read_to_string(find_log(&m.join("cache"))).unwrap_or_default();
+    assert!(
+        log.contains("also reached by its other info-hash"),
+        "the hybrid's v1 info-hash is an alias:\n{log}"
+    );
+
+    // With the seeder gone, a libtorrent leecher that knows only the v1
+    // info-hash downloads every byte from the mount.
+    drop(seeder);
+    let dl = tmp.path().join("download");
+    std::fs::create_dir_all(&dl).unwrap();
+    let ours = format!("127.0.0.1:{port}");
+    let mut fetcher = LtNode::start(&[
+        "--fetch",
+        &btih(&torrent),
+        "--save",
+        s(&dl),
+        "--connect",
+        &ours,
+    ]);
+    fetcher.wait_event("finished", Duration::from_secs(90));
+    assert_eq!(tree_digests(&dl.join("site")), tree_digests(&site));
+    drop(fetcher);
+    mount.unmount_and_wait(Duration::from_secs(10));
+}
+
+#[test]
+fn v2_hash_found_on_the_dht() {
+    if !in_netns("v2_hash_found_on_the_dht") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    tree(&site);
+    let dht = LocalDht::start(3);
+    let boot = dht.boot();
+    let flags = [
+        "--flavor",
+        "hybrid",
+        "--dht",
+        "--bootstrap",
+        &boot,
+        "--announce-interval",
+        "2",
+    ];
+    let (mut seeder, _) = LtNode::seed_tree(&site, 65536, &flags);
+    let torrent = seeder.torrent();
+    let args = MountArgs::new(&btmh(&torrent))
+        .bootstrap(&boot)
+        .timeout(60)
+        .cache_dir(&tmp.path().join("cache"));
+    let mount = Mount::background(&tmp.path().join("mnt"), &args.build());
+    assert_eq!(
+        tree_digests(&mount.path().join("site")),
+        tree_digests(&site)
+    );
+    mount.unmount_and_wait(Duration::from_secs(10));
+}
+
+#[test]
+fn hybrid_by_both_and_by_btih() {
+    if !in_netns("hybrid_by_both_and_by_btih") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (seeder, torrent, site) = seed(tmp.path(), "hybrid");
+    let both = torrent["magnet"].as_str().unwrap().to_string();
+    assert!(
+        both.contains("urn:btih:") && both.contains("urn:btmh:"),
+        "{both}"
+    );
+    for (i, magnet) in [both, btih(&torrent)].iter().enumerate() {
+        let dir = tmp.path().join(format!("m{i}"));
+        let mount = mount_and_check(magnet, &seeder.addr(), &dir, &site, free_port());
+        mount.unmount_and_wait(Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn btmh_with_wrong_full_hash_is_refused() {
+    if !in_netns("btmh_with_wrong_full_hash_is_refused") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (seeder, torrent, _site) = seed(tmp.path(), "hybrid");
+    let mut v2 = torrent["info_hash_v2"].as_str().unwrap().to_string();
+    // the last byte differs: the handshake's 20 bytes still match
+    let last = if v2.ends_with('0') { "1" } else { "0" };
+    v2.replace_range(63.., last);
+    let magnet = format!("magnet:?xt=urn:btmh:1220{v2}");
+    std::fs::create_dir_all(tmp.path().join("mnt")).unwrap();
+    let out = std::process::Command::new(btfs_mount_bin())
+        .args(
+            MountArgs::new(&magnet)
+                .no_dht()
+                .peer(&seeder.addr())
+                .timeout(20)
+                .cache_dir(&tmp.path().join("cache"))
+                .at(&tmp.path().join("mnt")),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must fail:\n{stderr}");
+    assert!(!is_mounted(&tmp.path().join("mnt")));
+    assert!(
+        stderr.contains("does not match the info-hash"),
+        "names the mismatch:\n{stderr}"
+    );
+}
+
+#[test]
+fn v2_only_by_btmh_both_ways() {
+    if !in_netns("v2_only_by_btmh_both_ways") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (seeder, torrent, site) = seed(tmp.path(), "v2");
+    assert_eq!(torrent["info_hash"].as_str(), Some(&"0".repeat(40)[..]));
+    let port = free_port();
+    let m = tmp.path().join("m");
+    let mount = mount_and_check(&btmh(&torrent), &seeder.addr(), &m, &site, port);
+    let log = std::fs::read_to_string(find_log(&m.join("cache"))).unwrap_or_default();
+    assert!(
+        log.contains("every piece layer held"),
+        "the piece layers came by hash requests:\n{log}"
+    );
+
+    // With the seeder gone, a libtorrent leecher given only the v2 magnet
+    // gets the metadata, the piece layers (our answers to its hash
+    // requests) and every byte from the mount.
+    drop(seeder);
+    let dl = tmp.path().join("download");
+    std::fs::create_dir_all(&dl).unwrap();
+    let ours = format!("127.0.0.1:{port}");
+    let mut fetcher = LtNode::start(&[
+        "--fetch",
+        &btmh(&torrent),
+        "--save",
+        s(&dl),
+        "--connect",
+        &ours,
+    ]);
+    fetcher.wait_event("finished", Duration::from_secs(90));
+    assert_eq!(tree_digests(&dl.join("site")), tree_digests(&site));
+    drop(fetcher);
+    mount.unmount_and_wait(Duration::from_secs(10));
+
+    // A remount from the cache alone: the info dictionary and the piece
+    // layers are there, every piece is hashed against them; no peer.
+    let args = MountArgs::new(&btmh(&torrent))
+        .no_dht()
+        .timeout(10)
+        .cache_dir(&m.join("cache"));
+    let mount = Mount::background(&m.join("mnt"), &args.build());
+    assert_eq!(
+        tree_digests(&mount.path().join("site")),
+        tree_digests(&site)
+    );
+    mount.unmount_and_wait(Duration::from_secs(10));
+}
+
+/// The one `btfs-mount.log` under the cache directory `cache`.
+fn find_log(cache: &Path) -> std::path::PathBuf {
+    for e in std::fs::read_dir(cache).expect("cache dir").flatten() {
+        let p = e.path().join("btfs-mount.log");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no btfs-mount.log under {}", cache.display());
+}
