@@ -24,6 +24,12 @@
 //!   with no peer at all reads every file from the cache (piece layers
 //!   kept there).
 //!
+//! - [`hostile_hash_exchange`]: `lt/v2_hostile_peer.py` answers hash
+//!   requests with hashes that prove nothing (alone: the mount is refused,
+//!   naming the piece layers; beside libtorrent: correct bytes), asks for
+//!   out-of-range, huge and unheld ranges (each rejected) and sends
+//!   `hashes` nobody asked for (disconnected after a bounded number).
+//!
 //! Run: `cargo test --test v2 -- --nocapture` (as root: each test enters a
 //! network namespace of its own).
 
@@ -261,6 +267,107 @@ fn v2_only_by_btmh_both_ways() {
         tree_digests(&mount.path().join("site")),
         tree_digests(&site)
     );
+    mount.unmount_and_wait(Duration::from_secs(10));
+}
+
+/// Starts `lt/v2_hostile_peer.py --behaviour B` for the v2 .torrent
+/// `torrent` of `num_pieces` pieces; returns it and its address.
+fn hostile(torrent: &Path, num_pieces: u64, behaviour: &str) -> (Child, String) {
+    let mut cmd = std::process::Command::new(PYTHON);
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/mountpoint-tests/lt/v2_hostile_peer.py"
+    ))
+    .args(["--torrent", s(torrent), "--behaviour", behaviour])
+    .args(["--num-pieces", &num_pieces.to_string()]);
+    let mut c = Child::spawn("v2_hostile_peer", cmd);
+    let ready = c.wait_event("ready", Duration::from_secs(20));
+    let port = ready["port"].as_u64().expect("ready.port");
+    (c, format!("127.0.0.1:{port}"))
+}
+
+#[test]
+fn hostile_hash_exchange() {
+    if !in_netns("hostile_hash_exchange") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    tree(&site);
+    let torrent_file = tmp.path().join("t.torrent");
+    let (mut seeder, _) = LtNode::seed_tree(
+        &site,
+        65536,
+        &["--flavor", "v2", "--write-torrent", s(&torrent_file)],
+    );
+    let torrent = seeder.torrent();
+    let pieces = torrent["num_pieces"].as_u64().unwrap();
+
+    // 1. Only a peer whose hashes prove nothing: no layer is ever
+    //    accepted, the mount is refused naming the piece layers.
+    let (mut liar, liar_addr) = hostile(&torrent_file, pieces, "bad-hashes");
+    std::fs::create_dir_all(tmp.path().join("mnt1")).unwrap();
+    let out = std::process::Command::new(btfs_mount_bin())
+        .args(
+            MountArgs::new(&btmh(&torrent))
+                .no_dht()
+                .peer(&liar_addr)
+                .timeout(15)
+                .cache_dir(&tmp.path().join("cache1"))
+                .at(&tmp.path().join("mnt1")),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must fail:\n{stderr}");
+    assert!(
+        stderr.contains("piece layers"),
+        "names the piece layers:\n{stderr}"
+    );
+    liar.wait_for("bad hashes sent", Duration::from_secs(5), |v| {
+        v["event"] == "sent" && v["what"] == "bad-hashes"
+    });
+    drop(liar);
+
+    // 2. The same liar beside libtorrent: the layers come from libtorrent
+    //    (a failed proof moves the request to another peer at once), and
+    //    every file reads right.
+    let (liar, liar_addr) = hostile(&torrent_file, pieces, "bad-hashes");
+    let args = MountArgs::new(&btmh(&torrent))
+        .no_dht()
+        .peer(&liar_addr)
+        .peer(&seeder.addr())
+        .timeout(30)
+        .cache_dir(&tmp.path().join("cache2"));
+    let mount = Mount::background(&tmp.path().join("mnt2"), &args.build());
+    assert_eq!(
+        tree_digests(&mount.path().join("site")),
+        tree_digests(&site)
+    );
+    drop(liar);
+
+    // 3. A peer that asks out-of-range, huge and unheld ranges gets a
+    //    `hash reject` for each, and one that sends `hashes` nobody asked
+    //    for is disconnected after a bounded number of them.
+    let (mut pest, pest_addr) = hostile(&torrent_file, pieces, "unasked");
+    let args = MountArgs::new(&btmh(&torrent))
+        .no_dht()
+        .peer(&pest_addr)
+        .peer(&seeder.addr())
+        .timeout(30)
+        .cache_dir(&tmp.path().join("cache3"));
+    let mount3 = Mount::background(&tmp.path().join("mnt3"), &args.build());
+    for _ in 0..3 {
+        let a = pest.wait_event("hash_answer", Duration::from_secs(20));
+        assert_eq!(a["id"], 23, "every bad request is rejected: {a}");
+    }
+    let closed = pest.wait_event("closed", Duration::from_secs(30));
+    assert_eq!(closed["by"], "peer", "the mount closed it: {closed}");
+    assert_eq!(
+        tree_digests(&mount3.path().join("site")),
+        tree_digests(&site)
+    );
+    mount3.unmount_and_wait(Duration::from_secs(10));
     mount.unmount_and_wait(Duration::from_secs(10));
 }
 

@@ -38,6 +38,12 @@ pub enum MetadataError {
         connected: usize,
         bytes: u64,
     },
+    /// A v2 torrent's info dictionary arrived, but not every file's piece
+    /// layer (BEP 52 hash requests) in time.
+    #[error(
+        "the piece layers of this v2 torrent were not received within {secs} s ({connected} peers connected): no peer answered our hash requests"
+    )]
+    PieceLayers { secs: u64, connected: usize },
     /// The swarm was stopped while waiting.
     #[error("stopped")]
     Stopped,
@@ -265,6 +271,12 @@ impl Swarm {
                 return Err(MetadataError::Stopped);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                if self.loaded.get().is_some() {
+                    return Err(MetadataError::PieceLayers {
+                        secs: timeout.as_secs(),
+                        connected: self.stats().peers_connected,
+                    });
+                }
                 let s = self.stats();
                 return Err(MetadataError::Timeout {
                     secs: timeout.as_secs(),

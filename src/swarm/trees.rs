@@ -179,13 +179,15 @@ impl Trees {
         None
     }
 
-    /// A `hashes` answer to a chunk asked of some peer (a late answer from
-    /// one whose turn timed out is welcome too):
-    /// verified against the root and kept.
+    /// A `hashes` answer from `conn` to a chunk asked of some peer (a late
+    /// answer from one whose turn timed out is welcome too): verified
+    /// against the root and kept. A proof that fails frees the chunk for
+    /// another peer at once.
     /// Returns the completed layer's root and bytes when this answer
     /// completed one. Errors: [`HashesError`]; nothing is kept then.
     fn on_hashes(
         &mut self,
+        conn: ConnId,
         req: &HashRequest,
         hashes: &[Hash],
     ) -> Result<Option<Hash>, HashesError> {
@@ -197,7 +199,17 @@ impl Trees {
             .find(|&k| chunk_request(&root, &p.shape, k) == *req)
             .filter(|&k| p.chunks[k].is_none() && (p.asked[k].is_some() || p.refused[k].is_some()))
             .ok_or(HashesError::Unasked)?;
-        let v = merkle::verify_hashes(&p.shape, &root, req, hashes, |_, _| None)?;
+        let v = match merkle::verify_hashes(&p.shape, &root, req, hashes, |_, _| None) {
+            Ok(v) => v,
+            Err(e) => {
+                // asked of another peer at once, not of this one for a while
+                if p.asked[k].is_some_and(|(c, _)| c == conn) {
+                    p.asked[k] = None;
+                }
+                p.refused[k] = Some((conn, Instant::now()));
+                return Err(e.into());
+            }
+        };
         p.chunks[k] = Some(v.nodes);
         if p.chunks.iter().any(Option::is_none) {
             return Ok(None);
@@ -267,13 +279,18 @@ impl Swarm {
         self.lock().trees.next_request(conn, Instant::now())
     }
 
-    /// A `hashes` message: checked and kept; once the last
+    /// A `hashes` message from `conn`: checked and kept; once the last
     /// layer is held the lookup may go on and the layers are saved to the
     /// cache. Errors: [`HashesError`] (the caller counts it against the
     /// peer).
-    pub(crate) fn on_hashes(&self, req: &HashRequest, hashes: &[Hash]) -> Result<(), HashesError> {
+    pub(crate) fn on_hashes(
+        &self,
+        conn: ConnId,
+        req: &HashRequest,
+        hashes: &[Hash],
+    ) -> Result<(), HashesError> {
         let mut st = self.lock();
-        let Some(root) = st.trees.on_hashes(req, hashes)? else {
+        let Some(root) = st.trees.on_hashes(conn, req, hashes)? else {
             return Ok(());
         };
         let ready = st.trees.ready();
@@ -413,17 +430,23 @@ mod tests {
         let mut other = req;
         other.index = 16;
         assert!(matches!(
-            t.on_hashes(&other, &answer),
+            t.on_hashes(2, &other, &answer),
             Err(HashesError::Unasked)
         ));
         let mut forged = answer.clone();
         forged[3][0] ^= 1;
         assert!(matches!(
-            t.on_hashes(&req, &forged),
+            t.on_hashes(1, &req, &forged),
             Err(HashesError::Proof(_))
         ));
         assert!(!t.ready());
-        assert_eq!(t.on_hashes(&req, &answer).unwrap(), Some(req.pieces_root));
+        // the chunk goes to another peer at once, not back to the forger
+        assert_eq!(t.next_request(1, now), None);
+        assert_eq!(t.next_request(2, now), Some(req));
+        assert_eq!(
+            t.on_hashes(2, &req, &answer).unwrap(),
+            Some(req.pieces_root)
+        );
         assert!(t.ready());
         // pieces are checked against the layer; the small file's against its root
         let (layer, h) = t.piece_hash(&info, 3).unwrap();

@@ -143,8 +143,18 @@ impl Swarm {
     /// wait on), up to [`VERIFY_YIELD_MAX`] per piece, so it neither
     /// starves nor slows reads much. Uploads do not hold it back: the
     /// sooner it ends, the more a seeding mount can offer. Ends when no
-    /// unverified piece is left or the swarm stops.
+    /// unverified piece is left or the swarm stops. Starts once a v2
+    /// torrent's piece layers are all held.
     pub(super) async fn verify_cached_loop(self: Arc<Self>) {
+        // A v2 torrent's pieces are checked against its piece layers:
+        // wait for them (from peers) rather than drop what cannot be
+        // checked yet.
+        while !self.trees_ready() {
+            if self.is_stopped() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let started = Instant::now();
         let mut next = 0u32;
         let mut hashed = 0u32;
@@ -297,8 +307,13 @@ impl Swarm {
                 }
             }
             tracing::warn!(
-                "{}: piece {index} failed its hash check (blocks from {}); fetching it again",
+                "{}: piece {index} failed its {} check (blocks from {}); fetching it again",
                 self.info_hash,
+                if loaded.info.version == crate::metainfo::MetaVersion::V2 {
+                    "Merkle"
+                } else {
+                    "SHA-1"
+                },
                 if senders.is_empty() {
                     "no live peer".to_string()
                 } else {

@@ -65,7 +65,7 @@ impl Session {
                 send(w, &reply.to_message()).await?;
             }
             HashMessage::Hashes { request, hashes } => {
-                match self.swarm.on_hashes(&request, &hashes) {
+                match self.swarm.on_hashes(self.id, &request, &hashes) {
                     Ok(()) => self.request_hashes(w).await?,
                     Err(e) => {
                         self.bad_hashes += 1;
