@@ -29,6 +29,9 @@
 //!   naming the piece layers; beside libtorrent: correct bytes), asks for
 //!   out-of-range, huge and unheld ranges (each rejected) and sends
 //!   `hashes` nobody asked for (disconnected after a bounded number).
+//! - [`wrong_v2_data_is_never_served`]: the same peer with true piece
+//!   layers and random blocks: every piece fails its Merkle check, the
+//!   read fails (EIO), nothing wrong is served.
 //!
 //! Run: `cargo test --test v2 -- --nocapture` (as root: each test enters a
 //! network namespace of its own).
@@ -368,6 +371,48 @@ fn hostile_hash_exchange() {
         tree_digests(&site)
     );
     mount3.unmount_and_wait(Duration::from_secs(10));
+    mount.unmount_and_wait(Duration::from_secs(10));
+}
+
+#[test]
+fn wrong_v2_data_is_never_served() {
+    if !in_netns("wrong_v2_data_is_never_served") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    tree(&site);
+    let torrent_file = tmp.path().join("t.torrent");
+    let (mut seeder, _) = LtNode::seed_tree(
+        &site,
+        65536,
+        &["--flavor", "v2", "--write-torrent", s(&torrent_file)],
+    );
+    let torrent = seeder.torrent();
+    let pieces = torrent["num_pieces"].as_u64().unwrap();
+    drop(seeder);
+    // true metadata and piece layers, random blocks
+    let (mut liar, liar_addr) = hostile(&torrent_file, pieces, "wrong-data");
+    let cache = tmp.path().join("cache");
+    let args = MountArgs::new(&btmh(&torrent))
+        .no_dht()
+        .peer(&liar_addr)
+        .read_timeout(5)
+        .cache_dir(&cache);
+    let mount = Mount::background(&tmp.path().join("mnt"), &args.build());
+    liar.wait_for("true hashes sent", Duration::from_secs(5), |v| {
+        v["event"] == "sent" && v["what"] == "true-hashes"
+    });
+    let read = std::fs::read(mount.path().join("site/media/big.bin"));
+    assert!(
+        read.is_err(),
+        "no byte that fails its Merkle check is served"
+    );
+    let log = std::fs::read_to_string(find_log(&cache)).unwrap_or_default();
+    assert!(
+        log.contains("failed its Merkle check"),
+        "each piece is checked against the piece layer:\n{log}"
+    );
     mount.unmount_and_wait(Duration::from_secs(10));
 }
 

@@ -5,12 +5,15 @@ misbehaves in the hash exchange, for mountpoint-tests/v2.rs.
 It knows the torrent from the .torrent file libtorrent wrote (`--torrent`)
 and its piece count (`--num-pieces`): a handshake for the truncated v2
 info-hash, the extension handshake with ut_metadata (BEP 10, BEP 9: it
-serves the real info dictionary), a full bitfield and an unchoke. It never
-answers a block request. Then, as `--behaviour` says:
+serves the real info dictionary), a full bitfield and an unchoke. It
+answers no block request unless told. Then, as `--behaviour` says:
 
   bad-hashes   answers every `hash request` (id 21) with a `hashes` message
                (id 22) of the right length whose hashes are random: well
                formed, proving nothing
+  wrong-data   answers hash requests truly (from the .torrent's `piece
+               layers`, whole-layer requests only), and every block request
+               with random bytes
   unasked      asks the client three hash requests it must reject (a range
                past the end of the layer, a length of 2^20, the block layer
                of a tree the client keeps only from its piece layer), then
@@ -61,6 +64,14 @@ def uncle_count(length, proof_layers):
     return max(proof_layers + 1 - log2, 0)
 
 
+def pad_hash(layer):
+    """The root of an all-zero subtree 2^layer leaves wide (BEP 52)."""
+    h = b"\0" * 32
+    for _ in range(layer):
+        h = hashlib.sha256(h + h).digest()
+    return h
+
+
 def first_root(file_tree):
     """The `pieces root` of the first file of a `file tree` with one."""
     for k, v in file_tree.items():
@@ -76,9 +87,10 @@ def first_root(file_tree):
 
 
 class Conn:
-    def __init__(self, sock, addr, args, info_raw, info_hash, root):
+    def __init__(self, sock, addr, args, t):
         self.sock, self.addr, self.args = sock, f"{addr[0]}:{addr[1]}", args
-        self.info_raw, self.info_hash, self.root = info_raw, info_hash, root
+        self.info_raw, self.info_hash, self.root = t["info_raw"], t["info_hash"], t["root"]
+        self.layers, self.piece_layer = t["layers"], t["piece_layer"]
         self.sent_kinds = set()
         self.their_ut_metadata = None
 
@@ -167,6 +179,21 @@ class Conn:
             count = length + uncle_count(length, proof)
             self.send(msg(22, payload + os.urandom(32 * count)))
             self.once("bad-hashes")
+        elif mid == 21 and len(payload) == 48 and self.args.behaviour == "wrong-data":
+            root = payload[:32]
+            base, index, length, proof = struct.unpack(">IIII", payload[32:48])
+            layer = self.layers.get(root)
+            if layer is None or base != self.piece_layer or uncle_count(length, proof) != 0:
+                self.send(msg(23, payload))
+                return
+            nodes = [layer[i:i + 32] for i in range(0, len(layer), 32)][index:index + length]
+            nodes += [pad_hash(base)] * (length - len(nodes))
+            self.send(msg(22, payload + b"".join(nodes)))
+            self.once("true-hashes")
+        elif mid == 6 and len(payload) == 12 and self.args.behaviour == "wrong-data":
+            index, begin, length = struct.unpack(">III", payload)
+            self.send(msg(7, struct.pack(">II", index, begin) + os.urandom(min(length, 16384))))
+            self.once("wrong-data")
         elif mid == 20 and payload:
             self.on_extended(payload[0], payload[1:])
 
@@ -190,7 +217,7 @@ def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--torrent", required=True, help="the v2 .torrent file")
     p.add_argument("--num-pieces", type=int, required=True)
-    p.add_argument("--behaviour", choices=["bad-hashes", "unasked"], required=True)
+    p.add_argument("--behaviour", choices=["bad-hashes", "wrong-data", "unasked"], required=True)
     p.add_argument("--listen-ip", default="127.0.0.1")
     args = p.parse_args(argv)
     raw = open(args.torrent, "rb").read()
@@ -198,7 +225,13 @@ def main(argv):
     info_raw = bytes(top[b"info"])
     info_hash = hashlib.sha256(info_raw).digest()[:20]
     info, _ = decode(info_raw)
-    root = first_root(info[b"file tree"]) or b"\0" * 32
+    t = {
+        "info_raw": info_raw,
+        "info_hash": info_hash,
+        "root": first_root(info[b"file tree"]) or b"\0" * 32,
+        "layers": top.get(b"piece layers", {}),
+        "piece_layer": (info[b"piece length"] // 16384).bit_length() - 1,
+    }
     stop = Stop()
     signal.signal(signal.SIGTERM, lambda *_: stop.set("SIGTERM"))
     watch_stdin(lambda: stop.set("stdin closed"))
@@ -213,8 +246,7 @@ def main(argv):
             s, addr = ls.accept()
         except socket.timeout:
             continue
-        threading.Thread(target=Conn(s, addr, args, info_raw, info_hash, root).run,
-                         daemon=True).start()
+        threading.Thread(target=Conn(s, addr, args, t).run, daemon=True).start()
     emit("exit", reason=stop.reason or "done")
 
 
