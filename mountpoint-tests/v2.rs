@@ -7,7 +7,8 @@
 //!   info-hash alone (metadata over BEP 9 under the truncated v2 hash,
 //!   checked by its full SHA-256); then a libtorrent leecher that knows only
 //!   the v1 magnet downloads everything from the mount: peers on the v1 and
-//!   the v2 info-hash are one swarm.
+//!   the v2 info-hash are one swarm; then one that knows only the btmh
+//!   link.
 //! - [`v2_hash_found_on_the_dht`]: a hybrid and a v2-only seeder on a
 //!   local DHT of libtorrent nodes; the mount of the hybrid's btmh link
 //!   finds its seeder by the truncated v2 info-hash, with no `--peer`.
@@ -133,6 +134,21 @@ fn hybrid_by_btmh_alone_is_one_swarm() {
     ]);
     fetcher.wait_event("finished", Duration::from_secs(90));
     assert_eq!(tree_digests(&dl.join("site")), tree_digests(&site));
+    drop(fetcher);
+
+    // And one that knows only the v2 info-hash.
+    let dl2 = tmp.path().join("download2");
+    std::fs::create_dir_all(&dl2).unwrap();
+    let mut fetcher = LtNode::start(&[
+        "--fetch",
+        &btmh(&torrent),
+        "--save",
+        s(&dl2),
+        "--connect",
+        &ours,
+    ]);
+    fetcher.wait_event("finished", Duration::from_secs(90));
+    assert_eq!(tree_digests(&dl2.join("site")), tree_digests(&site));
     drop(fetcher);
     mount.unmount_and_wait(Duration::from_secs(10));
 }
