@@ -330,7 +330,7 @@ impl Swarm {
 
     /// Whether the cached piece `index` is right: its SHA-1 (v1, hybrid),
     /// or for a v2-only torrent the Merkle root of its file data against
-    /// the piece layer. `Ok(None)` when it cannot be checked yet (no
+    /// the piece layer, and zeros in the gap after its file's end. `Ok(None)` when it cannot be checked yet (no
     /// metadata, or its file's layer is not held). Runs blocking I/O.
     /// Errors: the storage's.
     pub(super) fn piece_is_good(&self, index: u32) -> std::io::Result<Option<bool>> {
@@ -347,8 +347,26 @@ impl Swarm {
         let Some((layer, want)) = self.v2_piece_hash(index) else {
             return Ok(None);
         };
-        let got = merkle_stored(&*l.storage, offset, info.piece_data_size(index), layer)?;
-        Ok(Some(got == want))
+        let data = info.piece_data_size(index);
+        let got = merkle_stored(&*l.storage, offset, data, layer)?;
+        if got != want {
+            return Ok(Some(false));
+        }
+        // the alignment gap after the file's end (pad, BEP 47/52) is zeros:
+        // nothing unchecked is uploaded
+        let pad = (info.piece_size(index) - data) as usize;
+        let mut buf = vec![0u8; pad.min(merkle::BLOCK_SIZE as usize)];
+        let mut done = 0usize;
+        while done < pad {
+            let n = (pad - done).min(buf.len());
+            l.storage
+                .read_at(offset + data + done as u64, &mut buf[..n])?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(Some(false));
+            }
+            done += n;
+        }
+        Ok(Some(true))
     }
 
     /// The Merkle hash piece `index` must have and its layer, for a
