@@ -159,7 +159,7 @@ impl Session {
             }
             Message::Port(_) => {}
             Message::Extended { id, payload } => self.on_extended(w, id, payload).await?,
-            Message::Unknown { .. } => {}
+            Message::Unknown { id, payload } => self.on_hash_message(w, id, &payload).await?,
         }
         Ok(())
     }
@@ -198,6 +198,9 @@ impl Session {
         if self.swarm.loaded().is_none() && self.assembler.is_none() {
             self.request_metadata(w).await?;
         }
+        // Piece layers (BEP 52) still missing, or asked of a peer that
+        // did not answer in time.
+        self.request_hashes(w).await?;
         // Wants change without a message from this peer (reads, evictions):
         // say so, or a peer that choked us while we wanted nothing never
         // unchokes us again.

@@ -30,6 +30,7 @@ use crate::swarm::{AssemblyPermit, ConnId, DialTarget, PeerSource, Req, Swarm};
 
 mod dispatch;
 mod download;
+mod hashes;
 mod holepunch;
 mod metadata;
 mod pex;
@@ -75,6 +76,9 @@ pub(crate) enum SessionError {
     BadBlocks,
     #[error("too many blocks we never requested")]
     StrayBlocks,
+    /// `hashes` messages (BEP 52) unasked or not proving, past the bound.
+    #[error("{0} hashes messages dropped (unasked or not proving)")]
+    BadHashes(u32),
     #[error("extension handshake: {0}")]
     ExtHandshake(WireError),
     #[error("ut_metadata: {0}")]
@@ -258,7 +262,12 @@ fn max_message_len(swarm: &Swarm) -> u32 {
         Some(l) => l.info.num_pieces(),
         None => (swarm.cfg.max_metadata_size / 20).min(u32::MAX as u64) as u32,
     };
-    crate::peer::wire::max_message_len_for(pieces)
+    let len = crate::peer::wire::max_message_len_for(pieces);
+    // a v2 torrent's peers exchange `hashes` messages (BEP 52)
+    match swarm.loaded() {
+        Some(l) if l.info.version == crate::metainfo::MetaVersion::V1 => len,
+        _ => len.max(crate::peer::wire::MAX_HASHES_MESSAGE_LEN),
+    }
 }
 
 /// One connection's state.
@@ -311,6 +320,8 @@ struct Session {
     bad_blocks: u32,
     /// Blocks we had not asked this peer for (tolerated up to a bound).
     stray_blocks: u32,
+    /// `hashes` messages dropped (BEP 52; tolerated up to a bound).
+    bad_hashes: u32,
     /// Their `ut_pex` extension id (BEP 11), if they speak it.
     their_ut_pex: Option<u8>,
     /// The address we tell other peers about (BEP 11): ours when we dialled
@@ -363,6 +374,7 @@ impl Session {
             uploads: VecDeque::new(),
             bad_blocks: 0,
             stray_blocks: 0,
+            bad_hashes: 0,
             their_ut_pex: None,
             pex_addr: None,
             pex_flags: 0,
