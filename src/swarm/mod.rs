@@ -215,6 +215,9 @@ pub(crate) struct Swarm {
     /// Connections assembling the metadata now (see
     /// [`Swarm::metadata_permit`]).
     metadata_assemblers: AtomicUsize,
+    /// The queue of the swarm's cache writer ([`write`]), started on the
+    /// first block received.
+    writer: OnceLock<write::WriterTx>,
 }
 
 impl Swarm {
@@ -251,6 +254,7 @@ impl Swarm {
             counters: Counters::default(),
             cache_reads: AtomicUsize::new(0),
             metadata_assemblers: AtomicUsize::new(0),
+            writer: OnceLock::new(),
         })
     }
 
