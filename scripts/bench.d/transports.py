@@ -167,7 +167,9 @@ class Transports:
         if r.returncode != 0 or not bench.is_mounted(mnt):
             raise RuntimeError(f"btfs-mount failed (rc {r.returncode}): {bench.tail(err.name)}")
         pid = bench.find_daemon(self.bin, mnt)
+        perf = self.perf_start(m, pid)
         n, secs = bench.read_file(os.path.join(mnt, t["name"], "big.bin"))
+        self.perf_stop(perf)
         if n != self.size:
             raise RuntimeError(f"btfs-mount read {n} bytes of {self.size}")
         rss, cpu = bench.proc_usage(pid)
@@ -177,6 +179,32 @@ class Transports:
         bench.unmount(mnt, pid)
         shutil.rmtree(cache)
         return n / secs, rss, anon, cpu, cpu1 - cpu0, (up1 - up0) / n
+
+    def perf_start(self, m, pid):
+        """With --tr-perf DIR: perf record (cpu-clock samples, call graphs)
+        of the btfs-mount daemon during its cold read."""
+        if not self.a.perf:
+            return None
+        os.makedirs(self.a.perf, exist_ok=True)
+        data = os.path.join(self.a.perf, f"{m}-{self.counter}.perf.data")
+        p = bench.subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999",
+                                    "--call-graph", "dwarf,16384", "-p", str(pid), "-o", data],
+                                   stdout=bench.subprocess.DEVNULL,
+                                   stderr=bench.subprocess.DEVNULL)
+        time.sleep(0.5)  # perf attaches
+        return p, data, m
+
+    def perf_stop(self, perf):
+        if perf is None:
+            return
+        p, data, m = perf
+        p.send_signal(bench.signal.SIGINT)
+        p.wait(60)
+        with open(data + ".txt", "w") as out:
+            bench.subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                                  "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.5"],
+                                 stdout=out, stderr=bench.subprocess.DEVNULL)
+        log(f"perf profile of btfs-mount ({m}): {data}.txt")
 
     def lt_cold(self, m):
         s, port, t = self.seeders[m]
@@ -325,6 +353,8 @@ def main(argv):
     p.add_argument("--tr-modes", dest="modes", default="tcp,mse,utp",
                    help="comma-separated: tcp, mse, utp")
     p.add_argument("--tr-nice", dest="nice", type=int, default=-5)
+    p.add_argument("--tr-perf", dest="perf", metavar="DIR",
+                   help="perf record the btfs-mount daemon during each cold read (kept in DIR)")
     a = p.parse_args(argv)
     started = time.localtime()
     load_before = " ".join(open("/proc/loadavg").read().split()[:3])
