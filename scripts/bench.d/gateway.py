@@ -39,6 +39,7 @@ import json
 import os
 import queue
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -202,6 +203,7 @@ class Gateway:
                 self.cache, "--no-dht", "--no-lsd", "--timeout", "60"]
         for p in self.peers:
             argv += ["--peer", p]
+        argv += self.b.extra
         self.err = open(os.path.join(self.b.logdir, f"serve-{self.b.counter}.stderr"), "wb")
         t0 = time.monotonic()
         self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err)
@@ -323,6 +325,7 @@ class Fuse:
         argv = [self.b.bin, t["magnet"], mnt, "--cache-dir", self.cache, "--no-dht", "--no-lsd"]
         for p in self.peers:
             argv += ["--peer", p]
+        argv += self.b.extra
         with open(os.path.join(self.b.logdir, f"mount-{self.b.counter}.stderr"), "wb") as err:
             r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=90)
         if r.returncode != 0 or not is_mounted(mnt):
@@ -374,6 +377,8 @@ class Bench:
         self.samples = {}
         self.procs = []
         self.failures = []
+        # More flags for both `btfs-mount serve` and the FUSE mounts.
+        self.extra = shlex.split(a.btfs_args or "")
 
     def fresh(self, kind):
         self.counter += 1
@@ -517,7 +522,9 @@ class Bench:
             def one(i):
                 t1 = time.monotonic()
                 try:
-                    if isinstance(s, Fuse):
+                    if self.a.many_with == "processes":
+                        n = self.read_by_process(s, t, f"f{i:02}.bin")
+                    elif isinstance(s, Fuse):
                         n = s.read(t, f"f{i:02}.bin")
                     else:
                         _, n = s.get(t, f"f{i:02}.bin")
@@ -545,19 +552,38 @@ class Bench:
         finally:
             s.stop()
 
+    def read_by_process(self, s, t, rel):
+        """Bytes read by one client process: `curl` for HTTP, `cat` for FUSE
+        (--many-with processes: no Python in the clients' data path)."""
+        if isinstance(s, Fuse):
+            argv = ["sh", "-c", 'cat "$1" | wc -c', "sh", s.path(t, rel)]
+        else:
+            argv = ["curl", "-sS", "--max-time", "120", "-o", "/dev/null", "-w",
+                    "%{size_download}", f"http://127.0.0.1:{s.port}{s.range_path(t, rel)}"]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=150)
+        if r.returncode != 0:
+            raise RuntimeError(f"{argv[0]} exited {r.returncode}: {r.stderr.strip()[:200]}")
+        return int(r.stdout.strip() or 0)
+
     def run(self):
         self.setup()
         systems = self.systems()
         for rep in range(self.a.reps):
             for s in systems:
                 log(f"rep {rep + 1}: {s.label}")
-                self.add(("first", s.label), self.first_byte(s))
-                self.add(("cold", s.label), self.cold(s))
-                for v in self.random(s, 1000 + rep):
-                    self.add(("rand", s.label), v)
-                mbs, slowest = self.many(s)
-                self.add(("many", s.label), mbs)
-                self.add(("many_slowest", s.label), slowest)
+                rows = self.a.rows.split(",")
+                if "first" in rows:
+                    self.add(("first", s.label), self.first_byte(s))
+                if "cold" in rows:
+                    self.add(("cold", s.label), self.cold(s))
+                if "random" in rows:
+                    for v in self.random(s, 1000 + rep):
+                        self.add(("rand", s.label), v)
+                if "many" in rows:
+                    mbs, slowest = self.many(s)
+                    self.add(("many", s.label), mbs)
+                    self.add(("many_slowest", s.label), slowest)
+                    log(f"  {self.a.clients} clients: {mbs:.0f} MB/s, slowest {slowest:.2f} s")
         return systems
 
     def stop(self):
@@ -589,11 +615,20 @@ def table(b, systems):
         ("50 clients, slowest client (s)", lambda L: fmt(S[("many_slowest", L)], "s", digits=2)),
     ]
     out = ["| row | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+
+    def safe(f, L):
+        try:
+            return f(L)
+        except (KeyError, IndexError, statistics.StatisticsError):
+            return "n/a"
     for name, f in rows:
-        out.append(f"| {name} | " + " | ".join(f(L) for L in labels) + " |")
+        out.append(f"| {name} | " + " | ".join(safe(f, L) for L in labels) + " |")
     gw = "btfs-mount HTTP"
     med = lambda k, L: statistics.median(S[(k, L)])
     out.append("")
+    if not all(("cold", L) in S and ("many", L) in S and ("first", L) in S and ("rand", L) in S
+               for L in labels):
+        return "\n".join(out)
     if gw in labels and "btfs-mount FUSE" in labels:
         out.append(f"HTTP / FUSE cold throughput: "
                    f"{med('cold', gw) / med('cold', 'btfs-mount FUSE'):.0%} (goal >= 90 %)")
@@ -727,6 +762,13 @@ def main():
     p.add_argument("--rqbit", help="rqbit binary (default ~/.cargo/bin/rqbit when present)")
     p.add_argument("--no-rqbit", action="store_true")
     p.add_argument("--clients", type=int, default=50, help="concurrent clients (at most 50)")
+    p.add_argument("--many-with", choices=("threads", "processes"), default="threads",
+                   help="the concurrent clients: Python threads (http.client, read(2)), "
+                        "or one curl / cat process each")
+    p.add_argument("--btfs-args", metavar="FLAGS",
+                   help="more flags for btfs-mount serve and the FUSE mounts (e.g. --no-utp)")
+    p.add_argument("--rows", default="first,cold,random,many",
+                   help="comma-separated rows to measure (default: all)")
     p.add_argument("--only", help="comma-separated system labels to run (default: all)")
     p.add_argument("--out", help="append the table (markdown) to this file")
     p.add_argument("--json", help="write the raw samples here")
