@@ -309,7 +309,7 @@ def report(b, started, load_before, load_after, info):
     table = "\n".join(lines)
     md = [sections.begin(SECTION, "--transports"), "", "## Transports: TCP, MSE, uTP", ""]
     md.append(f"Written by `scripts/bench --transports` on "
-              f"{time.strftime('%Y-%m-%d %H:%M %Z', started)} (btfs-mount {info['btfs-mount']}); "
+              f"{time.strftime('%Y-%m-%d %H:%M %Z', started)} ({info['btfs-mount']}); "
               f"{b.a.reps} repetitions of each, btfs-mount and libtorrent taking turns in the "
               f"same run (`scripts/bench.d/transports.py`). One seeder per transport "
               f"(python3-libtorrent, 256 KiB pieces, one {b.size // MIB} MiB file), letting "
