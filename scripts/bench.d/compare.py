@@ -189,8 +189,15 @@ def main(argv):
               f"nearest-rank percentiles over {a.reps}×{a.random_reads} samples. "
               f"MB/s = 10^6 bytes/s.\n")
     md.append("Binaries:\n")
+    head = subprocess.run(["git", "-C", bench.ROOT, "log", "-1", "--format=%h %s"],
+                          capture_output=True, text=True).stdout.strip()[:90]
+    dirty = subprocess.run(["git", "-C", bench.ROOT, "status", "--porcelain",
+                            "--untracked-files=no", "src"], capture_output=True,
+                           text=True).stdout.strip()
     for nm, path, extra in bins:
-        md.append(f"- `{nm}`: {version_of(path)}, `{path}`"
+        what = (f" (this tree: git {head}{', src/ changed' if dirty else ''})"
+                if nm == "HEAD" else "")
+        md.append(f"- `{nm}`{what}: {version_of(path)}, `{path}`"
                   + (f", mounted with `{' '.join(extra)}`" if extra else ", default flags"))
     md.append("")
     md.append(table + "\n")
