@@ -8,7 +8,8 @@ namespace (only loopback exists). scripts/bench builds REV's binary
 (`git archive REV` into /var/tmp/btfs-bench-rev, its own target dir)
 before entering the namespace and passes `--bin REV=PATH --bin HEAD=PATH`;
 `--variant 'LABEL=FLAGS'` adds the last binary again, mounted with FLAGS
-(e.g. `HEAD tcp=--no-utp --encryption off`).
+(e.g. `HEAD tcp=--no-utp --encryption off`); `--variant
+'LABEL@BIN=FLAGS'` adds the binary labelled BIN instead.
 
 The swarm and the measurements are bench.py's (one libtorrent seeder with
 the same file as a 256 KiB and a 4 MiB torrent, a local DHT; btfs-mount
@@ -51,9 +52,12 @@ def parse_bins(a):
         out.append((label, os.path.realpath(path), []))
     for spec in a.variant:
         label, sep, flags = spec.partition("=")
-        if not sep or not out:
-            raise SystemExit(f"compare.py: --variant {spec!r}: want LABEL=FLAGS after a --bin")
-        out.append((label, out[-1][1], shlex.split(flags)))
+        label, at, base = label.partition("@")
+        bases = [b for b in out if b[0] == base] if at else out[-1:]
+        if not sep or not bases:
+            raise SystemExit(f"compare.py: --variant {spec!r}: want LABEL[@BIN_LABEL]=FLAGS "
+                             "(default: the last --bin)")
+        out.append((label, bases[0][1], shlex.split(flags)))
     if len(out) < 2:
         raise SystemExit("compare.py: give at least two binaries (--bin / --variant)")
     return out
