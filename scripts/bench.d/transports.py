@@ -349,7 +349,7 @@ def main(argv):
     p.add_argument("--work", required=True, help="scratch directory")
     p.add_argument("--out", help="RESULTS.md whose transports section to rewrite")
     p.add_argument("--tr-reps", dest="reps", type=int, default=3)
-    p.add_argument("--tr-size-mib", dest="size_mib", type=int, default=512)
+    p.add_argument("--tr-size-mib", dest="size_mib", type=int, default=256)
     p.add_argument("--tr-modes", dest="modes", default="tcp,mse,utp",
                    help="comma-separated: tcp, mse, utp")
     p.add_argument("--tr-nice", dest="nice", type=int, default=-5)
