@@ -682,6 +682,10 @@ def section(b, systems, started, load_before, load_after):
         return a / c if a is not None and c else None
 
     def f2(x):
+        # A ratio over 100 means the other side delivered next to nothing
+        # (its clients timed out; see the problems under the table).
+        if x is not None and x > 100:
+            return "> 100 (other side stalled)"
         return "n/a" if x is None else f"{x:.2f}"
 
     def yes(x):
