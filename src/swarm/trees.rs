@@ -18,7 +18,10 @@
 //!   arrive, never held unverified.
 //!
 //! Hybrid torrents are checked through their v1 SHA-1 hashes and fetch no
-//! layer.
+//! layer. A hybrid whose layers the storage holds (one we made with
+//! [`crate::create::build`]: they are saved with it) answers v2 peers'
+//! hash requests from them: libtorrent 2.x leechers of a hybrid ask for
+//! the piece layers before they download.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -79,13 +82,16 @@ pub(crate) enum HashesError {
 impl Trees {
     /// The trees of `info`, with the layers `cached` holds (bytes of
     /// [`PieceLayers::to_bencode`]; layers that fail their check, or a file
-    /// that does not decode, are ignored and fetched again).
+    /// that does not decode, are ignored and, for a v2-only torrent,
+    /// fetched again). A hybrid keeps the layers cached only to answer
+    /// hash requests; a v1 torrent has none.
     pub(super) fn new(info: &Info, cached: Option<Vec<u8>>) -> Trees {
         let mut t = Trees {
             v2_only: info.version == MetaVersion::V2,
             ..Trees::default()
         };
-        if !t.v2_only {
+        let hybrid = info.version == MetaVersion::Hybrid;
+        if !t.v2_only && !(hybrid && cached.is_some()) {
             return t;
         }
         if let Some(buf) = cached {
@@ -106,6 +112,7 @@ impl Trees {
                 Some(layers) => {
                     t.built.insert(root, layers);
                 }
+                None if !t.v2_only => {}
                 None => {
                     let n = shape.layer_len(shape.piece_layer()).div_ceil(CHUNK) as usize;
                     t.partial.insert(
