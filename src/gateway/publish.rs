@@ -10,9 +10,9 @@
 //!
 //! A write goes through a [`Draft`] (the same editable tree a `--writable`
 //! mount uses) started from the archive's current version: the new tree is
-//! hashed into a hybrid v1+v2 torrent ([`crate::create::build`]), installed
-//! in the
-//! cache (so it survives the daemon) and seeded from there; a PUT or DELETE
+//! hashed into a hybrid v1+v2 torrent ([`crate::create::build`]),
+//! installed in the cache (so it survives the daemon) and seeded from
+//! there; a PUT or DELETE
 //! then signs and stores the next BEP 46 item ([`Client::publish_item`])
 //! and keeps it alive ([`KeepAlive`]). What the daemon published stays
 //! open and seeded until it stops.
