@@ -170,7 +170,7 @@ fn seed_dir_is_fetched_by_libtorrent_and_its_info_hash_is_stable() {
     let mut seed = btfs(
         "seed",
         tmp.path(),
-        &["seed", s(&site), "--no-dht", "--port", &port],
+        &["seed", s(&site), "--no-dht", "--port", &port, "-vv"],
     );
     let magnet = stdout_line(&mut seed, 1, Duration::from_secs(60));
     // A hybrid by default: both `xt`.
@@ -189,6 +189,12 @@ fn seed_dir_is_fetched_by_libtorrent_and_its_info_hash_is_stable() {
     let got = lt_fetch(tmp.path(), &btmh_only(&magnet), &ours, "by-btmh");
     assert_eq!(tree_digests(&got.join("site")), tree_digests(&site));
     assert!(!got.join("site/passwd-link").exists());
+    // libtorrent 2.0.8 asks each file's piece layer (here, with 16 KiB
+    // pieces, the block layer 0) before it downloads: every request is
+    // answered from the layers made with the torrent, none rejected.
+    let log = seed.stderr();
+    assert!(log.contains("hash request answered"), "{log}");
+    assert!(!log.contains("hash request rejected"), "{log}");
     // One that knows only the v1 info-hash.
     let got = lt_fetch(tmp.path(), &btih_only(&magnet), &ours, "by-btih");
     assert_eq!(tree_digests(&got.join("site")), tree_digests(&site));
