@@ -733,4 +733,70 @@ mod tests {
             .is_err()
         );
     }
+
+    /// The default format is a hybrid: both info-hashes, files aligned to
+    /// pieces by pad files that read as zeros, every v1 piece's SHA-1 and
+    /// every file's `pieces root` right, piece layers that load back, and
+    /// the same bytes give the same hashes. Installed into a cache, the
+    /// files are linked and the piece layers saved next to them.
+    #[test]
+    fn hybrid_by_default_with_pads_and_piece_layers() {
+        use crate::merkle;
+        use crate::metainfo::{MetaVersion, PieceLayers};
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("site");
+        tree(&root);
+        let s = scan_dir(&root).unwrap();
+        let b = build(&s.content, Format::default(), &mut |_, _| {}).unwrap();
+        let again = build(&s.content, Format::Hybrid, &mut |_, _| {}).unwrap();
+        assert_eq!(
+            (b.info_hash, b.info_hash_v2),
+            (again.info_hash, again.info_hash_v2)
+        );
+        let v1 = build(&s.content, Format::V1Only, &mut |_, _| {}).unwrap();
+        assert_ne!(b.info_hash, v1.info_hash);
+        assert_eq!(v1.info_hash_v2, None);
+        let info = Info::from_bytes(&b.info_raw).unwrap();
+        assert_eq!(info.version, MetaVersion::Hybrid);
+        assert_eq!(InfoHash::of_info(&b.info_raw), b.info_hash);
+        assert_eq!(info.info_hash_v2, b.info_hash_v2);
+        assert_eq!(b.total_length, info.total_length);
+        // a.txt (5 bytes) is padded to a piece; deep.bin starts on a piece
+        assert!(info.files.iter().any(|f| f.pad));
+        for i in 0..info.num_pieces() {
+            let mut buf = vec![0u8; info.piece_size(i) as usize];
+            b.storage
+                .read_at(i as u64 * info.piece_length, &mut buf)
+                .unwrap();
+            assert_eq!(sha1::Sha1::digest(&buf)[..], info.piece_hash(i)[..]);
+        }
+        let deep = info
+            .files
+            .iter()
+            .find(|f| f.path.last().map(String::as_str) == Some("deep.bin"))
+            .unwrap();
+        assert_eq!(deep.offset % info.piece_length, 0);
+        let leaves = merkle::block_hashes(&[7u8; 40_000]);
+        let pieces = 40_000u64.div_ceil(info.piece_length) as usize;
+        let blocks_per_piece = (info.piece_length / merkle::BLOCK_SIZE) as usize;
+        let padded = pieces.next_power_of_two() * blocks_per_piece;
+        assert_eq!(
+            deep.pieces_root,
+            Some(merkle::root_of(&leaves, 0, padded as u64))
+        );
+        let layers = b.piece_layers.clone().unwrap();
+        let held = PieceLayers::from_bencode(&layers, &info).unwrap();
+        assert_eq!(held.len(), 1, "one file longer than a piece");
+        assert_eq!(b.storage.load_piece_layers(), Some(layers.clone()));
+
+        let dir = t.path().join("cache").join(b.info_hash.to_string());
+        let cached = install(&s.content, &b, &dir).unwrap();
+        assert_eq!(cached.load_piece_layers(), Some(layers));
+        for (i, f) in info.files.iter().enumerate().filter(|(_, f)| !f.pad) {
+            let mut want = vec![0u8; f.length as usize];
+            b.storage.read_at(f.offset, &mut want).unwrap();
+            let path = cached.file_path(i).unwrap();
+            assert_eq!(fs::read(path).unwrap(), want, "{}", path.display());
+        }
+    }
 }

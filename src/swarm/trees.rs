@@ -519,4 +519,42 @@ mod tests {
         assert_eq!(t.next_request(2, now), Some(req));
         assert_eq!(t.next_request(3, now + ASK_TIMEOUT), Some(req));
     }
+
+    /// A hybrid fetches no layer and checks pieces by SHA-1; with its
+    /// layers cached (one we made) it answers hash requests from them,
+    /// without them it rejects.
+    #[test]
+    fn hybrid_answers_from_cached_layers_only() {
+        let big = content(32768 * 9 + 5000);
+        let files = vec![(vec!["big.bin".to_string()], big.len() as u64)];
+        let mut src = |_: usize, off: u64, buf: &mut [u8]| -> std::io::Result<()> {
+            let off = off as usize;
+            buf.copy_from_slice(&big[off..off + buf.len()]);
+            Ok(())
+        };
+        let built = build_v2("t", &files, 32768, Flavor::Hybrid, &mut src).unwrap();
+        let info = Info::from_bytes(&built.info_raw).unwrap();
+        let root = built.files[0].pieces_root.unwrap();
+        let shape = info.file_tree(0).unwrap();
+        let req = chunk_request(&root, &shape, 0);
+
+        let mut bare = Trees::new(&info, None);
+        assert!(bare.ready(), "a hybrid waits for no layer");
+        assert_eq!(bare.next_request(1, Instant::now()), None);
+        assert!(matches!(bare.answer(&req), Err(RequestError::OtherFile)));
+
+        let cached = built.piece_layers.to_bencode().encode();
+        let mut t = Trees::new(&info, Some(cached));
+        assert!(t.ready());
+        assert_eq!(t.next_request(1, Instant::now()), None);
+        assert_eq!(t.piece_hash(&info, 0), None, "pieces are checked by SHA-1");
+        let layer = built.piece_layers.file_layers(&info, 0).unwrap();
+        assert_eq!(t.answer(&req).unwrap(), layer.answer(&req).unwrap());
+        // hashes nobody asked for are still dropped
+        let answer = t.answer(&req).unwrap();
+        assert!(matches!(
+            t.on_hashes(1, &req, &answer),
+            Err(HashesError::Unasked)
+        ));
+    }
 }
