@@ -90,8 +90,8 @@ impl Trees {
             v2_only: info.version == MetaVersion::V2,
             ..Trees::default()
         };
-        let hybrid = info.version == MetaVersion::Hybrid;
-        if !t.v2_only && !(hybrid && cached.is_some()) {
+        let hybrid_with_layers = info.version == MetaVersion::Hybrid && cached.is_some();
+        if !(t.v2_only || hybrid_with_layers) {
             return t;
         }
         if let Some(buf) = cached {
