@@ -537,8 +537,17 @@ truncate -s 1000 media/deep/er/small.bin";
         tree_digests(&reference)
     );
     reader.unmount_and_wait(Duration::from_secs(10));
-    // libtorrent downloads version 2 from the writable mount's seed.
-    let got = lt_fetch(tmp.path(), &magnet2, &peer, "v2");
+    // The hybrid's piece layers are in the cache beside its files (hash
+    // requests are answered from them, after a remount too).
+    let layers = cache.join(info_hash_of(&magnet2)).join("piece_layers");
+    assert!(
+        std::fs::metadata(&layers).is_ok_and(|m| m.len() > 32),
+        "{}",
+        layers.display()
+    );
+    // libtorrent downloads version 2 from the writable mount's seed, given
+    // only its v2 info-hash.
+    let got = lt_fetch(tmp.path(), &btmh_only(&magnet2), &peer, "v2");
     assert_eq!(tree_digests(&got.join("site")), tree_digests(&reference));
     eprintln!(
         "mutable writable test took {:.2} s",
