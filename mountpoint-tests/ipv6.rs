@@ -214,10 +214,11 @@ fn ipv6_only_libtorrent_found_over_the_ipv6_dht() {
 /// which reads every file (SHA-256 of each compared with the source); then
 /// a libtorrent downloader, also uTP-only on `[::1]`, fetches everything
 /// from btfs-mount by the bare magnet and our address. btfs-mount runs with
-/// its defaults, the DHT included (bootstrapped from a dead `[::1]:1`): its
-/// dual-stack uTP socket and its IPv4 and IPv6 DHT sockets share the port
-/// number, so this also checks that the DHT sockets do not take the uTP
-/// datagrams. The log must show both connections over `utp`.
+/// its defaults, the DHT included (bootstrapped from a dead `[::1]:1`): the
+/// dual-stack uTP socket on the TCP port number runs beside the DHT's IPv4
+/// and IPv6 (`IPV6_V6ONLY`) sockets on their own port, so this also checks
+/// that no DHT socket takes the uTP datagrams. The log must show both
+/// connections over `utp`.
 ///
 /// Real-world case: an IPv6-only host talking to a libtorrent,
 /// Transmission or uTorrent peer that dials uTP first (or only).
