@@ -174,6 +174,7 @@ impl Session {
             &mut self.outstanding,
             cap,
             budget_cap,
+            self.rate,
         );
         let Some(plan) = plan else {
             self.sync_inflight();

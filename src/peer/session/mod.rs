@@ -290,6 +290,9 @@ struct Session {
     /// Bytes received since `rate_since` (for the request depth).
     rate_bytes: u64,
     rate_since: Instant,
+    /// Measured download rate from the peer, bytes/s (0 until measured):
+    /// sizes its share of the blocks reads wait on.
+    rate: f64,
     /// Blocks they asked us for.
     uploads: VecDeque<BlockRequest>,
     /// Blocks with a bad index, offset or size (a protocol violation).
@@ -338,6 +341,7 @@ impl Session {
             last_sent: now,
             rate_bytes: 0,
             rate_since: now,
+            rate: 0.0,
             uploads: VecDeque::new(),
             bad_blocks: 0,
             stray_blocks: 0,
