@@ -234,6 +234,12 @@ impl Archive {
         self.swarm.stats()
     }
 
+    /// Pieces with block requests outstanding at peers, with the number of
+    /// such blocks (16 KiB) each, ascending by piece index.
+    pub fn requested_pieces(&self) -> Vec<(u32, usize)> {
+        self.swarm.requested_pieces()
+    }
+
     /// The connected peers and where each came from (BEP 5 DHT, BEP 14
     /// LSD, BEP 11 PEX, the URL, the command line, or incoming).
     pub fn peers(&self) -> Vec<crate::swarm::PeerInfo> {

@@ -755,6 +755,26 @@ impl Picker {
             .sum()
     }
 
+    /// Pieces with blocks requested from peers and not received yet, with
+    /// how many such blocks each has, ascending by piece index.
+    pub fn requested_pieces(&self) -> Vec<(u32, usize)> {
+        let mut out: Vec<(u32, usize)> = self
+            .partial
+            .iter()
+            .map(|(&i, part)| {
+                let n = part
+                    .blocks
+                    .iter()
+                    .filter(|b| matches!(b, BlockState::Requested(_)))
+                    .count();
+                (i, n)
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Partial pieces in memory (for stats).
     #[cfg(test)]
     pub fn partial_count(&self) -> usize {

@@ -174,6 +174,16 @@ impl Swarm {
         Some(plan)
     }
 
+    /// Pieces with block requests outstanding at peers, with the number of
+    /// such blocks (16 KiB) each, ascending: what the swarm is asking for
+    /// now (empty without metadata).
+    pub fn requested_pieces(&self) -> Vec<(u32, usize)> {
+        self.lock()
+            .picker
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.requested_pieces())
+    }
+
     /// The peer of `conn` choked us: every request it had goes back to
     /// the picker (BEP 3: a choke discards them), for other peers.
     pub(crate) fn requests_discarded(&self, conn: ConnId) {
