@@ -122,8 +122,7 @@ fn read_check(f: &std::fs::File, data: &[u8], off: usize, len: usize) {
 }
 
 #[test]
-fn a_reader_seeking_back_and_forth_costs_the_seeders_at_most_one_and_a_half_times_what_it_reads()
-{
+fn a_reader_seeking_back_and_forth_costs_the_seeders_at_most_one_and_a_half_times_what_it_reads() {
     let name = "a_reader_seeking_back_and_forth_costs_the_seeders_at_most_one_and_a_half_times_what_it_reads";
     if !in_netns(name) {
         return;
@@ -139,7 +138,9 @@ fn a_reader_seeking_back_and_forth_costs_the_seeders_at_most_one_and_a_half_time
     let f = std::fs::File::open(&path).unwrap();
     // Back and forth across the file: 1 MiB reads (whole pieces, so the
     // pieces under the reads are exactly the bytes read).
-    let fracs = [0.9, 0.1, 0.7, 0.3, 0.5, 0.95, 0.05, 0.8, 0.2, 0.6, 0.4, 0.85];
+    let fracs = [
+        0.9, 0.1, 0.7, 0.3, 0.5, 0.95, 0.05, 0.8, 0.2, 0.6, 0.4, 0.85,
+    ];
     let mut read = 0usize;
     for frac in fracs {
         let off = ((size - MIB) as f64 * frac) as usize / PIECE * PIECE;
@@ -154,7 +155,10 @@ fn a_reader_seeking_back_and_forth_costs_the_seeders_at_most_one_and_a_half_time
     let sent = seeders_sent(&mut seeders);
     let ratio = sent as f64 / read as f64;
     eprintln!("seeders sent {sent} bytes for {read} read: {ratio:.2}x");
-    assert!(sent >= read as u64, "the seeders' counters are incomplete: {sent} < {read}");
+    assert!(
+        sent >= read as u64,
+        "the seeders' counters are incomplete: {sent} < {read}"
+    );
     assert!(
         ratio <= 1.5,
         "the seeders sent {sent} bytes for {read} bytes read ({ratio:.2}x, at most 1.5x)"

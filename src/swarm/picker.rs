@@ -445,10 +445,13 @@ impl Picker {
                 continue;
             }
             if !self.partial.contains_key(&p) {
+                // Pieces left partial by a reader that sought away do not
+                // count: they keep their blocks for a return, and
+                // `drop_unwanted` bounds them.
                 let non_urgent = self
                     .partial
                     .keys()
-                    .filter(|k| !self.urgent.contains_key(k))
+                    .filter(|k| !self.urgent.contains_key(k) && self.wanted(**k))
                     .count();
                 if !urgent && non_urgent >= self.max_partial {
                     continue;
@@ -707,15 +710,28 @@ impl Picker {
     }
 
     /// Drops partial pieces nobody wants any more and that hold no data
-    /// (none written, none being written);
-    /// returns their indices so their outstanding requests can be cancelled.
+    /// (none written, none being written), and, past `max_partial` of them,
+    /// those with the fewest blocks received (their blocks are fetched
+    /// again if a reader comes back); returns their indices so their
+    /// outstanding requests can be cancelled and their cache space freed.
     pub fn drop_unwanted(&mut self) -> Vec<u32> {
-        let drop: Vec<u32> = self
-            .partial
-            .iter()
-            .filter(|(i, p)| p.received == 0 && p.writing == 0 && !self.wanted(**i))
-            .map(|(i, _)| *i)
-            .collect();
+        let mut left: Vec<(usize, u32)> = Vec::new();
+        let mut drop: Vec<u32> = Vec::new();
+        for (&i, p) in &self.partial {
+            if p.writing > 0 || self.wanted(i) {
+                continue;
+            }
+            if p.received == 0 {
+                drop.push(i);
+            } else {
+                left.push((p.received, i));
+            }
+        }
+        if left.len() > self.max_partial {
+            left.sort_unstable();
+            let extra = left.len() - self.max_partial;
+            drop.extend(left.iter().take(extra).map(|&(_, i)| i));
+        }
         for i in &drop {
             self.partial.remove(i);
         }
@@ -984,6 +1000,43 @@ mod tests {
         p.release(1);
         assert!(p.pick(2, &|_| true, 100).iter().any(|r| r.index == 2));
         assert_eq!(p.next_unverified(0, &|_| false), None);
+    }
+
+    #[test]
+    fn pieces_left_partial_by_a_seek_neither_block_readahead_nor_pile_up() {
+        let mut p = Picker::new(32768, 10 * 32768, 10, 0); // budget: 2 pieces
+        p.set_readahead(7, 0, 2);
+        assert_eq!(p.pick(1, &|_| true, 3).len(), 3);
+        assert_eq!(arrive(&mut p, 1, 0, 0, BLOCK), BlockOutcome::Stored);
+        assert_eq!(arrive(&mut p, 1, 1, 0, BLOCK), BlockOutcome::Stored);
+        // The reader seeks: pieces 0 and 1 keep their blocks, and do not
+        // count against the budget of the new readahead.
+        p.set_readahead(7, 5, 7);
+        assert!(p.drop_unwanted().is_empty());
+        assert!(!p.wanted(0));
+        let r = p.pick(1, &|_| true, 100);
+        assert_eq!(
+            r.iter().map(|r| r.index).collect::<Vec<_>>(),
+            vec![5, 5, 6, 6]
+        );
+        assert_eq!(arrive(&mut p, 1, 5, 0, BLOCK), BlockOutcome::Stored);
+        assert_eq!(arrive(&mut p, 1, 6, 0, BLOCK), BlockOutcome::Stored);
+        assert_eq!(
+            arrive(&mut p, 1, 6, BLOCK, BLOCK),
+            BlockOutcome::Complete {
+                index: 6,
+                contributors: vec![1],
+                sources: vec![1, 1],
+            }
+        );
+        // Another seek: three pieces left partial, one past the budget:
+        // one with the fewest blocks goes.
+        p.set_readahead(7, 8, 10);
+        p.release(1);
+        let dropped = p.drop_unwanted();
+        assert_eq!(dropped.len(), 1);
+        assert!([0, 1, 5].contains(&dropped[0]));
+        assert_eq!(p.partial_count(), 2);
     }
 
     #[test]
