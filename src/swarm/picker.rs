@@ -555,12 +555,15 @@ impl Picker {
         }
         let weight = |r: f64| r.max(MIN_RATE);
         let own = weight(self.rates.get(&conn).copied().unwrap_or(0.0));
-        let total: f64 = self
+        // The others' rates and this one's (which may not be recorded yet:
+        // its first pick records it after this is asked).
+        let others: f64 = self
             .rates
-            .values()
-            .map(|&r| weight(r))
-            .sum::<f64>()
-            .max(own);
+            .iter()
+            .filter(|&(&c, _)| c != conn)
+            .map(|(_, &r)| weight(r))
+            .sum();
+        let total = others + own;
         let share = ((pending as f64 * own / total).ceil() as usize).max(1);
         share.saturating_sub(mine)
     }
