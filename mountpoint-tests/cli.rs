@@ -218,7 +218,7 @@ fn the_background_log_tells_what_happened_without_flags() {
          assert not os.isatty(fd)\n\
          try:\n    os.getxattr({file:?}, 'security.selinux'); raise SystemExit('xattr?')\n\
          except OSError as e:\n    assert e.errno == 61, e\n\
-         assert os.listxattr({file:?}) == ['user.btfs.progress', 'user.btfs.info_hash', 'user.btfs.peers']\n\
+         assert os.listxattr({file:?}) == ['user.btfs.progress', 'user.btfs.info_hash', 'user.btfs.peers', 'user.btfs.requests']\n\
          print(os.read(fd, 100).decode(), end='')\n",
         file = s(&file)
     );

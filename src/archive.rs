@@ -242,6 +242,12 @@ impl Archive {
         self.swarm.stats()
     }
 
+    /// Pieces with block requests outstanding at peers, with the number of
+    /// such blocks (16 KiB) each, ascending by piece index.
+    pub fn requested_pieces(&self) -> Vec<(u32, usize)> {
+        self.swarm.requested_pieces()
+    }
+
     /// The connected peers and where each came from (BEP 5 DHT, BEP 14
     /// LSD, BEP 11 PEX, the URL, the command line, or incoming).
     pub fn peers(&self) -> Vec<crate::swarm::PeerInfo> {
@@ -455,7 +461,16 @@ impl FileReader {
         let (start, end) = {
             let mut ra = self.ra.lock().unwrap_or_else(|e| e.into_inner());
             ra.advance(pos, len);
-            (ra.next, (ra.next + ra.window).min(self.size))
+            if ra.window == 0 {
+                (ra.next, ra.next)
+            } else {
+                // The window starts RA_MIN behind the furthest read, so
+                // the pieces of reads that reach us slightly out of order
+                // (the kernel's FUSE threads) stay wanted: leaving the
+                // window cancels their requests (see Swarm::plan_requests).
+                let start = ra.next.saturating_sub(RA_MIN);
+                (start, (ra.next + ra.window).min(self.size))
+            }
         };
         self.archive
             .swarm

@@ -23,7 +23,8 @@ seek/random test of the chosen client:
   during the read;
 - totals over the test: bytes by class, from the start of the measured
   reads to the client's exit, and the bytes seeders sent for blocks the
-  client had already cancelled (the cancel arrived too late).
+  client had already cancelled (the cancel arrived too late), and the
+  chokes the seeders sent (each discards the client's requests, BEP 3).
 
 Usage: inet_trace.py DIR [--client btfs-mount] [--test seek|random]
                          [--ahead-mib 32]
@@ -269,9 +270,13 @@ def analyse(keep, client, test, ahead_mib):
             f"{c} {v / MIB:.1f}" for c, v in sorted(totals.items())))
         print(f" after the last read until exit, MiB: " + ", ".join(
             f"{c} {v / MIB:.1f}" for c, v in sorted(tail.items())))
+        # A choke discards our requests (BEP 3): the client asks for them
+        # again, and a seeder that had queued them sends them twice.
+        chokes = sum(1 for e in window if e["dir"] == "s2c" and e["msg"] == "choke"
+                     and tst["t_measure"] <= e["t"] <= tst["t_end"])
         print(f" relayed piece payload in the test: {tot / MIB:.1f} MiB; cancels sent: "
               f"{cancels_total}; blocks delivered after their cancel was sent: "
-              f"{late / MIB:.1f} MiB")
+              f"{late / MIB:.1f} MiB; chokes received: {chokes}")
 
 
 def main(argv):

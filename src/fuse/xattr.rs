@@ -6,6 +6,7 @@
 //! | `user.btfs.progress` | `VERIFIED/SIZE`: bytes in verified pieces and bytes in all (a directory: of every file under it) |
 //! | `user.btfs.info_hash` | the torrent's info-hash, 40 lowercase hex digits |
 //! | `user.btfs.peers` | how many peers are connected to the torrent's swarm now |
+//! | `user.btfs.requests` | the torrent's pieces with blocks requested from peers now: `PIECE:BLOCKS` pairs (piece index, outstanding 16 KiB requests), space-separated, ascending; empty when nothing is asked |
 //!
 //! `getfattr -d -m user.btfs MNT/file` shows them. Any other name is
 //! "no such attribute", quietly: SELinux-aware tools ask for
@@ -20,7 +21,8 @@ use crate::archive::{Archive, NodeId};
 
 /// The attribute names, NUL-terminated one after another (listxattr's
 /// answer).
-const NAMES: &[u8] = b"user.btfs.progress\0user.btfs.info_hash\0user.btfs.peers\0";
+const NAMES: &[u8] =
+    b"user.btfs.progress\0user.btfs.info_hash\0user.btfs.peers\0user.btfs.requests\0";
 
 /// The value of attribute `name` of node `id` of `archive`, if it has one.
 pub(crate) fn value(archive: &Archive, id: NodeId, name: &OsStr) -> Option<Vec<u8>> {
@@ -31,6 +33,14 @@ pub(crate) fn value(archive: &Archive, id: NodeId, name: &OsStr) -> Option<Vec<u
         }
         "user.btfs.info_hash" => Some(archive.info_hash().to_hex().into_bytes()),
         "user.btfs.peers" => Some(archive.stats().peers_connected.to_string().into_bytes()),
+        "user.btfs.requests" => {
+            let pairs: Vec<String> = archive
+                .requested_pieces()
+                .iter()
+                .map(|(i, n)| format!("{i}:{n}"))
+                .collect();
+            Some(pairs.join(" ").into_bytes())
+        }
         _ => None,
     }
 }

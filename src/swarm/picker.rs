@@ -22,6 +22,7 @@
 //! the swarm hashes it, and it becomes had, or missing if it is bad.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 /// A block is 16 KiB (BEP 3: the de facto request size; larger requests are
 /// refused by most peers). The last block of a piece may be shorter.
@@ -38,11 +39,57 @@ pub struct Req {
     pub length: u32,
 }
 
+/// Download rate assumed for a connection not measured yet, or slower
+/// than this, in bytes/s: a libtorrent seeder that was idle sends about one
+/// 16 KiB block per 100 ms until its own rate estimate recovers.
+pub const MIN_RATE: f64 = 160_000.0;
+
+/// Allowance for the round trip and the peer's own latency before a block
+/// of a waiting read counts as late (on top of its transfer time at the
+/// peer's measured rate).
+const LATE_SLACK: Duration = Duration::from_millis(150);
+
+/// What the picker is told of a connection when it picks for it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnLoad {
+    /// Measured download rate from the peer in bytes/s (0: not measured).
+    pub rate: f64,
+    /// Requests outstanding at the peer before this pick (queued ahead of
+    /// the new ones).
+    pub outstanding: usize,
+}
+
+impl ConnLoad {
+    /// The rate used to share and time blocks: the measured one, at least
+    /// [`MIN_RATE`].
+    fn weight(&self) -> f64 {
+        self.rate.max(MIN_RATE)
+    }
+
+    /// When a block queued behind `queued` others at this peer is due:
+    /// after the round-trip allowance and 1.5 times the transfer time of
+    /// those blocks and itself at the peer's rate (libtorrent's
+    /// `set_piece_deadline` bookkeeping, kept per block).
+    fn due(&self, now: Instant, queued: usize) -> Instant {
+        let secs = 1.5 * (queued + 1) as f64 * BLOCK as f64 / self.weight();
+        now + LATE_SLACK + Duration::from_secs_f64(secs.min(60.0))
+    }
+}
+
+/// One request of a block: the connection asked, and when the block is due
+/// from it (see [`ConnLoad::due`]).
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    conn: ConnId,
+    due: Instant,
+}
+
 #[derive(Debug, Clone)]
 enum BlockState {
     Missing,
-    /// Requested from these connections (more than one only in end-game).
-    Requested(Vec<ConnId>),
+    /// Requested from these connections (more than one only when a block a
+    /// read waits on was late from the first).
+    Requested(Vec<Ask>),
     /// Arrived from `conn` and being written to the storage. Nobody else's
     /// copy is taken meanwhile, so two writes of one block never race.
     /// `discard`: its sender was banned meanwhile; missing once written.
@@ -110,6 +157,10 @@ pub struct Picker {
     /// Budget of non-urgent partial pieces (a bound on the cache space of
     /// pieces begun and not finished: count × piece length).
     max_partial: usize,
+    /// Measured download rate (bytes/s) of every connection that picks,
+    /// until it is choked or closed: blocks reads wait on are shared out
+    /// in proportion (see [`Picker::urgent_room`]).
+    rates: HashMap<ConnId, f64>,
 }
 
 impl Picker {
@@ -136,6 +187,7 @@ impl Picker {
             readahead: HashMap::new(),
             prefetch: false,
             max_partial,
+            rates: HashMap::new(),
         }
     }
 
@@ -333,25 +385,41 @@ impl Picker {
     /// holds the pieces for which `peer_has` is true.
     #[cfg(test)]
     pub fn pick(&mut self, conn: ConnId, peer_has: &dyn Fn(u32) -> bool, max: usize) -> Vec<Req> {
-        self.pick_within(conn, peer_has, max, max).0
+        let load = ConnLoad::default();
+        self.pick_within(conn, peer_has, max, max, load, Instant::now())
+            .0
     }
 
-    /// [`Picker::pick`], with at most `max_ahead` of the requests for pieces
-    /// no read waits on (the memory budget's share); true when that bound
-    /// left out a block that would have been requested.
+    /// [`Picker::pick`] for a connection with `load` (its measured rate and
+    /// queue), with at most `max_ahead` of the requests for pieces no read
+    /// waits on (the memory budget's share); true when that bound left out
+    /// a block that would have been requested.
+    ///
+    /// Blocks that reads wait on are shared out over the connections in
+    /// proportion to their measured rates (at most [`Picker::urgent_room`]
+    /// for this one), so a read's blocks come from every peer at once, the
+    /// fastest taking the most, and each block is due at a time from the
+    /// peer's rate and queue ([`ConnLoad::due`]). Such a block is asked of
+    /// a second peer only once it is late from the first (the end-game
+    /// rule, applied per block as libtorrent's piece deadlines do).
     pub fn pick_within(
         &mut self,
         conn: ConnId,
         peer_has: &dyn Fn(u32) -> bool,
         max: usize,
         max_ahead: usize,
+        load: ConnLoad,
+        now: Instant,
     ) -> (Vec<Req>, bool) {
         let mut out = Vec::new();
         let mut ahead = 0usize;
         let mut limited = false;
+        self.rates.insert(conn, load.rate);
         if max == 0 {
             return (out, false);
         }
+        let mut urgent_room = self.urgent_room(conn);
+        let mut queued = load.outstanding;
         let cands: Vec<u32> = {
             let mut seen = BTreeSet::new();
             self.candidates()
@@ -364,6 +432,11 @@ impl Picker {
                 return (out, limited);
             }
             let urgent = self.urgent.contains_key(&p);
+            if urgent && urgent_room == 0 {
+                // Its share of the read's blocks is asked already: the
+                // rest are for the other peers.
+                continue;
+            }
             if !urgent && ahead >= max_ahead {
                 // Only pieces reads wait on past the budget's share.
                 limited |= self.partial.get(&p).is_none_or(|part| {
@@ -372,10 +445,13 @@ impl Picker {
                 continue;
             }
             if !self.partial.contains_key(&p) {
+                // Pieces left partial by a reader that sought away do not
+                // count: they keep their blocks for a return, and
+                // `drop_unwanted` bounds them.
                 let non_urgent = self
                     .partial
                     .keys()
-                    .filter(|k| !self.urgent.contains_key(k))
+                    .filter(|k| !self.urgent.contains_key(k) && self.wanted(**k))
                     .count();
                 if !urgent && non_urgent >= self.max_partial {
                     continue;
@@ -396,7 +472,7 @@ impl Picker {
             let size = self.piece_size(p);
             let part = self.partial.get_mut(&p).expect("just inserted");
             for (b, st) in part.blocks.iter_mut().enumerate() {
-                if out.len() >= max {
+                if out.len() >= max || (urgent && urgent_room == 0) {
                     break;
                 }
                 if matches!(st, BlockState::Missing) {
@@ -404,16 +480,20 @@ impl Picker {
                         limited = true;
                         break;
                     }
-                    *st = BlockState::Requested(vec![conn]);
+                    let due = load.due(now, queued);
+                    *st = BlockState::Requested(vec![Ask { conn, due }]);
                     out.push(block_req(p, b, size));
-                    if !urgent {
+                    queued += 1;
+                    if urgent {
+                        urgent_room -= 1;
+                    } else {
                         ahead += 1;
                     }
                 }
             }
         }
-        // End-game: for pieces a read waits on, ask this peer too for blocks
-        // already requested from someone else.
+        // End-game, per block: a block a read waits on that is late from
+        // the one peer it was asked of is asked of this peer too.
         for &p in cands.iter().filter(|p| self.urgent.contains_key(p)) {
             if out.len() >= max {
                 break;
@@ -426,15 +506,66 @@ impl Picker {
                     }
                     if let BlockState::Requested(by) = st
                         && by.len() < 2
-                        && !by.contains(&conn)
+                        && by.iter().all(|a| a.conn != conn && a.due < now)
                     {
-                        by.push(conn);
+                        by.push(Ask {
+                            conn,
+                            due: load.due(now, queued),
+                        });
                         out.push(block_req(p, b, size));
+                        queued += 1;
                     }
                 }
             }
         }
         (out, limited)
+    }
+
+    /// How many more blocks that reads wait on connection `conn` may be
+    /// asked for now: its share of those blocks not received yet, in
+    /// proportion to its measured rate among the connections picking
+    /// (at least one), less what it has been asked already.
+    pub fn urgent_room(&self, conn: ConnId) -> usize {
+        let mut pending = 0usize;
+        let mut mine = 0usize;
+        for &p in self.urgent.keys() {
+            if self.has(p) || self.verifying.contains(&p) || self.unverified.contains(&p) {
+                continue;
+            }
+            match self.partial.get(&p) {
+                None => pending += self.piece_size(p).div_ceil(BLOCK) as usize,
+                Some(part) => {
+                    for st in &part.blocks {
+                        match st {
+                            BlockState::Missing => pending += 1,
+                            BlockState::Requested(by) => {
+                                pending += 1;
+                                if by.iter().any(|a| a.conn == conn) {
+                                    mine += 1;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        if pending == 0 {
+            return 0;
+        }
+        let weight = |r: f64| r.max(MIN_RATE);
+        let own = weight(self.rates.get(&conn).copied().unwrap_or(0.0));
+        // The others' rates and this one's (which may not be recorded yet:
+        // its first pick records it after this is asked).
+        let others: f64 = self
+            .rates
+            .iter()
+            .filter(|&(&c, _)| c != conn)
+            .map(|(_, &r)| weight(r))
+            .sum();
+        let total = others + own;
+        let share = ((pending as f64 * own / total).ceil() as usize).max(1);
+        share.saturating_sub(mine)
     }
 
     /// A block arrived from `conn`: [`BlockOutcome::Write`] when it is to
@@ -532,10 +663,11 @@ impl Picker {
     /// choked us, timed out or disconnected). Requests shared with another
     /// connection in end-game stay with that one.
     pub fn release(&mut self, conn: ConnId) {
+        self.rates.remove(&conn);
         for part in self.partial.values_mut() {
             for st in part.blocks.iter_mut() {
                 if let BlockState::Requested(by) = st {
-                    by.retain(|&c| c != conn);
+                    by.retain(|a| a.conn != conn);
                     if by.is_empty() {
                         *st = BlockState::Missing;
                     }
@@ -573,7 +705,7 @@ impl Picker {
             && let Some(st) = part.blocks.get_mut((req.begin / BLOCK) as usize)
             && let BlockState::Requested(by) = st
         {
-            by.retain(|&c| c != conn);
+            by.retain(|a| a.conn != conn);
             if by.is_empty() {
                 *st = BlockState::Missing;
             }
@@ -581,27 +713,43 @@ impl Picker {
     }
 
     /// Drops partial pieces nobody wants any more and that hold no data
-    /// (none written, none being written);
-    /// returns their indices so their outstanding requests can be cancelled.
+    /// (none written, none being written), and, past `max_partial` of them,
+    /// those with the fewest blocks received (their blocks are fetched
+    /// again if a reader comes back); returns their indices so their
+    /// outstanding requests can be cancelled and their cache space freed.
     pub fn drop_unwanted(&mut self) -> Vec<u32> {
-        let drop: Vec<u32> = self
-            .partial
-            .iter()
-            .filter(|(i, p)| p.received == 0 && p.writing == 0 && !self.wanted(**i))
-            .map(|(i, _)| *i)
-            .collect();
+        let mut left: Vec<(usize, u32)> = Vec::new();
+        let mut drop: Vec<u32> = Vec::new();
+        for (&i, p) in &self.partial {
+            if p.writing > 0 || self.wanted(i) {
+                continue;
+            }
+            if p.received == 0 {
+                drop.push(i);
+            } else {
+                left.push((p.received, i));
+            }
+        }
+        if left.len() > self.max_partial {
+            left.sort_unstable();
+            let extra = left.len() - self.max_partial;
+            drop.extend(left.iter().take(extra).map(|&(_, i)| i));
+        }
         for i in &drop {
             self.partial.remove(i);
         }
         drop
     }
 
-    /// Whether block `req` is still outstanding (requested and not received).
-    pub fn is_outstanding(&self, req: &Req) -> bool {
+    /// Whether block `req` is still outstanding from `conn` (requested of
+    /// it and not received from anyone).
+    pub fn is_outstanding(&self, conn: ConnId, req: &Req) -> bool {
         self.partial
             .get(&req.index)
             .and_then(|p| p.blocks.get((req.begin / BLOCK) as usize))
-            .is_some_and(|b| matches!(b, BlockState::Requested(_)))
+            .is_some_and(
+                |b| matches!(b, BlockState::Requested(by) if by.iter().any(|a| a.conn == conn)),
+            )
     }
 
     /// Blocks of pieces that reads wait on, held by the peer, not yet
@@ -624,6 +772,26 @@ impl Picker {
                 None => self.piece_size(*p).div_ceil(BLOCK) as usize,
             })
             .sum()
+    }
+
+    /// Pieces with blocks requested from peers and not received yet, with
+    /// how many such blocks each has, ascending by piece index.
+    pub fn requested_pieces(&self) -> Vec<(u32, usize)> {
+        let mut out: Vec<(u32, usize)> = self
+            .partial
+            .iter()
+            .map(|(&i, part)| {
+                let n = part
+                    .blocks
+                    .iter()
+                    .filter(|b| matches!(b, BlockState::Requested(_)))
+                    .count();
+                (i, n)
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Partial pieces in memory (for stats).
@@ -743,6 +911,7 @@ mod tests {
         assert_eq!(reqs.len(), 1);
         assert_eq!(arrive(&mut p, 1, 0, 0, BLOCK), BlockOutcome::Stored);
         p.discard_blocks_from(&[1]);
+        p.release(1); // its connection is closed
         // both blocks are wanted again, from anyone
         assert_eq!(p.pick(2, &|_| true, 10).len(), 2);
         // a block of a sender banned while it was being written is dropped
@@ -753,22 +922,58 @@ mod tests {
         assert_eq!(p.pick(4, &|_| true, 10).len(), 2);
     }
 
+    /// Picks for `conn` with a measured `rate` (bytes/s) at time `now`.
+    fn pick_at(p: &mut Picker, conn: ConnId, rate: f64, now: Instant, max: usize) -> Vec<Req> {
+        let load = ConnLoad {
+            rate,
+            outstanding: 0,
+        };
+        p.pick_within(conn, &|_| true, max, max, load, now).0
+    }
+
     #[test]
-    fn endgame_duplicates_only_for_urgent_pieces() {
+    fn late_blocks_of_reads_are_asked_again_once() {
         let mut p = picker();
+        let now = Instant::now();
         p.add_urgent(0);
         p.set_readahead(1, 1, 2);
-        let a = p.pick(1, &|_| true, 100);
+        let a = pick_at(&mut p, 1, 0.0, now, 100);
         assert_eq!(a.len(), 4);
-        let b = p.pick(2, &|_| true, 100);
+        // Not late yet: nobody else asks for them.
+        assert!(pick_at(&mut p, 2, 0.0, now, 100).is_empty());
+        // Late: the read's blocks (not the readahead's) go to a second peer,
+        // and to no third.
+        let later = now + Duration::from_secs(5);
+        let b = pick_at(&mut p, 2, 0.0, later, 100);
         assert_eq!(b.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 0]);
+        assert!(pick_at(&mut p, 3, 0.0, later, 100).is_empty());
         p.release(1);
         // piece 1 blocks are missing again; piece 0 blocks stay with conn 2
-        let c = p.pick(3, &|_| true, 100);
-        assert_eq!(
-            c.iter().map(|r| r.index).collect::<Vec<_>>(),
-            vec![1, 1, 0, 0]
-        );
+        let c = pick_at(&mut p, 3, 0.0, later, 100);
+        assert_eq!(c.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1, 1]);
+    }
+
+    #[test]
+    fn blocks_of_a_read_are_shared_by_measured_rate() {
+        // One urgent piece of 16 blocks; four peers, one three times faster.
+        let mut p = Picker::new(16 * BLOCK as u64, 16 * BLOCK as u64, 1, 1 << 20);
+        let now = Instant::now();
+        for (conn, rate) in [(1, 3e6), (2, 1e6), (3, 1e6), (4, 1e6)] {
+            assert!(pick_at(&mut p, conn, rate, now, 0).is_empty());
+        }
+        p.add_urgent(0);
+        let counts: Vec<usize> = [(1, 3e6), (2, 1e6), (3, 1e6), (4, 1e6)]
+            .iter()
+            .map(|&(c, r)| pick_at(&mut p, c, r, now, 100).len())
+            .collect();
+        assert_eq!(counts, vec![8, 3, 3, 2]);
+        assert_eq!(p.urgent_room(1), 0);
+        // Blocks asked are never asked again while on time.
+        assert!(pick_at(&mut p, 1, 3e6, now, 100).is_empty());
+        // A peer that went away: its blocks are the others' to take, the
+        // fastest taking its share of what is left.
+        p.release(4);
+        assert_eq!(pick_at(&mut p, 1, 3e6, now, 100).len(), 2);
     }
 
     #[test]
@@ -798,6 +1003,43 @@ mod tests {
         p.release(1);
         assert!(p.pick(2, &|_| true, 100).iter().any(|r| r.index == 2));
         assert_eq!(p.next_unverified(0, &|_| false), None);
+    }
+
+    #[test]
+    fn pieces_left_partial_by_a_seek_neither_block_readahead_nor_pile_up() {
+        let mut p = Picker::new(32768, 10 * 32768, 10, 0); // budget: 2 pieces
+        p.set_readahead(7, 0, 2);
+        assert_eq!(p.pick(1, &|_| true, 3).len(), 3);
+        assert_eq!(arrive(&mut p, 1, 0, 0, BLOCK), BlockOutcome::Stored);
+        assert_eq!(arrive(&mut p, 1, 1, 0, BLOCK), BlockOutcome::Stored);
+        // The reader seeks: pieces 0 and 1 keep their blocks, and do not
+        // count against the budget of the new readahead.
+        p.set_readahead(7, 5, 7);
+        assert!(p.drop_unwanted().is_empty());
+        assert!(!p.wanted(0));
+        let r = p.pick(1, &|_| true, 100);
+        assert_eq!(
+            r.iter().map(|r| r.index).collect::<Vec<_>>(),
+            vec![5, 5, 6, 6]
+        );
+        assert_eq!(arrive(&mut p, 1, 5, 0, BLOCK), BlockOutcome::Stored);
+        assert_eq!(arrive(&mut p, 1, 6, 0, BLOCK), BlockOutcome::Stored);
+        assert_eq!(
+            arrive(&mut p, 1, 6, BLOCK, BLOCK),
+            BlockOutcome::Complete {
+                index: 6,
+                contributors: vec![1],
+                sources: vec![1, 1],
+            }
+        );
+        // Another seek: three pieces left partial, one past the budget:
+        // one with the fewest blocks goes.
+        p.set_readahead(7, 8, 10);
+        p.release(1);
+        let dropped = p.drop_unwanted();
+        assert_eq!(dropped.len(), 1);
+        assert!([0, 1, 5].contains(&dropped[0]));
+        assert_eq!(p.partial_count(), 2);
     }
 
     #[test]

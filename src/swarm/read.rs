@@ -16,6 +16,9 @@ use super::picker::Picker;
 /// A piece whose read timed out this recently fails the next read at once.
 const RECENT_FAILURE: Duration = Duration::from_secs(2);
 
+/// How often peers look for late blocks while a read waits.
+const LATE_CHECK: Duration = Duration::from_millis(50);
+
 /// The reads part of the swarm's state.
 #[derive(Default)]
 pub(super) struct Reads {
@@ -242,6 +245,17 @@ impl Swarm {
                     io::ErrorKind::Interrupted,
                     "the mount is stopping",
                 ));
+            }
+            // Every LATE_CHECK while the read waits the peers look again
+            // for blocks of it that are late (asked of a second peer then,
+            // see `Picker::pick_within`): no message from them may come
+            // to wake them while a block is stuck.
+            let check = tokio::time::Instant::now() + LATE_CHECK;
+            if check < deadline {
+                if tokio::time::timeout_at(check, notified).await.is_err() {
+                    self.wake_peers();
+                }
+                continue;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let s = self.stats();

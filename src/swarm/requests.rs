@@ -7,7 +7,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
+use super::picker::ConnLoad;
 use super::{BLOCK, ConnId, Req, Swarm};
 
 /// Largest block a peer may ask us for (BEP 3 clients ask 16 KiB; we allow
@@ -98,8 +100,12 @@ impl Swarm {
     /// its pieces are known, when nothing new is picked). Past `budget_cap`
     /// requests in all (what the memory budget allows this connection), only
     /// blocks that reads wait on are picked, and the log says the budget
-    /// held readahead back. The new requests are not in `outstanding`: the
-    /// caller adds them as it sends them. None without metadata.
+    /// held readahead back. `rate`: the peer's measured download rate in
+    /// bytes/s (0 before it is measured), which sizes this connection's
+    /// share of the blocks reads wait on and their deadlines (see
+    /// [`super::picker::Picker::pick_within`]). The new requests are not in
+    /// `outstanding`: the caller adds them as it sends them. None without
+    /// metadata.
     pub(crate) fn plan_requests(
         &self,
         conn: ConnId,
@@ -107,6 +113,7 @@ impl Swarm {
         outstanding: &mut VecDeque<Req>,
         cap: usize,
         budget_cap: usize,
+        rate: f64,
     ) -> Option<RequestPlan> {
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -115,9 +122,16 @@ impl Swarm {
         for i in p.drop_unwanted() {
             st.cache.end_partial(i);
         }
+        // Requests nobody waits for any more: blocks received from another
+        // peer, and blocks of pieces no read or readahead window wants now
+        // (a reader sought away): those go back to missing, so a piece
+        // begun for an old position is not finished unless wanted again.
         let (keep, stale): (Vec<Req>, Vec<Req>) = outstanding
             .drain(..)
-            .partition(|r| p.is_outstanding(r) && !p.has(r.index));
+            .partition(|r| p.is_outstanding(conn, r) && !p.has(r.index) && p.wanted(r.index));
+        for r in &stale {
+            p.release_one(conn, r);
+        }
         *outstanding = keep.into();
         plan.stale = stale;
         let Some(pieces) = peer_pieces else {
@@ -127,7 +141,7 @@ impl Swarm {
         // A read waits on blocks this peer has, and the queue is full of
         // readahead: cancel the newest readahead requests to make room, so
         // a seek costs one piece, not the abandoned window.
-        let need = p.urgent_unrequested(&has);
+        let need = p.urgent_unrequested(&has).min(p.urgent_room(conn));
         let free = cap.saturating_sub(outstanding.len());
         let mut k = need.saturating_sub(free);
         let mut i = outstanding.len();
@@ -144,7 +158,11 @@ impl Swarm {
         let want = cap.saturating_sub(outstanding.len());
         if want > 0 {
             let ahead = budget_cap.min(cap).saturating_sub(outstanding.len());
-            let (new, limited) = p.pick_within(conn, &has, want, ahead);
+            let load = ConnLoad {
+                rate,
+                outstanding: outstanding.len(),
+            };
+            let (new, limited) = p.pick_within(conn, &has, want, ahead, load, Instant::now());
             plan.new = new;
             if limited {
                 drop(guard);
@@ -154,6 +172,16 @@ impl Swarm {
             }
         }
         Some(plan)
+    }
+
+    /// Pieces with block requests outstanding at peers, with the number of
+    /// such blocks (16 KiB) each, ascending: what the swarm is asking for
+    /// now (empty without metadata).
+    pub fn requested_pieces(&self) -> Vec<(u32, usize)> {
+        self.lock()
+            .picker
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.requested_pieces())
     }
 
     /// The peer of `conn` choked us: every request it had goes back to

@@ -189,6 +189,16 @@ impl Session {
             let rate = self.rate_bytes as f64 / secs;
             let blocks = (rate * 0.5 / BLOCK as f64) as usize;
             self.depth = blocks.clamp(16, 1000);
+            // The rate that shares out blocks reads wait on: a moving
+            // average over the seconds it was asked for something (an idle
+            // peer is not a slow one; one that sends nothing while asked is).
+            if self.rate_bytes > 0 || !self.outstanding.is_empty() {
+                self.rate = if self.rate == 0.0 {
+                    rate
+                } else {
+                    0.5 * self.rate + 0.5 * rate
+                };
+            }
             self.rate_bytes = 0;
             self.rate_since = now;
         }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Session, SessionError, send};
+use super::{NOT_INTERESTED_AFTER, Session, SessionError, send};
 use crate::peer::conn::PeerWriter;
 use crate::peer::wire::{Bitfield, BlockRequest, Message};
 use crate::swarm::{BLOCK, BlockArrival, Req};
@@ -83,12 +83,21 @@ impl Session {
             return Ok(());
         };
         let want = self.swarm.wants_from(pieces);
+        if want {
+            self.unwanted_since = None;
+        }
         if want && !self.we_interested {
             self.we_interested = true;
             send(w, &Message::Interested).await?;
         } else if !want && self.we_interested && self.outstanding.is_empty() {
-            self.we_interested = false;
-            send(w, &Message::NotInterested).await?;
+            // Only after a while without wants (see NOT_INTERESTED_AFTER),
+            // or once we have every piece.
+            let since = *self.unwanted_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= NOT_INTERESTED_AFTER || self.swarm.is_complete() {
+                self.we_interested = false;
+                self.unwanted_since = None;
+                send(w, &Message::NotInterested).await?;
+            }
         }
         Ok(())
     }
@@ -175,6 +184,7 @@ impl Session {
             &mut self.outstanding,
             cap,
             budget_cap,
+            self.rate,
         );
         let Some(plan) = plan else {
             self.sync_inflight();

@@ -113,6 +113,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 /// Outstanding requests with no block arriving for this long: the peer is
 /// snubbing us; its requests go back to the picker and it is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// We stay interested this long after the last wanted piece before we say
+/// NOT_INTERESTED. A reader's next read (a seek) comes within moments:
+/// libtorrent chokes a peer that says it is not interested and unchokes it
+/// when it is again, and the choke arriving after our new requests would
+/// discard them (BEP 3), so every block would be asked twice.
+const NOT_INTERESTED_AFTER: Duration = Duration::from_secs(10);
 /// Most blocks we queue for upload to one peer.
 const MAX_UPLOAD_QUEUE: usize = 512;
 /// Most messages read from a peer and not handled yet (then its socket
@@ -284,6 +290,9 @@ struct Session {
     peer_pieces: Option<Vec<bool>>,
     // Our state toward them.
     we_interested: bool,
+    /// Since when we have wanted nothing the peer has while interested
+    /// (None: we want something, or are not interested).
+    unwanted_since: Option<Instant>,
     we_unchoke: bool,
     /// Their extension ids (BEP 10 `m`).
     their_ut_metadata: Option<u8>,
@@ -314,6 +323,9 @@ struct Session {
     /// Bytes received since `rate_since` (for the request depth).
     rate_bytes: u64,
     rate_since: Instant,
+    /// Measured download rate from the peer, bytes/s (0 until measured):
+    /// sizes its share of the blocks reads wait on.
+    rate: f64,
     /// Blocks they asked us for.
     uploads: VecDeque<BlockRequest>,
     /// Blocks with a bad index, offset or size (a protocol violation).
@@ -357,6 +369,7 @@ impl Session {
             peer_have: HashSet::new(),
             peer_pieces: None,
             we_interested: false,
+            unwanted_since: None,
             we_unchoke: false,
             their_ut_metadata: None,
             their_metadata_size: None,
@@ -371,6 +384,7 @@ impl Session {
             last_sent: now,
             rate_bytes: 0,
             rate_since: now,
+            rate: 0.0,
             uploads: VecDeque::new(),
             bad_blocks: 0,
             stray_blocks: 0,
