@@ -71,6 +71,9 @@ impl Session {
                     if self.swarm.is_banned(self.addr.ip()) {
                         return Err(SessionError::Banned);
                     }
+                    if !self.swarm.is_live(self.id) {
+                        return Err(SessionError::Replaced);
+                    }
                     self.after_metadata(&mut w).await?;
                 }
                 h = haves.recv() => {

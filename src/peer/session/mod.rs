@@ -45,6 +45,10 @@ pub(crate) enum SessionError {
     /// The peer was banned (bad data, wrong metadata).
     #[error("banned")]
     Banned,
+    /// The peer connected again from the same address; the new
+    /// connection replaced this one (`Swarm::register_conn`).
+    #[error("replaced by its new connection from the same address")]
+    Replaced,
     #[error("idle for too long")]
     Idle,
     /// Requests went unanswered (the peer is snubbing us).
