@@ -244,6 +244,24 @@ fn fetched(x: &mut Peer, save: &Path, ms: &MountSeed) {
 
 /// Transmission learns the mount from the harness tracker (the magnet stays
 /// bare; the tracker is added over RPC), at the 10.x test address.
+///
+/// Besides the content, this checks that Transmission never counted a
+/// connection to the mount as a failure (its deep log, see
+/// `clients/transmission.py`): each failure costs 10 s, then 2 min, then
+/// 15 min before it dials again (peer-mgr.c `getReconnectIntervalSecs`),
+/// which is how a CI run once sat at 0 peers for 90 s. Two causes were
+/// ours: the uTP crate closed a connection 10 s after the peer's last data
+/// while Transmission waited quietly for its next rechoke round (fixed by
+/// keep-alives every 4 s over uTP, `session::KEEPALIVE_UTP`), and a
+/// redial from Transmission's one UDP port could be refused while the old
+/// connection had not ended yet (`Swarm::register_conn`).
+///
+/// Timing is Transmission's own: ~20 s for the 5 MiB sample however fast
+/// the seeder (see `transmission_fetches_from_libtorrent_plaintext`): it
+/// restarts the torrent once it has the metadata, dropping the connection,
+/// and sends INTERESTED only from its rechoke round, every 10 s, then
+/// batched for 2 s (peer-msgs.c `tr_peerMsgsSetInterested`,
+/// `HIGH_PRIORITY_INTERVAL_SECS`).
 fn transmission_from_mount(t: Transmission, tmp: &Path) {
     add_test_ip();
     let ms = MountSeed::start(tmp, false);
@@ -252,8 +270,62 @@ fn transmission_from_mount(t: Transmission, tmp: &Path) {
     let save = tmp.join("transmission");
     let mut x = t.tracker(&Tracker::url(&tracker)).fetch(&ms.magnet, &save);
     fetched(&mut x, &save, &ms);
+    assert_no_backoff(&x, &format!("[{TEST_IP}]:{}", ms.port), "the mount");
     drop(x);
     ms.mount.unmount_and_wait(Duration::from_secs(10));
+}
+
+/// Panics if Transmission's deep log shows it counted a connection to
+/// `atom` (`[IP]:PORT`) as a failure or marked it unreachable.
+fn assert_no_backoff(x: &Peer, atom: &str, what: &str) {
+    let log = x.stderr();
+    let fails: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(atom))
+        .filter(|l| l.contains("numFails to") || l.contains("as unreachable"))
+        .collect();
+    assert!(
+        fails.is_empty(),
+        "Transmission backed off from {what} ({atom}):\n{}",
+        fails.join("\n")
+    );
+}
+
+/// The reference for the Transmission tests' timing: Transmission fetches
+/// the same sample from libtorrent, found the same way (the harness
+/// tracker), over plaintext TCP. Prints its time next to the mount's.
+#[test]
+fn transmission_fetches_from_libtorrent_plaintext() {
+    if !have_transmission() || !in_netns("transmission_fetches_from_libtorrent_plaintext") {
+        return;
+    }
+    add_test_ip();
+    let tmp = tempfile::tempdir().unwrap();
+    let site = sample_site(tmp.path());
+    let mut seeder = LtNode::start(&["--seed", s(&site), "--listen-ip", TEST_IP]);
+    let magnet = format!("magnet:?xt=urn:btih:{}", seeder.info_hash());
+    let lt_addr = format!("{TEST_IP}:{}", seeder.port());
+    let tracker = Tracker::start(TEST_IP, &[&lt_addr]);
+    let save = tmp.path().join("transmission");
+    let mut x = Transmission::new()
+        .encryption(Encryption::Plaintext)
+        .utp(false)
+        .tracker(&Tracker::url(&tracker))
+        .fetch(&magnet, &save);
+    let done = x.wait_finished(FETCH_TIMEOUT);
+    assert_same_content(&save.join("site"), &site, "transmission from libtorrent");
+    // Not asserted: libtorrent itself may end the metadata-only connection
+    // first, which Transmission counts as a failure.
+    let atom = format!("[{TEST_IP}]:{}", seeder.port());
+    let log = x.stderr();
+    let fails = log
+        .lines()
+        .filter(|l| l.contains(&atom) && l.contains("numFails to"))
+        .count();
+    eprintln!(
+        "transmission fetched from libtorrent in {} s ({fails} backoffs)",
+        done["seconds"]
+    );
 }
 
 /// Passes today: plaintext TCP (`encryption` 0, uTP off).

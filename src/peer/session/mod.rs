@@ -113,6 +113,20 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most blocks we queue for upload to one peer.
 const MAX_UPLOAD_QUEUE: usize = 512;
+/// A keep-alive goes to a TCP peer we sent nothing to for this long (BEP 3
+/// suggests every 2 minutes).
+const KEEPALIVE_TCP: Duration = Duration::from_secs(90);
+/// A keep-alive goes to a uTP peer we sent nothing to for this long. The
+/// uTP crate closes a connection 10 s after the remote's last data unless
+/// it has acknowledged everything we sent since ("remote was inactive for
+/// too long"), so a peer that goes quiet while it waits, like Transmission
+/// 3.00 between its 10 s rechoke rounds, lost its connection 10 s after its
+/// last message. A keep-alive it acknowledges keeps the connection. It also
+/// gets Transmission 3.00 (peer-io.c) to read what it left unread: over uTP
+/// it reads only when a packet arrives, so our BITFIELD and extension
+/// handshake, arriving with the end of the BitTorrent handshake, waited
+/// for our next message.
+const KEEPALIVE_UTP: Duration = Duration::from_secs(4);
 /// Most messages read from a peer and not handled yet (then its socket
 /// holds the rest: TCP flow control, not our memory).
 const READ_QUEUE: usize = 64;
@@ -162,6 +176,7 @@ pub(crate) async fn run(
     // What other peers learn of this one (BEP 11 `added.f`).
     if route.kind == Kind::Utp {
         s.pex_flags |= pex_wire::FLAG_UTP;
+        s.keepalive_every = KEEPALIVE_UTP;
     }
     if route.mse == Some(Crypto::Rc4) {
         s.pex_flags |= pex_wire::FLAG_ENCRYPTION;
@@ -290,7 +305,10 @@ struct Session {
     /// [`REQUEST_TIMEOUT`] is snubbing us, whoever else delivered.
     waiting_since: Option<Instant>,
     last_recv: Instant,
+    /// When our last keep-alive went out (or the session started).
     last_sent: Instant,
+    /// [`KEEPALIVE_TCP`] or [`KEEPALIVE_UTP`], by transport.
+    keepalive_every: Duration,
     /// Bytes received since `rate_since` (for the request depth).
     rate_bytes: u64,
     rate_since: Instant,
@@ -340,6 +358,7 @@ impl Session {
             waiting_since: None,
             last_recv: now,
             last_sent: now,
+            keepalive_every: KEEPALIVE_TCP,
             rate_bytes: 0,
             rate_since: now,
             uploads: VecDeque::new(),
