@@ -16,17 +16,13 @@
 //! Both assert the SHA-256 of every non-empty file against the source
 //! tree (Transmission does not create zero-length files).
 //!
-//! FAILING TODAY (kept on purpose; each must pass once the cause is fixed,
-//! see the comment on each test):
-//! - `aria2_fetches_from_mount`: btfs-mount drops a peer that sends a
-//!   second BITFIELD (`src/peer/session.rs`, `Message::Bitfield`); aria2
-//!   sends one instead of several HAVEs.
-//! - `webtorrent_fetches_from_mount`, `transmission_fetches_from_mount_encryption_required`,
-//!   `mount_fetches_from_transmission_encryption_required`: btfs-mount has no
-//!   MSE/PE (issue 16, part 1).
-//! - `transmission_with_defaults_fetches_from_mount`: Transmission dials
-//!   uTP first and btfs-mount has no uTP (issue 16, part 2); Transmission
-//!   3.00 then never falls back to TCP (its uTP timer waits for a datagram).
+//! Every test here passed 3 runs in a row on 2026-12-06 (`cargo test
+//! --test interop transmission`, `... aria2`; webtorrent and rqbit once).
+//! Past causes, each now asserted by its test: btfs-mount dropped a peer
+//! that sent a second BITFIELD (aria2); it had no MSE/PE (webtorrent,
+//! Transmission with `encryption` 2) and no uTP (Transmission's defaults);
+//! and over uTP a quiet Transmission lost its connection after 10 s and
+//! backed off for minutes (see `transmission_from_mount`).
 //!
 //! rqbit tests skip loudly when rqbit is not installed (its build takes
 //! 15-30 minutes); `scripts/interop` builds it and runs this file, and with
