@@ -100,6 +100,8 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
         round += 1;
         let seeding = swarm.cfg.seed && swarm.loaded().is_some();
         if seeding && last_announce.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+            // Behind a port mapping, the port the router forwards to us.
+            let port = swarm.cfg.reach.advertised_port(port, None);
             let n = dht.announce_peer(swarm.info_hash, Some(port)).await;
             tracing::info!(
                 "{}: announced port {port} to {n} DHT nodes",
