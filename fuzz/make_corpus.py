@@ -410,6 +410,24 @@ def hash_messages_seeds():
     write(t, "other", b"\x03" + header(0, 0, 2, 0))
 
 
+def holepunch_seeds():
+    """BEP 55 ut_holepunch payloads: each type, IPv4 and IPv6, libtorrent's
+    form without err_code, and broken ones."""
+    t = "holepunch"
+    v4 = bytes([203, 0, 113, 12]) + struct.pack(">H", 6881)
+    v6 = bytes.fromhex("20010db8000000000000000000000010") + struct.pack(">H", 51413)
+    write(t, "rendezvous4", b"\x00\x00" + v4 + struct.pack(">I", 0))
+    write(t, "connect6", b"\x01\x01" + v6 + struct.pack(">I", 0))
+    write(t, "error4_no_self", b"\x02\x00" + v4 + struct.pack(">I", 4))
+    write(t, "error6_unknown", b"\x02\x01" + v6 + struct.pack(">I", 77))
+    write(t, "lt_connect4_no_err", b"\x01\x00" + v4)
+    write(t, "lt_rendezvous6_no_err", b"\x00\x01" + v6)
+    write(t, "error_no_code", b"\x02\x00" + v4)
+    write(t, "bad_type", b"\x07\x00" + v4 + b"\x00" * 4)
+    write(t, "bad_addr_type", b"\x00\x05" + v4 + b"\x00" * 4)
+    write(t, "short", b"\x00\x01\x20\x01")
+
+
 def main():
     utp_packet_seeds()
     magnet_seeds()
@@ -420,6 +438,7 @@ def main():
     mse_seeds()
     v2_info_seeds()
     hash_messages_seeds()
+    holepunch_seeds()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ use btfs::metainfo::{
     Info, MAX_PIECE_LENGTH, MAX_PIECES, MetaVersion, PieceLayers, info_span, sanitize,
 };
 use btfs::peer::extension::ExtHandshake;
+use btfs::peer::holepunch::{HolepunchKind, HolepunchMsg};
 use btfs::peer::mse;
 use btfs::peer::pex::PexMessage;
 use btfs::peer::ut_metadata::MetadataMsg;
@@ -47,6 +48,7 @@ pub const TARGETS: &[Target] = &[
     ("v2_info", v2_info),
     ("hash_messages", hash_messages),
     ("gateway_request", gateway_request),
+    ("holepunch", holepunch),
 ];
 
 /// `magnet::parse` (BEP 9 magnet links and BEP 46 mutable URLs). A parsed
@@ -870,5 +872,20 @@ pub fn gateway_request(data: &[u8]) {
             range::Want::Part { start, end } => assert!(start < end && end <= size),
             range::Want::Unsatisfiable | range::Want::Full => {}
         }
+    }
+}
+
+/// `HolepunchMsg::decode` (BEP 55 `ut_holepunch`). A decoded message
+/// survives an encode/decode round trip (`err_code` then always present),
+/// and an error message always carries its code.
+pub fn holepunch(data: &[u8]) {
+    let Ok(m) = HolepunchMsg::decode(data) else {
+        return;
+    };
+    let bytes = m.encode();
+    assert!(bytes.len() == 12 || bytes.len() == 24);
+    assert_eq!(HolepunchMsg::decode(&bytes).expect("re-decodes"), m);
+    if m.kind == HolepunchKind::Error {
+        assert!(data.len() >= 12);
     }
 }

@@ -12,7 +12,10 @@
 //! each, nothing may have been written outside the cache directory.
 //!
 //! The content of these torrents does not exist, so no file is read: the
-//! peer serves metadata only.
+//! peer serves metadata only. v2-only torrents (`v2_only`, `v2_symlinks`)
+//! are served under their v2 info-hash and mounted by their `btmh` link;
+//! the peer also answers our hash requests (BEP 52) from the piece layers
+//! of the .torrent file, which the mount needs before it lists the tree.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -34,6 +37,8 @@ struct Row {
     sha1: String,
     expect: String,
     detail: String,
+    /// The v2 info-hash (64 hex), for v2 and hybrid torrents; empty else.
+    sha256: String,
 }
 
 fn table(file: &str) -> Row {
@@ -51,6 +56,7 @@ fn table(file: &str) -> Row {
         sha1: cols[3].to_string(),
         expect: cols[4].to_string(),
         detail: cols[5].to_string(),
+        sha256: cols.get(8).map_or(String::new(), |c| c.to_string()),
     }
 }
 
@@ -147,6 +153,55 @@ fn check(file: &str) {
         }
         other => panic!("{file}: unknown expectation {other}"),
     }
+}
+
+/// Serves the v2-only `file`'s info dict under its v2 info-hash, with the
+/// piece layers of the whole .torrent for hash requests (BEP 52), mounts
+/// it by its `btmh` link and checks the tree, as [`check`] does.
+fn check_v2(file: &str) {
+    let Some(dir) = test_torrents(file) else {
+        return;
+    };
+    let row = table(file);
+    assert_eq!(row.expect, "load", "{file}");
+    let info = info_bytes(&dir, file, &row);
+    let parsed = btfs::metainfo::Info::from_bytes(&info).expect("a v2 info dict");
+    let peer = Bep9Peer::v2_metadata_and_layers(&info, &dir.join(file), parsed.num_pieces());
+    assert_eq!(
+        peer.magnet(),
+        format!("magnet:?xt=urn:btmh:1220{}", row.sha256)
+    );
+    let sb = Sandbox::new();
+    let mount = mount_ok(&peer, &sb, &[]);
+    let want = expected_tree(&expected_entries(file));
+    let got: BTreeMap<String, Node> = listing(mount.path());
+    assert_eq!(got, want, "{file}: mounted tree");
+    let cached = sb.assert_confined();
+    let dir_name = &row.sha256[..40];
+    for f in ["info", "piece_layers"] {
+        assert!(
+            cached.iter().any(|p| p == &format!("{dir_name}/{f}")),
+            "{file}: {f} is cached under the truncated v2 info-hash: {cached:?}"
+        );
+    }
+    mount.unmount_and_wait(Duration::from_secs(15));
+    sb.assert_confined();
+}
+
+#[test]
+fn v2_only_by_btmh() {
+    if !in_netns("v2_only_by_btmh") {
+        return;
+    }
+    check_v2("v2_only.torrent");
+}
+
+#[test]
+fn v2_symlinks_by_btmh() {
+    if !in_netns("v2_symlinks_by_btmh") {
+        return;
+    }
+    check_v2("v2_symlinks.torrent");
 }
 
 #[test]

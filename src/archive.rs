@@ -217,9 +217,17 @@ impl Archive {
         self.swarm.info_hash
     }
 
-    /// The magnet link of this torrent (BEP 9), with its name as `dn`.
+    /// The magnet link of this torrent (BEP 9), with its name as `dn`:
+    /// `xt=urn:btih` for a v1 torrent, `xt=urn:btmh` for a v2-only one, both
+    /// for a hybrid (BEP 52).
     pub fn magnet(&self) -> String {
-        let mut m = crate::magnet::Magnet::new(self.info_hash());
+        use crate::magnet::Magnet;
+        let info = self.info();
+        let mut m = match (info.info_hash_v1(), info.info_hash_v2) {
+            (Some(v1), Some(v2)) => Magnet::hybrid(v1, v2),
+            (None, Some(v2)) => Magnet::v2(v2),
+            _ => Magnet::new(self.info_hash()),
+        };
         m.display_name = Some(self.info().name.clone());
         m.to_url()
     }

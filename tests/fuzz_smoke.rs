@@ -108,3 +108,8 @@ fn hash_messages_corpus() {
 fn gateway_request_corpus() {
     run("gateway_request");
 }
+
+#[test]
+fn holepunch_corpus() {
+    run("holepunch");
+}

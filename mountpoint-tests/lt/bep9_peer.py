@@ -10,6 +10,7 @@ scripts' bencode codec).
 Usage:
   bep9_peer.py --info FILE [--port P] [--blob OFFSET:FILE ...]
                [--no-data] [--piece-length N] [--total-length N]
+               [--v2 [--torrent FILE] [--have-pieces N]]
 
   --info FILE            the raw info dictionary to serve
   --port P               TCP listen port on 127.0.0.1 (0: any; default 0)
@@ -20,6 +21,16 @@ Usage:
   --no-data              serve only the metadata: no bitfield, no pieces
   --piece-length N,      used for piece requests; by default read from the
   --total-length N       info dictionary (when it can be read)
+  --v2                   a BEP 52 torrent found by its v2 info-hash: the
+                         handshake's info-hash is the SHA-256 of the info
+                         dictionary truncated to 20 bytes, the magnet a
+                         `xt=urn:btmh` link
+  --torrent FILE         with --v2: answer `hash request`s (BEP 52) for a
+                         whole piece layer from FILE's `piece layers` (a
+                         request it cannot answer gets `hash reject`)
+  --have-pieces N        with --no-data: still send a bitfield of N pieces
+                         and unchoke (so a v2 client asks for hashes); no
+                         block is ever sent
 
 Per connection (one thread each): read the peer's 68-byte handshake (refuse
 another info-hash), answer with ours (extension bit, BEP 10), send an
@@ -83,6 +94,30 @@ def send_msg(sock, msg_id, payload=b""):
     sock.sendall(struct.pack(">IB", 1 + len(payload), msg_id) + payload)
 
 
+def pad_hash(layer):
+    """The root of an all-zero subtree 2^layer leaves wide (BEP 52)."""
+    h = b"\0" * 32
+    for _ in range(layer):
+        h = hashlib.sha256(h + h).digest()
+    return h
+
+
+def hash_answer(payload, layers, piece_length):
+    """(message id, payload) answering a `hash request`: the piece layer's
+    nodes (pads past the data) when it asks for them with no uncle, else a
+    `hash reject`."""
+    root = payload[:32]
+    base, index, length, proof = struct.unpack(">IIII", payload[32:48])
+    layer = layers.get(root)
+    piece_layer = (piece_length or 0).bit_length() - 15 if piece_length else -1
+    log2 = max(length, 1).bit_length() - 1
+    if layer is None or base != piece_layer or proof + 1 != log2 or length & (length - 1):
+        return 23, payload
+    nodes = [layer[i:i + 32] for i in range(0, len(layer), 32)][index:index + length]
+    nodes += [pad_hash(base)] * (length - len(nodes))
+    return 22, payload + b"".join(nodes)
+
+
 def serve(sock, addr, args, info, info_hash, content):
     peer = "%s:%d" % addr
     emit("peer_connected", addr=peer)
@@ -101,7 +136,13 @@ def serve(sock, addr, args, info, info_hash, content):
         ext = {"m": {"ut_metadata": OUR_UT_METADATA}, "metadata_size": len(info), "v": "bep9_peer"}
         send_msg(sock, 20, b"\x00" + encode(ext))
         num_pieces = 0
-        if not args.no_data and args.piece_length and args.total_length:
+        if args.no_data and args.have_pieces:
+            bits = bytearray((args.have_pieces + 7) // 8)
+            for i in range(args.have_pieces):
+                bits[i // 8] |= 0x80 >> (i % 8)
+            send_msg(sock, 5, bytes(bits))
+            send_msg(sock, 1)  # unchoke
+        elif not args.no_data and args.piece_length and args.total_length:
             num_pieces = -(-args.total_length // args.piece_length)
             bits = bytearray((num_pieces + 7) // 8)
             for i in range(num_pieces):
@@ -139,6 +180,8 @@ def serve(sock, addr, args, info, info_hash, content):
                     else:
                         msg = encode({"msg_type": 2, "piece": piece})
                     send_msg(sock, 20, bytes([their_ut_metadata]) + msg)
+            elif mid == 21 and len(payload) == 48:  # hash request (BEP 52)
+                send_msg(sock, *hash_answer(payload, args.layers, args.layer_piece_length))
             elif mid == 2 and num_pieces:  # interested
                 send_msg(sock, 1)
             elif mid == 6 and num_pieces and len(payload) == 12:
@@ -168,14 +211,31 @@ def main():
     ap.add_argument("--no-data", action="store_true")
     ap.add_argument("--piece-length", type=int)
     ap.add_argument("--total-length", type=int)
+    ap.add_argument("--v2", action="store_true")
+    ap.add_argument("--torrent")
+    ap.add_argument("--have-pieces", type=int, default=0)
     args = ap.parse_args()
 
     with open(args.info, "rb") as f:
         info = f.read()
     info_hash = hashlib.sha1(info).digest()
+    magnet = "magnet:?xt=urn:btih:" + info_hash.hex()
+    if args.v2:
+        full = hashlib.sha256(info).digest()
+        info_hash = full[:20]
+        magnet = "magnet:?xt=urn:btmh:1220" + full.hex()
+    args.layers = {}
+    args.layer_piece_length = None
+    if args.torrent:
+        with open(args.torrent, "rb") as f:
+            top, _ = decode(f.read())
+        if isinstance(top.get(b"piece layers"), dict):
+            args.layers = top[b"piece layers"]
     # piece length and total length from the info dict, when readable
     try:
         d, _ = decode(info)
+        if isinstance(d.get(b"piece length"), int):
+            args.layer_piece_length = d[b"piece length"]
         if args.piece_length is None and isinstance(d.get(b"piece length"), int):
             args.piece_length = d[b"piece length"]
         if args.total_length is None:
@@ -210,7 +270,7 @@ def main():
 
     watch_stdin(lambda: stop("stdin closed"))
     emit("ready", port=port, info_hash=info_hash.hex(),
-         magnet="magnet:?xt=urn:btih:" + info_hash.hex(), metadata_size=len(info),
+         magnet=magnet, metadata_size=len(info),
          piece_length=args.piece_length, total_length=args.total_length)
     while True:
         sock, addr = srv.accept()

@@ -15,13 +15,15 @@ or /dev/null the stdin watch is off.
 Roles (at most one of them; none gives a bare DHT node):
   --seed DIR                      make a v1 torrent of DIR (a directory or a
                                   single file) and seed it from DIR's parent
+                                  (--flavor hybrid / v2: BEP 52 torrents)
   --seed-torrent F.torrent --save DIR   seed an existing torrent from DIR
   --fetch MAGNET|F.torrent --save DIR   download; report `finished` once every
                                   piece is had (checked piece by piece)
 
 Events (each line has "event"; other fields as listed):
   ready        port (TCP and UDP listen port), dht_port, node_id (40 hex or null)
-  torrent      info_hash (40 hex, v1), magnet, name, files [{path, size}],
+  torrent      info_hash (40 hex, v1; zeros for v2-only), info_hash_v2 (64
+               hex, "" without v2), magnet, name, files [{path, size}],
                piece_length (bytes), num_pieces, total_size (bytes),
                torrent_file (path or null)
   seeding      info_hash                      (a seeder has checked all pieces)
@@ -92,6 +94,8 @@ def parse_args(argv):
     role.add_argument("--fetch", metavar="MAGNET_OR_TORRENT", help="download a magnet or .torrent into --save")
     p.add_argument("--save", metavar="DIR", help="save path for --seed-torrent and --fetch")
     p.add_argument("--piece-size", type=int, default=0, help="piece length for --seed (bytes, power of 2)")
+    p.add_argument("--flavor", choices=["v1", "hybrid", "v2"], default="v1",
+                   help="with --seed: a v1 (default), hybrid v1+v2 or v2-only (BEP 52) torrent")
     p.add_argument("--write-torrent", metavar="FILE", help="with --seed: also write the .torrent here")
     p.add_argument("--connect", action="append", default=[], metavar="HOST:PORT",
                    help="dial this peer now and every 2 s until a peer is connected; repeatable")
@@ -106,6 +110,9 @@ def parse_args(argv):
     p.add_argument("--keep-redundant", action="store_true",
                    help="keep connections where neither side wants data "
                         "(close_redundant_connections off), e.g. a seed and an upload-only peer")
+    p.add_argument("--ignore-pex", action="store_true",
+                   help="take no peers from peer exchange (max_pex_peers 0): this node dials only "
+                        "--connect peers and peers a BEP 55 holepunch relay names")
     p.add_argument("--verbose", action="store_true", help="log DHT and peer traffic on stderr")
     p.add_argument("--report-peers", action="store_true",
                    help="emit peer_pieces events: which pieces each connected peer advertised")
@@ -148,6 +155,8 @@ def session_settings(args):
         s["enable_incoming_utp"] = False
     if args.keep_redundant:
         s["close_redundant_connections"] = False
+    if args.ignore_pex:
+        s["max_pex_peers"] = 0
     if args.no_encryption:
         s["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
         s["in_enc_policy"] = int(lt.enc_policy.pe_disabled)
@@ -291,7 +300,9 @@ def add_torrent(ses, args):
     if args.seed:
         src = os.path.abspath(args.seed)
         log(f"hashing {src}")
-        ti, data = ltsession.make_torrent(src, args.piece_size, creator="btfs-mount ltnode")
+        ti, data = ltsession.make_torrent(src, args.piece_size, creator="btfs-mount ltnode",
+                                          hybrid=args.flavor == "hybrid",
+                                          v2_only=args.flavor == "v2")
         if args.write_torrent:
             with open(args.write_torrent, "wb") as f:
                 f.write(data)

@@ -137,16 +137,20 @@ def start_dht(ses, routers, bootstrap):
         ses.add_dht_node(node)
 
 
-def make_torrent(path, piece_size, hybrid=False, creator="btfs-mount test"):
+def make_torrent(path, piece_size, hybrid=False, creator="btfs-mount test", v2_only=False):
     """A torrent of `path` (a directory or a file), v1 only unless `hybrid`
-    (v1 + v2), with `piece_size`-byte pieces (0: libtorrent's choice),
-    hashed from `path`'s parent. Returns (torrent_info, .torrent bytes)."""
+    (v1 + v2) or `v2_only` (BEP 52 only), with `piece_size`-byte pieces (0:
+    libtorrent's choice), hashed from `path`'s parent. Returns
+    (torrent_info, .torrent bytes)."""
     path = os.path.abspath(path)
     fs = lt.file_storage()
     lt.add_files(fs, path)
     if fs.num_files() == 0:
         raise ValueError(f"no files under {path}")
-    flags = 0 if hybrid else lt.create_torrent.v1_only
+    if v2_only:
+        flags = lt.create_torrent.v2_only
+    else:
+        flags = 0 if hybrid else lt.create_torrent.v1_only
     ct = lt.create_torrent(fs, piece_size, flags)
     ct.set_creator(creator)
     lt.set_piece_hashes(ct, os.path.dirname(path))
@@ -155,7 +159,8 @@ def make_torrent(path, piece_size, hybrid=False, creator="btfs-mount test"):
 
 
 def torrent_event(ti, torrent_file=None):
-    """Emits the `torrent` event of `ti`: info_hash (v1), magnet, name,
+    """Emits the `torrent` event of `ti`: info_hash (v1; 40 zeros for a
+    v2-only torrent), info_hash_v2 (64 hex, "" without v2), magnet, name,
     files [{path, size}] (pad files left out), piece_length, num_pieces,
     total_size, torrent_file."""
     fs = ti.files()
@@ -166,6 +171,7 @@ def torrent_event(ti, torrent_file=None):
         files.append({"path": fs.file_path(i), "size": fs.file_size(i)})
     emit("torrent",
          info_hash=str(ti.info_hashes().v1),
+         info_hash_v2=str(ti.info_hashes().v2) if ti.info_hashes().has_v2() else "",
          magnet=lt.make_magnet_uri(ti),
          name=ti.name(),
          files=files,

@@ -47,6 +47,21 @@ impl Bep9Peer {
         Bep9Peer::start(info, &[], &["--no-data"])
     }
 
+    /// Serves the v2 info dictionary `info` under its truncated SHA-256
+    /// (BEP 52; [`Bep9Peer::magnet`] is then a `btmh` link), claims all
+    /// `num_pieces` pieces but sends none, and answers hash requests for
+    /// whole piece layers from the `piece layers` of the .torrent file
+    /// `torrent`.
+    pub fn v2_metadata_and_layers(info: &[u8], torrent: &Path, num_pieces: u32) -> Bep9Peer {
+        let n = num_pieces.to_string();
+        let t = torrent.to_str().expect("UTF-8 path");
+        Bep9Peer::start(
+            info,
+            &[],
+            &["--no-data", "--v2", "--torrent", t, "--have-pieces", &n],
+        )
+    }
+
     /// Serves `info` and the piece space: zeros overlaid with each
     /// `(offset, bytes)` blob. `extra` adds `bep9_peer.py` flags.
     pub fn start(info: &[u8], blobs: &[(u64, &[u8])], extra: &[&str]) -> Bep9Peer {
@@ -78,7 +93,8 @@ impl Bep9Peer {
         format!("127.0.0.1:{}", self.ready["port"].as_u64().expect("port"))
     }
 
-    /// `magnet:?xt=urn:btih:<sha1 of the info bytes>` (no peer in it).
+    /// `magnet:?xt=urn:btih:<sha1 of the info bytes>` (no peer in it), or
+    /// with `--v2` `magnet:?xt=urn:btmh:1220<sha256 of them>`.
     pub fn magnet(&self) -> String {
         self.ready["magnet"].as_str().expect("magnet").to_string()
     }

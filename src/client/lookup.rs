@@ -11,7 +11,7 @@ use crate::InfoHash;
 use crate::archive::Archive;
 use crate::magnet::{self, Url};
 use crate::storage::{CacheLayout, StorageKind};
-use crate::swarm::{MetadataError, PeerSource, Swarm, SwarmStats};
+use crate::swarm::{Ids, MetadataError, PeerSource, Swarm, SwarmStats};
 
 /// A progress callback (see [`LookupOptions::progress`]).
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -89,16 +89,19 @@ impl Client {
                 for t in &m.trackers {
                     tracing::info!("ignoring tracker {t}: btfs-mount uses the DHT only");
                 }
-                self.lookup_info_hash(m.info_hash, m.peers, opts).await
+                let ids = Ids::of_magnet(&m);
+                self.lookup_info_hash(m.info_hash, ids, m.peers, opts).await
             }
             Url::Mutable(m) => Ok(self.lookup_mutable(&m, opts).await?.archive),
         }
     }
 
-    /// The lookup of one info-hash: swarm, cached or fetched metadata.
+    /// The lookup of one info-hash: swarm, cached or fetched metadata,
+    /// checked against the hashes of `ids`.
     pub(super) async fn lookup_info_hash(
         &self,
         info_hash: InfoHash,
+        ids: Ids,
         extra: Vec<SocketAddr>,
         opts: LookupOptions,
     ) -> Result<Archive, Error> {
@@ -118,7 +121,7 @@ impl Client {
                     source: Arc::new(e),
                 })?;
         }
-        let swarm = self.swarm(info_hash, opts.seed);
+        let swarm = self.swarm(info_hash, ids, opts.seed);
         swarm.add_peers(extra, PeerSource::Magnet);
         swarm.add_peers(opts.peers.iter().copied(), PeerSource::Cli);
         if swarm.loaded().is_none() {
@@ -142,6 +145,7 @@ impl Client {
             self.remove_swarm(&swarm);
             return Err(Error::Metadata(e));
         }
+        self.add_aliases(&swarm);
         Ok(Archive::new(swarm))
     }
 
@@ -174,7 +178,7 @@ impl Client {
         let Ok(raw) = tokio::fs::read(&path).await else {
             return;
         };
-        if InfoHash::of_info(&raw) != swarm.info_hash {
+        if swarm.ids().check(swarm.info_hash, &raw).is_err() {
             tracing::warn!(
                 "ignoring {}: it does not match the info-hash",
                 path.display()

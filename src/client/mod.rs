@@ -20,7 +20,7 @@ use crate::dht::Dht;
 use crate::lsd::Lsd;
 use crate::peer::session;
 use crate::peer::transport::Transports;
-use crate::swarm::{Swarm, SwarmConfig, discovery};
+use crate::swarm::{Ids, Swarm, SwarmConfig, discovery};
 use crate::{InfoHash, PeerId};
 
 mod accept;
@@ -172,8 +172,10 @@ impl Client {
         self.inner.swarm_of(&info_hash).is_some()
     }
 
-    /// The swarm for `info_hash`, created and its discovery started if new.
-    fn swarm(&self, info_hash: InfoHash, seed: bool) -> Arc<Swarm> {
+    /// The swarm for `info_hash`, created and its discovery started if new;
+    /// its info dictionary is checked against `ids` (see [`Ids`]). A hybrid
+    /// is also reached by its other info-hash (see [`Client::add_aliases`]).
+    fn swarm(&self, info_hash: InfoHash, ids: Ids, seed: bool) -> Arc<Swarm> {
         let mut swarms = self.inner.swarms();
         if let Some(s) = swarms.get(&info_hash) {
             return s.clone();
@@ -192,11 +194,13 @@ impl Client {
             prefers_encryption: self.inner.transports.policy == crate::peer::mse::Policy::Require,
             reach: self.inner.reach.clone(),
         };
-        let swarm = Swarm::new(info_hash, cfg);
+        let swarm = Swarm::with_ids(info_hash, ids, cfg);
         swarms.insert(info_hash, swarm.clone());
+        drop(swarms);
         if seed {
             self.inner.transports.serve(info_hash);
         }
+        self.add_aliases(&swarm);
         let transports = self.inner.transports.clone();
         let dialer: discovery::Dialer = Arc::new(move |swarm, target| {
             Box::pin(session::dial(swarm, target, transports.clone()))
@@ -211,10 +215,46 @@ impl Client {
         swarm
     }
 
+    /// Makes `swarm` reachable by its other info-hash too, once it is known
+    /// (a hybrid torrent, BEP 52: peers on the v1 and the v2 info-hash are
+    /// one swarm): incoming connections and LSD announces naming it reach
+    /// this swarm. A hash another swarm holds already stays with that one.
+    pub(crate) fn add_aliases(&self, swarm: &Arc<Swarm>) {
+        let Some(other) = swarm.other_info_hash() else {
+            return;
+        };
+        let mut swarms = self.inner.swarms();
+        if swarms.contains_key(&other) {
+            return;
+        }
+        swarms.insert(other, swarm.clone());
+        drop(swarms);
+        if swarm.cfg.seed {
+            self.inner.transports.serve(other);
+        }
+        tracing::info!(
+            "{}: also reached by its other info-hash {other} (hybrid torrent)",
+            swarm.info_hash
+        );
+    }
+
     fn remove_swarm(&self, swarm: &Arc<Swarm>) {
         swarm.stop();
-        self.inner.swarms().remove(&swarm.info_hash);
-        self.inner.transports.unserve(&swarm.info_hash);
+        let keys: Vec<InfoHash> = {
+            let mut swarms = self.inner.swarms();
+            let keys: Vec<InfoHash> = swarms
+                .iter()
+                .filter(|(_, s)| Arc::ptr_eq(s, swarm))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &keys {
+                swarms.remove(k);
+            }
+            keys
+        };
+        for k in keys {
+            self.inner.transports.unserve(&k);
+        }
     }
 
     /// Stops one archive's swarm (its connections and announces).
@@ -237,7 +277,13 @@ impl Client {
             let limit = crate::reach::portmap::DELETE_TIMEOUT + Duration::from_secs(1);
             let _ = tokio::time::timeout(limit, task).await;
         }
-        let swarms: Vec<Arc<Swarm>> = self.inner.swarms().drain().map(|(_, s)| s).collect();
+        let swarms: Vec<Arc<Swarm>> = self
+            .inner
+            .swarms()
+            .drain()
+            .filter(|(k, s)| *k == s.info_hash)
+            .map(|(_, s)| s)
+            .collect();
         for s in swarms {
             s.stop();
         }

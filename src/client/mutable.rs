@@ -14,6 +14,7 @@ use crate::dht::{DhtError, MutableItem};
 use crate::keypair::Keypair;
 use crate::magnet::{self, MutableUrl, Url};
 use crate::storage::{CacheLayout, StorageKind};
+use crate::swarm::Ids;
 
 /// A BEP 46 item resolved by [`Client::resolve_mutable`].
 #[derive(Debug, Clone)]
@@ -145,7 +146,9 @@ impl Client {
             timeout: opts.timeout.saturating_sub(started.elapsed()),
             ..opts
         };
-        let archive = self.lookup_info_hash(r.info_hash, Vec::new(), opts).await?;
+        let archive = self
+            .lookup_info_hash(r.info_hash, Ids::bare(), Vec::new(), opts)
+            .await?;
         Ok(Version {
             seq: r.item.seq,
             archive,
@@ -377,7 +380,7 @@ impl Client {
                     r.info_hash
                 );
                 let archive = match client
-                    .lookup_info_hash(r.info_hash, Vec::new(), opts.clone())
+                    .lookup_info_hash(r.info_hash, Ids::bare(), Vec::new(), opts.clone())
                     .await
                 {
                     Ok(a) => a,

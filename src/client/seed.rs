@@ -52,7 +52,7 @@ impl Client {
         storage: Arc<dyn Storage>,
     ) -> Result<Archive, Error> {
         let info_hash = InfoHash::of_info(info_raw);
-        let swarm = self.swarm(info_hash, true);
+        let swarm = self.swarm(info_hash, crate::swarm::Ids::bare(), true);
         if let Err(e) = swarm.set_complete(info_raw, storage) {
             self.remove_swarm(&swarm);
             return Err(Error::Metadata(e));

@@ -52,6 +52,22 @@ impl PieceLayers {
         let Some(v) = top.get(b"piece layers") else {
             return Ok(PieceLayers::default());
         };
+        Self::from_value(v, info)
+    }
+
+    /// Reads and checks a bencoded `piece layers` dictionary on its own
+    /// (as [`PieceLayers::to_bencode`] writes it; the cache keeps the
+    /// layers fetched from peers this way), for the torrent `info`. Each
+    /// layer is checked against its `pieces root` as in
+    /// [`PieceLayers::from_torrent_file`].
+    ///
+    /// Errors: [`MetainfoError::Bencode`], [`MetainfoError::PieceLayers`].
+    pub fn from_bencode(buf: &[u8], info: &Info) -> Result<PieceLayers, MetainfoError> {
+        let v = bencode::decode(buf, Limits::default())?;
+        Self::from_value(&v, info)
+    }
+
+    fn from_value(v: &bencode::Value<'_>, info: &Info) -> Result<PieceLayers, MetainfoError> {
         let dict = v
             .as_dict()
             .ok_or_else(|| bad(format!("must be a dictionary, got {}", type_name(v))))?;

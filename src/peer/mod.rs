@@ -9,6 +9,7 @@
 //! - [`extension`]: the extension protocol handshake (BEP 10).
 //! - [`ut_metadata`]: fetching and serving the info dictionary (BEP 9).
 //! - [`pex`]: peer exchange (BEP 11).
+//! - [`holepunch`]: NAT holepunching through a relay peer (BEP 55).
 //! - `session`: one connection's life in a swarm (crate-internal): the
 //!   loop, metadata, PEX, downloading and uploading.
 //! - [`mse`]: Message Stream Encryption, the obfuscated handshake and RC4
@@ -19,6 +20,7 @@
 
 pub mod conn;
 pub mod extension;
+pub mod holepunch;
 pub mod mse;
 pub mod pex;
 pub(crate) mod session;

@@ -173,8 +173,10 @@ pub enum MetadataError {
 }
 
 /// Collects the pieces of an info dictionary of known size (from a peer's
-/// `metadata_size`, BEP 9) and checks the SHA-1 of the result against the
-/// info-hash.
+/// `metadata_size`, BEP 9) and checks the result against the 20-byte
+/// info-hash it was asked by: its SHA-1 (v1 and hybrid torrents), or its
+/// SHA-256 truncated to 20 bytes (a v2 torrent found by its v2 info-hash,
+/// BEP 52). The caller checks the full SHA-256 when it knows it.
 ///
 /// Pieces are kept as received (no buffer of `total_size` is allocated up
 /// front), so a lying `metadata_size` costs nothing until data arrives.
@@ -314,8 +316,8 @@ impl MetadataAssembler {
         self.received = 0;
     }
 
-    /// The info dictionary, once its SHA-1 equals the info-hash (the
-    /// assembler is left empty). Errors: [`MetadataError::Incomplete`];
+    /// The info dictionary, once its SHA-1, or its SHA-256 truncated to 20
+    /// bytes (BEP 52), equals the info-hash (the assembler is left empty). Errors: [`MetadataError::Incomplete`];
     /// [`MetadataError::HashMismatch`], after which the assembler is reset so
     /// the pieces can be fetched again from another peer.
     pub fn finish(&mut self) -> Result<Vec<u8>, MetadataError> {
@@ -328,7 +330,9 @@ impl MetadataAssembler {
         }
         self.reset();
         let digest: [u8; 20] = sha1::Sha1::digest(&out).into();
-        if digest != self.info_hash.0 {
+        if digest != self.info_hash.0
+            && crate::hash::InfoHashV2::of_info(&out).truncated() != self.info_hash
+        {
             return Err(MetadataError::HashMismatch);
         }
         Ok(out)
@@ -527,6 +531,22 @@ mod tests {
             })
         );
         assert_eq!(a.finish(), Err(MetadataError::Incomplete));
+    }
+
+    #[test]
+    fn truncated_v2_info_hash_accepted() {
+        // BEP 52: a v2 torrent's metadata is asked by its SHA-256 truncated
+        let info = info_of(700);
+        let ih = crate::hash::InfoHashV2::of_info(&info).truncated();
+        let mut a = MetadataAssembler::new(ih, 700).unwrap();
+        a.add(0, Bytes::from(info.clone())).unwrap();
+        assert_eq!(a.finish().unwrap(), info);
+        // the last 12 bytes of the SHA-256 are not enough to pass: another
+        // dictionary with the same length fails
+        let mut forged = info.clone();
+        forged[10] ^= 1;
+        a.add(0, Bytes::from(forged)).unwrap();
+        assert_eq!(a.finish(), Err(MetadataError::HashMismatch));
     }
 
     #[test]

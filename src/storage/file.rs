@@ -300,6 +300,14 @@ impl Storage for FileStorage {
         write_atomic(&self.dir.have(), bitfield)
     }
 
+    fn load_piece_layers(&self) -> Option<Vec<u8>> {
+        fs::read(self.dir.piece_layers()).ok()
+    }
+
+    fn save_piece_layers(&self, layers: &[u8]) -> io::Result<()> {
+        write_atomic(&self.dir.piece_layers(), layers)
+    }
+
     fn file_path(&self, file_index: usize) -> Option<&Path> {
         self.extents.get(file_index)?.path.as_deref()
     }

@@ -5,6 +5,7 @@
 //!     <info-hash>/              one torrent's cache (TorrentDir)
 //!         info                  its raw info dictionary (a later mount needs no metadata exchange)
 //!         have                  bitfield of the pieces held (resume; a hint, hashed before use)
+//!         piece_layers          a v2 torrent's piece layers fetched from peers (BEP 52; checked against each `pieces root` before use)
 //!         lock                  flock'ed by the one process using the cache; holds its pid
 //!         files/<path>          the torrent's files, sparse, at their sanitized paths
 //!         btfs-mount.log        the log of a background mount of the torrent
@@ -114,6 +115,13 @@ impl TorrentDir {
     /// `have`: the bitfield of the pieces held.
     pub fn have(&self) -> PathBuf {
         self.0.join("have")
+    }
+
+    /// `piece_layers`: the piece layers of a v2 torrent's files, verified
+    /// when fetched (BEP 52 hash exchange), bencoded as a .torrent's
+    /// `piece layers` (`pieces root` → the layer's hashes concatenated).
+    pub fn piece_layers(&self) -> PathBuf {
+        self.0.join("piece_layers")
     }
 
     /// `lock`: flock'ed by the process using this cache, holding its pid.

@@ -52,6 +52,17 @@ pub trait Storage: Send + Sync + 'static {
     /// Persists the bitfield of the pieces stored (verified, or stored
     /// earlier and not hashed yet since the start). Errors: I/O errors.
     fn save_have(&self, bitfield: &[u8]) -> io::Result<()>;
+    /// The persisted piece layers of a v2 torrent (BEP 52, bencoded as a
+    /// .torrent's `piece layers`), if any. A hint only: each layer is
+    /// checked against its `pieces root` before use. None by default.
+    fn load_piece_layers(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Persists the piece layers (see [`Storage::load_piece_layers`]); by
+    /// default they are not kept. Errors: I/O errors.
+    fn save_piece_layers(&self, _layers: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
     /// Frees the space of piece `index` (evicted from a bounded cache, or
     /// found wrong). Its bytes read as zeros or fail afterwards: callers
     /// forget the piece first. Errors: the underlying I/O error.

@@ -50,7 +50,7 @@ async fn lsd_announce_loop(swarm: Arc<Swarm>, lsd: Lsd) {
     let mut shutdown = swarm.subscribe_shutdown();
     loop {
         if !swarm.loaded().is_some_and(|l| l.info.private) {
-            let n = lsd.announce(&[swarm.info_hash]).await;
+            let n = lsd.announce(&swarm.info_hashes()).await;
             tracing::debug!("{}: LSD announce ({n} datagrams)", swarm.info_hash);
         }
         tokio::select! {
@@ -76,39 +76,54 @@ async fn dial_loop(swarm: Arc<Swarm>, dialer: Dialer) {
 }
 
 /// Finds peers on the DHT (repeating `get_peers` while more are wanted) and
-/// announces our port while seeding (BEP 5).
+/// announces our port while seeding (BEP 5), under each of the swarm's
+/// info-hashes (a hybrid's v1 and truncated v2 info-hash, BEP 52).
 async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
     let mut shutdown = swarm.subscribe_shutdown();
     let mut last_announce: Option<tokio::time::Instant> = None;
+    let mut announced = 0usize;
     let mut round = 0u32;
     loop {
-        let mut rx = dht.get_peers(swarm.info_hash);
-        loop {
-            tokio::select! {
-                b = rx.recv() => match b {
-                    Some(batch) => {
-                        let n = swarm.add_peers(batch, PeerSource::Dht);
-                        if n > 0 {
-                            tracing::info!("{}: {n} new peers from the DHT", swarm.info_hash);
+        let hashes = swarm.info_hashes();
+        for &ih in &hashes {
+            let mut rx = dht.get_peers(ih);
+            loop {
+                tokio::select! {
+                    b = rx.recv() => match b {
+                        Some(batch) => {
+                            let n = swarm.add_peers(batch, PeerSource::Dht);
+                            if n > 0 {
+                                tracing::info!("{}: {n} new peers from the DHT (under {ih})", swarm.info_hash);
+                            }
                         }
-                    }
-                    None => break,
-                },
-                _ = shutdown.changed() => return,
+                        None => break,
+                    },
+                    _ = shutdown.changed() => return,
+                }
             }
         }
         round += 1;
         let seeding = swarm.cfg.seed && swarm.loaded().is_some();
-        if seeding && last_announce.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+        // a hash learnt since the last announce (a hybrid's other one) is
+        // announced at once
+        if seeding
+            && (hashes.len() > announced
+                || last_announce.is_none_or(|t| t.elapsed() > Duration::from_secs(600)))
+        {
+            let mut any = false;
             // Behind a port mapping, the port the router forwards to us.
             let port = swarm.cfg.reach.advertised_port(port, None);
-            let n = dht.announce_peer(swarm.info_hash, Some(port)).await;
-            tracing::info!(
-                "{}: announced port {port} to {n} DHT nodes",
-                swarm.info_hash
-            );
-            if n > 0 {
+            for &ih in &hashes {
+                let n = dht.announce_peer(ih, Some(port)).await;
+                tracing::info!(
+                    "{}: announced port {port} to {n} DHT nodes under {ih}",
+                    swarm.info_hash
+                );
+                any |= n > 0;
+            }
+            if any {
                 last_announce = Some(tokio::time::Instant::now());
+                announced = hashes.len();
             }
         }
         let s = swarm.stats();

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::picker::Picker;
 use super::{Loaded, StorageKind, Swarm};
-use crate::InfoHash;
 use crate::metainfo::{Info, MetainfoError};
 use crate::storage::{CacheLayout, FileStorage, MemStorage, Storage};
 
@@ -39,12 +38,19 @@ pub enum MetadataError {
         connected: usize,
         bytes: u64,
     },
+    /// A v2 torrent's info dictionary arrived, but not every file's piece
+    /// layer (BEP 52 hash requests) in time.
+    #[error(
+        "the piece layers of this v2 torrent were not received within {secs} s ({connected} peers connected): no peer answered our hash requests"
+    )]
+    PieceLayers { secs: u64, connected: usize },
     /// The swarm was stopped while waiting.
     #[error("stopped")]
     Stopped,
-    /// A v2-only info dictionary (BEP 52): its pieces cannot be verified yet.
-    #[error("a v2-only torrent (BEP 52): its pieces cannot be verified yet")]
-    V2Pieces,
+    /// An info dictionary found by its v2 info-hash (`xt=urn:btmh`, BEP 52)
+    /// that has no `meta version` 2.
+    #[error("the info dictionary found by its v2 info-hash (btmh) is not a v2 torrent")]
+    NotV2,
 }
 
 /// The memory of one metadata assembly (BEP 9) in the process's budget;
@@ -153,9 +159,17 @@ impl Swarm {
                 info.total_length
             );
         }
+        let trees = super::trees::Trees::new(&info, storage.load_piece_layers());
+        if !trees.ready() {
+            tracing::info!(
+                "{}: a v2 torrent: fetching its piece layers from peers (BEP 52 hash requests)",
+                self.info_hash
+            );
+        }
         let mut st = self.lock();
         st.picker = Some(picker);
         st.cache.load(budget, &held, held_bytes);
+        st.trees = trees;
         drop(st);
         let _ = self.loaded.set(loaded);
         self.evict_over_budget();
@@ -209,17 +223,14 @@ impl Swarm {
     }
 
     /// `raw` as this swarm's info dictionary. Errors: it does not hash to
-    /// the info-hash, or the parser refuses it.
-    fn parse(&self, raw: &[u8]) -> Result<Info, MetadataError> {
-        if InfoHash::of_info(raw) != self.info_hash {
-            return Err(MetadataError::Mismatch);
-        }
+    /// the info-hashes the link named ([`super::Ids::check`]), it was found
+    /// by a v2 info-hash but has no `meta version` 2, or the parser refuses
+    /// it.
+    pub(crate) fn parse(&self, raw: &[u8]) -> Result<Info, MetadataError> {
+        let by_v2 = self.ids.check(self.info_hash, raw)?;
         let info = Info::from_bytes(raw)?;
-        // Its pieces have no SHA-1 to check them against: until pieces are
-        // verified against their Merkle trees (BEP 52), a v2-only torrent
-        // whose SHA-1 someone gave as a btih is refused here.
-        if info.version == crate::metainfo::MetaVersion::V2 {
-            return Err(MetadataError::V2Pieces);
+        if by_v2 && info.version == crate::metainfo::MetaVersion::V1 {
+            return Err(MetadataError::NotV2);
         }
         Ok(info)
     }
@@ -242,13 +253,15 @@ impl Swarm {
     }
 
     /// Waits until the metadata is known (Ok) or refused (Err), or `timeout`.
+    /// For a v2-only torrent the metadata includes every file's piece layer
+    /// (fetched with BEP 52 hash requests, or from the cache).
     pub async fn wait_metadata(&self, timeout: Duration) -> Result<(), MetadataError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.metadata_ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.loaded.get().is_some() {
+            if self.loaded.get().is_some() && self.trees_ready() {
                 return Ok(());
             }
             if let Some(e) = self.metadata_error() {
@@ -258,6 +271,12 @@ impl Swarm {
                 return Err(MetadataError::Stopped);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                if self.loaded.get().is_some() {
+                    return Err(MetadataError::PieceLayers {
+                        secs: timeout.as_secs(),
+                        connected: self.stats().peers_connected,
+                    });
+                }
                 let s = self.stats();
                 return Err(MetadataError::Timeout {
                     secs: timeout.as_secs(),

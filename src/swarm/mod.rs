@@ -21,6 +21,9 @@
 //! - [`write`]: received blocks to the cache, as they arrive.
 //! - [`verify`]: hashing completed and cached pieces from the cache,
 //!   blame and strikes.
+//! - [`trees`]: a v2-only torrent's piece layers (BEP 52 hash exchange),
+//!   against which [`verify`] checks its pieces.
+//! - [`ids`]: the info-hashes a swarm is known by (v1, v2, hybrid).
 //! - [`budget`]: the process-wide memory budget (`--memory-limit`).
 //! - [`cache`]: the cache's byte budget, eviction, pins, LRU order.
 //! - [`read`]: reads that wait for pieces, readahead windows.
@@ -44,6 +47,8 @@ use crate::{InfoHash, PeerId};
 pub mod budget;
 mod cache;
 pub(crate) mod discovery;
+mod holepunch;
+mod ids;
 mod metadata;
 mod peers;
 pub(crate) mod picker;
@@ -52,11 +57,14 @@ mod read;
 mod requests;
 #[cfg(test)]
 mod tests;
+mod trees;
 mod verify;
 mod write;
 
 pub use crate::storage::StorageKind;
 pub use cache::PiecePin;
+pub(crate) use holepunch::{OUTBOX as HOLEPUNCH_OUTBOX, Outbox as HolepunchOutbox};
+pub(crate) use ids::Ids;
 pub(crate) use metadata::AssemblyPermit;
 pub use metadata::MetadataError;
 pub(crate) use peers::DialTarget;
@@ -78,6 +86,8 @@ pub(crate) enum PeerSource {
     Cli,
     /// It connected to us.
     Incoming,
+    /// A relay told us to dial it (BEP 55 `connect`).
+    Holepunch,
 }
 
 impl fmt::Display for PeerSource {
@@ -89,6 +99,7 @@ impl fmt::Display for PeerSource {
             PeerSource::Magnet => "magnet",
             PeerSource::Cli => "cli",
             PeerSource::Incoming => "incoming",
+            PeerSource::Holepunch => "holepunch",
         })
     }
 }
@@ -144,6 +155,8 @@ struct State {
     verify: verify::Verify,
     cache: cache::Cache,
     reads: read::Reads,
+    /// A v2-only torrent's piece layers ([`trees`]).
+    trees: trees::Trees,
 }
 
 /// Counters shown in the progress line and logs.
@@ -178,6 +191,8 @@ pub struct SwarmStats {
 /// One torrent's swarm. Shared by its peer tasks, readers and the client.
 pub(crate) struct Swarm {
     pub info_hash: InfoHash,
+    /// The hashes the link named ([`ids`]).
+    ids: Ids,
     pub cfg: SwarmConfig,
     loaded: OnceLock<Loaded>,
     /// Held while the metadata is being loaded (see [`Swarm::set_metadata`]).
@@ -200,13 +215,25 @@ pub(crate) struct Swarm {
     /// Connections assembling the metadata now (see
     /// [`Swarm::metadata_permit`]).
     metadata_assemblers: AtomicUsize,
+    /// The queue of the swarm's cache writer ([`write`]), started on the
+    /// first block received.
+    writer: OnceLock<write::WriterTx>,
 }
 
 impl Swarm {
-    /// A swarm with no metadata yet.
+    /// A swarm with no metadata yet, known by `info_hash` alone (its info
+    /// dictionary's SHA-1, or SHA-256 truncated to 20 bytes).
+    #[cfg(test)]
     pub fn new(info_hash: InfoHash, cfg: SwarmConfig) -> Arc<Swarm> {
+        Swarm::with_ids(info_hash, Ids::bare(), cfg)
+    }
+
+    /// A swarm with no metadata yet, keyed by `info_hash` and checking its
+    /// info dictionary against the hashes of `ids` (see [`ids`]).
+    pub fn with_ids(info_hash: InfoHash, ids: Ids, cfg: SwarmConfig) -> Arc<Swarm> {
         Arc::new(Swarm {
             info_hash,
+            ids,
             cfg,
             loaded: OnceLock::new(),
             loading: Mutex::new(()),
@@ -217,6 +244,7 @@ impl Swarm {
                 verify: verify::Verify::default(),
                 cache: cache::Cache::default(),
                 reads: read::Reads::default(),
+                trees: trees::Trees::default(),
             }),
             metadata_ready: Notify::new(),
             piece_event: Notify::new(),
@@ -226,6 +254,7 @@ impl Swarm {
             counters: Counters::default(),
             cache_reads: AtomicUsize::new(0),
             metadata_assemblers: AtomicUsize::new(0),
+            writer: OnceLock::new(),
         })
     }
 

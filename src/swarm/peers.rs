@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::holepunch::HolepunchTable;
 use super::{ConnId, PeerSource, Swarm};
-use crate::peer::pex::{FLAG_ENCRYPTION, FLAG_UTP};
+use crate::peer::pex::{FLAG_ENCRYPTION, FLAG_HOLEPUNCH, FLAG_UTP};
 use crate::peer::transport::{Kind, Route};
 
 /// Most dialable addresses remembered per torrent.
@@ -19,19 +20,25 @@ const MAX_CANDIDATES: usize = 2000;
 const UNCHOKE_SLOTS: usize = 16;
 
 /// A peer address we may connect to.
-struct Candidate {
-    source: PeerSource,
+pub(super) struct Candidate {
+    pub(super) source: PeerSource,
     failures: u32,
-    next_try: Instant,
-    connected: bool,
+    pub(super) next_try: Instant,
+    pub(super) connected: bool,
     /// False for the ephemeral address of an incoming connection.
     dialable: bool,
     /// How the last successful dial reached it: the next dial tries that
     /// first.
-    route: Option<Route>,
+    pub(super) route: Option<Route>,
     /// What peer exchange said of it (BEP 11 `added.f`: prefers
-    /// encryption, supports uTP), a hint while no dial has worked.
-    pex_flags: u8,
+    /// encryption, supports uTP, supports holepunch), a hint while no dial
+    /// has worked.
+    pub(super) pex_flags: u8,
+    /// The connection whose `ut_pex` told us of it first: the preferred
+    /// relay of a BEP 55 rendezvous when it cannot be dialled.
+    pub(super) pex_from: Option<ConnId>,
+    /// When we last asked a relay to introduce us to it (BEP 55).
+    pub(super) rendezvous_sent: Option<Instant>,
 }
 
 /// A candidate taken for dialling.
@@ -46,16 +53,16 @@ pub(crate) struct DialTarget {
 
 /// The peers part of the swarm's state.
 pub(super) struct Peers {
-    candidates: HashMap<SocketAddr, Candidate>,
+    pub(super) candidates: HashMap<SocketAddr, Candidate>,
     /// Live connections: id → (address, waker).
-    conns: HashMap<ConnId, (SocketAddr, Arc<Notify>)>,
+    pub(super) conns: HashMap<ConnId, (SocketAddr, Arc<Notify>)>,
     /// Live connections we may tell other peers about (BEP 11): id → (an
     /// address that accepts connections, `ut_pex` flags, sent us good
     /// data). Set by the session once that address is known.
     pex: HashMap<ConnId, (SocketAddr, u8, bool)>,
     /// Listen addresses of incoming connections' peers (BEP 10 `p`), by
     /// connection: their candidates count as connected while it lives.
-    listen_addrs: HashMap<ConnId, SocketAddr>,
+    pub(super) listen_addrs: HashMap<ConnId, SocketAddr>,
     /// Another address a connection's peer told us it has (BEP 7 `ipv6` in
     /// the extension handshake), by connection: a candidate that counts as
     /// connected while that connection lives, dialled after it ends.
@@ -65,7 +72,10 @@ pub(super) struct Peers {
     /// Dials in progress (they hold a connection slot until they end).
     dialing: usize,
     /// Banned peers, by IP address: never dialled or accepted again.
-    banned: HashSet<IpAddr>,
+    pub(super) banned: HashSet<IpAddr>,
+    /// Live connections that speak `ut_holepunch` (BEP 55) and the
+    /// rendezvous rate limits.
+    pub(super) holepunch: HolepunchTable,
     /// The IP address of every connection id, also after it closed: blocks
     /// it sent may complete a piece later, and blame must find it.
     conn_ips: HashMap<ConnId, IpAddr>,
@@ -83,6 +93,7 @@ impl Default for Peers {
             unchoked: 0,
             dialing: 0,
             banned: HashSet::new(),
+            holepunch: HolepunchTable::default(),
             conn_ips: HashMap::new(),
         }
     }
@@ -155,7 +166,7 @@ impl Peers {
     /// `source`) when new; with whether it was new. `None` for an address
     /// no one can dial (port 0, unspecified IP) or a new one past
     /// [`MAX_CANDIDATES`].
-    fn candidate_entry(
+    pub(super) fn candidate_entry(
         &mut self,
         addr: SocketAddr,
         source: PeerSource,
@@ -175,6 +186,8 @@ impl Peers {
             dialable: true,
             route: None,
             pex_flags: 0,
+            pex_from: None,
+            rendezvous_sent: None,
         });
         Some((c, new))
     }
@@ -196,21 +209,26 @@ impl Swarm {
         addrs: impl IntoIterator<Item = SocketAddr>,
         source: PeerSource,
     ) -> usize {
-        self.add_peers_with_flags(addrs.into_iter().map(|a| (a, 0)), source)
+        self.add_peers_with_flags(addrs.into_iter().map(|a| (a, 0)), source, None)
     }
 
     /// [`Swarm::add_peers`] with what peer exchange says of each (BEP 11
-    /// `added.f` flags), kept as a dialling hint.
+    /// `added.f` flags), kept as a dialling hint, and the connection whose
+    /// `ut_pex` message named them (`from`).
     pub(crate) fn add_peers_with_flags(
         &self,
         addrs: impl IntoIterator<Item = (SocketAddr, u8)>,
         source: PeerSource,
+        from: Option<ConnId>,
     ) -> usize {
         let mut st = self.lock();
         let mut new = 0;
         for (a, flags) in addrs {
             if let Some((c, is_new)) = st.peers.candidate_entry(a, source) {
-                c.pex_flags |= flags & (FLAG_ENCRYPTION | FLAG_UTP);
+                c.pex_flags |= flags & (FLAG_ENCRYPTION | FLAG_UTP | FLAG_HOLEPUNCH);
+                if c.pex_from.is_none() {
+                    c.pex_from = from;
+                }
                 if is_new {
                     new += 1;
                     tracing::debug!("{}: peer {a} from {source}", self.info_hash);
@@ -244,7 +262,7 @@ impl Swarm {
                 addr: *a,
                 source: c.source,
                 hint: c.route.or_else(|| {
-                    (c.pex_flags != 0).then(|| Route {
+                    (c.pex_flags & (FLAG_UTP | FLAG_ENCRYPTION) != 0).then(|| Route {
                         kind: if c.pex_flags & FLAG_UTP != 0 {
                             Kind::Utp
                         } else {
@@ -282,8 +300,14 @@ impl Swarm {
     }
 
     /// A dial failed: back off exponentially (2 s, 4 s, ... up to 5 min).
+    /// Not a failure when a live connection has that address (the peer
+    /// dialled us meanwhile, as both sides of a BEP 55 holepunch do).
     pub(crate) fn dial_failed(&self, addr: SocketAddr) {
-        if let Some(c) = self.lock().peers.candidates.get_mut(&addr) {
+        let p = &mut self.lock().peers;
+        if p.conns.values().any(|(a, _)| *a == addr) {
+            return;
+        }
+        if let Some(c) = p.candidates.get_mut(&addr) {
             c.connected = false;
             c.failures += 1;
             let secs = 2u64.saturating_pow(c.failures.min(8)).min(300);
@@ -340,6 +364,8 @@ impl Swarm {
             dialable: source != PeerSource::Incoming,
             route: None,
             pex_flags: 0,
+            pex_from: None,
+            rendezvous_sent: None,
         });
         c.connected = true;
         c.failures = 0;
@@ -407,6 +433,7 @@ impl Swarm {
         let st = &mut *guard;
         let p = &mut st.peers;
         p.pex.remove(&id);
+        p.holepunch.remove(id);
         if let Some(addr) = p.listen_addrs.remove(&id) {
             p.disconnected(addr);
         }

@@ -40,7 +40,7 @@ fn raw_info() -> Vec<u8> {
 }
 
 /// A swarm over 8 pieces in memory, with the given cache bound.
-fn swarm(cache_size: Option<u64>) -> Arc<Swarm> {
+pub(super) fn swarm(cache_size: Option<u64>) -> Arc<Swarm> {
     let s = swarm_in(cache_size, StorageKind::Memory);
     s.set_metadata(&raw_info()).unwrap();
     s

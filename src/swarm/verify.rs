@@ -62,25 +62,21 @@ impl Swarm {
         st: &mut State,
         index: u32,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let loaded = self.loaded()?;
+        self.loaded()?;
         let p = st.picker.as_ref()?;
         if !p.is_unverified(index) || st.verify.hashing.contains(&index) {
             return None;
         }
-        let size = p.piece_size(index);
         st.verify.hashing.insert(index);
         st.cache.pin_quietly(index);
         let swarm = self.clone();
-        let storage = loaded.storage.clone();
-        let offset = u64::from(index) * loaded.info.piece_length;
-        let want = loaded.info.piece_hash(index);
         Some(tokio::task::spawn_blocking(move || {
             let hashed = {
                 let _work = super::budget::global().force(HASH_CHUNK as u64);
-                hash_stored(&*storage, offset, size)
+                swarm.piece_is_good(index)
             };
             let good = match hashed {
-                Ok(h) => h[..] == want[..],
+                Ok(g) => g == Some(true),
                 Err(e) => {
                     tracing::debug!("{}: cached piece {index}: {e}", swarm.info_hash);
                     false
@@ -147,8 +143,18 @@ impl Swarm {
     /// wait on), up to [`VERIFY_YIELD_MAX`] per piece, so it neither
     /// starves nor slows reads much. Uploads do not hold it back: the
     /// sooner it ends, the more a seeding mount can offer. Ends when no
-    /// unverified piece is left or the swarm stops.
+    /// unverified piece is left or the swarm stops. Starts once a v2
+    /// torrent's piece layers are all held.
     pub(super) async fn verify_cached_loop(self: Arc<Self>) {
+        // A v2 torrent's pieces are checked against its piece layers:
+        // wait for them (from peers) rather than drop what cannot be
+        // checked yet.
+        while !self.trees_ready() {
+            if self.is_stopped() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let started = Instant::now();
         let mut next = 0u32;
         let mut hashed = 0u32;
@@ -263,10 +269,15 @@ impl Swarm {
         let storage = loaded.storage.clone();
         let hashed = {
             let _work = super::budget::global().force(HASH_CHUNK as u64);
-            hash_stored(&*storage, offset, size)
+            self.piece_is_good(index)
         };
         let ok = match hashed {
-            Ok(h) => h[..] == loaded.info.piece_hash(index)[..],
+            Ok(Some(g)) => g,
+            // a v2 piece whose layer is not held yet: dropped, nobody blamed
+            Ok(None) => {
+                self.discard_unverified(index);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(
                     "{}: cannot read back piece {index} from the cache: {e}; fetching it again",
@@ -296,8 +307,13 @@ impl Swarm {
                 }
             }
             tracing::warn!(
-                "{}: piece {index} failed its SHA-1 check (blocks from {}); fetching it again",
+                "{}: piece {index} failed its {} check (blocks from {}); fetching it again",
                 self.info_hash,
+                if loaded.info.version == crate::metainfo::MetaVersion::V2 {
+                    "Merkle"
+                } else {
+                    "SHA-1"
+                },
                 if senders.is_empty() {
                     "no live peer".to_string()
                 } else {

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 
 use super::{IDLE_TIMEOUT, REQUEST_TIMEOUT, Session, SessionError, send};
 use crate::peer::conn::PeerWriter;
+use crate::peer::holepunch::HolepunchMsg;
 use crate::peer::wire::{Message, WireError};
 use crate::swarm::BLOCK;
 use crate::swarm::budget::Reservation;
@@ -24,6 +25,7 @@ impl Session {
         &mut self,
         mut w: PeerWriter,
         mut rx: mpsc::Receiver<Incoming>,
+        mut hp_rx: mpsc::Receiver<HolepunchMsg>,
         waker: Arc<Notify>,
         extensions: bool,
     ) -> Result<(), SessionError> {
@@ -81,6 +83,9 @@ impl Session {
                         return Ok(());
                     }
                     self.on_have_event(&mut w, h).await?;
+                }
+                Some(m) = hp_rx.recv() => {
+                    self.send_holepunch(&mut w, m).await?;
                 }
                 _ = tick.tick() => {
                     self.on_tick(&mut w).await?;
@@ -157,7 +162,7 @@ impl Session {
             }
             Message::Port(_) => {}
             Message::Extended { id, payload } => self.on_extended(w, id, payload).await?,
-            Message::Unknown { .. } => {}
+            Message::Unknown { id, payload } => self.on_hash_message(w, id, &payload).await?,
         }
         Ok(())
     }
@@ -196,6 +201,9 @@ impl Session {
         if self.swarm.loaded().is_none() && self.assembler.is_none() {
             self.request_metadata(w).await?;
         }
+        // Piece layers (BEP 52) still missing, or asked of a peer that
+        // did not answer in time.
+        self.request_hashes(w).await?;
         // Wants change without a message from this peer (reads, evictions):
         // say so, or a peer that choked us while we wanted nothing never
         // unchokes us again.

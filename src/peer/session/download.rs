@@ -73,6 +73,7 @@ impl Session {
             self.peer_have.clear();
             self.peer_pieces = Some(pieces);
         }
+        self.request_hashes(w).await?;
         self.update_interest(w).await
     }
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::{MAX_UPLOAD_QUEUE, Session, SessionError, send};
 use crate::peer::conn::PeerWriter;
 use crate::peer::extension::{ExtHandshake, UT_METADATA_ID, UT_PEX, UT_PEX_ID};
+use crate::peer::holepunch::{UT_HOLEPUNCH, UT_HOLEPUNCH_ID};
 use crate::peer::pex as pex_wire;
 use crate::peer::ut_metadata::{self, MetadataAssembler, MetadataMsg};
 use crate::peer::wire::Message;
@@ -27,6 +28,7 @@ impl Session {
         hs.m.insert("ut_metadata".into(), UT_METADATA_ID);
         if !self.is_private() {
             hs.m.insert(UT_PEX.into(), UT_PEX_ID);
+            hs.m.insert(UT_HOLEPUNCH.into(), UT_HOLEPUNCH_ID);
         }
         hs.metadata_size = self.swarm.loaded().map(|l| l.info.raw.len() as u64);
         // BEP 10 `p`: behind a port mapping, the external port (to peers
@@ -102,6 +104,9 @@ impl Session {
         if id == UT_PEX_ID {
             self.on_pex(&payload);
         }
+        if id == UT_HOLEPUNCH_ID {
+            self.on_holepunch(w, &payload).await?;
+        }
         Ok(())
     }
 
@@ -113,6 +118,7 @@ impl Session {
         let hs = ExtHandshake::decode(payload).map_err(SessionError::ExtHandshake)?;
         self.their_ut_metadata = hs.m.get("ut_metadata").copied().filter(|&i| i != 0);
         self.their_ut_pex = hs.id_of(UT_PEX);
+        self.on_holepunch_support(hs.id_of(UT_HOLEPUNCH));
         self.our_ip = hs.yourip;
         if let Some(ip) = hs.yourip {
             self.swarm.cfg.reach.vote(self.addr.ip(), ip);
@@ -168,6 +174,7 @@ impl Session {
         if they_dialled {
             self.pex_addr = Some(a);
             self.swarm.set_pex_entry(self.id, a, self.pex_flags);
+            self.swarm.holepunch_listen_addr(self.id, a);
         }
     }
 

@@ -5,7 +5,8 @@
 //! ([`dispatch`]) owns the writer and reacts to: messages, its waker (the
 //! picker has new wants), newly verified pieces (HAVE), a 1 s tick
 //! (timeouts, keep-alives), and the swarm's shutdown. One file per concern:
-//! [`metadata`] (BEP 10 handshake, BEP 9), [`pex`] (BEP 11), [`download`]
+//! [`metadata`] (BEP 10 handshake, BEP 9), [`pex`] (BEP 11), [`holepunch`]
+//! (BEP 55), [`download`]
 //! (their pieces, our interest, requests, blocks), [`upload`] (serving).
 //! The session reaches its swarm only through [`Swarm`] methods. Any
 //! protocol violation ends this connection only, with a [`SessionError`].
@@ -29,6 +30,8 @@ use crate::swarm::{AssemblyPermit, ConnId, DialTarget, PeerSource, Req, Swarm};
 
 mod dispatch;
 mod download;
+mod hashes;
+mod holepunch;
 mod metadata;
 mod pex;
 mod upload;
@@ -77,6 +80,9 @@ pub(crate) enum SessionError {
     BadBlocks,
     #[error("too many blocks we never requested")]
     StrayBlocks,
+    /// `hashes` messages (BEP 52) unasked or not proving, past the bound.
+    #[error("{0} hashes messages dropped (unasked or not proving)")]
+    BadHashes(u32),
     #[error("extension handshake: {0}")]
     ExtHandshake(WireError),
     #[error("ut_metadata: {0}")]
@@ -173,6 +179,7 @@ pub(crate) async fn run(
         swarm.info_hash
     );
     let mut s = Session::new(swarm.clone(), id, addr);
+    s.utp = route.kind == Kind::Utp;
     // What other peers learn of this one (BEP 11 `added.f`).
     if route.kind == Kind::Utp {
         s.pex_flags |= pex_wire::FLAG_UTP;
@@ -191,6 +198,8 @@ pub(crate) async fn run(
     conn.set_max_message_len(max_message_len(&swarm));
     let (mut reader, writer) = conn.split();
     let (tx, rx) = mpsc::channel(READ_QUEUE);
+    let (hp_tx, hp_rx) = mpsc::channel(crate::swarm::HOLEPUNCH_OUTBOX);
+    s.hp_outbox = Some(hp_tx);
     let reader_task = tokio::spawn(async move {
         loop {
             let r = reader.read_message().await;
@@ -208,7 +217,7 @@ pub(crate) async fn run(
         }
     });
     let result = s
-        .run_loop(writer, rx, waker, theirs.supports_extensions())
+        .run_loop(writer, rx, hp_rx, waker, theirs.supports_extensions())
         .await;
     reader_task.abort();
     match result {
@@ -243,11 +252,21 @@ pub(crate) async fn dial(swarm: Arc<Swarm>, target: DialTarget, transports: Tran
             run(swarm, conn, hs, addr, source, route).await
         }
         Err(e) => {
-            tracing::debug!(
-                "{}: cannot connect to {addr} ({source}): {e}",
-                swarm.info_hash
-            );
+            if source == PeerSource::Holepunch {
+                tracing::info!(
+                    "{}: holepunch: dial of {addr} over uTP failed: {e}",
+                    swarm.info_hash
+                );
+            } else {
+                tracing::debug!(
+                    "{}: cannot connect to {addr} ({source}): {e}",
+                    swarm.info_hash
+                );
+            }
             swarm.dial_failed(addr);
+            // BEP 55: a peer learned by PEX may be behind a NAT router;
+            // a peer connected to both can introduce us.
+            swarm.maybe_rendezvous(addr);
         }
     }
 }
@@ -262,7 +281,12 @@ fn max_message_len(swarm: &Swarm) -> u32 {
         Some(l) => l.info.num_pieces(),
         None => (swarm.cfg.max_metadata_size / 20).min(u32::MAX as u64) as u32,
     };
-    crate::peer::wire::max_message_len_for(pieces)
+    let len = crate::peer::wire::max_message_len_for(pieces);
+    // a v2 torrent's peers exchange `hashes` messages (BEP 52)
+    match swarm.loaded() {
+        Some(l) if l.info.version == crate::metainfo::MetaVersion::V1 => len,
+        _ => len.max(crate::peer::wire::MAX_HASHES_MESSAGE_LEN),
+    }
 }
 
 /// One connection's state.
@@ -318,6 +342,8 @@ struct Session {
     bad_blocks: u32,
     /// Blocks we had not asked this peer for (tolerated up to a bound).
     stray_blocks: u32,
+    /// `hashes` messages dropped (BEP 52; tolerated up to a bound).
+    bad_hashes: u32,
     /// Their `ut_pex` extension id (BEP 11), if they speak it.
     their_ut_pex: Option<u8>,
     /// The address we tell other peers about (BEP 11): ours when we dialled
@@ -331,6 +357,13 @@ struct Session {
     last_pex_recv: Option<Instant>,
     /// Our IP as they see it (BEP 10 `yourip`).
     our_ip: Option<IpAddr>,
+    /// Whether this connection runs over uTP.
+    utp: bool,
+    /// Their `ut_holepunch` extension id (BEP 55), if they speak it.
+    their_ut_holepunch: Option<u8>,
+    /// Where the swarm hands this session holepunch messages for its peer
+    /// (given to the swarm once they say they speak `ut_holepunch`).
+    hp_outbox: Option<crate::swarm::HolepunchOutbox>,
 }
 
 impl Session {
@@ -364,6 +397,7 @@ impl Session {
             uploads: VecDeque::new(),
             bad_blocks: 0,
             stray_blocks: 0,
+            bad_hashes: 0,
             their_ut_pex: None,
             pex_addr: None,
             pex_flags: 0,
@@ -371,6 +405,9 @@ impl Session {
             last_pex_sent: None,
             last_pex_recv: None,
             our_ip: None,
+            utp: false,
+            their_ut_holepunch: None,
+            hp_outbox: None,
         }
     }
 

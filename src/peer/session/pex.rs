@@ -65,9 +65,9 @@ impl Session {
             .filter(|(a, _)| *a != self.addr && Some(*a) != own && !is_us(a))
             .take(PEX_MAX_PEERS)
             .collect();
-        let n = self
-            .swarm
-            .add_peers_with_flags(added.iter().copied(), PeerSource::Pex);
+        let n =
+            self.swarm
+                .add_peers_with_flags(added.iter().copied(), PeerSource::Pex, Some(self.id));
         tracing::info!(
             "{}: ut_pex from {}: {} added ({n} new), {} dropped",
             self.swarm.info_hash,

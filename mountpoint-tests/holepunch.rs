@@ -1,0 +1,331 @@
+//! NAT holepunch (BEP 55, `ut_holepunch`) on the simulated internet of
+//! `support/netsim.rs` (issue 17, item 4 and test (c)), against
+//! libtorrent, which implements BEP 55 on the other side.
+//!
+//! Two homes, each behind its own NAT router without UPnP, so neither side
+//! can be dialled from outside: the mount in one, a libtorrent seeder in
+//! the other. A public libtorrent peer, the relay, knows the torrent but
+//! holds none of its pieces (upload mode, empty save directory); both homes
+//! dial it. It tells each side of the other by peer exchange (BEP 11, with
+//! the holepunch flag 0x08). Dials of the other home fail (the router
+//! drops them), a rendezvous goes to the relay, the relay sends `connect`
+//! to both sides, and both dial over uTP at once: each router has seen a
+//! datagram go out to the other's address before the other's arrives, so
+//! it lets it in. The only bytes of the torrent anywhere are in the
+//! libtorrent seeder's home: every byte the mount reads came through the
+//! holepunched connection.
+//!
+//! Real-world cases:
+//! - `mount_reads_from_a_natted_libtorrent_seeder_by_holepunch`: two home
+//!   users behind ordinary routers without port forwarding (UPnP off, or
+//!   CGNAT), who meet in a swarm through a public peer: the only copy of
+//!   the data is at the other home.
+//! - `mount_relays_a_rendezvous_between_two_natted_libtorrent_peers`: a
+//!   mount on a public address (a seedbox, a VPS, a university machine)
+//!   introduces two home users to each other.
+//!
+//! What the NAT does matters: simultaneous open needs a router that keeps
+//! one external port for a UDP socket whatever the destination
+//! (endpoint-independent mapping; Linux masquerade also keeps the source
+//! port when it is free, measured by `netsim_selftest`), because the relay
+//! passes on the address it sees. A router that picks a new port per
+//! destination (symmetric NAT) defeats BEP 55 for libtorrent and for us.
+
+#[path = "support/netsim.rs"]
+mod netsim;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use netsim::*;
+use support::*;
+
+/// Prints a timing line past libtest's capture.
+fn note(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "holepunch: {msg}");
+}
+
+/// The tree of `sample_spec()` under `tmp/site`, and a .torrent of it (made
+/// by a short-lived libtorrent seeder on a public host, so that the relay
+/// and the home seeder can both be started from the file).
+struct Content {
+    site: PathBuf,
+    torrent: PathBuf,
+    magnet: String,
+    info_hash: String,
+}
+
+fn make_content(net: &Internet, tmp: &Path) -> Content {
+    let site = tmp.join("site");
+    make_tree(&site, &sample_spec());
+    let torrent = tmp.join("site.torrent");
+    let maker = net.public_host("maker");
+    let mut node = maker.lt_node(&[
+        "--listen-ip",
+        &maker.ip().to_string(),
+        "--seed",
+        s(&site),
+        "--write-torrent",
+        s(&torrent),
+    ]);
+    let magnet = node.magnet();
+    let info_hash = node.info_hash();
+    drop(node);
+    Content {
+        site,
+        torrent,
+        magnet,
+        info_hash,
+    }
+}
+
+/// A public libtorrent peer that has the torrent but no piece of it (upload
+/// mode: it never downloads either), with a DHT node the mount bootstraps
+/// from. Redundant connections are kept: it wants nothing from anyone.
+fn start_relay(host: &Host, content: &Content, empty: &Path) -> LtNode {
+    fs::create_dir_all(empty).unwrap();
+    host.lt_node(&[
+        "--listen-ip",
+        &host.ip().to_string(),
+        "--seed-torrent",
+        s(&content.torrent),
+        "--save",
+        s(empty),
+        "--upload-only",
+        "--keep-redundant",
+        "--dht",
+        "--bootstrap",
+        "198.51.100.1:1",
+        "--verbose",
+    ])
+}
+
+/// The mount's log file.
+fn mount_log(cache: &Path, info_hash: &str) -> String {
+    fs::read_to_string(cache.join(info_hash).join("btfs-mount.log")).unwrap_or_default()
+}
+
+/// The lines of a log that mention any of `words` (printed past the
+/// capture).
+fn note_lines(log: &str, words: &[&str]) {
+    for l in log.lines().filter(|l| words.iter().any(|w| l.contains(w))) {
+        note(l);
+    }
+}
+
+/// libtorrent's own BEP 55 log lines (its peer log, `--verbose`).
+fn lt_holepunch_lines(node: &LtNode) -> Vec<String> {
+    node.stderr()
+        .lines()
+        .filter(|l| l.contains("HOLEPUNCH"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn mount_reads_from_a_natted_libtorrent_seeder_by_holepunch() {
+    if !in_netns("mount_reads_from_a_natted_libtorrent_seeder_by_holepunch") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Internet::new();
+    let content = make_content(&net, tmp.path());
+
+    let r = net.public_host("relay");
+    let mut relay = start_relay(&r, &content, &tmp.path().join("relay-empty"));
+    let relay_addr = format!("{}:{}", r.ip(), relay.port());
+
+    // The seeder's home: libtorrent with every piece, dialling the relay.
+    let hs = net.home("home-seed", HomeOpts::default());
+    let y = hs.host("y");
+    let mut seeder = y.lt_node(&[
+        "--listen-ip",
+        &y.ip().to_string(),
+        "--seed-torrent",
+        s(&content.torrent),
+        "--save",
+        s(tmp.path()),
+        "--keep-redundant",
+        // It would otherwise dial the mount as soon as the relay tells it
+        // of the mount by PEX; that uTP datagram opens its own router for
+        // the mount's address, and the mount's next dial gets in without
+        // any introduction. Here the seeder dials only the relay, and the
+        // mount when the relay says so (BEP 55 connect).
+        "--ignore-pex",
+        "--connect",
+        &relay_addr,
+        "--verbose",
+    ]);
+    seeder.wait_event("seeding", Duration::from_secs(60));
+    let seeder_port = seeder.port();
+    let seeder_public = format!("{}:{seeder_port}", hs.wan_ip());
+    // The relay sees the seeder at its router's address; with uTP (what
+    // libtorrent dials first) and the router keeping the source port, at
+    // the seeder's own port: where a holepunch must aim.
+    let ev = relay.wait_for("seeder connected", Duration::from_secs(30), |v| {
+        v["event"] == "peer_connected"
+            && v["addr"]
+                .as_str()
+                .is_some_and(|a| a.starts_with(&hs.wan_ip().to_string()))
+    });
+    note(&format!("relay sees the seeder at {}", ev["addr"]));
+
+    // The mount's home, defaults only: the relay is named, the DHT is
+    // bootstrapped from the relay's node.
+    let hm = net.home("home-mount", HomeOpts::default());
+    let x = hm.host("x");
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("mnt");
+    let args = MountArgs::new(&content.magnet)
+        .bootstrap(&format!("{}:{}", r.ip(), relay.dht_port()))
+        .peer(&relay_addr)
+        .cache_dir(&cache);
+    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
+
+    let want = tree_digests(&content.site);
+    let got = tree_digests(&mnt.join("site"));
+    let log = mount_log(&cache, &content.info_hash);
+    note_lines(&log, &["holepunch", &seeder_public]);
+    for l in lt_holepunch_lines(&seeder) {
+        note(&format!("seeder: {l}"));
+    }
+    for l in lt_holepunch_lines(&relay) {
+        note(&format!("relay: {l}"));
+    }
+    assert_eq!(
+        got, want,
+        "the mounted tree differs from the seeder's (sha256)\n{log}"
+    );
+    // The relay introduced us: we were told to connect to the seeder's
+    // public address, and a connection to it came up.
+    assert!(
+        log.contains(&format!("says connect to {seeder_public}")),
+        "no BEP 55 connect for {seeder_public} in the log:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("connected to {seeder_public}")),
+        "no connection to {seeder_public} in the log:\n{log}"
+    );
+    // The relay holds no piece: it served nothing.
+    let relay_up = relay
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "progress")
+        .filter_map(|v| v["total_upload"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(relay_up, 0, "the relay uploaded {relay_up} bytes");
+    note(&format!(
+        "read {} files from the other home by holepunch in {:?}",
+        want.len(),
+        t0.elapsed()
+    ));
+    mount.unmount_and_wait(Duration::from_secs(15));
+}
+
+#[test]
+fn mount_relays_a_rendezvous_between_two_natted_libtorrent_peers() {
+    if !in_netns("mount_relays_a_rendezvous_between_two_natted_libtorrent_peers") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Internet::new();
+    let content = make_content(&net, tmp.path());
+
+    // A lone DHT node for the mount to bootstrap from (its defaults keep
+    // the DHT on; nothing else uses it).
+    let d = net.public_host("dht");
+    let dht = d.lt_node(&[
+        "--listen-ip",
+        &d.ip().to_string(),
+        "--dht",
+        "--bootstrap",
+        "198.51.100.1:1",
+    ]);
+    // The mount, on a public address, is the relay; it is started once the
+    // seeder dials it (every 2 s), which gives it the metadata.
+    let m = net.public_host("mount");
+    let port = 7881;
+    let mount_addr = format!("{}:{port}", m.ip());
+
+    // The seeder, in its home, dials the mount; the mount reads one small
+    // file from it, so the seeder has sent good data and the mount passes
+    // it on by PEX (with the holepunch flag).
+    let hs = net.home("home-seed", HomeOpts::default());
+    let y = hs.host("y");
+    let mut seeder = y.lt_node(&[
+        "--listen-ip",
+        &y.ip().to_string(),
+        "--seed-torrent",
+        s(&content.torrent),
+        "--save",
+        s(tmp.path()),
+        "--connect",
+        &mount_addr,
+        "--verbose",
+    ]);
+    seeder.wait_event("seeding", Duration::from_secs(60));
+    let seeder_public = format!("{}:{}", hs.wan_ip(), seeder.port());
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("mnt");
+    let args = MountArgs::new(&content.magnet)
+        .bootstrap(&format!("{}:{}", d.ip(), dht.dht_port()))
+        .port(port)
+        .cache_dir(&cache);
+    let mount = m.enter(|| Mount::background(&mnt, &args.build()));
+    let index = fs::read(mnt.join("site/index.html")).unwrap();
+    assert_eq!(
+        sha256_bytes(&index),
+        sha256_file(&content.site.join("index.html"))
+    );
+
+    // The fetcher, in another home, dials the mount too, learns of the
+    // seeder by PEX, cannot dial it, and asks the mount to introduce it.
+    let hf = net.home("home-fetch", HomeOpts::default());
+    let z = hf.host("z");
+    let save = tmp.path().join("fetched");
+    let mut fetcher = z.lt_node(&[
+        "--listen-ip",
+        &z.ip().to_string(),
+        "--fetch",
+        s(&content.torrent),
+        "--save",
+        s(&save),
+        "--connect",
+        &mount_addr,
+        "--verbose",
+    ]);
+    let fetcher_public = format!("{}:{}", hf.wan_ip(), fetcher.port());
+    let connected = fetcher.wait_for("seeder connected", Duration::from_secs(90), |v| {
+        v["event"] == "peer_connected" && v["addr"] == seeder_public.as_str()
+    });
+    note(&format!("fetcher connected to the seeder: {connected}"));
+    fetcher.wait_event("finished", Duration::from_secs(120));
+    let log = mount_log(&cache, &content.info_hash);
+    note_lines(&log, &["holepunch"]);
+    for l in lt_holepunch_lines(&fetcher) {
+        note(&format!("fetcher: {l}"));
+    }
+    assert_eq!(
+        tree_digests(&save.join("site")),
+        tree_digests(&content.site),
+        "the fetcher's tree differs from the seeder's (sha256)"
+    );
+    assert!(
+        log.contains(&format!(
+            "holepunch: introducing {fetcher_public} and {seeder_public}"
+        )),
+        "the mount did not relay the fetcher's rendezvous:\n{log}"
+    );
+    note(&format!(
+        "relayed a rendezvous between two homes in {:?}",
+        t0.elapsed()
+    ));
+    mount.unmount_and_wait(Duration::from_secs(15));
+}
