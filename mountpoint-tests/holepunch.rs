@@ -329,3 +329,67 @@ fn mount_relays_a_rendezvous_between_two_natted_libtorrent_peers() {
     ));
     mount.unmount_and_wait(Duration::from_secs(15));
 }
+
+/// uTP over IPv6 across the simulated internet, before any holepunch: a
+/// uTP-only libtorrent seeder on a public host (`2001:db8::1x`) and a mount
+/// (its defaults, DHT bootstrapped from a dead address) on another public
+/// host, then one in a home behind the router's stateful IPv6 filter
+/// (outbound and replies only). Both read every file, SHA-256 compared.
+#[test]
+fn mount_reads_over_utp_across_the_ipv6_internet() {
+    if !in_netns("mount_reads_over_utp_across_the_ipv6_internet") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Internet::new();
+    let content = make_content(&net, tmp.path());
+    let p = net.public_host("seeder");
+    let mut seeder = p.lt_node(&[
+        "--listen-ip",
+        &format!("[{}]", p.ip6()),
+        "--utp-only",
+        "--seed-torrent",
+        s(&content.torrent),
+        "--save",
+        s(tmp.path()),
+    ]);
+    seeder.wait_event("seeding", Duration::from_secs(60));
+    let their = format!("[{}]:{}", p.ip6(), seeder.port());
+    let want = tree_digests(&content.site);
+
+    let public = net.public_host("mount");
+    let home = net.home("home", HomeOpts::default());
+    let x = home.host("x");
+    for (i, host) in [&public, &x].into_iter().enumerate() {
+        let t = Instant::now();
+        let cache = tmp.path().join(format!("cache{i}"));
+        let mnt = tmp.path().join(format!("mnt{i}"));
+        let args = MountArgs::new(&content.magnet)
+            .bootstrap("[2001:db8::1]:1")
+            .arg("--no-lsd")
+            .peer(&their)
+            .cache_dir(&cache);
+        let mount = host.enter(|| Mount::background(&mnt, &args.build()));
+        let got = tree_digests(&mnt.join("site"));
+        let log = mount_log(&cache, &content.info_hash);
+        assert_eq!(
+            got,
+            want,
+            "the tree read over IPv6 uTP from {} differs (sha256)\n{log}",
+            host.name()
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("connected to {their}")) && l.contains(" over utp")),
+            "no uTP connection to {their} from {} in the log:\n{log}",
+            host.name()
+        );
+        note(&format!(
+            "{} read {} files over IPv6 uTP in {:?}",
+            host.name(),
+            want.len(),
+            t.elapsed()
+        ));
+        mount.unmount_and_wait(Duration::from_secs(15));
+    }
+}

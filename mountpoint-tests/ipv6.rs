@@ -208,3 +208,93 @@ fn ipv6_only_libtorrent_found_over_the_ipv6_dht() {
     drop(boot);
     m.unmount_and_wait(Duration::from_secs(10));
 }
+
+/// uTP (BEP 29) over IPv6 in both directions: a libtorrent seeder on
+/// `[::1]` only and restricted to uTP (no TCP in or out) serves btfs-mount,
+/// which reads every file (SHA-256 of each compared with the source); then
+/// a libtorrent downloader, also uTP-only on `[::1]`, fetches everything
+/// from btfs-mount by the bare magnet and our address. btfs-mount runs with
+/// its defaults, the DHT included (bootstrapped from a dead `[::1]:1`): the
+/// dual-stack uTP socket on the TCP port number runs beside the DHT's IPv4
+/// and IPv6 (`IPV6_V6ONLY`) sockets on their own port, so this also checks
+/// that no DHT socket takes the uTP datagrams. The log must show both
+/// connections over `utp`.
+///
+/// Real-world case: an IPv6-only host talking to a libtorrent,
+/// Transmission or uTorrent peer that dials uTP first (or only).
+#[test]
+fn ipv6_utp_only_libtorrent_both_directions() {
+    let name = "ipv6_utp_only_libtorrent_both_directions";
+    if !in_netns(name) {
+        return;
+    }
+    if !has_ipv6_loopback() {
+        skip_or_fail(name, "no [::1] here");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    tree(&site);
+    let mut seeder = lt_node(&["--listen-ip", "[::1]", "--utp-only", "--seed", s(&site)]);
+    seeder.wait_event("seeding", Duration::from_secs(60));
+    let magnet = seeder.magnet();
+    let their = format!("[::1]:{}", seeder.port());
+
+    let port = free_port();
+    let args = MountArgs::new(&magnet)
+        .foreground()
+        .verbose()
+        .bootstrap("[::1]:1")
+        .arg("--no-lsd")
+        .peer(&their)
+        .port(port)
+        .cache_dir(&tmp.path().join("cache"))
+        .timeout(60);
+    let mut m = Mount::foreground(
+        &tmp.path().join("mnt"),
+        &args.build(),
+        Duration::from_secs(70),
+    );
+    assert_eq!(
+        tree_digests(&m.path().join("site")),
+        tree_digests(&site),
+        "bytes read over uTP from the IPv6 seeder differ"
+    );
+    let log = m.child().expect("foreground").stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("connected to {their}")) && l.contains(" over utp")),
+        "no uTP connection to {their} in the log:\n{log}"
+    );
+    drop(seeder);
+
+    let dl = tmp.path().join("download");
+    std::fs::create_dir_all(&dl).unwrap();
+    let bare: String = magnet.split('&').next().unwrap().to_string();
+    let ours = format!("[::1]:{port}");
+    let mut fetcher = lt_node(&[
+        "--listen-ip",
+        "[::1]",
+        "--utp-only",
+        "--fetch",
+        &bare,
+        "--save",
+        s(&dl),
+        "--connect",
+        &ours,
+    ]);
+    fetcher.wait_event("finished", Duration::from_secs(120));
+    assert_eq!(
+        tree_digests(&dl.join("site")),
+        tree_digests(&site),
+        "libtorrent's uTP download over IPv6 from btfs-mount differs"
+    );
+    let log = m.child().expect("foreground").stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("connected to [::1]:") && l.contains("(from incoming) over utp")),
+        "no incoming IPv6 uTP connection in the log:\n{log}"
+    );
+    drop(fetcher);
+    m.unmount_and_wait(Duration::from_secs(10));
+}

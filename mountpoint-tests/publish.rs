@@ -6,6 +6,12 @@
 //! python3-libtorrent (`lt/ltnode.py --fetch`), and compared byte for byte
 //! with the same edits made on an ordinary directory.
 //!
+//! New torrents are hybrid v1+v2 (BEP 52) unless `--v1-only`: the seed
+//! test fetches one with libtorrent by its `btmh` link alone (metadata by
+//! the truncated v2 info-hash, piece layers by our answers to its hash
+//! requests) and by its `btih` link alone, and `--v1-only` by its v1 link;
+//! the mutable test checks the BEP 46 item names the v1 info-hash.
+//!
 //! Needs root (namespaces, FUSE) and /usr/bin/python3 with libtorrent.
 //! Without them each test prints a loud SKIP and passes.
 
@@ -50,6 +56,21 @@ fn info_hash_of(magnet: &str) -> String {
     magnet[i..i + 40].to_lowercase()
 }
 
+/// The v2 info-hash (64 hex) of a magnet link (`xt=urn:btmh:1220...`).
+fn info_hash_v2_of(magnet: &str) -> String {
+    let i = magnet.find("btmh:1220").expect("btmh in magnet") + 9;
+    magnet[i..i + 64].to_lowercase()
+}
+
+/// The magnet link naming only the v1 info-hash, or only the v2 one.
+fn btih_only(magnet: &str) -> String {
+    format!("magnet:?xt=urn:btih:{}", info_hash_of(magnet))
+}
+
+fn btmh_only(magnet: &str) -> String {
+    format!("magnet:?xt=urn:btmh:1220{}", info_hash_v2_of(magnet))
+}
+
 /// Downloads `magnet` with libtorrent, dialling `peer`, into a new
 /// directory under `tmp`; returns that directory once every piece is had.
 fn lt_fetch(tmp: &Path, magnet: &str, peer: &str, name: &str) -> PathBuf {
@@ -75,6 +96,27 @@ fn lt_fetch(tmp: &Path, magnet: &str, peer: &str, name: &str) -> PathBuf {
     );
     drop(lt);
     save
+}
+
+/// libtorrent's view of the BEP 46 item of public key `pk` (64 hex) and
+/// salt `salt` (hex), once its seq is at least `want_seq`
+/// (`lt/bep46_lt_get.py`): its JSON line (`seq`, `ih` in hex).
+fn lt_get_item(pk: &str, salt: &str, want_seq: i64, dht: &LocalDht) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mountpoint-tests/lt/bep46_lt_get.py");
+    let out = Command::new(support::PYTHON)
+        .arg(script)
+        .args(["--public-key", pk, "--salt", salt])
+        .args(dht.bootstrap_flags())
+        .args(["--want-seq", &want_seq.to_string(), "--timeout", "30"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bep46_lt_get failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// Runs `sh -c SCRIPT` in `dir`; panics with its stderr on failure.
@@ -110,6 +152,10 @@ truncate -s 100 grown.txt
 touch -m -d @1577836800 docs/home.html
 ";
 
+/// The v1 info-hash `seed DIR` gave a `site` directory of
+/// [`sample_spec`] before BEP 52 support (and `seed --v1-only` gives now).
+const SAMPLE_V1_INFO_HASH: &str = "b68febcb438375b52a044d3236cbd40ddc1e2f9a";
+
 #[test]
 fn seed_dir_is_fetched_by_libtorrent_and_its_info_hash_is_stable() {
     if !in_netns("seed_dir_is_fetched_by_libtorrent_and_its_info_hash_is_stable") {
@@ -124,21 +170,37 @@ fn seed_dir_is_fetched_by_libtorrent_and_its_info_hash_is_stable() {
     let mut seed = btfs(
         "seed",
         tmp.path(),
-        &["seed", s(&site), "--no-dht", "--port", &port],
+        &["seed", s(&site), "--no-dht", "--port", &port, "-vv"],
     );
     let magnet = stdout_line(&mut seed, 1, Duration::from_secs(60));
-    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
+    // A hybrid by default: both `xt`.
+    assert!(
+        magnet.starts_with("magnet:?xt=urn:btih:") && magnet.contains("&xt=urn:btmh:1220"),
+        "{magnet}"
+    );
     assert!(
         seed.stderr().contains("skipping") && seed.stderr().contains("passwd-link"),
         "{}",
         seed.stderr()
     );
-    let got = lt_fetch(tmp.path(), &magnet, &format!("127.0.0.1:{port}"), "seeded");
+    let ours = format!("127.0.0.1:{port}");
+    // A libtorrent leecher that knows only the v2 info-hash: metadata by
+    // BEP 9 under the truncated v2 hash, piece layers by hash requests.
+    let got = lt_fetch(tmp.path(), &btmh_only(&magnet), &ours, "by-btmh");
     assert_eq!(tree_digests(&got.join("site")), tree_digests(&site));
     assert!(!got.join("site/passwd-link").exists());
+    // libtorrent 2.0.8 asks each file's piece layer (here, with 16 KiB
+    // pieces, the block layer 0) before it downloads: every request is
+    // answered from the layers made with the torrent, none rejected.
+    let log = seed.stderr();
+    assert!(log.contains("hash request answered"), "{log}");
+    assert!(!log.contains("hash request rejected"), "{log}");
+    // One that knows only the v1 info-hash.
+    let got = lt_fetch(tmp.path(), &btih_only(&magnet), &ours, "by-btih");
+    assert_eq!(tree_digests(&got.join("site")), tree_digests(&site));
     seed.stop(Duration::from_secs(5));
 
-    // The same files elsewhere, written later: the same info-hash.
+    // The same files elsewhere, written later: the same info-hashes.
     let other = tmp.path().join("b/site");
     make_tree(&other, &sample_spec());
     let mut again = btfs(
@@ -148,6 +210,28 @@ fn seed_dir_is_fetched_by_libtorrent_and_its_info_hash_is_stable() {
     );
     let magnet2 = stdout_line(&mut again, 1, Duration::from_secs(60));
     assert_eq!(info_hash_of(&magnet2), info_hash_of(&magnet));
+    assert_eq!(info_hash_v2_of(&magnet2), info_hash_v2_of(&magnet));
+    again.stop(Duration::from_secs(5));
+
+    // --v1-only: a BEP 3 torrent, the link and info-hash of before BEP 52
+    // support (pinned: sample_spec's bytes are fixed), fetched by libtorrent.
+    let port = free_port().to_string();
+    let mut v1 = btfs(
+        "seed-v1",
+        tmp.path(),
+        &["seed", s(&other), "--v1-only", "--no-dht", "--port", &port],
+    );
+    let magnet_v1 = stdout_line(&mut v1, 1, Duration::from_secs(60));
+    assert!(!magnet_v1.contains("btmh"), "{magnet_v1}");
+    assert_eq!(info_hash_of(&magnet_v1), SAMPLE_V1_INFO_HASH, "{magnet_v1}");
+    let got = lt_fetch(
+        tmp.path(),
+        &magnet_v1,
+        &format!("127.0.0.1:{port}"),
+        "v1-only",
+    );
+    assert_eq!(tree_digests(&got.join("site")), tree_digests(&site));
+    v1.stop(Duration::from_secs(5));
     eprintln!("seed test took {:.2} s", t0.elapsed().as_secs_f64());
 }
 
@@ -399,6 +483,7 @@ truncate -s 1000 media/deep/er/small.bin";
     let url2 = stdout_line(child, 2, Duration::from_secs(60));
     assert_eq!(url2, url);
     assert_ne!(info_hash_of(&magnet2), info_hash_of(&magnet1));
+    assert!(magnet2.contains("&xt=urn:btmh:1220"), "a hybrid: {magnet2}");
     // The URL is printed on stdout just before "published seq" on stderr.
     assert!(
         wait_until(Duration::from_secs(5), || child
@@ -406,6 +491,16 @@ truncate -s 1000 media/deep/er/small.bin";
             .contains("published seq 2")),
         "{}",
         child.stderr_tail(20)
+    );
+    // libtorrent reads the item: seq 2, `ih` the hybrid's v1 info-hash (so
+    // readers that know only BEP 46 + v1 understand it).
+    let pk = &url["magnet:?xs=urn:btpk:".len()..][..64];
+    let item = lt_get_item(pk, "6e", 2, &dht);
+    assert_eq!(item["seq"], 2, "{item}");
+    assert_eq!(
+        item["ih"].as_str(),
+        Some(info_hash_of(&magnet2).as_str()),
+        "{item}"
     );
     eprintln!("v2 published at {:.2} s", t0.elapsed().as_secs_f64());
     // v2 went into the cache; its unchanged (renamed) file shares the bytes
@@ -442,8 +537,17 @@ truncate -s 1000 media/deep/er/small.bin";
         tree_digests(&reference)
     );
     reader.unmount_and_wait(Duration::from_secs(10));
-    // libtorrent downloads version 2 from the writable mount's seed.
-    let got = lt_fetch(tmp.path(), &magnet2, &peer, "v2");
+    // The hybrid's piece layers are in the cache beside its files (hash
+    // requests are answered from them, after a remount too).
+    let layers = cache.join(info_hash_of(&magnet2)).join("piece_layers");
+    assert!(
+        std::fs::metadata(&layers).is_ok_and(|m| m.len() > 32),
+        "{}",
+        layers.display()
+    );
+    // libtorrent downloads version 2 from the writable mount's seed, given
+    // only its v2 info-hash.
+    let got = lt_fetch(tmp.path(), &btmh_only(&magnet2), &peer, "v2");
     assert_eq!(tree_digests(&got.join("site")), tree_digests(&reference));
     eprintln!(
         "mutable writable test took {:.2} s",

@@ -1,16 +1,24 @@
 //! Making torrents from local data, and seeding them in place.
 //!
-//! A [`Content`] is the list of files a new v1 torrent (BEP 3, "info
-//! dictionary") will hold: for each, its path inside the torrent, its length
-//! in bytes and where its bytes are read from ([`Source`]: a local file, or
-//! the storage of another torrent). [`build`] chooses the piece length
-//! ([`choose_piece_length`]: a power of two from 16 KiB to 16 MiB), hashes
-//! every piece (SHA-1) and encodes the info dictionary with
-//! [`build_info`]: keys sorted, no creation date, no `attr`, no private
-//! flag, so the same files under the same name always give the same
-//! info-hash. The [`SourceStorage`] it returns implements
-//! [`crate::storage::Storage`] read-only over those sources: a seed serves
-//! peers straight from the user's files, without a copy.
+//! A [`Content`] is the list of files a new torrent will hold: for each,
+//! its path inside the torrent, its length in bytes and where its bytes
+//! are read from ([`Source`]: a local file, or the storage of another
+//! torrent). [`build`] chooses the piece length ([`choose_piece_length`]:
+//! a power of two from 16 KiB to 16 MiB), reads every byte once and makes
+//! the info dictionary in the chosen [`Format`]:
+//! - [`Format::Hybrid`] (the default): BEP 52 and BEP 3 in one dictionary
+//!   ([`build_v2`]: `file tree` with each file's `pieces root`, SHA-1
+//!   `pieces` over the files aligned to pieces by pad files), with its
+//!   piece layers; peers reach it by its v1 and its (truncated) v2
+//!   info-hash, and its magnet names both;
+//! - [`Format::V1Only`]: BEP 3 only ([`build_info`]), files back to back.
+//!
+//! Both are deterministic: keys sorted, no creation date, no `attr` beyond
+//! pad files, no private flag, so the same files under the same name always
+//! give the same info-hashes. The [`SourceStorage`] it returns implements
+//! [`crate::storage::Storage`] read-only over those sources (pad files read
+//! as zeros): a seed serves peers straight from the user's files, without a
+//! copy.
 //!
 //! [`scan_dir`] makes the [`Content`] of a directory (multi-file torrent
 //! named after the directory) or of one regular file (single-file torrent):
@@ -30,7 +38,8 @@ use std::sync::{Arc, Mutex};
 use sha1::Digest;
 
 use crate::InfoHash;
-use crate::metainfo::{build_info, choose_piece_length};
+use crate::hash::InfoHashV2;
+use crate::metainfo::{BuildV2Error, Flavor, build_info, build_v2, choose_piece_length};
 use crate::storage::{FileStorage, Storage, for_each_extent};
 
 /// Where the bytes of one file of a new torrent come from.
@@ -213,7 +222,8 @@ fn walk(
 struct Extent {
     offset: u64,
     length: u64,
-    source: Source,
+    /// `None` for a pad file (BEP 47): zeros.
+    source: Option<Source>,
 }
 
 /// Read-only [`Storage`] over a [`Content`]'s sources: the piece space of a
@@ -229,6 +239,8 @@ pub struct SourceStorage {
     total_length: u64,
     /// Open source files by extent index (at most 64 kept open).
     open: Mutex<lru::LruCache<usize, Arc<File>>>,
+    /// The bencoded piece layers of a hybrid torrent (BEP 52).
+    piece_layers: Option<Vec<u8>>,
 }
 
 impl SourceStorage {
@@ -241,19 +253,56 @@ impl SourceStorage {
                 let e = Extent {
                     offset,
                     length: f.length,
-                    source: f.source.clone(),
+                    source: Some(f.source.clone()),
                 };
                 offset += f.length;
                 e
             })
             .collect();
+        SourceStorage::of_extents(extents, offset, None)
+    }
+
+    fn of_extents(
+        extents: Vec<Extent>,
+        total_length: u64,
+        piece_layers: Option<Vec<u8>>,
+    ) -> SourceStorage {
         SourceStorage {
             extents,
-            total_length: offset,
+            total_length,
             open: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(64).expect("64 > 0"),
             )),
+            piece_layers,
         }
+    }
+
+    /// The piece space of the torrent `info` built from `files` (`order[k]`
+    /// the index in `files` of the `k`-th non-pad entry of `info.files`):
+    /// pad files read as zeros. `piece_layers` (the bencoded BEP 52 `piece
+    /// layers`) is what [`Storage::load_piece_layers`] gives, so the swarm
+    /// answers v2 peers' hash requests.
+    fn of_torrent(
+        files: &[SourceFile],
+        info: &crate::metainfo::Info,
+        order: &[usize],
+        piece_layers: Option<Vec<u8>>,
+    ) -> SourceStorage {
+        let mut next = order.iter();
+        let extents = info
+            .files
+            .iter()
+            .map(|f| Extent {
+                offset: f.offset,
+                length: f.length,
+                source: if f.pad {
+                    None
+                } else {
+                    next.next().map(|&i| files[i].source.clone())
+                },
+            })
+            .collect();
+        SourceStorage::of_extents(extents, info.total_length, piece_layers)
     }
 
     /// Total bytes of the piece space.
@@ -299,11 +348,15 @@ impl Storage for SourceStorage {
             |i, at, r| {
                 let dst = &mut buf[r];
                 match &extents[i].source {
-                    Source::File(p) => self.file(i, p)?.read_exact_at(dst, at),
-                    Source::Storage {
+                    Some(Source::File(p)) => self.file(i, p)?.read_exact_at(dst, at),
+                    Some(Source::Storage {
                         storage,
                         offset: base,
-                    } => storage.read_at(base + at, dst),
+                    }) => storage.read_at(base + at, dst),
+                    None => {
+                        dst.fill(0);
+                        Ok(())
+                    }
                 }
             },
         )
@@ -316,27 +369,64 @@ impl Storage for SourceStorage {
     fn save_have(&self, _bitfield: &[u8]) -> io::Result<()> {
         Ok(())
     }
+
+    fn load_piece_layers(&self) -> Option<Vec<u8>> {
+        self.piece_layers.clone()
+    }
+}
+
+/// Which hashes a new torrent gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// BEP 52 and BEP 3 in one info dictionary (the default, as libtorrent
+    /// 2.x makes them): `pieces` and `file tree`, every file starting on a
+    /// piece boundary (pad files `.pad/N`, BEP 47). Its magnet names both
+    /// info-hashes (`xt=urn:btih` and `xt=urn:btmh`); v1 peers and v2
+    /// peers can both fetch it.
+    #[default]
+    Hybrid,
+    /// BEP 3 only, files back to back: what every version before BEP 52
+    /// support made (the same files give the same info-hash as then).
+    V1Only,
 }
 
 /// A torrent made by [`build`], ready for [`crate::Client::seed_torrent`].
 pub struct Built {
     /// The raw info dictionary (canonical bencoding).
     pub info_raw: Vec<u8>,
+    /// The v1 info-hash (SHA-1 of `info_raw`): the one a hybrid's BEP 46
+    /// item names.
     pub info_hash: InfoHash,
-    /// Its piece space, read from the sources.
+    /// The v2 info-hash (SHA-256 of `info_raw`) of a hybrid.
+    pub info_hash_v2: Option<InfoHashV2>,
+    /// Its piece space, read from the sources (pad files read as zeros);
+    /// a hybrid's piece layers come with it
+    /// ([`Storage::load_piece_layers`]).
     pub storage: Arc<SourceStorage>,
     pub piece_length: u64,
+    /// Bytes of the piece space, pad files included.
     pub total_length: u64,
     pub num_files: usize,
+    /// The bencoded BEP 52 `piece layers` of a hybrid.
+    pub piece_layers: Option<Vec<u8>>,
+    /// For each file of the content, its index in the info dictionary's
+    /// file list (pad files included).
+    file_index: Vec<usize>,
 }
 
-/// Hashes `content` and makes its info dictionary (see the module docs).
-/// `progress(done, total)` (bytes) is called after each piece.
+/// Hashes `content` into a torrent of `format` and makes its info
+/// dictionary (see the module docs; a hybrid is laid out by
+/// [`crate::metainfo::build_v2`]). `progress(done, total)` (bytes of
+/// content) is called as it goes.
 ///
 /// Errors: no files, a total of 0 bytes (BEP 3 has no empty torrent),
 /// a path component that is empty, `.` or `..` or contains `/`, and read
 /// errors of the sources (a file that shrank: `UnexpectedEof`).
-pub fn build(content: &Content, progress: &mut dyn FnMut(u64, u64)) -> io::Result<Built> {
+pub fn build(
+    content: &Content,
+    format: Format,
+    progress: &mut dyn FnMut(u64, u64),
+) -> io::Result<Built> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
     if content.files.is_empty() {
         return Err(bad("nothing to seed: no files".into()));
@@ -361,20 +451,83 @@ pub fn build(content: &Content, progress: &mut dyn FnMut(u64, u64)) -> io::Resul
     }
     let piece_length = choose_piece_length(total);
     let storage = Arc::new(SourceStorage::new(&content.files));
-    let hashes = hash_pieces(&*storage, total, piece_length, progress)?;
     let files: Vec<(Vec<String>, u64)> = content
         .files
         .iter()
         .map(|f| (f.path.clone(), f.length))
         .collect();
-    let info_raw = build_info(&files, &content.name, piece_length, hashes);
-    Ok(Built {
-        info_hash: InfoHash::of_info(&info_raw),
-        info_raw,
-        storage,
+    if format == Format::V1Only {
+        let hashes = hash_pieces(&*storage, total, piece_length, progress)?;
+        let info_raw = build_info(&files, &content.name, piece_length, hashes);
+        return Ok(Built {
+            info_hash: InfoHash::of_info(&info_raw),
+            info_hash_v2: None,
+            info_raw,
+            storage,
+            piece_length,
+            total_length: total,
+            num_files: content.files.len(),
+            piece_layers: None,
+            file_index: (0..content.files.len()).collect(),
+        });
+    }
+    // each input file's offset in the contiguous reading space
+    let starts: Vec<u64> = content
+        .files
+        .iter()
+        .scan(0u64, |o, f| {
+            let s = *o;
+            *o += f.length;
+            Some(s)
+        })
+        .collect();
+    let mut done = 0u64;
+    let mut source = |file: usize, offset: u64, buf: &mut [u8]| -> io::Result<()> {
+        storage.read_at(starts[file] + offset, buf)?;
+        done += buf.len() as u64;
+        progress(done, total);
+        Ok(())
+    };
+    let built = build_v2(
+        &content.name,
+        &files,
         piece_length,
-        total_length: total,
+        Flavor::Hybrid,
+        &mut source,
+    )
+    .map_err(|e| match e {
+        BuildV2Error::Io { err, .. } => err,
+        e => bad(e.to_string()),
+    })?;
+    let info = &built.info;
+    // the non-pad entries of `info.files` are `built.files`, in order
+    let order: Vec<usize> = built.files.iter().map(|f| f.input).collect();
+    let mut file_index = vec![0usize; content.files.len()];
+    let mut k = 0;
+    for (j, f) in info.files.iter().enumerate() {
+        if !f.pad {
+            file_index[order[k]] = j;
+            k += 1;
+        }
+    }
+    let layers = built.piece_layers.to_bencode().encode();
+    Ok(Built {
+        info_hash: built
+            .info_hash_v1
+            .unwrap_or_else(|| InfoHash::of_info(&built.info_raw)),
+        info_hash_v2: Some(built.info_hash_v2),
+        storage: Arc::new(SourceStorage::of_torrent(
+            &content.files,
+            info,
+            &order,
+            Some(layers.clone()),
+        )),
+        piece_length,
+        total_length: info.total_length,
         num_files: content.files.len(),
+        piece_layers: Some(layers),
+        file_index,
+        info_raw: built.info_raw,
     })
 }
 
@@ -387,7 +540,9 @@ pub fn build(content: &Content, progress: &mut dyn FnMut(u64, u64)) -> io::Resul
 /// caches then share those bytes: a piece evicted from one is found wrong
 /// by the other's verification and fetched again), else copied through
 /// `built.storage`. Every piece of a `Source::Storage` range must be
-/// stored (as [`build`] requires). The raw info dictionary is written first and the
+/// stored (as [`build`] requires). A hybrid's piece layers (BEP 52) are
+/// saved as `piece_layers`, so the swarm answers v2 peers' hash requests
+/// after a remount too. The raw info dictionary is written first and the
 /// `have` bitfield (every piece) last, so an interrupted install never
 /// passes for a complete one. Returns the storage, ready to seed.
 ///
@@ -396,26 +551,25 @@ pub fn build(content: &Content, progress: &mut dyn FnMut(u64, u64)) -> io::Resul
 pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<FileStorage>> {
     let info = crate::metainfo::Info::from_bytes(&built.info_raw)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    if info.files.len() != content.files.len() {
+    if info.files.iter().filter(|f| !f.pad).count() != content.files.len()
+        || built.file_index.len() != content.files.len()
+    {
         return Err(io::Error::other(
             "the torrent's files do not match its content",
         ));
     }
     let storage = FileStorage::open(dir, &info)?;
-    // A stale `have` from an earlier, interrupted install must not count.
     remove_if_present(&crate::storage::TorrentDir::at(dir).have())?;
-    let mut offset = 0u64;
     for (i, f) in content.files.iter().enumerate() {
+        let j = built.file_index[i];
         let dest = storage
-            .file_path(i)
+            .file_path(j)
             .ok_or_else(|| io::Error::other("a file of the torrent has no place in the cache"))?
             .to_path_buf();
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent)?;
         }
         remove_if_present(&dest)?;
-        // Hard links where a file of exactly these bytes exists: a staged
-        // file, or the base torrent's cache file of an unchanged file.
         let linked = match &f.source {
             Source::File(src) => fs::hard_link(src, &dest).is_ok(),
             Source::Storage { storage, offset } => storage
@@ -423,11 +577,13 @@ pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<F
                 .is_some_and(|src| fs::hard_link(src, &dest).is_ok()),
         };
         if !linked {
-            copy_range(&*built.storage, offset, f.length, &dest)?;
+            copy_range(&*built.storage, info.files[j].offset, f.length, &dest)?;
         }
-        offset += f.length;
     }
-    let n = built.total_length.div_ceil(built.piece_length) as usize;
+    if let Some(layers) = &built.piece_layers {
+        storage.save_piece_layers(layers)?;
+    }
+    let n = info.num_pieces() as usize;
     let mut have = vec![0xffu8; n.div_ceil(8)];
     if n % 8 != 0 {
         *have.last_mut().expect("n > 0") = 0xff << (8 - n % 8);
@@ -436,7 +592,6 @@ pub fn install(content: &Content, built: &Built, dir: &Path) -> io::Result<Arc<F
     Ok(Arc::new(storage))
 }
 
-/// Deletes the file `path`; one that is not there is fine.
 fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -506,8 +661,8 @@ mod tests {
         assert_eq!(s1.skipped.len(), 1, "{:?}", s1.skipped);
         let paths: Vec<String> = s1.content.files.iter().map(|f| f.path.join("/")).collect();
         assert_eq!(paths, ["Z.txt", "a.txt", "b/c/deep.bin"]);
-        let b1 = build(&s1.content, &mut |_, _| {}).unwrap();
-        let b2 = build(&s2.content, &mut |_, _| {}).unwrap();
+        let b1 = build(&s1.content, Format::V1Only, &mut |_, _| {}).unwrap();
+        let b2 = build(&s2.content, Format::V1Only, &mut |_, _| {}).unwrap();
         assert_eq!(b1.info_hash, b2.info_hash);
         let info = Info::from_bytes(&b1.info_raw).unwrap();
         assert_eq!(info.name, "site");
@@ -536,7 +691,7 @@ mod tests {
         fs::write(root.join(OsStr::from_bytes(b"\xff/x")), b"333").unwrap();
         let s = scan_dir(&root).unwrap();
         assert!(s.skipped.is_empty(), "{:?}", s.skipped);
-        let b = build(&s.content, &mut |_, _| {}).unwrap();
+        let b = build(&s.content, Format::V1Only, &mut |_, _| {}).unwrap();
         let raw = &b.info_raw;
         for name in [&b"8:caf\xe9.txt"[..], b"10:back\\slash", b"1:\xff"] {
             assert!(raw.windows(name.len()).any(|w| w == name), "{name:?}");
@@ -557,7 +712,7 @@ mod tests {
         let f = t.path().join("one.bin");
         fs::write(&f, vec![1u8; 100]).unwrap();
         let s = scan_dir(&f).unwrap();
-        let b = build(&s.content, &mut |_, _| {}).unwrap();
+        let b = build(&s.content, Format::V1Only, &mut |_, _| {}).unwrap();
         let info = Info::from_bytes(&b.info_raw).unwrap();
         assert!(!info.multi_file);
         assert_eq!(info.name, "one.bin");
@@ -569,6 +724,79 @@ mod tests {
             "empty dir"
         );
         fs::write(e.join("zero"), b"").unwrap();
-        assert!(build(&scan_dir(&e).unwrap().content, &mut |_, _| {}).is_err());
+        assert!(
+            build(
+                &scan_dir(&e).unwrap().content,
+                Format::Hybrid,
+                &mut |_, _| {}
+            )
+            .is_err()
+        );
+    }
+
+    /// The default format is a hybrid: both info-hashes, files aligned to
+    /// pieces by pad files that read as zeros, every v1 piece's SHA-1 and
+    /// every file's `pieces root` right, piece layers that load back, and
+    /// the same bytes give the same hashes. Installed into a cache, the
+    /// files are linked and the piece layers saved next to them.
+    #[test]
+    fn hybrid_by_default_with_pads_and_piece_layers() {
+        use crate::merkle;
+        use crate::metainfo::{MetaVersion, PieceLayers};
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("site");
+        tree(&root);
+        let s = scan_dir(&root).unwrap();
+        let b = build(&s.content, Format::default(), &mut |_, _| {}).unwrap();
+        let again = build(&s.content, Format::Hybrid, &mut |_, _| {}).unwrap();
+        assert_eq!(
+            (b.info_hash, b.info_hash_v2),
+            (again.info_hash, again.info_hash_v2)
+        );
+        let v1 = build(&s.content, Format::V1Only, &mut |_, _| {}).unwrap();
+        assert_ne!(b.info_hash, v1.info_hash);
+        assert_eq!(v1.info_hash_v2, None);
+        let info = Info::from_bytes(&b.info_raw).unwrap();
+        assert_eq!(info.version, MetaVersion::Hybrid);
+        assert_eq!(InfoHash::of_info(&b.info_raw), b.info_hash);
+        assert_eq!(info.info_hash_v2, b.info_hash_v2);
+        assert_eq!(b.total_length, info.total_length);
+        // a.txt (5 bytes) is padded to a piece; deep.bin starts on a piece
+        assert!(info.files.iter().any(|f| f.pad));
+        for i in 0..info.num_pieces() {
+            let mut buf = vec![0u8; info.piece_size(i) as usize];
+            b.storage
+                .read_at(i as u64 * info.piece_length, &mut buf)
+                .unwrap();
+            assert_eq!(sha1::Sha1::digest(&buf)[..], info.piece_hash(i)[..]);
+        }
+        let deep = info
+            .files
+            .iter()
+            .find(|f| f.path.last().map(String::as_str) == Some("deep.bin"))
+            .unwrap();
+        assert_eq!(deep.offset % info.piece_length, 0);
+        let leaves = merkle::block_hashes(&[7u8; 40_000]);
+        let pieces = 40_000u64.div_ceil(info.piece_length) as usize;
+        let blocks_per_piece = (info.piece_length / merkle::BLOCK_SIZE) as usize;
+        let padded = pieces.next_power_of_two() * blocks_per_piece;
+        assert_eq!(
+            deep.pieces_root,
+            Some(merkle::root_of(&leaves, 0, padded as u64))
+        );
+        let layers = b.piece_layers.clone().unwrap();
+        let held = PieceLayers::from_bencode(&layers, &info).unwrap();
+        assert_eq!(held.len(), 1, "one file longer than a piece");
+        assert_eq!(b.storage.load_piece_layers(), Some(layers.clone()));
+
+        let dir = t.path().join("cache").join(b.info_hash.to_string());
+        let cached = install(&s.content, &b, &dir).unwrap();
+        assert_eq!(cached.load_piece_layers(), Some(layers));
+        for (i, f) in info.files.iter().enumerate().filter(|(_, f)| !f.pad) {
+            let mut want = vec![0u8; f.length as usize];
+            b.storage.read_at(f.offset, &mut want).unwrap();
+            let path = cached.file_path(i).unwrap();
+            assert_eq!(fs::read(path).unwrap(), want, "{}", path.display());
+        }
     }
 }

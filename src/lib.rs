@@ -16,10 +16,11 @@
 //!
 //! The write side goes the other way: a directory ([`create::scan_dir`]) or
 //! an edited tree ([`staging::Draft`], mounted read-write by
-//! [`fuse_writable`]) → pieces hashed into a v1 info dictionary
-//! ([`create::build`], [`metainfo::build_info`]) → [`Client::seed_torrent`]
-//! serves them in place → [`Client::publish`] points a BEP 46 mutable URL
-//! at it ([`bep46`] encodes the value).
+//! [`fuse_writable`]) → hashed into a hybrid v1+v2 info dictionary, or a
+//! v1 one on request ([`create::build`], [`metainfo::build_v2`],
+//! [`metainfo::build_info`]) → [`Client::seed_torrent`] serves them in
+//! place → [`Client::publish`] points a BEP 46 mutable URL at its v1
+//! info-hash ([`bep46`] encodes the value).
 //!
 //! Modules, lowest layer first:
 //! - protocols: [`bencode`], [`metainfo`] (info dictionaries, BEP 3, 47,

@@ -820,7 +820,10 @@ mod tests {
         assert_eq!(m.names(), std::slice::from_ref(&name));
         let st = m.status();
         assert_eq!(st[0].readers, 1);
-        assert_eq!(st[0].verified, 5);
+        // every byte of the piece space: the 5 bytes of a.txt and, in the
+        // hybrid `seed` makes, the pad file that ends its piece
+        assert_eq!(st[0].verified, seeded.info().total_length);
+        assert_eq!(seeded.info().total_length, 16384);
         tokio::time::sleep(Duration::from_millis(3000)).await;
         assert_eq!(
             m.names(),

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use btfs::utp::{UtpConfig, UtpSocket};
 use relay::{Profile, Relay};
 use support::{in_netns, runtime};
-use utp_common::{LtFetch, LtSeed, download, mbps, serve};
+use utp_common::{Framed, LtFetch, LtSeed, download, download_after_handshake, mbps, serve};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -193,6 +193,92 @@ fn dual_stack_on_the_tcp_port_number() {
         rate / 1e6
     );
     drop(tcp);
+}
+
+/// A uTP connection stays up when the peer sends data unprompted and then
+/// both sides go quiet, over IPv4 and IPv6. librqbit-utp 0.7 arms its
+/// "remote inactivity" timer (10 s by default) whenever data arrives, and
+/// turns it off only when an ACK for our own data arrives: a peer that
+/// sends a message after all of ours was acknowledged (a `have`, `ut_pex`,
+/// libtorrent's `upload_only`) and then nothing for 10 s got dropped with
+/// "remote was inactive for too long" although nothing was outstanding.
+/// Seen with a libtorrent peer in upload mode on the simulated internet
+/// (`holepunch.rs`). `UtpSocket` sets that timeout above the peer
+/// session's own idle timeout. Both ends here are ours (the pattern needs
+/// exact timing); then a uTP-only libtorrent, dialled over the same
+/// sockets after the quiet spell, still serves a full download.
+#[test]
+fn a_quiet_connection_after_unprompted_data_stays_up() {
+    if !in_netns("a_quiet_connection_after_unprompted_data_stays_up") {
+        return;
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seed = LtSeed::start(1 << 20, "127.0.0.1,::1", support::free_port());
+    let want = seed.content();
+    let shape = seed.shape.clone();
+    let port = seed.port;
+    let got = runtime().block_on(async move {
+        let mut tasks = Vec::new();
+        for ip in ["127.0.0.1", "[::1]"] {
+            let shape = shape.clone();
+            tasks.push(tokio::spawn(async move {
+                let a = UtpSocket::bind(addr(&format!("{ip}:0")), UtpConfig::default())
+                    .await
+                    .unwrap();
+                let b = UtpSocket::bind(addr(&format!("{ip}:0")), UtpConfig::default())
+                    .await
+                    .unwrap();
+                let (dialled, accepted) = tokio::join!(
+                    a.connect(b.local_addr(), Duration::from_secs(10)),
+                    b.accept()
+                );
+                let (mut x, mut y) = (dialled.unwrap(), accepted.unwrap());
+                // x speaks first and is acknowledged; then y sends
+                // unprompted, x acknowledges it; then silence
+                x.write_all(b"ping").await.unwrap();
+                let mut buf = [0u8; 4];
+                y.read_exact(&mut buf).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                y.write_all(b"pong").await.unwrap();
+                x.read_exact(&mut buf).await.unwrap();
+                assert_eq!(&buf, b"pong");
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                x.write_all(b"ping").await.expect("x alive after 15 s");
+                tokio::time::timeout(Duration::from_secs(5), y.read_exact(&mut buf))
+                    .await
+                    .expect("y got x's bytes")
+                    .expect("y alive after 15 s");
+                y.write_all(b"pong").await.expect("y alive");
+                tokio::time::timeout(Duration::from_secs(5), x.read_exact(&mut buf))
+                    .await
+                    .expect("x got y's bytes")
+                    .expect("x alive after 15 s");
+                // the same socket still dials libtorrent and downloads
+                let to = addr(&format!("{ip}:{port}"));
+                let stream = a.connect(to, Duration::from_secs(20)).await.unwrap();
+                let mut f = Framed::new(stream);
+                let theirs = f
+                    .handshake(shape.info_hash, btfs::PeerId::generate().0)
+                    .await;
+                assert_eq!(theirs.info_hash, shape.info_hash);
+                let (got, _) = tokio::time::timeout(
+                    Duration::from_secs(60),
+                    download_after_handshake(f, &shape, DEPTH),
+                )
+                .await
+                .expect("download within 60 s");
+                got
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    for g in got {
+        assert!(g == want, "downloaded bytes differ from the seeded file");
+    }
 }
 
 /// Issue 16 part 5: over ~50 ms RTT and 1 % loss each way (the relay of

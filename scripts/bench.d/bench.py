@@ -277,6 +277,8 @@ class Bench:
         self.notes = []
         self.counter = 0
         self.last_pid = None
+        # More btfs-mount flags for every mount (compare.py's variants).
+        self.extra_args = []
 
     def fresh(self, kind):
         self.counter += 1
@@ -369,6 +371,7 @@ class Bench:
             argv += ["--no-dht"]
         else:
             argv += ["--bootstrap", f"127.0.0.1:{self.seed_port}"]
+        argv += self.extra_args
         t0 = time.monotonic()
         with open(os.path.join(self.logdir, f"btfs-mount-{self.counter}.stderr"), "wb") as err:
             r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=90)

@@ -9,9 +9,11 @@ python3-libtorrent in the seeders (mountpoint-tests/lt/ltnode.py).
     'ip link set lo up && /usr/bin/python3 scripts/bench.d/gateway.py \\
        --bin target/release/btfs-mount --work /var/tmp/gw-bench [--rqbit ~/.cargo/bin/rqbit]'
 
-scripts/bench can call it the same way inside its own namespace, after
-bench.py (`--out FILE` appends the table to FILE; `--json FILE` writes the
-raw samples).
+`scripts/bench --gateway` runs it inside its own namespace with `--section
+bench/RESULTS.md`: the rows as ratios with their goals (gateway >= rqbit in
+every row, >= 90 % of FUSE throughput) replace the gateway section of
+RESULTS.md. (`--out FILE` appends the plain table to FILE; `--json FILE`
+writes the raw samples.)
 
 The swarm: one libtorrent seeder per torrent, each dialled directly by
 every client (btfs-mount `--no-dht --peer`, rqbit `--disable-dht` and
@@ -37,6 +39,7 @@ import json
 import os
 import queue
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -200,6 +203,7 @@ class Gateway:
                 self.cache, "--no-dht", "--no-lsd", "--timeout", "60"]
         for p in self.peers:
             argv += ["--peer", p]
+        argv += self.b.extra
         self.err = open(os.path.join(self.b.logdir, f"serve-{self.b.counter}.stderr"), "wb")
         t0 = time.monotonic()
         self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err)
@@ -321,6 +325,7 @@ class Fuse:
         argv = [self.b.bin, t["magnet"], mnt, "--cache-dir", self.cache, "--no-dht", "--no-lsd"]
         for p in self.peers:
             argv += ["--peer", p]
+        argv += self.b.extra
         with open(os.path.join(self.b.logdir, f"mount-{self.b.counter}.stderr"), "wb") as err:
             r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=90)
         if r.returncode != 0 or not is_mounted(mnt):
@@ -372,6 +377,8 @@ class Bench:
         self.samples = {}
         self.procs = []
         self.failures = []
+        # More flags for both `btfs-mount serve` and the FUSE mounts.
+        self.extra = shlex.split(a.btfs_args or "")
 
     def fresh(self, kind):
         self.counter += 1
@@ -416,11 +423,14 @@ class Bench:
             self.peers.append(f"127.0.0.1:{ready['port']}")
         log("seeders ready")
 
+    def rqbit_path(self):
+        return self.a.rqbit or os.path.expanduser("~/.cargo/bin/rqbit")
+
     def systems(self):
         out = [Gateway(self, self.peers), Fuse(self, self.peers)]
         if self.a.only:
             out = [x for x in out if x.label in self.a.only.split(",")]
-        rq = self.a.rqbit or os.path.expanduser("~/.cargo/bin/rqbit")
+        rq = self.rqbit_path()
         if self.a.only and "rqbit HTTP stream" not in self.a.only.split(","):
             pass
         elif os.path.exists(rq) and not self.a.no_rqbit:
@@ -512,7 +522,9 @@ class Bench:
             def one(i):
                 t1 = time.monotonic()
                 try:
-                    if isinstance(s, Fuse):
+                    if self.a.many_with == "processes":
+                        n = self.read_by_process(s, t, f"f{i:02}.bin")
+                    elif isinstance(s, Fuse):
                         n = s.read(t, f"f{i:02}.bin")
                     else:
                         _, n = s.get(t, f"f{i:02}.bin")
@@ -540,19 +552,38 @@ class Bench:
         finally:
             s.stop()
 
+    def read_by_process(self, s, t, rel):
+        """Bytes read by one client process: `curl` for HTTP, `cat` for FUSE
+        (--many-with processes: no Python in the clients' data path)."""
+        if isinstance(s, Fuse):
+            argv = ["sh", "-c", 'cat "$1" | wc -c', "sh", s.path(t, rel)]
+        else:
+            argv = ["curl", "-sS", "--max-time", "120", "-o", "/dev/null", "-w",
+                    "%{size_download}", f"http://127.0.0.1:{s.port}{s.range_path(t, rel)}"]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=150)
+        if r.returncode != 0:
+            raise RuntimeError(f"{argv[0]} exited {r.returncode}: {r.stderr.strip()[:200]}")
+        return int(r.stdout.strip() or 0)
+
     def run(self):
         self.setup()
         systems = self.systems()
         for rep in range(self.a.reps):
             for s in systems:
                 log(f"rep {rep + 1}: {s.label}")
-                self.add(("first", s.label), self.first_byte(s))
-                self.add(("cold", s.label), self.cold(s))
-                for v in self.random(s, 1000 + rep):
-                    self.add(("rand", s.label), v)
-                mbs, slowest = self.many(s)
-                self.add(("many", s.label), mbs)
-                self.add(("many_slowest", s.label), slowest)
+                rows = self.a.rows.split(",")
+                if "first" in rows:
+                    self.add(("first", s.label), self.first_byte(s))
+                if "cold" in rows:
+                    self.add(("cold", s.label), self.cold(s))
+                if "random" in rows:
+                    for v in self.random(s, 1000 + rep):
+                        self.add(("rand", s.label), v)
+                if "many" in rows:
+                    mbs, slowest = self.many(s)
+                    self.add(("many", s.label), mbs)
+                    self.add(("many_slowest", s.label), slowest)
+                    log(f"  {self.a.clients} clients: {mbs:.0f} MB/s, slowest {slowest:.2f} s")
         return systems
 
     def stop(self):
@@ -584,11 +615,20 @@ def table(b, systems):
         ("50 clients, slowest client (s)", lambda L: fmt(S[("many_slowest", L)], "s", digits=2)),
     ]
     out = ["| row | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+
+    def safe(f, L):
+        try:
+            return f(L)
+        except (KeyError, IndexError, statistics.StatisticsError):
+            return "n/a"
     for name, f in rows:
-        out.append(f"| {name} | " + " | ".join(f(L) for L in labels) + " |")
+        out.append(f"| {name} | " + " | ".join(safe(f, L) for L in labels) + " |")
     gw = "btfs-mount HTTP"
     med = lambda k, L: statistics.median(S[(k, L)])
     out.append("")
+    if not all(("cold", L) in S and ("many", L) in S and ("first", L) in S and ("rand", L) in S
+               for L in labels):
+        return "\n".join(out)
     if gw in labels and "btfs-mount FUSE" in labels:
         out.append(f"HTTP / FUSE cold throughput: "
                    f"{med('cold', gw) / med('cold', 'btfs-mount FUSE'):.0%} (goal >= 90 %)")
@@ -605,6 +645,118 @@ def table(b, systems):
     return "\n".join(out)
 
 
+GW, FU, RQ = "btfs-mount HTTP", "btfs-mount FUSE", "rqbit HTTP stream"
+
+
+def section(b, systems, started, load_before, load_after):
+    """The gateway section of RESULTS.md: each row for the three systems,
+    the gateway's ratios to FUSE and to rqbit, the goals, met or not."""
+    import sections
+    S = b.samples
+    labels = [s.label for s in systems]
+    have_rq = RQ in labels
+    med = statistics.median
+
+    def vals(k, L):
+        return [x for x in S.get((k, L), []) if x == x]
+
+    def stat(k, L, q=None):
+        v = vals(k, L)
+        if not v:
+            return None
+        return pct(v, q) if q is not None else med(v)
+
+    def cell(k, L, unit, digits, scale=1.0, q=None):
+        if L not in labels:
+            return "rqbit not installed" if L == RQ else "n/a"
+        v = vals(k, L)
+        if not v:
+            return "failed"
+        if q is not None:
+            return f"{pct(v, q) * scale:.{digits}f}"
+        v = [x * scale for x in v]
+        return f"{med(v):.{digits}f} ({min(v):.{digits}f}–{max(v):.{digits}f})"
+
+    def r(k, L, q=None):
+        a, c = stat(k, GW, q), stat(k, L, q) if L in labels else None
+        return a / c if a is not None and c else None
+
+    def f2(x):
+        # A ratio over 100 means the other side delivered next to nothing
+        # (its clients timed out; see the problems under the table).
+        if x is not None and x > 100:
+            return "> 100 (other side stalled)"
+        return "n/a" if x is None else f"{x:.2f}"
+
+    def yes(x):
+        return "n/a" if x is None else ("yes" if x else "**no**")
+
+    rows = []
+    # (title, key, unit digits scale q, higher is better, FUSE goal?)
+    specs = [
+        ("first byte: start → small.txt read (ms)", "first", 1, 1000, None, False, False),
+        (f"cold sequential read of {b.size // MIB} MiB (MB/s)", "cold", 0, 1, None, True, True),
+        ("random 4 KiB range p50 (ms)", "rand", 2, 1000, .5, False, False),
+        ("random 4 KiB range p90 (ms)", "rand", 2, 1000, .9, False, None),
+        (f"{b.a.clients} clients, different 2 MiB files: aggregate (MB/s)", "many", 0, 1, None,
+         True, True),
+        (f"{b.a.clients} clients: slowest client (s)", "many_slowest", 2, 1, None, False, None),
+    ]
+    for title, k, digits, scale, q, higher, fuse_goal in specs:
+        rf, rr = r(k, FU, q), (r(k, RQ, q) if have_rq else None)
+        goals, mets = [], []
+        if fuse_goal is None:
+            pass
+        else:
+            if fuse_goal:
+                goals.append("≥ 90 % of FUSE")
+                mets.append(None if rf is None else rf >= 0.9)
+            if higher:
+                goals.append("≥ rqbit")
+                mets.append(None if rr is None else rr >= 1)
+            else:
+                goals.append("≤ rqbit")
+                mets.append(None if rr is None else rr <= 1)
+        rows.append((title, cell(k, GW, "", digits, scale, q), cell(k, FU, "", digits, scale, q),
+                     cell(k, RQ, "", digits, scale, q), f2(rf), f2(rr), "; ".join(goals),
+                     "; ".join(yes(m) for m in mets)))
+    head = ("metric", "gateway (HTTP)", "FUSE cat", "rqbit HTTP stream", "gateway/FUSE",
+            "gateway/rqbit", "goal", "met")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(x) + " |" for x in rows]
+    rq_v = "not installed"
+    if have_rq:
+        try:
+            rq_v = subprocess.run([b.rqbit_path(), "--version"], capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            rq_v = "?"
+    bm_v = subprocess.run([b.bin, "--version"], capture_output=True, text=True).stdout.strip()
+    md = [sections.begin("gateway", "--gateway"), "", "## HTTP gateway (btfs-mount serve)", ""]
+    md.append(f"Written by `scripts/bench --gateway` on "
+              f"{time.strftime('%Y-%m-%d %H:%M %Z', started)} ({bm_v}; rqbit: {rq_v}); "
+              f"{b.a.reps} repetitions, the three systems taking turns in the same run "
+              f"(`scripts/bench.d/gateway.py`, whose docstring defines each row). One "
+              f"python3-libtorrent seeder per torrent (256 KiB pieces), dialled directly by "
+              f"every client (`--no-dht --peer`; rqbit `--disable-dht` and `initial_peers`); "
+              f"fresh cache each time. Cells: median (min–max); random reads: nearest-rank "
+              f"percentiles over {b.a.reps}×20 samples. MB/s = 10^6 bytes/s. Ratios are "
+              f"gateway / other (for times, lower is better).\n")
+    md.append("\n".join(lines) + "\n")
+    md.append(f"Load average before {load_before}, after {load_after} (shared machine).\n")
+    for f in b.failures:
+        md.append(f"- problem: {f}")
+    if b.failures:
+        md.append("")
+    md.append("<details><summary>Raw samples (gateway)</summary>\n")
+    md.append("```json")
+    md.append(json.dumps({f"{k[0]}/{k[1]}": v for k, v in S.items()}, sort_keys=True)
+              .replace("], ", "],\n "))
+    md.append("```\n</details>\n")
+    md.append(sections.end("gateway"))
+    return "\n".join(md)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bin", required=True, help="the btfs-mount binary (release build)")
@@ -614,17 +766,31 @@ def main():
     p.add_argument("--rqbit", help="rqbit binary (default ~/.cargo/bin/rqbit when present)")
     p.add_argument("--no-rqbit", action="store_true")
     p.add_argument("--clients", type=int, default=50, help="concurrent clients (at most 50)")
+    p.add_argument("--many-with", choices=("threads", "processes"), default="threads",
+                   help="the concurrent clients: Python threads (http.client, read(2)), "
+                        "or one curl / cat process each")
+    p.add_argument("--btfs-args", metavar="FLAGS",
+                   help="more flags for btfs-mount serve and the FUSE mounts (e.g. --no-utp)")
+    p.add_argument("--rows", default="first,cold,random,many",
+                   help="comma-separated rows to measure (default: all)")
     p.add_argument("--only", help="comma-separated system labels to run (default: all)")
     p.add_argument("--out", help="append the table (markdown) to this file")
     p.add_argument("--json", help="write the raw samples here")
+    p.add_argument("--section", metavar="RESULTS_MD",
+                   help="rewrite the gateway section of this RESULTS.md (ratios, goals)")
     p.add_argument("--keep-logs", metavar="DIR", help="copy the processes' logs here")
     a = p.parse_args()
     if [n for _, n in socket.if_nameindex() if n != "lo"]:
         sys.exit("gateway.py: run me inside a private network namespace (only lo), see --help")
     b = Bench(a)
+    started = time.localtime()
+    load_before = " ".join(open("/proc/loadavg").read().split()[:3])
+    sec = None
     try:
         systems = b.run()
         t = table(b, systems)
+        load_after = " ".join(open("/proc/loadavg").read().split()[:3])
+        sec = section(b, systems, started, load_before, load_after)
         if b.failures:
             t += "\n\nFailures:\n" + "\n".join(f"- {f}" for f in b.failures)
     finally:
@@ -636,6 +802,11 @@ def main():
     if a.out:
         with open(a.out, "a") as f:
             f.write("\n### HTTP gateway (scripts/bench.d/gateway.py)\n\n" + t + "\n")
+    if a.section and sec:
+        sys.path.insert(0, HERE)
+        import sections
+        sections.write(a.section, "gateway", sec)
+        log(f"wrote the gateway section of {a.section}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({f"{k[0]}/{k[1]}": v for k, v in b.samples.items()}, f, indent=1)

@@ -13,6 +13,7 @@ import os
 import time
 
 import bench
+import sections
 from bench import MIB
 
 BEGIN = "<!-- BEGIN internet-swarm section (scripts/bench --internet rewrites it) -->"
@@ -23,28 +24,17 @@ COLS = ("btfs-mount", "lt-download", "lt-stream", "rqbit")
 
 def extract(text):
     """The internet section of a RESULTS.md text (markers included), or ""."""
-    i, j = text.find(BEGIN), text.find(END)
-    if i < 0 or j < i:
-        return ""
-    return text[i:j + len(END)]
+    return sections.extract(text, "internet-swarm")
 
 
 def keep_section(old, new):
-    """`new` (a loopback report) followed by the internet section of `old`."""
-    sec = extract(old)
-    return new if not sec else new.rstrip("\n") + "\n\n" + sec + "\n"
+    """`new` (a loopback report) followed by every marked section of `old`
+    (this one, and those of --transports, --gateway, --compare)."""
+    return sections.keep_all(old, new)
 
 
 def write_section(path, section):
-    old = open(path).read() if os.path.exists(path) else ""
-    if extract(old):
-        text = old.replace(extract(old), section.strip("\n"))
-    elif old:
-        text = old.rstrip("\n") + "\n\n" + section.strip("\n") + "\n"
-    else:
-        text = "# btfs-mount benchmark results\n\n" + section.strip("\n") + "\n"
-    with open(path, "w") as f:
-        f.write(text)
+    sections.write(path, "internet-swarm", section)
 
 
 def ms(v):

@@ -16,12 +16,24 @@ not:
                                     every 0.25 s until it is connected
       stats                         emit `stats` {upload: {INFO_HASH: payload
                                     bytes sent so far}}
+      peers                         emit `peers` {peers: [{addr, info_hash,
+                                    utp, rc4, plaintext_encrypted}]} seen
+                                    since the last `peers` (--record-peers)
       quit                          stop (so does end of file on stdin)
 - outgoing connections are TCP and plaintext only (libtorrent otherwise
-  tries uTP and MSE first and reaches a TCP peer seconds later).
+  tries uTP and MSE first and reaches a TCP peer seconds later);
+- `--transport tcp|mse|utp` (the transport benchmark, transports.py) lets
+  incoming peers in by one transport only: plaintext TCP; MSE with RC4
+  forced over TCP (`in_enc_policy` forced, `allowed_enc_level` RC4); uTP
+  only, plaintext (`enable_incoming_tcp` off). Without it, incoming peers
+  may use TCP or uTP, plaintext or MSE (libtorrent's defaults);
+- `--record-peers`: every handshaken connection is noted with its
+  transport and encryption (polled every 50-250 ms), and the `peers`
+  command reports (and forgets) them.
 
-Usage: swarm.py --listen-port P --bootstrap H:P.. [--seed DIR:PIECE_BYTES..]
-                --torrent-dir DIR
+Usage: swarm.py --listen-port P (--bootstrap H:P.. | --no-dht)
+                [--seed DIR:PIECE_BYTES..] [--transport tcp|mse|utp]
+                [--record-peers] --torrent-dir DIR
 Without --seed it is a bare DHT node.
 Events on stdout, one JSON object a line (ltnode's shapes): ready {port},
 torrent {...,torrent_file} for each seed, seeding {info_hash} once all are
@@ -51,13 +63,18 @@ def parse_args(argv):
     p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT")
     p.add_argument("--seed", action="append", default=[], metavar="DIR:PIECE_BYTES")
     p.add_argument("--torrent-dir", required=True, help="where to write NAME.torrent files")
+    p.add_argument("--no-dht", action="store_true", help="no DHT node (then no --bootstrap)")
+    p.add_argument("--transport", choices=sorted(TRANSPORTS),
+                   help="let incoming peers in by this transport only")
+    p.add_argument("--record-peers", action="store_true",
+                   help="note each connection's transport and encryption (`peers` command)")
     a = p.parse_args(argv)
     try:
         a.bootstrap = [parse_hostport(s) for s in a.bootstrap]
     except ValueError as e:
         p.error(str(e))
-    if not a.bootstrap:
-        p.error("--bootstrap is required (never the public routers)")
+    if not a.bootstrap and not a.no_dht:
+        p.error("--bootstrap is required (never the public routers), or --no-dht")
     seeds = []
     for s in a.seed:
         d, sep, n = s.rpartition(":")
@@ -66,6 +83,34 @@ def parse_args(argv):
         seeds.append((d, int(n)))
     a.seeds = seeds
     return a
+
+
+# Incoming connections allowed by --transport (settings over the defaults).
+TRANSPORTS = {
+    "tcp": {"enable_incoming_utp": False,
+            "in_enc_policy": int(lt.enc_policy.pe_disabled)},
+    "mse": {"enable_incoming_utp": False,
+            "in_enc_policy": int(lt.enc_policy.pe_forced),
+            "allowed_enc_level": int(lt.enc_level.rc4)},
+    "utp": {"enable_incoming_tcp": False,
+            "in_enc_policy": int(lt.enc_policy.pe_disabled)},
+}
+# peer_info::utp_socket (bit 17 of peer_flags_t; the binding lacks the name).
+UTP_SOCKET = int(getattr(lt.peer_info, "utp_socket", 1 << 17))
+
+
+def note_peers(handles, seen):
+    """Add each handshaken connection of every torrent to `seen`
+    ((addr, info_hash) -> transport and encryption flags)."""
+    for ih, h in handles.items():
+        for pi in h.get_peer_info():
+            if pi.flags & (lt.peer_info.connecting | lt.peer_info.handshake):
+                continue
+            seen[(f"{pi.ip[0]}:{pi.ip[1]}", ih)] = {
+                "utp": bool(pi.flags & UTP_SOCKET),
+                "rc4": bool(pi.flags & lt.peer_info.rc4_encrypted),
+                "plaintext_encrypted": bool(pi.flags & lt.peer_info.plaintext_encrypted),
+            }
 
 
 def stdin_commands(q):
@@ -104,6 +149,8 @@ def main(argv):
         "dht_block_timeout": 1,
         "dht_upload_rate_limit": 100000000,
     })
+    if args.transport:
+        settings.update(TRANSPORTS[args.transport])
     ses = lt.session(settings)
 
     stop = Stop()
@@ -112,8 +159,9 @@ def main(argv):
         return 2
     # The node itself is its router (it answers at once, and libtorrent
     # never puts a router in its routing table); --bootstrap nodes are pinged.
-    ltsession.start_dht(ses, f"127.0.0.1:{port}", args.bootstrap)
-    emit("ready", port=port, dht_port=port)
+    if not args.no_dht:
+        ltsession.start_dht(ses, f"127.0.0.1:{port}", args.bootstrap)
+    emit("ready", port=port, dht_port=None if args.no_dht else port)
 
     handles = {}
     os.makedirs(args.torrent_dir, exist_ok=True)
@@ -134,9 +182,11 @@ def main(argv):
         ih = str(h.info_hashes().v1)
         handles[ih] = h
         ltsession.torrent_event(ti, tf)
-    for h in handles.values():
-        h.force_dht_announce()
+    if not args.no_dht:
+        for h in handles.values():
+            h.force_dht_announce()
     emit("seeding", info_hashes=sorted(handles))
+    seen = {}
 
     q = queue.Queue()
     threading.Thread(target=stdin_commands, args=(q,), daemon=True).start()
@@ -159,6 +209,11 @@ def main(argv):
             elif cmd == "stats":
                 emit("stats", upload={ih: h.status().total_payload_upload
                                              for ih, h in handles.items()})
+            elif cmd == "peers":
+                note_peers(handles, seen)
+                emit("peers", peers=[dict(addr=a, info_hash=ih, **f)
+                                     for (a, ih), f in sorted(seen.items())])
+                seen = {}
             elif cmd:
                 emit("error", message=f"bad command {cmd!r}")
         now = time.monotonic()
@@ -171,10 +226,12 @@ def main(argv):
             elif now - last >= 0.25:
                 handles[ih].connect_peer(addr)
                 pending[key] = (started, now)
-        if now - last_stats >= 2.0:
+        if args.record_peers:
+            note_peers(handles, seen)
+        if now - last_stats >= 2.0 and not args.no_dht:
             last_stats = now
             ses.post_dht_stats()
-        if now - last_announce >= 2.0:
+        if now - last_announce >= 2.0 and not args.no_dht:
             last_announce = now
             for h in handles.values():
                 h.force_dht_announce()

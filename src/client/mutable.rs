@@ -211,8 +211,12 @@ impl Client {
 
     /// Publishes `target` (a magnet link, or a bare 40-hex info-hash) under
     /// `keypair` and `salt` (0..=64 bytes) as a BEP 46 mutable item, and
-    /// returns its mutable URL `magnet:?xs=urn:btpk:<key>[&s=<salt>]`. See
-    /// [`Client::publish_item`].
+    /// returns its mutable URL `magnet:?xs=urn:btpk:<key>[&s=<salt>]`. The
+    /// item's `ih` is the link's v1 info-hash (`xt=urn:btih`), also for a
+    /// hybrid link naming both (what [`Client::seed`] prints), so readers
+    /// that know only BEP 46 and v1 understand it; a v2-only link
+    /// (`xt=urn:btmh` alone) gives its v2 info-hash truncated to 20 bytes
+    /// (BEP 52). See [`Client::publish_item`].
     pub async fn publish(
         &self,
         target: &str,

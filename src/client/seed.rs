@@ -41,10 +41,14 @@ impl<'a> From<&'a Draft> for SeedSource<'a> {
 
 impl Client {
     /// Seeds a torrent whose data is complete locally: `info_raw` is its
-    /// info dictionary (BEP 3) and `storage` holds every piece (typically a
-    /// [`crate::create::SourceStorage`] from [`create::build`]).
-    /// Creates the swarm with all pieces had, accepts peers and announces
-    /// our port on the DHT (BEP 5); [`Archive::magnet`] is the link to share.
+    /// info dictionary (BEP 3, or a BEP 52 hybrid) and `storage` holds
+    /// every piece (typically a [`crate::create::SourceStorage`] from
+    /// [`create::build`]) and, for a hybrid, its piece layers
+    /// ([`Storage::load_piece_layers`], served to v2 peers' hash requests).
+    /// Creates the swarm (keyed by the v1 info-hash; a hybrid is reached
+    /// by its truncated v2 info-hash too) with all pieces had, accepts
+    /// peers and announces our port on the DHT (BEP 5); [`Archive::magnet`]
+    /// is the link to share (both `xt` for a hybrid).
     /// Errors: [`Error::Metadata`] when `info_raw` is refused.
     pub fn seed_torrent(
         &self,
@@ -52,7 +56,15 @@ impl Client {
         storage: Arc<dyn Storage>,
     ) -> Result<Archive, Error> {
         let info_hash = InfoHash::of_info(info_raw);
-        let swarm = self.swarm(info_hash, crate::swarm::Ids::bare(), true);
+        // a hybrid is reached by its truncated v2 info-hash too (BEP 52)
+        let ids = match crate::metainfo::Info::from_bytes(info_raw) {
+            Ok(info) if info.version == crate::metainfo::MetaVersion::Hybrid => crate::swarm::Ids {
+                v1: Some(info_hash),
+                v2: info.info_hash_v2,
+            },
+            _ => crate::swarm::Ids::bare(),
+        };
+        let swarm = self.swarm(info_hash, ids, true);
         if let Err(e) = swarm.set_complete(info_raw, storage) {
             self.remove_swarm(&swarm);
             return Err(Error::Metadata(e));
@@ -60,10 +72,23 @@ impl Client {
         Ok(Archive::new(swarm))
     }
 
-    /// Makes a torrent of `what` (a directory or file read in place, or a
+    /// Makes a hybrid v1+v2 torrent ([`create::Format::Hybrid`], BEP 52)
+    /// of `what` (a directory or file read in place, or a
     /// [`crate::staging::Draft`]'s current tree) and seeds it: see
-    /// [`Client::seed_content`]. The magnet link is `archive.magnet()`.
+    /// [`Client::seed_content`]. The magnet link is `archive.magnet()`
+    /// (`xt=urn:btih` and `xt=urn:btmh`). [`Client::seed_as`] makes a
+    /// v1-only one.
     pub async fn seed<'a>(&self, what: impl Into<SeedSource<'a>>) -> Result<Archive, Error> {
+        self.seed_as(what, create::Format::default()).await
+    }
+
+    /// [`Client::seed`] with the torrent's [`create::Format`]
+    /// ([`create::Format::V1Only`]: BEP 3 only, as before BEP 52 support).
+    pub async fn seed_as<'a>(
+        &self,
+        what: impl Into<SeedSource<'a>>,
+        format: create::Format,
+    ) -> Result<Archive, Error> {
         let content = match what.into() {
             SeedSource::Dir(dir) => {
                 let dir = dir.to_path_buf();
@@ -77,16 +102,18 @@ impl Client {
             }
             SeedSource::Draft(d) => d.content().await?,
         };
-        self.seed_content(content, None).await
+        self.seed_content(content, format, None).await
     }
 
-    /// Hashes `content` off the async threads ([`create::build`];
-    /// `progress(done, total)` in bytes after each piece) and seeds it with
+    /// Hashes `content` into a torrent of `format` off the async threads
+    /// ([`create::build`]; `progress(done, total)` in bytes as it goes)
+    /// and seeds it with
     /// [`Client::seed_torrent`]. Errors: [`Error::Io`] from reading or an
     /// empty content, [`Error::Metadata`].
     pub async fn seed_content(
         &self,
         content: Content,
+        format: create::Format,
         progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
     ) -> Result<Archive, Error> {
         let built = tokio::task::spawn_blocking(move || {
@@ -96,7 +123,7 @@ impl Client {
                     p(d, t)
                 }
             };
-            create::build(&content, &mut cb)
+            create::build(&content, format, &mut cb)
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -110,7 +137,7 @@ impl Client {
         self.seed_torrent(&built.info_raw, built.storage)
     }
 
-    /// Hashes `content` into a new torrent ([`create::build`], off the
+    /// Hashes `content` into a new torrent of `format` ([`create::build`], off the
     /// async threads; `progress(done, total)` in bytes), installs it into
     /// the file cache as any downloaded torrent ([`create::install`]:
     /// `<cache>/<info-hash>/`, files hard-linked where they can be), and
@@ -123,10 +150,11 @@ impl Client {
     pub async fn seed_into_cache(
         &self,
         content: Content,
+        format: create::Format,
         progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
     ) -> Result<(Archive, bool), Error> {
         let StorageKind::Files(cache) = self.inner.cfg.storage.clone() else {
-            return Ok((self.seed_content(content, progress).await?, false));
+            return Ok((self.seed_content(content, format, progress).await?, false));
         };
         let (built, installed) = tokio::task::spawn_blocking(move || {
             let mut progress = progress;
@@ -135,7 +163,7 @@ impl Client {
                     p(d, t)
                 }
             };
-            let built = create::build(&content, &mut cb)?;
+            let built = create::build(&content, format, &mut cb)?;
             let dir = CacheLayout::new(&cache).torrent(built.info_hash);
             let installed = create::install(&content, &built, dir.root())
                 .inspect_err(|e| {

@@ -10,8 +10,9 @@
 //!
 //! A write goes through a [`Draft`] (the same editable tree a `--writable`
 //! mount uses) started from the archive's current version: the new tree is
-//! hashed into a v1 torrent ([`crate::create::build`]), installed in the
-//! cache (so it survives the daemon) and seeded from there; a PUT or DELETE
+//! hashed into a hybrid v1+v2 torrent ([`crate::create::build`]),
+//! installed in the cache (so it survives the daemon) and seeded from
+//! there; a PUT or DELETE
 //! then signs and stores the next BEP 46 item ([`Client::publish_item`])
 //! and keeps it alive ([`KeepAlive`]). What the daemon published stays
 //! open and seeded until it stops.
@@ -116,7 +117,7 @@ async fn finish(gw: &Gateway, draft: Draft) -> Result<Archive, HttpError> {
     let (archive, _installed) = gw
         .manager
         .client()
-        .seed_into_cache(content, None)
+        .seed_into_cache(content, crate::create::Format::default(), None)
         .await
         .map_err(|e| HttpError::internal(format!("cannot make the torrent: {e}")))?;
     let dir = draft.dir().to_path_buf();

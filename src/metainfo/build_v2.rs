@@ -114,9 +114,9 @@ pub enum BuildV2Error {
     /// Not a power of two from 16 KiB to 1 GiB.
     #[error("piece length {0} is not a power of two from 16384 to {MAX_PIECE_LENGTH}")]
     BadPieceLength(u64),
-    /// A name or path element that loading would change (empty, `.`, `..`,
-    /// a `/`, a NUL, too long).
-    #[error("'{0}' is not a name a torrent can keep unchanged")]
+    /// A name or path element a torrent cannot hold (empty, `.`, `..`, a
+    /// `/`, a NUL).
+    #[error("'{0}' is not a name a torrent can hold")]
     BadName(String),
     /// Two files with the same path, or a file where another file's
     /// directory is.
@@ -139,6 +139,15 @@ pub enum BuildV2Error {
     /// count).
     #[error("the built torrent does not load: {0}")]
     Invalid(#[from] super::MetainfoError),
+}
+
+/// Whether `raw` can be a name or path element of a new torrent: not
+/// empty, `.` or `..`, no `/` or NUL. (Loading may still show it changed,
+/// as it shows any torrent's names: a `\` or a direction override is
+/// dropped, a long name truncated; the dictionary keeps the raw bytes, as
+/// [`super::build_info`] does for v1.)
+fn keepable(raw: &[u8]) -> bool {
+    !matches!(raw, b"" | b"." | b"..") && !raw.contains(&b'/') && !raw.contains(&0)
 }
 
 /// Bytes read and hashed at a time.
@@ -165,7 +174,7 @@ pub fn build_v2(
     if files.iter().all(|(_, len)| *len == 0) {
         return Err(BuildV2Error::NoContent);
     }
-    if sanitize::filter(&sanitize::raw_element(name)) != name || matches!(name, "" | "." | "..") {
+    if !keepable(&sanitize::raw_element(name)) {
         return Err(BuildV2Error::BadName(name.to_string()));
     }
     let single = files.iter().any(|(p, _)| p.is_empty());
@@ -177,7 +186,7 @@ pub fn build_v2(
     for (i, (path, _)) in files.iter().enumerate() {
         let mut raw = Vec::with_capacity(path.len());
         for c in path {
-            if sanitize::component(&sanitize::raw_element(c)).as_deref() != Some(c.as_str()) {
+            if !keepable(&sanitize::raw_element(c)) {
                 return Err(BuildV2Error::BadName(c.clone()));
             }
             raw.push(sanitize::raw_element(c).into_owned());

@@ -373,7 +373,7 @@ mod tests {
         assert_eq!(c.name, "site");
         let paths: Vec<String> = c.files.iter().map(|f| f.path.join("/")).collect();
         assert_eq!(paths, ["a.txt", "moved/deeper/c"]);
-        let b = crate::create::build(&c, &mut |_, _| {}).unwrap();
+        let b = crate::create::build(&c, crate::create::Format::V1Only, &mut |_, _| {}).unwrap();
         assert_eq!(b.total_length, 15);
         // b.txt's data file is unused after its removal.
         assert_eq!(d.prune_data().unwrap(), 1);

@@ -215,7 +215,13 @@ impl Swarm {
         for i in 0..n {
             picker.set_have(i);
         }
-        self.lock().picker = Some(picker);
+        // a hybrid we made comes with its piece layers: v2 peers' hash
+        // requests are answered from them (BEP 52)
+        let trees = super::trees::Trees::new(&info, storage.load_piece_layers());
+        let mut st = self.lock();
+        st.picker = Some(picker);
+        st.trees = trees;
+        drop(st);
         let _ = self.loaded.set(Loaded { info, storage });
         self.metadata_ready.notify_waiters();
         self.wake_peers();

@@ -18,7 +18,10 @@
 //!   arrive, never held unverified.
 //!
 //! Hybrid torrents are checked through their v1 SHA-1 hashes and fetch no
-//! layer.
+//! layer. A hybrid whose layers the storage holds (one we made with
+//! [`crate::create::build`]: they are saved with it) answers v2 peers'
+//! hash requests from them: libtorrent 2.x leechers of a hybrid ask for
+//! the piece layers before they download.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -79,13 +82,16 @@ pub(crate) enum HashesError {
 impl Trees {
     /// The trees of `info`, with the layers `cached` holds (bytes of
     /// [`PieceLayers::to_bencode`]; layers that fail their check, or a file
-    /// that does not decode, are ignored and fetched again).
+    /// that does not decode, are ignored and, for a v2-only torrent,
+    /// fetched again). A hybrid keeps the layers cached only to answer
+    /// hash requests; a v1 torrent has none.
     pub(super) fn new(info: &Info, cached: Option<Vec<u8>>) -> Trees {
         let mut t = Trees {
             v2_only: info.version == MetaVersion::V2,
             ..Trees::default()
         };
-        if !t.v2_only {
+        let hybrid_with_layers = info.version == MetaVersion::Hybrid && cached.is_some();
+        if !(t.v2_only || hybrid_with_layers) {
             return t;
         }
         if let Some(buf) = cached {
@@ -106,6 +112,7 @@ impl Trees {
                 Some(layers) => {
                     t.built.insert(root, layers);
                 }
+                None if !t.v2_only => {}
                 None => {
                     let n = shape.layer_len(shape.piece_layer()).div_ceil(CHUNK) as usize;
                     t.partial.insert(
@@ -511,5 +518,43 @@ mod tests {
         );
         assert_eq!(t.next_request(2, now), Some(req));
         assert_eq!(t.next_request(3, now + ASK_TIMEOUT), Some(req));
+    }
+
+    /// A hybrid fetches no layer and checks pieces by SHA-1; with its
+    /// layers cached (one we made) it answers hash requests from them,
+    /// without them it rejects.
+    #[test]
+    fn hybrid_answers_from_cached_layers_only() {
+        let big = content(32768 * 9 + 5000);
+        let files = vec![(vec!["big.bin".to_string()], big.len() as u64)];
+        let mut src = |_: usize, off: u64, buf: &mut [u8]| -> std::io::Result<()> {
+            let off = off as usize;
+            buf.copy_from_slice(&big[off..off + buf.len()]);
+            Ok(())
+        };
+        let built = build_v2("t", &files, 32768, Flavor::Hybrid, &mut src).unwrap();
+        let info = Info::from_bytes(&built.info_raw).unwrap();
+        let root = built.files[0].pieces_root.unwrap();
+        let shape = info.file_tree(0).unwrap();
+        let req = chunk_request(&root, &shape, 0);
+
+        let mut bare = Trees::new(&info, None);
+        assert!(bare.ready(), "a hybrid waits for no layer");
+        assert_eq!(bare.next_request(1, Instant::now()), None);
+        assert!(matches!(bare.answer(&req), Err(RequestError::OtherFile)));
+
+        let cached = built.piece_layers.to_bencode().encode();
+        let mut t = Trees::new(&info, Some(cached));
+        assert!(t.ready());
+        assert_eq!(t.next_request(1, Instant::now()), None);
+        assert_eq!(t.piece_hash(&info, 0), None, "pieces are checked by SHA-1");
+        let layer = built.piece_layers.file_layers(&info, 0).unwrap();
+        assert_eq!(t.answer(&req).unwrap(), layer.answer(&req).unwrap());
+        // hashes nobody asked for are still dropped
+        let answer = t.answer(&req).unwrap();
+        assert!(matches!(
+            t.on_hashes(1, &req, &answer),
+            Err(HashesError::Unasked)
+        ));
     }
 }

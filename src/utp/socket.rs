@@ -24,6 +24,21 @@ use tokio_util::sync::CancellationToken;
 /// round trip.
 const FIRST_SYN_WAIT: Duration = Duration::from_millis(1000);
 
+/// How long a connection may go without hearing from the peer before
+/// librqbit-utp closes it ("remote was inactive for too long").
+///
+/// The crate's default is 10 s, and its timer is buggy for us (librqbit-utp
+/// 0.7.0, `stream_dispatch.rs`): every `ST_DATA` received re-arms it, and
+/// only an ACK of our own data turns it off. A peer that sends a message
+/// after all of ours was acknowledged (a `have`, `ut_pex`, libtorrent's
+/// `upload_only`) and then nothing for 10 s was dropped, although nothing
+/// was outstanding either way; BitTorrent peers sit quiet far longer than
+/// that (keep-alives come every 1-2 minutes). Above the peer session's own
+/// idle timeout (150 s), it leaves idleness to the session, as over TCP. A
+/// dead peer with our data unacknowledged is still detected by the crate's
+/// retransmission limit (5 tries with a doubling timeout: seconds).
+const REMOTE_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Limits and buffer sizes of a [`UtpSocket`].
 #[derive(Debug, Clone)]
 pub struct UtpConfig {
@@ -191,6 +206,7 @@ impl UtpSocket {
             // like TCP_NODELAY on our TCP peers: a 17-byte request must not
             // wait for the previous segment's ACK
             disable_nagle: true,
+            remote_inactivity_timeout: Some(REMOTE_INACTIVITY_TIMEOUT),
             cancellation_token: cancel.clone(),
             ..Default::default()
         };
@@ -328,8 +344,11 @@ async fn accept_loop(
 
 /// One uTP connection: a reliable, ordered byte stream in both directions,
 /// used like a `TcpStream`. Reads return 0 at the peer's `ST_FIN`; an
-/// `ST_RESET`, the peer going silent with data unacknowledged (10 s), or
-/// the socket shutting down fail reads and writes with an `io::Error`.
+/// `ST_RESET`, the peer going silent with data unacknowledged (5
+/// retransmissions with a doubling timeout), nothing heard from the peer
+/// for 180 s (the peer session's idle timeout, 150 s, normally acts
+/// first), or the socket shutting down fail reads and writes with an
+/// `io::Error`.
 /// `flush` returns at once, as a `TcpStream`'s does; `shutdown` waits until
 /// written data is acknowledged, then queues `ST_FIN`. Dropping the stream
 /// closes it (after unsent data and a FIN, as long as the socket lives).

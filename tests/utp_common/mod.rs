@@ -148,6 +148,16 @@ pub async fn download<S: AsyncRead + AsyncWrite + Unpin>(
     let mut f = Framed::new(s);
     let theirs = f.handshake(t.info_hash, btfs::PeerId::generate().0).await;
     assert_eq!(theirs.info_hash, t.info_hash);
+    download_after_handshake(f, t, depth).await
+}
+
+/// [`download`] on a stream whose handshakes were already exchanged
+/// (messages the peer sent since are still buffered in `f`).
+pub async fn download_after_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    mut f: Framed<S>,
+    t: &TorrentShape,
+    depth: usize,
+) -> (Vec<u8>, std::time::Instant) {
     f.send(&[Message::Interested]).await;
     loop {
         match f.next().await.expect("unchoke before EOF") {

@@ -166,10 +166,15 @@ pub struct MountArgs {
     pub refresh: u64,
     /// Mount read-write: empty (`--writable MNT`) or starting from URL's
     /// tree. Changes are staged under the cache dir; unmounting makes a new
-    /// torrent of the final tree, prints its magnet on stdout and seeds it
-    /// (and with --key publishes it as the next BEP 46 seq) until stopped.
+    /// torrent of the final tree (hybrid v1+v2, BEP 52, unless --v1-only),
+    /// prints its magnet on stdout and seeds it (and with --key publishes
+    /// it as the next BEP 46 seq, `ih` the v1 info-hash) until stopped.
     #[arg(long)]
     pub writable: bool,
+    /// With --writable: publish a v1-only torrent (BEP 3) instead of a
+    /// hybrid v1+v2 one.
+    #[arg(long, requires = "writable")]
+    pub v1_only: bool,
     /// With --writable: continue the unpublished draft last edited on this
     /// mountpoint (after a crash or kill).
     #[arg(long, requires = "writable")]
@@ -188,12 +193,18 @@ pub struct MountArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Make a torrent of a directory (or file) and seed it in place: prints
-    /// its magnet link on stdout (and, with --key, the mutable URL it is
-    /// published under as the second line), then seeds until stopped.
+    /// Make a torrent of a directory (or file) and seed it in place: a
+    /// hybrid v1+v2 torrent (BEP 52) unless --v1-only. Prints its magnet
+    /// link on stdout (`xt=urn:btih` and `xt=urn:btmh`; with --key, the
+    /// mutable URL it is published under as the second line, whose item
+    /// names the v1 info-hash), then seeds until stopped.
     Seed {
         /// The directory (multi-file torrent) or file (single-file torrent).
         path: PathBuf,
+        /// Make a v1-only torrent (BEP 3; the info-hash seeds made before
+        /// BEP 52 support) instead of a hybrid v1+v2 one.
+        #[arg(long)]
+        v1_only: bool,
         /// Key file from `btfs-mount keygen`: also publish the torrent as a
         /// BEP 46 mutable item (next seq).
         #[arg(long, value_name = "FILE")]

@@ -53,10 +53,11 @@ fn main() -> ExitCode {
         }) => run_async(publish::run(target, key, salt, once, node)),
         Some(Command::Seed {
             path,
+            v1_only,
             key,
             salt,
             peer,
-        }) => run_async(seed::run(path, key, salt, peer)),
+        }) => run_async(seed::run(path, v1_only, key, salt, peer)),
         Some(Command::Serve(args)) => serve::main(*args, &logging),
         Some(Command::List) => list::list(),
         Some(Command::Stop { target, timeout }) => {

@@ -42,9 +42,10 @@ pub fn hashing_progress() -> Box<dyn FnMut(u64, u64) + Send> {
     })
 }
 
-/// `btfs-mount seed PATH [--key FILE] [--salt HEX]`.
+/// `btfs-mount seed PATH [--v1-only] [--key FILE] [--salt HEX]`.
 pub async fn run(
     path: PathBuf,
+    v1_only: bool,
     key: Option<PathBuf>,
     salt: String,
     peer: PeerArgs,
@@ -63,12 +64,21 @@ pub async fn run(
     let client = start_client(&peer, Engine::default()).await?;
     crate::with_client(&client, async {
         let archive = client
-            .seed_content(scan.content, Some(hashing_progress()))
+            .seed_content(scan.content, format(v1_only), Some(hashing_progress()))
             .await
             .map_err(|e| anyhow::anyhow!("cannot seed {}: {e}", path.display()))?;
         seed_until_stopped(&client, &archive, kp.map(|k| (k, salt)), stop).await
     })
     .await
+}
+
+/// The format of a new torrent: hybrid v1+v2 unless `--v1-only`.
+pub fn format(v1_only: bool) -> btfs::create::Format {
+    if v1_only {
+        btfs::create::Format::V1Only
+    } else {
+        btfs::create::Format::Hybrid
+    }
 }
 
 /// Prints `archive`'s magnet (stdout, first line), publishes it under the

@@ -128,7 +128,11 @@ pub async fn run(args: MountArgs, mountpoint: PathBuf, logging: &Logging) -> any
             Err(e) => tracing::warn!("cannot delete unused staged files: {e}"),
         }
         let (archive, installed) = client
-            .seed_into_cache(content, Some(hashing_progress()))
+            .seed_into_cache(
+                content,
+                crate::seed::format(args.v1_only),
+                Some(hashing_progress()),
+            )
             .await
             .map_err(|e| {
                 anyhow::anyhow!(

@@ -49,15 +49,31 @@ impl Session {
         match m.map_err(SessionError::Protocol)? {
             HashMessage::Request(req) => {
                 let reply = match self.swarm.answer_hash_request(&req) {
-                    Ok(hashes) => HashMessage::Hashes {
-                        request: req,
-                        hashes,
-                    },
+                    Ok(hashes) => {
+                        tracing::debug!(
+                            "{}: {}: hash request answered: root {}, base layer {}, index {}, length {}, proof layers {}",
+                            self.swarm.info_hash,
+                            self.addr,
+                            hex::encode(&req.pieces_root[..8]),
+                            req.base_layer,
+                            req.index,
+                            req.length,
+                            req.proof_layers
+                        );
+                        HashMessage::Hashes {
+                            request: req,
+                            hashes,
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(
-                            "{}: {}: hash request rejected: {e}",
+                            "{}: {}: hash request rejected: {e} (root {}, base layer {}, index {}, length {})",
                             self.swarm.info_hash,
-                            self.addr
+                            self.addr,
+                            hex::encode(&req.pieces_root[..8]),
+                            req.base_layer,
+                            req.index,
+                            req.length
                         );
                         HashMessage::Reject(req)
                     }

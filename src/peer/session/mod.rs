@@ -122,16 +122,14 @@ const MAX_UPLOAD_QUEUE: usize = 512;
 /// A keep-alive goes to a TCP peer we sent nothing to for this long (BEP 3
 /// suggests every 2 minutes).
 const KEEPALIVE_TCP: Duration = Duration::from_secs(90);
-/// A keep-alive goes to a uTP peer we sent nothing to for this long. The
-/// uTP crate closes a connection 10 s after the remote's last data unless
-/// it has acknowledged everything we sent since ("remote was inactive for
-/// too long"), so a peer that goes quiet while it waits, like Transmission
-/// 3.00 between its 10 s rechoke rounds, lost its connection 10 s after its
-/// last message. A keep-alive it acknowledges keeps the connection. It also
-/// gets Transmission 3.00 (peer-io.c) to read what it left unread: over uTP
-/// it reads only when a packet arrives, so our BITFIELD and extension
-/// handshake, arriving with the end of the BitTorrent handshake, waited
-/// for our next message.
+/// A keep-alive goes to a uTP peer we sent nothing to for this long.
+/// Transmission 3.00 over uTP reads only when a datagram arrives
+/// (peer-io.c), so our BITFIELD and extension handshake, arriving with the
+/// end of the BitTorrent handshake, waited unread for our next message;
+/// after the metadata it then had no reason to send INTERESTED. The
+/// keep-alive also keeps the uTP crate's inactivity timer from closing a
+/// connection whose peer waits quietly (it fired 10 s after the peer's last
+/// data before `utp::socket` raised it; see docs/utp.md).
 const KEEPALIVE_UTP: Duration = Duration::from_secs(4);
 /// Most messages read from a peer and not handled yet (then its socket
 /// holds the rest: TCP flow control, not our memory).
