@@ -247,10 +247,11 @@ fn fetched(x: &mut Peer, save: &Path, ms: &MountSeed) {
 /// 15 min before it dials again (peer-mgr.c `getReconnectIntervalSecs`),
 /// which is how a CI run once sat at 0 peers for 90 s. Two causes were
 /// ours: the uTP crate closed a connection 10 s after the peer's last data
-/// while Transmission waited quietly for its next rechoke round (fixed by
-/// keep-alives every 4 s over uTP, `session::KEEPALIVE_UTP`), and a
-/// redial from Transmission's one UDP port could be refused while the old
-/// connection had not ended yet (`Swarm::register_conn`).
+/// while Transmission waited quietly for its next rechoke round (now its
+/// timeout is 180 s, `utp::socket`, and we send keep-alives every 4 s over
+/// uTP, `session::KEEPALIVE_UTP`), and a redial from Transmission's one UDP
+/// port could be refused while the old connection had not ended yet
+/// (`Swarm::register_conn`).
 ///
 /// Timing is Transmission's own: ~20 s for the 5 MiB sample however fast
 /// the seeder (see `transmission_fetches_from_libtorrent_plaintext`): it

@@ -378,11 +378,13 @@ fn hostile_handshakes_are_dropped_and_others_are_served() {
 }
 
 /// A uTP peer that goes quiet after its last message keeps its connection.
-/// The uTP crate closes a connection 10 s after the remote's last data
-/// unless we sent something since that it acknowledged; Transmission 3.00
-/// waits up to 12 s (its rechoke round) before INTERESTED, lost the
-/// connection and backed off for minutes. btfs-mount now sends keep-alives
-/// over uTP every 4 s (`session::KEEPALIVE_UTP`). Here a raw uTP peer
+/// The uTP crate used to close a connection 10 s after the remote's last
+/// data unless we sent something since that it acknowledged; Transmission
+/// 3.00 waits up to 12 s (its rechoke round) before INTERESTED, lost the
+/// connection and backed off for minutes. Now the crate's timeout is 180 s
+/// (`utp::socket`) and btfs-mount sends keep-alives over uTP every 4 s
+/// (`session::KEEPALIVE_UTP`; also what gets Transmission to read bytes it
+/// left unread), each asserted here. Here a raw uTP peer
 /// handshakes with `btfs-mount seed`, sends NOT_INTERESTED (which gets no
 /// answer), stays quiet for 15 s, then sends INTERESTED and must be
 /// unchoked on the same connection.
