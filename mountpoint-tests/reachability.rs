@@ -312,3 +312,76 @@ fn without_upnp_the_mount_dials_out() {
     ));
     mount.unmount_and_wait(Duration::from_secs(15));
 }
+
+/// Issue 17: when the router maps another external port than our listen
+/// port, peers on the internet must learn the external one. Two mounts in
+/// one home listen on the same port; the router (miniupnpd) gives the
+/// first that port and the second another (our UPnP mapper asks for any
+/// port when its own is taken). The second mount, once it holds every
+/// piece, announces the external port, not its listen port, to the DHT
+/// node on the internet (BEP 5 `announce_peer`).
+#[test]
+fn a_different_external_port_is_the_one_announced() {
+    if !in_netns("a_different_external_port_is_the_one_announced") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = World::new(tmp.path());
+    let home = w.net.home(
+        "h1",
+        HomeOpts {
+            upnp: true,
+            ..HomeOpts::default()
+        },
+    );
+    let port = free_port();
+    let tcp_to = |ip: Ipv4Addr| {
+        home.mappings()
+            .into_iter()
+            .find(|m| m.protocol == "tcp" && *m.internal.ip() == ip)
+    };
+    let (x, y) = (home.host("x"), home.host("y"));
+    let (cache_x, cache_y) = (tmp.path().join("cache-x"), tmp.path().join("cache-y"));
+    let args_x = w.mount_args(&cache_x).port(port);
+    let mount_x = x.enter(|| Mount::background(&tmp.path().join("mnt-x"), &args_x.build()));
+    wait_mapped(&home, x.ip(), || w.log(&cache_x));
+    let args_y = w.mount_args(&cache_y).port(port);
+    let mnt_y = tmp.path().join("mnt-y");
+    let mount_y = y.enter(|| Mount::background(&mnt_y, &args_y.build()));
+    assert!(
+        wait_until(Duration::from_secs(30), || tcp_to(y.ip()).is_some()),
+        "no TCP mapping to {}: {:?}\n{}",
+        y.ip(),
+        home.mappings(),
+        w.log(&cache_y)
+    );
+    let first = tcp_to(x.ip()).expect("x's mapping");
+    let second = tcp_to(y.ip()).expect("y's mapping");
+    note(&format!("mappings: x {first:?}, y {second:?}"));
+    assert_eq!(first.external_port, port);
+    assert_eq!(second.internal.port(), port);
+    assert_ne!(
+        second.external_port, port,
+        "the router gave both hosts the same external port"
+    );
+    let external = SocketAddrV4::new(home.wan_ip(), second.external_port);
+    wait_log(&format!("reachable at {external} (UPnP)"), || {
+        w.log(&cache_y)
+    });
+    // Holding every piece, y seeds and announces itself on the DHT.
+    assert_tree_read(&mnt_y, &w.site);
+    let want = second.external_port;
+    let wan = home.wan_ip().to_string();
+    let got = w._dht.wait_for(
+        "the second mount's DHT announce",
+        Duration::from_secs(60),
+        |v| v["event"] == "dht_announce" && v["port"] == want,
+    );
+    note(&format!("DHT announce from the second mount: {got}"));
+    assert!(
+        got.to_string().contains(&wan),
+        "announce not from the home's WAN address {wan}: {got}"
+    );
+    mount_y.unmount_and_wait(Duration::from_secs(15));
+    mount_x.unmount_and_wait(Duration::from_secs(15));
+}

@@ -376,3 +376,123 @@ fn hostile_handshakes_are_dropped_and_others_are_served() {
     drop(lt);
     seed.stop(Duration::from_secs(5));
 }
+
+/// A uTP peer that goes quiet after its last message keeps its connection.
+/// The uTP crate used to close a connection 10 s after the remote's last
+/// data unless we sent something since that it acknowledged; Transmission
+/// 3.00 waits up to 12 s (its rechoke round) before INTERESTED, lost the
+/// connection and backed off for minutes. Now the crate's timeout is 180 s
+/// (`utp::socket`) and btfs-mount sends keep-alives over uTP every 4 s
+/// (`session::KEEPALIVE_UTP`; also what gets Transmission to read bytes it
+/// left unread), each asserted here. Here a raw uTP peer
+/// handshakes with `btfs-mount seed`, sends NOT_INTERESTED (which gets no
+/// answer), stays quiet for 15 s, then sends INTERESTED and must be
+/// unchoked on the same connection.
+#[test]
+fn a_quiet_utp_peer_keeps_its_connection() {
+    if !in_netns("a_quiet_utp_peer_keeps_its_connection") {
+        return;
+    }
+    use btfs::utp::{UtpConfig, UtpSocket};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    tree(&site);
+    let port = free_port();
+    let (seed, magnet) = btfs_seed(&site, port, tmp.path());
+    let hex_ih = magnet
+        .split("btih:")
+        .nth(1)
+        .and_then(|r| r.split('&').next())
+        .expect("info-hash in the magnet");
+    let info_hash = hex::decode(hex_ih).expect("hex info-hash");
+    let rt = runtime();
+    let (keepalives, unchoked) = rt.block_on(async {
+        let sock = UtpSocket::bind("127.0.0.1:0".parse().unwrap(), UtpConfig::default())
+            .await
+            .unwrap();
+        let to = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut st = sock
+            .connect(to, Duration::from_secs(10))
+            .await
+            .expect("uTP connect to btfs-mount seed");
+        let mut hs = vec![19u8];
+        hs.extend_from_slice(b"BitTorrent protocol");
+        hs.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]);
+        hs.extend_from_slice(&info_hash);
+        hs.extend_from_slice(b"-QT0001-quietpeer001");
+        st.write_all(&hs).await.unwrap();
+        let mut theirs = [0u8; 68];
+        st.read_exact(&mut theirs).await.expect("their handshake");
+        assert_eq!(&theirs[28..48], &info_hash[..]);
+        let (mut rd, mut wr) = tokio::io::split(st);
+        // Every message id they send, with when it arrived (None: keep-alive).
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            loop {
+                let mut len = [0u8; 4];
+                if rd.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let n = u32::from_be_bytes(len) as usize;
+                let mut body = vec![0u8; n];
+                if rd.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                if tx.send((body.first().copied(), Instant::now())).is_err() {
+                    return;
+                }
+            }
+        });
+        // Their BITFIELD and extension handshake, and a second for our ACKs
+        // of them to arrive (the crate then has nothing in flight), then
+        // NOT_INTERESTED: data they answer with nothing.
+        let mut seen = Vec::new();
+        while !(seen.contains(&Some(5)) && seen.contains(&Some(20))) {
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+            let Ok(Some((id, _))) = got else {
+                panic!("no BITFIELD and extension handshake; got {seen:?}");
+            };
+            seen.push(id);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        wr.write_all(&[0, 0, 0, 1, 3]).await.unwrap();
+        wr.flush().await.unwrap();
+        let quiet_from = Instant::now();
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let mut keepalives = 0;
+        while let Ok((id, _)) = rx.try_recv() {
+            if id.is_none() {
+                keepalives += 1;
+            }
+        }
+        assert!(
+            !reader.is_finished(),
+            "the connection closed while we were quiet ({:.1} s)",
+            quiet_from.elapsed().as_secs_f64()
+        );
+        // INTERESTED: a seeder with a free slot unchokes us.
+        wr.write_all(&[0, 0, 0, 1, 2]).await.unwrap();
+        wr.flush().await.unwrap();
+        let unchoked = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some((id, _)) = rx.recv().await {
+                if id == Some(1) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        reader.abort();
+        (keepalives, unchoked)
+    });
+    let log = seed.stderr();
+    eprintln!("{keepalives} keep-alives in 15 s of quiet");
+    assert!(
+        !log.contains("remote was inactive"),
+        "btfs-mount closed the quiet uTP peer:\n{log}"
+    );
+    assert!(unchoked, "no UNCHOKE after INTERESTED\n{log}");
+    assert!(keepalives >= 2, "{keepalives} keep-alives in 15 s");
+}

@@ -6,7 +6,9 @@ Writes a settings.json into a fresh config directory, starts
 no authentication), adds one download or one seed through the RPC, and
 reports JSON events on stdout (see common.py: ready, torrent, seeding,
 progress, finished, error, exit). The daemon's log (--log-debug) goes to
-stderr.
+stderr, with its deep peer log (TR_DEBUG_FD=2: every peer message, the
+peer manager's reconnect decisions such as "incremented atom [IP]:PORT
+numFails to 1"), which tests read to see how Transmission judged a peer.
 
 Transmission cannot be handed a peer address, and never dials an address
 in 127.0.0.0/8, 0.0.0.0/8 or 224.0.0.0/3 (`isMartianAddr`,
@@ -195,8 +197,9 @@ def main(argv):
                     f.write(f"{host} {port}\n")
         cmd = ["transmission-daemon", "-f", "-g", config, "--log-debug"]
         log("running " + " ".join(cmd))
+        env = dict(os.environ, TR_DEBUG_FD="2")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr,
-                                preexec_fn=pdeathsig, cwd=tmp)
+                                preexec_fn=pdeathsig, cwd=tmp, env=env)
         if not wait_port("127.0.0.1", rpc_port, 20):
             emit("error", message="transmission-daemon RPC did not come up within 20 s")
             return 2

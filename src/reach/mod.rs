@@ -170,6 +170,22 @@ impl Reach {
             .map(|(ip, _)| ip)
     }
 
+    /// The port to advertise to `to` (None: to the DHT, BEP 5
+    /// `announce_peer`), where our peer listener has `listen_port`: the
+    /// router's mapped external port while a mapping is in force and `to`
+    /// is on the internet (the router may map another port than ours,
+    /// e.g. when ours is taken by another host), else `listen_port`. A
+    /// peer on our own network (loopback, private, link-local, CGNAT
+    /// 100.64.0.0/10, IPv6 unique-local) dials us directly, not through the
+    /// router, so it gets `listen_port`. Used for the BEP 10 `p` and the
+    /// DHT announce.
+    pub fn advertised_port(&self, listen_port: u16, to: Option<IpAddr>) -> u16 {
+        match self.mapped() {
+            Some(ext) if to.is_none_or(is_internet) => ext.port(),
+            _ => listen_port,
+        }
+    }
+
     /// Whether `addr` is our own listen address as others know it: the
     /// mapped external address (a peer handing it to us by PEX).
     pub fn is_us(&self, addr: &SocketAddr) -> bool {
@@ -184,6 +200,27 @@ impl Reach {
         match (&status, self.external_ip()) {
             (Reachability::Mapped { .. }, _) | (_, None) => status.to_string(),
             (_, Some(ip)) => format!("{status}; peers see us as {ip}"),
+        }
+    }
+}
+
+/// Whether `ip` is an internet address (not on our own network: see
+/// [`Reach::advertised_port`]).
+fn is_internet(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            let cgnat = o[0] == 100 && (o[1] & 0xc0) == 64;
+            !(a.is_loopback() || a.is_private() || a.is_link_local() || a.is_unspecified() || cgnat)
+        }
+        IpAddr::V6(a) => {
+            let seg = a.segments()[0];
+            let ula = (seg & 0xfe00) == 0xfc00;
+            let link_local = (seg & 0xffc0) == 0xfe80;
+            match a.to_ipv4_mapped() {
+                Some(v4) => is_internet(IpAddr::V4(v4)),
+                None => !(a.is_loopback() || a.is_unspecified() || ula || link_local),
+            }
         }
     }
 }
@@ -210,6 +247,38 @@ mod tests {
         assert_eq!(r.external_ip(), Some(ext.ip()));
         assert!(r.is_us(&ext));
         assert_eq!(r.summary(), "reachable at 203.0.113.12:7000 (UPnP)");
+    }
+
+    #[test]
+    fn the_mapped_port_is_advertised_to_the_internet_only() {
+        let r = Reach::default();
+        let internet: IpAddr = "198.51.100.20".parse().unwrap();
+        assert_eq!(r.advertised_port(6881, None), 6881, "no mapping");
+        assert_eq!(r.advertised_port(6881, Some(internet)), 6881);
+        // The router mapped another external port than our listen port.
+        r.set(Reachability::Mapped {
+            external: "203.0.113.12:7000".parse().unwrap(),
+            method: MapMethod::NatPmp,
+        });
+        assert_eq!(r.advertised_port(6881, None), 7000, "the DHT");
+        assert_eq!(r.advertised_port(6881, Some(internet)), 7000);
+        let v6: IpAddr = "2001:db8::20".parse().unwrap();
+        assert_eq!(r.advertised_port(6881, Some(v6)), 7000);
+        for lan in [
+            "10.0.0.7",
+            "192.168.1.7",
+            "172.16.0.7",
+            "127.0.0.1",
+            "169.254.1.1",
+            "100.64.0.7",
+            "::1",
+            "fd00::7",
+            "fe80::7",
+            "::ffff:192.168.1.7",
+        ] {
+            let ip: IpAddr = lan.parse().unwrap();
+            assert_eq!(r.advertised_port(6881, Some(ip)), 6881, "{lan}");
+        }
     }
 
     #[test]

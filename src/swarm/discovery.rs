@@ -111,6 +111,8 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
                 || last_announce.is_none_or(|t| t.elapsed() > Duration::from_secs(600)))
         {
             let mut any = false;
+            // Behind a port mapping, the port the router forwards to us.
+            let port = swarm.cfg.reach.advertised_port(port, None);
             for &ih in &hashes {
                 let n = dht.announce_peer(ih, Some(port)).await;
                 tracing::info!(

@@ -323,16 +323,37 @@ impl Swarm {
 
     /// Registers a live connection; returns its id and waker, or None when
     /// the connection limit is reached or the address is banned.
+    ///
+    /// A connection to an address we already have a connection to is
+    /// refused, except an incoming one: a peer that dials us again from the
+    /// very address (IP and port) of a live connection has given that one
+    /// up. Over uTP (BEP 29) a peer's connections all come from its one UDP
+    /// port: Transmission 3.00 closes its connection once it has the
+    /// metadata and dials again half a second later, often before its
+    /// `ST_FIN` reached us; refusing the new connection cost 10 s (its
+    /// reconnect backoff after a fruitless connection), then minutes. So
+    /// the new connection replaces the old one, which is woken to close
+    /// (it sees [`Swarm::is_live`] false). Over TCP the same address means
+    /// the old socket is dead already.
     pub(crate) fn register_conn(
         &self,
         addr: SocketAddr,
         source: PeerSource,
     ) -> Option<(ConnId, Arc<Notify>)> {
         let p = &mut self.lock().peers;
-        if p.conns.len() >= self.cfg.max_peers || p.banned.contains(&addr.ip()) {
+        if p.banned.contains(&addr.ip()) {
             return None;
         }
-        if p.conns.values().any(|(a, _)| *a == addr) {
+        let old: Vec<ConnId> = p
+            .conns
+            .iter()
+            .filter(|(_, (a, _))| *a == addr)
+            .map(|(id, _)| *id)
+            .collect();
+        if !old.is_empty() && source != PeerSource::Incoming {
+            return None;
+        }
+        if p.conns.len() - old.len() >= self.cfg.max_peers {
             return None;
         }
         let c = p.candidates.entry(addr).or_insert_with(|| Candidate {
@@ -350,6 +371,18 @@ impl Swarm {
         c.failures = 0;
         let id = p.next_conn;
         p.next_conn += 1;
+        for o in old {
+            // The same peer: what we learned of it stays connected.
+            if let Some(a) = p.listen_addrs.remove(&o) {
+                p.listen_addrs.insert(id, a);
+            }
+            if let Some(a) = p.alt_addrs.remove(&o) {
+                p.alt_addrs.insert(id, a);
+            }
+            if let Some((_, w)) = p.conns.remove(&o) {
+                w.notify_one();
+            }
+        }
         let waker = Arc::new(Notify::new());
         p.conns.insert(id, (addr, waker.clone()));
         if p.conn_ips.len() >= 100_000 {
@@ -509,6 +542,13 @@ impl Swarm {
     /// Whether peers at `ip` are banned.
     pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
         self.lock().peers.banned.contains(&ip)
+    }
+
+    /// True while connection `id` is registered: false once it ended or a
+    /// new connection from the same address replaced it
+    /// ([`Swarm::register_conn`]).
+    pub(crate) fn is_live(&self, id: ConnId) -> bool {
+        self.lock().peers.conns.contains_key(&id)
     }
 
     #[cfg(test)]

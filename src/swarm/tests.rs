@@ -356,3 +356,30 @@ async fn a_dropped_read_is_no_longer_urgent() {
     let _ = reader.await;
     assert!(!s.lock().picker.as_ref().unwrap().is_urgent(3));
 }
+
+#[tokio::test]
+async fn a_new_incoming_connection_from_the_same_address_replaces_the_old_one() {
+    // Over uTP a peer's connections share its UDP port: Transmission dials
+    // again from the same address right after closing the one it got the
+    // metadata over, often before we saw that one close.
+    let s = swarm(None);
+    let utp: SocketAddr = "192.0.2.8:51413".parse().unwrap();
+    let (old, old_waker) = s.register_conn(utp, PeerSource::Incoming).unwrap();
+    s.note_listen_addr(old, utp);
+    let (new, _) = s
+        .register_conn(utp, PeerSource::Incoming)
+        .expect("the peer's new connection is kept");
+    assert_ne!(old, new);
+    assert!(s.is_live(new));
+    assert!(!s.is_live(old), "the old connection is told to close");
+    tokio::time::timeout(Duration::from_secs(1), old_waker.notified())
+        .await
+        .expect("the old session is woken");
+    // The old session ends: the peer stays connected through the new one.
+    s.unregister_conn(old, false);
+    assert_eq!(s.candidate_state(utp).map(|c| c.0), Some(true));
+    assert!(s.take_dial_candidates().is_empty());
+    // We never dial an address we are connected to.
+    assert!(s.register_conn(utp, PeerSource::Pex).is_none());
+    assert!(s.is_live(new));
+}

@@ -73,6 +73,9 @@ impl Session {
                     if self.swarm.is_banned(self.addr.ip()) {
                         return Err(SessionError::Banned);
                     }
+                    if !self.swarm.is_live(self.id) {
+                        return Err(SessionError::Replaced);
+                    }
                     self.after_metadata(&mut w).await?;
                 }
                 h = haves.recv() => {
@@ -215,7 +218,7 @@ impl Session {
         // say so, or a peer that choked us while we wanted nothing never
         // unchokes us again.
         self.update_interest(w).await?;
-        if now.duration_since(self.last_sent) > Duration::from_secs(90) {
+        if now.duration_since(self.last_sent) >= self.keepalive_every {
             send(w, &Message::KeepAlive).await?;
             self.last_sent = now;
         }

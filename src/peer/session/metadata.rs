@@ -31,7 +31,16 @@ impl Session {
             hs.m.insert(UT_HOLEPUNCH.into(), UT_HOLEPUNCH_ID);
         }
         hs.metadata_size = self.swarm.loaded().map(|l| l.info.raw.len() as u64);
-        hs.listen_port = Some(self.swarm.cfg.listen_port).filter(|&p| p != 0);
+        // BEP 10 `p`: behind a port mapping, the external port (to peers
+        // on the internet).
+        hs.listen_port = Some(self.swarm.cfg.listen_port)
+            .filter(|&p| p != 0)
+            .map(|p| {
+                self.swarm
+                    .cfg
+                    .reach
+                    .advertised_port(p, Some(self.addr.ip()))
+            });
         hs.client = Some(concat!("btfs-mount ", env!("CARGO_PKG_VERSION")).into());
         hs.reqq = Some(OUR_REQQ);
         hs.yourip = Some(self.addr.ip());

@@ -48,6 +48,10 @@ pub(crate) enum SessionError {
     /// The peer was banned (bad data, wrong metadata).
     #[error("banned")]
     Banned,
+    /// The peer connected again from the same address; the new
+    /// connection replaced this one (`Swarm::register_conn`).
+    #[error("replaced by its new connection from the same address")]
+    Replaced,
     #[error("idle for too long")]
     Idle,
     /// Requests went unanswered (the peer is snubbing us).
@@ -121,6 +125,18 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 const NOT_INTERESTED_AFTER: Duration = Duration::from_secs(10);
 /// Most blocks we queue for upload to one peer.
 const MAX_UPLOAD_QUEUE: usize = 512;
+/// A keep-alive goes to a TCP peer we sent nothing to for this long (BEP 3
+/// suggests every 2 minutes).
+const KEEPALIVE_TCP: Duration = Duration::from_secs(90);
+/// A keep-alive goes to a uTP peer we sent nothing to for this long.
+/// Transmission 3.00 over uTP reads only when a datagram arrives
+/// (peer-io.c), so our BITFIELD and extension handshake, arriving with the
+/// end of the BitTorrent handshake, waited unread for our next message;
+/// after the metadata it then had no reason to send INTERESTED. The
+/// keep-alive also keeps the uTP crate's inactivity timer from closing a
+/// connection whose peer waits quietly (it fired 10 s after the peer's last
+/// data before `utp::socket` raised it; see docs/utp.md).
+const KEEPALIVE_UTP: Duration = Duration::from_secs(4);
 /// Most messages read from a peer and not handled yet (then its socket
 /// holds the rest: TCP flow control, not our memory).
 const READ_QUEUE: usize = 64;
@@ -171,6 +187,7 @@ pub(crate) async fn run(
     // What other peers learn of this one (BEP 11 `added.f`).
     if route.kind == Kind::Utp {
         s.pex_flags |= pex_wire::FLAG_UTP;
+        s.keepalive_every = KEEPALIVE_UTP;
     }
     if route.mse == Some(Crypto::Rc4) {
         s.pex_flags |= pex_wire::FLAG_ENCRYPTION;
@@ -319,7 +336,10 @@ struct Session {
     /// [`REQUEST_TIMEOUT`] is snubbing us, whoever else delivered.
     waiting_since: Option<Instant>,
     last_recv: Instant,
+    /// When our last keep-alive went out (or the session started).
     last_sent: Instant,
+    /// [`KEEPALIVE_TCP`] or [`KEEPALIVE_UTP`], by transport.
+    keepalive_every: Duration,
     /// Bytes received since `rate_since` (for the request depth).
     rate_bytes: u64,
     rate_since: Instant,
@@ -382,6 +402,7 @@ impl Session {
             waiting_since: None,
             last_recv: now,
             last_sent: now,
+            keepalive_every: KEEPALIVE_TCP,
             rate_bytes: 0,
             rate_since: now,
             rate: 0.0,
