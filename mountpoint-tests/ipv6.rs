@@ -36,6 +36,27 @@ fn tree(dir: &Path) {
 /// btfs-mount reads correct bytes from a libtorrent seeder on `[::1]` only,
 /// then a libtorrent session on `[::1]` only downloads everything from
 /// btfs-mount over IPv6 (after the first seeder left).
+/// Mounts `args` (a foreground mount) at `tmp/mnt`, waiting up to
+/// `wait_s` seconds, and checks that every file of the archive's `site`
+/// directory reads as `site` does (SHA-256 of each); `what` names the
+/// source in the failure.
+fn mount_reads_site(tmp: &Path, args: &MountArgs, wait_s: u64, site: &Path, what: &str) -> Mount {
+    let m = Mount::foreground(&tmp.join("mnt"), &args.build(), Duration::from_secs(wait_s));
+    assert_eq!(
+        tree_digests(&m.path().join("site")),
+        tree_digests(site),
+        "{what}"
+    );
+    m
+}
+
+/// Waits for libtorrent's `fetcher` to finish, then checks every file it
+/// saved under `dl` against `site` (SHA-256 of each).
+fn fetched(fetcher: &mut LtNode, dl: &Path, site: &Path, what: &str) {
+    fetcher.wait_event("finished", Duration::from_secs(120));
+    assert_eq!(tree_digests(&dl.join("site")), tree_digests(site), "{what}");
+}
+
 #[test]
 fn ipv6_only_libtorrent_both_directions() {
     if !in_netns("ipv6_only_libtorrent_both_directions") {
@@ -63,15 +84,12 @@ fn ipv6_only_libtorrent_both_directions() {
         .port(port)
         .cache_dir(&tmp.path().join("cache"))
         .timeout(60);
-    let mut m = Mount::foreground(
-        &tmp.path().join("mnt"),
-        &args.build(),
-        Duration::from_secs(70),
-    );
-    assert_eq!(
-        tree_digests(&m.path().join("site")),
-        tree_digests(&site),
-        "bytes read from the IPv6 seeder differ"
+    let mut m = mount_reads_site(
+        tmp.path(),
+        &args,
+        70,
+        &site,
+        "bytes read from the IPv6 seeder differ",
     );
     drop(seeder);
 
@@ -88,11 +106,11 @@ fn ipv6_only_libtorrent_both_directions() {
         "--connect",
         &ours,
     ]);
-    fetcher.wait_event("finished", Duration::from_secs(120));
-    assert_eq!(
-        tree_digests(&dl.join("site")),
-        tree_digests(&site),
-        "libtorrent's IPv6 download from btfs-mount differs"
+    fetched(
+        &mut fetcher,
+        &dl,
+        &site,
+        "libtorrent's IPv6 download from btfs-mount differs",
     );
     let log = m.child().expect("foreground").stderr();
     assert!(
@@ -156,15 +174,12 @@ fn ipv6_only_libtorrent_found_over_the_ipv6_dht() {
         .port(port)
         .cache_dir(&tmp.path().join("cache"))
         .timeout(90);
-    let mut m = Mount::foreground(
-        &tmp.path().join("mnt"),
-        &args.build(),
-        Duration::from_secs(100),
-    );
-    assert_eq!(
-        tree_digests(&m.path().join("site")),
-        tree_digests(&site),
-        "bytes read from the IPv6 seeder found on the DHT differ"
+    let mut m = mount_reads_site(
+        tmp.path(),
+        &args,
+        100,
+        &site,
+        "bytes read from the IPv6 seeder found on the DHT differ",
     );
     let log = m.child().expect("foreground").stderr();
     assert!(
@@ -187,11 +202,11 @@ fn ipv6_only_libtorrent_found_over_the_ipv6_dht() {
         "--save",
         s(&dl),
     ]);
-    fetcher.wait_event("finished", Duration::from_secs(120));
-    assert_eq!(
-        tree_digests(&dl.join("site")),
-        tree_digests(&site),
-        "libtorrent's download from btfs-mount, found over the IPv6 DHT, differs"
+    fetched(
+        &mut fetcher,
+        &dl,
+        &site,
+        "libtorrent's download from btfs-mount, found over the IPv6 DHT, differs",
     );
     let log = m.child().expect("foreground").stderr();
     assert!(
@@ -250,15 +265,12 @@ fn ipv6_utp_only_libtorrent_both_directions() {
         .port(port)
         .cache_dir(&tmp.path().join("cache"))
         .timeout(60);
-    let mut m = Mount::foreground(
-        &tmp.path().join("mnt"),
-        &args.build(),
-        Duration::from_secs(70),
-    );
-    assert_eq!(
-        tree_digests(&m.path().join("site")),
-        tree_digests(&site),
-        "bytes read over uTP from the IPv6 seeder differ"
+    let mut m = mount_reads_site(
+        tmp.path(),
+        &args,
+        70,
+        &site,
+        "bytes read over uTP from the IPv6 seeder differ",
     );
     let log = m.child().expect("foreground").stderr();
     assert!(
@@ -283,11 +295,11 @@ fn ipv6_utp_only_libtorrent_both_directions() {
         "--connect",
         &ours,
     ]);
-    fetcher.wait_event("finished", Duration::from_secs(120));
-    assert_eq!(
-        tree_digests(&dl.join("site")),
-        tree_digests(&site),
-        "libtorrent's uTP download over IPv6 from btfs-mount differs"
+    fetched(
+        &mut fetcher,
+        &dl,
+        &site,
+        "libtorrent's uTP download over IPv6 from btfs-mount differs",
     );
     let log = m.child().expect("foreground").stderr();
     assert!(

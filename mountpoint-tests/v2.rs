@@ -102,6 +102,18 @@ fn mount_and_check(magnet: &str, peer: &str, dir: &Path, site: &Path, port: u16)
     mount
 }
 
+/// A libtorrent leecher given only `magnet` and the mount's peer port
+/// `port` on 127.0.0.1 downloads every byte into `dl` (the metadata, and for
+/// v2 the piece layers, from the mount too); every file's SHA-256 must
+/// match `site`'s.
+fn lt_fetches_from_mount(dl: &Path, magnet: &str, port: u16, site: &Path) {
+    std::fs::create_dir_all(dl).unwrap();
+    let ours = format!("127.0.0.1:{port}");
+    let mut fetcher = LtNode::start(&["--fetch", magnet, "--save", s(dl), "--connect", &ours]);
+    fetcher.wait_event("finished", Duration::from_secs(90));
+    assert_eq!(tree_digests(&dl.join("site")), tree_digests(site));
+}
+
 #[test]
 fn hybrid_by_btmh_alone_is_one_swarm() {
     if !in_netns("hybrid_by_btmh_alone_is_one_swarm") {
@@ -121,35 +133,10 @@ fn hybrid_by_btmh_alone_is_one_swarm() {
     // With the seeder gone, a libtorrent leecher that knows only the v1
     // info-hash downloads every byte from the mount.
     drop(seeder);
-    let dl = tmp.path().join("download");
-    std::fs::create_dir_all(&dl).unwrap();
-    let ours = format!("127.0.0.1:{port}");
-    let mut fetcher = LtNode::start(&[
-        "--fetch",
-        &btih(&torrent),
-        "--save",
-        s(&dl),
-        "--connect",
-        &ours,
-    ]);
-    fetcher.wait_event("finished", Duration::from_secs(90));
-    assert_eq!(tree_digests(&dl.join("site")), tree_digests(&site));
-    drop(fetcher);
+    lt_fetches_from_mount(&tmp.path().join("download"), &btih(&torrent), port, &site);
 
     // And one that knows only the v2 info-hash.
-    let dl2 = tmp.path().join("download2");
-    std::fs::create_dir_all(&dl2).unwrap();
-    let mut fetcher = LtNode::start(&[
-        "--fetch",
-        &btmh(&torrent),
-        "--save",
-        s(&dl2),
-        "--connect",
-        &ours,
-    ]);
-    fetcher.wait_event("finished", Duration::from_secs(90));
-    assert_eq!(tree_digests(&dl2.join("site")), tree_digests(&site));
-    drop(fetcher);
+    lt_fetches_from_mount(&tmp.path().join("download2"), &btmh(&torrent), port, &site);
     mount.unmount_and_wait(Duration::from_secs(10));
 }
 
@@ -259,20 +246,7 @@ fn v2_only_by_btmh_both_ways() {
     // gets the metadata, the piece layers (our answers to its hash
     // requests) and every byte from the mount.
     drop(seeder);
-    let dl = tmp.path().join("download");
-    std::fs::create_dir_all(&dl).unwrap();
-    let ours = format!("127.0.0.1:{port}");
-    let mut fetcher = LtNode::start(&[
-        "--fetch",
-        &btmh(&torrent),
-        "--save",
-        s(&dl),
-        "--connect",
-        &ours,
-    ]);
-    fetcher.wait_event("finished", Duration::from_secs(90));
-    assert_eq!(tree_digests(&dl.join("site")), tree_digests(&site));
-    drop(fetcher);
+    lt_fetches_from_mount(&tmp.path().join("download"), &btmh(&torrent), port, &site);
     mount.unmount_and_wait(Duration::from_secs(10));
 
     // A remount from the cache alone: the info dictionary and the piece

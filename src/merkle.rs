@@ -53,7 +53,16 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
-pub use crate::metainfo::{MAX_FILE_LENGTH, MAX_PIECE_LENGTH};
+/// Largest accepted `piece length`, in bytes: 536 854 528 ((2^15 - 1)
+/// blocks of 16 KiB, just under 512 MiB), libtorrent's limit since 2.0.10
+/// (`file_storage::max_piece_size`: its piece picker counts at most 2^15 - 1
+/// blocks per piece). A torrent with larger pieces is refused, naming it.
+/// Pieces never sit whole in memory (blocks go to the cache as they
+/// arrive), so any length up to this one costs no more memory than 16 KiB.
+pub const MAX_PIECE_LENGTH: u64 = ((1 << 15) - 1) * 16384;
+/// Largest accepted file, in bytes: just under (2^30 - 1) blocks of 16 KiB,
+/// about 16 TiB (libtorrent refuses a file of (2^30 - 1) x 16 KiB).
+pub const MAX_FILE_LENGTH: u64 = ((1 << 30) - 1) * 16384 - 1;
 
 /// A SHA-256 digest: a node of a Merkle tree.
 pub type Hash = [u8; 32];

@@ -5,51 +5,18 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::bep44::MutableItem;
-use super::krpc::{Id, PutArgs, Query, Response};
+use super::handle::Inner;
+use super::krpc::{Id, PutArgs, Query};
 use super::lookup::Lookup;
-use super::node::{self, Cmd, RpcError, Shared, Sibling, State};
+use super::node::{self, RpcError, Shared, Sibling, State};
 use super::routing::K;
 use super::{DhtConfig, DhtError, MutableLookup, id, storage};
-
-/// What handles and lookups hold for one family's node: the shared state
-/// and the way to its task.
-pub(crate) struct Inner {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) cmd: mpsc::Sender<Cmd>,
-}
-
-impl Inner {
-    /// Sends one query and waits for its response (bounded by the request
-    /// timeout).
-    pub(crate) async fn query(&self, addr: SocketAddr, query: Query) -> Result<Response, RpcError> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Cmd::Query {
-                addr,
-                query: Box::new(query),
-                reply: Some(tx),
-            })
-            .await
-            .map_err(|_| RpcError::Closed)?;
-        let limit = self.shared.cfg.request_timeout + Duration::from_millis(500);
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(RpcError::Closed),
-            Err(_) => Err(RpcError::Timeout),
-        }
-    }
-
-    /// Whether this node's socket is IPv4.
-    pub(crate) fn is_v4(&self) -> bool {
-        self.shared.local_addr.is_ipv4()
-    }
-}
 
 /// Binds a UDP socket: an IPv6 one with `IPV6_V6ONLY` (its IPv4 twin is
 /// the other node's), an IPv4 one plainly. Errors: the bind error.

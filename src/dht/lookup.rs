@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::family::Inner;
+use super::handle::Inner;
 use super::id::distance;
 use super::krpc::{Id, NodeInfo, Query, Response};
 use super::node::RpcError;

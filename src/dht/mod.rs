@@ -21,6 +21,7 @@
 
 pub mod bep44;
 mod family;
+mod handle;
 pub mod id;
 pub mod krpc;
 mod lookup;
@@ -44,7 +45,7 @@ pub use node::RpcError;
 
 use crate::bencode::{self, Kind, Limits};
 use crate::hash::InfoHash;
-use family::Inner;
+use handle::Inner;
 use krpc::{PutArgs, Query};
 use node::Cmd;
 use routing::K;

@@ -80,20 +80,13 @@ use crate::bencode::{self, Kind, Limits, Value};
 use crate::hash::{InfoHash, InfoHashV2};
 use crate::merkle::{Hash, TreeShape};
 
+// The piece and file length limits are defined beside the Merkle trees
+// they bound (v2 trees are shaped by them) and apply to v1 torrents too.
+pub use crate::merkle::{MAX_FILE_LENGTH, MAX_PIECE_LENGTH};
 /// Most pieces a torrent may have (libtorrent's loading limit).
 pub const MAX_PIECES: u64 = 2_097_152;
-/// Largest accepted `piece length`, in bytes: 536 854 528 ((2^15 - 1)
-/// blocks of 16 KiB, just under 512 MiB), libtorrent's limit since 2.0.10
-/// (`file_storage::max_piece_size`: its piece picker counts at most 2^15 - 1
-/// blocks per piece). A torrent with larger pieces is refused, naming it.
-/// Pieces never sit whole in memory (blocks go to the cache as they
-/// arrive), so any length up to this one costs no more memory than 16 KiB.
-pub const MAX_PIECE_LENGTH: u64 = ((1 << 15) - 1) * 16384;
 /// Most elements in a `path` or `symlink path` list (libtorrent: 100).
 pub const MAX_PATH_DEPTH: usize = 100;
-/// Largest accepted file, in bytes: just under (2^30 - 1) blocks of 16 KiB,
-/// about 16 TiB (libtorrent refuses a file of (2^30 - 1) x 16 KiB).
-pub const MAX_FILE_LENGTH: u64 = ((1 << 30) - 1) * 16384 - 1;
 /// Total candidate names tried while renaming duplicates before giving up
 /// (libtorrent: 500).
 pub const MAX_RENAME_PROBES: u32 = 500;
