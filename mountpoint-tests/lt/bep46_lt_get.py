@@ -79,7 +79,7 @@ def main(argv):
         if now - last_ask > 2.0 and (best is None or not best["authoritative"]):
             ses.dht_get_mutable_item(pk, salt)
             last_ask = now
-        ses.wait_for_alert(200)
+        ltsession.wait_for_alerts(ses, 200)
         for a in ses.pop_alerts():
             if not isinstance(a, lt.dht_mutable_item_alert):
                 continue

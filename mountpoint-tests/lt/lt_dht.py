@@ -85,7 +85,7 @@ def wait_alert(ses, kind, timeout, pred=lambda a: True):
     end = time.time() + timeout
     found = None
     while time.time() < end:
-        ses.wait_for_alert(200)
+        ltsession.wait_for_alerts(ses, 200)
         for a in ses.pop_alerts():
             if isinstance(a, kind) and pred(a):
                 found = a

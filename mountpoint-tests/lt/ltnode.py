@@ -426,7 +426,7 @@ def main(argv):
         if args.dht and now - last_dht_stats >= (2.0 if dht_nodes else 0.25):
             last_dht_stats = now
             ses.post_dht_stats()
-        ses.wait_for_alert(250)
+        ltsession.wait_for_alerts(ses, 250)
         for a in ses.pop_alerts():
             if isinstance(a, lt.dht_stats_alert):
                 count = sum(b["num_nodes"] for b in a.routing_table)

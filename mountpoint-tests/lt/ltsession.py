@@ -14,6 +14,7 @@ reports and is called), `FAST` (small swarms on one machine),
 """
 
 import os
+import select
 import time
 
 import libtorrent as lt
@@ -90,6 +91,35 @@ FAST = {
 }
 
 
+# Read ends of the pipes libtorrent writes to when alerts arrive, by session.
+_alert_pipes = {}
+
+
+def wait_for_alerts(ses, ms):
+    """Waits up to `ms` milliseconds for libtorrent alerts to be pending
+    (then `ses.pop_alerts()` takes them). Use this, never
+    `ses.wait_for_alert`: python3-libtorrent 2.0.8's binding of
+    wait_for_alert turns the returned `alert const*` into a Python object
+    while the network thread may already be rewriting the alert queue, and
+    the test peer dies of SIGSEGV (seen in about 1 run in 10 of
+    holepunch.rs's relay test; a core showed the crash in
+    `caller_py_function_impl<... alert const* (*)(session&, int) ...>`).
+    Here libtorrent itself writes a byte to a pipe when alerts arrive
+    (`set_alert_fd`), and Python only waits on the pipe."""
+    r = _alert_pipes.get(id(ses))
+    if r is None:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        ses.set_alert_fd(w)
+        _alert_pipes[id(ses)] = r
+    select.select([r], [], [], ms / 1000.0)
+    try:
+        os.read(r, 4096)
+    except BlockingIOError:
+        pass
+
+
 def wait_listening(ses, stop, timeout=10.0):
     """Waits for the TCP and UDP listen sockets; returns the port, or None
     (after an `error` event) if they fail or do not open within `timeout`
@@ -97,7 +127,7 @@ def wait_listening(ses, stop, timeout=10.0):
     tcp = udp = False
     deadline = time.monotonic() + timeout
     while not (tcp and udp) and time.monotonic() < deadline and stop.reason is None:
-        ses.wait_for_alert(200)
+        wait_for_alerts(ses, 200)
         for a in ses.pop_alerts():
             if isinstance(a, lt.listen_succeeded_alert):
                 log(a.message())

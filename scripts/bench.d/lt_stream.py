@@ -180,7 +180,7 @@ def main(argv):
     last_ping = last_stats = last_watch = 0.0
     table_empty = True
     while stop.reason is None:
-        ses.wait_for_alert(50 if table_empty else 100)
+        ltsession.wait_for_alerts(ses, 50 if table_empty else 100)
         now = time.monotonic()
         if now - last_watch > 1.0:
             last_watch = now

@@ -235,7 +235,7 @@ def main(argv):
             last_announce = now
             for h in handles.values():
                 h.force_dht_announce()
-        ses.wait_for_alert(50 if pending else 250)
+        ltsession.wait_for_alerts(ses, 50 if pending else 250)
         for a in ses.pop_alerts():
             if isinstance(a, lt.dht_stats_alert):
                 emit("dht_nodes", count=sum(b["num_nodes"] for b in a.routing_table))
