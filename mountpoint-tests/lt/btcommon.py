@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import stat
+import struct
 import sys
 import threading
 import time
@@ -144,6 +145,34 @@ def log(message):
     since the script started."""
     sys.stderr.write(f"{NAME}[{os.getpid()}] {time.monotonic() - START:7.3f} {message}\n")
     sys.stderr.flush()
+
+
+# ---- BitTorrent wire (BEP 3, BEP 10), for the scripted peers ----------------
+
+PROTOCOL = b"\x13BitTorrent protocol"
+
+
+def handshake(info_hash, peer_id):
+    """The 68-byte BitTorrent handshake, with the BEP 10 extension bit."""
+    reserved = bytearray(8)
+    reserved[5] |= 0x10  # BEP 10 extension protocol
+    return PROTOCOL + bytes(reserved) + info_hash + peer_id
+
+
+def msg(mid, payload=b""):
+    """One length-prefixed peer message: id `mid`, then `payload`."""
+    return struct.pack(">IB", 1 + len(payload), mid) + payload
+
+
+def recv_exact(sock, n):
+    """Exactly `n` bytes from `sock`, or None if it closes first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
 
 
 def parse_hostport(text):

@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 
-from btcommon import Stop, decode, emit, encode, log, watch_stdin
+from btcommon import PROTOCOL, Stop, decode, emit, encode, handshake, log, msg, recv_exact, watch_stdin
 
 
 class Torrent:
@@ -91,28 +91,7 @@ class Torrent:
 
 # ---- wire --------------------------------------------------------------------
 
-PROTOCOL = b"\x13BitTorrent protocol"
 UT_METADATA = 3  # our id for ut_metadata
-
-
-def handshake(info_hash, peer_id):
-    reserved = bytearray(8)
-    reserved[5] |= 0x10  # BEP 10 extension protocol
-    return PROTOCOL + bytes(reserved) + info_hash + peer_id
-
-
-def msg(mid, payload=b""):
-    return struct.pack(">IB", 1 + len(payload), mid) + payload
-
-
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
 
 
 class Conn:

@@ -37,24 +37,9 @@ import sys
 import threading
 import time
 
-from btcommon import Stop, decode, emit, encode, log, watch_stdin
+from btcommon import PROTOCOL, Stop, decode, emit, encode, handshake, log, msg, recv_exact, watch_stdin
 
-PROTOCOL = b"\x13BitTorrent protocol"
 UT_METADATA = 3
-
-
-def msg(mid, payload=b""):
-    return struct.pack(">IB", 1 + len(payload), mid) + payload
-
-
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
 
 
 def uncle_count(length, proof_layers):
@@ -113,9 +98,7 @@ class Conn:
             if rest is None or rest[8:28] != self.info_hash:
                 log(f"{self.addr}: bad handshake")
                 return
-            reserved = bytearray(8)
-            reserved[5] |= 0x10
-            self.send(PROTOCOL + bytes(reserved) + self.info_hash + b"-FK0002-" + os.urandom(12))
+            self.send(handshake(self.info_hash, b"-FK0002-" + os.urandom(12)))
             emit("handshake", addr=self.addr)
             announced = True
             ext = {"m": {"ut_metadata": UT_METADATA}, "metadata_size": len(self.info_raw),
