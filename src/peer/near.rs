@@ -44,9 +44,7 @@ pub fn is_near(ip: IpAddr) -> bool {
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as IPv4; others as given.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }

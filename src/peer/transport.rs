@@ -47,8 +47,8 @@ use tokio::net::TcpStream;
 
 use crate::InfoHash;
 use crate::peer::conn::{PeerConn, TransportRead, TransportWrite};
-use crate::peer::near;
 use crate::peer::mse::{self, Crypto, Inbound, MseError, MseReader, Policy, SkeyTable, Timeouts};
+use crate::peer::near;
 use crate::peer::wire::{Handshake, WireError};
 use crate::utp::{UtpSocket, UtpStream};
 
@@ -495,7 +495,10 @@ mod tests {
         .await;
         assert_eq!(r, Ok(1));
         assert!(a.load(Ordering::SeqCst));
-        assert!(!b.load(Ordering::SeqCst), "second started before the stagger");
+        assert!(
+            !b.load(Ordering::SeqCst),
+            "second started before the stagger"
+        );
     }
 
     #[tokio::test]
@@ -516,12 +519,8 @@ mod tests {
     async fn a_silent_first_loses_to_the_second_after_the_stagger() {
         let (a, b) = (AtomicBool::new(false), AtomicBool::new(false));
         let t = Instant::now();
-        let r = first_ok_staggered(
-            step(&a, LONG, Ok(1)),
-            step(&b, Duration::ZERO, Ok(2)),
-            STAG,
-        )
-        .await;
+        let r =
+            first_ok_staggered(step(&a, LONG, Ok(1)), step(&b, Duration::ZERO, Ok(2)), STAG).await;
         assert_eq!(r, Ok(2));
         let took = t.elapsed();
         assert!(took >= STAG && took < Duration::from_secs(5), "{took:?}");

@@ -350,7 +350,11 @@ fn configure_udp(sock: &tokio::net::UdpSocket, v4: bool, config: &UtpConfig) {
             Ok(got) if got >= want => tracing::debug!("uTP: UDP {what} {got} bytes"),
             Ok(got) => tracing::info!(
                 "uTP: UDP {what} is {got} bytes, {want} asked for (raise net.core.{}_max)",
-                if what == "send buffer" { "wmem" } else { "rmem" }
+                if what == "send buffer" {
+                    "wmem"
+                } else {
+                    "rmem"
+                }
             ),
             Err(e) => tracing::debug!("uTP: cannot read the UDP {what}: {e}"),
         }
@@ -374,7 +378,11 @@ fn configure_udp(sock: &tokio::net::UdpSocket, v4: bool, config: &UtpConfig) {
 fn set_dontfrag(sock: &tokio::net::UdpSocket, v4: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let (level, name, value) = if v4 {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
     } else {
         (
             libc::IPPROTO_IPV6,
