@@ -117,6 +117,55 @@ fn note_lines(log: &str, words: &[&str]) {
     }
 }
 
+/// Keeps the logs of a failed test: when it panics, the files named with
+/// [`KeepLogs::add`] (the mount's log, the libtorrent peers' stderr with
+/// their `--verbose` peer logs) are copied to
+/// `target/tmp/holepunch-logs/TEST-UNIXTIME/`, which is named on stderr.
+/// Declare it after the peers it names: locals drop in reverse order, and
+/// a peer's stderr file goes with it.
+struct KeepLogs {
+    test: &'static str,
+    files: Vec<(&'static str, PathBuf)>,
+}
+
+impl KeepLogs {
+    fn new(test: &'static str) -> KeepLogs {
+        KeepLogs {
+            test,
+            files: Vec::new(),
+        }
+    }
+
+    /// Keeps `path` as `name` if the test fails.
+    fn add(&mut self, name: &'static str, path: &Path) {
+        self.files.push((name, path.to_path_buf()));
+    }
+}
+
+impl Drop for KeepLogs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("holepunch-logs")
+            .join(format!("{}-{secs}", self.test));
+        if fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        for (name, path) in &self.files {
+            let _ = fs::copy(path, dir.join(name));
+        }
+        note(&format!(
+            "logs of the failed test kept in {}",
+            dir.display()
+        ));
+    }
+}
+
 /// libtorrent's own BEP 55 log lines (its peer log, `--verbose`).
 fn lt_holepunch_lines(node: &LtNode) -> Vec<String> {
     node.stderr()
@@ -302,6 +351,13 @@ fn mount_relays_a_rendezvous_between_two_natted_libtorrent_peers() {
         "--verbose",
     ]);
     let fetcher_public = format!("{}:{}", hf.wan_ip(), fetcher.port());
+    let mut keep = KeepLogs::new("mount_relays_a_rendezvous_between_two_natted_libtorrent_peers");
+    keep.add(
+        "btfs-mount.log",
+        &cache.join(&content.info_hash).join("btfs-mount.log"),
+    );
+    keep.add("seeder.log", seeder.stderr_path());
+    keep.add("fetcher.log", fetcher.stderr_path());
     let connected = fetcher.wait_for("seeder connected", Duration::from_secs(90), |v| {
         v["event"] == "peer_connected" && v["addr"] == seeder_public.as_str()
     });

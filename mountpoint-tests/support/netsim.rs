@@ -492,7 +492,7 @@ impl Link {
     /// the taps, delaying and dropping them.
     fn insert_wire(&self) -> wire::Wire {
         let (id, ns) = (self.id, &self.switch_ns);
-        ipn(ns, &format!("link add x{id} type bridge mcast_snooping 0"));
+        add_bridge(ns, &format!("x{id}"), BRIDGE_WIRE, id);
         let (fa, fb) = with_netns(ns, || {
             (
                 wire::open_tap(&format!("t{id}a")),
@@ -533,10 +533,7 @@ impl Internet {
             state: Mutex::new(State::default()),
         });
         add_ns(&inner, INET_NS, true);
-        ipn(
-            INET_NS,
-            &format!("link add {INET_BRIDGE} type bridge mcast_snooping 0"),
-        );
+        add_bridge(INET_NS, INET_BRIDGE, BRIDGE_INET, 0);
         ipn(INET_NS, &format!("link set {INET_BRIDGE} up"));
         ipn(
             INET_NS,
@@ -608,7 +605,7 @@ impl Internet {
         };
         let ns = format!("{name}-sw");
         add_ns(&self.inner, &ns, false);
-        ipn(&ns, "link add sw type bridge mcast_snooping 0");
+        add_bridge(&ns, "sw", BRIDGE_SEGMENT, u32::from(s));
         ipn(&ns, "link set sw up");
         Segment {
             inner: self.inner.clone(),
@@ -676,6 +673,36 @@ fn netns_inodes(names: &[String]) -> Vec<u64> {
 fn ipn(ns: &str, args: &str) {
     run(&format!("ip -n {ns} {args}"));
 }
+
+/// Adds bridge `name` in `ns` with multicast snooping off and the fixed,
+/// locally administered MAC address `02:00:KIND:N:N:N` (`n`, below 2^24,
+/// in the last three bytes).
+///
+/// The fixed address matters: a Linux bridge whose address was never set
+/// takes the lowest address among its ports, so it would change whenever a
+/// host joins later with a lower one (a random veth address). A bridge
+/// that is a gateway (`br0`, a home's `lan`) would then leave every host
+/// that has its old address in its ARP cache sending to an address it no
+/// longer accepts, for as long as that entry lives (up to ~45 s, then
+/// probes): a home router forwarding through the internet went silent
+/// that long when the next home was created. Real routers keep their MAC.
+fn add_bridge(ns: &str, name: &str, kind: u8, n: u32) {
+    let [top, b2, b1, b0] = n.to_be_bytes();
+    assert_eq!(top, 0, "netsim: bridge number {n} too big");
+    ipn(
+        ns,
+        &format!(
+            "link add {name} address 02:00:{kind:02x}:{b2:02x}:{b1:02x}:{b0:02x} type bridge mcast_snooping 0"
+        ),
+    );
+}
+
+/// [`add_bridge`] kinds: the internet's `br0`, a home's `lan`, a segment's
+/// `sw`, a wire's `x<id>`.
+const BRIDGE_INET: u8 = 1;
+const BRIDGE_HOME: u8 = 2;
+const BRIDGE_SEGMENT: u8 = 3;
+const BRIDGE_WIRE: u8 = 4;
 
 /// `ip netns add NAME`, `lo` up, IPv6 duplicate address detection and
 /// router advertisements off, forwarding on if `router`.
