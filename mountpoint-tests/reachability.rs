@@ -127,26 +127,66 @@ fn assert_tree_read(mnt: &Path, site: &Path) {
     assert_eq!(got, want, "the mounted tree differs from the seeder's");
 }
 
-/// Waits for the router's mappings to `host` to be exactly a TCP mapping and
-/// at least one UDP mapping; returns the TCP one.
+/// Waits (up to 20 s) until the router maps a TCP and a UDP port to
+/// `host`; returns the TCP mapping to `host` (other hosts of the home may
+/// have theirs too).
 fn wait_mapped(home: &Home, host: Ipv4Addr, log: impl Fn() -> String) -> Mapping {
+    let to_host = |protocol: &str| {
+        home.mappings()
+            .into_iter()
+            .find(|m| m.protocol == protocol && *m.internal.ip() == host)
+    };
     let ok = wait_until(Duration::from_secs(20), || {
-        let m = home.mappings();
-        m.iter()
-            .any(|m| m.protocol == "tcp" && *m.internal.ip() == host)
-            && m.iter()
-                .any(|m| m.protocol == "udp" && *m.internal.ip() == host)
+        to_host("tcp").is_some() && to_host("udp").is_some()
     });
-    let maps = home.mappings();
     assert!(
         ok,
-        "no TCP+UDP mapping to {host}: {maps:?}\nminiupnpd:\n{}\nmount log:\n{}",
+        "no TCP+UDP mapping to {host}: {:?}\nminiupnpd:\n{}\nmount log:\n{}",
+        home.mappings(),
         home.miniupnpd_log(),
         log()
     );
-    maps.into_iter()
-        .find(|m| m.protocol == "tcp")
-        .expect("a TCP mapping")
+    to_host("tcp").expect("the TCP mapping to the host")
+}
+
+/// A mount with its defaults on host `x` of home `h1`, behind a router
+/// with `opts` (miniupnpd with UPnP or NAT-PMP/PCP on), once the router
+/// maps its ports and its log says it is reachable at the router's
+/// external address by `how` ("UPnP", "PCP").
+struct MappedMount {
+    home: Home,
+    x: Host,
+    cache: PathBuf,
+    mnt: PathBuf,
+    mount: Mount,
+    /// The router's external address and the TCP port it forwards to us.
+    external: SocketAddrV4,
+}
+
+fn mapped_mount(w: &World, tmp: &Path, opts: HomeOpts, how: &str) -> MappedMount {
+    let t0 = Instant::now();
+    let home = w.net.home("h1", opts);
+    let x = home.host("x");
+    let cache = tmp.join("cache");
+    let mnt = tmp.join("mnt");
+    let args = w.mount_args(&cache);
+    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
+    let tcp = wait_mapped(&home, x.ip(), || w.log(&cache));
+    let external = SocketAddrV4::new(home.wan_ip(), tcp.external_port);
+    note(&format!("mapped {tcp:?} in {:?}", t0.elapsed()));
+    // The mount listens where the router forwards.
+    assert_eq!(*tcp.internal.ip(), x.ip());
+    wait_log(&format!("reachable at {external} ({how})"), || {
+        w.log(&cache)
+    });
+    MappedMount {
+        home,
+        x,
+        cache,
+        mnt,
+        mount,
+        external,
+    }
 }
 
 /// Waits until the log has a line containing `what`.
@@ -166,24 +206,19 @@ fn upnp_mount_is_dialled_from_the_internet() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let mut w = World::new(tmp.path());
-    let home = w.net.home(
-        "h1",
-        HomeOpts {
-            upnp: true,
-            ..HomeOpts::default()
-        },
-    );
-    let x = home.host("x");
-    let cache = tmp.path().join("cache");
-    let mnt = tmp.path().join("mnt");
-    let args = w.mount_args(&cache);
-    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
-    let tcp = wait_mapped(&home, x.ip(), || w.log(&cache));
-    let external = SocketAddrV4::new(home.wan_ip(), tcp.external_port);
-    note(&format!("mapped {tcp:?} in {:?}", t0.elapsed()));
-    // The mount listens where the router forwards.
-    assert_eq!(*tcp.internal.ip(), x.ip());
-    wait_log(&format!("reachable at {external} (UPnP)"), || w.log(&cache));
+    let upnp = HomeOpts {
+        upnp: true,
+        ..HomeOpts::default()
+    };
+    let MappedMount {
+        home,
+        x,
+        cache,
+        mnt,
+        mount,
+        external,
+        ..
+    } = mapped_mount(&w, tmp.path(), upnp, "UPnP");
     assert_tree_read(&mnt, &w.site);
     // The seeder leaves: the only source left is the mount behind the NAT,
     // which a public libtorrent peer reaches only through the mapping.
@@ -236,22 +271,19 @@ fn natpmp_mapping_is_deleted_on_sigterm() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let w = World::new(tmp.path());
-    let home = w.net.home(
-        "h1",
-        HomeOpts {
-            natpmp: true,
-            ..HomeOpts::default()
-        },
-    );
-    let x = home.host("x");
-    let cache = tmp.path().join("cache");
-    let mnt = tmp.path().join("mnt");
-    let args = w.mount_args(&cache);
-    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
-    let tcp = wait_mapped(&home, x.ip(), || w.log(&cache));
-    let external = SocketAddrV4::new(home.wan_ip(), tcp.external_port);
+    let natpmp = HomeOpts {
+        natpmp: true,
+        ..HomeOpts::default()
+    };
     // miniupnpd answers PCP, so PCP is used (NAT-PMP is the fallback).
-    wait_log(&format!("reachable at {external} (PCP)"), || w.log(&cache));
+    let MappedMount {
+        home,
+        x,
+        cache,
+        mnt,
+        mount,
+        ..
+    } = mapped_mount(&w, tmp.path(), natpmp, "PCP");
     assert_eq!(
         fs::read(mnt.join("site/index.html")).unwrap(),
         fs::read(w.site.join("index.html")).unwrap()
