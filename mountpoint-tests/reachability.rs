@@ -154,11 +154,12 @@ fn wait_mapped(home: &Home, host: Ipv4Addr, log: impl Fn() -> String) -> Mapping
 /// maps its ports and its log says it is reachable at the router's
 /// external address by `how` ("UPnP", "PCP").
 struct MappedMount {
+    /// First, so that it is dropped (unmounted) first.
+    mount: Mount,
     home: Home,
     x: Host,
     cache: PathBuf,
     mnt: PathBuf,
-    mount: Mount,
     /// The router's external address and the TCP port it forwards to us.
     external: SocketAddrV4,
 }
@@ -180,11 +181,11 @@ fn mapped_mount(w: &World, tmp: &Path, opts: HomeOpts, how: &str) -> MappedMount
         w.log(&cache)
     });
     MappedMount {
+        mount,
         home,
         x,
         cache,
         mnt,
-        mount,
         external,
     }
 }
@@ -210,16 +211,8 @@ fn upnp_mount_is_dialled_from_the_internet() {
         upnp: true,
         ..HomeOpts::default()
     };
-    let MappedMount {
-        home,
-        x,
-        cache,
-        mnt,
-        mount,
-        external,
-        ..
-    } = mapped_mount(&w, tmp.path(), upnp, "UPnP");
-    assert_tree_read(&mnt, &w.site);
+    let m = mapped_mount(&w, tmp.path(), upnp, "UPnP");
+    assert_tree_read(&m.mnt, &w.site);
     // The seeder leaves: the only source left is the mount behind the NAT,
     // which a public libtorrent peer reaches only through the mapping.
     drop(w.seeder.take());
@@ -235,7 +228,7 @@ fn upnp_mount_is_dialled_from_the_internet() {
         "--save",
         &save.to_string_lossy(),
         "--connect",
-        &external.to_string(),
+        &m.external.to_string(),
     ]);
     fetcher.wait_event_ok("finished", Duration::from_secs(120));
     assert_eq!(
@@ -248,18 +241,19 @@ fn upnp_mount_is_dialled_from_the_internet() {
         t0.elapsed()
     ));
     drop(fetcher);
-    mount.unmount_and_wait(Duration::from_secs(15));
-    let left: Vec<Mapping> = home
+    m.mount.unmount_and_wait(Duration::from_secs(15));
+    let left: Vec<Mapping> = m
+        .home
         .mappings()
         .into_iter()
-        .filter(|m| *m.internal.ip() == x.ip())
+        .filter(|map| *map.internal.ip() == m.x.ip())
         .collect();
     assert!(
         left.is_empty(),
         "mappings left after unmount: {left:?}\n{}",
-        w.log(&cache)
+        w.log(&m.cache)
     );
-    let log = w.log(&cache);
+    let log = w.log(&m.cache);
     note_status(&log);
     assert!(log.contains("port mappings deleted (UPnP)"), "{log}");
 }
@@ -276,19 +270,12 @@ fn natpmp_mapping_is_deleted_on_sigterm() {
         ..HomeOpts::default()
     };
     // miniupnpd answers PCP, so PCP is used (NAT-PMP is the fallback).
-    let MappedMount {
-        home,
-        x,
-        cache,
-        mnt,
-        mount,
-        ..
-    } = mapped_mount(&w, tmp.path(), natpmp, "PCP");
+    let m = mapped_mount(&w, tmp.path(), natpmp, "PCP");
     assert_eq!(
-        fs::read(mnt.join("site/index.html")).unwrap(),
+        fs::read(m.mnt.join("site/index.html")).unwrap(),
         fs::read(w.site.join("index.html")).unwrap()
     );
-    let pids = mount.pids();
+    let pids = m.mount.pids();
     assert!(!pids.is_empty());
     for &pid in &pids {
         // SAFETY: kill(2) on a PID of a process this test started.
@@ -299,18 +286,19 @@ fn natpmp_mapping_is_deleted_on_sigterm() {
             .all(|p| !Path::new(&format!("/proc/{p}")).exists())
     });
     assert!(gone, "btfs-mount did not exit on SIGTERM");
-    assert!(!mount.is_mounted(), "still mounted after SIGTERM");
-    let left: Vec<Mapping> = home
+    assert!(!m.mount.is_mounted(), "still mounted after SIGTERM");
+    let left: Vec<Mapping> = m
+        .home
         .mappings()
         .into_iter()
-        .filter(|m| *m.internal.ip() == x.ip())
+        .filter(|map| *map.internal.ip() == m.x.ip())
         .collect();
     assert!(
         left.is_empty(),
         "mappings left after SIGTERM: {left:?}\n{}",
-        w.log(&cache)
+        w.log(&m.cache)
     );
-    drop(mount);
+    drop(m.mount);
 }
 
 #[test]
