@@ -190,6 +190,21 @@ fn mapped_mount(w: &World, tmp: &Path, opts: HomeOpts, how: &str) -> MappedMount
     }
 }
 
+/// Asserts that the router maps nothing to `host` any more; `when` says
+/// what happened to its mount.
+fn assert_unmapped(home: &Home, host: Ipv4Addr, when: &str, log: impl Fn() -> String) {
+    let left: Vec<Mapping> = home
+        .mappings()
+        .into_iter()
+        .filter(|m| *m.internal.ip() == host)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "mappings left after {when}: {left:?}\n{}",
+        log()
+    );
+}
+
 /// Waits until the log has a line containing `what`.
 fn wait_log(what: &str, log: impl Fn() -> String) {
     assert!(
@@ -242,17 +257,7 @@ fn upnp_mount_is_dialled_from_the_internet() {
     ));
     drop(fetcher);
     m.mount.unmount_and_wait(Duration::from_secs(15));
-    let left: Vec<Mapping> = m
-        .home
-        .mappings()
-        .into_iter()
-        .filter(|map| *map.internal.ip() == m.x.ip())
-        .collect();
-    assert!(
-        left.is_empty(),
-        "mappings left after unmount: {left:?}\n{}",
-        w.log(&m.cache)
-    );
+    assert_unmapped(&m.home, m.x.ip(), "unmount", || w.log(&m.cache));
     let log = w.log(&m.cache);
     note_status(&log);
     assert!(log.contains("port mappings deleted (UPnP)"), "{log}");
@@ -287,17 +292,7 @@ fn natpmp_mapping_is_deleted_on_sigterm() {
     });
     assert!(gone, "btfs-mount did not exit on SIGTERM");
     assert!(!m.mount.is_mounted(), "still mounted after SIGTERM");
-    let left: Vec<Mapping> = m
-        .home
-        .mappings()
-        .into_iter()
-        .filter(|map| *map.internal.ip() == m.x.ip())
-        .collect();
-    assert!(
-        left.is_empty(),
-        "mappings left after SIGTERM: {left:?}\n{}",
-        w.log(&m.cache)
-    );
+    assert_unmapped(&m.home, m.x.ip(), "SIGTERM", || w.log(&m.cache));
     drop(m.mount);
 }
 
