@@ -287,16 +287,8 @@ fn mount_relays_a_rendezvous_between_two_natted_libtorrent_peers() {
     let net = Internet::new();
     let content = make_content(&net, tmp.path());
 
-    // A lone DHT node for the mount to bootstrap from (its defaults keep
-    // the DHT on; nothing else uses it).
-    let d = net.public_host("dht");
-    let dht = d.lt_node(&[
-        "--listen-ip",
-        &d.ip().to_string(),
-        "--dht",
-        "--bootstrap",
-        "198.51.100.1:1",
-    ]);
+    // A lone DHT node for the mount to bootstrap from (nothing else uses it).
+    let (_dht, dht_addr) = net.public_host("dht").lt_dht_node();
     // The mount, on a public address, is the relay; it is started once the
     // seeder dials it (every 2 s), which gives it the metadata.
     let m = net.public_host("mount");
@@ -324,7 +316,7 @@ fn mount_relays_a_rendezvous_between_two_natted_libtorrent_peers() {
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("mnt");
     let args = MountArgs::new(&content.magnet)
-        .bootstrap(&format!("{}:{}", d.ip(), dht.dht_port()))
+        .bootstrap(&dht_addr)
         .port(port)
         .cache_dir(&cache);
     let mount = m.enter(|| Mount::background(&mnt, &args.build()));

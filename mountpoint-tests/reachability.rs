@@ -55,19 +55,9 @@ struct World {
 impl World {
     fn new(tmp: &Path) -> World {
         let net = Internet::new();
-        let d = net.public_host("d");
+        let (dht, dht_addr) = net.public_host("d").lt_dht_node();
         let a = net.public_host("a");
-        let (d_ip, a_ip) = (d.ip().to_string(), a.ip().to_string());
-        // A lone DHT node: its router is itself (ltnode), its --bootstrap
-        // an address where nothing answers.
-        let dht = d.lt_node(&[
-            "--listen-ip",
-            &d_ip,
-            "--dht",
-            "--bootstrap",
-            "198.51.100.1:1",
-        ]);
-        let dht_addr = format!("{d_ip}:{}", dht.dht_port());
+        let a_ip = a.ip().to_string();
         let site = tmp.join("site");
         make_tree(&site, &sample_spec());
         let mut seeder = a.lt_node(&[

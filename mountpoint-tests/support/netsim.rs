@@ -418,6 +418,17 @@ impl Host {
     pub fn lt_node(&self, args: &[&str]) -> LtNode {
         self.enter(|| LtNode::start(args))
     }
+
+    /// A lone libtorrent DHT node on this host's first address, for mounts
+    /// (whose defaults keep the DHT on) to bootstrap from: its router is
+    /// itself (ltnode), its `--bootstrap` the internet's gateway at port 1,
+    /// where nothing answers. Returns it and its `IP:PORT`.
+    pub fn lt_dht_node(&self) -> (LtNode, String) {
+        let ip = self.ip().to_string();
+        let node = self.lt_node(&["--listen-ip", &ip, "--dht", "--bootstrap", "198.51.100.1:1"]);
+        let addr = format!("{ip}:{}", node.dht_port());
+        (node, addr)
+    }
 }
 
 /// The cable between a host's interface and a segment's bridge: a veth
