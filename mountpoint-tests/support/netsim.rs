@@ -45,7 +45,8 @@
 //! `::10`, home 1 is `2001:db8:101::`) so they read like the IPv4 plan. A
 //! host's interfaces are `eth0`, `eth1`, ... in the order of its segments.
 //! Duplicate address detection is off everywhere, so addresses are usable at
-//! once.
+//! once. Every bridge has a fixed MAC address (`add_bridge`), so a gateway's
+//! address never changes when a host joins later.
 //!
 //! # What a home router does (measured by `netsim_selftest`)
 //!
