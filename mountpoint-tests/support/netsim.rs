@@ -45,7 +45,7 @@
 //! `::10`, home 1 is `2001:db8:101::`) so they read like the IPv4 plan. A
 //! host's interfaces are `eth0`, `eth1`, ... in the order of its segments.
 //! Duplicate address detection is off everywhere, so addresses are usable at
-//! once. Every bridge has a fixed MAC address (`add_bridge`), so a gateway's
+//! once. Every bridge has a fixed MAC address (`netsim/bridge.rs`), so a gateway's
 //! address never changes when a host joins later.
 //!
 //! # What a home router does (measured by `netsim_selftest`)
@@ -102,10 +102,14 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::support::{Child, LtNode};
+use crate::support::Child;
 
+#[path = "netsim/bridge.rs"]
+mod bridge;
 #[path = "netsim/home.rs"]
 mod home;
+#[path = "netsim/lt.rs"]
+mod lt;
 #[path = "netsim/sockets.rs"]
 pub mod sockets;
 #[path = "netsim/stun.rs"]
@@ -123,6 +127,7 @@ pub use sys::{pids_in_netns, with_netns};
 #[allow(unused_imports)]
 pub use wire::LinkImpairment;
 
+use bridge::{BRIDGE_INET, BRIDGE_SEGMENT, BRIDGE_WIRE, add_bridge};
 use sys::{netns_path, run, sysctl};
 
 /// The internet's own namespace: bridge `br0`, router between the public
@@ -413,23 +418,6 @@ impl Host {
         self.ifaces.push(iface.clone());
         iface
     }
-
-    /// Starts `ltnode.py ARGS` in this host (see [`LtNode::start`]). Pass
-    /// `--listen-ip` with one of this host's addresses.
-    pub fn lt_node(&self, args: &[&str]) -> LtNode {
-        self.enter(|| LtNode::start(args))
-    }
-
-    /// A lone libtorrent DHT node on this host's first address, for mounts
-    /// (whose defaults keep the DHT on) to bootstrap from: its router is
-    /// itself (ltnode), its `--bootstrap` the internet's gateway at port 1,
-    /// where nothing answers. Returns it and its `IP:PORT`.
-    pub fn lt_dht_node(&self) -> (LtNode, String) {
-        let ip = self.ip().to_string();
-        let node = self.lt_node(&["--listen-ip", &ip, "--dht", "--bootstrap", "198.51.100.1:1"]);
-        let addr = format!("{ip}:{}", node.dht_port());
-        (node, addr)
-    }
 }
 
 /// The cable between a host's interface and a segment's bridge: a veth
@@ -685,36 +673,6 @@ fn netns_inodes(names: &[String]) -> Vec<u64> {
 fn ipn(ns: &str, args: &str) {
     run(&format!("ip -n {ns} {args}"));
 }
-
-/// Adds bridge `name` in `ns` with multicast snooping off and the fixed,
-/// locally administered MAC address `02:00:KIND:N:N:N` (`n`, below 2^24,
-/// in the last three bytes).
-///
-/// The fixed address matters: a Linux bridge whose address was never set
-/// takes the lowest address among its ports, so it would change whenever a
-/// host joins later with a lower one (a random veth address). A bridge
-/// that is a gateway (`br0`, a home's `lan`) would then leave every host
-/// that has its old address in its ARP cache sending to an address it no
-/// longer accepts, for as long as that entry lives (up to ~45 s, then
-/// probes): a home router forwarding through the internet went silent
-/// that long when the next home was created. Real routers keep their MAC.
-fn add_bridge(ns: &str, name: &str, kind: u8, n: u32) {
-    let [top, b2, b1, b0] = n.to_be_bytes();
-    assert_eq!(top, 0, "netsim: bridge number {n} too big");
-    ipn(
-        ns,
-        &format!(
-            "link add {name} address 02:00:{kind:02x}:{b2:02x}:{b1:02x}:{b0:02x} type bridge mcast_snooping 0"
-        ),
-    );
-}
-
-/// [`add_bridge`] kinds: the internet's `br0`, a home's `lan`, a segment's
-/// `sw`, a wire's `x<id>`.
-const BRIDGE_INET: u8 = 1;
-const BRIDGE_HOME: u8 = 2;
-const BRIDGE_SEGMENT: u8 = 3;
-const BRIDGE_WIRE: u8 = 4;
 
 /// `ip netns add NAME`, `lo` up, IPv6 duplicate address detection and
 /// router advertisements off, forwarding on if `router`.

@@ -6,11 +6,11 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::bridge::{BRIDGE_HOME, add_bridge};
 use super::sys::{self, run_with_stdin};
 use super::{
-    BRIDGE_HOME, HomeOpts, Host, INET_NS, Iface, Inner, Internet, Link, MINIUPNPD_HTTP_PORT,
-    STUN_IPS, STUN_PORTS, Segment, add_bridge, add_ns, attach, check_name, dec_hex, ensure_stun,
-    ipn, new_host,
+    HomeOpts, Host, INET_NS, Iface, Inner, Internet, Link, MINIUPNPD_HTTP_PORT, STUN_IPS,
+    STUN_PORTS, Segment, add_ns, attach, check_name, dec_hex, ensure_stun, ipn, new_host,
 };
 use crate::support::{Child, wait_until};
 
