@@ -24,6 +24,17 @@
 //!   mount on a public address (a seedbox, a VPS, a university machine)
 //!   introduces two home users to each other.
 //!
+//! How libtorrent 2.0.8 takes part (peer_connection.cpp `connect_failed`,
+//! bt_peer_connection.cpp `on_holepunch`): it sends a rendezvous only when
+//! its TCP dial of a peer fails (after uTP did), if PEX said the peer speaks
+//! holepunch, and only to the connection whose PEX named it; it ignores
+//! `error` answers; a `connect` makes it dial over uTP in holepunch mode.
+//! It tries again only when its peer list picks the peer again (about 10 s
+//! later) and gives up after three failed dials. One introduction lost on
+//! the way, say by a relay's link to the target that is down for half a
+//! minute, is thus final for that pair: the relay test fails on any such
+//! outage, which is why `netsim` keeps every gateway's MAC address fixed.
+//!
 //! What the NAT does matters: simultaneous open needs a router that keeps
 //! one external port for a UDP socket whatever the destination
 //! (endpoint-independent mapping; Linux masquerade also keeps the source
