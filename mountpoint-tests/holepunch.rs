@@ -29,8 +29,9 @@
 //! its TCP dial of a peer fails (after uTP did), if PEX said the peer speaks
 //! holepunch, and only to the connection whose PEX named it; it ignores
 //! `error` answers; a `connect` makes it dial over uTP in holepunch mode.
-//! It tries again only when its peer list picks the peer again (about 10 s
-//! later) and gives up after three failed dials. One introduction lost on
+//! It tries again only when its peer list picks the peer again (10 s later
+//! here) and stops after a few failed rounds (`max_failcount`, 3; seen: two
+//! rendezvous, then no more). One introduction lost on
 //! the way, say by a relay's link to the target that is down for half a
 //! minute, is thus final for that pair: the relay test fails on any such
 //! outage, which is why `netsim` keeps every gateway's MAC address fixed.
