@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::bridge::{BRIDGE_HOME, add_bridge};
 use super::sys::{self, run_with_stdin};
 use super::{
     HomeOpts, Host, INET_NS, Iface, Inner, Internet, Link, MINIUPNPD_HTTP_PORT, STUN_IPS,
@@ -105,7 +106,7 @@ impl Internet {
         let net6 = (!opts.ipv4_only).then(|| dec_hex(100 + u32::from(k)));
         let gw4 = Ipv4Addr::new(10, 0, k, 1);
         let gw6 = net6.map(|g| Ipv6Addr::new(0x2001, 0xdb8, g, 0, 0, 0, 0, 1));
-        ipn(&gw_ns, "link add lan type bridge mcast_snooping 0");
+        add_bridge(&gw_ns, "lan", BRIDGE_HOME, u32::from(k));
         ipn(&gw_ns, "link set lan up");
         ipn(&gw_ns, &format!("addr add {gw4}/24 dev lan"));
         if let (Some(g), Some(gw6)) = (net6, gw6) {
