@@ -414,6 +414,34 @@ fn mac_of(host: &Host, dev: &str) -> String {
 /// That cut a seeder's home from the mount relaying its holepunch in
 /// `holepunch.rs` whenever the fetcher's home was created.
 #[test]
+fn hosts_of_one_home_reach_each_other() {
+    if !in_netns("hosts_of_one_home_reach_each_other") {
+        return;
+    }
+    // A home LAN is one bridge on the router: two machines there talk
+    // directly (a laptop and a NAS), whatever the router forwards to
+    // and from the internet.
+    let net = Internet::new();
+    let home = net.home("h1", HomeOpts::default());
+    let (x, y) = (home.host("x"), home.host("y"));
+    let data = seeded_bytes(100_000, 2);
+    let l = y.enter(|| TcpListener::bind((y.ip(), 7000))).unwrap();
+    let peer = tcp_send(&x, l, sa(y.ip(), 7000), &data);
+    assert_eq!(peer.ip(), IpAddr::V4(x.ip()), "no NAT inside the home");
+    let uy = udp(&y, sa(y.ip(), 7001));
+    let ux = udp(&x, sa(x.ip(), 0));
+    ux.send_to(b"ping", sa(y.ip(), 7001)).unwrap();
+    let (msg, from) = recv(&uy, Duration::from_secs(2)).expect("UDP inside the home");
+    assert_eq!(
+        (msg.as_slice(), from.ip()),
+        (&b"ping"[..], IpAddr::V4(x.ip()))
+    );
+    let l6 = y.enter(|| TcpListener::bind((y.ip6(), 7002))).unwrap();
+    let peer = tcp_send(&x, l6, sa(y.ip6(), 7002), &data);
+    assert_eq!(peer.ip(), IpAddr::V6(x.ip6()));
+}
+
+#[test]
 fn gateways_keep_their_mac_when_hosts_join() {
     if !in_netns("gateways_keep_their_mac_when_hosts_join") {
         return;

@@ -25,6 +25,11 @@ use crate::support::{Child, wait_until};
 /// leave a conntrack entry that takes the external port of a later outbound
 /// flow to the same peer (seen as a new mapping, which breaks holepunching),
 /// or that shadows a port mapping added later.
+///
+/// The forward chain lets the LAN out and lets hosts of the LAN reach each
+/// other: with `br_netfilter` loaded (it is on the CI machine), frames
+/// bridged between two ports of `lan` pass this hook too, as `lan` to
+/// `lan`, and a home LAN that drops them is not a home LAN.
 const ROUTER_RULESET: &str = r#"
 table inet filter {
     chain miniupnpd {
@@ -41,7 +46,7 @@ table inet filter {
     chain forward {
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
-        iifname "lan" oifname "wan" accept
+        iifname "lan" oifname { "lan", "wan" } accept
         jump miniupnpd
     }
 }
