@@ -79,12 +79,11 @@ fn read_before_piece(name: &str, flavor: &str) {
         &["--flavor", flavor, "--upload-limit", RATE],
     );
     let torrent = seeder.torrent();
-    let magnet = if flavor == "v2" {
-        btmh(&torrent)
-    } else {
-        torrent["magnet"].as_str().expect("magnet").to_string()
-    };
-    let args = MountArgs::new(&magnet)
+    // A hybrid by its btmh link alone: the connections are on the v2
+    // info-hash, over which hash messages may go (with both `xt`, the
+    // swarm is keyed by the v1 hash and its reads wait for whole pieces:
+    // the BEP 52 upgrade of v1 connections is not done yet).
+    let args = MountArgs::new(&btmh(&torrent))
         .no_dht()
         .peer(&seeder.addr())
         .read_timeout(60)
@@ -219,8 +218,10 @@ fn one_bad_block_is_caught_alone() {
         .filter(|l| l.contains("failed its Merkle check"))
         .collect();
     assert!(
-        blamed.iter().any(|l| l.contains("127.0.0.2")),
-        "the bad block ({bad}) is blamed on 127.0.0.2:\n{log}"
+        blamed
+            .iter()
+            .any(|l| l.contains("from 127.0.0.2 failed its Merkle check")),
+        "the bad block ({bad}) is caught alone and blamed on 127.0.0.2:\n{log}"
     );
     assert!(
         !blamed.iter().any(|l| l.contains("127.0.0.1")),

@@ -314,6 +314,15 @@ impl Swarm {
         }
     }
 
+    /// Whether a connection whose handshake named `ih` is a v2 connection
+    /// (BEP 52): `ih` is the torrent's truncated v2 info-hash. Hash
+    /// messages go over such connections only.
+    pub(crate) fn is_v2_handshake(&self, ih: &crate::InfoHash) -> bool {
+        self.loaded()
+            .and_then(|l| l.info.info_hash_v2)
+            .is_some_and(|v2| v2.truncated() == *ih)
+    }
+
     /// The next leaf `hash request` to send to `conn`, whose peer has the
     /// pieces `peer_has` says, for a read waiting on blocks.
     pub(crate) fn next_block_hash_request(

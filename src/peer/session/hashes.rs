@@ -30,7 +30,11 @@ impl Session {
         while let Some(req) = self.swarm.next_hash_request(self.id) {
             send(w, &HashMessage::Request(req).to_message()).await?;
         }
-        // Leaf hashes for reads verified block by block.
+        // Leaf hashes for reads verified block by block: only over a
+        // connection on the v2 info-hash.
+        if !self.swarm.is_v2_handshake(&self.handshake_hash) {
+            return Ok(());
+        }
         while let Some(req) = self
             .swarm
             .next_block_hash_request(self.id, &|i| self.peer_has(i))
