@@ -69,15 +69,15 @@ fn read_before_piece(name: &str, flavor: &str) {
         &site,
         &[
             ("big.bin", TreeFile::Random(LEN, 7)),
-            ("z.txt", TreeFile::Text("a second file: a directory torrent\n")),
+            (
+                "z.txt",
+                TreeFile::Text("a second file: a directory torrent\n"),
+            ),
         ],
     );
     let src = std::fs::read(site.join("big.bin")).unwrap();
-    let (mut seeder, _) = LtNode::seed_tree(
-        &site,
-        PIECE,
-        &["--flavor", flavor, "--upload-limit", RATE],
-    );
+    let (mut seeder, _) =
+        LtNode::seed_tree(&site, PIECE, &["--flavor", flavor, "--upload-limit", RATE]);
     let torrent = seeder.torrent();
     // A hybrid by its btmh link alone: the connections are on the v2
     // info-hash, over which hash messages may go (with both `xt`, the
@@ -161,7 +161,10 @@ fn one_bad_block_is_caught_alone() {
         &site,
         &[
             ("big.bin", TreeFile::Random(LEN, 8)),
-            ("z.txt", TreeFile::Text("a second file: a directory torrent\n")),
+            (
+                "z.txt",
+                TreeFile::Text("a second file: a directory torrent\n"),
+            ),
         ],
     );
     let src = std::fs::read(site.join("big.bin")).unwrap();

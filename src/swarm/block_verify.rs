@@ -415,7 +415,11 @@ impl Swarm {
         let mut good = Vec::new();
         for begin in begins {
             let n = (size.saturating_sub(begin)).min(BLOCK) as usize;
-            if n == 0 || l.storage.read_at(base + u64::from(begin), &mut buf[..n]).is_err() {
+            if n == 0
+                || l.storage
+                    .read_at(base + u64::from(begin), &mut buf[..n])
+                    .is_err()
+            {
                 continue;
             }
             if self.check_block(index, begin, &buf[..n]) == BlockCheck::Good {
@@ -425,9 +429,10 @@ impl Swarm {
         let marked = {
             let mut st = self.lock();
             match st.picker.as_mut() {
-                Some(p) if p.data_epoch() == epoch => {
-                    good.iter().filter(|&&b| p.mark_verified_alone(index, b)).count()
-                }
+                Some(p) if p.data_epoch() == epoch => good
+                    .iter()
+                    .filter(|&&b| p.mark_verified_alone(index, b))
+                    .count(),
                 _ => 0,
             }
         };
@@ -492,7 +497,10 @@ impl Swarm {
             let p = st.picker.as_mut()?;
             if segs.iter().all(|s| p.has(s.0))
                 || segs.iter().any(|s| p.is_unverified(s.0))
-                || segs.iter().zip(&places).any(|(s, pl)| !p.has(s.0) && pl.is_none())
+                || segs
+                    .iter()
+                    .zip(&places)
+                    .any(|(s, pl)| !p.has(s.0) && pl.is_none())
             {
                 return None;
             }
@@ -509,7 +517,8 @@ impl Swarm {
                 for sub in (s / BLOCK / place.chunk)..=((e - 1) / BLOCK / place.chunk) {
                     let k = (i, sub);
                     if st.blocks.held.contains_key(&k)
-                        || (!st.blocks.wanted.contains_key(&k) && st.blocks.wanted.len() >= MAX_WANTED)
+                        || (!st.blocks.wanted.contains_key(&k)
+                            && st.blocks.wanted.len() >= MAX_WANTED)
                     {
                         continue;
                     }
