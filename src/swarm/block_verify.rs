@@ -11,8 +11,8 @@
 //!   that reach the `pieces root` ([`crate::merkle::verify_hashes`]; a few
 //!   uncles, e.g. 8 for a 1 GiB file of 4 MiB pieces). What proves is kept
 //!   per chunk of leaves ([`BlockHashes`]), at most [`MAX_HELD`] chunks,
-//!   counted in the memory budget ([`super::budget`]), least recently used
-//!   dropped first; what does not prove is dropped and counted against the
+//!   counted in the memory budget ([`super::budget`]; never refused, a
+//!   read waits on them), least recently used dropped first; what does not prove is dropped and counted against the
 //!   peer, as for piece layers ([`super::trees`]).
 //! - **Blocks.** A block whose leaf hash is held is checked when it
 //!   arrives, before it is written ([`Swarm::check_block`]): a bad one is
@@ -23,7 +23,13 @@
 //! - **Reads** ([`Swarm::read_by_blocks`]) are answered once every block
 //!   under them is verified alone (or its piece is had), from the storage,
 //!   and only if nothing under them moved while they read (the picker's
-//!   data epoch). Their blocks are asked first ([`super::picker::Picker::set_hot`]).
+//!   data epoch). Their blocks are asked first
+//!   ([`super::picker::Picker::set_hot`]). Only reads that leave at least
+//!   [`MIN_BLOCKS_SAVED`] blocks of their piece out, not asked for yet, go
+//!   this way: for the others the leaf hashes' round trip (and the
+//!   seeder's work to answer) costs more than the rest of the piece
+//!   (`scripts/bench --v2`: 256 KiB pieces on loopback; a sequential
+//!   reader, whose pieces are fetched ahead).
 //! - **Had** stays what it was: a piece is had (HAVE, bitfield, uploads,
 //!   seeding) only once it is complete and verified whole — Merkle root
 //!   against the piece layer for v2-only, SHA-1 for hybrids (their v1
@@ -62,8 +68,9 @@ pub(crate) const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_ASKED_PER_PEER: usize = 4;
 
 /// Most chunks of leaves held (each at most [`LEAVES_PER_ASK`] hashes,
-/// 16 KiB): 4 MiB at most, also counted in the memory budget.
-pub(crate) const MAX_HELD: usize = 256;
+/// 16 KiB; 8 KiB for a 4 MiB piece): 1 MiB at most, counted in the memory
+/// budget.
+pub(crate) const MAX_HELD: usize = 64;
 
 /// Most chunks wanted at once (reads waiting): more are left to the
 /// whole-piece check.
@@ -71,6 +78,12 @@ const MAX_WANTED: usize = 1024;
 
 /// Most connections remembered as refusing leaf requests.
 const MAX_REFUSERS: usize = 1024;
+
+/// Fewest blocks of its piece a read must leave out for it to be answered
+/// block by block (512 KiB): with fewer, the rest of the piece costs little
+/// more than a round trip for the leaf hashes (a 4 KiB read of a 256 KiB
+/// piece, or a 1 MiB read of a 1 MiB piece, waits for the piece).
+const MIN_BLOCKS_SAVED: u32 = 32;
 
 /// How often a read waiting on blocks has peers look for late blocks.
 const LATE_CHECK: Duration = Duration::from_millis(50);
@@ -182,35 +195,30 @@ impl BlockHashes {
         Some(key)
     }
 
-    /// Keeps the verified `leaves` of `key` within [`MAX_HELD`] and the
-    /// memory budget (least recently used chunks dropped first); false
-    /// when the budget has no room even then.
-    fn keep(&mut self, key: Key, leaves: Vec<Hash>) -> bool {
-        let bytes = (leaves.len() * 32) as u64;
-        loop {
-            if self.held.len() < MAX_HELD
-                && let Some(r) = super::budget::global().try_reserve(bytes)
-            {
-                self.held.insert(
-                    key,
-                    Held {
-                        leaves,
-                        used: Instant::now(),
-                        _bytes: r,
-                    },
-                );
-                return true;
-            }
+    /// Keeps the verified `leaves` of `key`, at most [`MAX_HELD`] chunks
+    /// (least recently used dropped first), counted in the memory budget
+    /// (never refused: a read waits on them, and [`MAX_HELD`] bounds them).
+    fn keep(&mut self, key: Key, leaves: Vec<Hash>) {
+        while self.held.len() >= MAX_HELD {
             let Some(oldest) = self
                 .held
                 .iter()
                 .min_by_key(|(_, h)| h.used)
                 .map(|(k, _)| *k)
             else {
-                return false;
+                break;
             };
             self.held.remove(&oldest);
         }
+        let bytes = (leaves.len() * 32) as u64;
+        self.held.insert(
+            key,
+            Held {
+                leaves,
+                used: Instant::now(),
+                _bytes: super::budget::global().force(bytes),
+            },
+        );
     }
 }
 
@@ -379,12 +387,7 @@ impl Swarm {
             }
         };
         st.blocks.wanted.remove(&key);
-        if !st.blocks.keep(key, v.nodes) {
-            drop(st);
-            super::budget::global()
-                .note_limited("block hashes are not kept: reads wait for whole pieces");
-            return Some(Ok(()));
-        }
+        st.blocks.keep(key, v.nodes);
         let first = key.1 * place.chunk * BLOCK;
         let end = first + place.chunk * BLOCK;
         let epoch = st.picker.as_ref().map(|p| p.data_epoch());
@@ -469,7 +472,8 @@ impl Swarm {
     /// under them is verified alone or its piece is had (see the module
     /// docs). `None` when this does not apply (a v1 torrent, every piece
     /// had, a cached piece not hashed yet, a piece of one block or of
-    /// padding): [`Swarm::read`] waits for whole pieces then. Errors:
+    /// padding, a read that leaves fewer than [`MIN_BLOCKS_SAVED`] blocks
+    /// of a piece out that are not asked for yet): [`Swarm::read`] waits for whole pieces then. Errors:
     /// `TimedOut` after the read timeout, `Interrupted` when the swarm
     /// stops, the storage's.
     pub(super) async fn read_by_blocks(
@@ -495,12 +499,23 @@ impl Swarm {
             let mut guard = self.lock();
             let st = &mut *guard;
             let p = st.picker.as_mut()?;
+            // Worth it only when the blocks under the read are few beside
+            // the piece's blocks not under way yet (a piece fetched ahead
+            // by a sequential reader is nearly there: no leaf hashes).
+            let saves = |&(i, s, e): &(u32, u32, u32)| {
+                let under = (e - 1) / BLOCK - s / BLOCK + 1;
+                let idle = p
+                    .piece_size(i)
+                    .div_ceil(BLOCK)
+                    .saturating_sub(p.blocks_under_way(i));
+                idle.saturating_sub(under) >= MIN_BLOCKS_SAVED
+            };
             if segs.iter().all(|s| p.has(s.0))
                 || segs.iter().any(|s| p.is_unverified(s.0))
                 || segs
                     .iter()
                     .zip(&places)
-                    .any(|(s, pl)| !p.has(s.0) && pl.is_none())
+                    .any(|(s, pl)| !p.has(s.0) && (pl.is_none() || !saves(s)))
             {
                 return None;
             }
@@ -602,11 +617,63 @@ impl Swarm {
 mod tests {
     use super::*;
 
+    /// Blocks verified alone make their range readable before the piece
+    /// completes; a claim of such a block again, or the piece completing,
+    /// moves the data epoch (a read in flight reads again).
+    #[test]
+    fn blocks_verified_alone_are_readable_until_something_moves() {
+        use super::super::picker::{BlockOutcome, Picker};
+        let pl = 4 * u64::from(BLOCK);
+        let mut p = Picker::new(pl, 2 * pl, 2, 8 * pl);
+        p.add_urgent(1);
+        p.set_hot(1, 2);
+        let reqs = p.pick(7, &|_| true, 2);
+        assert_eq!(
+            reqs.iter()
+                .map(|r| (r.index, r.begin / BLOCK))
+                .collect::<Vec<_>>(),
+            vec![(1, 2), (1, 3)],
+            "the read's blocks are asked first"
+        );
+        let e0 = p.data_epoch();
+        assert_eq!(p.claim_block(7, 1, 2 * BLOCK, BLOCK), BlockOutcome::Write);
+        assert_eq!(p.block_written(7, 1, 2 * BLOCK), BlockOutcome::Stored);
+        assert!(
+            !p.range_readable(1, 2 * BLOCK, 2 * BLOCK + 4096),
+            "not verified"
+        );
+        assert_eq!(p.received_unverified(1), vec![2 * BLOCK]);
+        assert!(p.mark_verified_alone(1, 2 * BLOCK));
+        assert!(p.range_readable(1, 2 * BLOCK, 2 * BLOCK + 4096));
+        assert!(
+            !p.range_readable(1, 2 * BLOCK, 3 * BLOCK + 1),
+            "block 3 is missing"
+        );
+        assert!(
+            !p.mark_verified_alone(1, 3 * BLOCK),
+            "block 3 was never received"
+        );
+        assert_eq!(p.data_epoch(), e0);
+        // the rest of the piece: it completes, the epoch moves, and the
+        // range waits for the piece to be had
+        for b in [0, 1, 3] {
+            p.pick(7, &|_| true, 4);
+            assert_eq!(p.claim_block(7, 1, b * BLOCK, BLOCK), BlockOutcome::Write);
+            let last = b == 3;
+            let out = p.block_written(7, 1, b * BLOCK);
+            assert_eq!(matches!(out, BlockOutcome::Complete { .. }), last);
+        }
+        assert_ne!(p.data_epoch(), e0);
+        assert!(!p.range_readable(1, 2 * BLOCK, 2 * BLOCK + 4096));
+        p.set_have(1);
+        assert!(p.range_readable(1, 0, 4 * BLOCK));
+    }
+
     #[test]
     fn leaves_are_bounded_and_least_recently_used_go_first() {
         let mut b = BlockHashes::default();
         for i in 0..(MAX_HELD as u32 + 10) {
-            assert!(b.keep((i, 0), vec![[i as u8; 32]; 4]));
+            b.keep((i, 0), vec![[i as u8; 32]; 4]);
         }
         assert_eq!(b.held.len(), MAX_HELD);
         assert!(!b.held.contains_key(&(0, 0)), "the oldest went first");

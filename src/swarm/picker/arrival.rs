@@ -140,6 +140,17 @@ impl Picker {
         })
     }
 
+    /// Blocks of piece `index` asked of a peer, being written or received
+    /// (0 for a piece not in progress).
+    pub fn blocks_under_way(&self, index: u32) -> u32 {
+        self.partial.get(&index).map_or(0, |part| {
+            part.blocks
+                .iter()
+                .filter(|b| !matches!(b, BlockState::Missing))
+                .count() as u32
+        })
+    }
+
     /// The urgent piece `index` is picked from block `block` on first.
     pub fn set_hot(&mut self, index: u32, block: u32) {
         if self.urgent.contains_key(&index) {
