@@ -13,7 +13,7 @@
 //!   the seeder has sent far less than that piece (its payload counter,
 //!   `progress` events): the read did not wait for the piece. Then the
 //!   whole file reads right (pieces had only once verified whole).
-//! - [`one_bad_block_is_caught_alone`]: `lt/v2_hostile_peer.py
+//! - [`one_bad_block_is_caught_alone`]: the scripted peer `lt/v2_hostile_peer.py
 //!   --behaviour one-bad-block` on 127.0.0.2 answers leaf requests truly
 //!   and sends one block of random bytes, libtorrent on 127.0.0.1 is the
 //!   good peer: reads return the source's bytes, and the log blames the
