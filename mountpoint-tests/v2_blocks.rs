@@ -11,8 +11,9 @@
 //!   on loopback). A 4 KiB `pread` in the middle of piece 1, with kernel
 //!   readahead off (`POSIX_FADV_RANDOM`), returns the source's bytes while
 //!   the seeder has sent far less than that piece (its payload counter,
-//!   `progress` events): the read did not wait for the piece. Then the
-//!   whole file reads right (pieces had only once verified whole).
+//!   `progress` events): the read did not wait for the piece, and no piece
+//!   is had yet (`user.btfs.progress` of the file is 0). Then the whole
+//!   file reads right (pieces had only once verified whole).
 //! - [`one_bad_block_is_caught_alone`]: the scripted peer `lt/v2_hostile_peer.py
 //!   --behaviour one-bad-block` on 127.0.0.2 answers leaf requests truly
 //!   and sends one block of random bytes, libtorrent on 127.0.0.1 is the
@@ -108,6 +109,13 @@ fn read_before_piece(name: &str, flavor: &str) {
     assert!(
         sent < (PIECE / 2) as u64,
         "the read returned before its 4 MiB piece came: {sent} bytes sent by then"
+    );
+    // Blocks verified alone answer reads but are not had: no piece of the
+    // file is verified whole yet (nor advertised or uploaded).
+    let progress = xattr(&mount.path().join("site/big.bin"), "user.btfs.progress");
+    assert!(
+        progress.starts_with("0/"),
+        "no piece had after the read: {progress}"
     );
     // A second 4 KiB elsewhere in the same piece, and then everything.
     let off2 = PIECE as u64 + 40960;
@@ -231,6 +239,17 @@ fn one_bad_block_is_caught_alone() {
         "the good peer is never blamed:\n{log}"
     );
     mount.unmount_and_wait(Duration::from_secs(10));
+}
+
+/// The value of extended attribute `name` of `path`, as text.
+fn xattr(path: &Path, name: &str) -> String {
+    let p = std::ffi::CString::new(s(path)).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(len >= 0, "getxattr {name} of {}", path.display());
+    String::from_utf8_lossy(&buf[..len as usize]).into_owned()
 }
 
 /// The one `btfs-mount.log` under the cache directory `cache`.
