@@ -195,6 +195,16 @@ impl BlockHashes {
         Some(key)
     }
 
+    /// Forgets chunks no read waits on whose request is answered or timed
+    /// out (a peer that never answers leaves them behind).
+    fn prune(&mut self, now: Instant) {
+        self.wanted.retain(|_, w| {
+            w.readers > 0
+                || w.asked
+                    .is_some_and(|(_, t)| now.duration_since(t) < ASK_TIMEOUT)
+        });
+    }
+
     /// Keeps the verified `leaves` of `key`, at most [`MAX_HELD`] chunks
     /// (least recently used dropped first), counted in the memory budget
     /// (never refused: a read waits on them, and [`MAX_HELD`] bounds them).
@@ -521,6 +531,9 @@ impl Swarm {
             }
             let mut pieces = Vec::new();
             let mut keys = Vec::new();
+            if st.blocks.wanted.len() >= MAX_WANTED / 2 {
+                st.blocks.prune(Instant::now());
+            }
             for (&(i, s, e), place) in segs.iter().zip(&places) {
                 if p.has(i) {
                     continue;
@@ -699,5 +712,11 @@ mod tests {
         b.wanted.entry((6, 0)).or_default();
         b.wanted.remove(&(5, 0));
         assert_eq!(b.next_request(7, later, &|_| true), None);
+        // and is forgotten once its request timed out
+        b.wanted.get_mut(&(3, 0)).unwrap().readers = 0;
+        b.prune(later);
+        assert_eq!(b.wanted.len(), 1, "asked of 2 just now: kept");
+        b.prune(later + ASK_TIMEOUT);
+        assert!(b.wanted.is_empty());
     }
 }
