@@ -22,6 +22,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::block_verify::BlockCheck;
 use super::budget::Reservation;
 use super::picker::BlockOutcome;
 use super::{BlockArrival, ConnId, Swarm};
@@ -40,6 +41,9 @@ pub(super) struct PendingWrite {
     data: Bytes,
     /// The piece's first block: room is made in the cache first.
     first: bool,
+    /// Checked against its leaf hash ([`super::block_verify`]): readable
+    /// once written.
+    alone: bool,
     /// The block's bytes, counted in the memory budget until written.
     _held: Reservation,
 }
@@ -93,6 +97,18 @@ impl Swarm {
             BlockOutcome::Unrequested => return BlockArrival::Unrequested,
             _ => return BlockArrival::Duplicate,
         }
+        // v2 and hybrid: checked alone if its leaf hash is held.
+        let alone = match self.check_block(index, begin, &data) {
+            BlockCheck::Good => true,
+            BlockCheck::Unknown => false,
+            BlockCheck::Bad => {
+                if let Some(p) = self.lock().picker.as_mut() {
+                    p.block_write_failed(index, begin);
+                }
+                self.bad_block(conn, index, begin);
+                return BlockArrival::Duplicate;
+            }
+        };
         let pending = PendingWrite {
             conn,
             index,
@@ -101,6 +117,7 @@ impl Swarm {
             _held: super::budget::global().force(data.len() as u64),
             data,
             first,
+            alone,
         };
         let tx = self
             .writer
@@ -122,20 +139,26 @@ impl Swarm {
 
     /// Counts blocks the writer wrote (or failed to write), in the order
     /// they were queued; starts the verification of completed pieces.
-    fn blocks_written(self: &Arc<Self>, done: Vec<(ConnId, u32, u32, std::io::Result<()>)>) {
+    fn blocks_written(self: &Arc<Self>, done: Vec<Written>) {
         let mut complete = Vec::new();
         let mut errors = Vec::new();
+        let mut alone = false;
         {
             let mut guard = self.lock();
             let st = &mut *guard;
-            for (conn, index, begin, res) in done {
+            for ((conn, index, begin, verified), res) in done {
                 match res {
                     Ok(()) => {
-                        if let Some(p) = st.picker.as_mut()
-                            && let BlockOutcome::Complete { index, sources, .. } =
-                                p.block_written(conn, index, begin)
-                        {
-                            complete.push((index, sources));
+                        if let Some(p) = st.picker.as_mut() {
+                            match p.block_written(conn, index, begin) {
+                                BlockOutcome::Complete { index, sources, .. } => {
+                                    complete.push((index, sources));
+                                }
+                                BlockOutcome::Stored if verified => {
+                                    alone |= p.mark_verified_alone(index, begin);
+                                }
+                                _ => {}
+                            }
                         }
                     }
                     Err(e) => {
@@ -155,7 +178,7 @@ impl Swarm {
                 self.info_hash
             );
         }
-        if !errors.is_empty() {
+        if !errors.is_empty() || alone {
             self.piece_event.notify_waiters();
         }
         for (index, sources) in complete {
@@ -163,6 +186,10 @@ impl Swarm {
         }
     }
 }
+
+/// A written block: (sender, piece, offset in the piece, verified alone),
+/// and how its write went.
+type Written = ((ConnId, u32, u32, bool), std::io::Result<()>);
 
 /// The writer of one swarm: takes every block queued since its last pass
 /// (at most [`QUEUE_BLOCKS`]), writes them in one blocking call, counts
@@ -177,8 +204,10 @@ async fn run_writer(swarm: Weak<Swarm>, mut rx: mpsc::Receiver<PendingWrite>) {
             continue;
         };
         let items = std::mem::take(&mut batch);
-        let keys: Vec<(ConnId, u32, u32)> =
-            items.iter().map(|p| (p.conn, p.index, p.begin)).collect();
+        let keys: Vec<(ConnId, u32, u32, bool)> = items
+            .iter()
+            .map(|p| (p.conn, p.index, p.begin, p.alone))
+            .collect();
         let s2 = swarm.clone();
         let results = tokio::task::spawn_blocking(move || {
             items
@@ -197,15 +226,11 @@ async fn run_writer(swarm: Weak<Swarm>, mut rx: mpsc::Receiver<PendingWrite>) {
         })
         .await;
         let done = match results {
-            Ok(results) => keys
-                .into_iter()
-                .zip(results)
-                .map(|((c, i, b), r)| (c, i, b, r))
-                .collect(),
+            Ok(results) => keys.into_iter().zip(results).collect(),
             Err(e) => {
                 tracing::error!("{}: the cache writer failed: {e}", swarm.info_hash);
                 keys.into_iter()
-                    .map(|(c, i, b)| (c, i, b, Err(std::io::Error::other(e.to_string()))))
+                    .map(|k| (k, Err(std::io::Error::other(e.to_string()))))
                     .collect()
             }
         };
