@@ -18,7 +18,15 @@ use std::time::Duration;
 use btfs::{Client, LookupOptions, StorageKind};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
+    // An error as one readable line (`cat: <reason>`), not its Debug form.
+    if let Err(e) = run().await {
+        eprintln!("cat: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(url), Some(path)) = (args.next(), args.next()) else {
         eprintln!(

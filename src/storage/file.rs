@@ -91,10 +91,18 @@ fn try_lock_cache_dir(dir: &TorrentDir) -> io::Result<Flock<File>> {
         Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut pid = String::new();
             let _ = f.read_to_string(&mut pid);
+            // The holder may be this very process: a storage of an earlier
+            // `Client` (or archive) that is still alive. Say so, rather
+            // than naming our own pid as "another btfs-mount".
+            let who = if pid.trim() == std::process::id().to_string() {
+                "this process (an earlier storage of it has not let go)"
+            } else {
+                "another btfs-mount"
+            };
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!(
-                    "{} is in use by another btfs-mount (pid {}): one torrent's cache serves one process at a time",
+                    "{} is in use by {who} (pid {}): one torrent's cache serves one process at a time",
                     dir.root().display(),
                     pid.trim()
                 ),
@@ -347,6 +355,8 @@ mod tests {
                 .contains(&format!("(pid {})", std::process::id())),
             "{e}"
         );
+        // ... and, the holder being this process, says so.
+        assert!(e.to_string().contains("in use by this process"), "{e}");
         assert_eq!(
             check_cache_free(&dir).unwrap_err().kind(),
             io::ErrorKind::AddrInUse

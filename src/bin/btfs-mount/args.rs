@@ -122,8 +122,9 @@ pub struct PeerArgs {
 /// Mounting (the command without a subcommand).
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
-    /// magnet:?xt=urn:btih:<info-hash> (BEP 9), a bare 40-hex info-hash, or
-    /// magnet:?xs=urn:btpk:<key> (BEP 46).
+    /// magnet:?xt=urn:btih:<info-hash> (BEP 9; 40 hex or 32 base32),
+    /// magnet:?xt=urn:btmh:1220<64 hex> (BEP 52 v2, alone or beside btih),
+    /// a bare info-hash, or magnet:?xs=urn:btpk:<key> (BEP 46).
     pub url: Option<String>,
     /// Where to mount: an existing directory (normally empty: what it holds
     /// is hidden while mounted).

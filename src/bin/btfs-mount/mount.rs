@@ -278,7 +278,14 @@ async fn serve(
             "btfs-mount: {} ({} files, {} bytes) resolved in {:.2} s; mounting on {}{}",
             archive.info().name,
             archive.info().files.iter().filter(|f| !f.pad).count(),
-            archive.info().total_length,
+            // The files' bytes, as `ls` shows them: BEP 47 pad files left out.
+            archive
+                .info()
+                .files
+                .iter()
+                .filter(|f| !f.pad)
+                .map(|f| f.length)
+                .sum::<u64>(),
             started.elapsed().as_secs_f64(),
             mountpoint.display(),
             if daemon::is_background_child() {

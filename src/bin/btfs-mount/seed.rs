@@ -97,8 +97,13 @@ pub async fn seed_until_stopped(
     eprintln!(
         "btfs-mount: seeding {:?}: {} files, {} bytes, info-hash {}, peer port {}; Ctrl-C stops",
         info.name,
-        info.files.len(),
-        info.total_length,
+        // The files as `ls` shows them: BEP 47 pad files left out.
+        info.files.iter().filter(|f| !f.pad).count(),
+        info.files
+            .iter()
+            .filter(|f| !f.pad)
+            .map(|f| f.length)
+            .sum::<u64>(),
         archive.info_hash(),
         client.peer_port()
     );
