@@ -94,3 +94,61 @@ fn client_lookup_and_archive_reads_with_memory_storage() {
         client.stop().await;
     });
 }
+
+/// A program that stops one `Client` and starts another on the same cache
+/// (a reconfiguration, or a test suite) gets the cache back when
+/// `stop().await` returns: every swarm's tasks have ended and the cache's
+/// lock is released.
+#[test]
+fn a_stopped_client_lets_go_of_its_cache() {
+    if !in_netns("a_stopped_client_lets_go_of_its_cache") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("lib");
+    make_tree(&tree, &[("c.bin", TreeFile::Random(2 * 1024 * 1024, 5))]);
+    let original = std::fs::read(tree.join("c.bin")).unwrap();
+    let dht = LocalDht::start(1);
+    let boot = dht.boot();
+    let (seeder, magnet) = LtNode::seed_tree(
+        &tree,
+        0,
+        &["--dht", "--bootstrap", &boot, "--announce-interval", "2"],
+    );
+    let cache = tmp.path().join("cache");
+    runtime().block_on(async {
+        for round in 0..2 {
+            // Defaults but the bootstrap node and the cache: DHT, LSD and
+            // port mapping on, as a program would run them.
+            let client = Client::builder()
+                .bootstrap(vec![boot.clone()])
+                .storage(StorageKind::Files(cache.clone()))
+                .read_timeout(Duration::from_secs(30))
+                .start()
+                .await
+                .expect("client starts");
+            let opts = LookupOptions {
+                timeout: Duration::from_secs(30),
+                peers: vec![seeder.addr().parse().unwrap()],
+                ..Default::default()
+            };
+            let archive = client
+                .lookup(&magnet, opts)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let whole = archive.read_file("lib/c.bin").await.unwrap();
+            assert_eq!(
+                sha256_bytes(&whole),
+                sha256_bytes(&original),
+                "round {round}"
+            );
+            let file = archive.open("lib/c.bin").unwrap();
+            let mid = file.read_at(file.size() / 2, 4096).await.unwrap();
+            assert_eq!(mid, original[original.len() / 2..][..4096]);
+            // As the README's example does: stop while the archive and a
+            // file are still held, and let them go afterwards.
+            client.stop().await;
+            drop((file, archive));
+        }
+    });
+}
