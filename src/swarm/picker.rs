@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 mod arrival;
 mod share;
 
-pub use share::BLOCKS_PER_PEER;
-
 /// A block is 16 KiB (BEP 3: the de facto request size; larger requests are
 /// refused by most peers). The last block of a piece may be shorter.
 pub const BLOCK: u32 = 16 * 1024;

@@ -74,6 +74,11 @@ impl Picker {
         share.saturating_sub(mine)
     }
 
+    /// How many connections pick now (each until it is choked or closed).
+    pub fn picking_conns(&self) -> usize {
+        self.rates.len()
+    }
+
     /// Blocks of pieces reads wait on not received yet, and how many of
     /// them are asked of `conn`.
     fn urgent_pending(&self, conn: ConnId) -> (usize, usize) {
