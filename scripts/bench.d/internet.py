@@ -73,7 +73,9 @@ Every fresh start's first read (at offset 0) is also a first-byte sample.
 
 Other modes: --inet-trace (relay wire trace, btfs-mount debug log, kernel
 FUSE/readahead trace; analyse with inet_trace.py), --inet-serve S (only the
-swarm, for experiments), --inet-clients/--inet-tests (a subset).
+swarm, for experiments), --inet-clients/--inet-tests (a subset),
+--inet-bin REV=PATH (another btfs-mount binary as client btfs-mount@REV, in
+the same run; the section then compares the two side by side).
 """
 
 import argparse
