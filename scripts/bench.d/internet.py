@@ -68,6 +68,10 @@ Seeder bytes: sum over the seeders of libtorrent's total_payload_upload for
 the torrent, from the moment the measured reads start (after the settle) to
 the client's exit, divided by the bytes read. Peak RSS (VmHWM) and CPU
 (utime+stime) of the client process, read just before it is stopped.
+Before each client's test, --inet-between s (3) of quiet: a client that
+started right after one that downloaded at full rate (a `cat`, rqbit's
+background download) found the seeders' upload quota spent, and its first
+byte took 1.1-2.3 s where the next client's took 0.7-0.8 s.
 Every offset list is drawn from a seeded RNG, the same for every client.
 Every fresh start's first read (at offset 0) is also a first-byte sample.
 
@@ -799,6 +803,10 @@ class InternetBench:
                 for test in tests:
                     log(f"internet: {test}, {label} pieces (rep {rep + 1}/{a.inet_reps})")
                     for kind in clients:
+                        # The seeders idle a moment first: a client right
+                        # after one that downloaded at full rate found every
+                        # seeder's upload quota spent and its relays full.
+                        time.sleep(a.inet_between)
                         try:
                             if test == "cat":
                                 if kind == "lt-download":
@@ -843,6 +851,10 @@ def add_args(p):
     g.add_argument("--inet-seeks", type=int, default=20)
     g.add_argument("--inet-random", type=int, default=30)
     g.add_argument("--inet-settle", type=float, default=2.0)
+    g.add_argument("--inet-between", type=float, default=3.0,
+                   help="seconds of quiet before each client's test, so that none starts on "
+                        "seeders whose upload quota the previous client spent (libtorrent "
+                        "keeps up to 3 s of it)")
     g.add_argument("--inet-player-seconds", type=float, default=30.0)
     g.add_argument("--inet-seek-every", type=float, default=5.0)
     g.add_argument("--inet-lt-ahead-mib", type=int, default=32,
