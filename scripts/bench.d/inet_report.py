@@ -237,7 +237,9 @@ def report(ib, info, started, load_before, load_after, run_seconds):
     for rev in getattr(ib, "extra_bins", {}):
         md.append(side_by_side(ib, rev) + "\n")
     md.append("Notes:\n")
-    md.append("1. every test starts a fresh client and reads 128 KiB at offset 0 first; "
+    md.append(f"1. every test starts a fresh client, after {a.inet_between:g} s of quiet "
+              f"(--inet-between: the seeders' upload quota refills after the previous client), "
+              "and reads 128 KiB at offset 0 first; "
               "median (min–max) over those starts. btfs-mount: from starting the mount "
               "command (DHT lookup, metadata, mount) to that read returning. libtorrent streaming: from "
               "add_torrent(magnet) to the first read's pieces (deadline 0) being had. rqbit: "
