@@ -238,7 +238,8 @@ def report(ib, info, started, load_before, load_after, run_seconds):
         md.append(side_by_side(ib, rev) + "\n")
     md.append("Notes:\n")
     md.append(f"1. every test starts a fresh client, after {a.inet_between:g} s of quiet "
-              f"(--inet-between: the seeders' upload quota refills after the previous client), "
+              f"(--inet-between; a client right after a full-rate download still starts "
+              f"slower: compare this row only between clients in the same place of the order), "
               "and reads 128 KiB at offset 0 first; "
               "median (min–max) over those starts. btfs-mount: from starting the mount "
               "command (DHT lookup, metadata, mount) to that read returning. libtorrent streaming: from "

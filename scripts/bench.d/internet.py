@@ -68,10 +68,12 @@ Seeder bytes: sum over the seeders of libtorrent's total_payload_upload for
 the torrent, from the moment the measured reads start (after the settle) to
 the client's exit, divided by the bytes read. Peak RSS (VmHWM) and CPU
 (utime+stime) of the client process, read just before it is stopped.
-Before each client's test, --inet-between s (3) of quiet: a client that
-started right after one that downloaded at full rate (a `cat`, rqbit's
-background download) found the seeders' upload quota spent, and its first
-byte took 1.1-2.3 s where the next client's took 0.7-0.8 s.
+Before each client's test, --inet-between s (3) of quiet. A client that
+starts right after one that downloaded at full rate (a `cat`, rqbit's
+background download) still gets its first byte later (1.1-2.3 s where the
+next client gets it in 0.7-0.9 s, whatever the binary; the pause did not
+remove that): compare first-byte rows only between clients in the same
+place of the order (bench/internet-diagnosis.md).
 Every offset list is drawn from a seeded RNG, the same for every client.
 Every fresh start's first read (at offset 0) is also a first-byte sample.
 
@@ -803,9 +805,9 @@ class InternetBench:
                 for test in tests:
                     log(f"internet: {test}, {label} pieces (rep {rep + 1}/{a.inet_reps})")
                     for kind in clients:
-                        # The seeders idle a moment first: a client right
-                        # after one that downloaded at full rate found every
-                        # seeder's upload quota spent and its relays full.
+                        # The seeders idle a moment first (a client right
+                        # after a full-rate download starts slower; see the
+                        # module docs).
                         time.sleep(a.inet_between)
                         try:
                             if test == "cat":
@@ -852,9 +854,8 @@ def add_args(p):
     g.add_argument("--inet-random", type=int, default=30)
     g.add_argument("--inet-settle", type=float, default=2.0)
     g.add_argument("--inet-between", type=float, default=3.0,
-                   help="seconds of quiet before each client's test, so that none starts on "
-                        "seeders whose upload quota the previous client spent (libtorrent "
-                        "keeps up to 3 s of it)")
+                   help="seconds of quiet before each client's test (libtorrent seeders "
+                        "keep up to 3 s of unused upload quota)")
     g.add_argument("--inet-player-seconds", type=float, default=30.0)
     g.add_argument("--inet-seek-every", type=float, default=5.0)
     g.add_argument("--inet-lt-ahead-mib", type=int, default=32,
