@@ -433,10 +433,10 @@ impl FileReader {
             return Ok(Vec::new());
         }
         let len = (len as u64).min(self.size - pos);
-        self.update_readahead(pos, len);
+        let window = self.update_readahead(pos, len);
         self.archive
             .swarm
-            .read(self.offset + pos, len as usize)
+            .read_in_window(self.handle, window, self.offset + pos, len as usize)
             .await
     }
 
@@ -457,7 +457,9 @@ impl FileReader {
         (file.metadata().ok()?.len() == self.size).then_some(LocalFile { file, _pin: pin })
     }
 
-    fn update_readahead(&self, pos: u64, len: u64) {
+    /// Records a read of `len` bytes at `pos` and returns the handle's
+    /// readahead window after it (absolute byte range; empty: none).
+    fn update_readahead(&self, pos: u64, len: u64) -> (u64, u64) {
         let (start, end) = {
             let mut ra = self.ra.lock().unwrap_or_else(|e| e.into_inner());
             ra.advance(pos, len);
@@ -472,9 +474,7 @@ impl FileReader {
                 (start, (ra.next + ra.window).min(self.size))
             }
         };
-        self.archive
-            .swarm
-            .set_readahead(self.handle, self.offset + start, self.offset + end);
+        (self.offset + start, self.offset + end)
     }
 }
 

@@ -234,8 +234,13 @@ def report(ib, info, started, load_before, load_after, run_seconds):
               f"Design: bench/README.md. Cells: median (min–max) over repetitions, or "
               f"nearest-rank percentiles over all samples. MB/s = 10^6 bytes/s.\n")
     md.append(table + "\n")
+    for rev in getattr(ib, "extra_bins", {}):
+        md.append(side_by_side(ib, rev) + "\n")
     md.append("Notes:\n")
-    md.append("1. every test starts a fresh client and reads 128 KiB at offset 0 first; "
+    md.append(f"1. every test starts a fresh client, after {a.inet_between:g} s of quiet "
+              f"(--inet-between; a client right after a full-rate download still starts "
+              f"slower: compare this row only between clients in the same place of the order), "
+              "and reads 128 KiB at offset 0 first; "
               "median (min–max) over those starts. btfs-mount: from starting the mount "
               "command (DHT lookup, metadata, mount) to that read returning. libtorrent streaming: from "
               "add_torrent(magnet) to the first read's pieces (deadline 0) being had. rqbit: "
@@ -315,6 +320,48 @@ def report(ib, info, started, load_before, load_after, run_seconds):
     md.append("")
     md.append(END)
     return "\n".join(md) + "\n"
+
+
+def side_by_side(ib, rev):
+    """btfs-mount against btfs-mount@REV (--inet-bin) in the same run: the
+    rows of the main table for both binaries, with their ratio."""
+    R = ib.results
+    other = f"btfs-mount@{rev}"
+
+    def get(metric, col, label):
+        return R.get(f"{metric}_{col}_{label}", [])
+
+    def med(xs):
+        return bench.med(xs)
+
+    metrics = [
+        ("start → first byte (s), median", "first_byte", med, 1, 2),
+        ("cold `cat` (MB/s)", "cat", med, 1e-6, 1),
+        ("seeders' bytes per byte read, `cat`", "cat_sent", med, 1, 3),
+        ("seek 1 MiB p50 (ms)", "seek", lambda x: p(x, 50), 1000, 0),
+        ("seek 1 MiB p90 (ms)", "seek", lambda x: p(x, 90), 1000, 0),
+        ("seeders' bytes per byte read, seek", "seek_sent", med, 1, 2),
+        ("cold random 4 KiB p50 (ms)", "random", lambda x: p(x, 50), 1000, 0),
+        ("cold random 4 KiB p90 (ms)", "random", lambda x: p(x, 90), 1000, 0),
+        ("random: seeders' KiB per read", "random_sent", med, 4, 0),
+        ("player: longest wait (ms)", "player_max", med, 1000, 0),
+        ("player: wait after a seek p50 (ms)", "player_seek", lambda x: p(x, 50), 1000, 0),
+        ("peak RSS (MiB)", "rss", lambda x: max(x) if x else None, 1 / MIB, 0),
+        ("CPU of the `cat` (s)", "cat_cpu", med, 1, 1),
+    ]
+    lines = [f"btfs-mount (this tree) against btfs-mount@{rev} ({ib.extra_bins[rev]}), "
+             f"each test run by both in turn in the same run:\n",
+             f"| metric | pieces | btfs-mount | btfs-mount@{rev} | ratio (this / {rev}) |",
+             "|---|---|---|---|---|"]
+    for label in ("256k", "4m"):
+        for title, key, agg, scale, digits in metrics:
+            a, b = agg(get(key, "btfs-mount", label)), agg(get(key, other, label))
+            if a is None and b is None:
+                continue
+            cell = (lambda v: "–" if v is None else f"{v * scale:.{digits}f}")
+            ratio = f"{a / b:.2f}" if a is not None and b else "–"
+            lines.append(f"| {title} | {NAMES[label]} | {cell(a)} | {cell(b)} | {ratio} |")
+    return "\n".join(lines)
 
 
 def rqbit_version(ib):

@@ -135,6 +135,8 @@ def analyse(keep, client, test, ahead_mib):
         earlier = [(0, (128 * KIB - 1) // plen)]  # the warm-up read at 0
         totals = defaultdict(int)
         cancels_total = 0
+        split = []  # per read: (wait, last block, FUSE reply), s after its start
+        answer = []  # per read and seeder: its first block of the read, s after asked
         wi = 0
         fuse_out = {}  # unique -> t_send, READ (opcode 15) only
         fi = 0
@@ -172,6 +174,8 @@ def analyse(keep, client, test, ahead_mib):
             asked = defaultdict(set)  # block of this read -> relays asked during the read
             got = defaultdict(int)  # block of this read -> deliveries during the read
             peers_asked = set()
+            req_t = {}  # (relay, index, begin) -> when this read's block was asked
+            per_seeder = defaultdict(list)  # relay -> its blocks' times since asked
             j = wi
             while j < len(window) and window[j]["t"] <= t2:
                 e = window[j]
@@ -181,7 +185,12 @@ def analyse(keep, client, test, ahead_mib):
                     peers_asked.add(e["relay"])
                     if first <= idx <= last:
                         asked[(idx, e["begin"])].add(e["relay"])
+                if e["dir"] == "c2s" and e["msg"] == "request" and first <= idx <= last:
+                    req_t.setdefault((e["relay"], idx, e["begin"]), e["t"])
                 if e["dir"] == "s2c" and e["msg"] == "piece":
+                    sent_at = req_t.get((e["relay"], idx, e["begin"]))
+                    if sent_at is not None:
+                        per_seeder[e["relay"]].append(e["t"] - sent_at)
                     c = classify(idx, (first, last), earlier, ahead_pieces)
                     deliver[c] += e["length"]
                     if c == "this read":
@@ -202,6 +211,7 @@ def analyse(keep, client, test, ahead_mib):
                     stale_set.discard(key)
             # kernel side
             rd_inflight = None
+            fuse_end = None
             ra = []
             if ftw and dev:  # only a FUSE client has kernel-side requests to show
                 while fi < len(ftw) and ftw[fi][0] < t1:
@@ -214,10 +224,17 @@ def analyse(keep, client, test, ahead_mib):
                     elif kind == "fuse_request_end":
                         fuse_out.pop(f.get("unique"), None)
                 rd_inflight = len(fuse_out)
+                mine = set()
                 for t, kind, f, _raw in ftw[fi:]:
-                    if t > t2:
+                    if t > t2 + 0.05:
                         break
-                    if kind.startswith("page_cache_") and (not dev or f.get("dev") == dev):
+                    if dev and f.get("dev") != dev:
+                        continue
+                    if t <= t2 and kind == "fuse_request_send" and f.get("opcode") == "FUSE_READ":
+                        mine.add(f["unique"])
+                    elif kind == "fuse_request_end" and f.get("unique") in mine:
+                        fuse_end = max(fuse_end or 0.0, t - t1)
+                    if t <= t2 and kind.startswith("page_cache_"):
                         ra.append(f"{kind[11:13]}@{int(f['index']) * 4096 / MIB:.1f}M"
                                   f"+{int(f.get('size', 0)) * 4}K")
             dup = sum(n - 1 for n in got.values()) * BLOCK
@@ -237,6 +254,9 @@ def analyse(keep, client, test, ahead_mib):
                   f"{deliver['stale'] // KIB:5d} {deliver['other'] // KIB:5d} | {cancels:5d} | "
                   f"{'-' if rd_inflight is None else rd_inflight:>3} {' '.join(ra[:4])}")
             earlier.append((first, last))
+            split.append((t2 - t1, last_blk, fuse_end))
+            for key, ts in per_seeder.items():
+                answer.append(min(ts))
         # after the last read until the client exits
         tail = defaultdict(int)
         while wi < len(window):
@@ -266,6 +286,7 @@ def analyse(keep, client, test, ahead_mib):
                 if e["t"] >= tst["t_measure"]:
                     late += e["length"]
         tot = sum(totals.values()) + sum(tail.values())
+        print(" where the wait went, p50 / p90 ms over the reads: " + wait_split(split, answer))
         print(f" totals while reads waited, MiB: " + ", ".join(
             f"{c} {v / MIB:.1f}" for c, v in sorted(totals.items())))
         print(f" after the last read until exit, MiB: " + ", ".join(
@@ -277,6 +298,28 @@ def analyse(keep, client, test, ahead_mib):
         print(f" relayed piece payload in the test: {tot / MIB:.1f} MiB; cancels sent: "
               f"{cancels_total}; blocks delivered after their cancel was sent: "
               f"{late / MIB:.1f} MiB; chokes received: {chokes}")
+
+
+def pct(xs, q):
+    """Nearest-rank percentile of a non-empty list."""
+    s = sorted(xs)
+    return s[max(0, min(len(s) - 1, -(-q * len(s) // 100) - 1))]
+
+
+def wait_split(split, answer):
+    """The wait of a read split into: the network (its last block reached
+    btfs-mount), btfs-mount after it (hash, store, the FUSE reply: the
+    kernel's FUSE_READ ended) and the reader's wake-up (FUSE reply to the
+    pread returning), plus each seeder's first block of a read after it
+    was asked."""
+    def pp(xs):
+        return f"{pct(xs, 50) * 1000:.0f} / {pct(xs, 90) * 1000:.0f}" if xs else "-"
+    net = [lb for _, lb, _ in split if lb is not None]
+    ours = [fe - lb for _, lb, fe in split if lb is not None and fe is not None]
+    wake = [w - fe for w, _, fe in split if fe is not None]
+    return (f"wait {pp([w for w, _, _ in split])}; last block arrived {pp(net)}; "
+            f"then btfs-mount to the FUSE reply {pp(ours)}; then the reader's wake-up "
+            f"{pp(wake)}; a seeder's first block of a read after it was asked {pp(answer)}")
 
 
 def main(argv):

@@ -68,12 +68,20 @@ Seeder bytes: sum over the seeders of libtorrent's total_payload_upload for
 the torrent, from the moment the measured reads start (after the settle) to
 the client's exit, divided by the bytes read. Peak RSS (VmHWM) and CPU
 (utime+stime) of the client process, read just before it is stopped.
+Before each client's test, --inet-between s (3) of quiet. A client that
+starts right after one that downloaded at full rate (a `cat`, rqbit's
+background download) still gets its first byte later (1.1-2.3 s where the
+next client gets it in 0.7-0.9 s, whatever the binary; the pause did not
+remove that): compare first-byte rows only between clients in the same
+place of the order (bench/internet-diagnosis.md).
 Every offset list is drawn from a seeded RNG, the same for every client.
 Every fresh start's first read (at offset 0) is also a first-byte sample.
 
 Other modes: --inet-trace (relay wire trace, btfs-mount debug log, kernel
 FUSE/readahead trace; analyse with inet_trace.py), --inet-serve S (only the
-swarm, for experiments), --inet-clients/--inet-tests (a subset).
+swarm, for experiments), --inet-clients/--inet-tests (a subset),
+--inet-bin REV=PATH (another btfs-mount binary as client btfs-mount@REV, in
+the same run; the section then compares the two side by side).
 """
 
 import argparse
@@ -147,32 +155,34 @@ class Client:
 class BtfsMount(Client):
     name = "btfs-mount"
 
-    def __init__(self, ib, label):
-        self.ib, self.label = ib, label
+    def __init__(self, ib, label, name="btfs-mount"):
+        # "btfs-mount@REV": the binary given by --inet-bin REV=PATH.
+        self.ib, self.label, self.name = ib, label, name
+        self.bin = ib.bin if name == "btfs-mount" else ib.extra_bins[name.split("@", 1)[1]]
 
     def start(self):
         ib = self.ib
         t = ib.torrents[self.label]
         self.cache = ib.fresh("cache")
         self.mnt = ib.fresh("mnt")
-        argv = [ib.bin, t["magnet"], self.mnt, "--cache-dir", self.cache,
+        argv = [self.bin, t["magnet"], self.mnt, "--cache-dir", self.cache,
                 "--bootstrap", f"127.0.0.1:{ib.dht_ports[0]}"]
         env = dict(os.environ)
         if ib.args.inet_trace:
             env["RUST_LOG"] = "btfs=debug"
             # The relays can only trace plaintext connections; btfs-mount
             # dials encrypted (MSE) by default where it can.
-            if ib.bin_has_encryption_flag:
+            if ib.has_encryption_flag(self.bin):
                 argv += ["--encryption", "off"]
         t0 = time.monotonic()
-        errp = os.path.join(ib.logdir, f"btfs-mount-{ib.counter}.stderr")
+        errp = os.path.join(ib.logdir, f"{self.name}-{ib.counter}.stderr")
         with open(errp, "wb") as err:
             r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                timeout=120, env=env)
         if r.returncode != 0 or not bench.is_mounted(self.mnt):
             raise RuntimeError(f"btfs-mount failed (rc {r.returncode}): {bench.tail(errp)}")
         self.t_meta = time.monotonic()
-        self.pid = bench.find_daemon(ib.bin, self.mnt)
+        self.pid = bench.find_daemon(self.bin, self.mnt)
         self.path = os.path.join(self.mnt, t["name"], "big.bin")
         self.fd = os.open(self.path, os.O_RDONLY)
         st = os.fstat(self.fd)
@@ -200,7 +210,7 @@ class BtfsMount(Client):
                                "btfs-mount.log")
         bench.unmount(self.mnt, self.pid)
         if self.ib.args.inet_trace and os.path.exists(src):
-            shutil.copy(src, os.path.join(self.ib.logdir, f"btfs-mount-{self.ib.counter}.log"))
+            shutil.copy(src, os.path.join(self.ib.logdir, f"{self.name}-{self.ib.counter}.log"))
         shutil.rmtree(self.cache, ignore_errors=True)
         return rss, cpu
 
@@ -390,14 +400,29 @@ class InternetBench:
         self.logdir = os.path.join(self.work, "logs")
         os.makedirs(self.logdir, exist_ok=True)
         self.bin = os.path.realpath(args.bin)
-        self.bin_has_encryption_flag = "--encryption" in subprocess.run(
-            [self.bin, "--help"], capture_output=True, text=True).stdout
+        # --inet-bin REV=PATH: more btfs-mount binaries, run as the client
+        # "btfs-mount@REV" in the same run (before/after comparisons).
+        self.extra_bins = {}
+        for spec in args.inet_bin or []:
+            rev, _, path = spec.partition("=")
+            if not rev or not path:
+                raise SystemExit(f"--inet-bin {spec!r}: want REV=PATH")
+            self.extra_bins[rev] = os.path.realpath(path)
+        self._enc_flag = {}
+        self.bin_has_encryption_flag = self.has_encryption_flag(self.bin)
         self.rqbit = find_rqbit(args.rqbit)
         self.procs = []
         self.results = {}
         self.notes = []
         self.counter = 0
         self.timeline = open(os.path.join(self.logdir, "reads.jsonl"), "w")
+
+    def has_encryption_flag(self, path):
+        """Whether that btfs-mount binary has --encryption (MSE) at all."""
+        if path not in self._enc_flag:
+            self._enc_flag[path] = "--encryption" in subprocess.run(
+                [path, "--help"], capture_output=True, text=True).stdout
+        return self._enc_flag[path]
 
     def fresh(self, kind):
         self.counter += 1
@@ -586,7 +611,10 @@ class InternetBench:
 
     # -- tests --------------------------------------------------------------
     def new_client(self, kind, label):
-        c = {"btfs-mount": BtfsMount, "lt-stream": LtStream, "rqbit": Rqbit}[kind](self, label)
+        if kind.startswith("btfs-mount@"):
+            c = BtfsMount(self, label, kind)
+        else:
+            c = {"btfs-mount": BtfsMount, "lt-stream": LtStream, "rqbit": Rqbit}[kind](self, label)
         self.live = c
         return c
 
@@ -768,12 +796,19 @@ class InternetBench:
             self.notes.append("rqbit is not installed (looked in PATH, ~/.cargo/bin, "
                               "/root/.cargo/bin): its column is empty.")
             clients.remove("rqbit")
+        for c in clients:
+            if c.startswith("btfs-mount@") and c.split("@", 1)[1] not in self.extra_bins:
+                raise SystemExit(f"--inet-clients {c}: no --inet-bin {c.split('@', 1)[1]}=PATH")
         self.clients = clients
         for rep in range(a.inet_reps):
             for label, _ in LABELS:
                 for test in tests:
                     log(f"internet: {test}, {label} pieces (rep {rep + 1}/{a.inet_reps})")
                     for kind in clients:
+                        # The seeders idle a moment first (a client right
+                        # after a full-rate download starts slower; see the
+                        # module docs).
+                        time.sleep(a.inet_between)
                         try:
                             if test == "cat":
                                 if kind == "lt-download":
@@ -818,12 +853,20 @@ def add_args(p):
     g.add_argument("--inet-seeks", type=int, default=20)
     g.add_argument("--inet-random", type=int, default=30)
     g.add_argument("--inet-settle", type=float, default=2.0)
+    g.add_argument("--inet-between", type=float, default=3.0,
+                   help="seconds of quiet before each client's test (libtorrent seeders "
+                        "keep up to 3 s of unused upload quota)")
     g.add_argument("--inet-player-seconds", type=float, default=30.0)
     g.add_argument("--inet-seek-every", type=float, default=5.0)
     g.add_argument("--inet-lt-ahead-mib", type=int, default=32,
                    help="libtorrent streaming: readahead window of sequential reads (btfs-mount's "
                         "grows to 32 MiB)")
-    g.add_argument("--inet-clients", default=",".join(CLIENTS))
+    g.add_argument("--inet-clients", default=",".join(CLIENTS),
+                   help="clients to run, in this order for each test; btfs-mount@REV is the "
+                        "binary of --inet-bin REV=PATH")
+    g.add_argument("--inet-bin", action="append", metavar="REV=PATH",
+                   help="another btfs-mount binary, run as client btfs-mount@REV (repeatable); "
+                        "the section then gets a table of btfs-mount against each, side by side")
     g.add_argument("--inet-tests", default=",".join(TESTS))
     g.add_argument("--inet-trace", action="store_true",
                    help="relay wire trace, RUST_LOG=btfs=debug, btfs-mount with --encryption off "

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 mod arrival;
+mod share;
 
 /// A block is 16 KiB (BEP 3: the de facto request size; larger requests are
 /// refused by most peers). The last block of a piece may be shorter.
@@ -176,6 +177,11 @@ pub struct Picker {
     /// is claimed again): a read of partial pieces checks it did not move
     /// while it read ([`Picker::data_epoch`]).
     epoch: u64,
+    /// Counts the reads that made pieces urgent ([`Picker::add_urgent`]).
+    urgent_epoch: u64,
+    /// The `urgent_epoch` at each picking connection's last pick: whether
+    /// it had its chance at the blocks of the latest read.
+    picked_epoch: HashMap<ConnId, u64>,
 }
 
 impl Picker {
@@ -205,6 +211,8 @@ impl Picker {
             rates: HashMap::new(),
             hot: HashMap::new(),
             epoch: 0,
+            urgent_epoch: 0,
+            picked_epoch: HashMap::new(),
         }
     }
 
@@ -350,6 +358,7 @@ impl Picker {
     /// One more read waits on `index`.
     pub fn add_urgent(&mut self, index: u32) {
         *self.urgent.entry(index).or_default() += 1;
+        self.urgent_epoch += 1;
     }
     /// A read no longer waits on `index`.
     pub fn remove_urgent(&mut self, index: u32) {
@@ -435,6 +444,7 @@ impl Picker {
         let mut ahead = 0usize;
         let mut limited = false;
         self.rates.insert(conn, load.rate);
+        self.picked_epoch.insert(conn, self.urgent_epoch);
         if max == 0 {
             return (out, false);
         }
@@ -546,53 +556,6 @@ impl Picker {
         (out, limited)
     }
 
-    /// How many more blocks that reads wait on connection `conn` may be
-    /// asked for now: its share of those blocks not received yet, in
-    /// proportion to its measured rate among the connections picking
-    /// (at least one), less what it has been asked already.
-    pub fn urgent_room(&self, conn: ConnId) -> usize {
-        let mut pending = 0usize;
-        let mut mine = 0usize;
-        for &p in self.urgent.keys() {
-            if self.has(p) || self.verifying.contains(&p) || self.unverified.contains(&p) {
-                continue;
-            }
-            match self.partial.get(&p) {
-                None => pending += self.piece_size(p).div_ceil(BLOCK) as usize,
-                Some(part) => {
-                    for st in &part.blocks {
-                        match st {
-                            BlockState::Missing => pending += 1,
-                            BlockState::Requested(by) => {
-                                pending += 1;
-                                if by.iter().any(|a| a.conn == conn) {
-                                    mine += 1;
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-        if pending == 0 {
-            return 0;
-        }
-        let weight = |r: f64| r.max(MIN_RATE);
-        let own = weight(self.rates.get(&conn).copied().unwrap_or(0.0));
-        // The others' rates and this one's (which may not be recorded yet:
-        // its first pick records it after this is asked).
-        let others: f64 = self
-            .rates
-            .iter()
-            .filter(|&(&c, _)| c != conn)
-            .map(|(_, &r)| weight(r))
-            .sum();
-        let total = others + own;
-        let share = ((pending as f64 * own / total).ceil() as usize).max(1);
-        share.saturating_sub(mine)
-    }
-
     fn piece_size_checked(&self, index: u32) -> Option<u32> {
         (index < self.num_pieces).then(|| self.piece_size(index))
     }
@@ -602,6 +565,9 @@ impl Picker {
     /// connection in end-game stay with that one.
     pub fn release(&mut self, conn: ConnId) {
         self.rates.remove(&conn);
+        self.picked_epoch.remove(&conn);
+        // Its blocks are back for the fastest peers to take first.
+        self.urgent_epoch += 1;
         for part in self.partial.values_mut() {
             for st in part.blocks.iter_mut() {
                 if let BlockState::Requested(by) = st {
@@ -897,7 +863,9 @@ mod tests {
 
     #[test]
     fn blocks_of_a_read_are_shared_by_measured_rate() {
-        // One urgent piece of 16 blocks; four peers, one three times faster.
+        // One urgent piece of 16 blocks; four peers, one three times
+        // faster. 16 blocks are for three peers (BLOCKS_PER_PEER each): the
+        // fastest three, by rate then id, in equal parts.
         let mut p = Picker::new(16 * BLOCK as u64, 16 * BLOCK as u64, 1, 1 << 20);
         let now = Instant::now();
         for (conn, rate) in [(1, 3e6), (2, 1e6), (3, 1e6), (4, 1e6)] {
@@ -908,14 +876,17 @@ mod tests {
             .iter()
             .map(|&(c, r)| pick_at(&mut p, c, r, now, 100).len())
             .collect();
-        assert_eq!(counts, vec![8, 3, 3, 2]);
+        assert_eq!(counts, vec![6, 6, 4, 0]);
         assert_eq!(p.urgent_room(1), 0);
         // Blocks asked are never asked again while on time.
         assert!(pick_at(&mut p, 1, 3e6, now, 100).is_empty());
-        // A peer that went away: its blocks are the others' to take, the
-        // fastest taking its share of what is left.
-        p.release(4);
-        assert_eq!(pick_at(&mut p, 1, 3e6, now, 100).len(), 2);
+        // A peer that went away: its blocks are for the three left, by rate.
+        p.release(2);
+        let again: usize = [(4, 1e6), (3, 1e6), (1, 3e6)]
+            .iter()
+            .map(|&(c, r)| pick_at(&mut p, c, r, now, 100).len())
+            .sum();
+        assert_eq!(again, 6);
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Swarm;
 use super::cache::{PiecePin, pieces_under, pin_locked};
 use super::picker::Picker;
+use super::{State, Swarm};
 
 /// A piece whose read timed out this recently fails the next read at once.
 const RECENT_FAILURE: Duration = Duration::from_secs(2);
@@ -91,6 +91,37 @@ impl Swarm {
     /// fetched like a missing piece. Errors: `TimedOut` with the reason
     /// logged, storage errors.
     pub async fn read(self: &Arc<Self>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.read_woken(offset, len, None).await
+    }
+
+    /// A read of a file handle with its readahead window: sets the window
+    /// of `handle` to the absolute byte range `window` (as
+    /// [`Swarm::set_readahead`]), then reads as [`Swarm::read`]. The window
+    /// and the read's urgent pieces are both set before the peers are
+    /// woken, once: a peer woken by the window alone would take the read's
+    /// own pieces as readahead (whole pieces from the first peer to pick,
+    /// 16 blocks queued at one seeder), where an urgent piece's blocks are
+    /// shared over every peer (see `Picker::pick_within`).
+    pub async fn read_in_window(
+        self: &Arc<Self>,
+        handle: u64,
+        window: (u64, u64),
+        offset: u64,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        self.read_woken(offset, len, Some((handle, window.0, window.1)))
+            .await
+    }
+
+    /// [`Swarm::read`]; `window`: a handle's readahead window to set first
+    /// (handle, absolute byte range), under the same lock as the read's
+    /// urgent pieces.
+    async fn read_woken(
+        self: &Arc<Self>,
+        offset: u64,
+        len: usize,
+        mut window: Option<(u64, u64, u64)>,
+    ) -> io::Result<Vec<u8>> {
         let Some(loaded) = self.loaded() else {
             return Err(io::Error::other("no metadata"));
         };
@@ -108,7 +139,7 @@ impl Swarm {
         for attempt in 0..2 {
             // Pinned on success: not evicted while we read them. The guard
             // unpins even if this future is dropped mid-read.
-            self.wait_pieces(first, last).await?;
+            self.wait_pieces(first, last, window.take()).await?;
             let pin = PiecePin {
                 swarm: self.clone(),
                 first,
@@ -164,13 +195,28 @@ impl Swarm {
     ///
     /// Cancel-safe: when the future is dropped while it waits (an HTTP
     /// client that disconnected), its pieces stop being urgent at once.
-    pub(super) async fn wait_pieces(self: &Arc<Self>, first: u32, last: u32) -> io::Result<()> {
+    /// `window`: a handle's readahead window to set first, under the same
+    /// lock (see [`Swarm::read_in_window`]).
+    pub(super) async fn wait_pieces(
+        self: &Arc<Self>,
+        first: u32,
+        last: u32,
+        window: Option<(u64, u64, u64)>,
+    ) -> io::Result<()> {
         // Set once the range is made urgent; dropping it (at the end, or
         // with this future) makes it not urgent again.
         let urgent: Urgent<'_>;
+        let mut wake = false;
         let missing: Vec<u32> = {
             let mut st = self.lock();
+            if let Some((handle, start, end)) = window {
+                wake = self.window_locked(&mut st, handle, start, end);
+            }
             if pin_locked(&mut st, first, last) {
+                drop(st);
+                if wake {
+                    self.wake_peers();
+                }
                 return Ok(());
             }
             let recent = (first..=last).find(|i| st.reads.failed_recently(*i));
@@ -213,7 +259,7 @@ impl Swarm {
             }
             m
         };
-        if !missing.is_empty() {
+        if wake || !missing.is_empty() {
             self.wake_peers();
         }
         let started = Instant::now();
@@ -288,32 +334,42 @@ impl Swarm {
 
     /// Sets the readahead window (absolute byte range) of a file handle.
     pub fn set_readahead(&self, handle: u64, start: u64, end: u64) {
-        let Some(l) = self.loaded() else { return };
+        if self.set_readahead_quiet(handle, start, end) {
+            self.wake_peers();
+        }
+    }
+
+    /// [`Swarm::set_readahead`] without waking the peers; true when the
+    /// window was set (they should be woken).
+    fn set_readahead_quiet(&self, handle: u64, start: u64, end: u64) -> bool {
+        let mut st = self.lock();
+        self.window_locked(&mut st, handle, start, end)
+    }
+
+    /// Sets a readahead window under the swarm's lock; true when set.
+    fn window_locked(&self, st: &mut State, handle: u64, start: u64, end: u64) -> bool {
+        let Some(l) = self.loaded() else {
+            return false;
+        };
         let pl = l.info.piece_length;
         let (s, e) = if end > start {
             ((start / pl) as u32, end.div_ceil(pl) as u32)
         } else {
             (0, 0)
         };
-        let changed = {
-            let mut st = self.lock();
-            // With a bounded cache, readahead gets at most a quarter of it:
-            // pieces fetched ahead must not evict each other (or the
-            // pieces being read) before they are read.
-            let e = match st.cache.budget() {
-                Some(b) => e.min(s.saturating_add(((b / pl) / 4).max(1) as u32)),
-                None => e,
-            };
-            match st.picker.as_mut() {
-                Some(p) => {
-                    p.set_readahead(handle, s, e);
-                    true
-                }
-                None => false,
-            }
+        // With a bounded cache, readahead gets at most a quarter of it:
+        // pieces fetched ahead must not evict each other (or the pieces
+        // being read) before they are read.
+        let e = match st.cache.budget() {
+            Some(b) => e.min(s.saturating_add(((b / pl) / 4).max(1) as u32)),
+            None => e,
         };
-        if changed {
-            self.wake_peers();
+        match st.picker.as_mut() {
+            Some(p) => {
+                p.set_readahead(handle, s, e);
+                true
+            }
+            None => false,
         }
     }
 

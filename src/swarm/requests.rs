@@ -174,6 +174,12 @@ impl Swarm {
         Some(plan)
     }
 
+    /// How many connections pick blocks from their peers now (unchoked,
+    /// with the metadata): they share the memory budget's blocks in flight.
+    pub(crate) fn picking_conns(&self) -> usize {
+        self.lock().picker.as_ref().map_or(0, |p| p.picking_conns())
+    }
+
     /// Pieces with block requests outstanding at peers, with the number of
     /// such blocks (16 KiB) each, ascending: what the swarm is asking for
     /// now (empty without metadata).

@@ -9,8 +9,11 @@ use bytes::Bytes;
 use super::{NOT_INTERESTED_AFTER, Session, SessionError, send};
 use crate::peer::conn::PeerWriter;
 use crate::peer::wire::{Bitfield, BlockRequest, Message};
-use crate::swarm::{BLOCK, BlockArrival, Req};
+use crate::swarm::{BLOCK, BlockArrival, Req, budget};
 
+/// Blocks in flight a connection may always take of the memory budget
+/// (if the budget has room), however many connections share it.
+const MIN_FAIR_BLOCKS: u64 = 4;
 /// Most requests remembered per connection after we stopped waiting for
 /// them (choked, cancelled): their blocks may still arrive and are kept.
 const MAX_RELEASED: usize = 4096;
@@ -175,8 +178,16 @@ impl Session {
         }
         let cap = self.depth.min(self.their_reqq);
         // Blocks in flight beyond what the memory budget allows are asked
-        // only for pieces that reads wait on.
-        let granted = self.inflight.grow_to(cap as u64 * u64::from(BLOCK));
+        // only for pieces that reads wait on. Each connection takes at most
+        // its fair part of three quarters of the budget (the rest is for
+        // uploads, queues and hashing): first come, first served, the
+        // first peers' deep queues took it all and the others sat idle
+        // (a `cat` on 8 seeders: two of them without a request for 2 s).
+        let peers = self.swarm.picking_conns().max(1) as u64;
+        let fair = (budget::memory_limit() / 4 * 3 / peers).max(MIN_FAIR_BLOCKS * u64::from(BLOCK));
+        let granted = self
+            .inflight
+            .grow_to((cap as u64 * u64::from(BLOCK)).min(fair));
         let budget_cap = (granted / u64::from(BLOCK)) as usize;
         let plan = self.swarm.plan_requests(
             self.id,
