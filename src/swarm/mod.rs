@@ -19,6 +19,7 @@
 //!   next, a block arrived, what we have, may we upload).
 //! - [`picker`]: which blocks to request, by priority.
 //! - [`write`]: received blocks to the cache, as they arrive.
+//! - [`hashing`]: the SHA-1 of pieces whose blocks were written in order.
 //! - [`verify`]: hashing completed and cached pieces from the cache,
 //!   blame and strikes.
 //! - [`trees`]: a v2-only torrent's piece layers (BEP 52 hash exchange),
@@ -47,6 +48,7 @@ use crate::{InfoHash, PeerId};
 pub mod budget;
 mod cache;
 pub(crate) mod discovery;
+mod hashing;
 mod holepunch;
 mod ids;
 mod metadata;
@@ -215,9 +217,9 @@ pub(crate) struct Swarm {
     /// Connections assembling the metadata now (see
     /// [`Swarm::metadata_permit`]).
     metadata_assemblers: AtomicUsize,
-    /// The queue of the swarm's cache writer ([`write`]), started on the
+    /// The swarm's cache writer ([`write`]), created on the
     /// first block received.
-    writer: OnceLock<write::WriterTx>,
+    writer: OnceLock<Arc<write::Writer>>,
 }
 
 impl Swarm {
