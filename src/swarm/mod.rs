@@ -171,6 +171,12 @@ pub(crate) struct Counters {
     /// Cached pieces hashed since the start (by reads or the background
     /// verifier), each at most once.
     pub cached_hashed: AtomicU64,
+    /// Downloaded pieces verified by the SHA-1 the writer computed as
+    /// their blocks were written in order ([`hashing`]).
+    pub hashed_as_written: AtomicU64,
+    /// Downloaded (or locally copied) pieces hashed by reading them back
+    /// from the storage.
+    pub hashed_read_back: AtomicU64,
 }
 
 /// A snapshot of a swarm for progress output.
@@ -287,6 +293,17 @@ impl Swarm {
 
     /// Stops every task of this swarm and saves the resume bitfield.
     pub fn stop(&self) {
+        let (written, read_back) = (
+            self.counters.hashed_as_written.load(Ordering::Relaxed),
+            self.counters.hashed_read_back.load(Ordering::Relaxed),
+        );
+        if written + read_back > 0 {
+            tracing::info!(
+                "{}: {} downloaded pieces hashed: {written} as their blocks were written, {read_back} read back from the cache",
+                self.info_hash,
+                written + read_back
+            );
+        }
         self.shutdown.send_replace(true);
         self.save_resume();
         self.piece_event.notify_waiters();

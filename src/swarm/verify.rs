@@ -277,6 +277,9 @@ impl Swarm {
         let Some(loaded) = self.loaded() else { return };
         let info = &loaded.info;
         if info.version != crate::metainfo::MetaVersion::V2 && sha1 == info.piece_hash(index) {
+            self.counters
+                .hashed_as_written
+                .fetch_add(1, Ordering::Relaxed);
             self.piece_verified(index, &sources);
         } else {
             self.verify_downloaded(index, sources);
@@ -294,6 +297,9 @@ impl Swarm {
             let _work = super::budget::global().force(HASH_CHUNK as u64);
             self.piece_is_good(index)
         };
+        self.counters
+            .hashed_read_back
+            .fetch_add(1, Ordering::Relaxed);
         let ok = match hashed {
             Ok(Some(g)) => g,
             // a v2 piece whose layer is not held yet: dropped, nobody blamed
