@@ -19,7 +19,7 @@
 //!   next, a block arrived, what we have, may we upload).
 //! - [`picker`]: which blocks to request, by priority.
 //! - [`write`]: received blocks to the cache, as they arrive.
-//! - [`hashing`]: the SHA-1 of pieces whose blocks were written in order.
+//! - [`hashing`]: the SHA-1 of pieces computed as their blocks are written.
 //! - [`verify`]: hashing completed and cached pieces from the cache,
 //!   blame and strikes.
 //! - [`trees`]: a v2-only torrent's piece layers (BEP 52 hash exchange),
@@ -172,7 +172,7 @@ pub(crate) struct Counters {
     /// verifier), each at most once.
     pub cached_hashed: AtomicU64,
     /// Downloaded pieces verified by the SHA-1 the writer computed as
-    /// their blocks were written in order ([`hashing`]).
+    /// their blocks were written ([`hashing`]).
     pub hashed_as_written: AtomicU64,
     /// Downloaded (or locally copied) pieces hashed by reading them back
     /// from the storage.

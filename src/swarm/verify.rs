@@ -261,9 +261,9 @@ impl Swarm {
     }
 
     /// Verifies downloaded piece `index` (as [`Swarm::verify_downloaded`])
-    /// whose SHA-1 the writer computed as its blocks were written in order
-    /// (`sha1`, see [`super::hashing`]): a match is the piece verified, on
-    /// this thread, with nothing read back. A mismatch (or a v2-only
+    /// whose SHA-1 the writer computed as its blocks were written (`sha1`,
+    /// see [`super::hashing`]): a match is the piece verified, on this
+    /// thread, without reading it back whole. A mismatch (or a v2-only
     /// piece, checked against its Merkle root) is decided as before, by
     /// hashing the piece from the storage on another thread: what the
     /// storage holds is what is served, and a failure is blamed as

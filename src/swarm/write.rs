@@ -16,10 +16,12 @@
 //! coming (it waits up to [`WRITER_IDLE`] for the next one): a block then
 //! costs its peer's task one queue push and, at most, one wake-up of that
 //! thread, and no hop back to the async threads. The writer also counts
-//! the blocks written (picker) and, for a piece whose blocks were written
-//! in order, has its SHA-1 already ([`super::hashing`]): such a piece is
-//! verified on the spot, without reading it back; any other is hashed
-//! from the storage on another thread of the pool.
+//! the blocks written (picker) and hashes each piece as its blocks are
+//! written ([`super::hashing`]; a block that came ahead of the hash is
+//! read back when the hash gets to it): a complete piece is verified on
+//! the spot, without reading it back whole. A piece whose hash was
+//! dropped (a block written again) is hashed from the storage on another
+//! thread of the pool.
 //!
 //! The queue is bounded ([`QUEUE_BLOCKS`]) and its blocks count in the
 //! memory budget, so a slow disk slows the peers down (their tasks wait
@@ -181,7 +183,7 @@ impl Swarm {
     }
 
     /// Writes `batch` (drained) to the storage, adjacent blocks of one
-    /// file in one call, feeds the in-order hashes, then counts the blocks
+    /// file in one call, feeds the pieces' hashes, then counts the blocks
     /// (see [`Swarm::blocks_written`]). Runs blocking I/O.
     fn write_batch(self: &Arc<Self>, batch: &mut Vec<PendingWrite>, hashes: &Mutex<InOrder>) {
         let Some(loaded) = self.loaded() else {
@@ -219,12 +221,15 @@ impl Swarm {
             for p in run {
                 if sha1 {
                     match res {
-                        Ok(()) => hashes.written(
-                            p.index,
-                            p.begin,
-                            &p.data,
-                            info.piece_size(p.index) as u32,
-                        ),
+                        Ok(()) => {
+                            let at = u64::from(p.index) * info.piece_length;
+                            let mut read = |begin: u32, buf: &mut [u8]| {
+                                let _work = super::budget::global().force(buf.len() as u64);
+                                loaded.storage.read_at(at + u64::from(begin), buf)
+                            };
+                            let size = info.piece_size(p.index) as u32;
+                            hashes.written(p.index, p.begin, &p.data, size, &mut read)
+                        }
                         Err(_) => hashes.forget(p.index),
                     }
                 }
@@ -374,7 +379,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_piece_written_in_order_is_verified_without_reading_it_back() {
+    async fn a_downloaded_piece_is_verified_without_reading_it_back_whole() {
         let s = swarm(None);
         let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
         let (g, _) = s.register_conn(addr, PeerSource::Cli).unwrap();
@@ -387,11 +392,12 @@ mod tests {
         wait(|| has(&s, 2)).await;
         assert_eq!((as_written(), read_back()), (1, 0));
         assert_eq!(s.read(2 * PL as u64, PL).await.unwrap(), piece(2));
-        // Out of order: hashed from the storage.
+        // Out of order: block 1 is read back once the hash gets to it,
+        // and the piece is not read back whole.
         request(&s, g, 5);
         send(&s, g, 5, &piece(5), &[1, 0]).await;
         wait(|| has(&s, 5)).await;
-        assert_eq!((as_written(), read_back()), (1, 1));
+        assert_eq!((as_written(), read_back()), (2, 0));
         assert_eq!(s.read(5 * PL as u64, PL).await.unwrap(), piece(5));
     }
 
@@ -405,13 +411,16 @@ mod tests {
         for round in 0..3u32 {
             let i = round;
             // Block 0 from the honest peer, then block 1, wrong, from the
-            // other: in order, so the writer has the (wrong) SHA-1.
+            // other: the writer has the (wrong) SHA-1, and the piece is
+            // read back to decide and to blame.
             let mut wrong = piece(i);
             wrong[PL - 1] ^= 1;
             request(&s, g, i);
             send(&s, g, i, &wrong, &[0]).await;
             send(&s, b, i, &wrong, &[1]).await;
             wait(|| s.counters.hash_failures.load(Ordering::Relaxed) > u64::from(round)).await;
+            // discarded, then wanted again
+            wait(|| s.lock().picker.as_ref().unwrap().wanted(i)).await;
             // Never held, nobody blamed on a guess...
             assert!(!has(&s, i));
             assert!(!s.is_banned(good.ip()) && !s.is_banned(bad.ip()));
