@@ -96,6 +96,22 @@ impl Drop for Cleanup {
     }
 }
 
+/// Runs `btfs-mount ARGS` (one shell word list, paths without spaces) in
+/// a new mount namespace after the shell commands `before`, and returns
+/// its stdout and stderr.
+fn elsewhere(run_dir: &Path, before: &str, args: &str) -> String {
+    let bin = btfs_mount_bin();
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(format!("{before}exec {} {args} 2>&1", bin.display()))
+        .env("XDG_RUNTIME_DIR", run_dir)
+        .output()
+        .expect("run unshare");
+    let out = stdout(&o);
+    eprintln!("elsewhere: {before}btfs-mount {args}: {}\n{out}", o.status);
+    out
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -140,6 +156,27 @@ fn list_shows_mounts_and_stop_ends_them_a_writable_one_after_it_published() {
     );
     let log = cache.join(&ih).join("btfs-mount.log");
     assert!(listed.contains(s(&log)), "its log: {listed}");
+    assert!(!listed.contains("namespace"), "ours: {listed}");
+
+    // Seen from a namespace made by `unshare --mount`, which starts with
+    // copies of our mounts: the same mounts, nothing marked.
+    let copied = elsewhere(&run, "", "list");
+    assert!(!copied.contains("not ours"), "{copied}");
+    // Seen from a namespace where those paths are plain directories (the
+    // copies unmounted there, not here): listed, marked, and not
+    // stoppable by path.
+    let unmount_copies = format!("umount -l {} {} && ", s(&mnt), s(&draft));
+    let other = elsewhere(&run, &unmount_copies, "list");
+    assert_eq!(
+        other
+            .matches("not ours: its mountpoint is not mounted here")
+            .count(),
+        2,
+        "{other}"
+    );
+    let stop = elsewhere(&run, &unmount_copies, &format!("stop {}", s(&mnt)));
+    assert!(stop.contains("no btfs-mount process serves"), "{stop}");
+    assert!(is_mounted(&mnt), "a stop by path from elsewhere left it");
 
     // A writable mount: stop unmounts it (which publishes), then ends the
     // seeding that follows.

@@ -24,6 +24,18 @@
 //!   mount on a public address (a seedbox, a VPS, a university machine)
 //!   introduces two home users to each other.
 //!
+//! How libtorrent 2.0.8 takes part (peer_connection.cpp `connect_failed`,
+//! bt_peer_connection.cpp `on_holepunch`): it sends a rendezvous only when
+//! its TCP dial of a peer fails (after uTP did), if PEX said the peer speaks
+//! holepunch, and only to the connection whose PEX named it; it ignores
+//! `error` answers; a `connect` makes it dial over uTP in holepunch mode.
+//! It tries again only when its peer list picks the peer again (10 s later
+//! here) and stops after a few failed rounds (`max_failcount`, 3; seen: two
+//! rendezvous, then no more). One introduction lost on
+//! the way, say by a relay's link to the target that is down for half a
+//! minute, is thus final for that pair: the relay test fails on any such
+//! outage, which is why `netsim` keeps every gateway's MAC address fixed.
+//!
 //! What the NAT does matters: simultaneous open needs a router that keeps
 //! one external port for a UDP socket whatever the destination
 //! (endpoint-independent mapping; Linux masquerade also keeps the source
@@ -114,6 +126,55 @@ fn mount_log(cache: &Path, info_hash: &str) -> String {
 fn note_lines(log: &str, words: &[&str]) {
     for l in log.lines().filter(|l| words.iter().any(|w| l.contains(w))) {
         note(l);
+    }
+}
+
+/// Keeps the logs of a failed test: when it panics, the files named with
+/// [`KeepLogs::add`] (the mount's log, the libtorrent peers' stderr with
+/// their `--verbose` peer logs) are copied to
+/// `target/tmp/holepunch-logs/TEST-UNIXTIME/`, which is named on stderr.
+/// Declare it after the peers it names: locals drop in reverse order, and
+/// a peer's stderr file goes with it.
+struct KeepLogs {
+    test: &'static str,
+    files: Vec<(&'static str, PathBuf)>,
+}
+
+impl KeepLogs {
+    fn new(test: &'static str) -> KeepLogs {
+        KeepLogs {
+            test,
+            files: Vec::new(),
+        }
+    }
+
+    /// Keeps `path` as `name` if the test fails.
+    fn add(&mut self, name: &'static str, path: &Path) {
+        self.files.push((name, path.to_path_buf()));
+    }
+}
+
+impl Drop for KeepLogs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("holepunch-logs")
+            .join(format!("{}-{secs}", self.test));
+        if fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        for (name, path) in &self.files {
+            let _ = fs::copy(path, dir.join(name));
+        }
+        note(&format!(
+            "logs of the failed test kept in {}",
+            dir.display()
+        ));
     }
 }
 
@@ -238,16 +299,8 @@ fn mount_relays_a_rendezvous_between_two_natted_libtorrent_peers() {
     let net = Internet::new();
     let content = make_content(&net, tmp.path());
 
-    // A lone DHT node for the mount to bootstrap from (its defaults keep
-    // the DHT on; nothing else uses it).
-    let d = net.public_host("dht");
-    let dht = d.lt_node(&[
-        "--listen-ip",
-        &d.ip().to_string(),
-        "--dht",
-        "--bootstrap",
-        "198.51.100.1:1",
-    ]);
+    // A lone DHT node for the mount to bootstrap from (nothing else uses it).
+    let (_dht, dht_addr) = net.public_host("dht").lt_dht_node();
     // The mount, on a public address, is the relay; it is started once the
     // seeder dials it (every 2 s), which gives it the metadata.
     let m = net.public_host("mount");
@@ -275,7 +328,7 @@ fn mount_relays_a_rendezvous_between_two_natted_libtorrent_peers() {
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("mnt");
     let args = MountArgs::new(&content.magnet)
-        .bootstrap(&format!("{}:{}", d.ip(), dht.dht_port()))
+        .bootstrap(&dht_addr)
         .port(port)
         .cache_dir(&cache);
     let mount = m.enter(|| Mount::background(&mnt, &args.build()));
@@ -302,10 +355,20 @@ fn mount_relays_a_rendezvous_between_two_natted_libtorrent_peers() {
         "--verbose",
     ]);
     let fetcher_public = format!("{}:{}", hf.wan_ip(), fetcher.port());
-    let connected = fetcher.wait_for("seeder connected", Duration::from_secs(90), |v| {
+    let mut keep = KeepLogs::new("mount_relays_a_rendezvous_between_two_natted_libtorrent_peers");
+    keep.add(
+        "btfs-mount.log",
+        &cache.join(&content.info_hash).join("btfs-mount.log"),
+    );
+    keep.add("seeder.log", seeder.stderr_path());
+    keep.add("fetcher.log", fetcher.stderr_path());
+    // libtorrent 2.0.8 posts `peer_connect_alert` (ltnode's
+    // `peer_connected`) when it starts dialling: this is the fetcher
+    // trying the seeder it learnt by PEX, which fails until introduced.
+    let dialled = fetcher.wait_for("fetcher dials the seeder", Duration::from_secs(90), |v| {
         v["event"] == "peer_connected" && v["addr"] == seeder_public.as_str()
     });
-    note(&format!("fetcher connected to the seeder: {connected}"));
+    note(&format!("fetcher dials the seeder: {dialled}"));
     fetcher.wait_event("finished", Duration::from_secs(120));
     let log = mount_log(&cache, &content.info_hash);
     note_lines(&log, &["holepunch"]);

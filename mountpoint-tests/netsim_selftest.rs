@@ -4,8 +4,8 @@
 //! NAT-PMP mappings made and deleted; IPv6 between public hosts; multicast on
 //! each interface of a three-legged host with no default route; delay, loss
 //! and rate limits on a link; libtorrent mapping its port through miniupnpd
-//! and serving a public peer. `netsim_hosts.rs` covers programs, mounts and
-//! clean-up.
+//! and serving a public peer; the gateways keep their MAC address while
+//! hosts join. `netsim_hosts.rs` covers programs, mounts and clean-up.
 
 #[path = "support/netsim.rs"]
 mod netsim;
@@ -392,6 +392,97 @@ fn natpmp_mapping_through_miniupnpd() {
     note(&format!(
         "natpmp_mapping_through_miniupnpd: {:?}",
         t0.elapsed()
+    ));
+}
+
+/// The MAC address of `dev` on `host` (from `ip -o link show DEV`).
+fn mac_of(host: &Host, dev: &str) -> String {
+    let out = host.run("ip", &["-o", "link", "show", dev]);
+    out.split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no MAC in {out:?}"))
+        .to_string()
+}
+
+/// The gateways (the internet's `br0`, a home's `lan`) keep their MAC
+/// address while hosts and homes join, and a home router that learnt the
+/// internet's gateway address before keeps getting through it. A bridge
+/// whose address was never set takes its lowest port's, so each join used
+/// to change it at random; a router kept sending to the old address, which
+/// the internet dropped, for as long as its ARP entry lived (up to ~45 s).
+/// That cut a seeder's home from the mount relaying its holepunch in
+/// `holepunch.rs` whenever the fetcher's home was created.
+#[test]
+fn hosts_of_one_home_reach_each_other() {
+    if !in_netns("hosts_of_one_home_reach_each_other") {
+        return;
+    }
+    // A home LAN is one bridge on the router: two machines there talk
+    // directly (a laptop and a NAS), whatever the router forwards to
+    // and from the internet.
+    let net = Internet::new();
+    let home = net.home("h1", HomeOpts::default());
+    let (x, y) = (home.host("x"), home.host("y"));
+    let data = seeded_bytes(100_000, 2);
+    let l = y.enter(|| TcpListener::bind((y.ip(), 7000))).unwrap();
+    let peer = tcp_send(&x, l, sa(y.ip(), 7000), &data);
+    assert_eq!(peer.ip(), IpAddr::V4(x.ip()), "no NAT inside the home");
+    let uy = udp(&y, sa(y.ip(), 7001));
+    let ux = udp(&x, sa(x.ip(), 0));
+    ux.send_to(b"ping", sa(y.ip(), 7001)).unwrap();
+    let (msg, from) = recv(&uy, Duration::from_secs(2)).expect("UDP inside the home");
+    assert_eq!(
+        (msg.as_slice(), from.ip()),
+        (&b"ping"[..], IpAddr::V4(x.ip()))
+    );
+    let l6 = y.enter(|| TcpListener::bind((y.ip6(), 7002))).unwrap();
+    let peer = tcp_send(&x, l6, sa(y.ip6(), 7002), &data);
+    assert_eq!(peer.ip(), IpAddr::V6(x.ip6()));
+}
+
+#[test]
+fn gateways_keep_their_mac_when_hosts_join() {
+    if !in_netns("gateways_keep_their_mac_when_hosts_join") {
+        return;
+    }
+    let net = Internet::new();
+    let a = net.public_host("a");
+    let home = net.home("h1", HomeOpts::default());
+    let x = home.host("x");
+    let ua = udp(&a, sa(a.ip(), 7000));
+    let ux = udp(&x, sa(x.ip(), 0));
+    // The router learns the internet's gateway address (ARP) on the way.
+    ux.send_to(b"before", sa(a.ip(), 7000)).unwrap();
+    recv(&ua, Duration::from_secs(2)).expect("UDP from the home before the joins");
+    let inet_mac = mac_of(&net.backbone(), "br0");
+    let lan_mac = mac_of(home.router(), "lan");
+    let mut joined = Vec::new();
+    for i in 0..6 {
+        joined.push(net.public_host(&format!("p{i}")));
+        joined.push(home.host(&format!("y{i}")));
+    }
+    let others: Vec<Home> = (2..5)
+        .map(|k| net.home(&format!("h{k}"), HomeOpts::default()))
+        .collect();
+    assert_eq!(
+        mac_of(&net.backbone(), "br0"),
+        inet_mac,
+        "br0 changed its MAC"
+    );
+    assert_eq!(mac_of(home.router(), "lan"), lan_mac, "lan changed its MAC");
+    for n in 0..3 {
+        ux.send_to(format!("after {n}").as_bytes(), sa(a.ip(), 7000))
+            .unwrap();
+        let (msg, from) = recv(&ua, Duration::from_secs(2))
+            .expect("UDP from the home through the internet's gateway after the joins");
+        assert_eq!(msg, format!("after {n}").into_bytes());
+        assert_eq!(from.ip(), IpAddr::V4(home.wan_ip()));
+    }
+    note(&format!(
+        "br0 {inet_mac} and lan {lan_mac} kept while {} hosts and {} homes joined",
+        joined.len(),
+        others.len()
     ));
 }
 

@@ -55,19 +55,9 @@ struct World {
 impl World {
     fn new(tmp: &Path) -> World {
         let net = Internet::new();
-        let d = net.public_host("d");
+        let (dht, dht_addr) = net.public_host("d").lt_dht_node();
         let a = net.public_host("a");
-        let (d_ip, a_ip) = (d.ip().to_string(), a.ip().to_string());
-        // A lone DHT node: its router is itself (ltnode), its --bootstrap
-        // an address where nothing answers.
-        let dht = d.lt_node(&[
-            "--listen-ip",
-            &d_ip,
-            "--dht",
-            "--bootstrap",
-            "198.51.100.1:1",
-        ]);
-        let dht_addr = format!("{d_ip}:{}", dht.dht_port());
+        let a_ip = a.ip().to_string();
         let site = tmp.join("site");
         make_tree(&site, &sample_spec());
         let mut seeder = a.lt_node(&[
@@ -127,26 +117,82 @@ fn assert_tree_read(mnt: &Path, site: &Path) {
     assert_eq!(got, want, "the mounted tree differs from the seeder's");
 }
 
-/// Waits for the router's mappings to `host` to be exactly a TCP mapping and
-/// at least one UDP mapping; returns the TCP one.
+/// Waits (up to 20 s) until the router maps a TCP and a UDP port to
+/// `host`; returns the TCP mapping to `host` (other hosts of the home may
+/// have theirs too).
 fn wait_mapped(home: &Home, host: Ipv4Addr, log: impl Fn() -> String) -> Mapping {
+    let to_host = |protocol: &str| {
+        home.mappings()
+            .into_iter()
+            .find(|m| m.protocol == protocol && *m.internal.ip() == host)
+    };
     let ok = wait_until(Duration::from_secs(20), || {
-        let m = home.mappings();
-        m.iter()
-            .any(|m| m.protocol == "tcp" && *m.internal.ip() == host)
-            && m.iter()
-                .any(|m| m.protocol == "udp" && *m.internal.ip() == host)
+        to_host("tcp").is_some() && to_host("udp").is_some()
     });
-    let maps = home.mappings();
     assert!(
         ok,
-        "no TCP+UDP mapping to {host}: {maps:?}\nminiupnpd:\n{}\nmount log:\n{}",
+        "no TCP+UDP mapping to {host}: {:?}\nminiupnpd:\n{}\nmount log:\n{}",
+        home.mappings(),
         home.miniupnpd_log(),
         log()
     );
-    maps.into_iter()
-        .find(|m| m.protocol == "tcp")
-        .expect("a TCP mapping")
+    to_host("tcp").expect("the TCP mapping to the host")
+}
+
+/// A mount with its defaults on host `x` of home `h1`, behind a router
+/// with `opts` (miniupnpd with UPnP or NAT-PMP/PCP on), once the router
+/// maps its ports and its log says it is reachable at the router's
+/// external address by `how` ("UPnP", "PCP").
+struct MappedMount {
+    /// First, so that it is dropped (unmounted) first.
+    mount: Mount,
+    home: Home,
+    x: Host,
+    cache: PathBuf,
+    mnt: PathBuf,
+    /// The router's external address and the TCP port it forwards to us.
+    external: SocketAddrV4,
+}
+
+fn mapped_mount(w: &World, tmp: &Path, opts: HomeOpts, how: &str) -> MappedMount {
+    let t0 = Instant::now();
+    let home = w.net.home("h1", opts);
+    let x = home.host("x");
+    let cache = tmp.join("cache");
+    let mnt = tmp.join("mnt");
+    let args = w.mount_args(&cache);
+    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
+    let tcp = wait_mapped(&home, x.ip(), || w.log(&cache));
+    let external = SocketAddrV4::new(home.wan_ip(), tcp.external_port);
+    note(&format!("mapped {tcp:?} in {:?}", t0.elapsed()));
+    // The mount listens where the router forwards.
+    assert_eq!(*tcp.internal.ip(), x.ip());
+    wait_log(&format!("reachable at {external} ({how})"), || {
+        w.log(&cache)
+    });
+    MappedMount {
+        mount,
+        home,
+        x,
+        cache,
+        mnt,
+        external,
+    }
+}
+
+/// Asserts that the router maps nothing to `host` any more; `when` says
+/// what happened to its mount.
+fn assert_unmapped(home: &Home, host: Ipv4Addr, when: &str, log: impl Fn() -> String) {
+    let left: Vec<Mapping> = home
+        .mappings()
+        .into_iter()
+        .filter(|m| *m.internal.ip() == host)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "mappings left after {when}: {left:?}\n{}",
+        log()
+    );
 }
 
 /// Waits until the log has a line containing `what`.
@@ -166,25 +212,12 @@ fn upnp_mount_is_dialled_from_the_internet() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let mut w = World::new(tmp.path());
-    let home = w.net.home(
-        "h1",
-        HomeOpts {
-            upnp: true,
-            ..HomeOpts::default()
-        },
-    );
-    let x = home.host("x");
-    let cache = tmp.path().join("cache");
-    let mnt = tmp.path().join("mnt");
-    let args = w.mount_args(&cache);
-    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
-    let tcp = wait_mapped(&home, x.ip(), || w.log(&cache));
-    let external = SocketAddrV4::new(home.wan_ip(), tcp.external_port);
-    note(&format!("mapped {tcp:?} in {:?}", t0.elapsed()));
-    // The mount listens where the router forwards.
-    assert_eq!(*tcp.internal.ip(), x.ip());
-    wait_log(&format!("reachable at {external} (UPnP)"), || w.log(&cache));
-    assert_tree_read(&mnt, &w.site);
+    let upnp = HomeOpts {
+        upnp: true,
+        ..HomeOpts::default()
+    };
+    let m = mapped_mount(&w, tmp.path(), upnp, "UPnP");
+    assert_tree_read(&m.mnt, &w.site);
     // The seeder leaves: the only source left is the mount behind the NAT,
     // which a public libtorrent peer reaches only through the mapping.
     drop(w.seeder.take());
@@ -200,7 +233,7 @@ fn upnp_mount_is_dialled_from_the_internet() {
         "--save",
         &save.to_string_lossy(),
         "--connect",
-        &external.to_string(),
+        &m.external.to_string(),
     ]);
     fetcher.wait_event_ok("finished", Duration::from_secs(120));
     assert_eq!(
@@ -213,18 +246,9 @@ fn upnp_mount_is_dialled_from_the_internet() {
         t0.elapsed()
     ));
     drop(fetcher);
-    mount.unmount_and_wait(Duration::from_secs(15));
-    let left: Vec<Mapping> = home
-        .mappings()
-        .into_iter()
-        .filter(|m| *m.internal.ip() == x.ip())
-        .collect();
-    assert!(
-        left.is_empty(),
-        "mappings left after unmount: {left:?}\n{}",
-        w.log(&cache)
-    );
-    let log = w.log(&cache);
+    m.mount.unmount_and_wait(Duration::from_secs(15));
+    assert_unmapped(&m.home, m.x.ip(), "unmount", || w.log(&m.cache));
+    let log = w.log(&m.cache);
     note_status(&log);
     assert!(log.contains("port mappings deleted (UPnP)"), "{log}");
 }
@@ -236,27 +260,17 @@ fn natpmp_mapping_is_deleted_on_sigterm() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let w = World::new(tmp.path());
-    let home = w.net.home(
-        "h1",
-        HomeOpts {
-            natpmp: true,
-            ..HomeOpts::default()
-        },
-    );
-    let x = home.host("x");
-    let cache = tmp.path().join("cache");
-    let mnt = tmp.path().join("mnt");
-    let args = w.mount_args(&cache);
-    let mount = x.enter(|| Mount::background(&mnt, &args.build()));
-    let tcp = wait_mapped(&home, x.ip(), || w.log(&cache));
-    let external = SocketAddrV4::new(home.wan_ip(), tcp.external_port);
+    let natpmp = HomeOpts {
+        natpmp: true,
+        ..HomeOpts::default()
+    };
     // miniupnpd answers PCP, so PCP is used (NAT-PMP is the fallback).
-    wait_log(&format!("reachable at {external} (PCP)"), || w.log(&cache));
+    let m = mapped_mount(&w, tmp.path(), natpmp, "PCP");
     assert_eq!(
-        fs::read(mnt.join("site/index.html")).unwrap(),
+        fs::read(m.mnt.join("site/index.html")).unwrap(),
         fs::read(w.site.join("index.html")).unwrap()
     );
-    let pids = mount.pids();
+    let pids = m.mount.pids();
     assert!(!pids.is_empty());
     for &pid in &pids {
         // SAFETY: kill(2) on a PID of a process this test started.
@@ -267,18 +281,9 @@ fn natpmp_mapping_is_deleted_on_sigterm() {
             .all(|p| !Path::new(&format!("/proc/{p}")).exists())
     });
     assert!(gone, "btfs-mount did not exit on SIGTERM");
-    assert!(!mount.is_mounted(), "still mounted after SIGTERM");
-    let left: Vec<Mapping> = home
-        .mappings()
-        .into_iter()
-        .filter(|m| *m.internal.ip() == x.ip())
-        .collect();
-    assert!(
-        left.is_empty(),
-        "mappings left after SIGTERM: {left:?}\n{}",
-        w.log(&cache)
-    );
-    drop(mount);
+    assert!(!m.mount.is_mounted(), "still mounted after SIGTERM");
+    assert_unmapped(&m.home, m.x.ip(), "SIGTERM", || w.log(&m.cache));
+    drop(m.mount);
 }
 
 #[test]

@@ -14,6 +14,11 @@ answers no block request unless told. Then, as `--behaviour` says:
   wrong-data   answers hash requests truly (from the .torrent's `piece
                layers`, whole-layer requests only), and every block request
                with random bytes
+  one-bad-block  (needs --data, the torrent's one file) answers every hash
+               request truly from the file's whole tree (block layer
+               included, with the uncles asked for) and every block request
+               with the file's bytes, except its first answered block, whose
+               bytes are random (after --bad-delay seconds)
   unasked      asks the client three hash requests it must reject (a range
                past the end of the layer, a length of 2^20, the block layer
                of a tree the client keeps only from its piece layer), then
@@ -57,6 +62,35 @@ def pad_hash(layer):
     return h
 
 
+def tree_layers(data, piece_length):
+    """Every layer of a file's Merkle tree (BEP 52), leaves first, each
+    padded to its full width (a power of two)."""
+    leaves = [hashlib.sha256(data[i:i + 16384]).digest() for i in range(0, len(data), 16384)]
+    width = 1
+    while width < len(leaves):
+        width *= 2
+    layers = [leaves + [b"\0" * 32] * (width - len(leaves))]
+    while len(layers[-1]) > 1:
+        prev = layers[-1]
+        layers.append([hashlib.sha256(prev[i] + prev[i + 1]).digest() for i in range(0, len(prev), 2)])
+    return layers
+
+
+def tree_answer(layers, base, index, length, proof):
+    """The hashes of a true `hashes` answer: the nodes, then the uncles
+    from layer base + log2(length) up, as libtorrent counts them."""
+    log2 = max(length, 1).bit_length() - 1
+    if base >= len(layers) or index + length > len(layers[base]):
+        return None
+    out = list(layers[base][index:index + length])
+    for k in range(uncle_count(length, proof)):
+        layer = base + log2 + k
+        if layer >= len(layers) - 1:
+            return None
+        out.append(layers[layer][(index >> (log2 + k)) ^ 1])
+    return out
+
+
 def first_root(file_tree):
     """The `pieces root` of the first file of a `file tree` with one."""
     for k, v in file_tree.items():
@@ -77,6 +111,9 @@ class Conn:
         self.info_raw, self.info_hash, self.root = t["info_raw"], t["info_hash"], t["root"]
         self.layers, self.piece_layer = t["layers"], t["piece_layer"]
         self.sent_kinds = set()
+        self.full_tree = t.get("full_tree")
+        self.data = t.get("data")
+        self.bad_sent = False
         self.their_ut_metadata = None
 
     def once(self, what):
@@ -177,6 +214,25 @@ class Conn:
             index, begin, length = struct.unpack(">III", payload)
             self.send(msg(7, struct.pack(">II", index, begin) + os.urandom(min(length, 16384))))
             self.once("wrong-data")
+        elif mid == 21 and len(payload) == 48 and self.args.behaviour == "one-bad-block":
+            base, index, length, proof = struct.unpack(">IIII", payload[32:48])
+            nodes = tree_answer(self.full_tree, base, index, length, proof) if payload[:32] == self.root else None
+            if nodes is None:
+                self.send(msg(23, payload))
+                return
+            self.send(msg(22, payload + b"".join(nodes)))
+            self.once("block-hashes" if base == 0 else "true-hashes")
+        elif mid == 6 and len(payload) == 12 and self.args.behaviour == "one-bad-block":
+            index, begin, length = struct.unpack(">III", payload)
+            start = index * self.args.piece_length + begin
+            block = self.data[start:start + min(length, 16384)]
+            if not self.bad_sent:
+                self.bad_sent = True
+                time.sleep(self.args.bad_delay)
+                block = os.urandom(len(block))
+                emit("bad_block", index=index, begin=begin)
+            self.send(msg(7, struct.pack(">II", index, begin) + block))
+            self.once("data")
         elif mid == 20 and payload:
             self.on_extended(payload[0], payload[1:])
 
@@ -200,7 +256,11 @@ def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--torrent", required=True, help="the v2 .torrent file")
     p.add_argument("--num-pieces", type=int, required=True)
-    p.add_argument("--behaviour", choices=["bad-hashes", "wrong-data", "unasked"], required=True)
+    p.add_argument("--behaviour", choices=["bad-hashes", "wrong-data", "unasked", "one-bad-block"],
+                   required=True)
+    p.add_argument("--data", help="the torrent's one file (one-bad-block)")
+    p.add_argument("--bad-delay", type=float, default=0.5,
+                   help="seconds before the bad block is sent (one-bad-block)")
     p.add_argument("--listen-ip", default="127.0.0.1")
     args = p.parse_args(argv)
     raw = open(args.torrent, "rb").read()
@@ -215,6 +275,10 @@ def main(argv):
         "layers": top.get(b"piece layers", {}),
         "piece_layer": (info[b"piece length"] // 16384).bit_length() - 1,
     }
+    args.piece_length = info[b"piece length"]
+    if args.data:
+        t["data"] = open(args.data, "rb").read()
+        t["full_tree"] = tree_layers(t["data"], args.piece_length)
     stop = Stop()
     signal.signal(signal.SIGTERM, lambda *_: stop.set("SIGTERM"))
     watch_stdin(lambda: stop.set("stdin closed"))

@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -225,6 +225,12 @@ impl Child {
     pub fn stdout_lines(&mut self) -> Vec<String> {
         self.drain();
         self.other_lines.clone()
+    }
+
+    /// The file the child's stderr goes to (removed when the child is
+    /// dropped).
+    pub fn stderr_path(&self) -> &Path {
+        &self.stderr_path
     }
 
     /// The whole stderr written so far (lossy UTF-8).

@@ -45,7 +45,8 @@
 //! `::10`, home 1 is `2001:db8:101::`) so they read like the IPv4 plan. A
 //! host's interfaces are `eth0`, `eth1`, ... in the order of its segments.
 //! Duplicate address detection is off everywhere, so addresses are usable at
-//! once.
+//! once. Every bridge has a fixed MAC address (`netsim/bridge.rs`), so a gateway's
+//! address never changes when a host joins later.
 //!
 //! # What a home router does (measured by `netsim_selftest`)
 //!
@@ -101,10 +102,14 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::support::{Child, LtNode};
+use crate::support::Child;
 
+#[path = "netsim/bridge.rs"]
+mod bridge;
 #[path = "netsim/home.rs"]
 mod home;
+#[path = "netsim/lt.rs"]
+mod lt;
 #[path = "netsim/sockets.rs"]
 pub mod sockets;
 #[path = "netsim/stun.rs"]
@@ -122,6 +127,7 @@ pub use sys::{pids_in_netns, with_netns};
 #[allow(unused_imports)]
 pub use wire::LinkImpairment;
 
+use bridge::{BRIDGE_INET, BRIDGE_SEGMENT, BRIDGE_WIRE, add_bridge};
 use sys::{netns_path, run, sysctl};
 
 /// The internet's own namespace: bridge `br0`, router between the public
@@ -412,12 +418,6 @@ impl Host {
         self.ifaces.push(iface.clone());
         iface
     }
-
-    /// Starts `ltnode.py ARGS` in this host (see [`LtNode::start`]). Pass
-    /// `--listen-ip` with one of this host's addresses.
-    pub fn lt_node(&self, args: &[&str]) -> LtNode {
-        self.enter(|| LtNode::start(args))
-    }
 }
 
 /// The cable between a host's interface and a segment's bridge: a veth
@@ -492,7 +492,7 @@ impl Link {
     /// the taps, delaying and dropping them.
     fn insert_wire(&self) -> wire::Wire {
         let (id, ns) = (self.id, &self.switch_ns);
-        ipn(ns, &format!("link add x{id} type bridge mcast_snooping 0"));
+        add_bridge(ns, &format!("x{id}"), BRIDGE_WIRE, id);
         let (fa, fb) = with_netns(ns, || {
             (
                 wire::open_tap(&format!("t{id}a")),
@@ -533,10 +533,7 @@ impl Internet {
             state: Mutex::new(State::default()),
         });
         add_ns(&inner, INET_NS, true);
-        ipn(
-            INET_NS,
-            &format!("link add {INET_BRIDGE} type bridge mcast_snooping 0"),
-        );
+        add_bridge(INET_NS, INET_BRIDGE, BRIDGE_INET, 0);
         ipn(INET_NS, &format!("link set {INET_BRIDGE} up"));
         ipn(
             INET_NS,
@@ -608,7 +605,7 @@ impl Internet {
         };
         let ns = format!("{name}-sw");
         add_ns(&self.inner, &ns, false);
-        ipn(&ns, "link add sw type bridge mcast_snooping 0");
+        add_bridge(&ns, "sw", BRIDGE_SEGMENT, u32::from(s));
         ipn(&ns, "link set sw up");
         Segment {
             inner: self.inner.clone(),

@@ -414,8 +414,8 @@ class Bench:
         self.t = {}
         self.peers = []
         for key, d in (("big", a), ("many", bdir)):
-            p = Proc([PY, LTNODE, "--seed", d, "--piece-size", str(256 * KIB)], f"seed-{key}",
-                     self.logdir)
+            p = Proc([PY, LTNODE, "--seed", d, "--piece-size", str(256 * KIB)]
+                     + shlex.split(self.a.seeder_args or ""), f"seed-{key}", self.logdir)
             self.procs.append(p)
             ready = p.wait_event("ready", 30)
             self.t[key] = p.wait_event("torrent", 300)
@@ -743,6 +743,9 @@ def section(b, systems, started, load_before, load_after):
               f"percentiles over {b.a.reps}×20 samples. MB/s = 10^6 bytes/s. Ratios are "
               f"gateway / other (for times, lower is better).\n")
     md.append("\n".join(lines) + "\n")
+    if b.a.btfs_args or b.a.seeder_args:
+        md.append(f"Flags: btfs-mount `{b.a.btfs_args or ''}`, seeders (ltnode.py) "
+                  f"`{b.a.seeder_args or ''}`.\n")
     md.append(f"Load average before {load_before}, after {load_after} (shared machine).\n")
     for f in b.failures:
         md.append(f"- problem: {f}")
@@ -771,6 +774,9 @@ def main():
                         "or one curl / cat process each")
     p.add_argument("--btfs-args", metavar="FLAGS",
                    help="more flags for btfs-mount serve and the FUSE mounts (e.g. --no-utp)")
+    p.add_argument("--seeder-args", metavar="FLAGS",
+                   help="more flags for the libtorrent seeders (ltnode.py), e.g. --utp-only: "
+                        "every client then reads over uTP")
     p.add_argument("--rows", default="first,cold,random,many",
                    help="comma-separated rows to measure (default: all)")
     p.add_argument("--only", help="comma-separated system labels to run (default: all)")

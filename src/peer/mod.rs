@@ -14,6 +14,8 @@
 //!   loop, metadata, PEX, downloading and uploading.
 //! - [`mse`]: Message Stream Encryption, the obfuscated handshake and RC4
 //!   stream ("BitTorrent protocol encryption").
+//! - [`transport`]: dialling and answering over TCP or uTP, with MSE;
+//!   [`near`]: which peers are dialled over TCP first.
 //!
 //! Errors are [`wire::WireError`]; any error other than I/O or a timeout is a
 //! protocol violation by that peer and should close that one connection.
@@ -22,6 +24,7 @@ pub mod conn;
 pub mod extension;
 pub mod holepunch;
 pub mod mse;
+pub mod near;
 pub mod pex;
 pub(crate) mod session;
 pub mod transport;

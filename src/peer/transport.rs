@@ -9,11 +9,20 @@
 //! peer is remembered ([`Route`]) so the next dial goes straight to it.
 //!
 //! Dialling ([`Transports::dial`]):
-//! 1. the transport: with both on and nothing known of the peer, uTP is
-//!    dialled first and TCP [`TCP_STAGGER`] later, and the first to connect
-//!    wins (the other is dropped). So a uTP-only peer and a TCP-only peer
-//!    are both connected within about a round trip, where a strict "uTP,
-//!    then TCP after a timeout" would cost a TCP-only peer seconds.
+//! 1. the transport: with both on and nothing known of the peer, one is
+//!    dialled first and the other [`STAGGER`] later (or as soon as the
+//!    first fails), and the first to connect wins (the other is dropped).
+//!    So a uTP-only peer and a TCP-only peer are both connected within
+//!    about a round trip, where a strict "one, then the other after a
+//!    timeout" would cost seconds. Which goes first depends on where the
+//!    peer is ([`crate::peer::near`]): TCP to a peer on loopback, a
+//!    private or link-local range or a subnet we are attached to (kernel
+//!    TCP is 2-3 times faster than our userspace uTP there, and neither
+//!    LEDBAT nor a NAT mapping matters); uTP to everyone else, as
+//!    libtorrent and Transmission dial (it yields to other traffic on an
+//!    uplink, some peers accept only uTP, and a BEP 55 relay can pass on
+//!    our address only if our connection to it is uTP). A remembered
+//!    route, or a transport peer exchange names, goes first instead.
 //! 2. the encryption, by [`Policy`]: `prefer` runs MSE offering RC4 and
 //!    plaintext, and on a failure that means "this peer does not speak MSE"
 //!    ([`MseError::retry_plaintext`]) dials again with a plaintext
@@ -39,14 +48,16 @@ use tokio::net::TcpStream;
 use crate::InfoHash;
 use crate::peer::conn::{PeerConn, TransportRead, TransportWrite};
 use crate::peer::mse::{self, Crypto, Inbound, MseError, MseReader, Policy, SkeyTable, Timeouts};
+use crate::peer::near;
 use crate::peer::wire::{Handshake, WireError};
 use crate::utp::{UtpSocket, UtpStream};
 
-/// With nothing known of a peer, how long after starting a uTP dial a TCP
-/// dial starts too (the first to connect wins). Long enough for a uTP
-/// SYN/STATE round trip on a LAN or a near peer, short enough that a
-/// TCP-only peer is not kept waiting.
-pub const TCP_STAGGER: Duration = Duration::from_millis(250);
+/// With nothing known of a peer, how long after starting the dial of the
+/// first transport the other one starts too, unless the first failed
+/// sooner (the first to connect wins). Long enough for a connection and
+/// handshake round trip on a LAN or a near peer, short enough that a peer
+/// without the first transport is not kept waiting.
+pub const STAGGER: Duration = Duration::from_millis(250);
 
 /// The byte transport of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -214,14 +225,13 @@ impl Transports {
                     Ok(c) => Ok(c),
                     Err(e) => on_tcp.await.map_err(|_| e),
                 },
-                // Unknown: uTP now, TCP a moment later, the first wins.
-                None => {
-                    let on_tcp = async {
-                        tokio::time::sleep(TCP_STAGGER).await;
-                        on_tcp.await
-                    };
-                    first_ok(on_utp, on_tcp).await
+                // Unknown: by where the peer is, one now and the other a
+                // moment later (or when the first fails); the first wins.
+                None if near::is_near(addr.ip()) => {
+                    tracing::debug!("{addr}: near, dialling TCP first");
+                    first_ok_staggered(on_tcp, on_utp, STAGGER).await
                 }
+                None => first_ok_staggered(on_utp, on_tcp, STAGGER).await,
             }
         };
         tokio::time::timeout(timeout, steps)
@@ -388,30 +398,34 @@ fn dual_stack(utp: &UtpSocket) -> bool {
     a.is_ipv6() && a.ip().is_unspecified()
 }
 
-/// The first of `a` and `b` to succeed; when both fail, `a`'s error.
-async fn first_ok<T, E>(
-    a: impl Future<Output = Result<T, E>>,
-    b: impl Future<Output = Result<T, E>>,
+/// The first of `first` and `second` to succeed, where `second` starts
+/// `stagger` after `first` or as soon as `first` fails, whichever comes
+/// sooner; when both fail, `first`'s error.
+async fn first_ok_staggered<T, E>(
+    first: impl Future<Output = Result<T, E>>,
+    second: impl Future<Output = Result<T, E>>,
+    stagger: Duration,
 ) -> Result<T, E> {
-    tokio::pin!(a);
-    tokio::pin!(b);
-    let (mut a_err, mut b_done) = (None, false);
+    tokio::pin!(first);
+    tokio::pin!(second);
+    let delay = tokio::time::sleep(stagger);
+    tokio::pin!(delay);
+    let (mut started, mut first_err, mut second_done) = (false, None, false);
     loop {
         tokio::select! {
-            r = &mut a, if a_err.is_none() => match r {
+            r = &mut first, if first_err.is_none() => match r {
                 Ok(v) => return Ok(v),
-                Err(e) if b_done => return Err(e),
-                Err(e) => a_err = Some(e),
+                Err(e) if second_done => return Err(e),
+                Err(e) => {
+                    first_err = Some(e);
+                    started = true;
+                }
             },
-            r = &mut b, if !b_done => match r {
-                Ok(v) => return Ok(v),
-                Err(e) => match a_err.take() {
-                    Some(ae) => return Err(ae),
-                    None => {
-                        b_done = true;
-                        drop(e);
-                    }
-                },
+            () = &mut delay, if !started => started = true,
+            r = &mut second, if started && !second_done => match (r, first_err.take()) {
+                (Ok(v), _) => return Ok(v),
+                (Err(_), Some(fe)) => return Err(fe),
+                (Err(_), None) => second_done = true,
             },
         }
     }
@@ -446,5 +460,98 @@ async fn handshake_in(
 impl<R: TransportRead> TransportRead for MseReader<R> {
     fn after_read(&self) {
         self.get_ref().after_read();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::time::Instant;
+
+    /// A future that records it was polled, then waits `after` and gives
+    /// `r`.
+    async fn step(
+        started: &AtomicBool,
+        after: Duration,
+        r: Result<u8, &'static str>,
+    ) -> Result<u8, &'static str> {
+        started.store(true, Ordering::SeqCst);
+        tokio::time::sleep(after).await;
+        r
+    }
+
+    const LONG: Duration = Duration::from_secs(30);
+    const STAG: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn first_wins_and_second_never_starts() {
+        let (a, b) = (AtomicBool::new(false), AtomicBool::new(false));
+        let r = first_ok_staggered(
+            step(&a, Duration::from_millis(10), Ok(1)),
+            step(&b, Duration::ZERO, Ok(2)),
+            STAG,
+        )
+        .await;
+        assert_eq!(r, Ok(1));
+        assert!(a.load(Ordering::SeqCst));
+        assert!(
+            !b.load(Ordering::SeqCst),
+            "second started before the stagger"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_starts_the_second_at_once() {
+        let (a, b) = (AtomicBool::new(false), AtomicBool::new(false));
+        let t = Instant::now();
+        let r = first_ok_staggered(
+            step(&a, Duration::ZERO, Err("refused")),
+            step(&b, Duration::ZERO, Ok(2)),
+            LONG,
+        )
+        .await;
+        assert_eq!(r, Ok(2));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_silent_first_loses_to_the_second_after_the_stagger() {
+        let (a, b) = (AtomicBool::new(false), AtomicBool::new(false));
+        let t = Instant::now();
+        let r =
+            first_ok_staggered(step(&a, LONG, Ok(1)), step(&b, Duration::ZERO, Ok(2)), STAG).await;
+        assert_eq!(r, Ok(2));
+        let took = t.elapsed();
+        assert!(took >= STAG && took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn both_failing_gives_the_first_error() {
+        let (a, b) = (AtomicBool::new(false), AtomicBool::new(false));
+        // second fails first, then first
+        let r = first_ok_staggered(
+            step(&a, Duration::from_millis(300), Err("first")),
+            step(&b, Duration::ZERO, Err("second")),
+            Duration::from_millis(10),
+        )
+        .await;
+        assert_eq!(r, Err("first"));
+        // first fails first, then second
+        let r = first_ok_staggered(
+            step(&a, Duration::ZERO, Err("first")),
+            step(&b, Duration::from_millis(50), Err("second")),
+            LONG,
+        )
+        .await;
+        assert_eq!(r, Err("first"));
+        // second fails, first then succeeds
+        let r = first_ok_staggered(
+            step(&a, Duration::from_millis(300), Ok(1)),
+            step(&b, Duration::ZERO, Err("second")),
+            Duration::from_millis(10),
+        )
+        .await;
+        assert_eq!(r, Ok(1));
     }
 }

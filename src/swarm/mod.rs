@@ -24,6 +24,9 @@
 //!   blame and strikes.
 //! - [`trees`]: a v2-only torrent's piece layers (BEP 52 hash exchange),
 //!   against which [`verify`] checks its pieces.
+//! - [`block_verify`]: reads of v2 and hybrid torrents answered block by
+//!   block, each block checked against its file's Merkle tree (leaf hashes
+//!   fetched for the blocks under a read), before its piece is complete.
 //! - [`ids`]: the info-hashes a swarm is known by (v1, v2, hybrid).
 //! - [`budget`]: the process-wide memory budget (`--memory-limit`).
 //! - [`cache`]: the cache's byte budget, eviction, pins, LRU order.
@@ -45,6 +48,7 @@ use crate::metainfo::Info;
 use crate::storage::Storage;
 use crate::{InfoHash, PeerId};
 
+mod block_verify;
 pub mod budget;
 mod cache;
 pub(crate) mod discovery;
@@ -159,6 +163,8 @@ struct State {
     reads: read::Reads,
     /// A v2-only torrent's piece layers ([`trees`]).
     trees: trees::Trees,
+    /// Leaf hashes for reads verified block by block ([`block_verify`]).
+    blocks: block_verify::BlockHashes,
 }
 
 /// Counters shown in the progress line and logs.
@@ -253,6 +259,7 @@ impl Swarm {
                 cache: cache::Cache::default(),
                 reads: read::Reads::default(),
                 trees: trees::Trees::default(),
+                blocks: block_verify::BlockHashes::default(),
             }),
             metadata_ready: Notify::new(),
             piece_event: Notify::new(),

@@ -261,17 +261,7 @@ impl Swarm {
             .map(|(a, c)| DialTarget {
                 addr: *a,
                 source: c.source,
-                hint: c.route.or_else(|| {
-                    (c.pex_flags & (FLAG_UTP | FLAG_ENCRYPTION) != 0).then(|| Route {
-                        kind: if c.pex_flags & FLAG_UTP != 0 {
-                            Kind::Utp
-                        } else {
-                            Kind::Tcp
-                        },
-                        mse: (c.pex_flags & FLAG_ENCRYPTION != 0)
-                            .then_some(crate::peer::mse::Crypto::Rc4),
-                    })
-                }),
+                hint: c.route.or_else(|| pex_hint(*a, c.pex_flags)),
             })
             .take(free)
             .collect();
@@ -556,5 +546,42 @@ impl Swarm {
         let st = self.lock();
         let c = st.peers.candidates.get(&addr)?;
         Some((c.connected, c.dialable))
+    }
+}
+
+/// The dialling hint that BEP 11 `added.f` flags give for `addr`, while
+/// no dial has told us what works: `0x04` says the peer supports uTP, and
+/// `0x01` that it prefers encryption. "Supports uTP" is a capability, not
+/// a route: a near peer ([`crate::peer::near`]) still gets the transport
+/// order by nearness (TCP first), so it has no kind hint then.
+fn pex_hint(addr: SocketAddr, flags: u8) -> Option<Route> {
+    let utp = flags & FLAG_UTP != 0;
+    let mse = (flags & FLAG_ENCRYPTION != 0).then_some(crate::peer::mse::Crypto::Rc4);
+    if utp && crate::peer::near::is_near(addr.ip()) || flags & (FLAG_UTP | FLAG_ENCRYPTION) == 0 {
+        return None;
+    }
+    Some(Route {
+        kind: if utp { Kind::Utp } else { Kind::Tcp },
+        mse,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pex_utp_flag_orders_far_peers_only() {
+        let far: SocketAddr = "203.0.113.5:6881".parse().unwrap();
+        let near: SocketAddr = "127.0.0.1:6881".parse().unwrap();
+        assert_eq!(pex_hint(far, FLAG_UTP).map(|r| r.kind), Some(Kind::Utp));
+        assert_eq!(
+            pex_hint(near, FLAG_UTP),
+            None,
+            "near: TCP first by nearness"
+        );
+        let enc = pex_hint(far, FLAG_ENCRYPTION).unwrap();
+        assert_eq!((enc.kind, enc.mse.is_some()), (Kind::Tcp, true));
+        assert_eq!(pex_hint(far, 0), None);
     }
 }

@@ -115,6 +115,10 @@ struct Partial {
     /// The connection each received block came from (by block index), so a
     /// hash failure can be pinned on the peer whose blocks were wrong.
     sources: Vec<Option<ConnId>>,
+    /// Blocks verified alone against their file's Merkle tree (BEP 52,
+    /// see [`super::block_verify`]): readable before the piece is complete,
+    /// while their state is `Received`. Cleared when a block is claimed.
+    alone: Vec<bool>,
 }
 
 /// What happened to a received block.
@@ -163,6 +167,15 @@ pub struct Picker {
     /// until it is choked or closed: blocks reads wait on are shared out
     /// in proportion (see [`Picker::urgent_room`]).
     rates: HashMap<ConnId, f64>,
+    /// The block each urgent piece is picked from first (the first block a
+    /// read waits on, when its blocks are verified alone): blocks are
+    /// asked in order from there, wrapping around.
+    hot: HashMap<u32, u32>,
+    /// Bumped whenever stored bytes may leave the cache or be overwritten
+    /// (a piece completes, fails, is evicted or dropped, a verified block
+    /// is claimed again): a read of partial pieces checks it did not move
+    /// while it read ([`Picker::data_epoch`]).
+    epoch: u64,
 }
 
 impl Picker {
@@ -190,6 +203,8 @@ impl Picker {
             prefetch: false,
             max_partial,
             rates: HashMap::new(),
+            hot: HashMap::new(),
+            epoch: 0,
         }
     }
 
@@ -285,6 +300,7 @@ impl Picker {
     /// Forgets a piece, verified or not (its stored bytes were found wrong
     /// or missing).
     pub fn unset_have(&mut self, index: u32) {
+        self.epoch += 1;
         self.verifying.remove(&index);
         self.unverified.remove(&index);
         if let Some(h) = self.have.get_mut(index as usize)
@@ -327,6 +343,7 @@ impl Picker {
 
     /// A completed piece failed its SHA-1: it becomes missing again.
     pub fn verify_failed(&mut self, index: u32) {
+        self.epoch += 1;
         self.verifying.remove(&index);
     }
 
@@ -340,6 +357,7 @@ impl Picker {
             *n -= 1;
             if *n == 0 {
                 self.urgent.remove(&index);
+                self.hot.remove(&index);
             }
         }
     }
@@ -468,12 +486,17 @@ impl Picker {
                         writing: 0,
                         contributors: Vec::new(),
                         sources: vec![None; nblocks],
+                        alone: vec![false; nblocks],
                     },
                 );
             }
             let size = self.piece_size(p);
+            let hot = self.hot.get(&p).copied().unwrap_or(0) as usize;
             let part = self.partial.get_mut(&p).expect("just inserted");
-            for (b, st) in part.blocks.iter_mut().enumerate() {
+            let n = part.blocks.len();
+            for k in 0..n {
+                let b = (hot + k) % n;
+                let st = &mut part.blocks[b];
                 if out.len() >= max || (urgent && urgent_room == 0) {
                     break;
                 }
@@ -594,6 +617,7 @@ impl Picker {
     /// Forgets every block received from `conns` in pieces still being
     /// assembled (their sender was banned): those blocks are fetched again.
     pub fn discard_blocks_from(&mut self, conns: &[ConnId]) {
+        self.epoch += 1;
         for part in self.partial.values_mut() {
             for (st, src) in part.blocks.iter_mut().zip(part.sources.iter_mut()) {
                 match st {
@@ -652,6 +676,9 @@ impl Picker {
         }
         for i in &drop {
             self.partial.remove(i);
+        }
+        if !drop.is_empty() {
+            self.epoch += 1;
         }
         drop
     }

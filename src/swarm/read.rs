@@ -99,6 +99,10 @@ impl Swarm {
             return Ok(Vec::new());
         }
         let len = (len as u64).min(total - offset) as usize;
+        // v2 and hybrid: the blocks under the read, each verified alone.
+        if let Some(r) = self.read_by_blocks(offset, len).await {
+            return r;
+        }
         let pl = loaded.info.piece_length;
         let (first, last) = pieces_under(pl, offset, offset + len as u64);
         for attempt in 0..2 {

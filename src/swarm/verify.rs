@@ -468,7 +468,7 @@ impl Swarm {
     }
 
     /// One more piece proven bad from `ip`; bans it at [`MAX_STRIKES`].
-    fn strike(&self, ip: IpAddr, index: u32) {
+    pub(super) fn strike(&self, ip: IpAddr, index: u32) {
         let n = {
             let mut st = self.lock();
             let n = st.verify.strikes.entry(ip).or_default();

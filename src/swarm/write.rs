@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use super::block_verify::BlockCheck;
 use super::budget::Reservation;
 use super::hashing::InOrder;
 use super::picker::BlockOutcome;
@@ -60,6 +61,9 @@ pub(super) struct PendingWrite {
     data: Bytes,
     /// The piece's first block: room is made in the cache first.
     first: bool,
+    /// Checked against its leaf hash ([`super::block_verify`]): readable
+    /// once written.
+    alone: bool,
     /// The block's bytes, counted in the memory budget until written.
     _held: Reservation,
 }
@@ -148,6 +152,18 @@ impl Swarm {
             BlockOutcome::Unrequested => return BlockArrival::Unrequested,
             _ => return BlockArrival::Duplicate,
         }
+        // v2 and hybrid: checked alone if its leaf hash is held.
+        let alone = match self.check_block(index, begin, &data) {
+            BlockCheck::Good => true,
+            BlockCheck::Unknown => false,
+            BlockCheck::Bad => {
+                if let Some(p) = self.lock().picker.as_mut() {
+                    p.block_write_failed(index, begin);
+                }
+                self.bad_block(conn, index, begin);
+                return BlockArrival::Duplicate;
+            }
+        };
         let pending = PendingWrite {
             conn,
             index,
@@ -156,6 +172,7 @@ impl Swarm {
             _held: super::budget::global().force(data.len() as u64),
             data,
             first,
+            alone,
         };
         let writer = self.writer.get_or_init(|| Arc::new(Writer::new())).clone();
         match writer.room.acquire().await {
@@ -237,7 +254,7 @@ impl Swarm {
                     Ok(()) => Ok(()),
                     Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
                 };
-                done.push((p.conn, p.index, p.begin, res));
+                done.push(((p.conn, p.index, p.begin, p.alone), res));
             }
         }
         // The blocks' bytes and budget shares go.
@@ -249,24 +266,26 @@ impl Swarm {
     /// they were queued; verifies completed pieces: on this thread when
     /// `hashes` has the piece's SHA-1, else from the storage on another
     /// thread of the blocking pool.
-    fn blocks_written(
-        self: &Arc<Self>,
-        done: Vec<(ConnId, u32, u32, std::io::Result<()>)>,
-        hashes: &mut InOrder,
-    ) {
+    fn blocks_written(self: &Arc<Self>, done: Vec<Written>, hashes: &mut InOrder) {
         let mut complete = Vec::new();
         let mut errors = Vec::new();
+        let mut alone = false;
         {
             let mut guard = self.lock();
             let st = &mut *guard;
-            for (conn, index, begin, res) in done {
+            for ((conn, index, begin, verified), res) in done {
                 match res {
                     Ok(()) => {
-                        if let Some(p) = st.picker.as_mut()
-                            && let BlockOutcome::Complete { index, sources, .. } =
-                                p.block_written(conn, index, begin)
-                        {
-                            complete.push((index, sources));
+                        if let Some(p) = st.picker.as_mut() {
+                            match p.block_written(conn, index, begin) {
+                                BlockOutcome::Complete { index, sources, .. } => {
+                                    complete.push((index, sources));
+                                }
+                                BlockOutcome::Stored if verified => {
+                                    alone |= p.mark_verified_alone(index, begin);
+                                }
+                                _ => {}
+                            }
                         }
                     }
                     Err(e) => {
@@ -286,7 +305,7 @@ impl Swarm {
                 self.info_hash
             );
         }
-        if !errors.is_empty() {
+        if !errors.is_empty() || alone {
             self.piece_event.notify_waiters();
         }
         for (index, sources) in complete {
@@ -297,6 +316,10 @@ impl Swarm {
         }
     }
 }
+
+/// A written block: (sender, piece, offset in the piece, verified alone),
+/// and how its write went.
+type Written = ((ConnId, u32, u32, bool), std::io::Result<()>);
 
 /// The writer's thread (see the module docs): takes every block queued
 /// since its last pass (at most [`QUEUE_BLOCKS`]) and writes them, until

@@ -22,7 +22,11 @@
 //!   connections per remote IP, and keeps at most
 //!   [`UtpConfig::accept_backlog`] connections waiting for `accept`;
 //! - every stream carries a permit of a per-socket limit
-//!   ([`UtpConfig::max_connections`]), released when the stream is dropped.
+//!   ([`UtpConfig::max_connections`]), released when the stream is dropped;
+//! - the UDP socket is bound here, not by the crate, so that its kernel
+//!   buffers are ours to size ([`UtpConfig::udp_send_buffer`],
+//!   [`UtpConfig::udp_recv_buffer`]): the crate drops a datagram the kernel
+//!   does not take at once and leaves it to the retransmission timer.
 //!
 //! A [`UtpStream`] implements `tokio::io::AsyncRead + AsyncWrite + Unpin +
 //! Send + 'static`, so the peer session and MSE run over it as over a

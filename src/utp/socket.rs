@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use librqbit_utp::{SocketOpts, UtpSocketUdp, UtpSocketUdpOpts};
+use librqbit_utp::{SocketOpts, UtpSocketUdp};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -67,6 +67,18 @@ pub struct UtpConfig {
     /// Send buffer of each connection in bytes (written but not yet
     /// acknowledged); a write waits when it is full. Default 1 MiB.
     pub send_buffer: usize,
+    /// `SO_SNDBUF` asked for the UDP socket, in bytes: datagrams of every
+    /// connection queued in the kernel. When it is full, librqbit-utp 0.7
+    /// drops the datagram ("UDP socket full, could not send packet") and
+    /// sends it again only on its retransmission timeout, so a small one
+    /// stalls many busy connections at once. The kernel caps it at
+    /// `net.core.wmem_max` (and doubles it for its bookkeeping). Default
+    /// 4 MiB.
+    pub udp_send_buffer: usize,
+    /// `SO_RCVBUF` asked for the UDP socket, in bytes: datagrams received
+    /// but not yet read by the socket's task; beyond it the kernel drops
+    /// them. Capped at `net.core.rmem_max`. Default 4 MiB.
+    pub udp_recv_buffer: usize,
 }
 
 impl Default for UtpConfig {
@@ -77,6 +89,8 @@ impl Default for UtpConfig {
             accept_backlog: 32,
             recv_window: 1 << 20,
             send_buffer: 1 << 20,
+            udp_send_buffer: 4 << 20,
+            udp_recv_buffer: 4 << 20,
         }
     }
 }
@@ -212,8 +226,17 @@ impl UtpSocket {
         };
         nz(config.max_per_ip, "max_per_ip")?;
         nz(config.accept_backlog, "accept_backlog")?;
-        let inner = UtpSocketUdp::new_udp_with_opts(addr, opts, UtpSocketUdpOpts::default())
-            .await
+        let udp = librqbit_dualstack_sockets::UdpSocket::bind_udp(
+            addr,
+            librqbit_dualstack_sockets::BindOpts {
+                request_dualstack: true,
+                reuseport: false,
+                device: None,
+            },
+        )
+        .map_err(|e| bind_err(e.to_string()))?;
+        configure_udp(udp.socket(), addr.is_ipv4(), &config);
+        let inner = UtpSocketUdp::new_with_opts(udp, Default::default(), opts)
             .map_err(|e| bind_err(e.to_string()))?;
         let local = inner.bind_addr();
         let (tx, rx) = mpsc::channel(config.accept_backlog);
@@ -302,6 +325,86 @@ impl Drop for UtpSocket {
     fn drop(&mut self) {
         self.accept_task.abort();
         self.cancel.cancel();
+    }
+}
+
+/// What librqbit-utp's own `new_udp_with_opts` sets on its socket, with
+/// our buffer sizes: don't-fragment (its path-MTU probing needs it) and
+/// `SO_SNDBUF`/`SO_RCVBUF` from `config` (logged when the kernel gives
+/// less). Failures are logged, not fatal: the socket works with the
+/// defaults, only slower under load.
+fn configure_udp(sock: &tokio::net::UdpSocket, v4: bool, config: &UtpConfig) {
+    let s = socket2::SockRef::from(sock);
+    if let Err(e) = set_dontfrag(sock, v4) {
+        tracing::debug!("uTP: cannot set don't-fragment: {e}");
+    }
+    let set = |what: &str,
+               want: usize,
+               set: &dyn Fn(usize) -> io::Result<()>,
+               get: &dyn Fn() -> io::Result<usize>| {
+        if let Err(e) = set(want) {
+            tracing::warn!("uTP: cannot set the UDP {what} to {want} bytes: {e}");
+        }
+        match get() {
+            // Linux reports twice what it grants (bookkeeping included)
+            Ok(got) if got >= want => tracing::debug!("uTP: UDP {what} {got} bytes"),
+            Ok(got) => tracing::info!(
+                "uTP: UDP {what} is {got} bytes, {want} asked for (raise net.core.{}_max)",
+                if what == "send buffer" {
+                    "wmem"
+                } else {
+                    "rmem"
+                }
+            ),
+            Err(e) => tracing::debug!("uTP: cannot read the UDP {what}: {e}"),
+        }
+    };
+    set(
+        "send buffer",
+        config.udp_send_buffer,
+        &|n| s.set_send_buffer_size(n),
+        &|| s.send_buffer_size(),
+    );
+    set(
+        "receive buffer",
+        config.udp_recv_buffer,
+        &|n| s.set_recv_buffer_size(n),
+        &|| s.recv_buffer_size(),
+    );
+}
+
+/// Don't-fragment on `sock`: `IP_MTU_DISCOVER` (or `IPV6_MTU_DISCOVER`)
+/// = `IP_PMTUDISC_DO`, as the `dontfrag` crate under librqbit-utp sets it.
+fn set_dontfrag(sock: &tokio::net::UdpSocket, v4: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if v4 {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    };
+    // SAFETY: a valid open fd (borrowed from `sock`), and a pointer to a
+    // c_int with its exact length, as setsockopt(2) reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

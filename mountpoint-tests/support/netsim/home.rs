@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::bridge::{BRIDGE_HOME, add_bridge};
 use super::sys::{self, run_with_stdin};
 use super::{
     HomeOpts, Host, INET_NS, Iface, Inner, Internet, Link, MINIUPNPD_HTTP_PORT, STUN_IPS,
@@ -24,6 +25,11 @@ use crate::support::{Child, wait_until};
 /// leave a conntrack entry that takes the external port of a later outbound
 /// flow to the same peer (seen as a new mapping, which breaks holepunching),
 /// or that shadows a port mapping added later.
+///
+/// The forward chain lets the LAN out and lets hosts of the LAN reach each
+/// other: with `br_netfilter` loaded (it is on the CI machine), frames
+/// bridged between two ports of `lan` pass this hook too, as `lan` to
+/// `lan`, and a home LAN that drops them is not a home LAN.
 const ROUTER_RULESET: &str = r#"
 table inet filter {
     chain miniupnpd {
@@ -40,7 +46,7 @@ table inet filter {
     chain forward {
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
-        iifname "lan" oifname "wan" accept
+        iifname "lan" oifname { "lan", "wan" } accept
         jump miniupnpd
     }
 }
@@ -105,7 +111,7 @@ impl Internet {
         let net6 = (!opts.ipv4_only).then(|| dec_hex(100 + u32::from(k)));
         let gw4 = Ipv4Addr::new(10, 0, k, 1);
         let gw6 = net6.map(|g| Ipv6Addr::new(0x2001, 0xdb8, g, 0, 0, 0, 0, 1));
-        ipn(&gw_ns, "link add lan type bridge mcast_snooping 0");
+        add_bridge(&gw_ns, "lan", BRIDGE_HOME, u32::from(k));
         ipn(&gw_ns, "link set lan up");
         ipn(&gw_ns, &format!("addr add {gw4}/24 dev lan"));
         if let (Some(g), Some(gw6)) = (net6, gw6) {

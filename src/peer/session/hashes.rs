@@ -30,6 +30,17 @@ impl Session {
         while let Some(req) = self.swarm.next_hash_request(self.id) {
             send(w, &HashMessage::Request(req).to_message()).await?;
         }
+        // Leaf hashes for reads verified block by block: only over a
+        // connection on the v2 info-hash.
+        if !self.swarm.is_v2_handshake(&self.handshake_hash) {
+            return Ok(());
+        }
+        while let Some(req) = self
+            .swarm
+            .next_block_hash_request(self.id, &|i| self.peer_has(i))
+        {
+            send(w, &HashMessage::Request(req).to_message()).await?;
+        }
         Ok(())
     }
 
@@ -81,7 +92,11 @@ impl Session {
                 send(w, &reply.to_message()).await?;
             }
             HashMessage::Hashes { request, hashes } => {
-                match self.swarm.on_hashes(self.id, &request, &hashes) {
+                let res = match self.swarm.on_block_hashes(self.id, &request, &hashes) {
+                    Some(r) => r,
+                    None => self.swarm.on_hashes(self.id, &request, &hashes),
+                };
+                match res {
                     Ok(()) => self.request_hashes(w).await?,
                     Err(e) => {
                         self.bad_hashes += 1;
@@ -103,7 +118,9 @@ impl Session {
                     self.swarm.info_hash,
                     self.addr
                 );
-                self.swarm.on_hash_reject(self.id, &req);
+                if !self.swarm.on_block_hash_reject(self.id, &req) {
+                    self.swarm.on_hash_reject(self.id, &req);
+                }
             }
         }
         Ok(())

@@ -184,6 +184,7 @@ pub(crate) async fn run(
     );
     let mut s = Session::new(swarm.clone(), id, addr);
     s.utp = route.kind == Kind::Utp;
+    s.handshake_hash = theirs.info_hash;
     // What other peers learn of this one (BEP 11 `added.f`).
     if route.kind == Kind::Utp {
         s.pex_flags |= pex_wire::FLAG_UTP;
@@ -369,6 +370,10 @@ struct Session {
     our_ip: Option<IpAddr>,
     /// Whether this connection runs over uTP.
     utp: bool,
+    /// The info-hash the peer's handshake named: hash messages (BEP 52)
+    /// go only over a connection on the truncated v2 info-hash (libtorrent
+    /// drops a v1 connection of a hybrid that sends one).
+    handshake_hash: crate::InfoHash,
     /// Their `ut_holepunch` extension id (BEP 55), if they speak it.
     their_ut_holepunch: Option<u8>,
     /// Where the swarm hands this session holepunch messages for its peer
@@ -379,6 +384,7 @@ struct Session {
 impl Session {
     fn new(swarm: Arc<Swarm>, id: ConnId, addr: SocketAddr) -> Session {
         let now = Instant::now();
+        let swarm_ih = swarm.info_hash;
         Session {
             swarm,
             id,
@@ -418,6 +424,7 @@ impl Session {
             last_pex_recv: None,
             our_ip: None,
             utp: false,
+            handshake_hash: swarm_ih,
             their_ut_holepunch: None,
             hp_outbox: None,
         }

@@ -35,6 +35,9 @@ impl Picker {
         ) {
             return BlockOutcome::Duplicate;
         }
+        if std::mem::take(&mut part.alone[b]) {
+            self.epoch += 1;
+        }
         part.blocks[b] = BlockState::Writing {
             conn,
             discard: false,
@@ -71,6 +74,7 @@ impl Picker {
         }
         let part = self.partial.remove(&index).expect("present");
         self.verifying.insert(index);
+        self.epoch += 1;
         BlockOutcome::Complete {
             index,
             contributors: part.contributors,
@@ -92,5 +96,71 @@ impl Picker {
             *st = BlockState::Missing;
             part.writing -= 1;
         }
+    }
+
+    /// Block `begin` of piece `index`, written and received, was verified
+    /// alone against its file's Merkle tree: true when it is still
+    /// received (not claimed again, the piece not completed meanwhile).
+    pub fn mark_verified_alone(&mut self, index: u32, begin: u32) -> bool {
+        let b = (begin / BLOCK) as usize;
+        match self.partial.get_mut(&index) {
+            Some(part) if matches!(part.blocks.get(b), Some(BlockState::Received)) => {
+                part.alone[b] = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the bytes `[start, end)` of piece `index` (offsets within the
+    /// piece) can be read: the piece is had, or every block under the range
+    /// is received and verified alone.
+    pub fn range_readable(&self, index: u32, start: u32, end: u32) -> bool {
+        if self.has(index) {
+            return true;
+        }
+        let Some(part) = self.partial.get(&index) else {
+            return false;
+        };
+        let (first, last) = ((start / BLOCK) as usize, (end.max(start + 1) - 1) / BLOCK);
+        (first..=last as usize).all(|b| {
+            matches!(part.blocks.get(b), Some(BlockState::Received))
+                && part.alone.get(b).copied().unwrap_or(false)
+        })
+    }
+
+    /// Blocks of piece `index` received but not verified alone yet (their
+    /// `begin` offsets): written before their hashes came.
+    pub fn received_unverified(&self, index: u32) -> Vec<u32> {
+        self.partial.get(&index).map_or_else(Vec::new, |part| {
+            (0..part.blocks.len())
+                .filter(|&b| matches!(part.blocks[b], BlockState::Received) && !part.alone[b])
+                .map(|b| b as u32 * BLOCK)
+                .collect()
+        })
+    }
+
+    /// Blocks of piece `index` asked of a peer, being written or received
+    /// (0 for a piece not in progress).
+    pub fn blocks_under_way(&self, index: u32) -> u32 {
+        self.partial.get(&index).map_or(0, |part| {
+            part.blocks
+                .iter()
+                .filter(|b| !matches!(b, BlockState::Missing))
+                .count() as u32
+        })
+    }
+
+    /// The urgent piece `index` is picked from block `block` on first.
+    pub fn set_hot(&mut self, index: u32, block: u32) {
+        if self.urgent.contains_key(&index) {
+            self.hot.insert(index, block);
+        }
+    }
+
+    /// See the `epoch` field: equal before and after a read of stored
+    /// bytes means nothing under it changed.
+    pub fn data_epoch(&self) -> u64 {
+        self.epoch
     }
 }
