@@ -34,7 +34,15 @@ def main(argv):
     p.add_argument("--work", required=True, help="scratch directory")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--pieces", default="256k,4m",
+                   help="piece sizes to measure, comma-separated (256k, 4m)")
+    p.add_argument("--arg", action="append", default=[], metavar="ARG",
+                   help="one more argument for every btfs-mount binary (repeatable), e.g. "
+                        "--arg=--no-utp: every binary gets the same")
     args = p.parse_args(argv)
+    labels = [x for x in args.pieces.split(",") if x]
+    if not set(labels) <= {"256k", "4m"}:
+        p.error("--pieces takes 256k and 4m")
     bins = [b.split("=", 1) for b in args.bin]
     first = bins[0][1]
     bargs = argparse.Namespace(bin=first, work=args.work, reps=args.reps,
@@ -42,11 +50,12 @@ def main(argv):
                                btfs_cap_seconds=0, skip_btfs=True, out=None)
     load_before = " ".join(open("/proc/loadavg").read().split()[:3])
     b = bench.Bench(bargs)
+    b.extra_args = list(args.arg)
     rows = {}
     try:
         b.make_data()
         b.start_swarm()
-        for label in ("256k", "4m"):
+        for label in labels:
             for i in range(args.reps):
                 for name, path in bins:
                     b.bin = os.path.realpath(path)
@@ -62,11 +71,12 @@ def main(argv):
         m = statistics.median(xs)
         return f"{m * scale:.{digits}f} ({min(xs) * scale:.{digits}f}–{max(xs) * scale:.{digits}f})"
 
+    extra = f", every binary run with `{' '.join(args.arg)}`" if args.arg else ", default flags"
     print(f"cold read of {args.size_mib} MiB, {args.reps} repetitions per binary and piece size, "
-          f"binaries taking turns; load average before {load_before}, after {load_after}\n")
+          f"binaries taking turns{extra}; load average before {load_before}, after {load_after}\n")
     print("| binary | pieces | peak RSS, VmHWM (MiB) | cold read (MB/s) | CPU s |")
     print("|---|---|---|---|---|")
-    for label in ("256k", "4m"):
+    for label in labels:
         for name, _ in bins:
             xs = rows[(name, label)]
             print(f"| {name} | {label} | {cell([x[1] for x in xs], 1 / MIB, 1)} | "

@@ -43,6 +43,21 @@ pub trait Storage: Send + Sync + 'static {
     /// neither read for a reader nor uploaded before it verifies. Errors:
     /// the underlying I/O error (ENOSPC), `InvalidInput` past the end.
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Writes `blocks` back to back from absolute offset `offset`, as
+    /// [`Storage::write_at`] of their concatenation would, without copying
+    /// them together: the received blocks of one run of a piece, written
+    /// in one system call per file where the storage can
+    /// ([`FileStorage`]: `pwritev`). The default writes each in turn.
+    /// Errors: as [`Storage::write_at`]; after an error, any part of the
+    /// range may have been written.
+    fn write_vectored_at(&self, offset: u64, blocks: &[&[u8]]) -> io::Result<()> {
+        let mut at = offset;
+        for b in blocks {
+            self.write_at(at, b)?;
+            at += b.len() as u64;
+        }
+        Ok(())
+    }
     /// Fills `buf` from absolute offset `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// The persisted bitfield of the pieces stored (BEP 3 layout: high bit

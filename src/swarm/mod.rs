@@ -19,6 +19,7 @@
 //!   next, a block arrived, what we have, may we upload).
 //! - [`picker`]: which blocks to request, by priority.
 //! - [`write`]: received blocks to the cache, as they arrive.
+//! - [`hashing`]: the SHA-1 of pieces computed as their blocks are written.
 //! - [`verify`]: hashing completed and cached pieces from the cache,
 //!   blame and strikes.
 //! - [`trees`]: a v2-only torrent's piece layers (BEP 52 hash exchange),
@@ -51,6 +52,7 @@ mod block_verify;
 pub mod budget;
 mod cache;
 pub(crate) mod discovery;
+mod hashing;
 mod holepunch;
 mod ids;
 mod metadata;
@@ -175,6 +177,12 @@ pub(crate) struct Counters {
     /// Cached pieces hashed since the start (by reads or the background
     /// verifier), each at most once.
     pub cached_hashed: AtomicU64,
+    /// Downloaded pieces verified by the SHA-1 the writer computed as
+    /// their blocks were written ([`hashing`]).
+    pub hashed_as_written: AtomicU64,
+    /// Downloaded (or locally copied) pieces hashed by reading them back
+    /// from the storage.
+    pub hashed_read_back: AtomicU64,
 }
 
 /// A snapshot of a swarm for progress output.
@@ -221,9 +229,9 @@ pub(crate) struct Swarm {
     /// Connections assembling the metadata now (see
     /// [`Swarm::metadata_permit`]).
     metadata_assemblers: AtomicUsize,
-    /// The queue of the swarm's cache writer ([`write`]), started on the
+    /// The swarm's cache writer ([`write`]), created on the
     /// first block received.
-    writer: OnceLock<write::WriterTx>,
+    writer: OnceLock<Arc<write::Writer>>,
 }
 
 impl Swarm {
@@ -292,6 +300,17 @@ impl Swarm {
 
     /// Stops every task of this swarm and saves the resume bitfield.
     pub fn stop(&self) {
+        let (written, read_back) = (
+            self.counters.hashed_as_written.load(Ordering::Relaxed),
+            self.counters.hashed_read_back.load(Ordering::Relaxed),
+        );
+        if written + read_back > 0 {
+            tracing::info!(
+                "{}: {} downloaded pieces hashed: {written} as their blocks were written, {read_back} read back from the cache",
+                self.info_hash,
+                written + read_back
+            );
+        }
         self.shutdown.send_replace(true);
         self.save_resume();
         self.piece_event.notify_waiters();

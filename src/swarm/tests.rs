@@ -25,9 +25,9 @@ fn piece_lists_stay_short() {
     );
 }
 
-const PL: usize = 32 * 1024; // two 16 KiB blocks per piece
+pub(super) const PL: usize = 32 * 1024; // two 16 KiB blocks per piece
 
-fn piece(i: u32) -> Vec<u8> {
+pub(super) fn piece(i: u32) -> Vec<u8> {
     (0..PL).map(|j| (i as usize * 7 + j * 13) as u8).collect()
 }
 
@@ -72,7 +72,7 @@ async fn settle(s: &Swarm, have: impl Fn(&Picker) -> bool) {
 }
 
 /// Waits until `cond` (which may lock the swarm) holds.
-async fn wait(cond: impl Fn() -> bool) {
+pub(super) async fn wait(cond: impl Fn() -> bool) {
     for _ in 0..200 {
         if cond() {
             return;

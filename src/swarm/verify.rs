@@ -260,6 +260,32 @@ impl Swarm {
         tokio::task::spawn_blocking(move || swarm.verify_blocking(index, sources));
     }
 
+    /// Verifies downloaded piece `index` (as [`Swarm::verify_downloaded`])
+    /// whose SHA-1 the writer computed as its blocks were written (`sha1`,
+    /// see [`super::hashing`]): a match is the piece verified, on this
+    /// thread, without reading it back whole. A mismatch (or a v2-only
+    /// piece, checked against its Merkle root) is decided as before, by
+    /// hashing the piece from the storage on another thread: what the
+    /// storage holds is what is served, and a failure is blamed as
+    /// [`Swarm::verify_downloaded`] says. Runs blocking I/O.
+    pub(super) fn verify_hashed(
+        self: &Arc<Self>,
+        index: u32,
+        sources: Vec<ConnId>,
+        sha1: [u8; 20],
+    ) {
+        let Some(loaded) = self.loaded() else { return };
+        let info = &loaded.info;
+        if info.version != crate::metainfo::MetaVersion::V2 && sha1 == info.piece_hash(index) {
+            self.counters
+                .hashed_as_written
+                .fetch_add(1, Ordering::Relaxed);
+            self.piece_verified(index, &sources);
+        } else {
+            self.verify_downloaded(index, sources);
+        }
+    }
+
     /// [`Swarm::verify_downloaded`], on the calling (blocking) thread.
     fn verify_blocking(self: &Arc<Self>, index: u32, sources: Vec<ConnId>) {
         let Some(loaded) = self.loaded() else { return };
@@ -271,6 +297,9 @@ impl Swarm {
             let _work = super::budget::global().force(HASH_CHUNK as u64);
             self.piece_is_good(index)
         };
+        self.counters
+            .hashed_read_back
+            .fetch_add(1, Ordering::Relaxed);
         let ok = match hashed {
             Ok(Some(g)) => g,
             // a v2 piece whose layer is not held yet: dropped, nobody blamed
@@ -287,17 +316,13 @@ impl Swarm {
                 return;
             }
         };
-        let block_hashes = || -> Vec<[u8; 20]> {
-            let _work = super::budget::global().force(u64::from(BLOCK));
-            stored_block_hashes(&*storage, offset, size).unwrap_or_default()
-        };
         if !ok {
             self.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
             let senders: HashSet<IpAddr> = ips.iter().flatten().copied().collect();
             if senders.len() > 1 {
                 let attempt: Attempt = ips
                     .iter()
-                    .zip(block_hashes())
+                    .zip(block_hashes(&*storage, offset, size))
                     .filter_map(|(ip, h)| ip.map(|ip| (ip, h)))
                     .collect();
                 let mut st = self.lock();
@@ -331,12 +356,23 @@ impl Swarm {
             }
             return;
         }
+        self.piece_verified(index, &sources);
+    }
+
+    /// Downloaded piece `index` verified, its blocks from `sources` (one
+    /// per 16 KiB block): earlier failed attempts are settled (smart ban),
+    /// the piece is stored in the cache (within its bound) and advertised.
+    /// Runs blocking I/O.
+    fn piece_verified(self: &Arc<Self>, index: u32, sources: &[ConnId]) {
+        let Some(loaded) = self.loaded() else { return };
+        let size = loaded.info.piece_size(index) as u32;
+        let offset = u64::from(index) * loaded.info.piece_length;
         // Its senders served good data: PEX may pass them on.
-        self.lock().peers.mark_useful(&sources);
+        self.lock().peers.mark_useful(sources);
         // Verified: settle earlier failed attempts of this piece.
         let tries = self.lock().verify.suspects.remove(&index);
         if let Some(tries) = tries {
-            let good = block_hashes();
+            let good = block_hashes(&*loaded.storage, offset, size);
             let mut culprits = HashSet::new();
             for attempt in tries {
                 for ((ip, h), g) in attempt.iter().zip(&good) {
@@ -466,6 +502,14 @@ pub(super) fn hash_stored(
         done += n as u64;
     }
     Ok(h.finalize().into())
+}
+
+/// The SHA-1 of each 16 KiB block of the `size`-byte piece at absolute
+/// `offset` of `storage` (for the smart ban), within the memory budget;
+/// empty if the storage fails.
+fn block_hashes(storage: &dyn crate::storage::Storage, offset: u64, size: u32) -> Vec<[u8; 20]> {
+    let _work = super::budget::global().force(u64::from(BLOCK));
+    stored_block_hashes(storage, offset, size).unwrap_or_default()
 }
 
 /// The SHA-1 of each 16 KiB block of the `size`-byte piece at absolute

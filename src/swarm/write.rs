@@ -3,33 +3,53 @@
 //! block is taken by the picker (so two copies of one block are never
 //! written at once), queued for the swarm's writer, written off the async
 //! threads, then counted as received; the piece's last block starts its
-//! verification from the storage ([`super::verify`]). Until a piece
-//! verifies, its bytes in the storage are neither read for a reader nor
-//! uploaded.
+//! verification ([`super::verify`]). Until a piece verifies, its bytes in
+//! the storage are neither read for a reader nor uploaded.
 //!
 //! Why one writer per swarm rather than a write per block: at loopback
 //! rates a peer sends a block every ~100 µs, and a round trip through the
 //! blocking pool for each one, awaited by the peer's task, cost 40 % of
 //! the throughput (issue 19). The writer takes every block queued since
-//! its last pass and writes them in one blocking call, while the peers'
-//! tasks go on reading their sockets. The queue is bounded
-//! ([`QUEUE_BLOCKS`]) and its blocks count in the memory budget, so a
-//! slow disk slows the peers down (their tasks wait to queue) instead of
-//! filling memory.
+//! its last pass and writes them in one go (adjacent blocks of one file in
+//! one `pwritev`), while the peers' tasks go on reading their sockets. It
+//! runs on a thread of the blocking pool that stays while blocks keep
+//! coming (it waits up to [`WRITER_IDLE`] for the next one): a block then
+//! costs its peer's task one queue push and, at most, one wake-up of that
+//! thread, and no hop back to the async threads. The writer also counts
+//! the blocks written (picker) and hashes each piece as its blocks are
+//! written ([`super::hashing`]; a block that came ahead of the hash is
+//! read back when the hash gets to it): a complete piece is verified on
+//! the spot, without reading it back whole. A piece whose hash was
+//! dropped (a block written again) is hashed from the storage on another
+//! thread of the pool.
+//!
+//! The queue is bounded ([`QUEUE_BLOCKS`]) and its blocks count in the
+//! memory budget, so a slow disk slows the peers down (their tasks wait
+//! for room) instead of filling memory.
 
-use std::sync::{Arc, Weak};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 
 use super::block_verify::BlockCheck;
 use super::budget::Reservation;
+use super::hashing::InOrder;
 use super::picker::BlockOutcome;
 use super::{BlockArrival, ConnId, Swarm};
+use crate::metainfo::MetaVersion;
 
 /// Most blocks queued for the writer of one swarm: 64 blocks of 16 KiB,
 /// 1 MiB. A peer task that finds the queue full waits (back-pressure).
 pub(super) const QUEUE_BLOCKS: usize = 64;
+
+/// How long the writer's thread waits for the next block before it goes
+/// back to the blocking pool (the next block starts it again). Short, so
+/// that an idle swarm holds no thread and a runtime shutting down waits
+/// for it no longer than this.
+pub(super) const WRITER_IDLE: Duration = Duration::from_millis(100);
 
 /// A block claimed by the picker, on its way to the storage.
 pub(super) struct PendingWrite {
@@ -48,18 +68,53 @@ pub(super) struct PendingWrite {
     _held: Reservation,
 }
 
-/// The sending side of a swarm's writer (see the module docs), started on
-/// the first block.
-pub(super) type WriterTx = mpsc::Sender<PendingWrite>;
+/// The writer of one swarm (see the module docs), created on its first
+/// block.
+pub(super) struct Writer {
+    /// Free places in the queue ([`QUEUE_BLOCKS`]): a peer's task takes
+    /// one per block, waiting while there is none.
+    room: Semaphore,
+    queue: Mutex<Queue>,
+    /// Signalled when a block is queued while the writer's thread waits.
+    more: Condvar,
+    /// The in-order hashes of the pieces being written; used by the
+    /// writer's thread only.
+    hashes: Mutex<InOrder>,
+}
+
+/// The writer's queue and whether a thread serves it.
+#[derive(Default)]
+struct Queue {
+    blocks: VecDeque<PendingWrite>,
+    /// A thread of the blocking pool runs [`run_writer`].
+    running: bool,
+    /// That thread waits on [`Writer::more`].
+    waiting: bool,
+}
+
+impl Writer {
+    pub(super) fn new() -> Writer {
+        Writer {
+            room: Semaphore::new(QUEUE_BLOCKS),
+            queue: Mutex::new(Queue::default()),
+            more: Condvar::new(),
+            hashes: Mutex::new(InOrder::default()),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 impl Swarm {
     /// A block that connection `conn` requested arrived: claimed, then
     /// queued for the swarm's writer, which writes it to the storage off
     /// the async threads and counts it (see the module docs). Waits only
     /// while the writer's queue is full. A block that completes its piece
-    /// starts the piece's verification (see [`Swarm::verify_downloaded`]).
-    /// A block that cannot be written (ENOSPC) becomes missing again and
-    /// fails the reads waiting on its piece with that error.
+    /// starts the piece's verification. A block that cannot be written
+    /// (ENOSPC) becomes missing again and fails the reads waiting on its
+    /// piece with that error.
     ///
     /// Returns [`BlockArrival::Stored`] for a block taken for writing,
     /// [`BlockArrival::Duplicate`] for one already received or being
@@ -119,27 +174,99 @@ impl Swarm {
             first,
             alone,
         };
-        let tx = self
-            .writer
-            .get_or_init(|| {
-                let (tx, rx) = mpsc::channel(QUEUE_BLOCKS);
-                tokio::spawn(run_writer(Arc::downgrade(self), rx));
-                tx
-            })
-            .clone();
-        if tx.send(pending).await.is_err() {
-            // The writer is gone: only when the runtime shuts down.
-            if let Some(p) = self.lock().picker.as_mut() {
-                p.block_write_failed(index, begin);
+        let writer = self.writer.get_or_init(|| Arc::new(Writer::new())).clone();
+        match writer.room.acquire().await {
+            Ok(permit) => permit.forget(), // given back when the writer takes the block
+            Err(_) => unreachable!("the writer's semaphore is never closed"),
+        }
+        let (start, wake) = {
+            let mut q = writer.queue();
+            q.blocks.push_back(pending);
+            if q.running {
+                (false, std::mem::take(&mut q.waiting))
+            } else {
+                q.running = true;
+                (true, false)
             }
-            return BlockArrival::Duplicate;
+        };
+        if wake {
+            writer.more.notify_one();
+        }
+        if start {
+            let swarm = Arc::downgrade(self);
+            tokio::task::spawn_blocking(move || run_writer(swarm, writer));
         }
         BlockArrival::Stored
     }
 
+    /// Writes `batch` (drained) to the storage, adjacent blocks of one
+    /// file in one call, feeds the pieces' hashes, then counts the blocks
+    /// (see [`Swarm::blocks_written`]). Runs blocking I/O.
+    fn write_batch(self: &Arc<Self>, batch: &mut Vec<PendingWrite>, hashes: &Mutex<InOrder>) {
+        let Some(loaded) = self.loaded() else {
+            // Blocks are claimed only once the metadata is loaded.
+            batch.clear();
+            return;
+        };
+        if batch.iter().any(|p| p.first) {
+            // Room first, so the cache never holds more than its bound
+            // (pieces being read excepted: they are kept anyway).
+            self.evict_over_budget();
+        }
+        let info = &loaded.info;
+        // A v2-only piece is checked against its Merkle root instead.
+        let sha1 = info.version != MetaVersion::V2;
+        let mut hashes = hashes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = Vec::with_capacity(batch.len());
+        let mut rest = &batch[..];
+        while !rest.is_empty() {
+            // A run of blocks back to back in the piece space.
+            let mut n = 1;
+            while n < rest.len()
+                && rest[n].offset == rest[n - 1].offset + rest[n - 1].data.len() as u64
+            {
+                n += 1;
+            }
+            let (run, next) = rest.split_at(n);
+            rest = next;
+            let res = if let [p] = run {
+                loaded.storage.write_at(p.offset, &p.data)
+            } else {
+                let blocks: Vec<&[u8]> = run.iter().map(|p| &p.data[..]).collect();
+                loaded.storage.write_vectored_at(run[0].offset, &blocks)
+            };
+            for p in run {
+                if sha1 {
+                    match res {
+                        Ok(()) => {
+                            let at = u64::from(p.index) * info.piece_length;
+                            let mut read = |begin: u32, buf: &mut [u8]| {
+                                let _work = super::budget::global().force(buf.len() as u64);
+                                loaded.storage.read_at(at + u64::from(begin), buf)
+                            };
+                            let size = info.piece_size(p.index) as u32;
+                            hashes.written(p.index, p.begin, &p.data, size, &mut read)
+                        }
+                        Err(_) => hashes.forget(p.index),
+                    }
+                }
+                let res = match &res {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                };
+                done.push(((p.conn, p.index, p.begin, p.alone), res));
+            }
+        }
+        // The blocks' bytes and budget shares go.
+        batch.clear();
+        self.blocks_written(done, &mut hashes);
+    }
+
     /// Counts blocks the writer wrote (or failed to write), in the order
-    /// they were queued; starts the verification of completed pieces.
-    fn blocks_written(self: &Arc<Self>, done: Vec<Written>) {
+    /// they were queued; verifies completed pieces: on this thread when
+    /// `hashes` has the piece's SHA-1, else from the storage on another
+    /// thread of the blocking pool.
+    fn blocks_written(self: &Arc<Self>, done: Vec<Written>, hashes: &mut InOrder) {
         let mut complete = Vec::new();
         let mut errors = Vec::new();
         let mut alone = false;
@@ -182,7 +309,10 @@ impl Swarm {
             self.piece_event.notify_waiters();
         }
         for (index, sources) in complete {
-            self.verify_downloaded(index, sources);
+            match hashes.take(index) {
+                Some(sha1) => self.verify_hashed(index, sources, sha1),
+                None => self.verify_downloaded(index, sources),
+            }
         }
     }
 }
@@ -191,49 +321,145 @@ impl Swarm {
 /// and how its write went.
 type Written = ((ConnId, u32, u32, bool), std::io::Result<()>);
 
-/// The writer of one swarm: takes every block queued since its last pass
-/// (at most [`QUEUE_BLOCKS`]), writes them in one blocking call, counts
-/// them. Ends when the swarm is dropped (its sender with it).
-async fn run_writer(swarm: Weak<Swarm>, mut rx: mpsc::Receiver<PendingWrite>) {
-    let mut batch = Vec::with_capacity(QUEUE_BLOCKS);
-    while rx.recv_many(&mut batch, QUEUE_BLOCKS).await > 0 {
-        let Some(swarm) = swarm.upgrade() else { return };
-        let Some(storage) = swarm.loaded().map(|l| l.storage.clone()) else {
-            // Blocks are claimed only once the metadata is loaded.
-            batch.clear();
-            continue;
-        };
-        let items = std::mem::take(&mut batch);
-        let keys: Vec<(ConnId, u32, u32, bool)> = items
-            .iter()
-            .map(|p| (p.conn, p.index, p.begin, p.alone))
-            .collect();
-        let s2 = swarm.clone();
-        let results = tokio::task::spawn_blocking(move || {
-            items
-                .into_iter()
-                .map(|p| {
-                    if p.first {
-                        // Room first, so the cache never holds more than
-                        // its bound (pieces being read excepted: they are
-                        // kept anyway).
-                        s2.evict_over_budget();
-                    }
-                    storage.write_at(p.offset, &p.data)
-                    // `p` (its bytes and its budget share) is dropped here.
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        let done = match results {
-            Ok(results) => keys.into_iter().zip(results).collect(),
-            Err(e) => {
-                tracing::error!("{}: the cache writer failed: {e}", swarm.info_hash);
-                keys.into_iter()
-                    .map(|k| (k, Err(std::io::Error::other(e.to_string()))))
-                    .collect()
+/// The writer's thread (see the module docs): takes every block queued
+/// since its last pass (at most [`QUEUE_BLOCKS`]) and writes them, until
+/// no block came for [`WRITER_IDLE`] or the swarm is gone. Runs on the
+/// blocking pool.
+fn run_writer(swarm: Weak<Swarm>, writer: Arc<Writer>) {
+    /// Leaves the queue without a thread if this one ends otherwise than
+    /// idle (a panic, the swarm gone).
+    struct Running<'a>(&'a Writer, bool);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            if self.1 {
+                self.0.queue().running = false;
             }
-        };
-        swarm.blocks_written(done);
+        }
+    }
+    let mut running = Running(&writer, true);
+    let mut batch = Vec::with_capacity(QUEUE_BLOCKS);
+    loop {
+        {
+            let mut q = writer.queue();
+            let idle_since = Instant::now();
+            while q.blocks.is_empty() {
+                let idle = idle_since.elapsed();
+                if idle >= WRITER_IDLE || swarm.strong_count() == 0 {
+                    // Under the lock that a peer's task takes to queue a
+                    // block: its next block starts a thread again.
+                    q.running = false;
+                    running.1 = false;
+                    return;
+                }
+                q.waiting = true;
+                q = writer
+                    .more
+                    .wait_timeout(q, WRITER_IDLE - idle)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                q.waiting = false;
+            }
+            let n = q.blocks.len().min(QUEUE_BLOCKS);
+            batch.extend(q.blocks.drain(..n));
+        }
+        writer.room.add_permits(batch.len());
+        let Some(swarm) = swarm.upgrade() else { return };
+        swarm.write_batch(&mut batch, &writer.hashes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::Ordering;
+
+    use super::super::tests::{PL, piece, swarm, wait};
+    use super::super::{BLOCK, PeerSource};
+    use super::*;
+
+    /// Piece `index` is waited on, and its blocks are requested of `conn`.
+    fn request(s: &Swarm, conn: ConnId, index: u32) {
+        let mut st = s.lock();
+        let p = st.picker.as_mut().unwrap();
+        p.add_urgent(index);
+        let reqs = p.pick(conn, &|_| true, 16);
+        assert!(reqs.iter().any(|r| r.index == index), "{reqs:?}");
+    }
+
+    /// `conn` sends blocks `blocks` of `data` as piece `index`, in that
+    /// order.
+    async fn send(s: &Arc<Swarm>, conn: ConnId, index: u32, data: &[u8], blocks: &[u32]) {
+        for &b in blocks {
+            let begin = b * BLOCK;
+            let block = Bytes::copy_from_slice(&data[begin as usize..][..BLOCK as usize]);
+            let arrival = s.block_arrived(conn, index, begin, block).await;
+            assert_eq!(arrival, BlockArrival::Stored);
+        }
+    }
+
+    fn has(s: &Swarm, index: u32) -> bool {
+        s.lock().picker.as_ref().unwrap().has(index)
+    }
+
+    #[tokio::test]
+    async fn a_downloaded_piece_is_verified_without_reading_it_back_whole() {
+        let s = swarm(None);
+        let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let (g, _) = s.register_conn(addr, PeerSource::Cli).unwrap();
+        let (as_written, read_back) = (
+            || s.counters.hashed_as_written.load(Ordering::Relaxed),
+            || s.counters.hashed_read_back.load(Ordering::Relaxed),
+        );
+        request(&s, g, 2);
+        send(&s, g, 2, &piece(2), &[0, 1]).await;
+        wait(|| has(&s, 2)).await;
+        assert_eq!((as_written(), read_back()), (1, 0));
+        assert_eq!(s.read(2 * PL as u64, PL).await.unwrap(), piece(2));
+        // Out of order: block 1 is read back once the hash gets to it,
+        // and the piece is not read back whole.
+        request(&s, g, 5);
+        send(&s, g, 5, &piece(5), &[1, 0]).await;
+        wait(|| has(&s, 5)).await;
+        assert_eq!((as_written(), read_back()), (2, 0));
+        assert_eq!(s.read(5 * PL as u64, PL).await.unwrap(), piece(5));
+    }
+
+    #[tokio::test]
+    async fn a_bad_piece_written_in_order_is_refetched_and_blames_only_the_bad_blocks_sender() {
+        let s = swarm(None);
+        let good: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let bad: SocketAddr = "127.0.0.2:1000".parse().unwrap();
+        let (g, _) = s.register_conn(good, PeerSource::Cli).unwrap();
+        let (b, _) = s.register_conn(bad, PeerSource::Cli).unwrap();
+        for round in 0..3u32 {
+            let i = round;
+            // Block 0 from the honest peer, then block 1, wrong, from the
+            // other: the writer has the (wrong) SHA-1, and the piece is
+            // read back to decide and to blame.
+            let mut wrong = piece(i);
+            wrong[PL - 1] ^= 1;
+            request(&s, g, i);
+            send(&s, g, i, &wrong, &[0]).await;
+            send(&s, b, i, &wrong, &[1]).await;
+            wait(|| s.counters.hash_failures.load(Ordering::Relaxed) > u64::from(round)).await;
+            // discarded, then wanted again
+            wait(|| s.lock().picker.as_ref().unwrap().wanted(i)).await;
+            // Never held, nobody blamed on a guess...
+            assert!(!has(&s, i));
+            assert!(!s.is_banned(good.ip()) && !s.is_banned(bad.ip()));
+            // ...until a good copy verifies: the sender of the block that
+            // differed gets the strike.
+            request(&s, g, i);
+            send(&s, g, i, &piece(i), &[0, 1]).await;
+            wait(|| has(&s, i)).await;
+            assert_eq!(s.lock().verify.strikes(bad.ip()), Some(round + 1));
+            assert_eq!(
+                s.read(u64::from(i) * PL as u64, PL).await.unwrap(),
+                piece(i)
+            );
+        }
+        assert!(s.is_banned(bad.ip()), "3 strikes: banned");
+        assert!(!s.is_banned(good.ip()), "the honest peer is never blamed");
+        assert_eq!(s.counters.hashed_as_written.load(Ordering::Relaxed), 3);
     }
 }
