@@ -214,6 +214,22 @@ impl PeerConn {
             .map_err(|_| WireError::Timeout("handshake"))?
     }
 
+    /// Our handshake for a dial naming `info_hash`: 68 bytes, with the
+    /// BEP 52 v2 bit set when `upgrade` is given (see [`PeerConn::outgoing`]).
+    pub(crate) fn our_handshake(
+        info_hash: InfoHash,
+        upgrade: Option<InfoHash>,
+        peer_id: [u8; 20],
+    ) -> Vec<u8> {
+        let ours = Handshake::new(info_hash, peer_id);
+        let ours = if upgrade.is_some() {
+            ours.with_v2_bit()
+        } else {
+            ours
+        };
+        ours.encode().to_vec()
+    }
+
     /// Sends our handshake naming `info_hash` and reads the peer's. With
     /// `upgrade` (the truncated v2 info-hash of a hybrid dialled by its v1
     /// info-hash) our handshake sets the BEP 52 v2 bit and the peer may
@@ -225,12 +241,20 @@ impl PeerConn {
         upgrade: Option<InfoHash>,
         peer_id: [u8; 20],
     ) -> Result<(PeerConn, Handshake), WireError> {
-        let mut ours = Handshake::new(info_hash, peer_id);
-        if upgrade.is_some() {
-            ours = ours.with_v2_bit();
-        }
-        self.writer.half.write_all(&ours.encode()).await?;
+        let ours = PeerConn::our_handshake(info_hash, upgrade, peer_id);
+        self.writer.half.write_all(&ours).await?;
         self.writer.flush().await?;
+        self.outgoing_sent(info_hash, upgrade).await
+    }
+
+    /// [`PeerConn::outgoing`] after our handshake already went out (in the
+    /// initial payload of an MSE handshake, which saves a round trip):
+    /// reads and checks the peer's.
+    pub(crate) async fn outgoing_sent(
+        mut self,
+        info_hash: InfoHash,
+        upgrade: Option<InfoHash>,
+    ) -> Result<(PeerConn, Handshake), WireError> {
         let theirs = self.reader.read_handshake().await?;
         if !super::wire::reply_accepted(info_hash, upgrade, theirs.info_hash) {
             return Err(WireError::InfoHashMismatch {

@@ -306,7 +306,16 @@ impl Transports {
         if !mse_first {
             return plain(stream).await;
         }
-        let e = match mse::initiate(stream, info_hash, self.policy, &[], self.timeouts).await {
+        // With RC4 the only choice offered, our BitTorrent handshake rides
+        // in MSE's initial payload (IA), as Transmission and Vuze send it:
+        // the peer's handshake then follows its MSE answer, one round trip
+        // sooner. Not when plaintext is offered too: Transmission 3.00,
+        // answering with plaintext selected, never answered a handshake
+        // sent that way (interop::mount_fetches_from_transmission_plaintext).
+        let in_ia = self.policy == Policy::Require;
+        let ours = PeerConn::our_handshake(info_hash, hashes.1, peer_id);
+        let ia: &[u8] = if in_ia { &ours } else { &[] };
+        let e = match mse::initiate(stream, info_hash, self.policy, ia, self.timeouts).await {
             Ok(s) => {
                 let route = Route {
                     kind: S::KIND,
@@ -314,7 +323,11 @@ impl Transports {
                 };
                 let (r, w) = s.into_split_with(S::halves);
                 let conn = PeerConn::from_halves(r, w, addr);
-                return handshake_out(conn, hashes, peer_id, route).await;
+                if !in_ia {
+                    return handshake_out(conn, hashes, peer_id, route).await;
+                }
+                let (conn, hs) = conn.outgoing_sent(info_hash, hashes.1).await?;
+                return Ok((conn, hs, route));
             }
             Err(e) => e,
         };
