@@ -83,11 +83,16 @@ fn btfs_seed(site: &Path, port: u16, tmp: &Path) -> (Child, String) {
 /// libtorrent seeds with `lt_flags`; btfs-mount (defaults, given only the
 /// magnet and the seeder's address) mounts and reads every byte.
 fn mount_reads_from_libtorrent(lt_flags: &[&str], route: &str) {
+    mount_with_reads_from_libtorrent(&[], lt_flags, route);
+}
+
+/// [`mount_reads_from_libtorrent`] with `flags` added to the mount's.
+fn mount_with_reads_from_libtorrent(flags: &[&str], lt_flags: &[&str], route: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     tree(&site);
     let (lt, magnet) = LtNode::seed_tree(&site, 0, lt_flags);
-    let args = mount_args(&magnet, &lt.addr(), tmp.path());
+    let args = mount_args(&magnet, &lt.addr(), tmp.path()).args(flags);
     let t = Instant::now();
     let mut m = Mount::foreground(
         &tmp.path().join("mnt"),
@@ -162,6 +167,17 @@ fn mount_reads_from_libtorrent_with_encryption_forced() {
         return;
     }
     mount_reads_from_libtorrent(&["--no-utp", "--require-encryption"], "tcp+mse/rc4");
+}
+
+#[test]
+fn mount_requiring_encryption_reads_from_libtorrent() {
+    if !in_netns("mount_requiring_encryption_reads_from_libtorrent") {
+        return;
+    }
+    // Our `--encryption require` against libtorrent's defaults: RC4 is the
+    // only method offered, and our BitTorrent handshake rides in MSE's
+    // initial payload (one round trip fewer).
+    mount_with_reads_from_libtorrent(&["--encryption", "require"], &["--no-utp"], "tcp+mse/rc4");
 }
 
 #[test]

@@ -14,6 +14,16 @@
 //!   `progress` events): the read did not wait for the piece, and no piece
 //!   is had yet (`user.btfs.progress` of the file is 0). Then the whole
 //!   file reads right (pieces had only once verified whole).
+//! - [`hybrid_by_both_xt_dialling_read_before_its_piece`],
+//!   [`hybrid_by_both_xt_dialled_read_before_its_piece`]: the same with the
+//!   hybrid mounted by libtorrent's magnet (both `xt`): the swarm is keyed
+//!   by the v1 info-hash, and the connection becomes a v2 one by BEP 52's
+//!   upgrade path. Dialling: our handshake sets the v2 bit and libtorrent
+//!   answers on the truncated v2 info-hash (the seeder runs plaintext:
+//!   libtorrent 2.0.8 picks v1 or v2 for an encrypted incoming connection
+//!   from its MSE key alone, and we key MSE by the v1 hash). Dialled: the
+//!   seeder, on its default settings (MSE preferred), dials the mount with
+//!   the bit set and we answer on the v2 hash, keeping its MSE key.
 //! - [`one_bad_block_is_caught_alone`]: the scripted peer `lt/v2_hostile_peer.py
 //!   --behaviour one-bad-block` on 127.0.0.2 answers leaf requests truly
 //!   and sends one block of random bytes, libtorrent on 127.0.0.1 is the
@@ -57,10 +67,22 @@ fn seeder_sent(seeder: &mut LtNode, wait: Duration) -> u64 {
         .unwrap_or(0)
 }
 
-/// Mounts `flavor` ("v2" or "hybrid") seeded rate-limited, reads 4 KiB in
-/// the middle of piece 1, checks the bytes and what the seeder sent, then
-/// the whole file.
-fn read_before_piece(name: &str, flavor: &str) {
+/// How the mount of [`read_before_piece`] finds its torrent and seeder.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// `xt=urn:btmh` alone; the mount dials the seeder.
+    Btmh,
+    /// libtorrent's magnet (both `xt`); the mount dials the (plaintext)
+    /// seeder.
+    BothDialling,
+    /// libtorrent's magnet (both `xt`); the seeder dials the mount.
+    BothDialled,
+}
+
+/// Mounts `flavor` ("v2" or "hybrid") seeded rate-limited, found by
+/// `link`, reads 4 KiB in the middle of piece 1, checks the bytes and what
+/// the seeder sent, then the whole file.
+fn read_before_piece(name: &str, flavor: &str, link: Link) {
     if !in_netns(name) {
         return;
     }
@@ -77,18 +99,38 @@ fn read_before_piece(name: &str, flavor: &str) {
         ],
     );
     let src = std::fs::read(site.join("big.bin")).unwrap();
-    let (mut seeder, _) =
-        LtNode::seed_tree(&site, PIECE, &["--flavor", flavor, "--upload-limit", RATE]);
+    let mut seeder_args = vec!["--flavor", flavor, "--upload-limit", RATE];
+    let mount_port = free_port();
+    let mount_addr = format!("127.0.0.1:{mount_port}");
+    match link {
+        Link::Btmh => {}
+        Link::BothDialling => seeder_args.push("--no-encryption"),
+        Link::BothDialled => seeder_args.extend(["--connect", mount_addr.as_str()]),
+    }
+    let (mut seeder, magnet) = LtNode::seed_tree(&site, PIECE, &seeder_args);
     let torrent = seeder.torrent();
-    // A hybrid by its btmh link alone: the connections are on the v2
-    // info-hash, over which hash messages may go (with both `xt`, the
-    // swarm is keyed by the v1 hash and its reads wait for whole pieces:
-    // the BEP 52 upgrade of v1 connections is not done yet).
-    let args = MountArgs::new(&btmh(&torrent))
+    // By its btmh link alone, the swarm is keyed by the truncated v2
+    // info-hash: the connections are v2 ones, over which hash messages may
+    // go. By both `xt`, it is keyed by the v1 hash, and a connection is a
+    // v2 one only after BEP 52's upgrade.
+    let url = match link {
+        Link::Btmh => btmh(&torrent),
+        Link::BothDialling | Link::BothDialled => {
+            assert!(
+                magnet.contains("xt=urn:btih:") && magnet.contains("xt=urn:btmh:"),
+                "libtorrent's magnet names both hashes: {magnet}"
+            );
+            magnet
+        }
+    };
+    let mut args = MountArgs::new(&url)
         .no_dht()
-        .peer(&seeder.addr())
+        .port(mount_port)
         .read_timeout(60)
         .cache_dir(&tmp.path().join("cache"));
+    if link != Link::BothDialled {
+        args = args.peer(&seeder.addr());
+    }
     let mount = Mount::background(&tmp.path().join("mnt"), &args.build());
     let before = seeder_sent(&mut seeder, Duration::from_millis(1100));
     let f = std::fs::File::open(mount.path().join("site/big.bin")).unwrap();
@@ -132,12 +174,30 @@ fn read_before_piece(name: &str, flavor: &str) {
 
 #[test]
 fn v2_only_read_before_its_piece() {
-    read_before_piece("v2_only_read_before_its_piece", "v2");
+    read_before_piece("v2_only_read_before_its_piece", "v2", Link::Btmh);
 }
 
 #[test]
 fn hybrid_read_before_its_piece() {
-    read_before_piece("hybrid_read_before_its_piece", "hybrid");
+    read_before_piece("hybrid_read_before_its_piece", "hybrid", Link::Btmh);
+}
+
+#[test]
+fn hybrid_by_both_xt_dialling_read_before_its_piece() {
+    read_before_piece(
+        "hybrid_by_both_xt_dialling_read_before_its_piece",
+        "hybrid",
+        Link::BothDialling,
+    );
+}
+
+#[test]
+fn hybrid_by_both_xt_dialled_read_before_its_piece() {
+    read_before_piece(
+        "hybrid_by_both_xt_dialled_read_before_its_piece",
+        "hybrid",
+        Link::BothDialled,
+    );
 }
 
 /// Starts `lt/v2_hostile_peer.py --behaviour one-bad-block` on 127.0.0.2

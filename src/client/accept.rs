@@ -60,7 +60,14 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, pendin
             let known = |ih: &InfoHash| inner.swarm_of(ih).is_some_and(|s| s.cfg.seed);
             let r = inner
                 .transports
-                .answer_tcp(stream, addr, known, inner.peer_id.0, HANDSHAKE_TIMEOUT)
+                .answer_tcp(
+                    stream,
+                    addr,
+                    known,
+                    |ih| upgrade(&inner, ih),
+                    inner.peer_id.0,
+                    HANDSHAKE_TIMEOUT,
+                )
                 .await;
             drop(permit);
             run_incoming(&inner, r, addr).await;
@@ -98,12 +105,30 @@ pub(super) async fn utp_accept_loop(
             let known = |ih: &InfoHash| inner.swarm_of(ih).is_some_and(|s| s.cfg.seed);
             let r = inner
                 .transports
-                .answer_utp(stream, known, inner.peer_id.0, HANDSHAKE_TIMEOUT)
+                .answer_utp(
+                    stream,
+                    known,
+                    |ih| upgrade(&inner, ih),
+                    inner.peer_id.0,
+                    HANDSHAKE_TIMEOUT,
+                )
                 .await;
             drop(permit);
             run_incoming(&inner, r, addr).await;
         });
     }
+}
+
+/// The truncated v2 info-hash to answer a dialler on that names `ih`
+/// and offers the BEP 52 upgrade: the swarm's when it is a hybrid, `ih`
+/// is its v1 info-hash and the v2 one reaches the same swarm.
+fn upgrade(inner: &Inner, ih: &InfoHash) -> Option<InfoHash> {
+    let swarm = inner.swarm_of(ih)?;
+    let v2 = swarm.hybrid_v2_hash().filter(|v2| v2 != ih)?;
+    inner
+        .swarm_of(&v2)
+        .is_some_and(|s| Arc::ptr_eq(&s, &swarm))
+        .then_some(v2)
 }
 
 /// Runs the session of an answered incoming connection.

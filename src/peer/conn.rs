@@ -156,7 +156,7 @@ impl PeerConn {
         let steps = async {
             let stream = TcpStream::connect(addr).await?;
             PeerConn::from_tcp(stream)?
-                .outgoing(info_hash, peer_id)
+                .outgoing(info_hash, None, peer_id)
                 .await
         };
         tokio::time::timeout(timeout, steps)
@@ -174,7 +174,7 @@ impl PeerConn {
     ) -> Result<(PeerConn, Handshake), WireError> {
         let steps = async {
             PeerConn::from_tcp(stream)?
-                .incoming(lookup, our_peer_id)
+                .incoming(lookup, |_| None, our_peer_id)
                 .await
         };
         tokio::time::timeout(timeout, steps)
@@ -190,7 +190,7 @@ impl PeerConn {
         peer_id: [u8; 20],
         timeout: Duration,
     ) -> Result<(PeerConn, Handshake), WireError> {
-        tokio::time::timeout(timeout, self.outgoing(info_hash, peer_id))
+        tokio::time::timeout(timeout, self.outgoing(info_hash, None, peer_id))
             .await
             .map_err(|_| WireError::Timeout("handshake"))?
     }
@@ -209,23 +209,54 @@ impl PeerConn {
         our_peer_id: [u8; 20],
         timeout: Duration,
     ) -> Result<(PeerConn, Handshake), WireError> {
-        tokio::time::timeout(timeout, self.incoming(lookup, our_peer_id))
+        tokio::time::timeout(timeout, self.incoming(lookup, |_| None, our_peer_id))
             .await
             .map_err(|_| WireError::Timeout("handshake"))?
     }
 
+    /// Our handshake for a dial naming `info_hash`: 68 bytes, with the
+    /// BEP 52 v2 bit set when `upgrade` is given (see [`PeerConn::outgoing`]).
+    pub(crate) fn our_handshake(
+        info_hash: InfoHash,
+        upgrade: Option<InfoHash>,
+        peer_id: [u8; 20],
+    ) -> Vec<u8> {
+        let ours = Handshake::new(info_hash, peer_id);
+        let ours = if upgrade.is_some() {
+            ours.with_v2_bit()
+        } else {
+            ours
+        };
+        ours.encode().to_vec()
+    }
+
+    /// Sends our handshake naming `info_hash` and reads the peer's. With
+    /// `upgrade` (the truncated v2 info-hash of a hybrid dialled by its v1
+    /// info-hash) our handshake sets the BEP 52 v2 bit and the peer may
+    /// answer with that hash instead: the returned handshake's `info_hash`
+    /// is then the one the connection is on ([`super::wire::reply_accepted`]).
     pub(crate) async fn outgoing(
         mut self,
         info_hash: InfoHash,
+        upgrade: Option<InfoHash>,
         peer_id: [u8; 20],
     ) -> Result<(PeerConn, Handshake), WireError> {
-        self.writer
-            .half
-            .write_all(&Handshake::new(info_hash, peer_id).encode())
-            .await?;
+        let ours = PeerConn::our_handshake(info_hash, upgrade, peer_id);
+        self.writer.half.write_all(&ours).await?;
         self.writer.flush().await?;
+        self.outgoing_sent(info_hash, upgrade).await
+    }
+
+    /// [`PeerConn::outgoing`] after our handshake already went out (in the
+    /// initial payload of an MSE handshake, which saves a round trip):
+    /// reads and checks the peer's.
+    pub(crate) async fn outgoing_sent(
+        mut self,
+        info_hash: InfoHash,
+        upgrade: Option<InfoHash>,
+    ) -> Result<(PeerConn, Handshake), WireError> {
         let theirs = self.reader.read_handshake().await?;
-        if theirs.info_hash != info_hash {
+        if !super::wire::reply_accepted(info_hash, upgrade, theirs.info_hash) {
             return Err(WireError::InfoHashMismatch {
                 expected: info_hash,
                 got: theirs.info_hash,
@@ -234,9 +265,16 @@ impl PeerConn {
         Ok((self, theirs))
     }
 
+    /// Answers the peer's handshake when `lookup(info_hash)`; `upgrade`
+    /// gives, for a hybrid torrent we serve by that hash, its truncated v2
+    /// info-hash: a dialler that set the BEP 52 v2 bit is then answered
+    /// with it ([`super::wire::upgrade_answer`]), as libtorrent does. The
+    /// returned handshake is the peer's, except that its `info_hash` is the
+    /// one the connection is on (the one our answer named).
     pub(crate) async fn incoming(
         mut self,
         lookup: impl Fn(&InfoHash) -> bool,
+        upgrade: impl Fn(&InfoHash) -> Option<InfoHash>,
         our_peer_id: [u8; 20],
     ) -> Result<(PeerConn, Handshake), WireError> {
         // the protocol string first: refuse non-BitTorrent (or MSE
@@ -252,12 +290,22 @@ impl PeerConn {
         if !lookup(&info_hash) {
             return Err(WireError::UnknownInfoHash(info_hash));
         }
+        let mut reserved = [0u8; 8];
+        reserved.copy_from_slice(&self.reader.buf[20..28]);
+        let answer = super::wire::upgrade_answer(&reserved, info_hash, upgrade(&info_hash));
+        if answer != info_hash {
+            tracing::debug!(
+                "{}: dialled on {info_hash} with the v2 bit: answering on the v2 info-hash {answer} (BEP 52 upgrade)",
+                self.reader.peer_addr
+            );
+        }
         self.writer
             .half
-            .write_all(&Handshake::new(info_hash, our_peer_id).encode())
+            .write_all(&Handshake::new(answer, our_peer_id).encode())
             .await?;
         self.writer.flush().await?;
-        let theirs = self.reader.read_handshake().await?;
+        let mut theirs = self.reader.read_handshake().await?;
+        theirs.info_hash = answer;
         Ok((self, theirs))
     }
 
@@ -447,5 +495,54 @@ mod tests {
         let (out, inc) = tokio::join!(dialer, answerer);
         assert!(matches!(inc, Err(WireError::UnknownInfoHash(h)) if h == ih));
         assert!(out.is_err());
+    }
+
+    /// Dials a hybrid on `v1` (offering the upgrade to `v2` when
+    /// `offer`); the answerer serves `v1` and upgrades to `v2` when
+    /// `upgrades`. Returns the hash each side says the connection is on.
+    async fn hybrid_dial(offer: bool, upgrades: bool) -> (InfoHash, InfoHash) {
+        let (v1, v2) = (InfoHash([1; 20]), InfoHash([2; 20]));
+        let addr: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let dialer = PeerConn::from_stream(a, addr).outgoing(v1, offer.then_some(v2), [1; 20]);
+        let answerer = PeerConn::from_stream(b, addr).incoming(
+            |h| *h == v1 || *h == v2,
+            |h| (upgrades && *h == v1).then_some(v2),
+            [2; 20],
+        );
+        let (out, inc) = tokio::join!(dialer, answerer);
+        let ((mut out, theirs), (mut inc, ours)) = (out.unwrap(), inc.unwrap());
+        // the connection works after the upgrade
+        out.send(&Message::Have(3)).await.unwrap();
+        assert_eq!(inc.read_message().await.unwrap(), Some(Message::Have(3)));
+        assert_eq!(ours.supports_v2(), offer, "the v2 bit as sent");
+        (theirs.info_hash, ours.info_hash)
+    }
+
+    /// BEP 52 upgrade path: a hybrid's v1 connection becomes a v2 one
+    /// only when the dialler sets the v2 bit and the answerer upgrades.
+    #[tokio::test]
+    async fn hybrid_connection_upgrade() {
+        let (v1, v2) = (InfoHash([1; 20]), InfoHash([2; 20]));
+        assert_eq!(hybrid_dial(true, true).await, (v2, v2), "upgraded");
+        assert_eq!(hybrid_dial(false, true).await, (v1, v1), "no bit: v1");
+        assert_eq!(
+            hybrid_dial(true, false).await,
+            (v1, v1),
+            "the answerer keeps v1 (libtorrent over MSE): accepted"
+        );
+        // an answer naming the v2 hash we did not offer is refused
+        let addr: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let dialer = PeerConn::from_stream(a, addr).outgoing(v1, None, [1; 20]);
+        let liar = async move {
+            let mut conn = PeerConn::from_stream(b, addr);
+            let hs = Handshake::new(v2, [2; 20]).encode();
+            conn.writer.half.write_all(&hs).await.unwrap();
+            conn.flush().await.unwrap();
+            conn
+        };
+        let (out, _conn) = tokio::join!(dialer, liar);
+        assert!(matches!(out, Err(WireError::InfoHashMismatch { got, .. }) if got == v2));
     }
 }

@@ -183,7 +183,11 @@ impl Transports {
     }
 
     /// Dials `addr` for `info_hash` and exchanges BitTorrent handshakes,
-    /// trying routes as the module docs say; `hint` is what worked with
+    /// trying routes as the module docs say; with `upgrade` (the truncated
+    /// v2 info-hash of a hybrid dialled by its v1 info-hash) our handshake
+    /// offers the BEP 52 upgrade, and the peer may answer on that hash (the
+    /// returned handshake's `info_hash` says which; MSE stays keyed by
+    /// `info_hash`); `hint` is what worked with
     /// this peer before (or what peer exchange said it speaks). The whole
     /// dial, fallbacks included, must finish within `timeout`. Returns the
     /// connection, the peer's handshake and the route that worked.
@@ -194,10 +198,12 @@ impl Transports {
         &self,
         addr: SocketAddr,
         info_hash: InfoHash,
+        upgrade: Option<InfoHash>,
         peer_id: [u8; 20],
         hint: Option<Route>,
         timeout: Duration,
     ) -> Result<(PeerConn, Handshake, Route), DialError> {
+        let hashes = (info_hash, upgrade);
         let mse_first = match (self.policy, hint) {
             (Policy::Off, _) => false,
             (Policy::Require, _) => true,
@@ -211,10 +217,10 @@ impl Transports {
             .filter(|u| u.local_addr().is_ipv4() == addr.is_ipv4() || dual_stack(u));
         let steps = async {
             let Some(utp) = utp else {
-                return self.dial_tcp(addr, info_hash, peer_id, mse_first).await;
+                return self.dial_tcp(addr, hashes, peer_id, mse_first).await;
             };
-            let on_utp = self.dial_utp(utp, addr, info_hash, peer_id, mse_first);
-            let on_tcp = self.dial_tcp(addr, info_hash, peer_id, mse_first);
+            let on_utp = self.dial_utp(utp, addr, hashes, peer_id, mse_first);
+            let on_tcp = self.dial_tcp(addr, hashes, peer_id, mse_first);
             match hint.map(|r| r.kind) {
                 // Known: that transport first, the other only if it fails.
                 Some(Kind::Tcp) => match on_tcp.await {
@@ -241,10 +247,11 @@ impl Transports {
 
     /// One dial over TCP: MSE first when `mse_first` (falling back to a
     /// new plaintext connection as the policy allows), else plaintext.
+    /// `hashes`: the info-hash and the upgrade hash of [`Transports::dial`].
     async fn dial_tcp(
         &self,
         addr: SocketAddr,
-        info_hash: InfoHash,
+        hashes: (InfoHash, Option<InfoHash>),
         peer_id: [u8; 20],
         mse_first: bool,
     ) -> Result<(PeerConn, Handshake, Route), DialError> {
@@ -253,7 +260,7 @@ impl Transports {
             s.set_nodelay(true).map_err(DialError::Connect)?;
             Ok(s)
         };
-        self.dial_on(connect, addr, info_hash, peer_id, mse_first)
+        self.dial_on(connect, addr, hashes, peer_id, mse_first)
             .await
     }
 
@@ -262,7 +269,7 @@ impl Transports {
         &self,
         utp: &UtpSocket,
         addr: SocketAddr,
-        info_hash: InfoHash,
+        hashes: (InfoHash, Option<InfoHash>),
         peer_id: [u8; 20],
         mse_first: bool,
     ) -> Result<(PeerConn, Handshake, Route), DialError> {
@@ -271,7 +278,7 @@ impl Transports {
                 .await
                 .map_err(|e| DialError::Connect(std::io::Error::other(e)))
         };
-        self.dial_on(connect, addr, info_hash, peer_id, mse_first)
+        self.dial_on(connect, addr, hashes, peer_id, mse_first)
             .await
     }
 
@@ -282,23 +289,33 @@ impl Transports {
         &self,
         connect: impl Fn() -> F,
         addr: SocketAddr,
-        info_hash: InfoHash,
+        hashes: (InfoHash, Option<InfoHash>),
         peer_id: [u8; 20],
         mse_first: bool,
     ) -> Result<(PeerConn, Handshake, Route), DialError> {
+        let info_hash = hashes.0;
         let plain = |s: S| {
             let (r, w) = s.halves();
             let route = Route {
                 kind: S::KIND,
                 mse: None,
             };
-            handshake_out(PeerConn::from_halves(r, w, addr), info_hash, peer_id, route)
+            handshake_out(PeerConn::from_halves(r, w, addr), hashes, peer_id, route)
         };
         let stream = connect().await?;
         if !mse_first {
             return plain(stream).await;
         }
-        let e = match mse::initiate(stream, info_hash, self.policy, &[], self.timeouts).await {
+        // With RC4 the only choice offered, our BitTorrent handshake rides
+        // in MSE's initial payload (IA), as Transmission and Vuze send it:
+        // the peer's handshake then follows its MSE answer, one round trip
+        // sooner. Not when plaintext is offered too: Transmission 3.00,
+        // answering with plaintext selected, never answered a handshake
+        // sent that way (interop::mount_fetches_from_transmission_plaintext).
+        let in_ia = self.policy == Policy::Require;
+        let ours = PeerConn::our_handshake(info_hash, hashes.1, peer_id);
+        let ia: &[u8] = if in_ia { &ours } else { &[] };
+        let e = match mse::initiate(stream, info_hash, self.policy, ia, self.timeouts).await {
             Ok(s) => {
                 let route = Route {
                     kind: S::KIND,
@@ -306,7 +323,11 @@ impl Transports {
                 };
                 let (r, w) = s.into_split_with(S::halves);
                 let conn = PeerConn::from_halves(r, w, addr);
-                return handshake_out(conn, info_hash, peer_id, route).await;
+                if !in_ia {
+                    return handshake_out(conn, hashes, peer_id, route).await;
+                }
+                let (conn, hs) = conn.outgoing_sent(info_hash, hashes.1).await?;
+                return Ok((conn, hs, route));
             }
             Err(e) => e,
         };
@@ -326,11 +347,13 @@ impl Transports {
         stream: TcpStream,
         addr: SocketAddr,
         known: impl Fn(&InfoHash) -> bool,
+        upgrade: impl Fn(&InfoHash) -> Option<InfoHash>,
         peer_id: [u8; 20],
         timeout: Duration,
     ) -> Result<(PeerConn, Handshake, Route), DialError> {
         stream.set_nodelay(true).map_err(DialError::Connect)?;
-        self.answer(stream, addr, known, peer_id, timeout).await
+        self.answer(stream, addr, (known, upgrade), peer_id, timeout)
+            .await
     }
 
     /// Answers a uTP connection a peer opened; see [`Transports::answer`].
@@ -338,17 +361,23 @@ impl Transports {
         &self,
         stream: UtpStream,
         known: impl Fn(&InfoHash) -> bool,
+        upgrade: impl Fn(&InfoHash) -> Option<InfoHash>,
         peer_id: [u8; 20],
         timeout: Duration,
     ) -> Result<(PeerConn, Handshake, Route), DialError> {
         let addr = stream.peer_addr();
-        self.answer(stream, addr, known, peer_id, timeout).await
+        self.answer(stream, addr, (known, upgrade), peer_id, timeout)
+            .await
     }
 
     /// Answers a connection a peer opened: plaintext or MSE, told apart by
     /// the first bytes; then the BitTorrent handshake, answered only when
     /// `known(info_hash)` (and, for MSE, only for the info-hash the
-    /// obfuscated handshake named). Must finish within `timeout`.
+    /// obfuscated handshake named). `upgrade(info_hash)` is the truncated
+    /// v2 info-hash of a hybrid served by its v1 hash: a dialler offering
+    /// the BEP 52 upgrade is answered on it (the returned handshake's
+    /// `info_hash` is the one the connection is on; MSE keeps the key the
+    /// dialler chose). Must finish within `timeout`.
     ///
     /// Errors: [`DialError::Mse`] (garbage, an unknown torrent, a refused
     /// method), [`DialError::Wire`], [`DialError::Timeout`].
@@ -356,7 +385,10 @@ impl Transports {
         &self,
         stream: S,
         addr: SocketAddr,
-        known: impl Fn(&InfoHash) -> bool,
+        (known, upgrade): (
+            impl Fn(&InfoHash) -> bool,
+            impl Fn(&InfoHash) -> Option<InfoHash>,
+        ),
         peer_id: [u8; 20],
         timeout: Duration,
     ) -> Result<(PeerConn, Handshake, Route), DialError> {
@@ -380,7 +412,7 @@ impl Transports {
             };
             let (r, w) = s.into_split_with(S::halves);
             let conn = PeerConn::from_halves(r, w, addr);
-            handshake_in(conn, known, mse_ih, peer_id, route).await
+            handshake_in(conn, (known, upgrade), mse_ih, peer_id, route).await
         };
         tokio::time::timeout(timeout, steps)
             .await
@@ -431,29 +463,34 @@ async fn first_ok_staggered<T, E>(
     }
 }
 
-/// Our BitTorrent handshake on a connection we opened, and the peer's
-/// answer (the caller's timeout bounds it).
+/// Our BitTorrent handshake on a connection we opened (naming `hashes.0`,
+/// offering the BEP 52 upgrade to `hashes.1`), and the peer's answer (the
+/// caller's timeout bounds it).
 async fn handshake_out(
     conn: PeerConn,
-    info_hash: InfoHash,
+    (info_hash, upgrade): (InfoHash, Option<InfoHash>),
     peer_id: [u8; 20],
     route: Route,
 ) -> Result<(PeerConn, Handshake, Route), DialError> {
-    let (conn, hs) = conn.outgoing(info_hash, peer_id).await?;
+    let (conn, hs) = conn.outgoing(info_hash, upgrade, peer_id).await?;
     Ok((conn, hs, route))
 }
 
 /// The BitTorrent handshake of an incoming connection; with `mse_ih`, the
-/// peer must name the torrent its MSE handshake named.
+/// peer must name the torrent its MSE handshake named (the connection may
+/// then move to the truncated v2 info-hash by `upgrade`, keeping its keys).
 async fn handshake_in(
     conn: PeerConn,
-    known: impl Fn(&InfoHash) -> bool,
+    (known, upgrade): (
+        impl Fn(&InfoHash) -> bool,
+        impl Fn(&InfoHash) -> Option<InfoHash>,
+    ),
     mse_ih: Option<InfoHash>,
     peer_id: [u8; 20],
     route: Route,
 ) -> Result<(PeerConn, Handshake, Route), DialError> {
     let lookup = |ih: &InfoHash| mse_ih.is_none_or(|m| m == *ih) && known(ih);
-    let (conn, hs) = conn.incoming(lookup, peer_id).await?;
+    let (conn, hs) = conn.incoming(lookup, upgrade, peer_id).await?;
     Ok((conn, hs, route))
 }
 

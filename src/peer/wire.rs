@@ -177,6 +177,38 @@ impl Handshake {
     pub fn supports_v2(&self) -> bool {
         self.reserved[7] & 0x10 != 0
     }
+
+    /// This handshake with the BEP 52 "upgrade path" bit set
+    /// (`reserved[7] & 0x10`): sent on the v1 info-hash of a hybrid
+    /// torrent, it tells the answering peer that it may answer with the
+    /// truncated v2 info-hash, which makes the connection a v2 one.
+    pub fn with_v2_bit(mut self) -> Handshake {
+        self.reserved[7] |= 0x10;
+        self
+    }
+}
+
+/// The info-hash our answering handshake names (BEP 52, "upgrade path"),
+/// given the dialler's `reserved` bytes, the info-hash `named` in its
+/// handshake, and `v2`, the truncated v2 info-hash of the same torrent
+/// when it is a hybrid that we would switch the connection to (`None`
+/// for v1-only and v2-only torrents). The truncated v2 hash when the
+/// dialler set the v2 bit and named another hash; else `named` (a client
+/// that does not set the bit keeps its v1 connection).
+pub fn upgrade_answer(reserved: &[u8; 8], named: InfoHash, v2: Option<InfoHash>) -> InfoHash {
+    match v2 {
+        Some(v2) if reserved[7] & 0x10 != 0 => v2,
+        _ => named,
+    }
+}
+
+/// Whether the info-hash `got` that the answering peer's handshake named
+/// is acceptable on a connection we dialled naming `sent` (BEP 52,
+/// "upgrade path"): `sent` itself, or, when we set the v2 bit for a hybrid
+/// (`upgrade` = its truncated v2 info-hash), the truncated v2 info-hash,
+/// which makes the connection a v2 one.
+pub fn reply_accepted(sent: InfoHash, upgrade: Option<InfoHash>, got: InfoHash) -> bool {
+    got == sent || upgrade == Some(got)
 }
 
 /// A block: `length` bytes at byte offset `begin` of piece `index` (BEP 3
@@ -1207,5 +1239,30 @@ mod tests {
         h.reserved[7] |= 0x10;
         assert!(h.supports_v2());
         assert!(h.supports_dht());
+        let plain = Handshake::new(InfoHash([1; 20]), [2; 20]);
+        assert_eq!(plain.with_v2_bit(), h);
+        assert_eq!(plain.with_v2_bit().encode()[27], 0x11, "DHT and v2 bits");
+    }
+
+    /// The BEP 52 upgrade decision on each side of a hybrid's connection.
+    #[test]
+    fn v2_upgrade_decision() {
+        let v1 = InfoHash([1; 20]);
+        let v2 = InfoHash([2; 20]);
+        let other = InfoHash([3; 20]);
+        let bit = Handshake::new(v1, [9; 20]).with_v2_bit().reserved;
+        let no_bit = Handshake::new(v1, [9; 20]).reserved;
+        // answering: upgraded only for a hybrid dialled with the bit
+        assert_eq!(upgrade_answer(&bit, v1, Some(v2)), v2);
+        assert_eq!(upgrade_answer(&no_bit, v1, Some(v2)), v1);
+        assert_eq!(upgrade_answer(&bit, v1, None), v1);
+        // dialled on the v2 hash already: it stays
+        assert_eq!(upgrade_answer(&bit, v2, None), v2);
+        // dialling: the hash we sent, or the v2 one when we offered it
+        assert!(reply_accepted(v1, Some(v2), v1));
+        assert!(reply_accepted(v1, Some(v2), v2));
+        assert!(!reply_accepted(v1, Some(v2), other));
+        assert!(reply_accepted(v1, None, v1));
+        assert!(!reply_accepted(v1, None, v2), "not offered: refused");
     }
 }

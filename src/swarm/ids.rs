@@ -82,6 +82,27 @@ impl Swarm {
         }
     }
 
+    /// The truncated v2 info-hash of a hybrid swarm (whichever hash keys
+    /// it), known from a link naming both or from the loaded info
+    /// dictionary; `None` for v1-only and v2-only torrents and while a
+    /// one-hash link's metadata is unknown.
+    pub(crate) fn hybrid_v2_hash(&self) -> Option<InfoHash> {
+        let v2 = match self.loaded() {
+            Some(l) => l.info.info_hash_v2?.truncated(),
+            None => self.ids.v2?.truncated(),
+        };
+        self.other_info_hash().is_some().then_some(v2)
+    }
+
+    /// The truncated v2 info-hash to offer a peer dialled on
+    /// [`Swarm::info_hash`] (BEP 52, "upgrade path": our handshake sets the
+    /// v2 bit and the peer may answer on this hash, making the connection
+    /// one over which hash messages go): `Some` only for a hybrid keyed by
+    /// its v1 info-hash.
+    pub(crate) fn v2_upgrade_hash(&self) -> Option<InfoHash> {
+        self.hybrid_v2_hash().filter(|h| *h != self.info_hash)
+    }
+
     /// Every 20-byte info-hash of this swarm: [`Swarm::info_hash`] first,
     /// then [`Swarm::other_info_hash`].
     pub(crate) fn info_hashes(&self) -> Vec<InfoHash> {

@@ -245,6 +245,7 @@ pub(crate) async fn dial(swarm: Arc<Swarm>, target: DialTarget, transports: Tran
         .dial(
             addr,
             swarm.info_hash,
+            swarm.v2_upgrade_hash(),
             swarm.cfg.peer_id.0,
             hint,
             DIAL_TIMEOUT,
@@ -370,9 +371,11 @@ struct Session {
     our_ip: Option<IpAddr>,
     /// Whether this connection runs over uTP.
     utp: bool,
-    /// The info-hash the peer's handshake named: hash messages (BEP 52)
-    /// go only over a connection on the truncated v2 info-hash (libtorrent
-    /// drops a v1 connection of a hybrid that sends one).
+    /// The info-hash the connection is on (the peer's answer to our
+    /// handshake, or ours to theirs, after a BEP 52 upgrade the truncated
+    /// v2 info-hash): hash messages (BEP 52) go only over a connection on
+    /// the truncated v2 info-hash (libtorrent drops a v1 connection of a
+    /// hybrid that sends one).
     handshake_hash: crate::InfoHash,
     /// Their `ut_holepunch` extension id (BEP 55), if they speak it.
     their_ut_holepunch: Option<u8>,
