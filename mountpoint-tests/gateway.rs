@@ -1022,6 +1022,13 @@ fn fuse_root_serves_two_archives_at_once_with_xattrs() {
         "{}",
         sv.log()
     );
+    // `ls` of it looks the name up several times: after one failure the
+    // next lookups answer at once, not after another --timeout each.
+    let t = Instant::now();
+    let o = Command::new("ls").arg(&nobody).output().unwrap();
+    assert!(!o.status.success());
+    assert!(std::fs::metadata(&nobody).is_err());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     // A name that is not one: ENOENT at once.
     assert!(std::fs::metadata(mnt.join("not-a-hash")).is_err());
     drop(sv);

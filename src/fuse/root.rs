@@ -47,6 +47,16 @@ const ROOT_TTL: Duration = Duration::from_secs(1);
 /// Most slots (names) over the life of the process.
 const MAX_SLOTS: usize = u16::MAX as usize;
 
+/// How long a name whose lookup failed (no metadata within the timeout)
+/// answers ENOENT at once. One `ls DIR/<hash>` makes several lookups of
+/// the same name (stat, lstat, getxattr...), each of which would otherwise
+/// wait the whole timeout again; after this, a lookup tries the swarm
+/// again (the torrent may have found a seeder since).
+const FAILED_TTL: Duration = Duration::from_secs(10);
+
+/// Most names remembered as failed; the oldest go first.
+const MAX_FAILED: usize = 1024;
+
 /// One archive shown under the root.
 struct Shown {
     fs: ArchiveFs,
@@ -93,6 +103,31 @@ struct Shared {
     slots: RwLock<Slots>,
     /// Leases of files open through the root, by inode (one per open).
     leases: Mutex<HashMap<u64, Vec<Lease>>>,
+    /// Names whose last lookup failed, and when ([`FAILED_TTL`]).
+    failed: Mutex<HashMap<Name, std::time::Instant>>,
+}
+
+impl Shared {
+    /// Whether `name` failed a lookup less than [`FAILED_TTL`] ago.
+    fn failed_recently(&self, name: &Name) -> bool {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed.retain(|_, at| at.elapsed() < FAILED_TTL);
+        failed.contains_key(name)
+    }
+
+    /// Remembers that a lookup of `name` failed now.
+    fn note_failed(&self, name: &Name) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.len() >= MAX_FAILED
+            && let Some(oldest) = failed
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(n, _)| n.clone())
+        {
+            failed.remove(&oldest);
+        }
+        failed.insert(name.clone(), std::time::Instant::now());
+    }
 }
 
 /// The FUSE root filesystem; see the module docs.
@@ -124,6 +159,7 @@ impl RootFs {
         let shared = Arc::new(Shared {
             slots: RwLock::new(Slots::default()),
             leases: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&shared);
         // A closed archive stops being shown: its ArchiveFs (and with it
@@ -191,6 +227,9 @@ impl RootFs {
         let Ok(name) = Name::parse(name) else {
             return reply.error(Errno::ENOENT);
         };
+        if self.shared.failed_recently(&name) {
+            return reply.error(Errno::ENOENT);
+        }
         let Some(slot) = self
             .shared
             .slots
@@ -207,7 +246,11 @@ impl RootFs {
             let opened = match manager.open(&name).await {
                 Ok(o) => o,
                 Err(e) => {
-                    tracing::warn!("FUSE root: lookup of {name} failed: {e}");
+                    tracing::warn!(
+                        "FUSE root: lookup of {name} failed: {e} (ENOENT at once for {} s)",
+                        FAILED_TTL.as_secs()
+                    );
+                    shared.note_failed(&name);
                     return reply.error(Errno::ENOENT);
                 }
             };
