@@ -93,7 +93,11 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
                         Some(batch) => {
                             let n = swarm.add_peers(batch, PeerSource::Dht);
                             if n > 0 {
-                                tracing::info!("{}: {n} new peers from the DHT (under {ih})", swarm.info_hash);
+                                tracing::info!(
+                                    "{}: {} from the DHT (under {ih})",
+                                    swarm.info_hash,
+                                    crate::plural::count(n, "new peer", "new peers")
+                                );
                             }
                         }
                         None => break,
@@ -116,8 +120,9 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
             for &ih in &hashes {
                 let n = dht.announce_peer(ih, Some(port)).await;
                 tracing::info!(
-                    "{}: announced port {port} to {n} DHT nodes under {ih}",
-                    swarm.info_hash
+                    "{}: announced port {port} to {} under {ih}",
+                    swarm.info_hash,
+                    crate::plural::count(n, "DHT node", "DHT nodes")
                 );
                 any |= n > 0;
             }
