@@ -312,6 +312,12 @@ impl Transports {
         // sooner. Not when plaintext is offered too: Transmission 3.00,
         // answering with plaintext selected, never answered a handshake
         // sent that way (interop::mount_fetches_from_transmission_plaintext).
+        // Its handshake.c (2.x to 4.0) waits for len(IA) bytes but never
+        // takes them off its buffer: the payload stream is then parsed from
+        // the IA on, decrypted only when RC4 was selected. With plaintext
+        // selected it reads our still RC4-encrypted IA as a plaintext
+        // handshake and drops the connection. The MSE spec sends IA as
+        // ENCRYPT(IA) whatever is selected, so Transmission is wrong.
         let in_ia = self.policy == Policy::Require;
         let ours = PeerConn::our_handshake(info_hash, hashes.1, peer_id);
         let ia: &[u8] = if in_ia { &ours } else { &[] };
