@@ -407,6 +407,28 @@ fn a_failed_lookup_names_the_peers_that_failed_and_why() {
         "{line}"
     );
     assert!(line.len() < 400, "{} bytes: {line}", line.len());
+
+    // A peer that accepts the connection and never says a word: named once
+    // its dial gives up (15 s, both handshakes tried).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let args = MountArgs::new(&magnet)
+        .no_dht()
+        .peer(&silent_addr.to_string())
+        .timeout(20)
+        .cache_dir(&run.path().join("cache3"));
+    let o = btfs(run.path(), &args.at(&mnt));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.lines().any(|l| l
+            == format!(
+                "btfs-mount: metadata not found within 20 s (1 peer known, 0 connected, 0 \
+                 metadata bytes received): {silent_addr} did not complete the handshake in time"
+            )),
+        "{e}"
+    );
+    drop(silent);
 }
 
 #[test]

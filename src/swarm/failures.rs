@@ -123,6 +123,9 @@ pub(crate) fn dial_reason(e: &DialError) -> String {
             "closed the connection at our BitTorrent handshake ({w}): it may not have this \
              torrent, or accept encrypted connections only (--encryption off forbids them)"
         ),
+        DialError::Wire(w @ WireError::Timeout(_)) => {
+            format!("did not complete the handshake in time ({w})")
+        }
         DialError::Wire(WireError::InfoHashMismatch { .. }) => {
             "answered for another torrent".to_string()
         }
