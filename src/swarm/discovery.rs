@@ -120,9 +120,8 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
             for &ih in &hashes {
                 let n = dht.announce_peer(ih, Some(port)).await;
                 tracing::info!(
-                    "{}: announced port {port} to {} under {ih}",
-                    swarm.info_hash,
-                    crate::plural::count(n, "DHT node", "DHT nodes")
+                    "{}: announced port {port} to {n} DHT nodes under {ih}",
+                    swarm.info_hash
                 );
                 any |= n > 0;
             }
