@@ -322,6 +322,115 @@ fn bad_bootstrap_and_peer_flags_fail_at_once_and_a_silent_dht_is_named() {
     assert!(!is_mounted(&mnt));
 }
 
+/// A lookup that fails says why the peers it found were of no use, in its
+/// one line: `--encryption require` against a libtorrent seeder with
+/// encryption disabled names the seeder and its refusal of our encrypted
+/// handshake (before, only `-vv` showed it); peers that all refuse the
+/// connection are named, the last three, and the rest counted, the line
+/// staying short. Counts of one are singular ("1 peer found").
+#[test]
+fn a_failed_lookup_names_the_peers_that_failed_and_why() {
+    if !in_netns("a_failed_lookup_names_the_peers_that_failed_and_why") {
+        return;
+    }
+    let run = tempfile::tempdir().unwrap();
+    let tree = run.path().join("data");
+    make_tree(&tree, &[("a.bin", TreeFile::Random(300_000, 7))]);
+    let (seeder, magnet) = LtNode::seed_tree(&tree, 0, &["--no-encryption"]);
+    let peer = seeder.addr();
+    let mnt = run.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let _cleanup = Cleanup(vec![mnt.clone()]);
+    let args = MountArgs::new(&magnet)
+        .no_dht()
+        .peer(&peer)
+        .args(&["--encryption", "require"])
+        .timeout(5)
+        .cache_dir(&run.path().join("cache"));
+    let o = btfs(run.path(), &args.at(&mnt));
+    assert!(!o.status.success());
+    assert!(!is_mounted(&mnt));
+    let e = stderr(&o);
+    assert!(
+        e.contains("btfs-mount: 1 peer found (cli 1), 0 connected"),
+        "{e}"
+    );
+    assert!(!e.contains("1 peers"), "{e}");
+    let why: Vec<&str> = e
+        .lines()
+        .filter(|l| l.starts_with("btfs-mount: metadata not found"))
+        .collect();
+    assert_eq!(why.len(), 1, "one line says why: {e}");
+    let head = format!(
+        "btfs-mount: metadata not found within 5 s (1 peer known, 0 connected, 0 metadata bytes \
+         received): {peer} refused our encrypted handshake (peer closed the connection during \
+         MSE Diffie-Hellman key exchange"
+    );
+    assert!(why[0].starts_with(&head), "{}\nwanted {head}", why[0]);
+    assert!(
+        why[0].ends_with("it may accept plaintext only, which --encryption require forbids"),
+        "{}",
+        why[0]
+    );
+    drop(seeder);
+
+    // Five peers with nothing listening (default settings otherwise: TCP
+    // and uTP are both tried, so give the uTP dial its 6 s).
+    let ports = free_ports(5);
+    let mut args = MountArgs::new(&magnet)
+        .no_dht()
+        .timeout(10)
+        .cache_dir(&run.path().join("cache2"));
+    for p in &ports {
+        args = args.peer(&format!("127.0.0.1:{p}"));
+    }
+    let o = btfs(run.path(), &args.at(&mnt));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    let why: Vec<&str> = e
+        .lines()
+        .filter(|l| l.starts_with("btfs-mount: metadata not found"))
+        .collect();
+    assert_eq!(why.len(), 1, "one line says why: {e}");
+    let line = why[0];
+    assert!(
+        line.starts_with(
+            "btfs-mount: metadata not found within 10 s (5 peers known, 0 connected, 0 metadata \
+             bytes received): 127.0.0.1:"
+        ),
+        "{line}"
+    );
+    let refused = "refused the connection (nothing listens on that port)";
+    assert_eq!(line.matches(refused).count(), 3, "the last three: {line}");
+    assert!(
+        line.ends_with(&format!("{refused}; and 2 other peers failed too")),
+        "{line}"
+    );
+    assert!(line.len() < 400, "{} bytes: {line}", line.len());
+
+    // A peer that accepts the connection and never says a word: named once
+    // its dial gives up (15 s, both handshakes tried).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let args = MountArgs::new(&magnet)
+        .no_dht()
+        .peer(&silent_addr.to_string())
+        .timeout(20)
+        .cache_dir(&run.path().join("cache3"));
+    let o = btfs(run.path(), &args.at(&mnt));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.lines().any(|l| l
+            == format!(
+                "btfs-mount: metadata not found within 20 s (1 peer known, 0 connected, 0 \
+                 metadata bytes received): {silent_addr} did not complete the handshake in time"
+            )),
+        "{e}"
+    );
+    drop(silent);
+}
+
 #[test]
 fn a_bare_info_hash_mounts_and_a_remount_right_after_unmount_works() {
     if !in_netns("a_bare_info_hash_mounts_and_a_remount_right_after_unmount_works") {

@@ -407,6 +407,45 @@ fn http_status_codes_ranges_directories_and_uploads() {
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(r.text().contains("not received"), "{}", r.text());
     assert!(t.elapsed() < Duration::from_secs(10));
+    // Its status says no peer is connected, and why the known one is not
+    // (it refuses the connection now), instead of an empty list.
+    let gone_section = |html: &str| {
+        let start = html.find(&format!("id=\"{ih_gone}\"")).unwrap_or(0);
+        let end = html[start..]
+            .find("</section>")
+            .map_or(html.len(), |e| start + e);
+        html[start..end].to_string()
+    };
+    // (the other --peer seeders, known to every swarm, refuse this torrent)
+    let want = format!("<code>{p2}</code> refused the connection (nothing listens on that port)");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let html = gone_section(&sv.get("/").text());
+            html.contains("no peer connected (3 known); last failures: ") && html.contains(&want)
+        }),
+        "{want}\n{}\n{}",
+        gone_section(&sv.get("/").text()),
+        sv.log()
+    );
+    let st = sv.status();
+    let g = st["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["info_hash"] == ih_gone)
+        .cloned()
+        .expect("the gone archive in /api/status");
+    assert_eq!(g["name"], "gone", "{g}");
+    assert_eq!(g["peers"].as_array().map(Vec::len), Some(0), "{g}");
+    assert!(
+        g["peer_failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["addr"] == p2
+                && f["why"] == "refused the connection (nothing listens on that port)"),
+        "{g}"
+    );
 
     // A client that goes away: its response (its lease, its reads and its
     // reader's readahead) is dropped.
@@ -534,7 +573,8 @@ fn http_status_codes_ranges_directories_and_uploads() {
         .find(|a| a["info_hash"] == ih)
         .cloned()
         .expect("the archive in /api/status");
-    assert_eq!(ours["title"], "site");
+    assert_eq!(ours["name"], "site", "the torrent's name: {ours}");
+    assert!(ours["public_key"].is_null(), "{ours}");
     assert_eq!(ours["files"].as_array().unwrap().len(), 4);
     // (libtorrent drops a seed-to-seed connection: the peer may be gone.)
     assert!(ours["peers_known"].as_u64().unwrap() >= 1, "{ours}");
@@ -702,7 +742,7 @@ fn mutable_urls_follow_versions_and_put_delete_publish() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|a| a["name"] == pk)
+        .find(|a| a["public_key"] == pk)
         .cloned()
         .expect("the mutable name in /api/status");
     assert_eq!(m["info_hash"], ih2);

@@ -79,6 +79,7 @@ pub mod manager;
 pub mod merkle;
 pub mod metainfo;
 pub mod peer;
+pub mod plural;
 pub mod reach;
 pub mod staging;
 pub mod storage;

@@ -730,6 +730,8 @@ pub struct ArchiveStatus {
     pub seq: Option<i64>,
     pub peers: Vec<PeerInfo>,
     pub peers_known: usize,
+    /// The last known peers that could not be connected, and why.
+    pub peer_failures: crate::swarm::PeerFailures,
     /// Bytes/s over the last second.
     pub download_rate: u64,
     pub upload_rate: u64,
@@ -770,6 +772,7 @@ impl ArchiveStatus {
             seq: cur.seq,
             peers: a.peers(),
             peers_known: s.peers_known,
+            peer_failures: a.swarm().peer_failures(),
             download_rate: rates.0,
             upload_rate: rates.1,
             downloaded: s.downloaded,

@@ -223,7 +223,10 @@ impl ClientBuilder {
             let done = bootstrapped.clone();
             tokio::spawn(async move {
                 let n = d.bootstrap().await;
-                tracing::info!("DHT bootstrapped: {n} nodes in the routing table");
+                tracing::info!(
+                    "DHT bootstrapped: {} in the routing table",
+                    crate::plural::count(n, "node", "nodes")
+                );
                 done.send_replace(true);
             });
         }

@@ -48,12 +48,14 @@ pub enum Error {
     Mutable(String),
     /// BEP 46: no DHT node answered with an item for the key and salt.
     #[error(
-        "mutable URL {url}: no item found on the DHT for this key and salt ({answered} DHT nodes answered)"
+        "mutable URL {url}: no item found on the DHT for this key and salt ({} answered)",
+        crate::plural::count(*answered, "DHT node", "DHT nodes")
     )]
     NoItem { url: String, answered: usize },
     /// BEP 46: items were found, but none is signed by the key (for the salt).
     #[error(
-        "mutable URL {url}: {refused} items found, none with a valid signature for this key and salt"
+        "mutable URL {url}: {} found, none with a valid signature for this key and salt",
+        crate::plural::count(*refused, "item", "items")
     )]
     BadSignature { url: String, refused: usize },
     /// BEP 46: the newest valid item's value is not `{ih: <info-hash>}`.

@@ -196,9 +196,9 @@ impl Client {
         };
         if report.refused > 0 {
             tracing::warn!(
-                "{}: ignored {} items with invalid signatures",
+                "{}: ignored {} with invalid signatures",
                 url.to_url(),
-                report.refused
+                crate::plural::count(report.refused, "item", "items")
             );
         }
         let info_hash = bep46::info_hash_of_value(&item.value).map_err(|e| Error::BadValue {
@@ -283,8 +283,9 @@ impl Client {
                         tracing::warn!("cannot remember seq {seq} in {}: {e}", p.display());
                     }
                     tracing::info!(
-                        "{}: seq {seq} -> {info_hash} stored on {nodes} DHT nodes",
-                        url.to_url()
+                        "{}: seq {seq} -> {info_hash} stored on {}",
+                        url.to_url(),
+                        crate::plural::count(nodes, "DHT node", "DHT nodes")
                     );
                     return Ok(Published {
                         url: url.to_url(),
@@ -398,7 +399,12 @@ impl Client {
                 };
                 let copied = copy_shared_pieces(&prev, &archive).await;
                 if copied > 0 {
-                    tracing::info!("{}: {copied} pieces copied from {}", r.info_hash, info_hash);
+                    tracing::info!(
+                        "{}: {} copied from {}",
+                        r.info_hash,
+                        crate::plural::count(copied, "piece", "pieces"),
+                        info_hash
+                    );
                 }
                 tracing::info!(
                     "{u}: switching from {info_hash} (seq {seq}) to {} (seq {}, {:?})",

@@ -128,9 +128,9 @@ impl Client {
         .await
         .map_err(std::io::Error::other)??;
         tracing::info!(
-            "{}: {} files, {} bytes in pieces of {} bytes; seeding",
+            "{}: {}, {} bytes in pieces of {} bytes; seeding",
             built.info_hash,
-            built.num_files,
+            crate::plural::count(built.num_files, "file", "files"),
             built.total_length,
             built.piece_length
         );

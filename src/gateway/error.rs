@@ -118,6 +118,7 @@ mod tests {
             known: 0,
             connected: 0,
             bytes: 0,
+            failures: Default::default(),
         });
         assert_eq!(HttpError::of_lookup(&t).status, StatusCode::GATEWAY_TIMEOUT);
         let n = ClientError::NoItem {

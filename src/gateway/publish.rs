@@ -187,7 +187,8 @@ pub async fn post(
         .map_err(|e| HttpError::of_lookup(&e))?;
     gw.pin(Name::InfoHash(ih), opened.lease);
     tracing::info!(
-        "upload: {files} files seeded as {ih} ({:?})",
+        "upload: {} seeded as {ih} ({:?})",
+        crate::plural::count(files, "file", "files"),
         archive.info().name
     );
     let loc = format!("/bt/{ih}/");

@@ -3,31 +3,48 @@
 //! info-hash, BEP 46 seq, peers and where each came from, download and
 //! upload rates, and a progress bar per file.
 //!
-//! JSON shape: `{"archives": [{"name": "<segment>", "url": "/bt/<segment>/",
-//! "magnet": "...", "info_hash": "<40 hex>", "title": "...", "seq": N|null,
+//! JSON shape: `{"archives": [{"name": "<the torrent's name>", "url":
+//! "/bt/<segment>/", "magnet": "...", "info_hash": "<40 hex>",
+//! "public_key": "<64 hex>"|null, "salt": "<hex>"|null, "seq": N|null,
 //! "peers": [{"addr": "ip:port", "source": "dht"}], "peers_known": N,
+//! "peer_failures": [{"addr": "ip:port", "why": "..."}],
 //! "download_rate": B/s, "upload_rate": B/s, "downloaded": B,
 //! "uploaded": B, "readers": N, "size": B, "verified": B, "num_files": N,
 //! "files": [{"path": "a/b", "size": B, "verified": B}]}],
-//! "bytes_served": B}`.
+//! "bytes_served": B}`. `name` is the info dictionary's `name` (an archive
+//! is listed once its metadata is known); the segment of its URL is the
+//! info-hash, or for a mutable URL (BEP 46) the public key and salt, each
+//! in a field of its own. `peer_failures`: the last known peers (at most
+//! 3) that could not be connected and why, most recent first.
 
-use crate::manager::ArchiveStatus;
+use crate::manager::{ArchiveStatus, Name};
+use crate::plural::count;
 
 use super::listing::escape;
 
 /// The JSON of one archive.
 fn archive_json(a: &ArchiveStatus) -> serde_json::Value {
+    let (public_key, salt) = match &a.name {
+        Name::Mutable { public_key, salt } => {
+            (Some(hex::encode(public_key)), Some(hex::encode(salt)))
+        }
+        Name::InfoHash(_) => (None, None),
+    };
     serde_json::json!({
-        "name": a.name.segment(),
+        "name": a.title,
         "url": format!("/bt/{}/", a.name.segment()),
         "magnet": a.name.url(),
         "info_hash": a.info_hash.to_hex(),
-        "title": a.title,
+        "public_key": public_key,
+        "salt": salt,
         "seq": a.seq,
         "peers": a.peers.iter().map(|p| serde_json::json!({
             "addr": p.addr.to_string(), "source": p.source,
         })).collect::<Vec<_>>(),
         "peers_known": a.peers_known,
+        "peer_failures": a.peer_failures.recent.iter().map(|(addr, why)| serde_json::json!({
+            "addr": addr.to_string(), "why": why,
+        })).collect::<Vec<_>>(),
         "download_rate": a.download_rate,
         "upload_rate": a.upload_rate,
         "downloaded": a.downloaded,
@@ -65,6 +82,39 @@ fn human(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// The peers paragraph of an archive: those connected and where each came
+/// from, or, when none is, that none is and why the last known ones failed.
+fn peers_html(a: &ArchiveStatus) -> String {
+    if a.peers.is_empty() {
+        let mut o = format!(
+            "<p class=\"peers\">no peer connected ({} known)",
+            a.peers_known
+        );
+        if !a.peer_failures.recent.is_empty() {
+            let each: Vec<String> = a
+                .peer_failures
+                .recent
+                .iter()
+                .map(|(addr, why)| format!("<code>{addr}</code> {}", escape(why)))
+                .collect();
+            o.push_str(&format!("; last failures: {}", each.join("; ")));
+        }
+        o.push_str("</p>\n");
+        return o;
+    }
+    let peers: Vec<String> = a
+        .peers
+        .iter()
+        .map(|p| format!("<code>{}</code> ({})", p.addr, escape(&p.source)))
+        .collect();
+    format!(
+        "<p class=\"peers\">{} connected ({} known): {}</p>\n",
+        count(a.peers.len(), "peer", "peers"),
+        a.peers_known,
+        peers.join(", ")
+    )
 }
 
 /// `GET /`.
@@ -106,19 +156,8 @@ pub fn html(archives: &[ArchiveStatus], bytes_served: u64) -> String {
             size = human(a.size),
             readers = a.readers,
         ));
-        o.push_str(&format!(
-            "<p>{} peer{} connected ({} known): ",
-            a.peers.len(),
-            if a.peers.len() == 1 { "" } else { "s" },
-            a.peers_known
-        ));
-        let peers: Vec<String> = a
-            .peers
-            .iter()
-            .map(|p| format!("<code>{}</code> ({})", p.addr, escape(&p.source)))
-            .collect();
-        o.push_str(&peers.join(", "));
-        o.push_str("</p>\n<table>\n");
+        o.push_str(&peers_html(a));
+        o.push_str("<table>\n");
         for f in &a.files {
             o.push_str(&format!(
                 "<tr><td>{path}</td><td><progress max=\"{size}\" value=\"{v}\"></progress></td>\
@@ -133,8 +172,8 @@ pub fn html(archives: &[ArchiveStatus], bytes_served: u64) -> String {
         o.push_str("</table>\n");
         if a.num_files > a.files.len() {
             o.push_str(&format!(
-                "<p>... and {} more files</p>\n",
-                a.num_files - a.files.len()
+                "<p>... and {} more</p>\n",
+                count(a.num_files - a.files.len(), "file", "files")
             ));
         }
         o.push_str("</section>\n");
@@ -146,6 +185,86 @@ pub fn html(archives: &[ArchiveStatus], bytes_served: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn archive(name: Name, peers: usize, failures: usize) -> ArchiveStatus {
+        let addr = |i: u8| std::net::SocketAddr::from(([192, 0, 2, i], 6881));
+        ArchiveStatus {
+            name,
+            info_hash: crate::InfoHash([0xab; 20]),
+            title: "site <1>".into(),
+            seq: None,
+            peers: (1..=peers as u8)
+                .map(|i| crate::swarm::PeerInfo {
+                    addr: addr(i),
+                    source: "dht".into(),
+                })
+                .collect(),
+            peers_known: 3,
+            peer_failures: crate::swarm::PeerFailures {
+                recent: (10..10 + failures as u8)
+                    .map(|i| (addr(i), "refused the connection".to_string()))
+                    .collect(),
+                peers: failures,
+            },
+            download_rate: 0,
+            upload_rate: 0,
+            downloaded: 0,
+            uploaded: 0,
+            readers: 0,
+            files: Vec::new(),
+            num_files: 1,
+            size: 1,
+            verified: 0,
+        }
+    }
+
+    #[test]
+    fn no_peer_connected_says_none_and_why() {
+        let ih = Name::InfoHash(crate::InfoHash([0xab; 20]));
+        let page = html(&[archive(ih.clone(), 0, 0)], 0);
+        assert!(
+            page.contains("<p class=\"peers\">no peer connected (3 known)</p>"),
+            "{page}"
+        );
+        let page = html(&[archive(ih.clone(), 0, 2)], 0);
+        assert!(
+            page.contains(
+                "no peer connected (3 known); last failures: <code>192.0.2.10:6881</code> \
+                 refused the connection; <code>192.0.2.11:6881</code> refused the connection</p>"
+            ),
+            "{page}"
+        );
+        let page = html(&[archive(ih.clone(), 1, 1)], 0);
+        assert!(
+            page.contains("1 peer connected (3 known): <code>192.0.2.1:6881</code> (dht)</p>"),
+            "{page}"
+        );
+        let page = html(&[archive(ih, 2, 0)], 0);
+        assert!(page.contains("2 peers connected (3 known): "), "{page}");
+    }
+
+    #[test]
+    fn json_names_the_torrent_and_keys_apart() {
+        let ih = Name::InfoHash(crate::InfoHash([0xab; 20]));
+        let j: serde_json::Value = serde_json::from_str(&json(&[archive(ih, 0, 1)], 0)).unwrap();
+        let a = &j["archives"][0];
+        assert_eq!(a["name"], "site <1>");
+        assert_eq!(a["info_hash"], "ab".repeat(20));
+        assert_eq!(a["url"], format!("/bt/{}/", "ab".repeat(20)));
+        assert!(a["public_key"].is_null() && a["salt"].is_null());
+        assert_eq!(a["peer_failures"][0]["addr"], "192.0.2.10:6881");
+        assert_eq!(a["peer_failures"][0]["why"], "refused the connection");
+        let m = Name::Mutable {
+            public_key: [0xcd; 32],
+            salt: b"s".to_vec(),
+        };
+        let j: serde_json::Value = serde_json::from_str(&json(&[archive(m, 0, 0)], 0)).unwrap();
+        let a = &j["archives"][0];
+        assert_eq!(a["name"], "site <1>");
+        assert_eq!(a["public_key"], "cd".repeat(32));
+        assert_eq!(a["salt"], "73");
+        assert_eq!(a["url"], format!("/bt/{}.73/", "cd".repeat(32)));
+    }
 
     #[test]
     fn human_sizes() {

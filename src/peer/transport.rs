@@ -312,6 +312,16 @@ impl Transports {
         // sooner. Not when plaintext is offered too: Transmission 3.00,
         // answering with plaintext selected, never answered a handshake
         // sent that way (interop::mount_fetches_from_transmission_plaintext).
+        // Its handshake.c (2.x to 4.0) waits for len(IA) bytes but never
+        // takes them off its buffer: the payload stream is then parsed from
+        // the IA on, decrypted only when RC4 was selected. With plaintext
+        // selected it reads our still RC4-encrypted IA as a plaintext
+        // handshake and drops the connection (tried: our dial then failed
+        // with "peer closed the connection during MSE verification constant
+        // search", its answer never arrived). The MSE spec sends IA as
+        // ENCRYPT(IA) before the method is chosen ("may be 0-sized if you
+        // want to wait for the encryption negotiation"), so Transmission is
+        // wrong; we keep IA empty unless RC4 is the only method offered.
         let in_ia = self.policy == Policy::Require;
         let ours = PeerConn::our_handshake(info_hash, hashes.1, peer_id);
         let ia: &[u8] = if in_ia { &ours } else { &[] };

@@ -93,7 +93,11 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
                         Some(batch) => {
                             let n = swarm.add_peers(batch, PeerSource::Dht);
                             if n > 0 {
-                                tracing::info!("{}: {n} new peers from the DHT (under {ih})", swarm.info_hash);
+                                tracing::info!(
+                                    "{}: {} from the DHT (under {ih})",
+                                    swarm.info_hash,
+                                    crate::plural::count(n, "new peer", "new peers")
+                                );
                             }
                         }
                         None => break,

@@ -28,20 +28,27 @@ pub enum MetadataError {
         #[source]
         source: Arc<io::Error>,
     },
-    /// No peer delivered the metadata in time.
+    /// No peer delivered the metadata in time. The message ends with the
+    /// last peers that failed and why (a refused encrypted handshake, a
+    /// refused connection, ...), at most three of them.
     #[error(
-        "metadata not found within {secs} s ({known} peers known, {connected} connected, {bytes} metadata bytes received)"
+        "metadata not found within {secs} s ({}, {connected} connected, {bytes} metadata bytes received){}",
+        crate::plural::count(*known, "peer known", "peers known"),
+        failures.suffix()
     )]
     Timeout {
         secs: u64,
         known: usize,
         connected: usize,
         bytes: u64,
+        /// The last peers that failed, and how many failed in all.
+        failures: super::PeerFailures,
     },
     /// A v2 torrent's info dictionary arrived, but not every file's piece
     /// layer (BEP 52 hash requests) in time.
     #[error(
-        "the piece layers of this v2 torrent were not received within {secs} s ({connected} peers connected): no peer answered our hash requests"
+        "the piece layers of this v2 torrent were not received within {secs} s ({}): no peer answered our hash requests",
+        crate::plural::count(*connected, "peer connected", "peers connected")
     )]
     PieceLayers { secs: u64, connected: usize },
     /// The swarm was stopped while waiting.
@@ -144,9 +151,10 @@ impl Swarm {
                 }
             }
             tracing::info!(
-                "{}: {} of {n} pieces in the cache; each is hashed before it is served or advertised",
+                "{}: {} of {} in the cache; each is hashed before it is served or advertised",
                 self.info_hash,
-                held.len()
+                held.len(),
+                crate::plural::count(n, "piece", "pieces")
             );
         }
         let held_bytes: u64 = held.iter().map(|&i| picker.piece_size(i) as u64).sum();
@@ -289,6 +297,7 @@ impl Swarm {
                     known: s.peers_known,
                     connected: s.peers_connected,
                     bytes: s.metadata_bytes,
+                    failures: self.peer_failures(),
                 });
             }
         }

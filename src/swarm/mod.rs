@@ -32,6 +32,8 @@
 //! - [`cache`]: the cache's byte budget, eviction, pins, LRU order.
 //! - [`read`]: reads that wait for pieces, readahead windows.
 //! - [`discovery`]: the dial, DHT and LSD-announce loops of a swarm.
+//! - [`failures`]: the last peers that failed and why, for the lookup's
+//!   error.
 //!
 //! All mutable state sits behind one lock ([`State`], private), held
 //! briefly and never across I/O or an `.await`. Peer sessions
@@ -52,6 +54,7 @@ mod block_verify;
 pub mod budget;
 mod cache;
 pub(crate) mod discovery;
+mod failures;
 mod hashing;
 mod holepunch;
 mod ids;
@@ -69,6 +72,7 @@ mod write;
 
 pub use crate::storage::StorageKind;
 pub use cache::PiecePin;
+pub use failures::PeerFailures;
 pub(crate) use holepunch::{OUTBOX as HOLEPUNCH_OUTBOX, Outbox as HolepunchOutbox};
 pub(crate) use ids::Ids;
 pub(crate) use metadata::AssemblyPermit;
@@ -165,6 +169,8 @@ struct State {
     trees: trees::Trees,
     /// Leaf hashes for reads verified block by block ([`block_verify`]).
     blocks: block_verify::BlockHashes,
+    /// The last peers that failed and why ([`failures`]).
+    failures: failures::Failures,
 }
 
 /// Counters shown in the progress line and logs.
@@ -260,6 +266,7 @@ impl Swarm {
                 reads: read::Reads::default(),
                 trees: trees::Trees::default(),
                 blocks: block_verify::BlockHashes::default(),
+                failures: failures::Failures::default(),
             }),
             metadata_ready: Notify::new(),
             piece_event: Notify::new(),

@@ -36,7 +36,10 @@ pub async fn run(cmd: DhtCommand, args: NodeArgs) -> anyhow::Result<()> {
                     if nodes == 0 {
                         bail!("no DHT node answered (check --bootstrap); no peers found for {ih}");
                     }
-                    bail!("no peers found for {ih} ({nodes} DHT nodes known)");
+                    bail!(
+                        "no peers found for {ih} ({} known)",
+                        btfs::plural::count(nodes, "DHT node", "DHT nodes")
+                    );
                 }
                 Ok(())
             }
@@ -58,15 +61,15 @@ pub async fn run(cmd: DhtCommand, args: NodeArgs) -> anyhow::Result<()> {
                 let item = match report.item {
                     Some(i) => i,
                     None if report.refused > 0 => bail!(
-                        "{} items found, none with a valid signature for this key and salt",
-                        report.refused
+                        "{} found, none with a valid signature for this key and salt",
+                        btfs::plural::count(report.refused, "item", "items")
                     ),
                     None if report.answered == 0 => bail!(
                         "no DHT node answered (check --bootstrap); no item found for this key and salt"
                     ),
                     None => bail!(
-                        "no item found for this key and salt ({} DHT nodes answered)",
-                        report.answered
+                        "no item found for this key and salt ({} answered)",
+                        btfs::plural::count(report.answered, "DHT node", "DHT nodes")
                     ),
                 };
                 println!("seq {}", item.seq);

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 
 use btfs::client::{LookupOptions, Progress, Version};
 use btfs::fuse::{Mount, prepare_mountpoint};
+use btfs::plural::count;
 use btfs::storage::layout::CacheLayout;
 
 use crate::args::MountArgs;
@@ -80,13 +81,13 @@ pub fn progress_line(p: &Progress, dht: bool) -> String {
         format!(" ({})", by.join(", "))
     };
     format!(
-        "btfs-mount: {}{} peers found{sources}, {} connected (IPv4 {}, IPv6 {}), {} metadata bytes; {}",
+        "btfs-mount: {}{} found{sources}, {} connected (IPv4 {}, IPv6 {}), {} metadata bytes; {}",
         if dht {
-            format!("{} DHT nodes, ", p.dht_nodes)
+            format!("{}, ", count(p.dht_nodes, "DHT node", "DHT nodes"))
         } else {
             String::new()
         },
-        s.peers_known,
+        count(s.peers_known, "peer", "peers"),
         s.peers_connected,
         p.peers_v4,
         p.peers_v6,
@@ -101,8 +102,13 @@ pub fn progress_line(p: &Progress, dht: bool) -> String {
 pub fn status_line(p: &Progress) -> String {
     let s = &p.swarm;
     format!(
-        "status: {} peers connected (IPv4 {}, IPv6 {}), {}/{} pieces; {}",
-        s.peers_connected, p.peers_v4, p.peers_v6, s.pieces_have, s.pieces_total, p.reach
+        "status: {} connected (IPv4 {}, IPv6 {}), {}/{}; {}",
+        count(s.peers_connected, "peer", "peers"),
+        p.peers_v4,
+        p.peers_v6,
+        s.pieces_have,
+        count(s.pieces_total, "piece", "pieces"),
+        p.reach
     )
 }
 
@@ -259,8 +265,8 @@ async fn serve(
         let archive = version.archive.clone();
         let s = archive.stats();
         eprintln!(
-            "btfs-mount: {} peers found, {} connected, {} metadata bytes",
-            s.peers_known,
+            "btfs-mount: {} found, {} connected, {} metadata bytes",
+            count(s.peers_known, "peer", "peers"),
             s.peers_connected,
             archive.info().raw.len()
         );
@@ -275,9 +281,13 @@ async fn serve(
             .torrent(archive.info_hash())
             .log();
         eprintln!(
-            "btfs-mount: {} ({} files, {} bytes) resolved in {:.2} s; mounting on {}{}",
+            "btfs-mount: {} ({}, {} bytes) resolved in {:.2} s; mounting on {}{}",
             archive.info().name,
-            archive.info().files.iter().filter(|f| !f.pad).count(),
+            count(
+                archive.info().files.iter().filter(|f| !f.pad).count(),
+                "file",
+                "files"
+            ),
             // The files' bytes, as `ls` shows them: BEP 47 pad files left out.
             archive
                 .info()

@@ -44,13 +44,13 @@ pub async fn run(
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         eprintln!(
-            "btfs-mount: seq {} (previous: {}) -> {} stored on {} DHT nodes",
+            "btfs-mount: seq {} (previous: {}) -> {} stored on {}",
             published.item.seq,
             published
                 .previous_seq
                 .map_or_else(|| "none".to_string(), |s| s.to_string()),
             published.info_hash,
-            published.nodes
+            btfs::plural::count(published.nodes, "DHT node", "DHT nodes")
         );
         println!("{}", published.url);
         std::io::stdout().flush()?;

@@ -95,10 +95,14 @@ pub async fn seed_until_stopped(
     std::io::stdout().flush()?;
     let info = archive.info();
     eprintln!(
-        "btfs-mount: seeding {:?}: {} files, {} bytes, info-hash {}, peer port {}; Ctrl-C stops",
+        "btfs-mount: seeding {:?}: {}, {} bytes, info-hash {}, peer port {}; Ctrl-C stops",
         info.name,
         // The files as `ls` shows them: BEP 47 pad files left out.
-        info.files.iter().filter(|f| !f.pad).count(),
+        btfs::plural::count(
+            info.files.iter().filter(|f| !f.pad).count(),
+            "file",
+            "files"
+        ),
         info.files
             .iter()
             .filter(|f| !f.pad)
@@ -125,19 +129,22 @@ pub fn print_event(event: Event) {
             // stderr first: a script that reads the URL from stdout finds
             // the line about it already written.
             eprintln!(
-                "btfs-mount: published seq {} (previous: {}) -> {} on {} DHT nodes; put again every 30 minutes",
+                "btfs-mount: published seq {} (previous: {}) -> {} on {}; put again every 30 minutes",
                 p.item.seq,
                 p.previous_seq
                     .map_or_else(|| "none".to_string(), |s| s.to_string()),
                 p.info_hash,
-                p.nodes
+                btfs::plural::count(p.nodes, "DHT node", "DHT nodes")
             );
             registry::update(|e| e.published = Some(p.url.clone()));
             println!("{}", p.url);
             let _ = std::io::stdout().flush();
         }
         Event::Refreshed { seq, nodes } => {
-            tracing::info!("seq {seq} put again on {nodes} DHT nodes")
+            tracing::info!(
+                "seq {seq} put again on {}",
+                btfs::plural::count(nodes, "DHT node", "DHT nodes")
+            )
         }
         Event::Failed { error, retry_in } => eprintln!(
             "btfs-mount: {error}; trying again in {} s",

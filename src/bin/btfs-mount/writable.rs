@@ -124,7 +124,10 @@ pub async fn run(args: MountArgs, mountpoint: PathBuf, logging: &Logging) -> any
         };
         match draft.prune_data() {
             Ok(0) => {}
-            Ok(n) => tracing::info!("{n} unused staged files deleted"),
+            Ok(n) => tracing::info!(
+                "{} deleted",
+                btfs::plural::count(n, "unused staged file", "unused staged files")
+            ),
             Err(e) => tracing::warn!("cannot delete unused staged files: {e}"),
         }
         let (archive, installed) = client

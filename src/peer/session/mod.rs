@@ -225,10 +225,11 @@ pub(crate) async fn run(
         .run_loop(writer, rx, hp_rx, waker, theirs.supports_extensions())
         .await;
     reader_task.abort();
-    match result {
+    match &result {
         Ok(()) => tracing::debug!("{}: {addr} closed", swarm.info_hash),
         Err(why) => tracing::info!("{}: dropping {addr}: {why}", swarm.info_hash),
     }
+    swarm.note_peer_gone(addr, result.as_ref().err().map(|e| e as _));
     swarm.unregister_conn(id, s.we_unchoke);
 }
 
@@ -269,6 +270,7 @@ pub(crate) async fn dial(swarm: Arc<Swarm>, target: DialTarget, transports: Tran
                     swarm.info_hash
                 );
             }
+            swarm.note_dial_failure(addr, &e);
             swarm.dial_failed(addr);
             // BEP 55: a peer learned by PEX may be behind a NAT router;
             // a peer connected to both can introduce us.
