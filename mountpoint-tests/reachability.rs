@@ -342,14 +342,16 @@ fn wait_dht_announce(
     if let Some(got) = events.iter().find(|v| announce(v)) {
         return got.clone();
     }
-    let seen: Vec<String> = events
-        .iter()
-        .filter(|v| v["event"] == "dht_announce")
-        .map(|v| format!("{}:{}", v["ip"], v["port"]))
-        .collect();
+    // Each announcing address once, with how often (the seeder announces
+    // every 2 s).
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    for v in events.iter().filter(|v| v["event"] == "dht_announce") {
+        let from = format!("{}:{}", v["ip"].as_str().unwrap_or("?"), v["port"]);
+        *seen.entry(from).or_default() += 1;
+    }
     let log = log();
     panic!(
-        "the DHT node got no announce of port {port} within {timeout:?}; it got {seen:?}\nthe mount's log:\n{}",
+        "the DHT node got no announce of port {port} within {timeout:?}; it got (address: times) {seen:?}\nthe mount's log:\n{}",
         announce_lines(&log).join("\n")
     );
 }
