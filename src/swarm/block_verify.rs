@@ -49,7 +49,6 @@ use std::time::{Duration, Instant};
 
 use super::budget::Reservation;
 use super::cache::pieces_under;
-use super::read::CacheRead;
 use super::trees::HashesError;
 use super::{BLOCK, ConnId, Swarm};
 use crate::merkle::{self, Hash, HashRequest, TreeShape};
@@ -575,17 +574,10 @@ impl Swarm {
                 )
             };
             if ready {
-                let storage = l.storage.clone();
-                let reading = CacheRead::new(&self.cache_reads);
-                let _buf = super::budget::global().force(len as u64);
-                let res = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; len];
-                    storage.read_at(offset, &mut buf).map(|_| buf)
-                })
-                .await
-                .map_err(io::Error::other)
-                .and_then(|r| r);
-                drop(reading);
+                let res = self
+                    .read_stored(&l.storage, offset, len)
+                    .await
+                    .and_then(|r| r);
                 let st = self.lock();
                 let p = st.picker.as_ref().expect("loaded");
                 let same = p.data_epoch() == epoch

@@ -75,13 +75,47 @@ async fn dial_loop(swarm: Arc<Swarm>, dialer: Dialer) {
     }
 }
 
+/// How often a seeding swarm announces itself again on the DHT (BEP 5
+/// `announce_peer`) when nothing changed; nodes drop peers not announced
+/// again within about 30 minutes.
+const REANNOUNCE: Duration = Duration::from_secs(600);
+
+/// What was last announced on the DHT for a swarm, and whether it must be
+/// announced again.
+#[derive(Debug, Default)]
+struct Announced {
+    /// When the last announce that some node accepted ended.
+    at: Option<tokio::time::Instant>,
+    /// How many of the swarm's info-hashes it covered.
+    hashes: usize,
+    /// The port it gave (the router's mapped port, or our listen port).
+    port: Option<u16>,
+}
+
+impl Announced {
+    /// Whether a seeding swarm with `hashes` info-hashes, whose port as
+    /// peers on the internet dial it is now `port`, announces again: never
+    /// announced, a hash learnt since (a hybrid's other one), the port
+    /// changed since (the router mapped another port than our listen port
+    /// after the first announce, or the mapping went away: peers given the
+    /// old port could not dial us for up to [`REANNOUNCE`]), or
+    /// [`REANNOUNCE`] elapsed.
+    fn due(&self, hashes: usize, port: u16) -> bool {
+        hashes > self.hashes
+            || self.port != Some(port)
+            || self.at.is_none_or(|t| t.elapsed() > REANNOUNCE)
+    }
+}
+
 /// Finds peers on the DHT (repeating `get_peers` while more are wanted) and
 /// announces our port while seeding (BEP 5), under each of the swarm's
-/// info-hashes (a hybrid's v1 and truncated v2 info-hash, BEP 52).
+/// info-hashes (a hybrid's v1 and truncated v2 info-hash, BEP 52). Behind
+/// a port mapping the announced port is the router's external one, and a
+/// change of it (the mapping is made or lost) is announced at once.
 async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
     let mut shutdown = swarm.subscribe_shutdown();
-    let mut last_announce: Option<tokio::time::Instant> = None;
-    let mut announced = 0usize;
+    let mut reach = Some(swarm.cfg.reach.subscribe());
+    let mut announced = Announced::default();
     let mut round = 0u32;
     loop {
         let hashes = swarm.info_hashes();
@@ -108,15 +142,10 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
         }
         round += 1;
         let seeding = swarm.cfg.seed && swarm.loaded().is_some();
-        // a hash learnt since the last announce (a hybrid's other one) is
-        // announced at once
-        if seeding
-            && (hashes.len() > announced
-                || last_announce.is_none_or(|t| t.elapsed() > Duration::from_secs(600)))
-        {
+        // Behind a port mapping, the port the router forwards to us.
+        let port = swarm.cfg.reach.advertised_port(port, None);
+        if seeding && announced.due(hashes.len(), port) {
             let mut any = false;
-            // Behind a port mapping, the port the router forwards to us.
-            let port = swarm.cfg.reach.advertised_port(port, None);
             for &ih in &hashes {
                 let n = dht.announce_peer(ih, Some(port)).await;
                 tracing::info!(
@@ -126,8 +155,11 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
                 any |= n > 0;
             }
             if any {
-                last_announce = Some(tokio::time::Instant::now());
-                announced = hashes.len();
+                announced = Announced {
+                    at: Some(tokio::time::Instant::now()),
+                    hashes: hashes.len(),
+                    port: Some(port),
+                };
             }
         }
         let s = swarm.stats();
@@ -139,9 +171,48 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
         } else {
             Duration::from_secs(300)
         };
+        // A new mapping (or its loss) changes the port to announce: go
+        // round at once rather than after `wait` (up to 5 minutes).
+        let reach_changed = async {
+            match reach.as_mut() {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            ok = reach_changed => {
+                if !ok {
+                    // The port mapper's state is gone: nothing to wait for.
+                    reach = None;
+                }
+            }
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_port_is_announced_again() {
+        let never = Announced::default();
+        assert!(never.due(1, 6881), "never announced");
+        let a = Announced {
+            at: Some(tokio::time::Instant::now()),
+            hashes: 1,
+            port: Some(6881),
+        };
+        assert!(!a.due(1, 6881), "nothing changed since");
+        // Announced with the listen port before the router mapped another.
+        assert!(a.due(1, 40000), "the router's external port differs");
+        assert!(a.due(2, 6881), "a hybrid's second info-hash");
+        let old = Announced {
+            at: tokio::time::Instant::now().checked_sub(REANNOUNCE + Duration::from_secs(1)),
+            ..a
+        };
+        assert!(old.due(1, 6881), "the announce expired");
     }
 }

@@ -68,10 +68,10 @@ impl Reads {
 
 /// Counts one read of the cache in progress while it lives (also when the
 /// read's future is dropped halfway).
-pub(super) struct CacheRead<'a>(&'a AtomicUsize);
+struct CacheRead<'a>(&'a AtomicUsize);
 
 impl<'a> CacheRead<'a> {
-    pub(super) fn new(n: &'a AtomicUsize) -> CacheRead<'a> {
+    fn new(n: &'a AtomicUsize) -> CacheRead<'a> {
         n.fetch_add(1, Ordering::Relaxed);
         CacheRead(n)
     }
@@ -84,6 +84,28 @@ impl Drop for CacheRead<'_> {
 }
 
 impl Swarm {
+    /// Reads `len` bytes at absolute offset `offset` of `storage` on the
+    /// blocking pool, counted as a cache read while it runs and in the
+    /// memory budget (a read already waiting: counted, never refused).
+    /// The outer error is the blocking task's failure, the inner one the
+    /// storage's.
+    pub(super) async fn read_stored(
+        &self,
+        storage: &Arc<dyn crate::storage::Storage>,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<io::Result<Vec<u8>>> {
+        let storage = storage.clone();
+        let _reading = CacheRead::new(&self.cache_reads);
+        let _buf = super::budget::global().force(len as u64);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            storage.read_at(offset, &mut buf).map(|_| buf)
+        })
+        .await
+        .map_err(io::Error::other)
+    }
+
     /// Reads `len` bytes at absolute offset `offset` of the piece space,
     /// waiting for missing pieces (they become urgent) up to the read
     /// timeout. Cached pieces not verified since the start are hashed first
@@ -145,18 +167,7 @@ impl Swarm {
                 first,
                 last,
             };
-            let storage = loaded.storage.clone();
-            let reading = CacheRead::new(&self.cache_reads);
-            // A read already waiting: counted, never refused.
-            let _buf = super::budget::global().force(len as u64);
-            let res = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; len];
-                storage.read_at(offset, &mut buf).map(|_| buf)
-            })
-            .await
-            .map_err(io::Error::other);
-            drop(reading);
-            let res = match res {
+            let res = match self.read_stored(&loaded.storage, offset, len).await {
                 Ok(r) => r,
                 Err(e) => {
                     drop(pin);
