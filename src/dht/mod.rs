@@ -394,8 +394,22 @@ impl Dht {
     /// makes us an IPv6 peer for the nodes that store it. Returns how many
     /// nodes accepted (both families).
     pub async fn announce_peer(&self, info_hash: InfoHash, port: Option<u16>) -> usize {
+        self.announce_peer_ports(info_hash, port, port).await
+    }
+
+    /// Like [`Dht::announce_peer`], with a port per address family: `v4`
+    /// to the IPv4 table's nodes (BEP 5), `v6` to the IPv6 table's (BEP
+    /// 32). Behind a router that maps an IPv4 port other than our listen
+    /// port, IPv6 peers must still be given the listen port.
+    pub async fn announce_peer_ports(
+        &self,
+        info_hash: InfoHash,
+        v4: Option<u16>,
+        v6: Option<u16>,
+    ) -> usize {
         let mut set = tokio::task::JoinSet::new();
         for n in self.nodes.iter() {
+            let port = if n.is_v4() { v4 } else { v6 };
             set.spawn(family::announce(n.clone(), info_hash.0, port));
         }
         set.join_all().await.into_iter().sum()

@@ -88,21 +88,23 @@ struct Announced {
     at: Option<tokio::time::Instant>,
     /// How many of the swarm's info-hashes it covered.
     hashes: usize,
-    /// The port it gave (the router's mapped port, or our listen port).
-    port: Option<u16>,
+    /// The ports it gave over IPv4 and IPv6 (the router's mapped port, or
+    /// our listen port).
+    ports: Option<(u16, u16)>,
 }
 
 impl Announced {
-    /// Whether a seeding swarm with `hashes` info-hashes, whose port as
-    /// peers on the internet dial it is now `port`, announces again: never
+    /// Whether a seeding swarm with `hashes` info-hashes, whose ports as
+    /// peers on the internet dial it are now `ports` (IPv4, IPv6), announces
+    /// again: never
     /// announced, a hash learnt since (a hybrid's other one), the port
     /// changed since (the router mapped another port than our listen port
     /// after the first announce, or the mapping went away: peers given the
     /// old port could not dial us for up to [`REANNOUNCE`]), or
     /// [`REANNOUNCE`] elapsed.
-    fn due(&self, hashes: usize, port: u16) -> bool {
+    fn due(&self, hashes: usize, ports: (u16, u16)) -> bool {
         hashes > self.hashes
-            || self.port != Some(port)
+            || self.ports != Some(ports)
             || self.at.is_none_or(|t| t.elapsed() > REANNOUNCE)
     }
 }
@@ -142,14 +144,24 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
         }
         round += 1;
         let seeding = swarm.cfg.seed && swarm.loaded().is_some();
-        // Behind a port mapping, the port the router forwards to us.
-        let port = swarm.cfg.reach.advertised_port(port, None);
-        if seeding && announced.due(hashes.len(), port) {
+        // Behind a port mapping, the port the router forwards to us (IPv4
+        // only: IPv6 peers dial our listen port).
+        let r = &swarm.cfg.reach;
+        let ports = (r.dht_port(port, false), r.dht_port(port, true));
+        if seeding && announced.due(hashes.len(), ports) {
             let mut any = false;
             for &ih in &hashes {
-                let n = dht.announce_peer(ih, Some(port)).await;
+                let n = dht
+                    .announce_peer_ports(ih, Some(ports.0), Some(ports.1))
+                    .await;
+                let (p4, p6) = ports;
+                let shown = if p4 == p6 {
+                    format!("port {p4}")
+                } else {
+                    format!("port {p4} (IPv6: {p6})")
+                };
                 tracing::info!(
-                    "{}: announced port {port} to {n} DHT nodes under {ih}",
+                    "{}: announced {shown} to {n} DHT nodes under {ih}",
                     swarm.info_hash
                 );
                 any |= n > 0;
@@ -158,7 +170,7 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
                 announced = Announced {
                     at: Some(tokio::time::Instant::now()),
                     hashes: hashes.len(),
-                    port: Some(port),
+                    ports: Some(ports),
                 };
             }
         }
@@ -199,20 +211,23 @@ mod tests {
     #[test]
     fn a_changed_port_is_announced_again() {
         let never = Announced::default();
-        assert!(never.due(1, 6881), "never announced");
+        assert!(never.due(1, (6881, 6881)), "never announced");
         let a = Announced {
             at: Some(tokio::time::Instant::now()),
             hashes: 1,
-            port: Some(6881),
+            ports: Some((6881, 6881)),
         };
-        assert!(!a.due(1, 6881), "nothing changed since");
+        assert!(!a.due(1, (6881, 6881)), "nothing changed since");
         // Announced with the listen port before the router mapped another.
-        assert!(a.due(1, 40000), "the router's external port differs");
-        assert!(a.due(2, 6881), "a hybrid's second info-hash");
+        assert!(
+            a.due(1, (40000, 6881)),
+            "the router's external port differs"
+        );
+        assert!(a.due(2, (6881, 6881)), "a hybrid's second info-hash");
         let old = Announced {
             at: tokio::time::Instant::now().checked_sub(REANNOUNCE + Duration::from_secs(1)),
             ..a
         };
-        assert!(old.due(1, 6881), "the announce expired");
+        assert!(old.due(1, (6881, 6881)), "the announce expired");
     }
 }
