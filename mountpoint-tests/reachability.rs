@@ -371,6 +371,11 @@ fn wait_dht_announce(
 /// interval, and this test failed whenever the announce came first). The
 /// 20 s bound checks that the new port is announced at once, not at the
 /// DHT loop's next round (30 s with a few peers).
+///
+/// The home has IPv6 too, without NAT (netsim's plan). The mapping is
+/// IPv4 only, so over the IPv6 DHT (BEP 32) the second mount must announce
+/// its own listen port from its own IPv6 address: an IPv6 peer given the
+/// router's mapped IPv4 port would dial a port nobody listens on.
 #[test]
 fn a_different_external_port_is_the_one_announced() {
     if !in_netns("a_different_external_port_is_the_one_announced") {
@@ -393,10 +398,21 @@ fn a_different_external_port_is_the_one_announced() {
     };
     let (x, y) = (home.host("x"), home.host("y"));
     let (cache_x, cache_y) = (tmp.path().join("cache-x"), tmp.path().join("cache-y"));
+    // An IPv6 DHT node on the internet, known to the second mount only.
+    let e = w.net.public_host("e");
+    let e6 = format!("[{}]", e.ip6());
+    let mut dht6 = e.lt_node(&[
+        "--listen-ip",
+        &e6,
+        "--dht",
+        "--bootstrap",
+        "[2001:db8::1]:1",
+    ]);
+    let dht6_addr = format!("{e6}:{}", dht6.dht_port());
     let args_x = w.mount_args(&cache_x).port(port);
     let mount_x = x.enter(|| Mount::background(&tmp.path().join("mnt-x"), &args_x.build()));
     wait_mapped(&home, x.ip(), || w.log(&cache_x));
-    let args_y = w.mount_args(&cache_y).port(port);
+    let args_y = w.mount_args(&cache_y).port(port).bootstrap(&dht6_addr);
     let mnt_y = tmp.path().join("mnt-y");
     let mount_y = y.enter(|| Mount::background(&mnt_y, &args_y.build()));
     assert!(
@@ -434,6 +450,22 @@ fn a_different_external_port_is_the_one_announced() {
     assert!(
         got.to_string().contains(&wan),
         "announce not from the home's WAN address {wan}: {got}"
+    );
+    let got6 = wait_dht_announce(&mut dht6, port, Duration::from_secs(20), || {
+        fs::read_to_string(&log_y).unwrap_or_default()
+    });
+    note(&format!("IPv6 DHT announce from the second mount: {got6}"));
+    assert_eq!(
+        got6["ip"].as_str(),
+        Some(y.ip6().to_string().as_str()),
+        "IPv6 announce not from the mount's own address: {got6}"
+    );
+    assert!(
+        !dht6
+            .events()
+            .iter()
+            .any(|v| v["event"] == "dht_announce" && v["port"] == want),
+        "the IPv6 DHT was given the router's mapped IPv4 port {want}"
     );
     mount_y.unmount_and_wait(Duration::from_secs(15));
     mount_x.unmount_and_wait(Duration::from_secs(15));
