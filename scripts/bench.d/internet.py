@@ -58,12 +58,29 @@ Tests, for each piece length, each client:
   seek    one 128 KiB read at 0, --inet-settle s of quiet, then 1 MiB reads at
           --inet-seeks random offsets, back to back; latency of each.
   random  the same start, then --inet-random 4 KiB reads at random offsets.
+          Cold reads (seek, random): before each read the client is asked
+          which pieces under it it has (rqbit: GET /torrents/ID/haves;
+          libtorrent streaming: have_piece; btfs-mount: SEEK_DATA on its
+          cache file, i.e. any byte of the piece, stricter than "verified");
+          a read is cold when it had none. Offsets whose read was not cold
+          are read again, in order, in a fresh session (same start and
+          settle), up to --inet-cold-sessions sessions in all. The cold rows
+          hold the first cold read of each offset; the "every read" rows the
+          first session, cold or not. rqbit downloads the whole file in the
+          background in piece order, so offsets behind its download front
+          are never cold for it (counted as such).
   player  reads 256 KiB every 131 ms (2 MB/s) from offset 0 and every
           --inet-seek-every s (5) seeks to a random offset, for
           --inet-player-seconds (30); a read issued late (the previous one
           took longer than its slot) goes at once, with no catching up.
           Reports the longest wait of any read but the first, and the wait
-          of the first read after each seek.
+          of the first read after each seek (all, and those whose pieces
+          were not had).
+  mse     a cat by btfs-mount with --encryption off and with require, and
+          by libtorrent's download with encryption disabled and forced
+          (issue 16's "MSE costs at most 10 %" on the path users have);
+          half-way through, the seeders' peer_info tells how each of their
+          connections is encrypted; client CPU and the seeders' CPU per GiB.
 Seeder bytes: sum over the seeders of libtorrent's total_payload_upload for
 the torrent, from the moment the measured reads start (after the settle) to
 the client's exit, divided by the bytes read. Peak RSS (VmHWM) and CPU
@@ -72,8 +89,11 @@ Before each client's test, --inet-between s (3) of quiet. A client that
 starts right after one that downloaded at full rate (a `cat`, rqbit's
 background download) still gets its first byte later (1.1-2.3 s where the
 next client gets it in 0.7-0.9 s, whatever the binary; the pause did not
-remove that): compare first-byte rows only between clients in the same
-place of the order (bench/internet-diagnosis.md).
+remove that; bench/internet-diagnosis.md). So the clients' order changes
+from test to test (--inet-order: by default the rows of a Williams design,
+in which every client directly follows every other one equally often),
+the first-byte row is the median over every start, and a second row splits
+the starts by whether a full-rate transfer ran just before.
 Every offset list is drawn from a seeded RNG, the same for every client.
 Every fresh start's first read (at offset 0) is also a first-byte sample.
 
