@@ -1112,7 +1112,7 @@ def add_args(p):
                         "follows each other equally often), random (seeded shuffle), fixed "
                         "(as in --inet-clients)")
     g.add_argument("--inet-order-seed", type=int, default=1, help="seed of --inet-order random")
-    g.add_argument("--inet-cold-sessions", type=int, default=3,
+    g.add_argument("--inet-cold-sessions", type=int, default=4,
                    help="seek and random tests: fresh sessions in which to read again the "
                         "offsets whose reads found a piece already had (see test_reads)")
     g.add_argument("--inet-trace", action="store_true",
