@@ -369,7 +369,10 @@ def report(ib, info, started, load_before, load_after, run_seconds):
               f"every read is cold in the first session. rqbit downloads the whole file in "
               f"the background, in piece order (first and last piece first), from the moment "
               f"it is added: an offset below its download front when read is warm in every "
-              f"session, so the cold rows can never hold those (\"never read cold\"). The "
+              f"session, so the cold rows can never hold those (\"never read cold\"). A "
+              f"piece rqbit or libtorrent is downloading but has not verified counts as not "
+              f"had, so a few of their cold reads are fast (the piece was nearly in); the same "
+              f"piece counts as had for btfs-mount. The "
               f"player row counts only the first read after each seek whose pieces were not "
               f"had (no extra sessions).")
     md.append("13. the mse table: see its own heading.")
