@@ -127,9 +127,12 @@ def reads_rows(rows, get, test, label, name, note, title, goals):
         if c == "lt-download" or not n[0]:
             cells.append("–")
             continue
+        # A test that failed after its first session has no session count.
+        sessions = get(f"{test}_sessions", c, label)
+        never = get(f"{test}_nevercold", c, label)
         cells.append(f"{sum(n[0])} / {sum(n[1])} / {sum(n[2])}; "
-                     f"{max(get(f'{test}_sessions', c, label))}; "
-                     f"{sum(get(f'{test}_nevercold', c, label))}")
+                     f"{max(sessions) if sessions else '? (failed)'}; "
+                     f"{sum(never) if never else '?'}")
     row(f"{test} test: first session's reads cold / partial / warm; sessions; offsets never "
         f"read cold, {name} pieces ¹²", cells, "", "")
     for q in (50, 90):
