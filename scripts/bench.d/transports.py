@@ -368,6 +368,11 @@ def report(b, started, load_before, load_after, info):
               "ltnode `--fetch T.torrent --connect SEEDER` plus tcp `--no-utp --no-encryption`, "
               "mse `--no-utp --require-encryption`, uTP `--utp-only --no-encryption`. Seeders: "
               "`swarm.py --transport tcp|mse|utp`.")
+    if not rate and "mse" in b.modes:
+        md.append("5. the MSE row measures RC4 where the CPU is the limit (both ends on 2 "
+                  "shared cores); `--tr-rate-mbit N` measures it with the network as the "
+                  "limit (section transports-limited), and so does the internet-like swarm's "
+                  "mse table.")
     for n in b.notes + bench.KILLED:
         md.append(f"- problem: {n}")
     md.append("")
