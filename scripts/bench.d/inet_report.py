@@ -101,6 +101,46 @@ def seeder_rates(ib, windows):
     return means, peak
 
 
+def reads_rows(rows, get, test, label, name, note, title, goals):
+    """The rows of the seek or random test: cold reads (p50, p90, with the
+    goals of issue 18), how the first session's reads were classified, and
+    every read of the first session (for reference)."""
+    def row(metric, cells, goal="", met=""):
+        rows.append((metric,) + tuple(cells) + (goal, met))
+
+    for q in (50, 90):
+        cells = []
+        for c in COLS:
+            xs = get(f"{test}_cold", c, label)
+            cells.append("–" if c == "lt-download" or not get(test, c, label) else
+                         f"{cell_pct(xs, q)} (n={len(xs)})")
+        bm = p(get(f"{test}_cold", "btfs-mount", label), q)
+        others = [("libtorrent streaming", p(get(f"{test}_cold", "lt-stream", label), q)),
+                  ("rqbit", p(get(f"{test}_cold", "rqbit", label), q))]
+        g = goals.get((label, q))
+        goal = (f"≤ {g} ms; " if g else "") + "ahead of libtorrent streaming and rqbit"
+        met = (limit(bm, g) + "; " if g else "") + ahead(bm, others)
+        row(f"{title}, cold reads only, p{q} (ms), {name} pieces {note} ¹²", cells, goal, met)
+    cells = []
+    for c in COLS:
+        n = [get(f"{test}_n{x}1", c, label) for x in ("cold", "partial", "warm")]
+        if c == "lt-download" or not n[0]:
+            cells.append("–")
+            continue
+        # A test that failed after its first session has no session count.
+        sessions = get(f"{test}_sessions", c, label)
+        never = get(f"{test}_nevercold", c, label)
+        cells.append(f"{sum(n[0])} / {sum(n[1])} / {sum(n[2])}; "
+                     f"{max(sessions) if sessions else '? (failed)'}; "
+                     f"{sum(never) if never else '?'}")
+    row(f"{test} test: first session's reads cold / partial / warm; sessions; offsets never "
+        f"read cold, {name} pieces ¹²", cells, "", "")
+    for q in (50, 90):
+        cells = [cell_pct(get(test, c, label), q) if c != "lt-download" else "–" for c in COLS]
+        row(f"{title}, every read of the first session (cold or not), p{q} (ms), {name} "
+            f"pieces {note}", cells, "for reference", "")
+
+
 def report(ib, info, started, load_before, load_after, run_seconds):
     R = ib.results
     a = ib.args
@@ -122,6 +162,15 @@ def report(ib, info, started, load_before, load_after, run_seconds):
             cells.append(bench.fmt(v, digits=2) if v else "–")
         row(f"start → first byte (s), median of every fresh start, {name} pieces ¹", cells,
             "no worse than before the seek work", "")
+        cells = []
+        for c in COLS:
+            parts = []
+            for after in ("other", "full"):
+                v = get(f"first_byte_after_{after}", c, label)
+                parts.append(f"{bench.med(v):.2f} (n={len(v)})" if v else "–")
+            cells.append(" / ".join(parts))
+        row(f"start → first byte (s), median of the starts after any other client / right "
+            f"after a full-rate transfer, {name} pieces ¹", cells, "", "")
         # cat
         cells = [bench.fmt([x / 1e6 for x in get("cat", c, label)], digits=1)
                  if get("cat", c, label) else "–" for c in COLS]
@@ -139,17 +188,9 @@ def report(ib, info, started, load_before, load_after, run_seconds):
         row(f"seeders' bytes sent per byte read, `cat`, {name} pieces ³", cells, "≤ 1.05",
             limit(bm, 1.05, "", 1, "{:.3f}"))
         # seek
-        for q in (50, 90):
-            cells = [cell_pct(get("seek", c, label), q) if c != "lt-download" else "–"
-                     for c in COLS]
-            bm = p(get("seek", "btfs-mount", label), q)
-            others = [("libtorrent streaming", p(get("seek", "lt-stream", label), q)),
-                      ("rqbit", p(get("seek", "rqbit", label), q))]
-            g = {("256k", 50): 200, ("256k", 90): 400, ("4m", 50): 350}.get((label, q))
-            goal = (f"≤ {g} ms; " if g else "") + "ahead of libtorrent streaming and rqbit"
-            met = (limit(bm, g) + "; " if g else "") + ahead(bm, others)
-            row(f"seek: 1 MiB read at a random offset, p{q} (ms), {name} pieces ⁴", cells,
-                goal, met)
+        reads_rows(rows, get, "seek", label, name, "⁴",
+                   "seek: 1 MiB read at a random offset",
+                   {("256k", 50): 200, ("256k", 90): 400, ("4m", 50): 350})
         cells = [bench.fmt(get("seek_sent", c, label), digits=2) if get("seek_sent", c, label)
                  else "–" for c in COLS]
         bm = bench.med(get("seek_sent", "btfs-mount", label))
@@ -164,16 +205,8 @@ def report(ib, info, started, load_before, load_after, run_seconds):
                 f"≤ 1.3 × the whole-piece floor ({floor:.2f}) = {1.3 * floor:.2f}",
                 limit(bm, 1.3 * floor, "", 1, "{:.2f}"))
         # random
-        for q in (50, 90):
-            cells = [cell_pct(get("random", c, label), q) if c != "lt-download" else "–"
-                     for c in COLS]
-            bm = p(get("random", "btfs-mount", label), q)
-            others = [("libtorrent streaming", p(get("random", "lt-stream", label), q)),
-                      ("rqbit", p(get("random", "rqbit", label), q))]
-            g = {("256k", 50): 80, ("4m", 50): 300}.get((label, q))
-            goal = (f"≤ {g} ms; " if g else "") + "ahead of libtorrent streaming and rqbit"
-            met = (limit(bm, g) + "; " if g else "") + ahead(bm, others)
-            row(f"cold random 4 KiB read, p{q} (ms), {name} pieces ⁵", cells, goal, met)
+        reads_rows(rows, get, "random", label, name, "⁵", "random 4 KiB read",
+                   {("256k", 50): 80, ("4m", 50): 300})
         cells = [bench.fmt([x * 4 for x in get("random_sent", c, label)], digits=0)
                  if get("random_sent", c, label) else "–" for c in COLS]
         row(f"random 4 KiB reads: seeders' KiB sent per read, {name} pieces ³", cells,
@@ -188,6 +221,13 @@ def report(ib, info, started, load_before, load_after, run_seconds):
                  f"{cell_pct(get('player_seek', c, label), 90)}"
                  if get("player_seek", c, label) else "–" for c in COLS]
         row(f"player: wait after a seek p50 / p90 (ms), {name} pieces ⁶", cells, "", "")
+        cells = [f"{cell_pct(get('player_seek_cold', c, label), 50)} / "
+                 f"{cell_pct(get('player_seek_cold', c, label), 90)} "
+                 f"(n={len(get('player_seek_cold', c, label))} of "
+                 f"{len(get('player_seek', c, label))})"
+                 if get("player_seek", c, label) else "–" for c in COLS]
+        row(f"player: wait after a seek whose pieces were not had, p50 / p90 (ms), {name} "
+            f"pieces ⁶ ¹²", cells, "", "")
         cells = [bench.fmt(get("player_sent", c, label), digits=2)
                  if get("player_sent", c, label) else "–" for c in COLS]
         row(f"player: seeders' bytes sent per byte read, {name} pieces ³", cells, "", "")
@@ -234,14 +274,28 @@ def report(ib, info, started, load_before, load_after, run_seconds):
               f"Design: bench/README.md. Cells: median (min–max) over repetitions, or "
               f"nearest-rank percentiles over all samples. MB/s = 10^6 bytes/s.\n")
     md.append(table + "\n")
+    mse = mse_table(ib)
+    if mse:
+        md.append(mse + "\n")
     for rev in getattr(ib, "extra_bins", {}):
         md.append(side_by_side(ib, rev) + "\n")
     md.append("Notes:\n")
+    orders = getattr(ib, "orders", [])
     md.append(f"1. every test starts a fresh client, after {a.inet_between:g} s of quiet "
-              f"(--inet-between; a client right after a full-rate download still starts "
-              f"slower: compare this row only between clients in the same place of the order), "
-              "and reads 128 KiB at offset 0 first; "
-              "median (min–max) over those starts. btfs-mount: from starting the mount "
+              f"(--inet-between), and reads 128 KiB at offset 0 first; median (min–max) over "
+              f"every such start of the run (cat, seek, random, player, and the extra sessions "
+              f"of note 12). A client that starts right after a full-rate transfer (a `cat`, "
+              f"libtorrent's download, or any rqbit session: rqbit downloads everything) gets "
+              f"its first byte later, whatever the client; so the order of the clients "
+              f"changes from test to test (--inet-order {a.inet_order}: "
+              + ("rows of a Williams design, in which each client directly follows each other "
+                 "one equally often" if a.inet_order == "williams" else
+                 f"a shuffle seeded with {a.inet_order_seed}" if a.inet_order == "random" else
+                 "as given")
+              + "), and the second first-byte row splits the starts by what ran just before. "
+              + ("Orders used: " + "; ".join(f"{t} {NAMES[lab]}: {' → '.join(o)}"
+                                             for _, lab, t, o in orders) + ". " if orders else "")
+              + "btfs-mount: from starting the mount "
               "command (DHT lookup, metadata, mount) to that read returning. libtorrent streaming: from "
               "add_torrent(magnet) to the first read's pieces (deadline 0) being had. rqbit: "
               "from POSTing the magnet to the first 128 KiB of the HTTP stream. libtorrent's "
@@ -260,10 +314,9 @@ def report(ib, info, started, load_before, load_after, run_seconds):
                  "(32 MiB ahead of each)."
                  if a.inet_rqbit_stream_only else
                  "rqbit downloads the whole torrent in the background from the moment it is "
-                 "added, at the swarm's full rate, its streams first: from the 2 s settle on, "
-                 "a growing share of the file is already there, so its seek, random and "
-                 "player rows mix reads that find their data (a few ms) with reads that wait "
-                 "(p90), and its bytes count the background download."))
+                 "added, at the swarm's full rate, its streams first, so its bytes count the "
+                 "background download, and many of its reads find their data already there "
+                 "(note 12)."))
     md.append(f"4. one 128 KiB read at 0, {a.inet_settle:g} s of quiet (peers connect), "
               f"then {a.inet_seeks} preads of 1 MiB at random 4 KiB-aligned offsets, back to "
               f"back (libtorrent streaming: clear_piece_deadlines before each, then deadlines "
@@ -303,6 +356,29 @@ def report(ib, info, started, load_before, load_after, run_seconds):
               f"{run_seconds:.0f} s.")
     md.append("11. what limits the missed goals, from a trace of the seek and random "
               "tests (`--inet-trace`, `inet_trace.py`): bench/internet-diagnosis.md.")
+    md.append(f"12. **cold reads**: just before each read the client is asked which pieces "
+              f"under the read it has: rqbit its bitfield of verified pieces (`GET "
+              f"/torrents/ID/haves`, `Accept: application/octet-stream`), libtorrent streaming "
+              f"`have_piece`, btfs-mount whether its cache file holds any byte of the piece "
+              f"(`SEEK_DATA`; blocks are written there before the piece is hashed, so this is "
+              f"stricter on btfs-mount than on the others). A read is cold when none of its "
+              f"pieces was had, warm when all were, partial otherwise. The seek and random "
+              f"tests read every offset in a first session (the \"every read\" rows, as "
+              f"before); each offset whose read was not cold is read again in a fresh session "
+              f"(new client, same start and settle, same order), up to "
+              f"{a.inet_cold_sessions} sessions in all (--inet-cold-sessions); the cold rows "
+              f"hold the first cold read of each offset (n = how many). btfs-mount and "
+              f"libtorrent streaming fetch only what is read (plus readahead), so nearly "
+              f"every read is cold in the first session. rqbit downloads the whole file in "
+              f"the background, in piece order (first and last piece first), from the moment "
+              f"it is added: an offset below its download front when read is warm in every "
+              f"session, so the cold rows can never hold those (\"never read cold\"). A "
+              f"piece rqbit or libtorrent is downloading but has not verified counts as not "
+              f"had, so a few of their cold reads are fast (the piece was nearly in); the same "
+              f"piece counts as had for btfs-mount. The "
+              f"player row counts only the first read after each seek whose pieces were not "
+              f"had (no extra sessions).")
+    md.append("13. the mse table: see its own heading.")
     md.append("")
     md.append("### Versions\n")
     for k in ("btfs-mount", "libtorrent", "kernel", "cpu"):
@@ -320,6 +396,72 @@ def report(ib, info, started, load_before, load_after, run_seconds):
     md.append("")
     md.append(END)
     return "\n".join(md) + "\n"
+
+
+def mse_table(ib):
+    """Issue 16's MSE goal on the internet-like swarm: btfs-mount with
+    --encryption off and require, libtorrent's download with encryption
+    disabled and forced, each a cold `cat` in the same run; "" when the
+    mse test did not run."""
+    R = ib.results
+
+    def get(metric, col, label):
+        return R.get(f"{metric}_{col}_{label}", [])
+
+    if not any(get("cat", k, lab) for k in ("btfs-mount/off", "lt-download/off")
+               for lab in NAMES):
+        return ""
+    gib = ib.size / (1 << 30)
+    lines = ["### MSE (RC4) against plaintext on the internet-like swarm (issue 16)\n",
+             "Each a cold `cat` of the whole file (128 KiB reads; libtorrent: its own "
+             "download), the pair of each client in the same run, in the order of note 1. "
+             "btfs-mount `--encryption off` against `--encryption require`; libtorrent "
+             "(`ltnode.py --fetch`) `--no-encryption` (out/in_enc_policy disabled) against "
+             "`--require-encryption` (forced, allowed_enc_level RC4). The seeders accept "
+             "both (in_enc_policy enabled) and were asked half-way through each `cat` how "
+             "their connections of that torrent are encrypted (libtorrent's peer_info "
+             "flags). Goal (issue 16): MSE costs at most 10 % of plaintext throughput, i.e. "
+             "RC4 / plaintext ≥ 0.90. CPU per GiB: utime+stime of the client process "
+             "(btfs-mount: the daemon) over the `cat`, and of the seeders' process over the "
+             "whole test (8 seeders, their DHT announcer and counters; its idle share is the "
+             "same for both).\n",
+             "| metric | pieces | btfs-mount plaintext | btfs-mount RC4 | RC4 / plaintext | "
+             "libtorrent plaintext | libtorrent RC4 | RC4 / plaintext | goal | met |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(xs, scale, digits):
+        return bench.fmt([x * scale for x in xs], digits=digits) if xs else "–"
+
+    def ratio(a, b):
+        a, b = bench.med(a), bench.med(b)
+        return f"{a / b:.2f}" if a and b else "–"
+
+    for label in NAMES:
+        for title, key, scale, digits, goal in (
+                ("cold `cat` (MB/s)", "cat", 1e-6, 1, True),
+                ("client CPU s per GiB", "cat_cpu", 1 / gib, 2, False),
+                ("seeders' CPU s per GiB", "mse_seeder_cpu", 1 / gib, 2, False),
+                ("peak RSS (MiB)", "cat_rss", 1 / MIB, 0, False)):
+            cells = []
+            for base in ("btfs-mount", "lt-download"):
+                off, enc = get(key, f"{base}/off", label), get(key, f"{base}/require", label)
+                cells += [cell(off, scale, digits), cell(enc, scale, digits), ratio(enc, off)]
+            met = ""
+            if goal:
+                r = ratio(get(key, "btfs-mount/require", label), get(key, "btfs-mount/off", label))
+                met = "n/a" if r == "–" else ("yes" if float(r) >= 0.90 else f"**no** ({r})")
+            lines.append(f"| {title} | {NAMES[label]} | " + " | ".join(cells)
+                         + f" | {'≥ 0.90 (btfs-mount)' if goal else ''} | {met} |")
+        cells = []
+        for base in ("btfs-mount", "lt-download"):
+            for enc in ("off", "require"):
+                seen = get("mse_conns", f"{base}/{enc}", label)
+                cells.append(", ".join(f"{k} {v}" for d in seen for k, v in sorted(d.items()))
+                             or "–")
+            cells.append("")
+        lines.append(f"| seeders' connections half-way (how encrypted) | {NAMES[label]} | "
+                     + " | ".join(cells) + " |  |  |")
+    return "\n".join(lines)
 
 
 def side_by_side(ib, rev):

@@ -38,6 +38,11 @@ Control channel, one command a line on stdin:
     stats    emit `stats` {t, upload: [[bytes for torrent 0, 1..], ...one
              list per seeder], rates: [bytes/s over the last second, per
              seeder]}
+    peers    emit `peers` {t, conns: [{seeder, torrent, rc4,
+             plaintext_encrypted}]}: every connection each seeder has now
+             (libtorrent's peer_info flags `rc4_encrypted`: MSE with RC4;
+             `plaintext_encrypted`: an MSE handshake that chose plaintext;
+             neither: a plain BitTorrent handshake)
     quit     stop (so does end of file on stdin)
 With --samples FILE, every 0.1 s a line {t, up: [total payload uploaded by
 each seeder, all torrents]} is appended to FILE (CLOCK_MONOTONIC seconds).
@@ -338,6 +343,17 @@ def main(argv):
             old_t, old = next(((ht, hv) for ht, hv in history if t - ht <= 1.0), history[0])
             dt = max(t - old_t, 1e-3)
             ltnode.emit("stats", t=t, upload=per, rates=[(n - o) / dt for n, o in zip(tot, old)])
+        elif cmd == "peers":
+            conns = []
+            for k, (_, hs) in enumerate(sessions):
+                for j, h in enumerate(hs):
+                    for pi in h.get_peer_info():
+                        conns.append({
+                            "seeder": k, "torrent": j,
+                            "rc4": bool(pi.flags & lt.peer_info.rc4_encrypted),
+                            "plaintext_encrypted":
+                                bool(pi.flags & lt.peer_info.plaintext_encrypted)})
+            ltnode.emit("peers", t=t, conns=conns)
         elif cmd:
             ltnode.emit("error", message=f"bad command {cmd!r}")
         for ses, _ in sessions:

@@ -58,12 +58,29 @@ Tests, for each piece length, each client:
   seek    one 128 KiB read at 0, --inet-settle s of quiet, then 1 MiB reads at
           --inet-seeks random offsets, back to back; latency of each.
   random  the same start, then --inet-random 4 KiB reads at random offsets.
+          Cold reads (seek, random): before each read the client is asked
+          which pieces under it it has (rqbit: GET /torrents/ID/haves;
+          libtorrent streaming: have_piece; btfs-mount: SEEK_DATA on its
+          cache file, i.e. any byte of the piece, stricter than "verified");
+          a read is cold when it had none. Offsets whose read was not cold
+          are read again, in order, in a fresh session (same start and
+          settle), up to --inet-cold-sessions sessions in all. The cold rows
+          hold the first cold read of each offset; the "every read" rows the
+          first session, cold or not. rqbit downloads the whole file in the
+          background in piece order, so offsets behind its download front
+          are never cold for it (counted as such).
   player  reads 256 KiB every 131 ms (2 MB/s) from offset 0 and every
           --inet-seek-every s (5) seeks to a random offset, for
           --inet-player-seconds (30); a read issued late (the previous one
           took longer than its slot) goes at once, with no catching up.
           Reports the longest wait of any read but the first, and the wait
-          of the first read after each seek.
+          of the first read after each seek (all, and those whose pieces
+          were not had).
+  mse     a cat by btfs-mount with --encryption off and with require, and
+          by libtorrent's download with encryption disabled and forced
+          (issue 16's "MSE costs at most 10 %" on the path users have);
+          half-way through, the seeders' peer_info tells how each of their
+          connections is encrypted; client CPU and the seeders' CPU per GiB.
 Seeder bytes: sum over the seeders of libtorrent's total_payload_upload for
 the torrent, from the moment the measured reads start (after the settle) to
 the client's exit, divided by the bytes read. Peak RSS (VmHWM) and CPU
@@ -72,8 +89,11 @@ Before each client's test, --inet-between s (3) of quiet. A client that
 starts right after one that downloaded at full rate (a `cat`, rqbit's
 background download) still gets its first byte later (1.1-2.3 s where the
 next client gets it in 0.7-0.9 s, whatever the binary; the pause did not
-remove that): compare first-byte rows only between clients in the same
-place of the order (bench/internet-diagnosis.md).
+remove that; bench/internet-diagnosis.md). So the clients' order changes
+from test to test (--inet-order: by default the rows of a Williams design,
+in which every client directly follows every other one equally often),
+the first-byte row is the median over every start, and a second row splits
+the starts by whether a full-rate transfer ran just before.
 Every offset list is drawn from a seeded RNG, the same for every client.
 Every fresh start's first read (at offset 0) is also a first-byte sample.
 
@@ -90,9 +110,9 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -100,295 +120,16 @@ sys.path.insert(0, HERE)
 
 import bench  # noqa: E402  (Proc, proc_usage, unmount, find_daemon, free_ports, log...)
 from bench import KIB, MIB, PY, log  # noqa: E402
+from inet_clients import (LABELS, MSE_FLAGS, MSE_KINDS, BtfsMount, LtStream, Proc,  # noqa: E402
+                          Rqbit, find_rqbit)
 
 RELAY = os.path.join(HERE, "relay.py")
 SWARM = os.path.join(HERE, "swarm.py")
 INET_SWARM = os.path.join(HERE, "inet_swarm.py")
-LT_STREAM = os.path.join(HERE, "lt_stream.py")
-LABELS = (("256k", 256 * KIB), ("4m", 4 * MIB))
 CLIENTS = ("btfs-mount", "lt-download", "lt-stream", "rqbit")
-TESTS = ("cat", "seek", "random", "player")
+TESTS = ("cat", "seek", "random", "player", "mse")
 RELAY_PORT = 6881
 NICE = ["nice", "-n", "-10"]
-
-
-class Proc(bench.Proc):
-    """bench.Proc that stamps each event with its arrival time (`_t`)."""
-
-    def _reader(self):
-        for line in self.p.stdout:
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            e["_t"] = time.monotonic()
-            self.q.put(e)
-        self.q.put(None)
-
-
-def find_rqbit(explicit):
-    for c in [explicit, shutil.which("rqbit"), os.path.expanduser("~/.cargo/bin/rqbit"),
-              "/root/.cargo/bin/rqbit"]:
-        if c and os.access(c, os.X_OK):
-            return c
-    return None
-
-
-# ---------------------------------------------------------------- clients
-
-class Client:
-    """One fresh client instance for one test. `start()` returns the
-    monotonic time the client was started (the first-byte clock);
-    `pread(off, n)` reads n bytes at file offset off; `seek()` tells it
-    the reader jumped; `stop()` returns (VmHWM bytes, CPU seconds)."""
-
-    pid = None
-
-    def seek(self):
-        pass
-
-    def usage(self):
-        rss, cpu = bench.proc_usage(self.pid)
-        return rss, cpu
-
-
-class BtfsMount(Client):
-    name = "btfs-mount"
-
-    def __init__(self, ib, label, name="btfs-mount"):
-        # "btfs-mount@REV": the binary given by --inet-bin REV=PATH.
-        self.ib, self.label, self.name = ib, label, name
-        self.bin = ib.bin if name == "btfs-mount" else ib.extra_bins[name.split("@", 1)[1]]
-
-    def start(self):
-        ib = self.ib
-        t = ib.torrents[self.label]
-        self.cache = ib.fresh("cache")
-        self.mnt = ib.fresh("mnt")
-        argv = [self.bin, t["magnet"], self.mnt, "--cache-dir", self.cache,
-                "--bootstrap", f"127.0.0.1:{ib.dht_ports[0]}"]
-        env = dict(os.environ)
-        if ib.args.inet_trace:
-            env["RUST_LOG"] = "btfs=debug"
-            # The relays can only trace plaintext connections; btfs-mount
-            # dials encrypted (MSE) by default where it can.
-            if ib.has_encryption_flag(self.bin):
-                argv += ["--encryption", "off"]
-        t0 = time.monotonic()
-        errp = os.path.join(ib.logdir, f"{self.name}-{ib.counter}.stderr")
-        with open(errp, "wb") as err:
-            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                               timeout=120, env=env)
-        if r.returncode != 0 or not bench.is_mounted(self.mnt):
-            raise RuntimeError(f"btfs-mount failed (rc {r.returncode}): {bench.tail(errp)}")
-        self.t_meta = time.monotonic()
-        self.pid = bench.find_daemon(self.bin, self.mnt)
-        self.path = os.path.join(self.mnt, t["name"], "big.bin")
-        self.fd = os.open(self.path, os.O_RDONLY)
-        st = os.fstat(self.fd)
-        ib.record(event="mount", client=self.name, label=self.label, t0=t0,
-                  dev=f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}", ino=st.st_ino,
-                  pid=self.pid, n=ib.counter)
-        return t0
-
-    def pread(self, off, n):
-        out = []
-        while n > 0:
-            b = os.pread(self.fd, n, off)
-            if not b:
-                break
-            out.append(b)
-            off += len(b)
-            n -= len(b)
-        return b"".join(out)
-
-    def stop(self):
-        rss, cpu = self.usage()
-        os.close(self.fd)
-        if self.ib.args.inet_trace:
-            src = os.path.join(self.cache, self.ib.torrents[self.label]["info_hash"],
-                               "btfs-mount.log")
-        bench.unmount(self.mnt, self.pid)
-        if self.ib.args.inet_trace and os.path.exists(src):
-            shutil.copy(src, os.path.join(self.ib.logdir, f"{self.name}-{self.ib.counter}.log"))
-        shutil.rmtree(self.cache, ignore_errors=True)
-        return rss, cpu
-
-
-class LtStream(Client):
-    name = "lt-stream"
-
-    def __init__(self, ib, label):
-        self.ib, self.label = ib, label
-        self.rid = 0
-
-    def start(self):
-        ib = self.ib
-        self.save = ib.fresh("ltstream")
-        self.node = Proc([PY, LT_STREAM, "--magnet", ib.torrents[self.label]["magnet"],
-                          "--save", self.save, "--bootstrap", f"127.0.0.1:{ib.dht_ports[0]}"],
-                         f"lt-stream-{ib.counter}", ib.logdir)
-        self.pid = self.node.p.pid
-        added = self.node.wait_event("added", 30)
-        meta = self.node.wait_event("metadata", 120)
-        self.t_meta = meta["t"]
-        f = next(x for x in meta["files"] if x["path"].endswith("big.bin"))
-        self.foff = f["offset"]
-        self.path = os.path.join(self.save, f["path"])
-        self.fd = None
-        return added["t"]
-
-    def _read(self, off, n, ahead=0, rate=0):
-        self.rid += 1
-        rid = self.rid
-        self.node.send(json.dumps({"op": "read", "id": rid, "off": self.foff + off, "len": n,
-                                   "ahead": ahead, "rate": rate}))
-        done = self.node.wait_event("done", 120, lambda e: e["id"] == rid)
-        if self.fd is None:
-            self.fd = os.open(self.path, os.O_RDONLY)
-        data = os.pread(self.fd, n, off)
-        want = self.ib.expect(off, n)
-        tries = 0
-        while data != want and tries < 200:
-            # Seen once: libtorrent reported the piece before its bytes read
-            # back right. Wait for them (the wait counts in the latency) and
-            # say so in the report.
-            tries += 1
-            time.sleep(0.01)
-            data = os.pread(self.fd, n, off)
-        if tries:
-            self.ib.notes.append(
-                f"lt-stream ({self.label}): the bytes at offset {off} read back wrong after "
-                f"libtorrent reported their pieces; "
-                + (f"right {time.monotonic() - done['t']:.3f} s after" if data == want
-                   else "still wrong 2 s later"))
-        return data
-
-    def pread(self, off, n):
-        return self._read(off, n)
-
-    def stream_read(self, off, n, rate):
-        return self._read(off, n, self.ib.args.inet_lt_ahead_mib * MIB, rate)
-
-    def seek(self):
-        self.node.send(json.dumps({"op": "seek"}))
-
-    def stop(self):
-        rss, cpu = self.usage()
-        if self.fd is not None:
-            os.close(self.fd)
-        self.node.stop()
-        shutil.rmtree(self.save, ignore_errors=True)
-        return rss, cpu
-
-
-class Rqbit(Client):
-    name = "rqbit"
-
-    def __init__(self, ib, label):
-        self.ib, self.label = ib, label
-        self.conn = None
-        self.stream_resp = None
-
-    def start(self):
-        ib = self.ib
-        d = ib.fresh("rqbit")
-        home = os.path.join(d, "home")
-        os.makedirs(home)
-        api_port, bt_port = bench.free_ports(2)
-        self.api = api_port
-        env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=home, XDG_CACHE_HOME=home,
-                   XDG_DATA_HOME=home)
-        argv = [ib.rqbit, *os.environ.get("BENCH_RQBIT_EXTRA", "").split(), "--disable-dht-persistence",
-                "--dht-bootstrap-addrs", f"127.0.0.1:{ib.dht_ports[0]}",
-                "--disable-lsd", "--disable-trackers", "--disable-upnp-port-forward",
-                "--listen-port", str(bt_port), "--http-api-listen-addr", f"127.0.0.1:{api_port}",
-                "server", "start", "--disable-persistence", os.path.join(d, "out")]
-        self.dir = d
-        self.err = open(os.path.join(ib.logdir, f"rqbit-{ib.counter}.stderr"), "wb")
-        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.err,
-                                  stderr=self.err, env=env, cwd=d)
-        self.pid = self.p.pid
-        if not bench.wait_until(30, self._api_up, 0.05):
-            raise RuntimeError(f"rqbit API not up: {bench.tail(self.err.name)}")
-        t0 = time.monotonic()
-        c = http.client.HTTPConnection("127.0.0.1", api_port, timeout=120)
-        # rqbit's default: it downloads the whole torrent in the background
-        # and its streams jump the queue. With --inet-rqbit-stream-only,
-        # only small.txt is selected and big.bin is fetched only as its
-        # streams ask (rqbit streams files that are not selected).
-        t = ib.torrents[self.label]
-        query = "/torrents?overwrite=true"
-        if ib.args.inet_rqbit_stream_only:
-            query += "&only_files_regex=small%5C.txt"  # small\.txt
-        c.request("POST", query, body=t["magnet"])
-        r = c.getresponse()
-        body = r.read()
-        if r.status != 200:
-            raise RuntimeError(f"rqbit add: {r.status} {body[:300]!r}")
-        added = json.loads(body)
-        self.id = added["id"]
-        self.t_meta = time.monotonic()
-        c.close()
-        files = added["details"]["files"]
-        big = next(i for i, f in enumerate(files) if f["name"].endswith("big.bin"))
-        self.url = f"/torrents/{self.id}/stream/{big}"
-        return t0
-
-    def _api_up(self):
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", self.api, timeout=1)
-            c.request("GET", "/")
-            ok = c.getresponse().status == 200
-            c.close()
-            return ok
-        except OSError:
-            return False
-
-    def pread(self, off, n):
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.api, timeout=300)
-        self.conn.request("GET", self.url, headers={"Range": f"bytes={off}-{off + n - 1}"})
-        r = self.conn.getresponse()
-        data = r.read()
-        if r.status not in (200, 206):
-            raise RuntimeError(f"rqbit stream: HTTP {r.status}")
-        return data
-
-    def stream_read(self, off, n, rate):
-        """Sequential reads go through one open-ended GET (what a player
-        does), reopened after a seek."""
-        if self.stream_resp is None or self.stream_pos != off:
-            self.seek()
-            self.stream_conn = http.client.HTTPConnection("127.0.0.1", self.api, timeout=300)
-            self.stream_conn.request("GET", self.url, headers={"Range": f"bytes={off}-"})
-            self.stream_resp = self.stream_conn.getresponse()
-            if self.stream_resp.status not in (200, 206):
-                raise RuntimeError(f"rqbit stream: HTTP {self.stream_resp.status}")
-            self.stream_pos = off
-        data = self.stream_resp.read(n)
-        self.stream_pos += len(data)
-        return data
-
-    def seek(self):
-        if self.stream_resp is not None:
-            self.stream_conn.close()
-            self.stream_resp = None
-
-    def stop(self):
-        rss, cpu = self.usage()
-        self.seek()
-        if self.conn is not None:
-            self.conn.close()
-        self.p.send_signal(signal.SIGTERM)
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self.err.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return rss, cpu
 
 
 # ---------------------------------------------------------------- the bench
@@ -610,15 +351,36 @@ class InternetBench:
         return [rng.randrange(0, (self.size - length) // (4 * KIB)) * 4 * KIB for _ in range(n)]
 
     # -- tests --------------------------------------------------------------
+    # A client that transfers at the swarm's full rate: every `cat`, and
+    # every rqbit session (it downloads the whole torrent in the background).
+    def full_rate(self, kind, test):
+        return test in ("cat", "mse") or kind == "rqbit"
+
+    def done_client(self, kind, test):
+        """A client instance has stopped: the next one's predecessor."""
+        self.prev = (kind, test)
+
+    def first_byte(self, kind, label, secs):
+        """A first-byte sample, also filed by what ran just before it
+        (--inet-order: which client a start follows changes its first byte)."""
+        k = f"{kind}_{label}"
+        self.add(f"first_byte_{k}", secs)
+        prev = getattr(self, "prev", None)
+        after = "full" if prev and self.full_rate(*prev) else "other"
+        self.add(f"first_byte_after_{after}_{k}", secs)
+        self.record(event="first_byte", client=kind, label=label, secs=secs,
+                    prev=list(prev) if prev else None)
+
     def new_client(self, kind, label):
-        if kind.startswith("btfs-mount@"):
+        if kind.startswith("btfs-mount@") or kind.startswith("btfs-mount/"):
             c = BtfsMount(self, label, kind)
         else:
             c = {"btfs-mount": BtfsMount, "lt-stream": LtStream, "rqbit": Rqbit}[kind](self, label)
         self.live = c
         return c
 
-    def test_cat(self, kind, label):
+    def test_cat(self, kind, label, midway=None):
+        """Cold sequential read; `midway()` is called once, half-way."""
         c = self.new_client(kind, label)
         u0 = self.uploaded(label)
         t0 = c.start()
@@ -636,13 +398,17 @@ class InternetBench:
             if first is None:
                 first = time.monotonic()
             pos += n
+            if midway and pos >= self.size // 2:
+                midway()
+                midway = None
         t_end = time.monotonic()
         rss, cpu = c.stop()
         sent = self.uploaded(label) - u0
         self.record(test="cat", client=kind, label=label, t_start=t0, t_open=t_open,
                     t_first=first, t_end=t_end)
+        self.done_client(kind, "cat")
         k = f"{kind}_{label}"
-        self.add(f"first_byte_{k}", first - t0)
+        self.first_byte(kind, label, first - t0)
         self.add(f"ready_{k}", c.t_meta - t0)
         self.add(f"cat_{k}", self.size / (t_end - t_open))
         self.add(f"cat_sent_{k}", sent / self.size)
@@ -654,32 +420,44 @@ class InternetBench:
             f"{first - t0:.3f} s, sent/read {sent / self.size:.3f}, RSS {rss / MIB:.0f} MiB, "
             f"CPU {cpu:.1f} s")
 
-    def test_lt_download(self, label):
+    def test_lt_download(self, label, kind="lt-download", midway=None):
+        """libtorrent's own download; `midway()` is called (from a timer
+        thread) when about half the file should be in."""
         t = self.torrents[label]
         save = self.fresh("ltsave")
         u0 = self.uploaded(label)
+        enc = MSE_FLAGS.get(kind, ["--no-encryption"])
         node = Proc([PY, bench.LTNODE, "--fetch", t["magnet"], "--save", save, "--dht",
-                     "--bootstrap", f"127.0.0.1:{self.dht_ports[0]}", "--no-utp",
-                     "--no-encryption"], f"lt-download-{self.counter}", self.logdir)
+                     "--bootstrap", f"127.0.0.1:{self.dht_ports[0]}", "--no-utp"] + enc,
+                    f"{kind.replace('/', '-')}-{self.counter}", self.logdir)
+        timer = None
         try:
             meta = node.wait_event("torrent", 120)
+            if midway:
+                rate = self.args.inet_seeders * self.args.inet_rate
+                timer = threading.Timer(self.size / 2 / rate, midway)
+                timer.start()
             fin = node.wait_event("finished", 600)
             rss, cpu = bench.proc_usage(node.p.pid)
         finally:
+            if timer:
+                timer.cancel()
+                timer.join()
             node.stop()
         shutil.rmtree(save, ignore_errors=True)
+        self.done_client(kind, "cat")
         sent = self.uploaded(label) - u0
         secs = fin["_t"] - meta["_t"]
-        k = f"lt-download_{label}"
+        k = f"{kind}_{label}"
         self.add(f"cat_{k}", self.size / secs)
         self.add(f"cat_sent_{k}", sent / self.size)
         self.add(f"cat_rss_{k}", rss)
         self.add(f"cat_cpu_{k}", cpu)
         self.add(f"rss_{k}", rss)
         self.add(f"cat_window_{k}", (meta["_t"], fin["_t"]))
-        self.record(test="cat", client="lt-download", label=label, t_open=meta["_t"],
+        self.record(test="cat", client=kind, label=label, t_open=meta["_t"],
                     t_end=fin["_t"])
-        log(f"  lt-download {label}: {self.size / secs / 1e6:.1f} MB/s, sent/read "
+        log(f"  {kind} {label}: {self.size / secs / 1e6:.1f} MB/s, sent/read "
             f"{sent / self.size:.3f}, RSS {rss / MIB:.0f} MiB, CPU {cpu:.1f} s")
 
     def warm(self, c, label, t0):
@@ -688,47 +466,90 @@ class InternetBench:
         data = c.pread(0, 128 * KIB)
         if data != self.expect(0, 128 * KIB):
             raise RuntimeError(f"{c.name}: wrong data at 0")
-        self.add(f"first_byte_{c.name}_{label}", time.monotonic() - t0)
+        self.first_byte(c.name, label, time.monotonic() - t0)
         self.add(f"ready_{c.name}_{label}", c.t_meta - t0)
         time.sleep(self.args.inet_settle)
 
+    def pieces_under(self, label, off, length):
+        plen = dict(LABELS)[label]
+        return list(range(off // plen, (off + length - 1) // plen + 1))
+
+    @staticmethod
+    def warmth(had):
+        """"cold" (no piece under the read had when it started), "warm"
+        (every one), "partial", or "unknown" (the client cannot tell)."""
+        if had is None:
+            return "unknown"
+        return "cold" if not any(had) else "warm" if all(had) else "partial"
+
     def test_reads(self, kind, label, test, rep):
-        """seek (1 MiB reads) or random (4 KiB reads) at random offsets."""
+        """seek (1 MiB reads) or random (4 KiB reads) at random offsets.
+
+        Session 1 reads every offset (the all-reads rows). Before each read
+        the client is asked which pieces under it it has; a read is cold
+        when it had none of them. An offset whose read was not cold is read
+        again in a fresh session (new client, same warm-up and settle), in
+        the same order, up to --inet-cold-sessions sessions in all: the
+        cold rows hold each offset's first cold read. rqbit downloads the
+        whole file in the background, in order, so offsets its download
+        front passed before the read can never be read cold (counted)."""
         a = self.args
         n, length = (a.inet_seeks, MIB) if test == "seek" else (a.inet_random, 4 * KIB)
         offs = self.offsets(n, length, seed={"seek": 1000, "random": 2000}[test] + rep)
-        c = self.new_client(kind, label)
-        t0 = c.start()
-        self.warm(c, label, t0)
-        u0 = self.uploaded(label)
-        t_measure = time.monotonic()
-        lat = []
-        for off in offs:
-            c.seek()
-            t1 = time.monotonic()
-            data = c.pread(off, length)
-            t2 = time.monotonic()
-            if data != self.expect(off, length):
-                raise RuntimeError(f"{kind}: wrong data at {off}")
-            lat.append(t2 - t1)
-            self.record(test=test, client=kind, label=label, off=off, len=length, t1=t1, t2=t2)
-        t_stop = time.monotonic()
-        rss, cpu = c.stop()
-        sent = self.uploaded(label) - u0
-        self.record(event="test", test=test, client=kind, label=label, t0=t0,
-                    t_measure=t_measure, t_stop=t_stop, t_end=time.monotonic(), sent=sent)
         k = f"{kind}_{label}"
-        plen = dict(LABELS)[label]
-        pieces = {i for off in offs for i in range(off // plen, (off + length - 1) // plen + 1)}
-        self.add(f"{test}_floor_{label}", len(pieces) * plen / (n * length))
-        for x in lat:
-            self.add(f"{test}_{k}", x)
-        self.add(f"{test}_sent_{k}", sent / (n * length))
-        self.add(f"rss_{k}", rss)
-        s = sorted(lat)
-        log(f"  {kind} {label}: {test} p50 {bench.pct(s, 50) * 1000:.0f} ms, p90 "
-            f"{bench.pct(s, 90) * 1000:.0f} ms, max {s[-1] * 1000:.0f} ms, sent/read "
-            f"{sent / (n * length):.2f}")
+        pending = list(range(n))
+        session = 0
+        while pending and session < a.inet_cold_sessions:
+            session += 1
+            c = self.new_client(kind, label)
+            t0 = c.start()
+            self.warm(c, label, t0)
+            u0 = self.uploaded(label)
+            t_measure = time.monotonic()
+            lat, states, cold_now = [], [], []
+            for i in pending:
+                off = offs[i]
+                state = self.warmth(c.had(self.pieces_under(label, off, length)))
+                c.seek()
+                t1 = time.monotonic()
+                data = c.pread(off, length)
+                t2 = time.monotonic()
+                if data != self.expect(off, length):
+                    raise RuntimeError(f"{kind}: wrong data at {off}")
+                lat.append(t2 - t1)
+                states.append(state)
+                if state in ("cold", "unknown"):
+                    cold_now.append(i)
+                    self.add(f"{test}_cold_{k}", t2 - t1)
+                self.record(test=test, client=kind, label=label, off=off, len=length, t1=t1,
+                            t2=t2, session=session, state=state)
+            t_stop = time.monotonic()
+            rss, cpu = c.stop()
+            self.done_client(kind, test)
+            sent = self.uploaded(label) - u0
+            self.record(event="test", test=test, client=kind, label=label, t0=t0,
+                        t_measure=t_measure, t_stop=t_stop, t_end=time.monotonic(), sent=sent,
+                        session=session)
+            self.add(f"rss_{k}", rss)
+            s_ = sorted(lat)
+            counts = {x: states.count(x) for x in ("cold", "partial", "warm", "unknown")
+                      if x in states}
+            log(f"  {kind} {label}: {test} session {session}: {len(lat)} reads "
+                f"({', '.join(f'{v} {x}' for x, v in counts.items())}), p50 "
+                f"{bench.pct(s_, 50) * 1000:.0f} ms, p90 {bench.pct(s_, 90) * 1000:.0f} ms, "
+                f"max {s_[-1] * 1000:.0f} ms, sent/read {sent / (len(lat) * length):.2f}")
+            if session == 1:
+                plen = dict(LABELS)[label]
+                pieces = {j for off in offs for j in self.pieces_under(label, off, length)}
+                self.add(f"{test}_floor_{label}", len(pieces) * plen / (n * length))
+                for x in lat:
+                    self.add(f"{test}_{k}", x)
+                self.add(f"{test}_sent_{k}", sent / (n * length))
+                for x in ("cold", "partial", "warm"):
+                    self.add(f"{test}_n{x}1_{k}", states.count(x))
+            pending = [i for i in pending if i not in cold_now]
+        self.add(f"{test}_sessions_{k}", session)
+        self.add(f"{test}_nevercold_{k}", len(pending))
 
     def test_player(self, kind, label, rep):
         a = self.args
@@ -739,7 +560,7 @@ class InternetBench:
         t0 = c.start()
         rng = random.Random(9000 + rep)
         u0 = self.uploaded(label)
-        waits, after_seek = [], []
+        waits, after_seek, after_seek_cold = [], [], []
         pos, nbytes = 0, 0
         t_begin = time.monotonic()
         next_read = t_begin
@@ -755,6 +576,8 @@ class InternetBench:
                 seeked = True
             if next_read > now:
                 time.sleep(next_read - now)
+            state = (self.warmth(c.had(self.pieces_under(label, pos, block))) if seeked
+                     else None)
             t1 = time.monotonic()
             data = (c.stream_read(pos, block, rate) if hasattr(c, "stream_read")
                     else c.pread(pos, block))
@@ -762,14 +585,16 @@ class InternetBench:
             if data != self.expect(pos, block):
                 raise RuntimeError(f"{kind}: wrong data at {pos}")
             self.record(test="player", client=kind, label=label, off=pos, len=block, t1=t1,
-                        t2=t2, seek=seeked)
+                        t2=t2, seek=seeked, state=state)
             if first:
-                self.add(f"first_byte_{kind}_{label}", t2 - t0)
+                self.first_byte(kind, label, t2 - t0)
                 self.add(f"ready_{kind}_{label}", c.t_meta - t0)
             else:
                 waits.append(t2 - t1)
             if seeked:
                 after_seek.append(t2 - t1)
+                if state in ("cold", "unknown"):
+                    after_seek_cold.append(t2 - t1)
             first = seeked = False
             pos += block
             nbytes += block
@@ -777,16 +602,68 @@ class InternetBench:
             if pos + block > self.size:
                 pos = 0
         rss, cpu = c.stop()
+        self.done_client(kind, "player")
         sent = self.uploaded(label) - u0
         k = f"{kind}_{label}"
         self.add(f"player_max_{k}", max(waits))
         for x in after_seek:
             self.add(f"player_seek_{k}", x)
+        for x in after_seek_cold:
+            self.add(f"player_seek_cold_{k}", x)
         self.add(f"player_sent_{k}", sent / nbytes)
         self.add(f"player_slow_{k}", sum(1 for w in waits if w > 1.0))
         self.add(f"rss_{k}", rss)
         log(f"  {kind} {label}: player longest wait {max(waits) * 1000:.0f} ms, after seeks "
-            + ", ".join(f"{x * 1000:.0f}" for x in after_seek) + f" ms, sent/read {sent / nbytes:.2f}")
+            + ", ".join(f"{x * 1000:.0f}" for x in after_seek)
+            + f" ms ({len(after_seek_cold)} cold), sent/read {sent / nbytes:.2f}")
+
+    def test_mse(self, kind, label):
+        """One `cat` of the mse test: btfs-mount or libtorrent's download
+        with encryption off or required (MSE_FLAGS), the seeders' CPU over
+        the whole test, and, half-way, how the seeders' connections of this
+        torrent are encrypted (libtorrent's peer_info flags)."""
+        conns = {}
+
+        def midway():
+            self.swarm.send("peers")
+            e = self.swarm.wait_event("peers", 10)
+            for x in e["conns"]:
+                if x["torrent"] == self.tindex[label]:
+                    how = ("rc4" if x["rc4"] else
+                           "mse-plaintext" if x["plaintext_encrypted"] else "plaintext")
+                    conns[how] = conns.get(how, 0) + 1
+
+        cpu0 = bench.proc_usage(self.swarm.p.pid)[1]
+        if kind.startswith("lt-download"):
+            self.test_lt_download(label, kind, midway)
+        else:
+            self.test_cat(kind, label, midway)
+        k = f"{kind}_{label}"
+        self.add(f"mse_seeder_cpu_{k}", bench.proc_usage(self.swarm.p.pid)[1] - cpu0)
+        self.add(f"mse_conns_{k}", conns)
+        log(f"  {kind} {label}: seeders' connections half-way: {conns}")
+
+    def order(self, clients, step):
+        """The order of the clients in the step-th test that has this set
+        of clients (--inet-order). williams: rows of a Williams design (a
+        Latin square in which every client directly follows every other
+        one equally often; 2n rows for an odd n), one row per step; random:
+        a shuffle from --inet-order-seed and the step; fixed: as given."""
+        mode, n = self.args.inet_order, len(clients)
+        if mode == "fixed" or n < 2:
+            return list(clients)
+        if mode == "random":
+            rng = random.Random(f"{self.args.inet_order_seed}/{','.join(clients)}/{step}")
+            out = list(clients)
+            rng.shuffle(out)
+            return out
+        base = [0]
+        for j in range(1, n):
+            base.append((j + 1) // 2 if j % 2 else n - j // 2)
+        rows = [[clients[(x + r) % n] for x in base] for r in range(n)]
+        if n % 2:
+            rows += [list(reversed(r)) for r in rows]
+        return rows[step % len(rows)]
 
     def run(self):
         a = self.args
@@ -800,23 +677,36 @@ class InternetBench:
             if c.startswith("btfs-mount@") and c.split("@", 1)[1] not in self.extra_bins:
                 raise SystemExit(f"--inet-clients {c}: no --inet-bin {c.split('@', 1)[1]}=PATH")
         self.clients = clients
+        steps = {}
+        self.orders = []
         for rep in range(a.inet_reps):
             for label, _ in LABELS:
                 for test in tests:
-                    log(f"internet: {test}, {label} pieces (rep {rep + 1}/{a.inet_reps})")
-                    for kind in clients:
+                    if test == "mse":
+                        who = [m for m in MSE_KINDS if m.split("/")[0] in clients]
+                    elif test == "cat":
+                        who = list(clients)
+                    else:
+                        who = [c for c in clients if c != "lt-download"]
+                    key = (test == "mse", tuple(who))
+                    order = self.order(who, steps.get(key, 0))
+                    steps[key] = steps.get(key, 0) + 1
+                    self.orders.append((rep, label, test, order))
+                    log(f"internet: {test}, {label} pieces (rep {rep + 1}/{a.inet_reps}), "
+                        f"order {', '.join(order)}")
+                    for kind in order:
                         # The seeders idle a moment first (a client right
                         # after a full-rate download starts slower; see the
                         # module docs).
                         time.sleep(a.inet_between)
                         try:
-                            if test == "cat":
+                            if test == "mse":
+                                self.test_mse(kind, label)
+                            elif test == "cat":
                                 if kind == "lt-download":
                                     self.test_lt_download(label)
                                 else:
                                     self.test_cat(kind, label)
-                            elif kind == "lt-download":
-                                continue
                             elif test in ("seek", "random"):
                                 self.test_reads(kind, label, test, rep)
                             elif test == "player":
@@ -867,7 +757,18 @@ def add_args(p):
     g.add_argument("--inet-bin", action="append", metavar="REV=PATH",
                    help="another btfs-mount binary, run as client btfs-mount@REV (repeatable); "
                         "the section then gets a table of btfs-mount against each, side by side")
-    g.add_argument("--inet-tests", default=",".join(TESTS))
+    g.add_argument("--inet-tests", default=",".join(TESTS),
+                   help="mse: a `cat` by btfs-mount with --encryption off and require, and by "
+                        "libtorrent's download with encryption disabled and forced (when "
+                        "btfs-mount / lt-download are among --inet-clients)")
+    g.add_argument("--inet-order", choices=("williams", "random", "fixed"), default="williams",
+                   help="the clients' order in each test: williams (balanced: each client "
+                        "follows each other equally often), random (seeded shuffle), fixed "
+                        "(as in --inet-clients)")
+    g.add_argument("--inet-order-seed", type=int, default=1, help="seed of --inet-order random")
+    g.add_argument("--inet-cold-sessions", type=int, default=4,
+                   help="seek and random tests: fresh sessions in which to read again the "
+                        "offsets whose reads found a piece already had (see test_reads)")
     g.add_argument("--inet-trace", action="store_true",
                    help="relay wire trace, RUST_LOG=btfs=debug, btfs-mount with --encryption off "
                         "(the relays parse plaintext only); logs kept with --inet-keep")

@@ -22,13 +22,17 @@ Commands on stdin, one JSON object a line (offsets in torrent byte space):
       reads the file itself. (piece_finished_alert comes too early: it is
       posted when the hash passes, before the write, and have_piece()
       is still false then.)
+  {"op": "have", "id": N, "pieces": [I, ...]}
+      Emits `have` {id, had: [bool, ...]}: whether libtorrent has each of
+      those pieces now (have_piece: hashed and written). The benchmark asks
+      before each read, to tell cold reads from reads of pieces already had.
   {"op": "seek"}
       A seek: clear_piece_deadlines(), and every piece that had a deadline
       and is not had yet goes back to priority 0 (not downloaded).
 Events on stdout (JSON lines; t is CLOCK_MONOTONIC seconds, which every
 process on the machine shares): ready {port}, added {t}, metadata {t,
 piece_length, num_pieces, total_size, files: [{path, size, offset}]},
-done {id, t}, error {message}, exit {reason}. It stops when stdin closes.
+done {id, t}, have {id, had}, error {message}, exit {reason}. It stops when stdin closes.
 
 Usage: lt_stream.py --magnet M --save DIR --bootstrap HOST:PORT
 Settings: ltnode.py's loopback settings, close_redundant_connections off
@@ -170,6 +174,10 @@ def main(argv):
                     do_read(cmd)
                 elif cmd["op"] == "seek":
                     do_seek()
+                elif cmd["op"] == "have":
+                    have_meta.wait()
+                    ltnode.emit("have", id=cmd["id"],
+                                had=[bool(h.have_piece(i)) for i in cmd["pieces"]])
                 else:
                     ltnode.emit("error", message=f"bad op {cmd['op']!r}")
             except (ValueError, KeyError, TypeError) as e:

@@ -10,7 +10,8 @@ each between two marker lines:
 A run rewrites only its own section (`write`) and keeps every other one;
 the loopback report, which has no markers, keeps them all (`keep_all`).
 Names in use: internet-swarm (--internet), transports (--transports),
-gateway (--gateway), v2 (--v2), compare (--compare REV).
+transports-limited (--transports --tr-rate-mbit N), gateway (--gateway),
+v2 (--v2), compare (--compare REV).
 """
 
 import os

@@ -38,6 +38,13 @@ swapped every repetition), fresh cache / save directory each time:
               per GiB during the run too (its /proc stat before and after).
 Measured processes (seeders, btfs-mount, ltnode) run at `nice --tr-nice`
 (default -5), the same for both sides.
+
+With --tr-rate-mbit N, loopback itself is limited to N Mbit/s (a `tbf`
+qdisc on lo, in this run's network namespace: the kernel has no netem, but
+tbf works), so that neither end is short of CPU: the question is then what
+MSE costs where the network, not RC4, is the limit (issue 16's 10 % goal).
+That run writes its own section, transports-limited, and keeps the
+unlimited one.
 """
 
 import argparse
@@ -57,6 +64,7 @@ from bench import GIB, KIB, MIB, LTNODE, PY, Proc, fmt, fr, log, med, ok, ratio 
 
 SWARM = os.path.join(HERE, "swarm.py")
 SECTION = "transports"
+LIMITED = "transports-limited"
 
 # mode -> (title, seeder --transport, btfs-mount flags, ltnode flags, expected (utp, rc4))
 MODES = {
@@ -101,7 +109,24 @@ class Transports:
     def add(self, key, v):
         self.results.setdefault(key, []).append(v)
 
+    def limit_loopback(self):
+        """--tr-rate-mbit: a tbf qdisc at the root of lo (every byte on
+        loopback, both directions, shares the rate). The burst is 10 ms of
+        the rate but at least 256 KiB (lo's MTU is 64 KiB, and GSO packets
+        are as large); packets wait up to 100 ms before tbf drops them."""
+        rate = self.a.rate_mbit
+        burst = max(256 * KIB, rate * 1_000_000 // 8 // 100)
+        bench.subprocess.run(["tc", "qdisc", "replace", "dev", "lo", "root", "tbf", "rate",
+                              f"{rate}mbit", "burst", str(burst), "latency", "100ms"],
+                             check=True)
+        out = bench.subprocess.run(["tc", "qdisc", "show", "dev", "lo"], capture_output=True,
+                                   text=True).stdout.strip()
+        log(f"loopback limited: {out}")
+        self.qdisc = out
+
     def setup(self):
+        if self.a.rate_mbit:
+            self.limit_loopback()
         self.size = self.a.size_mib * MIB
         d = os.path.join(self.work, "seed", "bench-transports")
         os.makedirs(d)
@@ -307,14 +332,25 @@ def report(b, started, load_before, load_after, info):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     table = "\n".join(lines)
-    md = [sections.begin(SECTION, "--transports"), "", "## Transports: TCP, MSE, uTP", ""]
+    rate = b.a.rate_mbit
+    name = LIMITED if rate else SECTION
+    flag = f"--transports --tr-rate-mbit {rate}" if rate else "--transports"
+    md = [sections.begin(name, flag), "",
+          f"## Transports over loopback limited to {rate} Mbit/s: TCP, MSE, uTP" if rate
+          else "## Transports: TCP, MSE, uTP", ""]
     md.append(f"Written by `scripts/bench --transports` on "
               f"{time.strftime('%Y-%m-%d %H:%M %Z', started)} ({info['btfs-mount']}); "
               f"{b.a.reps} repetitions of each, btfs-mount and libtorrent taking turns in the "
               f"same run (`scripts/bench.d/transports.py`). One seeder per transport "
               f"(python3-libtorrent, 256 KiB pieces, one {b.size // MIB} MiB file), letting "
               f"peers in by that transport only; each client is told its address and asks for "
-              f"that transport. Cells: median (min–max). MB/s = 10^6 bytes/s.\n")
+              f"that transport. Cells: median (min–max). MB/s = 10^6 bytes/s."
+              + (f" Loopback was limited to {rate} Mbit/s ({rate / 8:g} MB/s, both directions "
+                 f"together) by a tbf qdisc in the run's network namespace (`{b.qdisc}`), so "
+                 f"that the network, not the CPU, limits every transfer: the MSE row then "
+                 f"shows what RC4 costs where a user's link is the limit (issue 16's goal: MSE "
+                 f"costs at most 10 % of plaintext throughput)."
+                 if rate else "") + "\n")
     md.append(table + "\n")
     md.append("Notes:\n")
     md.append("1. btfs-mount: the background daemon just before unmount (VmHWM, RssAnon, "
@@ -332,6 +368,11 @@ def report(b, started, load_before, load_after, info):
               "ltnode `--fetch T.torrent --connect SEEDER` plus tcp `--no-utp --no-encryption`, "
               "mse `--no-utp --require-encryption`, uTP `--utp-only --no-encryption`. Seeders: "
               "`swarm.py --transport tcp|mse|utp`.")
+    if not rate and "mse" in b.modes:
+        md.append("5. the MSE row measures RC4 where the CPU is the limit (both ends on 2 "
+                  "shared cores); `--tr-rate-mbit N` measures it with the network as the "
+                  "limit (section transports-limited), and so does the internet-like swarm's "
+                  "mse table.")
     for n in b.notes + bench.KILLED:
         md.append(f"- problem: {n}")
     md.append("")
@@ -339,7 +380,7 @@ def report(b, started, load_before, load_after, info):
     md.append("```json")
     md.append(json.dumps(b.results, sort_keys=True, default=str).replace("], ", "],\n "))
     md.append("```\n</details>\n")
-    md.append(sections.end(SECTION))
+    md.append(sections.end(name))
     return table, "\n".join(md)
 
 
@@ -353,6 +394,9 @@ def main(argv):
     p.add_argument("--tr-modes", dest="modes", default="tcp,mse,utp",
                    help="comma-separated: tcp, mse, utp")
     p.add_argument("--tr-nice", dest="nice", type=int, default=-5)
+    p.add_argument("--tr-rate-mbit", dest="rate_mbit", type=int, default=0,
+                   help="limit loopback to this many Mbit/s (tbf on lo) and write the "
+                        "transports-limited section instead")
     p.add_argument("--tr-perf", dest="perf", metavar="DIR",
                    help="perf record the btfs-mount daemon during each cold read (kept in DIR)")
     a = p.parse_args(argv)
@@ -368,8 +412,9 @@ def main(argv):
     table, md = report(b, started, load_before, load_after, info)
     print(table)
     if a.out:
-        sections.write(a.out, SECTION, md)
-        log(f"wrote the transports section of {a.out}")
+        name = LIMITED if a.rate_mbit else SECTION
+        sections.write(a.out, name, md)
+        log(f"wrote the {name} section of {a.out}")
     return 0
 
 
