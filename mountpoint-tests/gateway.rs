@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    Child, LtNode, TreeFile, btfs_mount_bin, free_port, in_netns, lt_fetch, make_tree, s, seeded_bytes,
-    sha256_bytes, wait_until,
+    Child, LtNode, TreeFile, btfs_mount_bin, free_port, in_netns, lt_fetch, make_tree, s,
+    seeded_bytes, sha256_bytes, wait_until,
 };
 
 /// An HTTP answer as curl saw it.

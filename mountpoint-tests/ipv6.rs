@@ -52,12 +52,31 @@ fn ipv6_site(name: &str) -> Option<(tempfile::TempDir, PathBuf)> {
     Some((tmp, site))
 }
 
-/// Mounts `args` (a foreground mount) at `tmp/mnt`, waiting up to
-/// `wait_s` seconds, and checks that every file of the archive's `site`
+/// Mounts the torrent with `args` (the test's own flags) plus
+/// `--foreground --verbose`, peer port `port`, a cache at `tmp/cache` and
+/// a metadata timeout of `timeout_s` seconds, at `tmp/mnt` (waiting up to
+/// 10 s longer), and checks that every file of the archive's `site`
 /// directory reads as `site` does (SHA-256 of each); `what` names the
 /// source in the failure.
-fn mount_reads_site(tmp: &Path, args: &MountArgs, wait_s: u64, site: &Path, what: &str) -> Mount {
-    let m = Mount::foreground(&tmp.join("mnt"), &args.build(), Duration::from_secs(wait_s));
+fn mount_reads_site(
+    tmp: &Path,
+    args: MountArgs,
+    port: u16,
+    timeout_s: u64,
+    site: &Path,
+    what: &str,
+) -> Mount {
+    let args = args
+        .foreground()
+        .verbose()
+        .port(port)
+        .cache_dir(&tmp.join("cache"))
+        .timeout(timeout_s);
+    let m = Mount::foreground(
+        &tmp.join("mnt"),
+        &args.build(),
+        Duration::from_secs(timeout_s + 10),
+    );
     assert_eq!(
         tree_digests(&m.path().join("site")),
         tree_digests(site),
@@ -114,19 +133,14 @@ fn ipv6_only_libtorrent_both_directions() {
     let their = format!("[::1]:{}", seeder.port());
 
     let port = free_port();
-    let args = MountArgs::new(&magnet)
-        .foreground()
-        .verbose()
-        .no_dht()
-        .arg("--no-lsd")
-        .peer(&their)
-        .port(port)
-        .cache_dir(&tmp.path().join("cache"))
-        .timeout(60);
     let mut m = mount_reads_site(
         tmp.path(),
-        &args,
-        70,
+        MountArgs::new(&magnet)
+            .no_dht()
+            .arg("--no-lsd")
+            .peer(&their),
+        port,
+        60,
         &site,
         "bytes read from the IPv6 seeder differ",
     );
@@ -187,17 +201,11 @@ fn ipv6_only_libtorrent_found_over_the_ipv6_dht() {
     let their = format!("[::1]:{}", seeder.port());
 
     let port = free_port();
-    let args = MountArgs::new(&magnet)
-        .foreground()
-        .verbose()
-        .bootstrap(&boot_addr)
-        .port(port)
-        .cache_dir(&tmp.path().join("cache"))
-        .timeout(90);
     let mut m = mount_reads_site(
         tmp.path(),
-        &args,
-        100,
+        MountArgs::new(&magnet).bootstrap(&boot_addr),
+        port,
+        90,
         &site,
         "bytes read from the IPv6 seeder found on the DHT differ",
     );
@@ -255,19 +263,14 @@ fn ipv6_utp_only_libtorrent_both_directions() {
     let their = format!("[::1]:{}", seeder.port());
 
     let port = free_port();
-    let args = MountArgs::new(&magnet)
-        .foreground()
-        .verbose()
-        .bootstrap("[::1]:1")
-        .arg("--no-lsd")
-        .peer(&their)
-        .port(port)
-        .cache_dir(&tmp.path().join("cache"))
-        .timeout(60);
     let mut m = mount_reads_site(
         tmp.path(),
-        &args,
-        70,
+        MountArgs::new(&magnet)
+            .bootstrap("[::1]:1")
+            .arg("--no-lsd")
+            .peer(&their),
+        port,
+        60,
         &site,
         "bytes read over uTP from the IPv6 seeder differ",
     );
