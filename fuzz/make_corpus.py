@@ -17,20 +17,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
 
-
-def benc(v):
-    if isinstance(v, int):
-        return b"i%de" % v
-    if isinstance(v, str):
-        v = v.encode()
-    if isinstance(v, bytes):
-        return b"%d:%s" % (len(v), v)
-    if isinstance(v, list):
-        return b"l" + b"".join(benc(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, x) for k, x in v.items())
-        return b"d" + b"".join(benc(k) + benc(x) for k, x in items) + b"e"
-    raise TypeError(type(v))
+# The tests' bencode encoder (keys sorted as raw bytes), one for the tree.
+sys.path.insert(0, os.path.join(HERE, "..", "mountpoint-tests", "lt"))
+from btcommon import encode as benc  # noqa: E402
 
 
 def write(target, name, data):

@@ -41,24 +41,21 @@ fn cache_size_bounds_disk_usage_and_reads_stay_correct() {
     if !in_netns("cache_size_bounds_disk_usage_and_reads_stay_correct") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("data");
-    make_tree(
-        &tree,
+    let fx = SeededTree::new(
         &[
             ("big.bin", TreeFile::Random(16 * 1024 * 1024 + 777, 21)),
             ("small.txt", TreeFile::Text("tiny\n")),
         ],
+        PIECE as usize,
     );
-    let (seeder, magnet) = LtNode::seed_tree(&tree, PIECE as usize, &[]);
-    let cache = tmp.path().join("cache");
+    let tree = &fx.tree;
+    let cache = fx.path("cache");
     let _tmpfs = Tmpfs::mount(&cache, "64m");
-    let mnt = tmp.path().join("mnt");
-    let args = MountArgs::new(&magnet)
+    let mnt = fx.path("mnt");
+    let args = fx
+        .mount_args()
         .foreground()
         .verbose()
-        .no_dht()
-        .peer(&seeder.addr())
         .cache_dir(&cache)
         .args(&["--cache-size", "4M"]);
     let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));

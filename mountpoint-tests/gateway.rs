@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    Child, LtNode, TreeFile, btfs_mount_bin, free_port, in_netns, make_tree, s, seeded_bytes,
-    sha256_bytes, wait_until,
+    Child, LtNode, TreeFile, btfs_mount_bin, free_port, in_netns, lt_fetch, make_tree, s,
+    seeded_bytes, sha256_bytes, wait_until,
 };
 
 /// An HTTP answer as curl saw it.
@@ -173,25 +173,6 @@ fn seeder(dir: &Path) -> LtNode {
     let mut lt = LtNode::start(&["--seed", s(dir), "--piece-size", "65536"]);
     lt.info_hash();
     lt
-}
-
-/// Downloads `magnet` with libtorrent from `peer` into `tmp/lt-NAME`.
-fn lt_fetch(tmp: &Path, magnet: &str, peer: &str, name: &str) -> PathBuf {
-    let save = tmp.join(format!("lt-{name}"));
-    std::fs::create_dir_all(&save).unwrap();
-    let mut lt = LtNode::start(&[
-        "--fetch",
-        magnet,
-        "--save",
-        s(&save),
-        "--connect",
-        peer,
-        "--no-utp",
-        "--no-encryption",
-    ]);
-    lt.wait_event("finished", Duration::from_secs(90));
-    drop(lt);
-    save
 }
 
 /// The info-hash (40 hex) of a magnet link.

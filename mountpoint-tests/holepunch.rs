@@ -61,40 +61,6 @@ fn note(msg: &str) {
     let _ = writeln!(std::io::stderr(), "holepunch: {msg}");
 }
 
-/// The tree of `sample_spec()` under `tmp/site`, and a .torrent of it (made
-/// by a short-lived libtorrent seeder on a public host, so that the relay
-/// and the home seeder can both be started from the file).
-struct Content {
-    site: PathBuf,
-    torrent: PathBuf,
-    magnet: String,
-    info_hash: String,
-}
-
-fn make_content(net: &Internet, tmp: &Path) -> Content {
-    let site = tmp.join("site");
-    make_tree(&site, &sample_spec());
-    let torrent = tmp.join("site.torrent");
-    let maker = net.public_host("maker");
-    let mut node = maker.lt_node(&[
-        "--listen-ip",
-        &maker.ip().to_string(),
-        "--seed",
-        s(&site),
-        "--write-torrent",
-        s(&torrent),
-    ]);
-    let magnet = node.magnet();
-    let info_hash = node.info_hash();
-    drop(node);
-    Content {
-        site,
-        torrent,
-        magnet,
-        info_hash,
-    }
-}
-
 /// A public libtorrent peer that has the torrent but no piece of it (upload
 /// mode: it never downloads either), with a DHT node the mount bootstraps
 /// from. Redundant connections are kept: it wants nothing from anyone.

@@ -11,7 +11,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::*;
@@ -33,15 +33,50 @@ fn tree(dir: &Path) {
     );
 }
 
-/// btfs-mount reads correct bytes from a libtorrent seeder on `[::1]` only,
-/// then a libtorrent session on `[::1]` only downloads everything from
-/// btfs-mount over IPv6 (after the first seeder left).
-/// Mounts `args` (a foreground mount) at `tmp/mnt`, waiting up to
-/// `wait_s` seconds, and checks that every file of the archive's `site`
+/// The start of every test here: runs test `name` in its own network
+/// namespace and only where `[::1]` can be bound (else `skip_or_fail`).
+/// Gives the temporary directory and the torrent's tree written at its
+/// `site`, or `None` where the test stops (in the parent of the namespace,
+/// or without IPv6).
+fn ipv6_site(name: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    if !in_netns(name) {
+        return None;
+    }
+    if !has_ipv6_loopback() {
+        skip_or_fail(name, "no [::1] here");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    tree(&site);
+    Some((tmp, site))
+}
+
+/// Mounts the torrent with `args` (the test's own flags) plus
+/// `--foreground --verbose`, peer port `port`, a cache at `tmp/cache` and
+/// a metadata timeout of `timeout_s` seconds, at `tmp/mnt` (waiting up to
+/// 10 s longer), and checks that every file of the archive's `site`
 /// directory reads as `site` does (SHA-256 of each); `what` names the
 /// source in the failure.
-fn mount_reads_site(tmp: &Path, args: &MountArgs, wait_s: u64, site: &Path, what: &str) -> Mount {
-    let m = Mount::foreground(&tmp.join("mnt"), &args.build(), Duration::from_secs(wait_s));
+fn mount_reads_site(
+    tmp: &Path,
+    args: MountArgs,
+    port: u16,
+    timeout_s: u64,
+    site: &Path,
+    what: &str,
+) -> Mount {
+    let args = args
+        .foreground()
+        .verbose()
+        .port(port)
+        .cache_dir(&tmp.join("cache"))
+        .timeout(timeout_s);
+    let m = Mount::foreground(
+        &tmp.join("mnt"),
+        &args.build(),
+        Duration::from_secs(timeout_s + 10),
+    );
     assert_eq!(
         tree_digests(&m.path().join("site")),
         tree_digests(site),
@@ -50,73 +85,80 @@ fn mount_reads_site(tmp: &Path, args: &MountArgs, wait_s: u64, site: &Path, what
     m
 }
 
-/// Waits for libtorrent's `fetcher` to finish, then checks every file it
-/// saved under `dl` against `site` (SHA-256 of each).
-fn fetched(fetcher: &mut LtNode, dl: &Path, site: &Path, what: &str) {
+/// Starts a libtorrent downloader listening on `[::1]` only (`opts`: its
+/// further options, before `--fetch`) that fetches `magnet` into
+/// `tmp/download`, dialing `connect` (HOST:PORT) if given; waits for it to
+/// finish, then checks every file it saved against `site` (SHA-256 of
+/// each). Gives the downloader, still running.
+fn fetch_over_ipv6(
+    tmp: &Path,
+    opts: &[&str],
+    magnet: &str,
+    connect: Option<&str>,
+    site: &Path,
+    what: &str,
+) -> LtNode {
+    let dl = tmp.join("download");
+    std::fs::create_dir_all(&dl).unwrap();
+    let mut args = vec!["--listen-ip", "[::1]"];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&["--fetch", magnet, "--save", s(&dl)]);
+    if let Some(peer) = connect {
+        args.extend_from_slice(&["--connect", peer]);
+    }
+    let mut fetcher = lt_node(&args);
     fetcher.wait_event("finished", Duration::from_secs(120));
     assert_eq!(tree_digests(&dl.join("site")), tree_digests(site), "{what}");
+    fetcher
 }
 
+/// Asserts that the foreground mount `m` logged a line for which `found`
+/// holds; `what` names the line in the failure, followed by the log.
+fn assert_logged(m: &mut Mount, found: impl Fn(&str) -> bool, what: &str) {
+    let log = m.child().expect("foreground").stderr();
+    assert!(log.lines().any(found), "{what} in the log:\n{log}");
+}
+
+/// btfs-mount reads correct bytes from a libtorrent seeder on `[::1]` only,
+/// then a libtorrent session on `[::1]` only downloads everything from
+/// btfs-mount over IPv6 (after the first seeder left).
 #[test]
 fn ipv6_only_libtorrent_both_directions() {
-    if !in_netns("ipv6_only_libtorrent_both_directions") {
+    let Some((tmp, site)) = ipv6_site("ipv6_only_libtorrent_both_directions") else {
         return;
-    }
-    if !has_ipv6_loopback() {
-        skip_or_fail("ipv6_only_libtorrent_both_directions", "no [::1] here");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let site = tmp.path().join("site");
-    tree(&site);
+    };
     let mut seeder = lt_node(&["--listen-ip", "[::1]", "--seed", s(&site)]);
     seeder.wait_event("seeding", Duration::from_secs(60));
     let magnet = seeder.magnet();
     let their = format!("[::1]:{}", seeder.port());
 
     let port = free_port();
-    let args = MountArgs::new(&magnet)
-        .foreground()
-        .verbose()
-        .no_dht()
-        .arg("--no-lsd")
-        .peer(&their)
-        .port(port)
-        .cache_dir(&tmp.path().join("cache"))
-        .timeout(60);
     let mut m = mount_reads_site(
         tmp.path(),
-        &args,
-        70,
+        MountArgs::new(&magnet)
+            .no_dht()
+            .arg("--no-lsd")
+            .peer(&their),
+        port,
+        60,
         &site,
         "bytes read from the IPv6 seeder differ",
     );
     drop(seeder);
 
-    let dl = tmp.path().join("download");
-    std::fs::create_dir_all(&dl).unwrap();
     let ours = format!("[::1]:{port}");
-    let mut fetcher = lt_node(&[
-        "--listen-ip",
-        "[::1]",
-        "--fetch",
+    let fetcher = fetch_over_ipv6(
+        tmp.path(),
+        &[],
         &magnet,
-        "--save",
-        s(&dl),
-        "--connect",
-        &ours,
-    ]);
-    fetched(
-        &mut fetcher,
-        &dl,
+        Some(&ours),
         &site,
         "libtorrent's IPv6 download from btfs-mount differs",
     );
-    let log = m.child().expect("foreground").stderr();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("connected to [::1]:") && l.contains("(from incoming)")),
-        "no incoming IPv6 connection in the log:\n{log}"
+    assert_logged(
+        &mut m,
+        |l| l.contains("connected to [::1]:") && l.contains("(from incoming)"),
+        "no incoming IPv6 connection",
     );
     drop(fetcher);
     m.unmount_and_wait(Duration::from_secs(10));
@@ -136,17 +178,9 @@ fn ipv6_only_libtorrent_both_directions() {
 /// carrier-grade NAT) whose only way to a swarm is the IPv6 DHT.
 #[test]
 fn ipv6_only_libtorrent_found_over_the_ipv6_dht() {
-    let name = "ipv6_only_libtorrent_found_over_the_ipv6_dht";
-    if !in_netns(name) {
+    let Some((tmp, site)) = ipv6_site("ipv6_only_libtorrent_found_over_the_ipv6_dht") else {
         return;
-    }
-    if !has_ipv6_loopback() {
-        skip_or_fail(name, "no [::1] here");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let site = tmp.path().join("site");
-    tree(&site);
+    };
     let boot = lt_node(&["--listen-ip", "[::1]", "--dht", "--bootstrap", "[::1]:1"]);
     let boot_addr = format!("[::1]:{}", boot.dht_port());
     let mut seeder = lt_node(&[
@@ -167,57 +201,38 @@ fn ipv6_only_libtorrent_found_over_the_ipv6_dht() {
     let their = format!("[::1]:{}", seeder.port());
 
     let port = free_port();
-    let args = MountArgs::new(&magnet)
-        .foreground()
-        .verbose()
-        .bootstrap(&boot_addr)
-        .port(port)
-        .cache_dir(&tmp.path().join("cache"))
-        .timeout(90);
     let mut m = mount_reads_site(
         tmp.path(),
-        &args,
-        100,
+        MountArgs::new(&magnet).bootstrap(&boot_addr),
+        port,
+        90,
         &site,
         "bytes read from the IPv6 seeder found on the DHT differ",
     );
-    let log = m.child().expect("foreground").stderr();
-    assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("connected to {their}")) && l.contains("(from dht)")),
-        "no connection to the seeder {their} found on the DHT in the log:\n{log}"
+    assert_logged(
+        &mut m,
+        |l| l.contains(&format!("connected to {their}")) && l.contains("(from dht)"),
+        &format!("no connection to the seeder {their} found on the DHT"),
     );
     drop(seeder);
 
-    let dl = tmp.path().join("download");
-    std::fs::create_dir_all(&dl).unwrap();
-    let mut fetcher = lt_node(&[
-        "--listen-ip",
-        "[::1]",
-        "--dht",
-        "--bootstrap",
-        &boot_addr,
-        "--fetch",
+    let fetcher = fetch_over_ipv6(
+        tmp.path(),
+        &["--dht", "--bootstrap", &boot_addr],
         &magnet,
-        "--save",
-        s(&dl),
-    ]);
-    fetched(
-        &mut fetcher,
-        &dl,
+        None,
         &site,
         "libtorrent's download from btfs-mount, found over the IPv6 DHT, differs",
     );
-    let log = m.child().expect("foreground").stderr();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("announced port") && !l.contains("to 0 DHT nodes")),
-        "no DHT announce in the log:\n{log}"
+    assert_logged(
+        &mut m,
+        |l| l.contains("announced port") && !l.contains("to 0 DHT nodes"),
+        "no DHT announce",
     );
-    assert!(
-        log.lines()
-            .any(|l| l.contains("connected to [::1]:") && l.contains("(from incoming)")),
-        "no incoming IPv6 connection in the log:\n{log}"
+    assert_logged(
+        &mut m,
+        |l| l.contains("connected to [::1]:") && l.contains("(from incoming)"),
+        "no incoming IPv6 connection",
     );
     drop(fetcher);
     drop(boot);
@@ -239,73 +254,47 @@ fn ipv6_only_libtorrent_found_over_the_ipv6_dht() {
 /// Transmission or uTorrent peer that dials uTP first (or only).
 #[test]
 fn ipv6_utp_only_libtorrent_both_directions() {
-    let name = "ipv6_utp_only_libtorrent_both_directions";
-    if !in_netns(name) {
+    let Some((tmp, site)) = ipv6_site("ipv6_utp_only_libtorrent_both_directions") else {
         return;
-    }
-    if !has_ipv6_loopback() {
-        skip_or_fail(name, "no [::1] here");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let site = tmp.path().join("site");
-    tree(&site);
+    };
     let mut seeder = lt_node(&["--listen-ip", "[::1]", "--utp-only", "--seed", s(&site)]);
     seeder.wait_event("seeding", Duration::from_secs(60));
     let magnet = seeder.magnet();
     let their = format!("[::1]:{}", seeder.port());
 
     let port = free_port();
-    let args = MountArgs::new(&magnet)
-        .foreground()
-        .verbose()
-        .bootstrap("[::1]:1")
-        .arg("--no-lsd")
-        .peer(&their)
-        .port(port)
-        .cache_dir(&tmp.path().join("cache"))
-        .timeout(60);
     let mut m = mount_reads_site(
         tmp.path(),
-        &args,
-        70,
+        MountArgs::new(&magnet)
+            .bootstrap("[::1]:1")
+            .arg("--no-lsd")
+            .peer(&their),
+        port,
+        60,
         &site,
         "bytes read over uTP from the IPv6 seeder differ",
     );
-    let log = m.child().expect("foreground").stderr();
-    assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("connected to {their}")) && l.contains(" over utp")),
-        "no uTP connection to {their} in the log:\n{log}"
+    assert_logged(
+        &mut m,
+        |l| l.contains(&format!("connected to {their}")) && l.contains(" over utp"),
+        &format!("no uTP connection to {their}"),
     );
     drop(seeder);
 
-    let dl = tmp.path().join("download");
-    std::fs::create_dir_all(&dl).unwrap();
     let bare: String = magnet.split('&').next().unwrap().to_string();
     let ours = format!("[::1]:{port}");
-    let mut fetcher = lt_node(&[
-        "--listen-ip",
-        "[::1]",
-        "--utp-only",
-        "--fetch",
+    let fetcher = fetch_over_ipv6(
+        tmp.path(),
+        &["--utp-only"],
         &bare,
-        "--save",
-        s(&dl),
-        "--connect",
-        &ours,
-    ]);
-    fetched(
-        &mut fetcher,
-        &dl,
+        Some(&ours),
         &site,
         "libtorrent's uTP download over IPv6 from btfs-mount differs",
     );
-    let log = m.child().expect("foreground").stderr();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("connected to [::1]:") && l.contains("(from incoming) over utp")),
-        "no incoming IPv6 uTP connection in the log:\n{log}"
+    assert_logged(
+        &mut m,
+        |l| l.contains("connected to [::1]:") && l.contains("(from incoming) over utp"),
+        "no incoming IPv6 uTP connection",
     );
     drop(fetcher);
     m.unmount_and_wait(Duration::from_secs(10));

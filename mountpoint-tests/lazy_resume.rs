@@ -48,30 +48,24 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
     if !in_netns("remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("data");
-    make_tree(
-        &tree,
+    let mut fx = SeededTree::new(
         &[
             ("big.bin", TreeFile::Random(SIZE, 31)),
             ("small.txt", TreeFile::Text("small and cached\n")),
         ],
+        PIECE,
     );
+    let (tree, magnet) = (fx.tree.clone(), fx.magnet.clone());
     let original = fs::read(tree.join("big.bin")).unwrap();
-    let (mut seeder, magnet) = LtNode::seed_tree(&tree, PIECE, &[]);
-    let info_hash = seeder.info_hash();
-    let torrent = seeder.torrent();
+    let info_hash = fx.seeder.info_hash();
+    let torrent = fx.seeder.torrent();
     let total = torrent["total_size"].as_u64().unwrap();
-    let cache = tmp.path().join("cache");
-    let mnt = tmp.path().join("mnt");
+    let cache = fx.path("cache");
+    let mnt = fx.path("mnt");
 
     // 1. Fill the cache: read everything once; a clean unmount saves `have`.
     let t = Instant::now();
-    let args = MountArgs::new(&magnet)
-        .no_dht()
-        .arg("--no-lsd")
-        .peer(&seeder.addr())
-        .cache_dir(&cache);
+    let args = fx.mount_args().arg("--no-lsd").cache_dir(&cache);
     let m = Mount::background(&mnt, &args.build());
     assert_eq!(
         sha256_file(&mnt.join("data/big.bin")),
@@ -87,7 +81,7 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
         t.elapsed().as_secs_f64()
     );
     m.unmount_and_wait(Duration::from_secs(30));
-    drop(seeder);
+    drop(fx.seeder);
 
     // 2. Corrupt one byte of a piece in the middle, behind the cache's back.
     let big_off = torrent_file_offset(&torrent, "data/big.bin");
@@ -140,7 +134,7 @@ fn remount_of_a_large_cache_is_ready_at_once_and_serves_only_verified_pieces() {
     // A libtorrent leecher connects to this mount only, now: most likely
     // while the cache is still being verified, so it sees our bitfield of
     // what is verified so far, then HAVEs (checked in step 6).
-    let leech = tmp.path().join("leech");
+    let leech = fx.tmp.path().join("leech");
     let mut leecher = LtNode::start(&[
         "--fetch",
         &magnet,

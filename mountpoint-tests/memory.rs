@@ -56,18 +56,17 @@ fn pieces_of_64_mib_stream_at_bounded_memory() {
     }
     const PIECE: u64 = 64 * MIB;
     let len = 4 * PIECE + 12_345; // five pieces, the last one short
-    let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("data");
-    make_tree(&tree, &[("big.bin", TreeFile::Random(len as usize, 19))]);
-    let src = tree.join("big.bin");
-    let (seeder, magnet) = LtNode::seed_tree(&tree, PIECE as usize, &[]);
-    let mnt = tmp.path().join("mnt");
-    let args = MountArgs::new(&magnet)
+    let fx = SeededTree::new(
+        &[("big.bin", TreeFile::Random(len as usize, 19))],
+        PIECE as usize,
+    );
+    let src = fx.tree.join("big.bin");
+    let mnt = fx.path("mnt");
+    let args = fx
+        .mount_args()
         .foreground()
         .verbose()
-        .no_dht()
-        .peer(&seeder.addr())
-        .cache_dir(&tmp.path().join("cache"))
+        .cache_dir(&fx.path("cache"))
         .read_timeout(120);
     let m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     let pid = m.pids()[0];
@@ -134,21 +133,17 @@ fn a_low_memory_limit_slows_readahead_but_reads_complete() {
     if !in_netns("a_low_memory_limit_slows_readahead_but_reads_complete") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("data");
-    make_tree(
-        &tree,
+    let fx = SeededTree::new(
         &[("film.bin", TreeFile::Random(48 * MIB as usize + 3, 23))],
+        4 * MIB as usize,
     );
-    let src = tree.join("film.bin");
-    let (seeder, magnet) = LtNode::seed_tree(&tree, 4 * MIB as usize, &[]);
-    let mnt = tmp.path().join("mnt");
-    let args = MountArgs::new(&magnet)
+    let src = fx.tree.join("film.bin");
+    let mnt = fx.path("mnt");
+    let args = fx
+        .mount_args()
         .foreground()
         .verbose()
-        .no_dht()
-        .peer(&seeder.addr())
-        .cache_dir(&tmp.path().join("cache"))
+        .cache_dir(&fx.path("cache"))
         .args(&["--memory-limit", "256K"]);
     let mut m = Mount::foreground(&mnt, &args.build(), Duration::from_secs(30));
     let file = mnt.join("data/film.bin");

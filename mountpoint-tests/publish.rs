@@ -18,12 +18,12 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    Child, LocalDht, LtNode, Mount, MountArgs, TreeFile, btfs_mount_bin, free_port, in_netns,
+    Child, LocalDht, Mount, MountArgs, TreeFile, btfs_mount_bin, free_port, in_netns, lt_fetch,
     make_tree, s, sample_spec, tree_digests, wait_until,
 };
 
@@ -69,33 +69,6 @@ fn btih_only(magnet: &str) -> String {
 
 fn btmh_only(magnet: &str) -> String {
     format!("magnet:?xt=urn:btmh:1220{}", info_hash_v2_of(magnet))
-}
-
-/// Downloads `magnet` with libtorrent, dialling `peer`, into a new
-/// directory under `tmp`; returns that directory once every piece is had.
-fn lt_fetch(tmp: &Path, magnet: &str, peer: &str, name: &str) -> PathBuf {
-    let save = tmp.join(format!("lt-{name}"));
-    std::fs::create_dir_all(&save).unwrap();
-    let t = Instant::now();
-    // TCP and plaintext: btfs-mount speaks neither uTP nor MSE, and
-    // libtorrent tries both first (seconds of fallback otherwise).
-    let mut lt = LtNode::start(&[
-        "--fetch",
-        magnet,
-        "--save",
-        s(&save),
-        "--connect",
-        peer,
-        "--no-utp",
-        "--no-encryption",
-    ]);
-    lt.wait_event("finished", Duration::from_secs(90));
-    eprintln!(
-        "libtorrent fetched {name} in {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
-    drop(lt);
-    save
 }
 
 /// libtorrent's view of the BEP 46 item of public key `pk` (64 hex) and

@@ -535,21 +535,12 @@ fn near_peers_are_dialled_over_tcp_and_far_ones_over_utp() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let net = netsim::Internet::new();
-    let site = tmp.path().join("site");
-    make_tree(&site, &sample_spec());
-    let torrent = tmp.path().join("site.torrent");
-    let maker = net.public_host("maker");
-    let magnet = {
-        let mut node = maker.lt_node(&[
-            "--listen-ip",
-            &maker.ip().to_string(),
-            "--seed",
-            s(&site),
-            "--write-torrent",
-            s(&torrent),
-        ]);
-        node.magnet()
-    };
+    let netsim::Content {
+        site,
+        torrent,
+        magnet,
+        ..
+    } = netsim::make_content(&net, tmp.path());
     let seeder = |host: &netsim::Host, more: &[&str]| {
         let ip = host.ip().to_string();
         let mut args = vec![

@@ -30,7 +30,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fuse::Mount;
+use crate::fuse::{Mount, alike};
 use crate::staging::{Attr, Draft};
 
 /// Attributes change only through us; a short TTL keeps `ls -l` honest
@@ -511,25 +511,11 @@ impl Filesystem for WritableFs {
                 255,
                 st.fragment_size() as u32,
             ),
-            Err(_) => reply.statfs(0, 0, 0, files, 0, 4096, 255, 4096),
+            Err(_) => alike::reply_statfs(reply, 0, files),
         }
     }
 
-    fn ioctl(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _flags: fuser::IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
-        reply: fuser::ReplyIoctl,
-    ) {
-        // No ioctl applies to a torrent's files (a shell's TCGETS asks
-        // whether a file is a terminal: it is not).
-        reply.error(Errno::ENOTTY);
-    }
+    alike::ioctl_not_a_terminal!();
 }
 
 /// Mount options of a writable mount: read-write, named `btfs-mount`.

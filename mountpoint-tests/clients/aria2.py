@@ -28,16 +28,14 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    Progress, emit, free_port, install_stop, kill_child, log, make_torrent, pdeathsig, wait_port,
+    Progress, Run, completed, emit, exit_with, free_port, log, make_torrent, pdeathsig, wait_port,
 )
 
 
@@ -134,80 +132,69 @@ def status_fields(st):
 
 def main(argv):
     args = parse_args(argv)
-    stop = install_stop()
-    tmp = tempfile.mkdtemp(prefix="aria2-driver-")
-    proc = None
-    try:
-        args.port = args.port or free_port()
-        args.dht_port = args.dht_port or free_port()
-        rpc_port = free_port("127.0.0.1")
-        if args.seed:
-            data, ih, magnet, name, total = make_torrent(args.seed, args.piece_size)
-        cmd = aria2_command(args, tmp, rpc_port)
-        log("running " + " ".join(cmd))
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr,
-                                preexec_fn=pdeathsig, cwd=tmp)
-        if not wait_port("127.0.0.1", rpc_port, 20):
-            emit("error", message="aria2c RPC did not come up within 20 s")
-            return 2
-        rpc = Rpc(rpc_port)
-        emit("ready", client="aria2", version=version(), port=args.port,
-             dht_port=args.dht_port if args.dht_entry else None, rpc_port=rpc_port, pid=proc.pid)
-        added = time.monotonic()
-        if args.seed:
-            src = os.path.abspath(args.seed)
-            gid = rpc.call("aria2.addTorrent", base64.b64encode(data).decode(), [],
-                           {"dir": os.path.dirname(src), "check-integrity": "true",
-                            "bt-hash-check-seed": "true", "seed-ratio": "0.0"})
-            emit("torrent", info_hash=ih, magnet=magnet, name=name, total_size=total)
-        else:
-            os.makedirs(args.save, exist_ok=True)
-            gid = rpc.call("aria2.addUri", [args.fetch], {"dir": os.path.abspath(args.save)})
-        log(f"added gid {gid}")
-        reported_torrent = bool(args.seed)
-        done = False
-        progress = Progress()
-        while not stop.wait(0.25):
-            if proc.poll() is not None:
-                emit("error", message=f"aria2c exited with {proc.returncode}")
-                return 1
-            st = rpc.call("aria2.tellStatus", gid)
-            # A magnet first downloads the metadata as its own gid, which
-            # is then followed by the real download.
-            if st.get("followedBy"):
-                gid = st["followedBy"][0]
-                log(f"metadata done; following gid {gid}")
-                continue
-            if st.get("status") == "error":
-                emit("error", message=f"aria2: {st.get('errorCode')} {st.get('errorMessage')}")
-            f = status_fields(st)
-            bt = st.get("bittorrent", {})
-            if not reported_torrent and bt.get("info") and f["total"] > 0:
-                reported_torrent = True
-                emit("torrent", info_hash=f["info_hash"], magnet=args.fetch,
-                     name=bt["info"].get("name"), total_size=f["total"])
-            progress.report(**f)
-            complete = f["total"] > 0 and f["done"] == f["total"] and bt.get("info")
-            if complete and not done:
-                done = True
-                if args.seed:
-                    emit("seeding", info_hash=f["info_hash"])
-                else:
-                    emit("finished", info_hash=f["info_hash"],
-                         seconds=round(time.monotonic() - added, 3))
-        log(f"stopping: {stop.reason}")
-        emit("exit", reason=stop.reason)
-        return 0
-    except Exception as e:  # noqa: BLE001 - reported as an event, then exit 1
-        emit("error", message=f"{type(e).__name__}: {e}")
-        return 1
-    finally:
-        kill_child(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+    return Run("aria2-driver-").drive(lambda run: drive(args, run))
+
+
+def drive(args, run):
+    """The driver's work once its Run is set up: starts the client, adds the
+    torrent and reports events until `run.stop`; an exit code for a failure
+    it reported, else None."""
+    stop, tmp = run.stop, run.tmp
+    args.port = args.port or free_port()
+    args.dht_port = args.dht_port or free_port()
+    rpc_port = free_port("127.0.0.1")
+    if args.seed:
+        data, ih, magnet, name, total = make_torrent(args.seed, args.piece_size)
+    cmd = aria2_command(args, tmp, rpc_port)
+    log("running " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr,
+                            preexec_fn=pdeathsig, cwd=tmp)
+    run.proc = proc
+    if not wait_port("127.0.0.1", rpc_port, 20):
+        emit("error", message="aria2c RPC did not come up within 20 s")
+        return 2
+    rpc = Rpc(rpc_port)
+    emit("ready", client="aria2", version=version(), port=args.port,
+         dht_port=args.dht_port if args.dht_entry else None, rpc_port=rpc_port, pid=proc.pid)
+    added = time.monotonic()
+    if args.seed:
+        src = os.path.abspath(args.seed)
+        gid = rpc.call("aria2.addTorrent", base64.b64encode(data).decode(), [],
+                       {"dir": os.path.dirname(src), "check-integrity": "true",
+                        "bt-hash-check-seed": "true", "seed-ratio": "0.0"})
+        emit("torrent", info_hash=ih, magnet=magnet, name=name, total_size=total)
+    else:
+        os.makedirs(args.save, exist_ok=True)
+        gid = rpc.call("aria2.addUri", [args.fetch], {"dir": os.path.abspath(args.save)})
+    log(f"added gid {gid}")
+    reported_torrent = bool(args.seed)
+    done = False
+    progress = Progress()
+    while not stop.wait(0.25):
+        if proc.poll() is not None:
+            emit("error", message=f"aria2c exited with {proc.returncode}")
+            return 1
+        st = rpc.call("aria2.tellStatus", gid)
+        # A magnet first downloads the metadata as its own gid, which
+        # is then followed by the real download.
+        if st.get("followedBy"):
+            gid = st["followedBy"][0]
+            log(f"metadata done; following gid {gid}")
+            continue
+        if st.get("status") == "error":
+            emit("error", message=f"aria2: {st.get('errorCode')} {st.get('errorMessage')}")
+        f = status_fields(st)
+        bt = st.get("bittorrent", {})
+        if not reported_torrent and bt.get("info") and f["total"] > 0:
+            reported_torrent = True
+            emit("torrent", info_hash=f["info_hash"], magnet=args.fetch,
+                 name=bt["info"].get("name"), total_size=f["total"])
+        progress.report(**f)
+        complete = f["total"] > 0 and f["done"] == f["total"] and bt.get("info")
+        if complete and not done:
+            done = True
+            completed(args.seed, f["info_hash"], added)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except BrokenPipeError:
-        sys.exit(0)
+    exit_with(main)

@@ -26,9 +26,11 @@ it started by PID.
 
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 # The test scripts' shared plumbing (events, logs, stopping, HOST:PORT) and
@@ -155,3 +157,53 @@ class Progress:
             return
         self.last, self.at = key, now
         emit("progress", **fields)
+
+
+class Run:
+    """One run of a driver: its Stop (install_stop), a scratch directory
+    `tmp` (made with `prefix`), and `proc`, the client process once the
+    driver has started it (stopped by PID at the end)."""
+
+    def __init__(self, prefix):
+        self.stop = install_stop()
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.proc = None
+
+    def drive(self, body):
+        """Calls body(self) and gives the driver's exit code: body's own
+        when it returns one (a failure it reported), else, once it returned
+        on stop, 0 after the `exit` event. An exception becomes an `error`
+        event and 1. Whatever happens, the client is stopped and `tmp`
+        removed."""
+        try:
+            code = body(self)
+            if code is not None:
+                return code
+            log(f"stopping: {self.stop.reason}")
+            emit("exit", reason=self.stop.reason)
+            return 0
+        except Exception as e:  # noqa: BLE001 - reported as an event, then exit 1
+            emit("error", message=f"{type(e).__name__}: {e}")
+            return 1
+        finally:
+            kill_child(self.proc)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def completed(seed, info_hash, added):
+    """The event of a torrent just complete: `seeding` for a seeder (`seed`
+    true: it checked every piece), else `finished` with the seconds since
+    `added` (a time.monotonic())."""
+    if seed:
+        emit("seeding", info_hash=info_hash)
+    else:
+        emit("finished", info_hash=info_hash, seconds=round(time.monotonic() - added, 3))
+
+
+def exit_with(main):
+    """A driver's `__main__`: exits with main(argv)'s code; a closed stdout
+    (the test went away) is a clean exit."""
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BrokenPipeError:
+        sys.exit(0)

@@ -31,7 +31,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -39,7 +38,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    Progress, emit, free_port, install_stop, kill_child, log, pdeathsig, wait_port,
+    Progress, Run, completed, emit, exit_with, free_port, log, pdeathsig, wait_port,
 )
 
 
@@ -102,116 +101,106 @@ def version(binary):
 
 def main(argv):
     args = parse_args(argv)
-    stop = install_stop()
     binary = rqbit_binary()
     if binary is None:
         emit("error", message="rqbit is not installed (cargo install rqbit --version 9.1.0 "
                               "--locked, or set RQBIT)")
         return 2
-    proc = None
-    tmp = tempfile.mkdtemp(prefix="rqbit-driver-")
-    try:
-        args.port = args.port or free_port()
-        api_port = free_port("127.0.0.1")
-        cmd = [binary, "--disable-lsd", "--disable-trackers", "--disable-upnp-port-forward",
-               "--listen-port", str(args.port), "--listen-ip", "0.0.0.0", "--ipv4-only",
-               "--http-api-listen-addr", f"127.0.0.1:{api_port}", "--peer-connect-timeout", "2s"]
-        if args.dht_bootstrap:
-            cmd += ["--dht-bootstrap-addrs", ",".join(args.dht_bootstrap),
-                    "--disable-dht-persistence"]
-        else:
-            cmd += ["--disable-dht"]
-        if args.utp:
-            cmd += ["--experimental-enable-utp-listen"]
-        if args.seed:
-            cmd += ["share", os.path.abspath(args.seed)]
-        else:
-            os.makedirs(args.save, exist_ok=True)
-            cmd += ["download", args.fetch, "-o", os.path.abspath(args.save), "--overwrite"]
-            if args.peer:
-                cmd += ["--initial-peers", ",".join(args.peer)]
-        env = dict(os.environ)
-        env.setdefault("RUST_LOG", "info,librqbit=debug,librqbit_core=debug")
-        env["RQBIT_LOG_LEVEL_CONSOLE"] = env.get("RQBIT_LOG_LEVEL_CONSOLE", "debug")
-        log("running " + " ".join(cmd))
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=sys.stderr, preexec_fn=pdeathsig, cwd=tmp, env=env)
-        found = {}
-        threading.Thread(target=forward_stdout, args=(proc, found), daemon=True).start()
-        if not wait_port("127.0.0.1", api_port, 30):
-            emit("error", message=f"rqbit HTTP API did not come up within 30 s (exit {proc.poll()})")
-            return 2
-        api = Api(api_port)
-        emit("ready", client="rqbit", version=version(binary), port=args.port,
-             rpc_port=api_port, pid=proc.pid)
-        added = time.monotonic()
-        reported_torrent = False
-        done = False
-        last_peers = 0.0
-        progress = Progress()
-        while not stop.wait(0.25):
-            if proc.poll() is not None:
-                emit("error", message=f"rqbit exited with {proc.returncode}")
-                return 1
+    return Run("rqbit-driver-").drive(lambda run: drive(args, binary, run))
+
+
+def drive(args, binary, run):
+    """The driver's work once its Run is set up: starts the client, adds the
+    torrent and reports events until `run.stop`; an exit code for a failure
+    it reported, else None."""
+    stop, tmp = run.stop, run.tmp
+    args.port = args.port or free_port()
+    api_port = free_port("127.0.0.1")
+    cmd = [binary, "--disable-lsd", "--disable-trackers", "--disable-upnp-port-forward",
+           "--listen-port", str(args.port), "--listen-ip", "0.0.0.0", "--ipv4-only",
+           "--http-api-listen-addr", f"127.0.0.1:{api_port}", "--peer-connect-timeout", "2s"]
+    if args.dht_bootstrap:
+        cmd += ["--dht-bootstrap-addrs", ",".join(args.dht_bootstrap),
+                "--disable-dht-persistence"]
+    else:
+        cmd += ["--disable-dht"]
+    if args.utp:
+        cmd += ["--experimental-enable-utp-listen"]
+    if args.seed:
+        cmd += ["share", os.path.abspath(args.seed)]
+    else:
+        os.makedirs(args.save, exist_ok=True)
+        cmd += ["download", args.fetch, "-o", os.path.abspath(args.save), "--overwrite"]
+        if args.peer:
+            cmd += ["--initial-peers", ",".join(args.peer)]
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "info,librqbit=debug,librqbit_core=debug")
+    env["RQBIT_LOG_LEVEL_CONSOLE"] = env.get("RQBIT_LOG_LEVEL_CONSOLE", "debug")
+    log("running " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=sys.stderr, preexec_fn=pdeathsig, cwd=tmp, env=env)
+    run.proc = proc
+    found = {}
+    threading.Thread(target=forward_stdout, args=(proc, found), daemon=True).start()
+    if not wait_port("127.0.0.1", api_port, 30):
+        emit("error", message=f"rqbit HTTP API did not come up within 30 s (exit {proc.poll()})")
+        return 2
+    api = Api(api_port)
+    emit("ready", client="rqbit", version=version(binary), port=args.port,
+         rpc_port=api_port, pid=proc.pid)
+    added = time.monotonic()
+    reported_torrent = False
+    done = False
+    last_peers = 0.0
+    progress = Progress()
+    while not stop.wait(0.25):
+        if proc.poll() is not None:
+            emit("error", message=f"rqbit exited with {proc.returncode}")
+            return 1
+        try:
+            ts = api.get("/torrents").get("torrents", [])
+        except (urllib.error.URLError, OSError) as e:
+            log(f"api: {e}")
+            continue
+        if not ts:
+            continue
+        t = ts[0]
+        tid = t.get("id", 0)
+        try:
+            st = api.get(f"/torrents/{tid}/stats/v1")
+        except (urllib.error.URLError, OSError) as e:
+            log(f"api stats: {e}")
+            continue
+        ih = t["info_hash"]
+        if not reported_torrent and st.get("total_bytes"):
+            if args.seed and "magnet" not in found:
+                continue
+            reported_torrent = True
+            emit("torrent", info_hash=ih,
+                 magnet=found.get("magnet") or f"magnet:?xt=urn:btih:{ih}",
+                 name=t.get("name"), total_size=st["total_bytes"])
+        live = st.get("live") or {}
+        peers = ((live.get("snapshot") or {}).get("peer_stats") or {}).get("live", 0)
+        now = time.monotonic()
+        if args.peer and peers == 0 and now - last_peers >= 2.0 and st.get("state") == "live":
+            last_peers = now
             try:
-                ts = api.get("/torrents").get("torrents", [])
+                r = api.post(f"/torrents/{tid}/add_peers", "\n".join(args.peer))
+                log(f"add_peers: {r}")
             except (urllib.error.URLError, OSError) as e:
-                log(f"api: {e}")
-                continue
-            if not ts:
-                continue
-            t = ts[0]
-            tid = t.get("id", 0)
-            try:
-                st = api.get(f"/torrents/{tid}/stats/v1")
-            except (urllib.error.URLError, OSError) as e:
-                log(f"api stats: {e}")
-                continue
-            ih = t["info_hash"]
-            if not reported_torrent and st.get("total_bytes"):
-                if args.seed and "magnet" not in found:
-                    continue
-                reported_torrent = True
-                emit("torrent", info_hash=ih,
-                     magnet=found.get("magnet") or f"magnet:?xt=urn:btih:{ih}",
-                     name=t.get("name"), total_size=st["total_bytes"])
-            live = st.get("live") or {}
-            peers = ((live.get("snapshot") or {}).get("peer_stats") or {}).get("live", 0)
-            now = time.monotonic()
-            if args.peer and peers == 0 and now - last_peers >= 2.0 and st.get("state") == "live":
-                last_peers = now
-                try:
-                    r = api.post(f"/torrents/{tid}/add_peers", "\n".join(args.peer))
-                    log(f"add_peers: {r}")
-                except (urllib.error.URLError, OSError) as e:
-                    log(f"add_peers: {e}")
-            mbps = lambda k: int(float((live.get(k) or {}).get("mbps", 0)) * 1e6 / 8)  # noqa: E731
-            progress.report(info_hash=ih, state=st.get("state"), done=st.get("progress_bytes", 0),
-                            total=st.get("total_bytes", 0), peers=peers,
-                            download_rate=mbps("download_speed"),
-                            upload_rate=mbps("upload_speed"),
-                            uploaded=st.get("uploaded_bytes", 0))
-            if st.get("error"):
-                emit("error", message=f"rqbit: {st['error']}")
-            if st.get("finished") and reported_torrent and not done:
-                done = True
-                if args.seed:
-                    emit("seeding", info_hash=ih)
-                else:
-                    emit("finished", info_hash=ih, seconds=round(time.monotonic() - added, 3))
-        log(f"stopping: {stop.reason}")
-        emit("exit", reason=stop.reason)
-        return 0
-    except Exception as e:  # noqa: BLE001 - reported as an event, then exit 1
-        emit("error", message=f"{type(e).__name__}: {e}")
-        return 1
-    finally:
-        kill_child(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+                log(f"add_peers: {e}")
+        mbps = lambda k: int(float((live.get(k) or {}).get("mbps", 0)) * 1e6 / 8)  # noqa: E731
+        progress.report(info_hash=ih, state=st.get("state"), done=st.get("progress_bytes", 0),
+                        total=st.get("total_bytes", 0), peers=peers,
+                        download_rate=mbps("download_speed"),
+                        upload_rate=mbps("upload_speed"),
+                        uploaded=st.get("uploaded_bytes", 0))
+        if st.get("error"):
+            emit("error", message=f"rqbit: {st['error']}")
+        if st.get("finished") and reported_torrent and not done:
+            done = True
+            completed(args.seed, ih, added)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except BrokenPipeError:
-        sys.exit(0)
+    exit_with(main)

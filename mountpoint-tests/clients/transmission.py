@@ -47,17 +47,15 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    Progress, emit, free_port, install_stop, kill_child, log, make_torrent, pdeathsig, wait_port,
+    Progress, Run, completed, emit, exit_with, free_port, log, make_torrent, pdeathsig, wait_port,
 )
 
 # torrent-get `status` (libtransmission/transmission.h, tr_torrent_activity).
@@ -167,108 +165,97 @@ def version():
 
 def main(argv):
     args = parse_args(argv)
-    stop = install_stop()
-    tmp = tempfile.mkdtemp(prefix="transmission-driver-")
-    proc = None
-    try:
-        args.port = args.port or free_port()
-        rpc_port = free_port("127.0.0.1")
-        magnet = None
-        config = os.path.join(tmp, "config")
-        os.makedirs(config)
-        if args.seed:
-            src = os.path.abspath(args.seed)
-            download_dir = os.path.dirname(src)
-            if args.torrent:
-                with open(args.torrent, "rb") as f:
-                    data = f.read()
-                ih = magnet = name = total = None
-            else:
-                data, ih, magnet, name, total = make_torrent(src, args.piece_size)
+    return Run("transmission-driver-").drive(lambda run: drive(args, run))
+
+
+def drive(args, run):
+    """The driver's work once its Run is set up: starts the client, adds the
+    torrent and reports events until `run.stop`; an exit code for a failure
+    it reported, else None."""
+    stop, tmp = run.stop, run.tmp
+    args.port = args.port or free_port()
+    rpc_port = free_port("127.0.0.1")
+    magnet = None
+    config = os.path.join(tmp, "config")
+    os.makedirs(config)
+    if args.seed:
+        src = os.path.abspath(args.seed)
+        download_dir = os.path.dirname(src)
+        if args.torrent:
+            with open(args.torrent, "rb") as f:
+                data = f.read()
+            ih = magnet = name = total = None
         else:
-            download_dir = os.path.abspath(args.save)
-            os.makedirs(download_dir, exist_ok=True)
-        with open(os.path.join(config, "settings.json"), "w") as f:
-            json.dump(settings(args, rpc_port, download_dir), f, indent=1)
-        if args.dht_bootstrap:
-            with open(os.path.join(config, "dht.bootstrap"), "w") as f:
-                for hp in args.dht_bootstrap:
-                    host, _, port = hp.rpartition(":")
-                    f.write(f"{host} {port}\n")
-        cmd = ["transmission-daemon", "-f", "-g", config, "--log-debug"]
-        log("running " + " ".join(cmd))
-        env = dict(os.environ, TR_DEBUG_FD="2")
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr,
-                                preexec_fn=pdeathsig, cwd=tmp, env=env)
-        if not wait_port("127.0.0.1", rpc_port, 20):
-            emit("error", message="transmission-daemon RPC did not come up within 20 s")
-            return 2
-        rpc = Rpc(rpc_port)
-        emit("ready", client="transmission", version=version(), port=args.port,
-             rpc_port=rpc_port, pid=proc.pid)
-        added = time.monotonic()
-        if args.seed:
-            r = rpc.call("torrent-add", metainfo=base64.b64encode(data).decode(),
-                         **{"download-dir": download_dir})
-        else:
-            r = rpc.call("torrent-add", filename=args.fetch, **{"download-dir": download_dir})
-        t = r.get("torrent-added") or r.get("torrent-duplicate")
-        tid = t["id"]
-        log(f"added torrent {t}")
-        if args.tracker:
-            rpc.call("torrent-set", ids=[tid], trackerAdd=args.tracker)
-        if args.seed:
-            # Have it check the files we point it at, whatever it assumed.
-            rpc.call("torrent-verify", ids=[tid])
-        reported_torrent = False
-        done = False
-        progress = Progress()
-        while not stop.wait(0.25):
-            if proc.poll() is not None:
-                emit("error", message=f"transmission-daemon exited with {proc.returncode}")
-                return 1
-            ts = rpc.call("torrent-get", ids=[tid], fields=FIELDS)["torrents"]
-            if not ts:
-                emit("error", message="torrent vanished")
-                return 1
-            st = ts[0]
-            if st.get("error"):
-                log(f"torrent error {st['error']}: {st.get('errorString')}")
-            has_meta = st.get("metadataPercentComplete", 0) >= 1
-            if has_meta and not reported_torrent:
-                reported_torrent = True
-                emit("torrent", info_hash=st["hashString"],
-                     magnet=magnet or f"magnet:?xt=urn:btih:{st['hashString']}",
-                     name=st["name"], total_size=st["totalSize"])
-            state = STATUS.get(st.get("status"), str(st.get("status")))
-            progress.report(info_hash=st["hashString"], state=state, done=st.get("haveValid", 0),
-                            total=st.get("sizeWhenDone", 0), peers=st.get("peersConnected", 0),
-                            download_rate=st.get("rateDownload", 0),
-                            upload_rate=st.get("rateUpload", 0),
-                            uploaded=st.get("uploadedEver", 0))
-            complete = (has_meta and st.get("leftUntilDone", 1) == 0
-                        and st.get("sizeWhenDone", 0) > 0 and state in ("seed", "seed_wait",
-                                                                       "stopped"))
-            if complete and not done:
-                done = True
-                if args.seed:
-                    emit("seeding", info_hash=st["hashString"])
-                else:
-                    emit("finished", info_hash=st["hashString"],
-                         seconds=round(time.monotonic() - added, 3))
-        log(f"stopping: {stop.reason}")
-        emit("exit", reason=stop.reason)
-        return 0
-    except Exception as e:  # noqa: BLE001 - reported as an event, then exit 1
-        emit("error", message=f"{type(e).__name__}: {e}")
-        return 1
-    finally:
-        kill_child(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+            data, ih, magnet, name, total = make_torrent(src, args.piece_size)
+    else:
+        download_dir = os.path.abspath(args.save)
+        os.makedirs(download_dir, exist_ok=True)
+    with open(os.path.join(config, "settings.json"), "w") as f:
+        json.dump(settings(args, rpc_port, download_dir), f, indent=1)
+    if args.dht_bootstrap:
+        with open(os.path.join(config, "dht.bootstrap"), "w") as f:
+            for hp in args.dht_bootstrap:
+                host, _, port = hp.rpartition(":")
+                f.write(f"{host} {port}\n")
+    cmd = ["transmission-daemon", "-f", "-g", config, "--log-debug"]
+    log("running " + " ".join(cmd))
+    env = dict(os.environ, TR_DEBUG_FD="2")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr,
+                            preexec_fn=pdeathsig, cwd=tmp, env=env)
+    run.proc = proc
+    if not wait_port("127.0.0.1", rpc_port, 20):
+        emit("error", message="transmission-daemon RPC did not come up within 20 s")
+        return 2
+    rpc = Rpc(rpc_port)
+    emit("ready", client="transmission", version=version(), port=args.port,
+         rpc_port=rpc_port, pid=proc.pid)
+    added = time.monotonic()
+    if args.seed:
+        r = rpc.call("torrent-add", metainfo=base64.b64encode(data).decode(),
+                     **{"download-dir": download_dir})
+    else:
+        r = rpc.call("torrent-add", filename=args.fetch, **{"download-dir": download_dir})
+    t = r.get("torrent-added") or r.get("torrent-duplicate")
+    tid = t["id"]
+    log(f"added torrent {t}")
+    if args.tracker:
+        rpc.call("torrent-set", ids=[tid], trackerAdd=args.tracker)
+    if args.seed:
+        # Have it check the files we point it at, whatever it assumed.
+        rpc.call("torrent-verify", ids=[tid])
+    reported_torrent = False
+    done = False
+    progress = Progress()
+    while not stop.wait(0.25):
+        if proc.poll() is not None:
+            emit("error", message=f"transmission-daemon exited with {proc.returncode}")
+            return 1
+        ts = rpc.call("torrent-get", ids=[tid], fields=FIELDS)["torrents"]
+        if not ts:
+            emit("error", message="torrent vanished")
+            return 1
+        st = ts[0]
+        if st.get("error"):
+            log(f"torrent error {st['error']}: {st.get('errorString')}")
+        has_meta = st.get("metadataPercentComplete", 0) >= 1
+        if has_meta and not reported_torrent:
+            reported_torrent = True
+            emit("torrent", info_hash=st["hashString"],
+                 magnet=magnet or f"magnet:?xt=urn:btih:{st['hashString']}",
+                 name=st["name"], total_size=st["totalSize"])
+        state = STATUS.get(st.get("status"), str(st.get("status")))
+        progress.report(info_hash=st["hashString"], state=state, done=st.get("haveValid", 0),
+                        total=st.get("sizeWhenDone", 0), peers=st.get("peersConnected", 0),
+                        download_rate=st.get("rateDownload", 0),
+                        upload_rate=st.get("rateUpload", 0),
+                        uploaded=st.get("uploadedEver", 0))
+        complete = (has_meta and st.get("leftUntilDone", 1) == 0
+                    and st.get("sizeWhenDone", 0) > 0 and state in ("seed", "seed_wait",
+                                                                   "stopped"))
+        if complete and not done:
+            done = True
+            completed(args.seed, st["hashString"], added)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except BrokenPipeError:
-        sys.exit(0)
+    exit_with(main)

@@ -175,6 +175,26 @@ def recv_exact(sock, n):
     return buf
 
 
+def read_messages(sock, on_message, who, max_length=1 << 21):
+    """Reads length-prefixed peer messages (BEP 3) from `sock`, calling
+    on_message(id, payload) for each (keep-alives skipped), until the peer
+    closes the connection (True) or sends a length over `max_length` bytes
+    (False, logged with `who`: the caller then closes it)."""
+    while True:
+        head = recv_exact(sock, 4)
+        if head is None:
+            return True
+        (length,) = struct.unpack(">I", head)
+        if length > max_length:
+            log(f"{who}: message of {length} bytes")
+            return False
+        body = recv_exact(sock, length) if length else b""
+        if body is None:
+            return True
+        if length:
+            on_message(body[0], body[1:])
+
+
 def parse_hostport(text):
     """"HOST:PORT" (or "[V6]:PORT") as (host, port); ValueError if it is
     not one, or the port is not in 1..65535."""

@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 
-from btcommon import PROTOCOL, Stop, decode, emit, encode, handshake, log, msg, recv_exact, watch_stdin
+from btcommon import PROTOCOL, Stop, decode, emit, encode, handshake, log, msg, read_messages, recv_exact, watch_stdin
 
 UT_METADATA = 3
 
@@ -149,20 +149,8 @@ class Conn:
             self.send(msg(1))
             if self.args.behaviour == "unasked":
                 threading.Thread(target=self.provoke, daemon=True).start()
-            while True:
-                head = recv_exact(self.sock, 4)
-                if head is None:
-                    by = "peer"
-                    return
-                (length,) = struct.unpack(">I", head)
-                if length > (1 << 21):
-                    return
-                body = recv_exact(self.sock, length) if length else b""
-                if body is None:
-                    by = "peer"
-                    return
-                if length:
-                    self.on_message(body[0], body[1:])
+            if read_messages(self.sock, self.on_message, self.addr):
+                by = "peer"
         except OSError as e:
             by = "peer"
             log(f"{self.addr}: {e}")

@@ -32,6 +32,35 @@ pub fn lt_node(args: &[&str]) -> LtNode {
     LtNode::start(args)
 }
 
+/// Downloads `magnet` with a libtorrent peer that dials `peer`
+/// (`HOST:PORT`, the side under test) into the new directory `tmp/lt-NAME`,
+/// over TCP in plaintext (`--no-utp --no-encryption`: the transfer does not
+/// wait on libtorrent's uTP and MSE attempts). Returns that directory once
+/// libtorrent has every piece (its `finished` event, within 90 s); logs
+/// how long it took.
+pub fn lt_fetch(tmp: &Path, magnet: &str, peer: &str, name: &str) -> PathBuf {
+    let save = tmp.join(format!("lt-{name}"));
+    std::fs::create_dir_all(&save).unwrap();
+    let t = std::time::Instant::now();
+    let mut lt = LtNode::start(&[
+        "--fetch",
+        magnet,
+        "--save",
+        save.to_str().expect("UTF-8 path"),
+        "--connect",
+        peer,
+        "--no-utp",
+        "--no-encryption",
+    ]);
+    lt.wait_event("finished", Duration::from_secs(90));
+    eprintln!(
+        "libtorrent fetched {name} in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    drop(lt);
+    save
+}
+
 impl LtNode {
     /// Starts `ltnode.py ARGS` and waits (up to 20 s) for `ready`. With
     /// `--seed`, also waits (up to 120 s) until it seeds; with a torrent file

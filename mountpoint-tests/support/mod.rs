@@ -41,15 +41,20 @@ use std::time::{Duration, Instant};
 mod child;
 mod lt;
 mod mount;
+mod seeded_tree;
 mod tree;
 
 // The whole harness under `support::`; each test file uses a subset.
 #[allow(unused_imports)]
 pub use child::Child;
 #[allow(unused_imports)]
-pub use lt::{LocalDht, LtDht, LtNode, lt_node, ltnode_script, piece_sha1s, torrent_file_offset};
+pub use lt::{
+    LocalDht, LtDht, LtNode, lt_fetch, lt_node, ltnode_script, piece_sha1s, torrent_file_offset,
+};
 #[allow(unused_imports)]
 pub use mount::{Mount, MountArgs, Tmpfs, btfs_mount_bin, btfs_mount_pids, is_mounted, unmount};
+#[allow(unused_imports)]
+pub use seeded_tree::SeededTree;
 #[allow(unused_imports)]
 pub use serde_json::Value;
 #[allow(unused_imports)]

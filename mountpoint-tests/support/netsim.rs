@@ -123,6 +123,8 @@ mod wire;
 #[allow(unused_imports)]
 pub use home::{Home, Mapping};
 #[allow(unused_imports)]
+pub use lt::{Content, make_content};
+#[allow(unused_imports)]
 pub use sys::{pids_in_netns, with_netns};
 #[allow(unused_imports)]
 pub use wire::LinkImpairment;

@@ -45,6 +45,7 @@ use fuser::{
 
 use crate::archive::{Archive, FileReader, LocalFile, NodeKind};
 
+pub(crate) mod alike;
 pub mod mount;
 pub mod root;
 mod xattr;
@@ -704,27 +705,13 @@ impl Filesystem for ArchiveFs {
         }
     }
 
-    fn ioctl(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _flags: fuser::IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
-        reply: fuser::ReplyIoctl,
-    ) {
-        // No ioctl applies to a torrent's files (a shell's TCGETS asks
-        // whether a file is a terminal: it is not).
-        reply.error(Errno::ENOTTY);
-    }
+    alike::ioctl_not_a_terminal!();
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let archive = self.switcher().current();
         let total = archive.info().total_length;
         let files = archive.tree().nodes.len() as u64;
-        reply.statfs(total.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
+        alike::reply_statfs(reply, total.div_ceil(alike::STATFS_BLOCK.into()), files);
     }
 }
 

@@ -35,7 +35,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use super::{ArchiveFs, FsOptions, Mount, negotiate, xattr};
+use super::{ArchiveFs, FsOptions, Mount, alike, negotiate, xattr};
 use crate::manager::{Lease, Manager, Name};
 
 /// The bits of an inode that an archive's own [`ArchiveFs`] numbers.
@@ -471,24 +471,12 @@ impl Filesystem for RootFs {
         }
     }
 
-    fn ioctl(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _flags: fuser::IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
-        reply: fuser::ReplyIoctl,
-    ) {
-        reply.error(Errno::ENOTTY);
-    }
+    alike::ioctl_not_a_terminal!();
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         match self.shown(ino) {
             Some(s) => s.fs.statfs(req, ino, reply),
-            None => reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096),
+            None => alike::reply_statfs(reply, 0, 0),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! libtorrent peers (`lt/ltnode.py`) on the hosts of the simulated internet.
 
-use super::Host;
-use crate::support::LtNode;
+use std::path::{Path, PathBuf};
+
+use super::{Host, Internet};
+use crate::support::{LtNode, make_tree, s, sample_spec};
 
 impl Host {
     /// Starts `ltnode.py ARGS` in this host (see [`LtNode::start`]). Pass
@@ -19,5 +21,45 @@ impl Host {
         let node = self.lt_node(&["--listen-ip", &ip, "--dht", "--bootstrap", "198.51.100.1:1"]);
         let addr = format!("{ip}:{}", node.dht_port());
         (node, addr)
+    }
+}
+
+/// The tree of `sample_spec()` under `tmp/site`, and a .torrent of it made
+/// by a short-lived libtorrent seeder on a public host (`maker`), so that
+/// several seeders (or a relay) can be started from the file.
+pub struct Content {
+    /// The tree's directory, `tmp/site`.
+    pub site: PathBuf,
+    /// The .torrent file, `tmp/site.torrent` (v1).
+    pub torrent: PathBuf,
+    /// The maker's magnet link.
+    pub magnet: String,
+    /// The v1 info-hash, 40 hex digits.
+    pub info_hash: String,
+}
+
+/// Makes the [`Content`] under `tmp` on `net` (adds the public host
+/// `maker`, whose seeder is gone once this returns).
+pub fn make_content(net: &Internet, tmp: &Path) -> Content {
+    let site = tmp.join("site");
+    make_tree(&site, &sample_spec());
+    let torrent = tmp.join("site.torrent");
+    let maker = net.public_host("maker");
+    let mut node = maker.lt_node(&[
+        "--listen-ip",
+        &maker.ip().to_string(),
+        "--seed",
+        s(&site),
+        "--write-torrent",
+        s(&torrent),
+    ]);
+    let magnet = node.magnet();
+    let info_hash = node.info_hash();
+    drop(node);
+    Content {
+        site,
+        torrent,
+        magnet,
+        info_hash,
     }
 }

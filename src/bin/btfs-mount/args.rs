@@ -119,6 +119,27 @@ pub struct PeerArgs {
     pub memory_limit: Option<u64>,
 }
 
+/// How the engine fetches and keeps pieces, alike for a mount and for
+/// `serve` (each torrent it opens).
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Seconds a read may wait for data before failing (FUSE EIO, HTTP
+    /// 504).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub read_timeout: u64,
+    /// Download every open torrent whole in the background (lowest
+    /// priority).
+    #[arg(long)]
+    pub prefetch: bool,
+    /// Most cache space per torrent, in bytes (suffixes K, M, G, T: powers
+    /// of 1024): least recently read pieces are evicted past it. Default:
+    /// unlimited for a torrent already complete in the cache, else half the
+    /// free space of the cache directory's filesystem (when the torrent is
+    /// opened) plus what the torrent already holds.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+}
+
 /// Mounting (the command without a subcommand).
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
@@ -137,27 +158,16 @@ pub struct MountArgs {
     /// Seconds to wait for the metadata before giving up.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
-    /// Seconds a read may wait for data before failing with EIO.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub read_timeout: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Do not upload to peers or announce on the DHT.
     #[arg(long)]
     pub no_seed: bool,
-    /// Download the whole torrent in the background (lowest priority).
-    #[arg(long)]
-    pub prefetch: bool,
     /// Serve every read through btfs-mount, never by FUSE passthrough (by
     /// default a fully cached file is read by the kernel straight from the
     /// cache file, when the kernel (>= 6.9) and root privileges allow).
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Most cache space per torrent, in bytes (suffixes K, M, G, T: powers
-    /// of 1024): least recently read pieces are evicted past it. Default:
-    /// unlimited for a torrent already complete in the cache, else half the
-    /// free space of the cache directory's filesystem (at mount time) plus
-    /// what the torrent already holds.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    pub cache_size: Option<u64>,
     /// Stay in the foreground (Ctrl-C or SIGTERM unmounts and exits).
     #[arg(short, long)]
     pub foreground: bool,
@@ -312,9 +322,8 @@ pub struct ServeArgs {
     /// URL's item) before failing (HTTP 504, FUSE ENOENT).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
-    /// Seconds a read may wait for data (HTTP 504, FUSE EIO).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub read_timeout: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Seconds an archive stays open with nothing reading it.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub idle: u64,
@@ -324,15 +333,9 @@ pub struct ServeArgs {
     /// Do not upload to peers or announce on the DHT.
     #[arg(long)]
     pub no_seed: bool,
-    /// Download every open archive whole in the background.
-    #[arg(long)]
-    pub prefetch: bool,
     /// Never use FUSE passthrough under --mount.
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Most cache space per torrent, in bytes (suffixes K, M, G, T).
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    pub cache_size: Option<u64>,
     /// Stay in the foreground (Ctrl-C or SIGTERM stops).
     #[arg(short, long)]
     pub foreground: bool,

@@ -109,8 +109,8 @@ struct Engine {
 }
 
 impl Engine {
-    /// The settings of a mount command.
-    fn of_mount(args: &args::MountArgs) -> Engine {
+    /// The settings given by a mount's or `serve`'s options.
+    fn of(args: &args::EngineArgs) -> Engine {
         Engine {
             read_timeout: Some(Duration::from_secs(args.read_timeout)),
             prefetch: args.prefetch,

@@ -237,7 +237,7 @@ async fn serve(
     let stop = crate::stop_signal();
     registry::register("mount", Some(&mountpoint), Some(&url), None);
     registry::update(|e| e.state = "resolving".into());
-    let client = start_client(&args.peer, Engine::of_mount(&args)).await?;
+    let client = start_client(&args.peer, Engine::of(&args.engine)).await?;
     crate::with_client(&client, async {
         let printer = Arc::new(ProgressPrinter::default());
         let dht = !args.peer.no_dht;

@@ -58,12 +58,7 @@ async fn run(
     let stop = crate::stop_signal();
     let url = (!args.no_http).then(|| format!("http://{}/", args.http));
     registry::register("serve", mountpoint.as_deref(), url.as_deref(), None);
-    let engine = Engine {
-        read_timeout: Some(Duration::from_secs(args.read_timeout)),
-        prefetch: args.prefetch,
-        cache_size: args.cache_size,
-    };
-    let client = start_client(&args.peer, engine).await?;
+    let client = start_client(&args.peer, Engine::of(&args.engine)).await?;
     crate::with_client(&client, async {
         let mut peers = Vec::new();
         for p in &args.peers {

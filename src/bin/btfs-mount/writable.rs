@@ -66,7 +66,7 @@ pub async fn run(args: MountArgs, mountpoint: PathBuf, logging: &Logging) -> any
     };
     let stop = crate::stop_signal();
     registry::register("writable", Some(&mountpoint), args.url.as_deref(), None);
-    let client = start_client(&args.peer, Engine::of_mount(&args)).await?;
+    let client = start_client(&args.peer, Engine::of(&args.engine)).await?;
     crate::with_client(&client, async {
         let draft = Arc::new(open_draft(&client, &args, &mountpoint).await?);
         let (d, mp, rt) = (
