@@ -77,14 +77,18 @@ pub fn stop(target: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        let now = current(entry.pid);
-        let Some(now) = now else {
+        // Stopped once the process itself is gone (or a zombie): it
+        // removes its registry entry before its last teardown steps.
+        if !entry.alive() {
             let what = entry.mountpoint.as_ref().map_or_else(
                 || entry.kind.clone(),
                 |m| format!("{} on {}", entry.kind, m.display()),
             );
             eprintln!("btfs-mount: stopped {} ({what})", entry.pid);
             return Ok(());
+        }
+        let Some(now) = current(entry.pid) else {
+            continue;
         };
         // A writable mount went from mounted to seeding what it
         // published: the first signal unmounted it, this one ends it.
