@@ -147,8 +147,9 @@ pub(super) struct BlockHashes {
 /// What the leaf hash of an arrived block says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BlockCheck {
-    /// It matches: the block may answer reads once written.
-    Good,
+    /// It matches (this leaf hash): the block may answer reads once
+    /// written.
+    Good(Hash),
     /// It does not: the block is discarded and its sender blamed.
     Bad,
     /// No leaf hash held (or not a v2 tree): checked with its piece.
@@ -312,7 +313,7 @@ impl Swarm {
         {
             BlockCheck::Bad
         } else {
-            BlockCheck::Good
+            BlockCheck::Good(leaf)
         }
     }
 
@@ -435,7 +436,10 @@ impl Swarm {
             {
                 continue;
             }
-            if self.check_block(index, begin, &buf[..n]) == BlockCheck::Good {
+            if matches!(
+                self.check_block(index, begin, &buf[..n]),
+                BlockCheck::Good(_)
+            ) {
                 good.push(begin);
             }
         }

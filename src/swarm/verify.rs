@@ -286,6 +286,36 @@ impl Swarm {
         }
     }
 
+    /// Verifies downloaded piece `index` of a v2-only torrent (as
+    /// [`Swarm::verify_downloaded`]) from the leaf hash of each of its
+    /// blocks of file data, computed by the writer as they were written
+    /// (`leaves`, see [`super::hashing`]; every byte past the file data
+    /// was zero): their Merkle root (BEP 52, padded to the piece's
+    /// subtree) matching the piece layer's entry, or the `pieces root` of
+    /// a file of one piece, is the piece verified, on this thread, without
+    /// reading it back. A mismatch, or a layer not held yet, is decided as
+    /// before from the storage on another thread (blame as
+    /// [`Swarm::verify_downloaded`] says). Runs blocking I/O.
+    pub(super) fn verify_leaves(
+        self: &Arc<Self>,
+        index: u32,
+        sources: Vec<ConnId>,
+        leaves: &[crate::merkle::Hash],
+    ) {
+        let good = !leaves.is_empty()
+            && self
+                .v2_piece_hash(index)
+                .is_some_and(|(layer, want)| crate::merkle::root_of(leaves, 0, 1 << layer) == want);
+        if good {
+            self.counters
+                .hashed_as_written
+                .fetch_add(1, Ordering::Relaxed);
+            self.piece_verified(index, &sources);
+        } else {
+            self.verify_downloaded(index, sources);
+        }
+    }
+
     /// [`Swarm::verify_downloaded`], on the calling (blocking) thread.
     fn verify_blocking(self: &Arc<Self>, index: u32, sources: Vec<ConnId>) {
         let Some(loaded) = self.loaded() else { return };
