@@ -121,6 +121,10 @@ struct Held {
     /// The leaves that cover file data, from the chunk's first block.
     leaves: Vec<Hash>,
     used: Instant,
+    /// When they were asked (of the peer that answered) and came: for
+    /// the reads' trace (debug log).
+    asked: Option<Instant>,
+    came: Instant,
     _bytes: Reservation,
 }
 
@@ -209,7 +213,7 @@ impl BlockHashes {
     /// Keeps the verified `leaves` of `key`, at most [`MAX_HELD`] chunks
     /// (least recently used dropped first), counted in the memory budget
     /// (never refused: a read waits on them, and [`MAX_HELD`] bounds them).
-    fn keep(&mut self, key: Key, leaves: Vec<Hash>) {
+    fn keep(&mut self, key: Key, leaves: Vec<Hash>, asked: Option<Instant>) {
         while self.held.len() >= MAX_HELD {
             let Some(oldest) = self
                 .held
@@ -227,6 +231,8 @@ impl BlockHashes {
             Held {
                 leaves,
                 used: Instant::now(),
+                asked,
+                came: Instant::now(),
                 _bytes: super::budget::global().force(bytes),
             },
         );
@@ -397,8 +403,8 @@ impl Swarm {
                 return Some(Err(e.into()));
             }
         };
-        st.blocks.wanted.remove(&key);
-        st.blocks.keep(key, v.nodes);
+        let asked = st.blocks.wanted.remove(&key).and_then(|w| w.asked);
+        st.blocks.keep(key, v.nodes, asked.map(|(_, t)| t));
         let first = key.1 * place.chunk * BLOCK;
         let end = first + place.chunk * BLOCK;
         let epoch = st.picker.as_ref().map(|p| p.data_epoch());
@@ -427,6 +433,7 @@ impl Swarm {
         let size = l.info.piece_size(index) as u32;
         let mut buf = vec![0u8; BLOCK as usize];
         let mut good = Vec::new();
+        let begins_len = begins.len();
         for begin in begins {
             let n = (size.saturating_sub(begin)).min(BLOCK) as usize;
             if n == 0
@@ -453,6 +460,12 @@ impl Swarm {
                 _ => 0,
             }
         };
+        tracing::debug!(
+            "{}: piece {index}: {} blocks written before their leaves came, read back: {} good, {marked} readable",
+            self.info_hash,
+            begins_len,
+            good.len()
+        );
         if marked > 0 {
             self.piece_event.notify_waiters();
         }
@@ -564,8 +577,10 @@ impl Swarm {
                 keys,
             }
         };
+        let started = Instant::now();
         self.wake_peers();
         let deadline = tokio::time::Instant::now() + self.cfg.read_timeout;
+        let mut readable = None;
         let result = loop {
             let notified = self.piece_event.notified();
             tokio::pin!(notified);
@@ -579,6 +594,7 @@ impl Swarm {
                 )
             };
             if ready {
+                readable.get_or_insert_with(Instant::now);
                 let storage = l.storage.clone();
                 let reading = CacheRead::new(&self.cache_reads);
                 let _buf = super::budget::global().force(len as u64);
@@ -625,8 +641,59 @@ impl Swarm {
                 self.wake_peers();
             }
         };
+        if result.is_ok() && tracing::enabled!(tracing::Level::DEBUG) {
+            self.trace_read(offset, len, started, readable, &guard.keys);
+        }
         drop(guard);
         Some(result)
+    }
+
+    /// The debug trace of a read answered block by block that started at
+    /// `started`, its data readable from `readable`, waiting on the leaves
+    /// of `keys`: when each was asked and came, in ms since the start (a
+    /// read whose leaves came after its blocks waited for the round trip).
+    fn trace_read(
+        &self,
+        offset: u64,
+        len: usize,
+        started: Instant,
+        readable: Option<Instant>,
+        keys: &[Key],
+    ) {
+        let ms = |t: Instant| {
+            let d = if t >= started {
+                t.duration_since(started).as_secs_f64()
+            } else {
+                -started.duration_since(t).as_secs_f64()
+            };
+            format!("{:+.1}", d * 1e3)
+        };
+        let leaves: Vec<String> = {
+            let st = self.lock();
+            keys.iter()
+                .map(|k| match st.blocks.held.get(k) {
+                    Some(h) => format!(
+                        "piece {} chunk {}: asked {} came {} ms",
+                        k.0,
+                        k.1,
+                        h.asked.map_or_else(|| "-".to_string(), ms),
+                        ms(h.came)
+                    ),
+                    None => format!("piece {} chunk {}: gone", k.0, k.1),
+                })
+                .collect()
+        };
+        tracing::debug!(
+            "{}: read of {len} bytes at {offset} by blocks: {} ms, readable {} ms; leaves: {}",
+            self.info_hash,
+            ms(Instant::now()),
+            readable.map_or_else(|| "-".to_string(), ms),
+            if leaves.is_empty() {
+                "held before".to_string()
+            } else {
+                leaves.join("; ")
+            }
+        );
     }
 }
 
@@ -690,7 +757,7 @@ mod tests {
     fn leaves_are_bounded_and_least_recently_used_go_first() {
         let mut b = BlockHashes::default();
         for i in 0..(MAX_HELD as u32 + 10) {
-            b.keep((i, 0), vec![[i as u8; 32]; 4]);
+            b.keep((i, 0), vec![[i as u8; 32]; 4], None);
         }
         assert_eq!(b.held.len(), MAX_HELD);
         assert!(!b.held.contains_key(&(0, 0)), "the oldest went first");
