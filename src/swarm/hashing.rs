@@ -353,6 +353,12 @@ impl Leaves {
         }
     }
 
+    /// How many pieces have leaves kept.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.pieces.len()
+    }
+
     /// A block of piece `index` could not be written (what the storage
     /// holds is unknown): its leaves are dropped.
     pub(super) fn forget(&mut self, index: u32) {

@@ -494,8 +494,8 @@ mod tests {
     /// root`), 64 KiB pieces, its piece layers held; and the bytes of its
     /// 4 pieces (each file's last piece ends in zeros: the piece space
     /// aligns files to pieces).
-    fn v2_swarm() -> (Arc<Swarm>, Vec<Vec<u8>>) {
-        use crate::metainfo::{Flavor, build_v2};
+    fn v2_swarm(flavor: crate::metainfo::Flavor) -> (Arc<Swarm>, Vec<Vec<u8>>) {
+        use crate::metainfo::build_v2;
         const V2PL: usize = 4 * BLOCK as usize;
         let big: Vec<u8> = (0..2 * V2PL + 20000).map(|k| (k * 7 % 251) as u8).collect();
         let small: Vec<u8> = (0..3000).map(|k| (k * 11 % 253) as u8).collect();
@@ -509,7 +509,7 @@ mod tests {
             buf.copy_from_slice(&data[f][off..off + buf.len()]);
             Ok(())
         };
-        let built = build_v2("t", &files, V2PL as u64, Flavor::V2Only, &mut src).unwrap();
+        let built = build_v2("t", &files, V2PL as u64, flavor, &mut src).unwrap();
         let cfg = super::super::SwarmConfig {
             peer_id: crate::PeerId::generate(),
             listen_port: 0,
@@ -526,7 +526,6 @@ mod tests {
         };
         let s = Swarm::new(built.info_hash_v2.truncated(), cfg);
         s.set_metadata(&built.info_raw).unwrap();
-        assert_eq!(s.loaded().unwrap().info.version, MetaVersion::V2);
         let layers = built.piece_layers.to_bencode().encode();
         let trees = super::super::trees::Trees::new(&built.info, Some(layers));
         assert!(trees.ready());
@@ -551,7 +550,9 @@ mod tests {
     /// refused, fetched again).
     #[tokio::test]
     async fn a_v2_piece_is_verified_from_its_leaves_as_written() {
-        let (s, pieces) = v2_swarm();
+        use crate::metainfo::Flavor::V2Only;
+        let (s, pieces) = v2_swarm(V2Only);
+        assert_eq!(s.loaded().unwrap().info.version, MetaVersion::V2);
         let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
         let (g, _) = s.register_conn(addr, PeerSource::Cli).unwrap();
         let (as_written, read_back, failures) = (
@@ -575,7 +576,7 @@ mod tests {
         assert_eq!(failures(), 0);
         // A wrong byte in file data, then in the alignment gap: read back,
         // refused, wanted again; then a good copy verifies as written.
-        let (s, pieces) = v2_swarm();
+        let (s, pieces) = v2_swarm(V2Only);
         let (g, _) = s.register_conn(addr, PeerSource::Cli).unwrap();
         let (as_written, read_back, failures) = (
             || s.counters.hashed_as_written.load(Ordering::Relaxed),
@@ -598,5 +599,27 @@ mod tests {
         let got = s.read(2 * pl, pl as usize).await.unwrap();
         assert_eq!(got, pieces[2]);
         assert_eq!(s.lock().verify.strikes(addr.ip()), Some(2));
+    }
+    /// A hybrid's pieces are had on their SHA-1 (BEP 52 keeps the v1
+    /// `pieces`), hashed as written too: its leaves are not hashed again.
+    #[tokio::test]
+    async fn a_hybrid_piece_is_had_on_its_sha1_as_written() {
+        let (s, pieces) = v2_swarm(crate::metainfo::Flavor::Hybrid);
+        assert_eq!(s.loaded().unwrap().info.version, MetaVersion::Hybrid);
+        let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let (g, _) = s.register_conn(addr, PeerSource::Cli).unwrap();
+        let pl = 4 * u64::from(BLOCK);
+        for i in [0u32, 2] {
+            request(&s, g, i);
+            send(&s, g, i, &pieces[i as usize], &[0, 1, 2, 3]).await;
+            wait(|| has(&s, i)).await;
+            let got = s.read(u64::from(i) * pl, pl as usize).await.unwrap();
+            assert_eq!(got, pieces[i as usize], "piece {i}");
+        }
+        let c = &s.counters;
+        assert_eq!(c.hashed_as_written.load(Ordering::Relaxed), 2);
+        assert_eq!(c.hashed_read_back.load(Ordering::Relaxed), 0);
+        let w = s.writer.get().unwrap();
+        assert_eq!(w.hashes.lock().unwrap().leaves.len(), 0, "no leaves kept");
     }
 }
