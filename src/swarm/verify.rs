@@ -1,4 +1,5 @@
-//! Verification: every piece is hashed (SHA-1, BEP 3) before it is stored,
+//! Verification: every piece is hashed (SHA-1, BEP 3; a v2-only piece's
+//! Merkle root, BEP 52) before it is stored,
 //! served or advertised, off the network tasks: pieces completed from
 //! peers' blocks, and pieces found in the cache at start (by the read that
 //! needs one first, or by a background verifier). A piece that fails is
@@ -264,8 +265,8 @@ impl Swarm {
     /// whose SHA-1 the writer computed as its blocks were written (`sha1`,
     /// see [`super::hashing`]): a match is the piece verified, on this
     /// thread, without reading it back whole. A mismatch (or a v2-only
-    /// piece, checked against its Merkle root) is decided as before, by
-    /// hashing the piece from the storage on another thread: what the
+    /// piece, which has no SHA-1: see [`Swarm::verify_leaves`]) is decided
+    /// as before, by hashing the piece from the storage on another thread: what the
     /// storage holds is what is served, and a failure is blamed as
     /// [`Swarm::verify_downloaded`] says. Runs blocking I/O.
     pub(super) fn verify_hashed(
