@@ -26,6 +26,10 @@ swapped every repetition):
   cold read    the 1 GiB file read whole with 128 KiB read(2) calls (what
                cat does); MB/s = 10^6 bytes/s; seeder bytes sent per byte.
 
+With --v2-base-bin, a second btfs-mount binary (say main's) takes every
+sample too, right after this one's with the same offsets: a second table
+gives its cells and this binary's v2 against it, from the same run.
+
 Writes the `v2` section of bench/RESULTS.md (sections.py).
 """
 
@@ -120,23 +124,23 @@ class Run:
             f.seek(off)
             return f.read(4 * KIB)
 
-    def mount(self, seeder):
+    def mount(self, seeder, binary):
         cache, mnt = self.fresh("cache"), self.fresh("mnt")
-        argv = [self.a.bin, seeder.magnet, mnt, "--cache-dir", cache, "--no-dht",
+        argv = [binary, seeder.magnet, mnt, "--cache-dir", cache, "--no-dht",
                 "--peer", f"127.0.0.1:{seeder.port}"]
         with open(os.path.join(self.logdir, f"btfs-mount-{self.counter}.stderr"), "wb") as err:
             r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                timeout=120)
         if r.returncode != 0 or not bench.is_mounted(mnt):
             raise RuntimeError(f"btfs-mount failed (rc {r.returncode}): {bench.tail(err.name)}")
-        pid = bench.find_daemon(self.a.bin, mnt)
+        pid = bench.find_daemon(binary, mnt)
         return mnt, pid, cache
 
     def path(self, mnt, seeder):
         return os.path.join(mnt, seeder.torrent["name"], "big.bin")
 
-    def random(self, seeder, offsets):
-        mnt, pid, cache = self.mount(seeder)
+    def random(self, seeder, offsets, binary):
+        mnt, pid, cache = self.mount(seeder, binary)
         up0 = seeder.uploaded(0.5)
         lat = bench.random_reads(self.path(mnt, seeder), offsets, self.expect)
         sent = seeder.uploaded() - up0
@@ -144,8 +148,8 @@ class Run:
         shutil.rmtree(cache)
         return lat, sent / (len(offsets) * 4 * KIB)
 
-    def cold(self, seeder):
-        mnt, pid, cache = self.mount(seeder)
+    def cold(self, seeder, binary):
+        mnt, pid, cache = self.mount(seeder, binary)
         up0 = seeder.uploaded(0.5)
         n, secs = bench.read_file(self.path(mnt, seeder))
         if n != self.size:
@@ -156,8 +160,9 @@ class Run:
         return n / secs, sent / n
 
 
-def report(run, seeders, started, load_before, load_after, a):
-    R = run.R
+def rows_of(run, b=""):
+    """The table's rows for binary `b` ("": --bin, "base": --v2-base-bin)."""
+    R = {k[:3]: v for k, v in run.R.items() if (k[3] if len(k) > 3 else "") == b}
     rows = []
     for label, nm in (("4m", "4 MiB"), ("256k", "256 KiB")):
         for q in (50, 90):
@@ -181,9 +186,40 @@ def report(run, seeders, started, load_before, load_after, a):
         rows.append([f"seeder bytes sent per byte read, cold read, {nm} pieces",
                      fmt(v1, digits=3), fmt(v2, digits=3),
                      fr(med(v2) / med(v1) if v1 and v2 and med(v1) else None, 3)])
+    return rows
+
+
+def v2_of(run, b, row):
+    """Row `row`'s v2 value for binary `b`: p50/p90 or median."""
+    R = {k[:3]: v for k, v in run.R.items() if (k[3] if len(k) > 3 else "") == b}
+    label = "4m" if "4 MiB" in row else "256k"
+    if row.startswith("cold random"):
+        v = R.get(("rand", label, "v2"), [])
+        return pct(v, 50 if " p50 " in row else 90) * 1000 if v else None
+    key = {"seeder bytes sent per byte read, random": "rsent", "cold sequential": "cold",
+           "seeder bytes sent per byte read, cold": "csent"}
+    for pre, k in key.items():
+        if row.startswith(pre):
+            v = R.get((k, label, "v2"), [])
+            return med(v) if v else None
+    return None
+
+
+def report(run, seeders, started, load_before, load_after, a):
+    rows = rows_of(run)
     head = ["metric", "v1", "v2", "v2 / v1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    base = []
+    if a.base_bin:
+        bhead = ["metric", "base v1", "base v2", "base v2 / v1", "v2: this / base"]
+        base = ["", f"The same run with the base binary (`--v2-base-bin {a.base_bin}`), "
+                "each sample right after this binary's, same offsets:", "",
+                "| " + " | ".join(bhead) + " |", "|" + "---|" * len(bhead)]
+        for r, br in zip(rows, rows_of(run, "base")):
+            this, other = v2_of(run, "", r[0]), v2_of(run, "base", r[0])
+            ratio = fr(this / other if this and other else None, 2)
+            base.append("| " + " | ".join(br + [ratio]) + " |")
     commit = subprocess.run(["git", "-C", bench.ROOT, "log", "-1", "--format=%h %s"],
                             capture_output=True, text=True).stdout.strip()[:90]
     md = [sections.begin(SECTION, "--v2"), "",
@@ -197,7 +233,7 @@ def report(run, seeders, started, load_before, load_after, a):
           f"settings, fresh cache and mount per sample. Random reads: {a.random_reads} "
           f"preads of 4 KiB at random offsets per sample, nearest-rank percentiles over "
           f"{a.reps}×{a.random_reads} samples. Cells: median (min–max). MB/s = 10^6 bytes/s.",
-          "", "\n".join(lines), "",
+          "", "\n".join(lines + base), "",
           "v1: a read waits for every piece under it and its SHA-1. v2: for the 16 KiB "
           "blocks under it, each checked against its file's Merkle tree as it arrives "
           "(leaf hashes asked with a BEP 52 `hash request` of base layer 0, proven up to "
@@ -222,6 +258,8 @@ def main(argv):
     p.add_argument("--v2-random-reads", dest="random_reads", type=int, default=20)
     p.add_argument("--v2-no-cold", dest="no_cold", action="store_true",
                    help="random reads only")
+    p.add_argument("--v2-base-bin", dest="base_bin",
+                   help="a second btfs-mount binary measured in the same run (e.g. main's)")
     a = p.parse_args(argv)
     os.makedirs(a.work, exist_ok=True)
     started = time.localtime()
@@ -234,25 +272,32 @@ def main(argv):
             for fl in FLAVORS:
                 log(f"seeder {fl} {label}: hashing")
                 seeders[(label, fl)] = Seeder(run.data, fl, piece, run.logdir)
+        bins = [("", a.bin)] + ([("base", a.base_bin)] if a.base_bin else [])
         for rep in range(a.reps):
             order = FLAVORS if rep % 2 == 0 else FLAVORS[::-1]
+            border = bins if rep % 2 == 0 else bins[::-1]
             for label, _ in PIECES:
                 offs = bench.random_offsets(run.size, a.random_reads, seed=3000 + rep)
                 for fl in order:
-                    lat, per = run.random(seeders[(label, fl)], offs)
-                    for x in lat:
-                        run.add(("rand", label, fl), x)
-                    run.add(("rsent", label, fl), per)
-                    log(f"rep {rep + 1} {fl} {label}: random p50 {pct(lat, 50) * 1000:.1f} ms, "
-                        f"p90 {pct(lat, 90) * 1000:.1f} ms, {per:.0f} bytes sent per byte")
+                    for b, binary in border:
+                        tag = (b,) if b else ()
+                        lat, per = run.random(seeders[(label, fl)], offs, binary)
+                        for x in lat:
+                            run.add(("rand", label, fl) + tag, x)
+                        run.add(("rsent", label, fl) + tag, per)
+                        log(f"rep {rep + 1} {fl} {label} {b or 'this'}: random p50 "
+                            f"{pct(lat, 50) * 1000:.1f} ms, p90 {pct(lat, 90) * 1000:.1f} ms, "
+                            f"{per:.0f} bytes sent per byte")
                 if a.no_cold:
                     continue
                 for fl in order:
-                    rate, per = run.cold(seeders[(label, fl)])
-                    run.add(("cold", label, fl), rate / 1e6)
-                    run.add(("csent", label, fl), per)
-                    log(f"rep {rep + 1} {fl} {label}: cold {rate / 1e6:.0f} MB/s, "
-                        f"{per:.3f} bytes sent per byte")
+                    for b, binary in border:
+                        tag = (b,) if b else ()
+                        rate, per = run.cold(seeders[(label, fl)], binary)
+                        run.add(("cold", label, fl) + tag, rate / 1e6)
+                        run.add(("csent", label, fl) + tag, per)
+                        log(f"rep {rep + 1} {fl} {label} {b or 'this'}: cold "
+                            f"{rate / 1e6:.0f} MB/s, {per:.3f} bytes sent per byte")
     finally:
         for s in seeders.values():
             s.proc.stop()

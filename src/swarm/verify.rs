@@ -1,4 +1,5 @@
-//! Verification: every piece is hashed (SHA-1, BEP 3) before it is stored,
+//! Verification: every piece is hashed (SHA-1, BEP 3; a v2-only piece's
+//! Merkle root, BEP 52) before it is stored,
 //! served or advertised, off the network tasks: pieces completed from
 //! peers' blocks, and pieces found in the cache at start (by the read that
 //! needs one first, or by a background verifier). A piece that fails is
@@ -264,8 +265,8 @@ impl Swarm {
     /// whose SHA-1 the writer computed as its blocks were written (`sha1`,
     /// see [`super::hashing`]): a match is the piece verified, on this
     /// thread, without reading it back whole. A mismatch (or a v2-only
-    /// piece, checked against its Merkle root) is decided as before, by
-    /// hashing the piece from the storage on another thread: what the
+    /// piece, which has no SHA-1: see [`Swarm::verify_leaves`]) is decided
+    /// as before, by hashing the piece from the storage on another thread: what the
     /// storage holds is what is served, and a failure is blamed as
     /// [`Swarm::verify_downloaded`] says. Runs blocking I/O.
     pub(super) fn verify_hashed(
@@ -277,6 +278,36 @@ impl Swarm {
         let Some(loaded) = self.loaded() else { return };
         let info = &loaded.info;
         if info.version != crate::metainfo::MetaVersion::V2 && sha1 == info.piece_hash(index) {
+            self.counters
+                .hashed_as_written
+                .fetch_add(1, Ordering::Relaxed);
+            self.piece_verified(index, &sources);
+        } else {
+            self.verify_downloaded(index, sources);
+        }
+    }
+
+    /// Verifies downloaded piece `index` of a v2-only torrent (as
+    /// [`Swarm::verify_downloaded`]) from the leaf hash of each of its
+    /// blocks of file data, computed by the writer as they were written
+    /// (`leaves`, see [`super::hashing`]; every byte past the file data
+    /// was zero): their Merkle root (BEP 52, padded to the piece's
+    /// subtree) matching the piece layer's entry, or the `pieces root` of
+    /// a file of one piece, is the piece verified, on this thread, without
+    /// reading it back. A mismatch, or a layer not held yet, is decided as
+    /// before from the storage on another thread (blame as
+    /// [`Swarm::verify_downloaded`] says). Runs blocking I/O.
+    pub(super) fn verify_leaves(
+        self: &Arc<Self>,
+        index: u32,
+        sources: Vec<ConnId>,
+        leaves: &[crate::merkle::Hash],
+    ) {
+        let good = !leaves.is_empty()
+            && self
+                .v2_piece_hash(index)
+                .is_some_and(|(layer, want)| crate::merkle::root_of(leaves, 0, 1 << layer) == want);
+        if good {
             self.counters
                 .hashed_as_written
                 .fetch_add(1, Ordering::Relaxed);

@@ -17,11 +17,13 @@
 //! costs its peer's task one queue push and, at most, one wake-up of that
 //! thread, and no hop back to the async threads. The writer also counts
 //! the blocks written (picker) and hashes each piece as its blocks are
-//! written ([`super::hashing`]; a block that came ahead of the hash is
-//! read back when the hash gets to it): a complete piece is verified on
-//! the spot, without reading it back whole. A piece whose hash was
-//! dropped (a block written again) is hashed from the storage on another
-//! thread of the pool.
+//! written ([`super::hashing`]: the SHA-1 of a v1 or hybrid piece, where a
+//! block that came ahead of the hash is read back when the hash gets to
+//! it; the leaf hash of each block of a v2-only piece, in any order): a
+//! complete piece is verified on the spot, without reading it back whole.
+//! A piece whose hash was dropped (a block written again, or too many
+//! pieces in flight) is hashed from the storage on another thread of the
+//! pool.
 //!
 //! The queue is bounded ([`QUEUE_BLOCKS`]) and its blocks count in the
 //! memory budget, so a slow disk slows the peers down (their tasks wait
@@ -36,7 +38,7 @@ use tokio::sync::Semaphore;
 
 use super::block_verify::BlockCheck;
 use super::budget::Reservation;
-use super::hashing::InOrder;
+use super::hashing::{AsWritten, Hashed};
 use super::picker::BlockOutcome;
 use super::{BlockArrival, ConnId, Swarm};
 use crate::metainfo::MetaVersion;
@@ -62,8 +64,8 @@ pub(super) struct PendingWrite {
     /// The piece's first block: room is made in the cache first.
     first: bool,
     /// Checked against its leaf hash ([`super::block_verify`]): readable
-    /// once written.
-    alone: bool,
+    /// once written; that leaf hash.
+    alone: Option<crate::merkle::Hash>,
     /// The block's bytes, counted in the memory budget until written.
     _held: Reservation,
 }
@@ -77,9 +79,9 @@ pub(super) struct Writer {
     queue: Mutex<Queue>,
     /// Signalled when a block is queued while the writer's thread waits.
     more: Condvar,
-    /// The in-order hashes of the pieces being written; used by the
+    /// The hashes of the pieces being written, as written; used by the
     /// writer's thread only.
-    hashes: Mutex<InOrder>,
+    hashes: Mutex<AsWritten>,
 }
 
 /// The writer's queue and whether a thread serves it.
@@ -98,7 +100,7 @@ impl Writer {
             room: Semaphore::new(QUEUE_BLOCKS),
             queue: Mutex::new(Queue::default()),
             more: Condvar::new(),
-            hashes: Mutex::new(InOrder::default()),
+            hashes: Mutex::new(AsWritten::default()),
         }
     }
 
@@ -154,8 +156,8 @@ impl Swarm {
         }
         // v2 and hybrid: checked alone if its leaf hash is held.
         let alone = match self.check_block(index, begin, &data) {
-            BlockCheck::Good => true,
-            BlockCheck::Unknown => false,
+            BlockCheck::Good(leaf) => Some(leaf),
+            BlockCheck::Unknown => None,
             BlockCheck::Bad => {
                 if let Some(p) = self.lock().picker.as_mut() {
                     p.block_write_failed(index, begin);
@@ -202,7 +204,7 @@ impl Swarm {
     /// Writes `batch` (drained) to the storage, adjacent blocks of one
     /// file in one call, feeds the pieces' hashes, then counts the blocks
     /// (see [`Swarm::blocks_written`]). Runs blocking I/O.
-    fn write_batch(self: &Arc<Self>, batch: &mut Vec<PendingWrite>, hashes: &Mutex<InOrder>) {
+    fn write_batch(self: &Arc<Self>, batch: &mut Vec<PendingWrite>, hashes: &Mutex<AsWritten>) {
         let Some(loaded) = self.loaded() else {
             // Blocks are claimed only once the metadata is loaded.
             batch.clear();
@@ -214,7 +216,8 @@ impl Swarm {
             self.evict_over_budget();
         }
         let info = &loaded.info;
-        // A v2-only piece is checked against its Merkle root instead.
+        // A v2-only piece is checked against its Merkle root instead: the
+        // leaf hash of each block. (A hybrid piece is had on its SHA-1.)
         let sha1 = info.version != MetaVersion::V2;
         let mut hashes = hashes.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = Vec::with_capacity(batch.len());
@@ -236,7 +239,17 @@ impl Swarm {
                 loaded.storage.write_vectored_at(run[0].offset, &blocks)
             };
             for p in run {
-                if sha1 {
+                if !sha1 {
+                    match res {
+                        Ok(()) => {
+                            let size = info.piece_size(p.index) as u32;
+                            let data = info.piece_data_size(p.index) as u32;
+                            let l = &mut hashes.leaves;
+                            l.written(p.index, p.begin, &p.data, p.alone, size, data)
+                        }
+                        Err(_) => hashes.forget(p.index),
+                    }
+                } else {
                     match res {
                         Ok(()) => {
                             let at = u64::from(p.index) * info.piece_length;
@@ -245,7 +258,8 @@ impl Swarm {
                                 loaded.storage.read_at(at + u64::from(begin), buf)
                             };
                             let size = info.piece_size(p.index) as u32;
-                            hashes.written(p.index, p.begin, &p.data, size, &mut read)
+                            let h = &mut hashes.sha1;
+                            h.written(p.index, p.begin, &p.data, size, &mut read)
                         }
                         Err(_) => hashes.forget(p.index),
                     }
@@ -254,7 +268,7 @@ impl Swarm {
                     Ok(()) => Ok(()),
                     Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
                 };
-                done.push(((p.conn, p.index, p.begin, p.alone), res));
+                done.push(((p.conn, p.index, p.begin, p.alone.is_some()), res));
             }
         }
         // The blocks' bytes and budget shares go.
@@ -264,9 +278,9 @@ impl Swarm {
 
     /// Counts blocks the writer wrote (or failed to write), in the order
     /// they were queued; verifies completed pieces: on this thread when
-    /// `hashes` has the piece's SHA-1, else from the storage on another
-    /// thread of the blocking pool.
-    fn blocks_written(self: &Arc<Self>, done: Vec<Written>, hashes: &mut InOrder) {
+    /// `hashes` has the piece's hash as written, else from the storage on
+    /// another thread of the blocking pool.
+    fn blocks_written(self: &Arc<Self>, done: Vec<Written>, hashes: &mut AsWritten) {
         let mut complete = Vec::new();
         let mut errors = Vec::new();
         let mut alone = false;
@@ -310,7 +324,8 @@ impl Swarm {
         }
         for (index, sources) in complete {
             match hashes.take(index) {
-                Some(sha1) => self.verify_hashed(index, sources, sha1),
+                Some(Hashed::Sha1(sha1)) => self.verify_hashed(index, sources, sha1),
+                Some(Hashed::Leaves(leaves)) => self.verify_leaves(index, sources, &leaves),
                 None => self.verify_downloaded(index, sources),
             }
         }
@@ -376,6 +391,7 @@ mod tests {
     use super::super::tests::{PL, piece, swarm, wait};
     use super::super::{BLOCK, PeerSource};
     use super::*;
+    use std::time::Duration;
 
     /// Piece `index` is waited on, and its blocks are requested of `conn`.
     fn request(s: &Swarm, conn: ConnId, index: u32) {
@@ -384,6 +400,18 @@ mod tests {
         p.add_urgent(index);
         let reqs = p.pick(conn, &|_| true, 16);
         assert!(reqs.iter().any(|r| r.index == index), "{reqs:?}");
+    }
+
+    /// Piece `index`, which failed its check, is asked of `conn` again once
+    /// it is discarded (missing: its blocks can be picked; until then it
+    /// is being verified, wanted or not).
+    async fn request_again(s: &Swarm, conn: ConnId, index: u32) {
+        wait(|| {
+            let mut st = s.lock();
+            let p = st.picker.as_mut().unwrap();
+            p.pick(conn, &|_| true, 16).iter().any(|r| r.index == index)
+        })
+        .await
     }
 
     /// `conn` sends blocks `blocks` of `data` as piece `index`, in that
@@ -442,14 +470,13 @@ mod tests {
             send(&s, g, i, &wrong, &[0]).await;
             send(&s, b, i, &wrong, &[1]).await;
             wait(|| s.counters.hash_failures.load(Ordering::Relaxed) > u64::from(round)).await;
-            // discarded, then wanted again
-            wait(|| s.lock().picker.as_ref().unwrap().wanted(i)).await;
+            // discarded, then asked again
+            request_again(&s, g, i).await;
             // Never held, nobody blamed on a guess...
             assert!(!has(&s, i));
             assert!(!s.is_banned(good.ip()) && !s.is_banned(bad.ip()));
             // ...until a good copy verifies: the sender of the block that
             // differed gets the strike.
-            request(&s, g, i);
             send(&s, g, i, &piece(i), &[0, 1]).await;
             wait(|| has(&s, i)).await;
             assert_eq!(s.lock().verify.strikes(bad.ip()), Some(round + 1));
@@ -461,5 +488,138 @@ mod tests {
         assert!(s.is_banned(bad.ip()), "3 strikes: banned");
         assert!(!s.is_banned(good.ip()), "the honest peer is never blamed");
         assert_eq!(s.counters.hashed_as_written.load(Ordering::Relaxed), 3);
+    }
+    /// A v2-only swarm (BEP 52) over a file of 2 pieces and 20000 bytes
+    /// and a file of 3000 bytes (one piece, checked against its `pieces
+    /// root`), 64 KiB pieces, its piece layers held; and the bytes of its
+    /// 4 pieces (each file's last piece ends in zeros: the piece space
+    /// aligns files to pieces).
+    fn v2_swarm(flavor: crate::metainfo::Flavor) -> (Arc<Swarm>, Vec<Vec<u8>>) {
+        use crate::metainfo::build_v2;
+        const V2PL: usize = 4 * BLOCK as usize;
+        let big: Vec<u8> = (0..2 * V2PL + 20000).map(|k| (k * 7 % 251) as u8).collect();
+        let small: Vec<u8> = (0..3000).map(|k| (k * 11 % 253) as u8).collect();
+        let files = vec![
+            (vec!["big.bin".to_string()], big.len() as u64),
+            (vec!["small.bin".to_string()], small.len() as u64),
+        ];
+        let data = [big.clone(), small.clone()];
+        let mut src = |f: usize, off: u64, buf: &mut [u8]| -> std::io::Result<()> {
+            let off = off as usize;
+            buf.copy_from_slice(&data[f][off..off + buf.len()]);
+            Ok(())
+        };
+        let built = build_v2("t", &files, V2PL as u64, flavor, &mut src).unwrap();
+        let cfg = super::super::SwarmConfig {
+            peer_id: crate::PeerId::generate(),
+            listen_port: 0,
+            seed: true,
+            prefetch: false,
+            read_timeout: Duration::from_secs(1),
+            max_peers: 10,
+            max_partial_bytes: 1 << 20,
+            max_metadata_size: 1 << 20,
+            storage: crate::storage::StorageKind::Memory,
+            cache_size: None,
+            prefers_encryption: false,
+            reach: crate::reach::Reach::default(),
+        };
+        let s = Swarm::new(built.info_hash_v2.truncated(), cfg);
+        s.set_metadata(&built.info_raw).unwrap();
+        let layers = built.piece_layers.to_bencode().encode();
+        let trees = super::super::trees::Trees::new(&built.info, Some(layers));
+        assert!(trees.ready());
+        s.lock().trees = trees;
+        let mut last = big[2 * V2PL..].to_vec();
+        last.resize(V2PL, 0);
+        let mut small = small;
+        small.resize(V2PL, 0);
+        let pieces = vec![
+            big[..V2PL].to_vec(),
+            big[V2PL..2 * V2PL].to_vec(),
+            last,
+            small,
+        ];
+        (s, pieces)
+    }
+
+    /// v2-only pieces are verified from the leaf hashes of their blocks as
+    /// written, in any order, without reading them back; the root as
+    /// written is the one a read-back computes; a wrong block, or a byte
+    /// of the alignment gap that is not zero, is still caught (read back,
+    /// refused, fetched again).
+    #[tokio::test]
+    async fn a_v2_piece_is_verified_from_its_leaves_as_written() {
+        use crate::metainfo::Flavor::V2Only;
+        let (s, pieces) = v2_swarm(V2Only);
+        assert_eq!(s.loaded().unwrap().info.version, MetaVersion::V2);
+        let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let (g, _) = s.register_conn(addr, PeerSource::Cli).unwrap();
+        let (as_written, read_back, failures) = (
+            || s.counters.hashed_as_written.load(Ordering::Relaxed),
+            || s.counters.hashed_read_back.load(Ordering::Relaxed),
+            || s.counters.hash_failures.load(Ordering::Relaxed),
+        );
+        let pl = 4 * u64::from(BLOCK);
+        let orders: [&[u32]; 4] = [&[0, 1, 2, 3], &[3, 1, 0, 2], &[2, 3, 0, 1], &[1, 0, 3, 2]];
+        for (i, order) in orders.iter().enumerate() {
+            let i = i as u32;
+            request(&s, g, i);
+            send(&s, g, i, &pieces[i as usize], order).await;
+            wait(|| has(&s, i)).await;
+            assert_eq!((as_written(), read_back()), (u64::from(i) + 1, 0));
+            // the read-back check agrees
+            assert_eq!(s.piece_is_good(i).unwrap(), Some(true));
+            let got = s.read(u64::from(i) * pl, pl as usize).await.unwrap();
+            assert_eq!(got, pieces[i as usize], "piece {i}");
+        }
+        assert_eq!(failures(), 0);
+        // A wrong byte in file data, then in the alignment gap: read back,
+        // refused, wanted again; then a good copy verifies as written.
+        let (s, pieces) = v2_swarm(V2Only);
+        let (g, _) = s.register_conn(addr, PeerSource::Cli).unwrap();
+        let (as_written, read_back, failures) = (
+            || s.counters.hashed_as_written.load(Ordering::Relaxed),
+            || s.counters.hashed_read_back.load(Ordering::Relaxed),
+            || s.counters.hash_failures.load(Ordering::Relaxed),
+        );
+        request(&s, g, 2);
+        for (round, at) in [(0u64, BLOCK as usize + 77), (1, 3 * BLOCK as usize + 5)] {
+            let mut wrong = pieces[2].clone();
+            wrong[at] ^= 1;
+            send(&s, g, 2, &wrong, &[0, 1, 2, 3]).await;
+            wait(|| failures() > round).await;
+            request_again(&s, g, 2).await;
+            assert!(!has(&s, 2));
+            assert_eq!((as_written(), read_back()), (0, round + 1));
+        }
+        send(&s, g, 2, &pieces[2], &[1, 3, 2, 0]).await;
+        wait(|| has(&s, 2)).await;
+        assert_eq!((as_written(), read_back()), (1, 2));
+        let got = s.read(2 * pl, pl as usize).await.unwrap();
+        assert_eq!(got, pieces[2]);
+        assert_eq!(s.lock().verify.strikes(addr.ip()), Some(2));
+    }
+    /// A hybrid's pieces are had on their SHA-1 (BEP 52 keeps the v1
+    /// `pieces`), hashed as written too: its leaves are not hashed again.
+    #[tokio::test]
+    async fn a_hybrid_piece_is_had_on_its_sha1_as_written() {
+        let (s, pieces) = v2_swarm(crate::metainfo::Flavor::Hybrid);
+        assert_eq!(s.loaded().unwrap().info.version, MetaVersion::Hybrid);
+        let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let (g, _) = s.register_conn(addr, PeerSource::Cli).unwrap();
+        let pl = 4 * u64::from(BLOCK);
+        for i in [0u32, 2] {
+            request(&s, g, i);
+            send(&s, g, i, &pieces[i as usize], &[0, 1, 2, 3]).await;
+            wait(|| has(&s, i)).await;
+            let got = s.read(u64::from(i) * pl, pl as usize).await.unwrap();
+            assert_eq!(got, pieces[i as usize], "piece {i}");
+        }
+        let c = &s.counters;
+        assert_eq!(c.hashed_as_written.load(Ordering::Relaxed), 2);
+        assert_eq!(c.hashed_read_back.load(Ordering::Relaxed), 0);
+        let w = s.writer.get().unwrap();
+        assert_eq!(w.hashes.lock().unwrap().leaves.len(), 0, "no leaves kept");
     }
 }
