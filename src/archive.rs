@@ -329,9 +329,14 @@ impl Archive {
     }
 
     /// Opens the file at `path` for reads at any offset.
+    ///
+    /// Errors name `path`: `NotFound` (`"PATH: no such file in the
+    /// torrent"`), `IsADirectory` (`"PATH: is a directory"`),
+    /// `InvalidInput` for a symlink.
     pub fn open(&self, path: &str) -> io::Result<FileReader> {
         let id = self.tree.resolve(path).ok_or_else(|| not_found(path))?;
         self.open_node(id)
+            .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
     }
 
     /// Opens the file node `id` (FUSE passes node ids).

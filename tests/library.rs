@@ -70,6 +70,13 @@ fn client_lookup_and_archive_reads_with_memory_storage() {
         assert_eq!(archive.metadata("lib/dir").unwrap().kind, EntryKind::Dir);
         assert!(archive.metadata("lib/nope").is_err());
         assert!(archive.read_dir("lib/a.txt").is_err());
+        // A failed open names the path, so `cat: <error>` says which.
+        let e = archive.open("lib/dir").err().unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::IsADirectory);
+        assert_eq!(e.to_string(), "lib/dir: is a directory");
+        let e = archive.open("lib/nope").err().unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(e.to_string(), "lib/nope: no such file in the torrent");
 
         assert_eq!(archive.read_file("lib/a.txt").await.unwrap(), b"alpha\n");
         assert!(archive.read_file("lib/dir/empty").await.unwrap().is_empty());

@@ -161,8 +161,9 @@ async fn dht_loop(swarm: Arc<Swarm>, dht: Dht, port: u16) {
                     format!("port {p4} (IPv6: {p6})")
                 };
                 tracing::info!(
-                    "{}: announced {shown} to {n} DHT nodes under {ih}",
-                    swarm.info_hash
+                    "{}: announced {shown} to {} under {ih}",
+                    swarm.info_hash,
+                    crate::plural::count(n, "DHT node", "DHT nodes")
                 );
                 any |= n > 0;
             }
