@@ -958,13 +958,39 @@ fn fuse_root_serves_two_archives_at_once_with_xattrs() {
     let tmp = tempfile::tempdir().unwrap();
     let mut seeds = Vec::new();
     let mut hashes = Vec::new();
-    for (name, seed) in [("one", 11u64), ("two", 12)] {
+    // "one" a v1 torrent, named by its info-hash; "two" a v2-only one
+    // (BEP 52), named by its v2 info-hash truncated to 40 hex digits, as
+    // its cache directory is.
+    for (name, seed, flavor) in [("one", 11u64, "v1"), ("two", 12, "v2")] {
         let dir = tmp.path().join(name);
-        make_tree(&dir, &[("data.bin", TreeFile::Random(4_000_000, seed))]);
-        let mut lt = seeder(&dir);
-        hashes.push(lt.info_hash());
+        // Two files: a directory torrent named `name` (ltnode seeds a
+        // one-file v2 torrent as a single file, not under `name/`).
+        make_tree(
+            &dir,
+            &[
+                ("data.bin", TreeFile::Random(4_000_000, seed)),
+                ("note.txt", TreeFile::Text("two archives\n")),
+            ],
+        );
+        let mut lt = LtNode::start(&[
+            "--seed",
+            s(&dir),
+            "--piece-size",
+            "65536",
+            "--flavor",
+            flavor,
+        ]);
+        let t = lt.torrent();
+        hashes.push(match flavor {
+            "v1" => t["info_hash"].as_str().unwrap().to_string(),
+            _ => t["info_hash_v2"].as_str().unwrap()[..40].to_string(),
+        });
         seeds.push(lt);
     }
+    let v2_full = seeds[1].torrent()["info_hash_v2"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mnt = tmp.path().join("root");
     std::fs::create_dir_all(&mnt).unwrap();
     let (p1, p2) = (seeds[0].addr(), seeds[1].addr());
@@ -1021,7 +1047,21 @@ fn fuse_root_serves_two_archives_at_once_with_xattrs() {
     assert_eq!(listed(), want);
     // The same archives over HTTP: one engine.
     let st = sv.status();
-    assert_eq!(st["archives"].as_array().unwrap().len(), 2);
+    let archives = st["archives"].as_array().unwrap();
+    assert_eq!(archives.len(), 2);
+    // The v2-only archive's magnet names its full v2 info-hash.
+    assert!(
+        archives.iter().any(|a| a["magnet"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("xt=urn:btmh:1220{v2_full}")))),
+        "{st}"
+    );
+    let r = curl(&[&sv.url(&format!("/bt/{}/two/data.bin", hashes[1]))]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        sha256_bytes(&r.body),
+        sha256_bytes(&seeded_bytes(4_000_000, 12))
+    );
     // Extended attributes on a file and a directory of the root.
     let f = mnt.join(&hashes[0]).join("one/data.bin");
     assert_eq!(getfattr(&f, "user.btfs.progress"), "4000000/4000000");

@@ -44,7 +44,8 @@ use crate::swarm::PeerInfo;
 /// How an archive is named: by info-hash, or by a BEP 46 mutable URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Name {
-    /// An immutable torrent (BEP 3 info-hash, v1).
+    /// An immutable torrent by a 20-byte info-hash: the v1 info-hash (BEP
+    /// 3), or a v2 one truncated to 20 bytes (BEP 52).
     InfoHash(InfoHash),
     /// A BEP 46 mutable URL: the ed25519 public key and the salt (0 to 64
     /// bytes).
@@ -467,8 +468,9 @@ impl Manager {
         };
         let client = &self.inner.client;
         match name {
-            Name::InfoHash(_) => {
-                let archive = client.lookup(&name.url(), opts).await?;
+            Name::InfoHash(ih) => {
+                // v1 or truncated v2 (BEP 52): either matches.
+                let archive = client.lookup_any_info_hash(*ih, opts).await?;
                 tracing::info!("{name}: opened {:?}", archive.info().name);
                 Ok(Current { archive, seq: None })
             }
@@ -726,6 +728,8 @@ pub struct ArchiveStatus {
     pub info_hash: InfoHash,
     /// The torrent's name (its info dictionary's `name`).
     pub title: String,
+    /// The torrent's magnet link, every info-hash it has ([`Archive::magnet`]).
+    pub magnet: String,
     /// The BEP 46 `seq` shown (mutable names).
     pub seq: Option<i64>,
     pub peers: Vec<PeerInfo>,
@@ -769,6 +773,7 @@ impl ArchiveStatus {
         ArchiveStatus {
             info_hash: a.info_hash(),
             title: info.name.clone(),
+            magnet: a.magnet(),
             seq: cur.seq,
             peers: a.peers(),
             peers_known: s.peers_known,

@@ -96,6 +96,25 @@ impl Client {
         }
     }
 
+    /// Resolves a bare 20-byte info-hash to an [`Archive`], whichever
+    /// version it is: the SHA-1 of the info dictionary (a v1 or hybrid
+    /// torrent) or its SHA-256 truncated to 20 bytes (a v2-only or hybrid
+    /// torrent; BEP 52 uses the truncated hash wherever 20 bytes are
+    /// expected: handshake, BEP 9, DHT). The metadata is checked against
+    /// both. This is what the gateway's `/bt/<40 hex>/` names, so a v2-only
+    /// torrent is reachable by the name of its cache directory. A magnet
+    /// link with `xt=urn:btih` instead insists on the SHA-1.
+    ///
+    /// Errors: as [`Client::lookup`].
+    pub async fn lookup_any_info_hash(
+        &self,
+        info_hash: InfoHash,
+        opts: LookupOptions,
+    ) -> Result<Archive, Error> {
+        self.lookup_info_hash(info_hash, Ids::bare(), Vec::new(), opts)
+            .await
+    }
+
     /// The lookup of one info-hash: swarm, cached or fetched metadata,
     /// checked against the hashes of `ids`.
     pub(super) async fn lookup_info_hash(

@@ -33,7 +33,7 @@ fn archive_json(a: &ArchiveStatus) -> serde_json::Value {
     serde_json::json!({
         "name": a.title,
         "url": format!("/bt/{}/", a.name.segment()),
-        "magnet": a.name.url(),
+        "magnet": a.magnet,
         "info_hash": a.info_hash.to_hex(),
         "public_key": public_key,
         "salt": salt,
@@ -192,6 +192,7 @@ mod tests {
             name,
             info_hash: crate::InfoHash([0xab; 20]),
             title: "site <1>".into(),
+            magnet: format!("magnet:?xt=urn:btih:{}", "ab".repeat(20)),
             seq: None,
             peers: (1..=peers as u8)
                 .map(|i| crate::swarm::PeerInfo {
