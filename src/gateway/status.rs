@@ -136,7 +136,7 @@ pub fn html(archives: &[ArchiveStatus], bytes_served: u64) -> String {
         let seg = a.name.segment();
         o.push_str(&format!(
             "<section class=\"archive\" id=\"{ih}\"><h2><a href=\"/bt/{seg}/\">{title}</a></h2>\n\
-             <p>info-hash <code>{ih}</code>{seq}<br>{name}<br>\
+             <p>info-hash <code>{ih}</code>{seq}<br>{name}\
              ↓ {down}/s · ↑ {up}/s · {done} of {size} verified · {readers} reading</p>\n",
             ih = a.info_hash,
             seg = escape(&seg),
@@ -146,7 +146,7 @@ pub fn html(archives: &[ArchiveStatus], bytes_served: u64) -> String {
                 None => String::new(),
             },
             name = if a.name.is_mutable() {
-                format!("mutable <code>{}</code>", escape(&seg))
+                format!("mutable <code>{}</code><br>", escape(&seg))
             } else {
                 String::new()
             },

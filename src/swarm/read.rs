@@ -321,12 +321,12 @@ impl Swarm {
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let s = self.stats();
                 tracing::error!(
-                    "{}: read failed after {:.1} s: {} not received ({} peers connected, {} known); \
+                    "{}: read failed after {:.1} s: {} not received ({} connected, {} known); \
                      the read returns EIO (see --read-timeout)",
                     self.info_hash,
                     started.elapsed().as_secs_f64(),
                     piece_list(&still),
-                    s.peers_connected,
+                    crate::plural::count(s.peers_connected, "peer", "peers"),
                     s.peers_known
                 );
                 self.lock().reads.timed_out(&still);

@@ -511,7 +511,8 @@ impl Swarm {
             self.info_hash
         );
         if n >= MAX_STRIKES {
-            self.ban_ip(ip, &format!("sent {n} pieces that failed their hash check"));
+            let pieces = crate::plural::count(n, "piece", "pieces");
+            self.ban_ip(ip, &format!("sent {pieces} that failed their hash check"));
         }
     }
 }
