@@ -1074,8 +1074,34 @@ fn fuse_root_serves_two_archives_at_once_with_xattrs() {
     // An info-hash nobody has: ENOENT after --timeout, and a log line.
     let nobody = mnt.join("cd".repeat(20));
     let t = Instant::now();
-    let e = std::fs::metadata(&nobody).unwrap_err();
+    let stat = {
+        let nobody = nobody.clone();
+        std::thread::spawn(move || std::fs::metadata(&nobody).unwrap_err())
+    };
+    // Meanwhile the status page lists it as being looked up...
+    let lookup_url = format!("/bt/{}/", "cd".repeat(20));
+    let lookup_state = |st: &Value| {
+        st["lookups"]
+            .as_array()
+            .and_then(|v| v.iter().find(|l| l["url"] == lookup_url.as_str()).cloned())
+    };
+    assert!(
+        wait_until(Duration::from_secs(4), || lookup_state(&sv.status())
+            .is_some_and(|l| l["state"] == "resolving")),
+        "{}",
+        sv.status()
+    );
+    let e = stat.join().unwrap();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    // ... and then as failed, with the lookup's error.
+    let failed = lookup_state(&sv.status()).expect("the failed lookup is listed");
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("metadata not found within 5 s")),
+        "{failed}"
+    );
     assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
     assert!(
         sv.log()

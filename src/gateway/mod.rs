@@ -176,7 +176,7 @@ pub async fn serve(
 }
 
 async fn status_page(State(gw): State<Arc<Gateway>>) -> Response {
-    let body = status::html(&gw.manager.status(), served(&gw));
+    let body = status::html(&gw.manager.status(), &gw.manager.lookups(), served(&gw));
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -188,7 +188,7 @@ async fn status_page(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn status_json(State(gw): State<Arc<Gateway>>) -> Response {
-    let body = status::json(&gw.manager.status(), served(&gw));
+    let body = status::json(&gw.manager.status(), &gw.manager.lookups(), served(&gw));
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(

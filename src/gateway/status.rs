@@ -11,13 +11,18 @@
 //! "download_rate": B/s, "upload_rate": B/s, "downloaded": B,
 //! "uploaded": B, "readers": N, "size": B, "verified": B, "num_files": N,
 //! "files": [{"path": "a/b", "size": B, "verified": B}]}],
-//! "bytes_served": B}`. `name` is the info dictionary's `name` (an archive
+//! "lookups": [{"url": "/bt/<segment>/", "state": "resolving"|"failed",
+//! "seconds": S, "error": "..."|null}], "bytes_served": B}`. `lookups`:
+//! the names not open, being looked up (for `seconds`) or whose lookup
+//! failed `seconds` ago (kept a minute), with the error a request got
+//! (for an info-hash, the peers that failed and why), so a user waiting on
+//! a name sees what happens. `name` is the info dictionary's `name` (an archive
 //! is listed once its metadata is known); the segment of its URL is the
 //! info-hash, or for a mutable URL (BEP 46) the public key and salt, each
 //! in a field of its own. `peer_failures`: the last known peers (at most
 //! 3) that could not be connected and why, most recent first.
 
-use crate::manager::{ArchiveStatus, Name};
+use crate::manager::{ArchiveStatus, LookupState, LookupStatus, Name};
 use crate::plural::count;
 
 use super::listing::escape;
@@ -59,13 +64,46 @@ fn archive_json(a: &ArchiveStatus) -> serde_json::Value {
     })
 }
 
+/// The JSON of one name that is not open (see the module docs).
+fn lookup_json(l: &LookupStatus) -> serde_json::Value {
+    let (state, took, error) = match &l.state {
+        LookupState::Resolving(d) => ("resolving", d, None),
+        LookupState::Failed(d, e) => ("failed", d, Some(e)),
+    };
+    serde_json::json!({
+        "url": format!("/bt/{}/", l.name.segment()),
+        "state": state,
+        "seconds": (took.as_secs_f64() * 10.0).round() / 10.0,
+        "error": error,
+    })
+}
+
 /// `GET /api/status`.
-pub fn json(archives: &[ArchiveStatus], bytes_served: u64) -> String {
+pub fn json(archives: &[ArchiveStatus], lookups: &[LookupStatus], bytes_served: u64) -> String {
     serde_json::json!({
         "archives": archives.iter().map(archive_json).collect::<Vec<_>>(),
+        "lookups": lookups.iter().map(lookup_json).collect::<Vec<_>>(),
         "bytes_served": bytes_served,
     })
     .to_string()
+}
+
+/// The paragraph of one name that is not open: looking up for how long,
+/// or why it failed.
+fn lookup_html(l: &LookupStatus) -> String {
+    let seg = escape(&l.name.segment());
+    match &l.state {
+        LookupState::Resolving(d) => format!(
+            "<p class=\"lookup\"><code>{seg}</code>: looking for peers and the metadata \
+             ({:.0} s)</p>\n",
+            d.as_secs_f64()
+        ),
+        LookupState::Failed(d, e) => format!(
+            "<p class=\"lookup failed\"><code>{seg}</code>: lookup failed {:.0} s ago: {}</p>\n",
+            d.as_secs_f64(),
+            escape(e)
+        ),
+    }
 }
 
 /// A byte count for people: `1.5 MiB`.
@@ -118,7 +156,7 @@ fn peers_html(a: &ArchiveStatus) -> String {
 }
 
 /// `GET /`.
-pub fn html(archives: &[ArchiveStatus], bytes_served: u64) -> String {
+pub fn html(archives: &[ArchiveStatus], lookups: &[LookupStatus], bytes_served: u64) -> String {
     let mut o = String::from(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"2\"><title>btfs-mount</title>\
@@ -178,6 +216,9 @@ pub fn html(archives: &[ArchiveStatus], bytes_served: u64) -> String {
         }
         o.push_str("</section>\n");
     }
+    for l in lookups {
+        o.push_str(&lookup_html(l));
+    }
     o.push_str("</body></html>\n");
     o
 }
@@ -222,12 +263,12 @@ mod tests {
     #[test]
     fn no_peer_connected_says_none_and_why() {
         let ih = Name::InfoHash(crate::InfoHash([0xab; 20]));
-        let page = html(&[archive(ih.clone(), 0, 0)], 0);
+        let page = html(&[archive(ih.clone(), 0, 0)], &[], 0);
         assert!(
             page.contains("<p class=\"peers\">no peer connected (3 known)</p>"),
             "{page}"
         );
-        let page = html(&[archive(ih.clone(), 0, 2)], 0);
+        let page = html(&[archive(ih.clone(), 0, 2)], &[], 0);
         assert!(
             page.contains(
                 "no peer connected (3 known); last failures: <code>192.0.2.10:6881</code> \
@@ -235,19 +276,20 @@ mod tests {
             ),
             "{page}"
         );
-        let page = html(&[archive(ih.clone(), 1, 1)], 0);
+        let page = html(&[archive(ih.clone(), 1, 1)], &[], 0);
         assert!(
             page.contains("1 peer connected (3 known): <code>192.0.2.1:6881</code> (dht)</p>"),
             "{page}"
         );
-        let page = html(&[archive(ih, 2, 0)], 0);
+        let page = html(&[archive(ih, 2, 0)], &[], 0);
         assert!(page.contains("2 peers connected (3 known): "), "{page}");
     }
 
     #[test]
     fn json_names_the_torrent_and_keys_apart() {
         let ih = Name::InfoHash(crate::InfoHash([0xab; 20]));
-        let j: serde_json::Value = serde_json::from_str(&json(&[archive(ih, 0, 1)], 0)).unwrap();
+        let j: serde_json::Value =
+            serde_json::from_str(&json(&[archive(ih, 0, 1)], &[], 0)).unwrap();
         let a = &j["archives"][0];
         assert_eq!(a["name"], "site <1>");
         assert_eq!(a["info_hash"], "ab".repeat(20));
@@ -259,7 +301,8 @@ mod tests {
             public_key: [0xcd; 32],
             salt: b"s".to_vec(),
         };
-        let j: serde_json::Value = serde_json::from_str(&json(&[archive(m, 0, 0)], 0)).unwrap();
+        let j: serde_json::Value =
+            serde_json::from_str(&json(&[archive(m, 0, 0)], &[], 0)).unwrap();
         let a = &j["archives"][0];
         assert_eq!(a["name"], "site <1>");
         assert_eq!(a["public_key"], "cd".repeat(32));
@@ -272,5 +315,37 @@ mod tests {
         assert_eq!(human(5), "5 B");
         assert_eq!(human(1536), "1.5 KiB");
         assert_eq!(human(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn names_being_looked_up_or_failed_are_shown() {
+        use std::time::Duration;
+        let ih = Name::parse(&"cd".repeat(20)).unwrap();
+        let lookups = [
+            LookupStatus {
+                name: ih.clone(),
+                state: LookupState::Failed(
+                    Duration::from_secs(3),
+                    "metadata not found within 5 s: <why>".into(),
+                ),
+            },
+            LookupStatus {
+                name: Name::parse(&"ef".repeat(20)).unwrap(),
+                state: LookupState::Resolving(Duration::from_millis(1500)),
+            },
+        ];
+        let page = html(&[], &lookups, 0);
+        assert!(page.contains("lookup failed 3 s ago: metadata not found within 5 s: &lt;why&gt;"));
+        assert!(page.contains(&format!(
+            "<code>{}</code>: looking for peers",
+            "ef".repeat(20)
+        )));
+        let j: serde_json::Value = serde_json::from_str(&json(&[], &lookups, 0)).unwrap();
+        assert_eq!(j["lookups"][0]["url"], format!("/bt/{}/", "cd".repeat(20)));
+        assert_eq!(j["lookups"][0]["state"], "failed");
+        assert_eq!(j["lookups"][0]["seconds"], 3.0);
+        assert_eq!(j["lookups"][1]["state"], "resolving");
+        assert_eq!(j["lookups"][1]["seconds"], 1.5);
+        assert!(j["lookups"][1]["error"].is_null());
     }
 }

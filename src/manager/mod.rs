@@ -39,7 +39,9 @@ use crate::InfoHash;
 use crate::archive::Archive;
 use crate::client::{Client, Error, LookupOptions};
 use crate::magnet::{MAX_SALT_LEN, MutableUrl};
-use crate::swarm::PeerInfo;
+mod status;
+
+pub use status::{ArchiveStatus, FileStatus, LookupState, LookupStatus, STATUS_FILES};
 
 /// How an archive is named: by info-hash, or by a BEP 46 mutable URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -216,6 +218,32 @@ struct State {
     opening: HashMap<Name, Arc<tokio::sync::Mutex<()>>>,
     /// The last failed lookup of a name, for the opens that waited on it.
     failures: HashMap<Name, (Instant, Arc<Error>)>,
+    /// Names being looked up now, since when (status pages).
+    resolving: HashMap<Name, Instant>,
+}
+
+/// Lists a name in [`State::resolving`] while its lookup runs, and
+/// takes it out when the lookup ends or its future is dropped (an HTTP
+/// client that went away).
+struct ResolvingGuard<'a> {
+    inner: &'a Inner,
+    name: Name,
+}
+
+impl<'a> ResolvingGuard<'a> {
+    fn new(inner: &'a Inner, name: &Name) -> Self {
+        inner.lock().resolving.insert(name.clone(), Instant::now());
+        ResolvingGuard {
+            inner,
+            name: name.clone(),
+        }
+    }
+}
+
+impl Drop for ResolvingGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.lock().resolving.remove(&self.name);
+    }
 }
 
 /// Called with each name that closed.
@@ -244,6 +272,10 @@ impl Drop for TickGuard {
         self.0.abort();
     }
 }
+
+/// How long a failed lookup stays on the status page ([`Manager::lookups`]);
+/// failures are kept this long for the opens that wait on them, too.
+const FAILURE_SHOWN: Duration = Duration::from_secs(60);
 
 /// How often rates are sampled and idle torrents closed.
 const TICK: Duration = Duration::from_secs(1);
@@ -319,7 +351,9 @@ impl Manager {
         {
             return Err(e.clone());
         }
+        let resolving = ResolvingGuard::new(&self.inner, name);
         let result = self.lookup(name).await;
+        drop(resolving);
         let mut st = self.inner.lock();
         st.opening.remove(name);
         match result {
@@ -331,8 +365,7 @@ impl Manager {
             Err(e) => {
                 let e = Arc::new(e);
                 // Bounded: failures older than a minute are dropped first.
-                st.failures
-                    .retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
+                st.failures.retain(|_, (t, _)| t.elapsed() < FAILURE_SHOWN);
                 st.failures
                     .insert(name.clone(), (Instant::now(), e.clone()));
                 Err(e)
@@ -440,6 +473,32 @@ impl Manager {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Every name that is not open but is being looked up, or whose
+    /// last lookup failed within the last minute (with its error), sorted
+    /// by name: what a status page shows while a user waits.
+    pub fn lookups(&self) -> Vec<LookupStatus> {
+        let st = self.inner.lock();
+        let resolving = st
+            .resolving
+            .iter()
+            .map(|(n, t)| (n, LookupState::Resolving(t.elapsed())));
+        let failed = st
+            .failures
+            .iter()
+            .filter(|(n, (t, _))| t.elapsed() < FAILURE_SHOWN && !st.resolving.contains_key(*n))
+            .map(|(n, (t, e))| (n, LookupState::Failed(t.elapsed(), e.to_string())));
+        let mut v: Vec<LookupStatus> = resolving
+            .chain(failed)
+            .filter(|(n, _)| !st.names.contains_key(*n))
+            .map(|(n, state)| LookupStatus {
+                name: n.clone(),
+                state,
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     /// Closes every archive (at shutdown).
@@ -706,88 +765,6 @@ impl Torrent {
             last_used: Instant::now(),
             rates: (0, 0),
             sample: (s.downloaded, s.uploaded, Instant::now()),
-        }
-    }
-}
-
-/// One file's progress, for status pages.
-#[derive(Debug, Clone)]
-pub struct FileStatus {
-    /// Its path in the torrent (`/`-separated, under the torrent's root).
-    pub path: String,
-    /// Bytes.
-    pub size: u64,
-    /// Bytes in verified pieces.
-    pub verified: u64,
-}
-
-/// One open archive, for status pages ([`Manager::status`]).
-#[derive(Debug, Clone)]
-pub struct ArchiveStatus {
-    pub name: Name,
-    pub info_hash: InfoHash,
-    /// The torrent's name (its info dictionary's `name`).
-    pub title: String,
-    /// The torrent's magnet link, every info-hash it has ([`Archive::magnet`]).
-    pub magnet: String,
-    /// The BEP 46 `seq` shown (mutable names).
-    pub seq: Option<i64>,
-    pub peers: Vec<PeerInfo>,
-    pub peers_known: usize,
-    /// The last known peers that could not be connected, and why.
-    pub peer_failures: crate::swarm::PeerFailures,
-    /// Bytes/s over the last second.
-    pub download_rate: u64,
-    pub upload_rate: u64,
-    pub downloaded: u64,
-    pub uploaded: u64,
-    /// Leases held now (responses streaming, files open).
-    pub readers: usize,
-    /// The first [`STATUS_FILES`] files, in torrent order.
-    pub files: Vec<FileStatus>,
-    /// How many files the torrent has in all.
-    pub num_files: usize,
-    /// Bytes, and bytes in verified pieces, of the whole torrent.
-    pub size: u64,
-    pub verified: u64,
-}
-
-/// Most files listed per archive in [`ArchiveStatus::files`].
-pub const STATUS_FILES: usize = 500;
-
-impl ArchiveStatus {
-    fn of(name: Name, cur: &Current, rates: (u64, u64), readers: usize) -> ArchiveStatus {
-        let a = &cur.archive;
-        let info = a.info();
-        let s = a.stats();
-        let real: Vec<&crate::metainfo::FileEntry> = info.files.iter().filter(|f| !f.pad).collect();
-        let files = real
-            .iter()
-            .take(STATUS_FILES)
-            .map(|f| FileStatus {
-                path: f.path.join("/"),
-                size: f.length,
-                verified: a.swarm().verified_bytes(f.offset, f.offset + f.length),
-            })
-            .collect();
-        ArchiveStatus {
-            info_hash: a.info_hash(),
-            title: info.name.clone(),
-            magnet: a.magnet(),
-            seq: cur.seq,
-            peers: a.peers(),
-            peers_known: s.peers_known,
-            peer_failures: a.swarm().peer_failures(),
-            download_rate: rates.0,
-            upload_rate: rates.1,
-            downloaded: s.downloaded,
-            uploaded: s.uploaded,
-            readers,
-            files,
-            num_files: real.len(),
-            size: info.total_length,
-            verified: a.swarm().verified_bytes(0, info.total_length),
-            name,
         }
     }
 }
