@@ -30,7 +30,8 @@ pub fn list() -> anyhow::Result<()> {
                 "mountpoint",
                 e.mountpoint.as_ref().map(|p| p.display().to_string()),
             ),
-            ("url", e.url),
+            // A seed's "URL" is the directory it seeds.
+            (if e.kind == "seed" { "directory" } else { "url" }, e.url),
             ("magnet", e.magnet),
             ("published", e.published),
             ("log", e.log.map(|p| p.display().to_string())),
