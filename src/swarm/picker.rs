@@ -173,10 +173,6 @@ pub struct Picker {
     /// gets the blocks of a new read only after the idle ones (see
     /// [`Picker::urgent_room`]).
     backlog: HashMap<ConnId, usize>,
-    /// The `urgent_epoch`s in which each connection was last given blocks
-    /// of a read, and the one before: small reads rotate over the fast
-    /// peers, least recently asked first (see [`Picker::urgent_room`]).
-    urgent_asked: HashMap<ConnId, (u64, u64)>,
     /// The block each urgent piece is picked from first (the first block a
     /// read waits on, when its blocks are verified alone): blocks are
     /// asked in order from there, wrapping around.
@@ -219,7 +215,6 @@ impl Picker {
             max_partial,
             rates: HashMap::new(),
             backlog: HashMap::new(),
-            urgent_asked: HashMap::new(),
             hot: HashMap::new(),
             epoch: 0,
             urgent_epoch: 0,
@@ -461,7 +456,6 @@ impl Picker {
             return (out, false);
         }
         let mut urgent_room = self.urgent_room(conn);
-        let mut took_urgent = false;
         let mut queued = load.outstanding;
         let cands: Vec<u32> = {
             let mut seen = BTreeSet::new();
@@ -472,7 +466,7 @@ impl Picker {
         };
         for &p in &cands {
             if out.len() >= max {
-                break;
+                return (out, limited);
             }
             let urgent = self.urgent.contains_key(&p);
             if urgent && urgent_room == 0 {
@@ -534,17 +528,10 @@ impl Picker {
                     queued += 1;
                     if urgent {
                         urgent_room -= 1;
-                        took_urgent = true;
                     } else {
                         ahead += 1;
                     }
                 }
-            }
-        }
-        if took_urgent {
-            let asked = self.urgent_asked.entry(conn).or_insert((0, 0));
-            if asked.0 != self.urgent_epoch {
-                *asked = (self.urgent_epoch, asked.0);
             }
         }
         // End-game, per block: a block a read waits on that is late from
@@ -586,7 +573,6 @@ impl Picker {
     pub fn release(&mut self, conn: ConnId) {
         self.rates.remove(&conn);
         self.backlog.remove(&conn);
-        self.urgent_asked.remove(&conn);
         self.picked_epoch.remove(&conn);
         // Its blocks are back for the fastest peers to take first.
         self.urgent_epoch += 1;

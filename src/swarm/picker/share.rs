@@ -1,8 +1,7 @@
 //! How the blocks that reads wait on are shared out over the connections
 //! that pick (issue 18): in proportion to their measured download rates
-//! and, for a read that needs few blocks, over only as many of the fast
-//! measured connections as it takes to give each [`BLOCKS_PER_PEER`]
-//! (those least recently asked for a read, see [`FAST_SHARE`]).
+//! and, for a read that needs few blocks, over only as many of the fastest
+//! measured connections as it takes to give each [`BLOCKS_PER_PEER`].
 //!
 //! Why few peers for a small read: a read waits for the slowest of the
 //! peers it asked, and a peer's answer comes one round trip plus its own
@@ -40,14 +39,6 @@ pub const BLOCKS_PER_PEER: usize = 6;
 /// requests for the old position still fill the seeder's send buffer)
 /// than from all 8: p50 144–267 ms against 85–155 in the same runs.
 const FEW_PEERS: usize = 3;
-
-/// Peers measured at least this share of the fastest one's rate count as
-/// fast: a small read goes to the fast peers least recently asked for one.
-/// Rotating spreads the reads over the peers, and a libtorrent seeder
-/// asked little answers within a round trip more often than one asked
-/// for every read: its upload quota, handed out once per
-/// `tick_interval`, is not spent (see bench/internet-diagnosis.md).
-pub const FAST_SHARE: f64 = 0.5;
 
 /// Readahead queued at a peer, in time to send it at the peer's rate,
 /// past which the peer is busy: the blocks of a new read go to the idle
@@ -105,32 +96,10 @@ impl Picker {
             all = idle;
         }
         let k = pending.div_ceil(BLOCKS_PER_PEER);
-        // The fast ones: measured, at least FAST_SHARE of the fastest (and
-        // at least the k fastest).
         let mut fastest: Vec<(ConnId, f64)> =
             all.iter().copied().filter(|&(_, r)| r > 0.0).collect();
-        fastest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let top = fastest.first().map_or(0.0, |&(_, r)| r);
-        let fast = fastest
-            .iter()
-            .take_while(|&&(_, r)| r >= top * FAST_SHARE)
-            .count();
-        fastest.truncate(fast.max(k));
         let pool = if k <= FEW_PEERS && k < all.len() && fastest.len() >= k {
-            // Least recently asked first (the epoch before this read's, so
-            // the choice stays put while the read is shared out), then
-            // the fastest.
-            let asked = |c: ConnId| match self.urgent_asked.get(&c) {
-                Some(&(last, before)) if last == self.urgent_epoch => before,
-                Some(&(last, _)) => last,
-                None => 0,
-            };
-            fastest.sort_by(|a, b| {
-                asked(a.0)
-                    .cmp(&asked(b.0))
-                    .then(b.1.total_cmp(&a.1))
-                    .then(a.0.cmp(&b.0))
-            });
+            fastest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             fastest.truncate(k);
             if fastest.iter().any(|&(c, _)| c == conn) {
                 return pending.div_ceil(k).saturating_sub(mine);
@@ -361,32 +330,5 @@ mod tests {
         // connection 2 is not held back waiting on it, and vice versa.
         p.note_queue(1, got.len());
         assert_eq!(pick(&mut p, 2, rate).len(), 16);
-    }
-    #[test]
-    fn small_reads_rotate_over_the_fast_peers() {
-        let mut p = picker();
-        let rate = |c: ConnId| 100_000.0 * c as f64;
-        for c in 1..=8 {
-            assert!(pick(&mut p, c, rate(c)).is_empty());
-        }
-        let takers = |p: &mut Picker| -> Vec<ConnId> {
-            let mut t: Vec<ConnId> = (1..=8)
-                .rev()
-                .filter(|&c| !pick(p, c, rate(c)).is_empty())
-                .collect();
-            t.sort();
-            t
-        };
-        p.add_urgent(3);
-        // Never asked: the fastest three.
-        assert_eq!(takers(&mut p), vec![6, 7, 8]);
-        p.remove_urgent(3);
-        // The next read: the fast ones (at least half of 800 kB/s) not
-        // asked yet, 5 and 4, then the fastest of the others.
-        p.add_urgent(5);
-        assert_eq!(takers(&mut p), vec![4, 5, 8]);
-        p.remove_urgent(5);
-        p.add_urgent(7);
-        assert_eq!(takers(&mut p), vec![6, 7, 8]);
     }
 }
