@@ -75,10 +75,15 @@ impl Picker {
             .map(|(&c, &r)| (c, r))
             .collect();
         all.push((conn, own));
-        // Busy peers (readahead queued) only after the idle ones.
+        // Busy peers (readahead queued) only after the idle ones. A
+        // backlog noted before the latest read began is not trusted: a
+        // seek makes readahead stale, which each connection cancels at its
+        // next pick, so until then it counts as idle (else the first to
+        // pick after a seek would take the whole read).
         let busy = |&(c, r): &(ConnId, f64)| {
+            let fresh = c == conn || self.picked_epoch.get(&c) == Some(&self.urgent_epoch);
             let queued = self.backlog.get(&c).copied().unwrap_or(0);
-            queued as f64 * f64::from(BLOCK) / weight(r) > BUSY_BACKLOG.as_secs_f64()
+            fresh && queued as f64 * f64::from(BLOCK) / weight(r) > BUSY_BACKLOG.as_secs_f64()
         };
         if all.iter().any(busy) && !all.iter().all(busy) {
             let (busy_ones, idle): (Vec<_>, Vec<_>) = all.iter().copied().partition(|a| busy(a));
@@ -259,6 +264,7 @@ mod tests {
         let total: usize = (1..=5).map(|c| pick(&mut p, c, rate(c)).len()).sum();
         assert_eq!(total, 16);
     }
+
     #[test]
     fn a_peer_busy_with_readahead_gets_a_read_only_after_the_idle_ones() {
         let mut p = picker();
@@ -330,5 +336,22 @@ mod tests {
         // connection 2 is not held back waiting on it, and vice versa.
         p.note_queue(1, got.len());
         assert_eq!(pick(&mut p, 2, rate).len(), 16);
+    }
+
+    #[test]
+    fn a_backlog_noted_before_the_read_does_not_count() {
+        let mut p = picker();
+        let rate = 1_000_000.0;
+        for c in 1..=4 {
+            assert!(pick(&mut p, c, rate).is_empty());
+        }
+        // Readahead queued before a seek: stale once the read begins, and
+        // cancelled at connection 1's next pick.
+        p.note_queue(1, 20);
+        p.add_urgent(3);
+        p.add_urgent(4);
+        let idle: usize = (2..=4).map(|c| pick(&mut p, c, rate).len()).sum();
+        assert_eq!(idle, 24);
+        assert_eq!(pick(&mut p, 1, rate).len(), 8);
     }
 }
