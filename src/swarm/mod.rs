@@ -80,7 +80,7 @@ pub use metadata::MetadataError;
 pub(crate) use peers::DialTarget;
 pub(crate) use picker::{BLOCK, ConnId, Req};
 pub use progress::PeerInfo;
-pub(crate) use requests::{BlockArrival, UploadCheck, UploadReadError};
+pub(crate) use requests::{BlockArrival, QueueCaps, UploadCheck, UploadReadError};
 
 use picker::Picker;
 

@@ -168,6 +168,11 @@ pub struct Picker {
     /// until it is choked or closed: blocks reads wait on are shared out
     /// in proportion (see [`Picker::urgent_room`]).
     rates: HashMap<ConnId, f64>,
+    /// Requests outstanding at each picking connection's peer for pieces
+    /// no read waits on, at its latest pick: a peer busy with readahead
+    /// gets the blocks of a new read only after the idle ones (see
+    /// [`Picker::urgent_room`]).
+    backlog: HashMap<ConnId, usize>,
     /// The block each urgent piece is picked from first (the first block a
     /// read waits on, when its blocks are verified alone): blocks are
     /// asked in order from there, wrapping around.
@@ -209,6 +214,7 @@ impl Picker {
             prefetch: false,
             max_partial,
             rates: HashMap::new(),
+            backlog: HashMap::new(),
             hot: HashMap::new(),
             epoch: 0,
             urgent_epoch: 0,
@@ -444,6 +450,7 @@ impl Picker {
         let mut ahead = 0usize;
         let mut limited = false;
         self.rates.insert(conn, load.rate);
+        self.note_queue(conn, load.outstanding);
         self.picked_epoch.insert(conn, self.urgent_epoch);
         if max == 0 {
             return (out, false);
@@ -565,6 +572,7 @@ impl Picker {
     /// connection in end-game stay with that one.
     pub fn release(&mut self, conn: ConnId) {
         self.rates.remove(&conn);
+        self.backlog.remove(&conn);
         self.picked_epoch.remove(&conn);
         // Its blocks are back for the fastest peers to take first.
         self.urgent_epoch += 1;

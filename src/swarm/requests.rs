@@ -52,6 +52,21 @@ pub(crate) struct RequestPlan {
     pub new: Vec<Req>,
 }
 
+/// How many requests one connection may keep outstanding at its peer, for
+/// [`Swarm::plan_requests`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueCaps {
+    /// Most requests in all (the request depth, at most the peer's `reqq`).
+    pub cap: usize,
+    /// Requests in all past which only blocks that reads wait on are
+    /// asked: what the memory budget allows this connection.
+    pub budget: usize,
+    /// The same bound from the peer's rate and answer time: readahead
+    /// that keeps the peer sending, and no more (see
+    /// `crate::peer::session::pipeline`).
+    pub ahead: usize,
+}
+
 /// A stored block could not be read for upload.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read piece {index} for upload: {source}")]
@@ -95,12 +110,12 @@ impl Swarm {
     /// Plans connection `conn`'s requests: drops from `outstanding` (and
     /// returns) those nobody waits for any more; when reads wait on blocks
     /// the peer has and its queue of `cap` requests is full, gives up the
-    /// newest readahead requests to make room; then picks up to `cap` new
-    /// requests in all from what the peer has (`peer_pieces`: None before
-    /// its pieces are known, when nothing new is picked). Past `budget_cap`
-    /// requests in all (what the memory budget allows this connection), only
-    /// blocks that reads wait on are picked, and the log says the budget
-    /// held readahead back. `rate`: the peer's measured download rate in
+    /// newest readahead requests to make room; then picks up to `caps.cap`
+    /// new requests in all from what the peer has (`peer_pieces`: None
+    /// before its pieces are known, when nothing new is picked). Past
+    /// `caps.budget` requests in all, only blocks that reads wait on are
+    /// picked, and the log says the memory budget held readahead back; the
+    /// same past `caps.ahead`, silently. `rate`: the peer's measured download rate in
     /// bytes/s (0 before it is measured), which sizes this connection's
     /// share of the blocks reads wait on and their deadlines (see
     /// [`super::picker::Picker::pick_within`]). The new requests are not in
@@ -111,10 +126,10 @@ impl Swarm {
         conn: ConnId,
         peer_pieces: Option<&[bool]>,
         outstanding: &mut VecDeque<Req>,
-        cap: usize,
-        budget_cap: usize,
+        caps: QueueCaps,
         rate: f64,
     ) -> Option<RequestPlan> {
+        let cap = caps.cap;
         let mut guard = self.lock();
         let st = &mut *guard;
         let p = st.picker.as_mut()?;
@@ -141,6 +156,7 @@ impl Swarm {
         // A read waits on blocks this peer has, and the queue is full of
         // readahead: cancel the newest readahead requests to make room, so
         // a seek costs one piece, not the abandoned window.
+        p.note_queue(conn, outstanding.len());
         let need = p.urgent_unrequested(&has).min(p.urgent_room(conn));
         let free = cap.saturating_sub(outstanding.len());
         let mut k = need.saturating_sub(free);
@@ -157,14 +173,15 @@ impl Swarm {
         }
         let want = cap.saturating_sub(outstanding.len());
         if want > 0 {
-            let ahead = budget_cap.min(cap).saturating_sub(outstanding.len());
+            let bound = caps.ahead.min(cap);
+            let ahead = caps.budget.min(bound).saturating_sub(outstanding.len());
             let load = ConnLoad {
                 rate,
                 outstanding: outstanding.len(),
             };
             let (new, limited) = p.pick_within(conn, &has, want, ahead, load, Instant::now());
             plan.new = new;
-            if limited {
+            if limited && caps.budget < bound {
                 drop(guard);
                 super::budget::global().note_limited(
                     "no more blocks are requested ahead of reads until some is freed",

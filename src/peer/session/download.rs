@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::{NOT_INTERESTED_AFTER, Session, SessionError, send};
 use crate::peer::conn::PeerWriter;
 use crate::peer::wire::{Bitfield, BlockRequest, Message};
-use crate::swarm::{BLOCK, BlockArrival, Req, budget};
+use crate::swarm::{BLOCK, BlockArrival, QueueCaps, Req, budget};
 
 /// Blocks in flight a connection may always take of the memory budget
 /// (if the budget has room), however many connections share it.
@@ -189,12 +189,19 @@ impl Session {
             .inflight
             .grow_to((cap as u64 * u64::from(BLOCK)).min(fair));
         let budget_cap = (granted / u64::from(BLOCK)) as usize;
+        // And no more readahead than keeps the peer sending at its rate
+        // (see [`super::pipeline`]): blocks of a seek's new position are
+        // not queued behind much of it.
+        let ahead_cap = self.pipeline.ahead_cap(self.rate);
         let plan = self.swarm.plan_requests(
             self.id,
             self.peer_pieces.as_deref(),
             &mut self.outstanding,
-            cap,
-            budget_cap,
+            QueueCaps {
+                cap,
+                budget: budget_cap,
+                ahead: ahead_cap,
+            },
             self.rate,
         );
         let Some(plan) = plan else {
@@ -217,6 +224,8 @@ impl Session {
         if self.waiting_since.is_none() {
             self.waiting_since = Some(Instant::now());
         }
+        self.pipeline
+            .sent(plan.new[0], self.outstanding.len(), Instant::now());
         for r in plan.new {
             send(w, &Message::Request(to_block(r))).await?;
             self.outstanding.push_back(r);
@@ -255,6 +264,7 @@ impl Session {
             None if self.released.remove(&req) => {}
             None => return self.on_stray_block(index, begin, len),
         }
+        self.pipeline.arrived(&req, Instant::now());
         self.waiting_since = (!self.outstanding.is_empty()).then(Instant::now);
         self.rate_bytes += len as u64;
         let arrival = self.swarm.block_arrived(self.id, index, begin, data).await;

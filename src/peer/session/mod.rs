@@ -34,6 +34,7 @@ mod hashes;
 mod holepunch;
 mod metadata;
 mod pex;
+mod pipeline;
 mod upload;
 
 /// Why a session ended. Each message is one line for the log.
@@ -332,6 +333,9 @@ struct Session {
     inflight: Reservation,
     /// Target number of outstanding requests (grows with the measured rate).
     depth: usize,
+    /// The peer's measured answer time, which sizes the queue of
+    /// readahead requests (see [`pipeline`]).
+    pipeline: pipeline::Pipeline,
     /// Their `reqq` (BEP 10): most requests they queue.
     their_reqq: usize,
     /// Since when requests sent to them have gone without any block in
@@ -409,6 +413,7 @@ impl Session {
             released: HashSet::new(),
             inflight: Reservation::empty(),
             depth: 64,
+            pipeline: pipeline::Pipeline::default(),
             their_reqq: 250,
             waiting_since: None,
             last_recv: now,
