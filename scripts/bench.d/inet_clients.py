@@ -28,7 +28,12 @@ MSE_KINDS = ("btfs-mount/off", "btfs-mount/require", "lt-download/off", "lt-down
 MSE_FLAGS = {"btfs-mount/off": ["--encryption", "off"],
              "btfs-mount/require": ["--encryption", "require"],
              "lt-download/off": ["--no-encryption"],
-             "lt-download/require": ["--require-encryption"]}
+             "lt-download/require": ["--require-encryption"],
+             # A client of every test (--inet-clients btfs-mount/tcp): this
+             # binary with the only transport it had before MSE and uTP
+             # (issue 16), plaintext TCP, to tell what they cost a first
+             # byte on this swarm.
+             "btfs-mount/tcp": ["--no-utp", "--encryption", "off"]}
 
 
 class Proc(bench.Proc):

@@ -278,7 +278,11 @@ def report(ib, info, started, load_before, load_after, run_seconds):
     if mse:
         md.append(mse + "\n")
     for rev in getattr(ib, "extra_bins", {}):
-        md.append(side_by_side(ib, rev) + "\n")
+        md.append(side_by_side(ib, f"btfs-mount@{rev}", ib.extra_bins[rev]) + "\n")
+    from inet_clients import MSE_FLAGS
+    for c in getattr(ib, "clients", []):
+        if c.startswith("btfs-mount/"):
+            md.append(side_by_side(ib, c, "this binary with " + " ".join(MSE_FLAGS[c])) + "\n")
     md.append("Notes:\n")
     orders = getattr(ib, "orders", [])
     md.append(f"1. every test starts a fresh client, after {a.inet_between:g} s of quiet "
@@ -464,11 +468,13 @@ def mse_table(ib):
     return "\n".join(lines)
 
 
-def side_by_side(ib, rev):
-    """btfs-mount against btfs-mount@REV (--inet-bin) in the same run: the
-    rows of the main table for both binaries, with their ratio."""
+def side_by_side(ib, other, what):
+    """btfs-mount against another btfs-mount client in the same run (OTHER:
+    btfs-mount@REV of --inet-bin, or btfs-mount/tcp, the same binary with
+    other flags; WHAT says which): the rows of the main table for both,
+    with their ratio."""
     R = ib.results
-    other = f"btfs-mount@{rev}"
+    rev = other.split("@", 1)[-1] if "@" in other else other
 
     def get(metric, col, label):
         return R.get(f"{metric}_{col}_{label}", [])
@@ -491,9 +497,9 @@ def side_by_side(ib, rev):
         ("peak RSS (MiB)", "rss", lambda x: max(x) if x else None, 1 / MIB, 0),
         ("CPU of the `cat` (s)", "cat_cpu", med, 1, 1),
     ]
-    lines = [f"btfs-mount (this tree) against btfs-mount@{rev} ({ib.extra_bins[rev]}), "
+    lines = [f"btfs-mount (this tree, default settings) against {other} ({what}), "
              f"each test run by both in turn in the same run:\n",
-             f"| metric | pieces | btfs-mount | btfs-mount@{rev} | ratio (this / {rev}) |",
+             f"| metric | pieces | btfs-mount | {other} | ratio (this / {rev}) |",
              "|---|---|---|---|---|"]
     for label in ("256k", "4m"):
         for title, key, agg, scale, digits in metrics:
