@@ -46,10 +46,10 @@ pub(super) fn swarm(cache_size: Option<u64>) -> Arc<Swarm> {
     s
 }
 
-/// A swarm over 8 pieces in `storage`, its metadata not set yet.
-fn swarm_in(cache_size: Option<u64>, storage: StorageKind) -> Arc<Swarm> {
-    let raw = raw_info();
-    let cfg = SwarmConfig {
+/// The settings of the swarms of these tests: seeding, no prefetch, 1 s
+/// read timeout, in `storage`.
+pub(super) fn test_config(cache_size: Option<u64>, storage: StorageKind) -> SwarmConfig {
+    SwarmConfig {
         peer_id: PeerId::generate(),
         listen_port: 0,
         seed: true,
@@ -62,8 +62,13 @@ fn swarm_in(cache_size: Option<u64>, storage: StorageKind) -> Arc<Swarm> {
         cache_size,
         prefers_encryption: false,
         reach: crate::reach::Reach::default(),
-    };
-    Swarm::new(InfoHash::of_info(&raw), cfg)
+    }
+}
+
+/// A swarm over 8 pieces in `storage`, its metadata not set yet.
+fn swarm_in(cache_size: Option<u64>, storage: StorageKind) -> Arc<Swarm> {
+    let raw = raw_info();
+    Swarm::new(InfoHash::of_info(&raw), test_config(cache_size, storage))
 }
 
 /// Waits for the verification tasks spawned by `complete_piece`.

@@ -277,7 +277,15 @@ impl Swarm {
     ) {
         let Some(loaded) = self.loaded() else { return };
         let info = &loaded.info;
-        if info.version != crate::metainfo::MetaVersion::V2 && sha1 == info.piece_hash(index) {
+        let good =
+            info.version != crate::metainfo::MetaVersion::V2 && sha1 == info.piece_hash(index);
+        self.verified_as_written(index, sources, good);
+    }
+
+    /// Piece `index`, hashed as it was written: verified when `good`, else
+    /// decided from the storage ([`Swarm::verify_downloaded`]).
+    fn verified_as_written(self: &Arc<Self>, index: u32, sources: Vec<ConnId>, good: bool) {
+        if good {
             self.counters
                 .hashed_as_written
                 .fetch_add(1, Ordering::Relaxed);
@@ -307,14 +315,7 @@ impl Swarm {
             && self
                 .v2_piece_hash(index)
                 .is_some_and(|(layer, want)| crate::merkle::root_of(leaves, 0, 1 << layer) == want);
-        if good {
-            self.counters
-                .hashed_as_written
-                .fetch_add(1, Ordering::Relaxed);
-            self.piece_verified(index, &sources);
-        } else {
-            self.verify_downloaded(index, sources);
-        }
+        self.verified_as_written(index, sources, good);
     }
 
     /// [`Swarm::verify_downloaded`], on the calling (blocking) thread.

@@ -391,7 +391,6 @@ mod tests {
     use super::super::tests::{PL, piece, swarm, wait};
     use super::super::{BLOCK, PeerSource};
     use super::*;
-    use std::time::Duration;
 
     /// Piece `index` is waited on, and its blocks are requested of `conn`.
     fn request(s: &Swarm, conn: ConnId, index: u32) {
@@ -510,20 +509,7 @@ mod tests {
             Ok(())
         };
         let built = build_v2("t", &files, V2PL as u64, flavor, &mut src).unwrap();
-        let cfg = super::super::SwarmConfig {
-            peer_id: crate::PeerId::generate(),
-            listen_port: 0,
-            seed: true,
-            prefetch: false,
-            read_timeout: Duration::from_secs(1),
-            max_peers: 10,
-            max_partial_bytes: 1 << 20,
-            max_metadata_size: 1 << 20,
-            storage: crate::storage::StorageKind::Memory,
-            cache_size: None,
-            prefers_encryption: false,
-            reach: crate::reach::Reach::default(),
-        };
+        let cfg = super::super::tests::test_config(None, crate::storage::StorageKind::Memory);
         let s = Swarm::new(built.info_hash_v2.truncated(), cfg);
         s.set_metadata(&built.info_raw).unwrap();
         let layers = built.piece_layers.to_bencode().encode();

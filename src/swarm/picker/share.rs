@@ -265,24 +265,33 @@ mod tests {
         assert_eq!(total, 16);
     }
 
-    #[test]
-    fn a_peer_busy_with_readahead_gets_a_read_only_after_the_idle_ones() {
+    /// Four connections at 1 MB/s, connection 1 busy with 20 requests of
+    /// readahead queued (330 ms at 1 MB/s, more than BUSY_BACKLOG), then a
+    /// read of `urgent` pieces: connection 1 is not given any of it yet.
+    /// Returns the picker, connection 1's load and the time of its pick.
+    fn one_busy_peer_then_a_read(urgent: &[u32]) -> (Picker, ConnLoad, Instant) {
         let mut p = picker();
         let rate = 1_000_000.0;
         for c in 1..=4 {
             assert!(pick(&mut p, c, rate).is_empty());
         }
-        // Connection 1 has 20 requests of readahead queued: 330 ms at
-        // 1 MB/s, more than BUSY_BACKLOG.
         p.note_queue(1, 20);
-        p.add_urgent(3);
-        p.add_urgent(4);
+        for &i in urgent {
+            p.add_urgent(i);
+        }
         let busy = ConnLoad {
             rate,
             outstanding: 20,
         };
         let now = Instant::now();
         assert!(p.pick_within(1, &|_| true, 64, 64, busy, now).0.is_empty());
+        (p, busy, now)
+    }
+
+    #[test]
+    fn a_peer_busy_with_readahead_gets_a_read_only_after_the_idle_ones() {
+        let (mut p, busy, now) = one_busy_peer_then_a_read(&[3, 4]);
+        let rate = busy.rate;
         // The idle three take the read's 32 blocks.
         let idle: usize = (2..=4).map(|c| pick(&mut p, c, rate).len()).sum();
         assert_eq!(idle, 32);
@@ -291,19 +300,8 @@ mod tests {
 
     #[test]
     fn a_busy_peer_takes_the_blocks_the_idle_ones_cannot() {
-        let mut p = picker();
-        let rate = 1_000_000.0;
-        for c in 1..=4 {
-            assert!(pick(&mut p, c, rate).is_empty());
-        }
-        p.note_queue(1, 20);
-        p.add_urgent(3);
-        let busy = ConnLoad {
-            rate,
-            outstanding: 20,
-        };
-        let now = Instant::now();
-        assert!(p.pick_within(1, &|_| true, 64, 64, busy, now).0.is_empty());
+        let (mut p, busy, now) = one_busy_peer_then_a_read(&[3]);
+        let rate = busy.rate;
         // The idle ones lack piece 3.
         for c in 2..=4 {
             let load = ConnLoad {
