@@ -170,24 +170,19 @@ impl Reach {
             .map(|(ip, _)| ip)
     }
 
-    /// The port to advertise to `to` (None: to the DHT of the mapping's
-    /// address family, BEP 5 `announce_peer`), where our peer listener has
-    /// `listen_port`: the router's mapped external port while a mapping is
-    /// in force and `to` is on the internet in the mapping's address family
-    /// (the router may map another port than ours, e.g. when ours is taken
-    /// by another host), else `listen_port`. A peer on our own network
-    /// (loopback, private, link-local, CGNAT 100.64.0.0/10, IPv6
-    /// unique-local) dials us directly, not through the router, so it gets
-    /// `listen_port`; so does a peer of the other family: UPnP IGD and
-    /// NAT-PMP map IPv4 ports only, and an IPv6 peer reaches our own
-    /// address and listen port. Used for the BEP 10 `p`.
-    pub fn advertised_port(&self, listen_port: u16, to: Option<IpAddr>) -> u16 {
+    /// The port to advertise to the peer at `to` (BEP 10 `p`), where our
+    /// peer listener has `listen_port`: the router's mapped external port
+    /// while a mapping is in force and `to` is on the internet in the
+    /// mapping's address family (the router may map another port than
+    /// ours, e.g. when ours is taken by another host), else `listen_port`.
+    /// A peer on our own network (loopback, private, link-local, CGNAT
+    /// 100.64.0.0/10, IPv6 unique-local) dials us directly, not through the
+    /// router, so it gets `listen_port`; so does a peer of the other family:
+    /// UPnP IGD and NAT-PMP map IPv4 ports only, and an IPv6 peer reaches
+    /// our own address and listen port. The DHT's port: [`Reach::dht_port`].
+    pub fn advertised_port(&self, listen_port: u16, to: IpAddr) -> u16 {
         match self.mapped() {
-            Some(ext)
-                if to.is_none_or(|ip| {
-                    is_internet(ip) && ip.to_canonical().is_ipv6() == ext.is_ipv6()
-                }) =>
-            {
+            Some(ext) if is_internet(to) && to.to_canonical().is_ipv6() == ext.is_ipv6() => {
                 ext.port()
             }
             _ => listen_port,
@@ -272,22 +267,21 @@ mod tests {
     fn the_mapped_port_is_advertised_to_the_internet_only() {
         let r = Reach::default();
         let internet: IpAddr = "198.51.100.20".parse().unwrap();
-        assert_eq!(r.advertised_port(6881, None), 6881, "no mapping");
-        assert_eq!(r.advertised_port(6881, Some(internet)), 6881);
+        assert_eq!(r.dht_port(6881, false), 6881, "no mapping");
+        assert_eq!(r.advertised_port(6881, internet), 6881);
         // The router mapped another external port than our listen port.
         r.set(Reachability::Mapped {
             external: "203.0.113.12:7000".parse().unwrap(),
             method: MapMethod::NatPmp,
         });
-        assert_eq!(r.advertised_port(6881, None), 7000, "the DHT");
-        assert_eq!(r.advertised_port(6881, Some(internet)), 7000);
+        assert_eq!(r.advertised_port(6881, internet), 7000);
         let v6: IpAddr = "2001:db8::20".parse().unwrap();
         // The mapping is IPv4: an IPv6 peer dials our own address and port.
-        assert_eq!(r.advertised_port(6881, Some(v6)), 6881);
+        assert_eq!(r.advertised_port(6881, v6), 6881);
         assert_eq!(r.dht_port(6881, false), 7000, "the IPv4 DHT");
         assert_eq!(r.dht_port(6881, true), 6881, "the IPv6 DHT");
         let mapped_v4: IpAddr = "::ffff:198.51.100.20".parse().unwrap();
-        assert_eq!(r.advertised_port(6881, Some(mapped_v4)), 7000);
+        assert_eq!(r.advertised_port(6881, mapped_v4), 7000);
         for lan in [
             "10.0.0.7",
             "192.168.1.7",
@@ -301,7 +295,7 @@ mod tests {
             "::ffff:192.168.1.7",
         ] {
             let ip: IpAddr = lan.parse().unwrap();
-            assert_eq!(r.advertised_port(6881, Some(ip)), 6881, "{lan}");
+            assert_eq!(r.advertised_port(6881, ip), 6881, "{lan}");
         }
     }
 

@@ -35,12 +35,7 @@ impl Session {
         // on the internet).
         hs.listen_port = Some(self.swarm.cfg.listen_port)
             .filter(|&p| p != 0)
-            .map(|p| {
-                self.swarm
-                    .cfg
-                    .reach
-                    .advertised_port(p, Some(self.addr.ip()))
-            });
+            .map(|p| self.swarm.cfg.reach.advertised_port(p, self.addr.ip()));
         hs.client = Some(concat!("btfs-mount ", env!("CARGO_PKG_VERSION")).into());
         hs.reqq = Some(OUR_REQQ);
         hs.yourip = Some(self.addr.ip());
