@@ -106,19 +106,20 @@ pub struct Scan {
 /// A name that is not UTF-8 is kept: the torrent gets its raw bytes.
 ///
 /// Errors: `path` missing or unreadable, not a directory or regular file,
-/// or no regular file found (`NotFound`).
+/// or no regular file found (`NotFound`); each message starts with `path`
+/// (every error is about it: what is wrong deeper down is skipped).
 pub fn scan_dir(path: &Path) -> io::Result<Scan> {
+    scan_top(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// [`scan_dir`], its errors not naming `path` yet.
+fn scan_top(path: &Path) -> io::Result<Scan> {
     let md = fs::symlink_metadata(path)?;
     let name = path
         .canonicalize()?
         .file_name()
         .map(shown_name)
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{}: has no name", path.display()),
-            )
-        })?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "has no name"))?;
     let mut skipped = Vec::new();
     let mut files = Vec::new();
     if md.is_file() {
@@ -133,13 +134,13 @@ pub fn scan_dir(path: &Path) -> io::Result<Scan> {
         if files.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("{}: no readable regular file to seed", path.display()),
+                "no readable regular file to seed",
             ));
         }
     } else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{}: not a directory or regular file", path.display()),
+            "not a directory or regular file",
         ));
     }
     Ok(Scan {

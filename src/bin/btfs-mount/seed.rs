@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use btfs::client::Client;
 use btfs::keepalive::{Event, KeepAlive};
 use btfs::keypair::Keypair;
@@ -54,14 +55,7 @@ pub async fn run(
     let p = path.clone();
     let scan = tokio::task::spawn_blocking(move || btfs::create::scan_dir(&p))
         .await?
-        .map_err(|e| {
-            // Name the path once: some scan errors already start with it.
-            let shown = path.display().to_string();
-            match e.to_string() {
-                m if m.contains(&shown) => anyhow::anyhow!("cannot seed: {m}"),
-                m => anyhow::anyhow!("cannot seed {shown}: {m}"),
-            }
-        })?;
+        .context("cannot seed")?;
     for (p, why) in &scan.skipped {
         eprintln!("btfs-mount: skipping {}: {why}", p.display());
     }
