@@ -13,6 +13,19 @@ use btfs::swarm::StorageKind;
 use btfs::{Client, LookupOptions};
 use support::*;
 
+/// A client with default settings but the bootstrap node `boot`, the
+/// `storage`, and a 30 s read timeout (DHT, LSD and port mapping on, as a
+/// program would run them).
+async fn start_client(boot: &str, storage: StorageKind) -> Client {
+    Client::builder()
+        .bootstrap(vec![boot.to_string()])
+        .storage(storage)
+        .read_timeout(Duration::from_secs(30))
+        .start()
+        .await
+        .expect("client starts")
+}
+
 #[test]
 fn client_lookup_and_archive_reads_with_memory_storage() {
     if !in_netns("client_lookup_and_archive_reads_with_memory_storage") {
@@ -38,13 +51,7 @@ fn client_lookup_and_archive_reads_with_memory_storage() {
     let original = std::fs::read(tree.join("dir/b.bin")).unwrap();
 
     runtime().block_on(async {
-        let client = Client::builder()
-            .bootstrap(vec![boot.clone()])
-            .storage(StorageKind::Memory)
-            .read_timeout(Duration::from_secs(30))
-            .start()
-            .await
-            .expect("client starts");
+        let client = start_client(&boot, StorageKind::Memory).await;
         let opts = LookupOptions {
             timeout: Duration::from_secs(30),
             ..Default::default()
@@ -125,15 +132,7 @@ fn a_stopped_client_lets_go_of_its_cache() {
     let cache = tmp.path().join("cache");
     runtime().block_on(async {
         for round in 0..2 {
-            // Defaults but the bootstrap node and the cache: DHT, LSD and
-            // port mapping on, as a program would run them.
-            let client = Client::builder()
-                .bootstrap(vec![boot.clone()])
-                .storage(StorageKind::Files(cache.clone()))
-                .read_timeout(Duration::from_secs(30))
-                .start()
-                .await
-                .expect("client starts");
+            let client = start_client(&boot, StorageKind::Files(cache.clone())).await;
             let opts = LookupOptions {
                 timeout: Duration::from_secs(30),
                 peers: vec![seeder.addr().parse().unwrap()],

@@ -120,13 +120,20 @@ async fn bounded_cache_evicts_least_recently_read_and_stops_advertising() {
     assert!(s.lock().cache.cached_bytes() <= 3 * PL as u64);
 }
 
-#[tokio::test]
-async fn a_mixed_bad_piece_blames_only_the_peer_whose_blocks_differed() {
-    let s = swarm(None);
+/// An honest peer (127.0.0.1:1000) and one that sends wrong blocks
+/// (127.0.0.2:1000), connected to `s`: each one's address and connection.
+pub(super) fn good_and_bad(s: &Swarm) -> ((SocketAddr, ConnId), (SocketAddr, ConnId)) {
     let good: SocketAddr = "127.0.0.1:1000".parse().unwrap();
     let bad: SocketAddr = "127.0.0.2:1000".parse().unwrap();
     let (g, _) = s.register_conn(good, PeerSource::Cli).unwrap();
     let (b, _) = s.register_conn(bad, PeerSource::Cli).unwrap();
+    ((good, g), (bad, b))
+}
+
+#[tokio::test]
+async fn a_mixed_bad_piece_blames_only_the_peer_whose_blocks_differed() {
+    let s = swarm(None);
+    let ((good, g), (bad, b)) = good_and_bad(&s);
     for round in 0..3u32 {
         let i = round;
         // Block 0 from the honest peer, block 1 (wrong) from the other.

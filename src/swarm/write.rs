@@ -388,7 +388,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::Ordering;
 
-    use super::super::tests::{PL, piece, swarm, wait};
+    use super::super::tests::{PL, good_and_bad, piece, swarm, wait};
     use super::super::{BLOCK, PeerSource};
     use super::*;
 
@@ -454,10 +454,7 @@ mod tests {
     #[tokio::test]
     async fn a_bad_piece_written_in_order_is_refetched_and_blames_only_the_bad_blocks_sender() {
         let s = swarm(None);
-        let good: SocketAddr = "127.0.0.1:1000".parse().unwrap();
-        let bad: SocketAddr = "127.0.0.2:1000".parse().unwrap();
-        let (g, _) = s.register_conn(good, PeerSource::Cli).unwrap();
-        let (b, _) = s.register_conn(bad, PeerSource::Cli).unwrap();
+        let ((good, g), (bad, b)) = good_and_bad(&s);
         for round in 0..3u32 {
             let i = round;
             // Block 0 from the honest peer, then block 1, wrong, from the
