@@ -37,21 +37,14 @@ pub const SUBNETS_TTL: Duration = Duration::from_secs(30);
 /// docs). Reads the interfaces at most once per [`SUBNETS_TTL`]; when
 /// getifaddrs(3) fails only the fixed ranges count.
 pub fn is_near(ip: IpAddr) -> bool {
-    let ip = canonical(ip);
+    // An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) counts as IPv4.
+    let ip = ip.to_canonical();
     in_fixed_ranges(ip) || attached_subnets().iter().any(|s| s.contains(ip))
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as IPv4; others as given.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// Loopback, RFC 1918 private, link-local, unique local (module docs).
 pub fn in_fixed_ranges(ip: IpAddr) -> bool {
-    match canonical(ip) {
+    match ip.to_canonical() {
         IpAddr::V4(a) => a.is_loopback() || a.is_private() || a.is_link_local(),
         IpAddr::V6(a) => {
             a.is_loopback()
